@@ -1,0 +1,4 @@
+"""llama_index_rag_optimize: thin adapters over rag_optimize.
+
+Public names are re-exported here, one `from ... import X as X` line each.
+"""

@@ -1,0 +1,14 @@
+"""Embedding models: the protocol, vector checks, and the bundled embedders."""
+
+from rag_optimize.embedding.hashing import HashingEmbedder
+from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedder
+from rag_optimize.embedding.vectors import unit_matrix, unit_vector
+
+__all__ = [
+    "Embedder",
+    "HashingEmbedder",
+    "aembed_query",
+    "check_embedder",
+    "unit_matrix",
+    "unit_vector",
+]
