@@ -18,3 +18,6 @@ from rag_optimize.errors import StoreError as StoreError
 __version__ = "0.1.0"
 
 # Components add their public names below, one `from ... import X as X` line each.
+from rag_optimize.embedding.batching import BatchingEmbedder as BatchingEmbedder
+from rag_optimize.embedding.local import LocalEmbedder as LocalEmbedder
+from rag_optimize.embedding.local import default_embedder as default_embedder
