@@ -1,0 +1,440 @@
+"""LatencyTracker: per-stage latency of RAG runs, safe under concurrency, bounded in memory.
+
+What it records
+---------------
+A *sample* is one timed stage (``"embedding"`` took 12 ms). Every sample goes into the
+aggregate window of its stage (for :meth:`LatencyTracker.report`: count, mean, p50, p95, p99,
+max) and, when it belongs to a *run* (one user request), into that run's breakdown
+(:meth:`LatencyTracker.run_report`). Runs are keyed by a run id, so samples of concurrent runs
+never mix, whatever thread or task records them.
+
+How components report into a tracker (the hook)
+-----------------------------------------------
+Any component that is given a tracker wraps its work in a span::
+
+    with tracker.span("embedding"):          # or stages.EMBEDDING
+        vectors = model.encode(texts)
+
+or, when it measured the time itself, ``tracker.record("retrieval.dense", seconds)``.
+A component whose tracker is optional writes ``with optional_span(self.tracker, "cache"):``.
+
+``span`` / ``record`` without ``run_id`` attribute the sample to the *current run*: a
+:mod:`contextvars` variable set by ``with tracker.run():`` (and by the LangChain / LlamaIndex
+adapters when a top-level chain or query starts). Context variables follow ``await`` and are
+copied into new asyncio tasks, so nested components need no extra argument. Work handed to
+another thread (a batching worker, ``run_in_executor`` without context copy) does not see the
+variable: capture ``LatencyTracker.current_run()`` at the call site and pass it as
+``run_id=...``. Every method is thread-safe.
+
+Time comes from the injected ``clock`` (seconds, monotonic; ``time.perf_counter`` by default),
+so tests drive it by hand instead of sleeping.
+
+Memory is bounded: each stage keeps the last ``window`` samples (exact percentiles over that
+window, lifetime count kept), at most ``max_runs`` finished runs are kept for
+:meth:`run_report`, and at most ``max_runs`` runs may be open at once (the oldest open run is
+dropped when a leaking caller never finishes its runs; :attr:`dropped_runs` counts them).
+
+Listeners (exporters) get every sample as a :class:`SpanRecord` after it is stored; a failing
+listener is logged and never breaks the traced application.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import IO, Any
+
+from rag_optimize.errors import ConfigurationError, InvalidInputError
+from rag_optimize.tracing import stages as _stages
+from rag_optimize.tracing.percentiles import Summary, Window
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+_CURRENT_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "rag_optimize_current_run", default=None
+)
+
+
+@dataclass(frozen=True)
+class SpanRecord:
+    """One recorded sample, as listeners (exporters) receive it.
+
+    ``start`` and ``end`` are readings of the tracker's clock; ``attributes`` carries optional
+    details such as the model name (``{"model": "gpt-4o-mini"}``).
+    """
+
+    stage: str
+    seconds: float
+    run_id: str | None
+    start: float
+    end: float
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    """The breakdown of one run: summed seconds and sample count per stage."""
+
+    run_id: str
+    started: float
+    ended: float | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    first_token_seen: bool = False
+
+    @property
+    def total(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "total": self.total,
+            "stages": dict(self.stages),
+            "counts": dict(self.counts),
+        }
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """Per-stage summaries (seconds), rows in pipeline order; see :class:`Summary`."""
+
+    stages: Mapping[str, Summary]
+
+    def __getitem__(self, stage: str) -> Summary:
+        return self.stages[stage]
+
+    def __contains__(self, stage: object) -> bool:
+        return stage in self.stages
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "unit": "seconds",
+            "stages": {name: s.as_dict() for name, s in self.stages.items()},
+        }
+
+    def to_json(self, **json_kwargs: Any) -> str:
+        return json.dumps(self.as_dict(), **json_kwargs)
+
+    def print(self, file: IO[str] | None = None, title: str = "RAG latency") -> None:
+        """Print a terminal table (milliseconds) with rich; ``file`` defaults to stdout."""
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "print_report needs rich: pip install 'rag-optimize[tracing]'"
+            ) from exc
+        table = Table(title=title)
+        table.add_column("stage")
+        for name in ("count", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+            table.add_column(name, justify="right")
+        for name, s in self.stages.items():
+            nested = _stages.parent_stage(name) in self.stages
+            label = f"  {name.rpartition('.')[2]}" if nested else name
+            table.add_row(
+                label,
+                str(s.count),
+                *(f"{v * 1000:.2f}" for v in (s.mean, s.p50, s.p95, s.p99, s.max)),
+            )
+        Console(file=file).print(table)
+
+
+class _Span:
+    """Context manager returned by :meth:`LatencyTracker.span` (sync and async)."""
+
+    __slots__ = ("_tracker", "_stage", "_run_id", "_attributes", "_start")
+
+    def __init__(
+        self,
+        tracker: LatencyTracker,
+        stage: str,
+        run_id: str | None,
+        attributes: Mapping[str, Any] | None,
+    ) -> None:
+        self._tracker = tracker
+        self._stage = stage
+        self._run_id = run_id
+        self._attributes = attributes
+        self._start = 0.0
+
+    def __enter__(self) -> _Span:
+        if self._run_id is None:
+            self._run_id = _CURRENT_RUN.get()
+        self._start = self._tracker.clock()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        end = self._tracker.clock()
+        attributes = self._attributes
+        if exc_type is not None:
+            attributes = {**(attributes or {}), "error": exc_type.__name__}
+        self._tracker.record_interval(self._stage, self._start, end, self._run_id, attributes)
+
+    async def __aenter__(self) -> _Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class LatencyTracker:
+    """Records stage latencies per run and summarises them (see the module docstring)."""
+
+    def __init__(
+        self, clock: Clock = time.perf_counter, window: int = 10_000, max_runs: int = 1_000
+    ) -> None:
+        if not callable(clock):
+            raise ConfigurationError(f"clock must be callable, got {clock!r}")
+        if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs <= 0:
+            raise ConfigurationError(f"max_runs must be a positive int, got {max_runs!r}")
+        Window(window)  # validates the size once, with a clear message
+        self.clock = clock
+        self.window = window
+        self.max_runs = max_runs
+        self.dropped_runs = 0
+        self._lock = threading.Lock()
+        self._windows: dict[str, Window] = {}
+        self._open: OrderedDict[str, RunRecord] = OrderedDict()
+        self._finished: OrderedDict[str, RunRecord] = OrderedDict()
+        self._listeners: list[Callable[[SpanRecord], None]] = []
+
+    # ----------------------------------------------------------------- current run
+    @staticmethod
+    def current_run() -> str | None:
+        """The run id active in this context (set by :meth:`run` or an adapter), or None."""
+        return _CURRENT_RUN.get()
+
+    @staticmethod
+    def set_current_run(run_id: str | None) -> contextvars.Token[str | None]:
+        """Make ``run_id`` the current run of this context; returns a token for ``reset``."""
+        return _CURRENT_RUN.set(run_id)
+
+    @staticmethod
+    def reset_current_run(token: contextvars.Token[str | None]) -> None:
+        _CURRENT_RUN.reset(token)
+
+    # ----------------------------------------------------------------- runs
+    def start_run(self, run_id: str | None = None, start: float | None = None) -> str:
+        """Open a run (a new uuid4 hex when ``run_id`` is None) and return its id."""
+        if run_id is None:
+            run_id = uuid.uuid4().hex
+        elif not isinstance(run_id, str) or not run_id:
+            raise InvalidInputError(f"run_id must be a non-empty string, got {run_id!r}")
+        started = self.clock() if start is None else start
+        with self._lock:
+            if run_id not in self._open:
+                self._open[run_id] = RunRecord(run_id=run_id, started=started)
+                self._trim_open()
+        return run_id
+
+    def finish_run(self, run_id: str, end: float | None = None) -> RunRecord | None:
+        """Close a run: record its ``total`` stage and keep its breakdown for run_report.
+
+        Returns the finished record, or None when the run is unknown (already finished or
+        dropped), in which case nothing is recorded.
+        """
+        end = self.clock() if end is None else end
+        with self._lock:
+            record = self._open.pop(run_id, None)
+        if record is None:
+            return None
+        self.record_interval(_stages.TOTAL, record.started, end, run_id, None)
+        with self._lock:
+            record.ended = end
+            self._finished[run_id] = record
+            while len(self._finished) > self.max_runs:
+                self._finished.popitem(last=False)
+        return record
+
+    def run(self, run_id: str | None = None) -> AbstractContextManager[str]:
+        """``with tracker.run() as run_id:`` opens a run, makes it current, records ``total``."""
+        return self._run_context(run_id)
+
+    @contextmanager
+    def _run_context(self, run_id: str | None) -> Iterator[str]:
+        run_id = self.start_run(run_id)
+        token = _CURRENT_RUN.set(run_id)
+        try:
+            yield run_id
+        finally:
+            _CURRENT_RUN.reset(token)
+            self.finish_run(run_id)
+
+    def run_report(self, run_id: str) -> RunRecord | None:
+        """A copy of the breakdown of a finished or still open run, None if unknown."""
+        with self._lock:
+            record = self._finished.get(run_id) or self._open.get(run_id)
+            if record is None:
+                return None
+            return RunRecord(
+                run_id=record.run_id,
+                started=record.started,
+                ended=record.ended,
+                stages=dict(record.stages),
+                counts=dict(record.counts),
+                first_token_seen=record.first_token_seen,
+            )
+
+    def open_runs(self) -> list[str]:
+        with self._lock:
+            return list(self._open)
+
+    # ----------------------------------------------------------------- samples
+    def span(
+        self,
+        stage: str,
+        run_id: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> _Span:
+        """Context manager (``with`` or ``async with``) timing one stage of a run."""
+        return _Span(self, _stages.check_stage(stage), run_id, attributes)
+
+    def record(
+        self,
+        stage: str,
+        seconds: float,
+        run_id: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a stage that was timed elsewhere (``seconds`` >= 0, finite)."""
+        _stages.check_stage(stage)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise InvalidInputError(f"seconds must be a number, got {seconds!r}")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise InvalidInputError(f"seconds must be finite and >= 0, got {seconds!r}")
+        end = self.clock()
+        if run_id is None:
+            run_id = _CURRENT_RUN.get()
+        self.record_interval(stage, end - seconds, end, run_id, attributes)
+
+    def first_token(self, run_id: str | None = None, now: float | None = None) -> float | None:
+        """Record ``ttft`` for the run (time since the run started) on its first token only.
+
+        Returns the recorded seconds, or None when the run is unknown or already had one.
+        """
+        run_id = _CURRENT_RUN.get() if run_id is None else run_id
+        if run_id is None:
+            return None
+        now = self.clock() if now is None else now
+        with self._lock:
+            record = self._open.get(run_id)
+            if record is None or record.first_token_seen:
+                return None
+            record.first_token_seen = True
+            started = record.started
+        self.record_interval(_stages.TTFT, started, now, run_id, None)
+        return now - started
+
+    def record_interval(
+        self,
+        stage: str,
+        start: float,
+        end: float,
+        run_id: str | None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a stage that ran from ``start`` to ``end`` (readings of :attr:`clock`).
+
+        The primitive under :meth:`span`, :meth:`record` and the adapters' event timeline;
+        ``run_id`` None means "no run" here (no current-run lookup).
+        """
+        seconds = max(0.0, end - start)
+        with self._lock:
+            window = self._windows.get(stage)
+            if window is None:
+                window = self._windows[stage] = Window(self.window)
+            window.add(seconds)
+            if run_id is not None and stage != _stages.TOTAL:
+                record = self._open.get(run_id)
+                if record is None and run_id not in self._finished:
+                    record = self._open[run_id] = RunRecord(run_id=run_id, started=start)
+                    self._trim_open()
+                if record is not None:
+                    record.stages[stage] = record.stages.get(stage, 0.0) + seconds
+                    record.counts[stage] = record.counts.get(stage, 0) + 1
+            listeners = self._listeners
+        if listeners:
+            sample = SpanRecord(stage, seconds, run_id, start, end, attributes or {})
+            for listener in listeners:
+                try:
+                    listener(sample)
+                except Exception:  # a broken exporter must not break the traced app
+                    logger.exception("latency listener %r failed", listener)
+
+    def _trim_open(self) -> None:
+        while len(self._open) > self.max_runs:
+            self._open.popitem(last=False)
+            self.dropped_runs += 1
+
+    # ----------------------------------------------------------------- listeners
+    def add_listener(self, listener: Callable[[SpanRecord], None]) -> None:
+        """Call ``listener(SpanRecord)`` for every sample recorded from now on."""
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+    def remove_listener(self, listener: Callable[[SpanRecord], None]) -> None:
+        with self._lock:
+            self._listeners = [x for x in self._listeners if x is not listener]
+
+    # ----------------------------------------------------------------- reporting
+    def report(self) -> LatencyReport:
+        """Summaries of every stage that has samples, in pipeline order."""
+        with self._lock:
+            items = [(name, w.summary()) for name, w in self._windows.items() if len(w)]
+        items.sort(key=lambda item: _stages.stage_sort_key(item[0]))
+        return LatencyReport(stages=dict(items))
+
+    def samples(self, stage: str) -> list[float]:
+        """The windowed samples of one stage (seconds, oldest first)."""
+        with self._lock:
+            window = self._windows.get(stage)
+            return window.values() if window else []
+
+    def to_json(self, **json_kwargs: Any) -> str:
+        return self.report().to_json(**json_kwargs)
+
+    def print_report(self, file: IO[str] | None = None, title: str = "RAG latency") -> None:
+        self.report().print(file=file, title=title)
+
+    def reset(self) -> None:
+        """Forget every sample and run (listeners stay attached)."""
+        with self._lock:
+            self._windows.clear()
+            self._open.clear()
+            self._finished.clear()
+            self.dropped_runs = 0
+
+
+def optional_span(
+    tracker: LatencyTracker | None,
+    stage: str,
+    run_id: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> AbstractContextManager[object]:
+    """``tracker.span(...)`` when a tracker is given, else a no-op context manager."""
+    if tracker is None:
+        return nullcontext()
+    return tracker.span(stage, run_id=run_id, attributes=attributes)
