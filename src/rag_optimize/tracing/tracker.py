@@ -397,7 +397,7 @@ class LatencyTracker:
 
     def remove_listener(self, listener: Callable[[SpanRecord], None]) -> None:
         with self._lock:
-            self._listeners = [x for x in self._listeners if x is not listener]
+            self._listeners = [x for x in self._listeners if x != listener]
 
     # ----------------------------------------------------------------- reporting
     def report(self) -> LatencyReport:

@@ -1,0 +1,201 @@
+"""LatencyTracker: stage attribution per run, current-run context, bounds, reports."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from rag_optimize.errors import ConfigurationError, InvalidInputError
+from rag_optimize.tracing import EventTimeline, LatencyTracker, optional_span, stages
+
+
+def test_span_and_run_with_injected_clock(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    with tracker.run("r1") as run_id:
+        assert LatencyTracker.current_run() == "r1"
+        with tracker.span(stages.EMBEDDING):
+            clock.advance(0.010)
+        with tracker.span(stages.DENSE):
+            clock.advance(0.020)
+        tracker.record(stages.GENERATION, 0.5)
+        clock.advance(0.5)
+    assert run_id == "r1"
+    assert LatencyTracker.current_run() is None
+    record = tracker.run_report("r1")
+    assert record is not None
+    assert record.stages == pytest.approx(
+        {"embedding": 0.010, "retrieval.dense": 0.020, "generation": 0.5}
+    )
+    assert record.total == pytest.approx(0.53)
+    report = tracker.report()
+    assert list(report.stages) == ["embedding", "retrieval.dense", "generation", "total"]
+    assert report["total"].p99 == pytest.approx(0.53)
+    assert report["embedding"].count == 1
+
+
+def test_span_records_failures_with_error_attribute(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    seen = []
+    tracker.add_listener(seen.append)
+    with pytest.raises(RuntimeError), tracker.span("rerank", run_id="r"):
+        clock.advance(0.1)
+        raise RuntimeError("boom")
+    assert seen[0].stage == "rerank"
+    assert seen[0].attributes["error"] == "RuntimeError"
+    assert seen[0].seconds == pytest.approx(0.1)
+
+
+def test_first_token_once_per_run(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    with tracker.run("r"):
+        clock.advance(0.2)
+        assert tracker.first_token() == pytest.approx(0.2)
+        clock.advance(0.1)
+        assert tracker.first_token() is None
+    assert tracker.report()["ttft"].count == 1
+    assert tracker.report()["ttft"].max == pytest.approx(0.2)
+
+
+def test_bad_input_is_rejected() -> None:
+    tracker = LatencyTracker()
+    with pytest.raises(InvalidInputError, match="stage"):
+        tracker.span("")
+    with pytest.raises(InvalidInputError, match="seconds"):
+        tracker.record("embedding", -1.0)
+    with pytest.raises(InvalidInputError, match="seconds"):
+        tracker.record("embedding", float("nan"))
+    with pytest.raises(ConfigurationError, match="max_runs"):
+        LatencyTracker(max_runs=0)
+    with pytest.raises(ConfigurationError, match="window"):
+        LatencyTracker(window=-3)
+
+
+def test_memory_is_bounded(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock, window=50, max_runs=10)
+    for i in range(500):
+        with tracker.run(f"run-{i}"), tracker.span("cache"):
+            clock.advance(0.001)
+    # leaked runs that are never finished
+    for i in range(30):
+        tracker.start_run(f"leak-{i}")
+    assert len(tracker.samples("cache")) == 50
+    assert tracker.report()["cache"].count == 500
+    assert tracker.run_report("run-0") is None
+    assert tracker.run_report("run-499") is not None
+    assert len(tracker.open_runs()) == 10
+    assert tracker.dropped_runs == 20
+
+
+def test_threads_attribute_by_explicit_run_id(clock: Any) -> None:
+    tracker = LatencyTracker()
+
+    def work(i: int) -> None:
+        run = tracker.start_run(f"t{i}")
+        for _ in range(50):
+            tracker.record("embedding", 0.001 * (i + 1), run_id=run)
+        tracker.finish_run(run)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        record = tracker.run_report(f"t{i}")
+        assert record is not None
+        assert record.counts["embedding"] == 50
+        assert record.stages["embedding"] == pytest.approx(50 * 0.001 * (i + 1))
+
+
+async def test_current_run_follows_asyncio_tasks() -> None:
+    tracker = LatencyTracker()
+
+    async def component(delay: float) -> None:  # a nested component with no run argument
+        with tracker.span("retrieval"):
+            await asyncio.sleep(delay)
+
+    async def request(i: int) -> None:
+        with tracker.run(f"req-{i}"):
+            await asyncio.gather(component(0.001), component(0.002))
+
+    await asyncio.gather(*(request(i) for i in range(50)))
+    for i in range(50):
+        record = tracker.run_report(f"req-{i}")
+        assert record is not None
+        assert record.counts == {"retrieval": 2}
+
+
+def test_optional_span_without_tracker_is_noop() -> None:
+    with optional_span(None, "cache"):
+        pass
+    tracker = LatencyTracker()
+    with optional_span(tracker, "cache"):
+        pass
+    assert tracker.report()["cache"].count == 1
+
+
+def test_to_json_and_print_report(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    for ms in (10, 20, 30, 40):
+        tracker.record("retrieval", ms / 1000)
+        tracker.record("retrieval.sparse", ms / 2000)
+    data = json.loads(tracker.to_json())
+    assert data["unit"] == "seconds"
+    assert data["stages"]["retrieval"]["p50"] == pytest.approx(0.025)
+    buf = io.StringIO()
+    tracker.print_report(file=buf)
+    text = buf.getvalue()
+    assert "retrieval" in text and "sparse" in text and "25.00" in text
+
+
+def test_listener_failure_does_not_break_the_app(caplog: pytest.LogCaptureFixture) -> None:
+    tracker = LatencyTracker()
+
+    def broken(_sample: object) -> None:
+        raise ValueError("exporter down")
+
+    tracker.add_listener(broken)
+    with tracker.span("cache"):
+        pass
+    assert tracker.report()["cache"].count == 1
+    assert "exporter down" in caplog.text
+
+
+def test_timeline_nesting_roots_and_ttft(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    tl = EventTimeline(tracker)
+    tl.start("root", None)
+    tl.start("ret", stages.RETRIEVAL, parent_id="root")
+    clock.advance(0.05)
+    tl.end("ret")
+    tl.start("llm", stages.GENERATION, parent_id="root")
+    clock.advance(0.1)
+    tl.token("llm")
+    clock.advance(0.2)
+    tl.token("llm")
+    tl.end("llm")
+    tl.end("root")
+    record = tracker.run_report("root")
+    assert record is not None
+    assert record.stages == pytest.approx({"retrieval": 0.05, "generation": 0.3, "ttft": 0.15})
+    assert record.total == pytest.approx(0.35)
+    assert tl.open_nodes() == 0
+    assert LatencyTracker.current_run() is None
+
+
+def test_timeline_root_joins_an_active_run(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    tl = EventTimeline(tracker)
+    with tracker.run("outer"):
+        tl.start("chain", stages.RETRIEVAL)
+        clock.advance(0.01)
+        tl.end("chain")
+        assert "outer" in tracker.open_runs()
+    record = tracker.run_report("outer")
+    assert record is not None and record.stages == pytest.approx({"retrieval": 0.01})
+    assert tracker.run_report("chain") is None
