@@ -1,1 +1,18 @@
-"""rag_optimize.cache."""
+"""The semantic cache: keys, scopes, thresholds, stats, and the stores behind them."""
+
+from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
+from rag_optimize.cache.memory import InMemoryStore
+from rag_optimize.cache.semantic import DEFAULT_THRESHOLD, SemanticCache
+from rag_optimize.cache.stats import CacheStats
+from rag_optimize.cache.store import Store
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "CacheEntry",
+    "CacheHit",
+    "CacheStats",
+    "Candidate",
+    "InMemoryStore",
+    "SemanticCache",
+    "Store",
+]

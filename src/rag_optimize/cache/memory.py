@@ -1,0 +1,165 @@
+"""The default store: everything in this process, nothing serialised.
+
+LRU order is an ``OrderedDict`` (O(1) touch and evict); TTL expiry pops a heap of expiry
+times (O(log n) per entry, never a scan); each scope has its own :class:`VectorTable`, so a
+lookup only ever sees its own scope's vectors.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections import OrderedDict
+
+from rag_optimize.cache.entry import CacheEntry, Candidate
+from rag_optimize.cache.stats import StatsCounter
+from rag_optimize.cache.store import SyncStoreMixin
+from rag_optimize.cache.vector_table import IndexKind, VectorTable
+from rag_optimize.embedding.vectors import FloatVector
+from rag_optimize.errors import ConfigurationError, InvalidVectorError
+
+
+class InMemoryStore(SyncStoreMixin):
+    """Thread-safe in-process store with LRU eviction past ``max_entries`` and TTL expiry.
+
+    ``index="ann"`` adds a usearch HNSW graph per scope: use it past roughly 50k entries in
+    one scope, where an exact scan costs more than a millisecond.
+    """
+
+    def __init__(self, max_entries: int | None = 10_000, index: IndexKind = "exact") -> None:
+        if max_entries is not None and max_entries < 1:
+            raise ConfigurationError(f"max_entries must be >= 1 or None, got {max_entries}")
+        if index not in ("exact", "ann"):
+            raise ConfigurationError(f"index must be 'exact' or 'ann', got {index!r}")
+        self.max_entries = max_entries
+        self.index: IndexKind = index
+        self._lock = threading.RLock()
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._exact: dict[tuple[str, str], str] = {}
+        self._tables: dict[str, VectorTable] = {}
+        self._expiry: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._dim: int | None = None
+        self._stats = StatsCounter()
+
+    @property
+    def dim(self) -> int | None:
+        """Dimension of the stored vectors (fixed by the first entry)."""
+        return self._dim
+
+    def attach_stats(self, stats: StatsCounter) -> None:
+        """Report evictions and expirations into ``stats``."""
+        self._stats = stats
+
+    def get_exact(self, scope: str, query_key: str, now: float) -> CacheEntry | None:
+        """The live entry for exactly this normalised query, marked as used."""
+        with self._lock:
+            self._expire(now)
+            entry_id = self._exact.get((scope, query_key))
+            if entry_id is None:
+                return None
+            self._entries.move_to_end(entry_id)
+            return self._entries[entry_id]
+
+    def search(self, scope: str, vector: FloatVector, k: int, now: float) -> list[Candidate]:
+        """The ``k`` nearest live entries of ``scope``."""
+        with self._lock:
+            self._expire(now)
+            table = self._tables.get(scope)
+            if table is None:
+                return []
+            return [
+                Candidate(entry_id, sim, self._entries[entry_id].threshold)
+                for entry_id, sim in table.search(vector, k)
+            ]
+
+    def fetch(self, entry_id: str, now: float) -> CacheEntry | None:
+        """The entry, marked as used, or ``None`` if it is gone or expired."""
+        with self._lock:
+            self._expire(now)
+            entry = self._entries.get(entry_id)
+            if entry is not None:
+                self._entries.move_to_end(entry_id)
+            return entry
+
+    def put(self, entry: CacheEntry, now: float) -> None:
+        """Insert or replace ``entry`` and evict least-recently-used entries past capacity."""
+        with self._lock:
+            if self._dim is None:
+                self._dim = int(entry.vector.shape[0])
+            elif entry.vector.shape[0] != self._dim:
+                raise InvalidVectorError(
+                    f"entry vector has dimension {entry.vector.shape[0]}, store holds {self._dim}"
+                )
+            self._expire(now)
+            old_id = self._exact.get((entry.scope, entry.query_key))
+            if old_id is not None and old_id != entry.id:
+                self._remove(old_id)
+            self._remove(entry.id)
+            self._entries[entry.id] = entry
+            self._exact[(entry.scope, entry.query_key)] = entry.id
+            table = self._tables.get(entry.scope)
+            if table is None:
+                table = self._tables[entry.scope] = VectorTable(self._dim, self.index)
+            table.add(entry.id, entry.vector)
+            if entry.expires_at is not None:
+                heapq.heappush(self._expiry, (entry.expires_at, next(self._seq), entry.id))
+            while self.max_entries is not None and len(self._entries) > self.max_entries:
+                oldest = next(iter(self._entries))
+                self._remove(oldest)
+                self._stats.add("evictions")
+
+    def delete(self, entry_ids: list[str]) -> int:
+        """Remove these entries; returns how many existed."""
+        with self._lock:
+            return sum(self._remove(entry_id) for entry_id in entry_ids)
+
+    def invalidate(self, scope: str) -> int:
+        """Remove every entry of ``scope``."""
+        with self._lock:
+            table = self._tables.get(scope)
+            ids = table.ids() if table is not None else []
+            for entry_id in ids:
+                self._remove(entry_id)
+            return len(ids)
+
+    def clear(self) -> None:
+        """Remove everything; the dimension is forgotten too."""
+        with self._lock:
+            self._entries.clear()
+            self._exact.clear()
+            self._tables.clear()
+            self._expiry.clear()
+            self._dim = None
+
+    def count(self) -> int:
+        """Number of entries held (expired ones are dropped lazily)."""
+        return len(self._entries)
+
+    def entries(self) -> list[CacheEntry]:
+        """A snapshot of all entries, least recently used first."""
+        with self._lock:
+            return list(self._entries.values())
+
+    def _remove(self, entry_id: str) -> bool:
+        entry = self._entries.pop(entry_id, None)
+        if entry is None:
+            return False
+        key = (entry.scope, entry.query_key)
+        if self._exact.get(key) == entry_id:
+            del self._exact[key]
+        table = self._tables.get(entry.scope)
+        if table is not None:
+            table.remove(entry_id)
+            if not len(table):
+                del self._tables[entry.scope]
+        return True
+
+    def _expire(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            expires_at, _, entry_id = heapq.heappop(self._expiry)
+            entry = self._entries.get(entry_id)
+            if entry is not None and entry.expires_at == expires_at:
+                self._remove(entry_id)
+                self._stats.add("expirations")

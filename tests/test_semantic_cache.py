@@ -1,0 +1,306 @@
+"""The semantic cache core over the in-process store."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rag_optimize import (
+    CacheHit,
+    ConfigurationError,
+    HashingEmbedder,
+    InMemoryStore,
+    InvalidInputError,
+    InvalidVectorError,
+    SemanticCache,
+)
+from tests.conftest import FakeClock
+
+
+class CountingEmbedder(HashingEmbedder):
+    """HashingEmbedder that counts embed_query calls precisely."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=128)
+        self.queries: list[str] = []
+
+    def embed_query(self, text: str) -> list[float]:
+        self.queries.append(text)
+        return super().embed_query(text)
+
+
+class BrokenEmbedder(HashingEmbedder):
+    def embed_query(self, text: str) -> list[float]:
+        raise RuntimeError("model server down")
+
+
+class BadVectorEmbedder(HashingEmbedder):
+    def __init__(self, vector: list[float]) -> None:
+        super().__init__()
+        self.vector = vector
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.vector
+
+
+def test_paraphrase_hits_and_unrelated_misses() -> None:
+    cache = SemanticCache(HashingEmbedder(), threshold=0.8)
+    cache.set("How do I reset my password?", "Open Settings > Security.")
+    hit = cache.get("how can I reset my password")
+    assert isinstance(hit, CacheHit)
+    assert hit.response == "Open Settings > Security."
+    assert hit.matched_query == "How do I reset my password?"
+    assert 0.8 <= hit.similarity <= 1.0
+    assert hit.metadata["cache_decision"]["threshold"] == 0.8
+    assert cache.get("What is the capital of France?") is None
+    stats = cache.stats
+    assert (stats.hits, stats.misses, stats.exact_hits, stats.sets) == (1, 1, 0, 1)
+    assert stats.hit_rate == 0.5
+
+
+def test_exact_repeat_makes_no_embedder_call() -> None:
+    embedder = CountingEmbedder()
+    cache = SemanticCache(embedder)
+    cache.set("What is RAG?", "Retrieval-augmented generation.")
+    calls = len(embedder.queries)
+    hit = cache.get("  what   is rag?  ")
+    assert hit is not None and hit.exact and hit.similarity == 1.0
+    assert len(embedder.queries) == calls
+    assert cache.stats.exact_hits == 1
+
+
+def test_miss_then_set_embeds_once() -> None:
+    embedder = CountingEmbedder()
+    cache = SemanticCache(embedder)
+    assert cache.get("Who wrote Hamlet?") is None
+    assert cache.set("Who wrote Hamlet?", "Shakespeare")
+    assert embedder.queries == ["Who wrote Hamlet?"]
+
+
+def test_scopes_are_isolated() -> None:
+    cache = SemanticCache(HashingEmbedder(), threshold=0.5)
+    cache.set("reset password", "tenant A answer", scope="a")
+    assert cache.get("reset password", scope="b") is None
+    assert cache.get("reset password") is None
+    hit = cache.get("reset password", scope="a")
+    assert hit is not None and hit.response == "tenant A answer" and hit.scope == "a"
+    assert cache.invalidate(scope="a") == 1
+    assert cache.get("reset password", scope="a") is None
+
+
+def test_ttl_expiry_with_injected_clock(clock: FakeClock) -> None:
+    cache = SemanticCache(HashingEmbedder(), ttl_seconds=10, clock=clock)
+    cache.set("q one", "a1")
+    cache.set("q two", "a2", ttl_seconds=100)
+    clock.advance(5)
+    hit = cache.get("q one")
+    assert hit is not None and hit.age_seconds == pytest.approx(5)
+    clock.advance(6)
+    assert cache.get("q one") is None
+    assert cache.get("q two") is not None
+    assert cache.stats.expirations == 1
+    assert len(cache) == 1
+
+
+def test_lru_eviction_order(clock: FakeClock) -> None:
+    cache = SemanticCache(HashingEmbedder(), max_entries=3, clock=clock)
+    for name in ("alpha", "bravo", "charlie"):
+        cache.set(f"question {name}", name)
+    assert cache.get("question alpha") is not None  # alpha is now most recently used
+    cache.set("question delta", "delta")  # evicts bravo, the least recently used
+    assert cache.get("question bravo") is None
+    assert [cache.get(f"question {n}") is not None for n in ("alpha", "charlie", "delta")] == [
+        True,
+        True,
+        True,
+    ]
+    assert cache.stats.evictions == 1
+    assert len(cache) == 3
+
+
+def test_set_replaces_same_query() -> None:
+    cache = SemanticCache(HashingEmbedder())
+    cache.set("same question", "old")
+    cache.set("Same  question", "new")
+    hit = cache.get("same question")
+    assert hit is not None and hit.response == "new"
+    assert len(cache) == 1
+
+
+def test_failing_embedder_fails_open(caplog: pytest.LogCaptureFixture) -> None:
+    cache = SemanticCache(BrokenEmbedder())
+    for _ in range(5):
+        assert cache.get("anything") is None
+    assert cache.set("anything", "answer") is False
+    stats = cache.stats
+    assert stats.embedder_errors == 6 and stats.misses == 5 and stats.dropped_writes == 1
+    warnings = [r for r in caplog.records if "failing" in r.getMessage()]
+    assert len(warnings) == 1  # logged once per incident, not per call
+
+
+@pytest.mark.parametrize(
+    ("vector", "message"),
+    [([math.nan] * 4, "NaN"), ([0.0] * 4, "zero"), ([], "non-empty")],
+)
+def test_bad_vectors_from_the_embedder_raise(vector: list[float], message: str) -> None:
+    cache = SemanticCache(BadVectorEmbedder(vector))
+    with pytest.raises(InvalidVectorError, match=message):
+        cache.get("question")
+
+
+def test_dimension_change_is_rejected() -> None:
+    embedder = BadVectorEmbedder([1.0, 0.0, 0.0])
+    cache = SemanticCache(embedder)
+    cache.set("first", "x")
+    embedder.vector = [1.0, 0.0]
+    with pytest.raises(InvalidVectorError, match="dimension 2, expected 3"):
+        cache.get("second")
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n"])
+def test_empty_query_rejected(query: str) -> None:
+    cache = SemanticCache(HashingEmbedder())
+    with pytest.raises(InvalidInputError, match="empty"):
+        cache.get(query)
+    with pytest.raises(InvalidInputError, match="empty"):
+        cache.set(query, "x")
+
+
+def test_wrong_types_rejected() -> None:
+    cache = SemanticCache(HashingEmbedder())
+    with pytest.raises(TypeError, match="query must be a str"):
+        cache.get(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="scope must be"):
+        cache.get("q", scope=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="JSON"):
+        cache.set("q", object())
+    with pytest.raises(TypeError, match="embed_query"):
+        SemanticCache(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("threshold", [0, -0.1, 1.01, math.nan])
+def test_threshold_range(threshold: float) -> None:
+    with pytest.raises(ConfigurationError, match="threshold"):
+        SemanticCache(HashingEmbedder(), threshold=threshold)
+
+
+def test_options_validated() -> None:
+    with pytest.raises(ConfigurationError, match="ttl_seconds"):
+        SemanticCache(HashingEmbedder(), ttl_seconds=0)
+    with pytest.raises(ConfigurationError, match="max_entries"):
+        SemanticCache(HashingEmbedder(), max_entries=0)
+    with pytest.raises(ConfigurationError, match="index"):
+        SemanticCache(HashingEmbedder(), index="fast")  # type: ignore[arg-type]
+
+
+async def test_async_api_matches_sync() -> None:
+    cache = SemanticCache(HashingEmbedder(), threshold=0.8)
+    assert await cache.aget("How do I reset my password?") is None
+    assert await cache.aset("How do I reset my password?", {"text": "Settings"})
+    hit = await cache.aget("how can i reset my password")
+    assert hit is not None and hit.response == {"text": "Settings"}
+    assert await cache.ainvalidate() == 1
+    await cache.aclear()
+    assert cache.stats.lookups == 0
+
+
+class AsyncOnlyEmbedder(HashingEmbedder):
+    """An embedder whose sync path must not be used from async code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.async_calls = 0
+
+    def embed_query(self, text: str) -> list[float]:
+        raise AssertionError("sync embed_query called from the async path")
+
+    async def aembed_query(self, text: str) -> list[float]:
+        self.async_calls += 1
+        return self._embed(text)
+
+
+async def test_async_uses_native_aembed_query() -> None:
+    embedder = AsyncOnlyEmbedder()
+    cache = SemanticCache(embedder)
+    await cache.aset("hello world question", "hi")
+    assert await cache.aget("Hello  World question") is not None
+    assert embedder.async_calls == 1  # the second lookup was an exact hit
+
+
+def test_concurrent_threads_and_tasks_stats_add_up() -> None:
+    cache = SemanticCache(HashingEmbedder(), threshold=0.95, max_entries=50)
+    errors: list[BaseException] = []
+    per_worker = 40
+
+    def worker(i: int) -> None:
+        try:
+            for j in range(per_worker):
+                q = f"question number {(i * 7 + j) % 60}"
+                if cache.get(q) is None:
+                    cache.set(q, f"answer {(i * 7 + j) % 60}")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    async def tasks() -> None:
+        async def one(i: int) -> None:
+            for j in range(per_worker):
+                q = f"question number {(i * 11 + j) % 60}"
+                if await cache.aget(q) is None:
+                    await cache.aset(q, f"answer {(i * 11 + j) % 60}")
+
+        await asyncio.gather(*(one(i) for i in range(8)))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    asyncio.run(tasks())
+    for t in threads:
+        t.join()
+    assert errors == []
+    stats = cache.stats
+    assert stats.hits + stats.misses == 16 * per_worker
+    assert stats.entries <= 50
+    for i in range(60):
+        hit = cache.get(f"question number {i}")
+        assert hit is None or hit.response == f"answer {i}"
+
+
+def test_ann_index_finds_the_same_entries() -> None:
+    exact = SemanticCache(HashingEmbedder(), threshold=0.7)
+    ann = SemanticCache(HashingEmbedder(), threshold=0.7, index="ann")
+    for i in range(300):
+        for cache in (exact, ann):
+            cache.set(f"topic {i} details about item {i * 3}", i)
+    agree = sum(
+        (exact.get(f"details about topic {i} item {i * 3}") or CacheHit(-1, 0, "", 0, {})).response
+        == (ann.get(f"details about topic {i} item {i * 3}") or CacheHit(-1, 0, "", 0, {})).response
+        for i in range(300)
+    )
+    assert agree >= 290
+
+
+_scopes = st.sampled_from(["", "a", "b", "tenant-c"])
+_queries = st.sampled_from(["reset password", "reset my password", "billing", "refund policy"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["set", "get", "inv"]), _scopes, _queries), max_size=40))
+def test_property_no_lookup_returns_another_scopes_entry(
+    ops: list[tuple[str, str, str]],
+) -> None:
+    cache = SemanticCache(HashingEmbedder(dim=64), threshold=0.3, store=InMemoryStore(8))
+    for op, scope, query in ops:
+        if op == "set":
+            cache.set(query, {"scope": scope, "query": query}, scope=scope)
+        elif op == "inv":
+            cache.invalidate(scope=scope)
+        else:
+            hit = cache.get(query, scope=scope)
+            if hit is not None:
+                assert hit.response["scope"] == scope
+                assert hit.scope == scope
