@@ -304,3 +304,26 @@ def test_property_no_lookup_returns_another_scopes_entry(
             if hit is not None:
                 assert hit.response["scope"] == scope
                 assert hit.scope == scope
+
+
+def test_cache_scope_context_applies_when_no_scope_given() -> None:
+    from rag_optimize import cache_scope
+
+    cache = SemanticCache(HashingEmbedder(), threshold=0.5)
+    with cache_scope("tenant-a"):
+        cache.set("reset password", "A")
+        assert cache.get("reset password") is not None
+        assert cache.get("reset password", scope="tenant-b") is None
+    assert cache.get("reset password") is None
+    assert cache.get("reset password", scope="tenant-a") is not None
+
+
+def test_delete_where_on_metadata() -> None:
+    store = InMemoryStore()
+    cache = SemanticCache(HashingEmbedder(), store=store)
+    cache.set("q1 about docs", "a", metadata={"source_ids": ["d1", "d2"]})
+    cache.set("q2 other things", "b", metadata={"source_ids": ["d3"]}, scope="x")
+    cache.set("q3 more", "c", metadata={"index_version": "v1"})
+    assert store.delete_where(None, "source_ids", ["d2", "d3"]) == 2
+    assert store.delete_where("", "index_version", ["v1"]) == 1
+    assert len(cache) == 0

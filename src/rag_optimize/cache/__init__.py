@@ -3,6 +3,7 @@
 from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
 from rag_optimize.cache.memory import InMemoryStore
 from rag_optimize.cache.semantic import DEFAULT_THRESHOLD, SemanticCache
+from rag_optimize.cache.scopes import cache_scope, current_scope
 from rag_optimize.cache.stats import CacheStats
 from rag_optimize.cache.store import Store
 
@@ -15,4 +16,6 @@ __all__ = [
     "InMemoryStore",
     "SemanticCache",
     "Store",
+    "cache_scope",
+    "current_scope",
 ]

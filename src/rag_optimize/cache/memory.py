@@ -124,6 +124,20 @@ class InMemoryStore(SyncStoreMixin):
                 self._remove(entry_id)
             return len(ids)
 
+    def delete_where(self, scope: str | None, metadata_key: str, values: list[str]) -> int:
+        """Remove entries whose ``metadata[metadata_key]`` is or contains one of ``values``."""
+        wanted = set(values)
+        with self._lock:
+            ids = [
+                e.id
+                for e in self._entries.values()
+                if (scope is None or e.scope == scope)
+                and _matches(e.metadata.get(metadata_key), wanted)
+            ]
+            for entry_id in ids:
+                self._remove(entry_id)
+            return len(ids)
+
     def clear(self) -> None:
         """Remove everything; the dimension is forgotten too."""
         with self._lock:
@@ -163,3 +177,11 @@ class InMemoryStore(SyncStoreMixin):
             if entry is not None and entry.expires_at == expires_at:
                 self._remove(entry_id)
                 self._stats.add("expirations")
+
+
+def _matches(value: object, wanted: set[str]) -> bool:
+    if isinstance(value, str):
+        return value in wanted
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(v, str) and v in wanted for v in value)
+    return False

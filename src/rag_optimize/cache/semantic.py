@@ -33,6 +33,7 @@ from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
 from rag_optimize.cache.incidents import IncidentLog
 from rag_optimize.cache.keys import check_query, check_scope, digest, normalise_query
 from rag_optimize.cache.memory import InMemoryStore
+from rag_optimize.cache.scopes import current_scope
 from rag_optimize.cache.stats import CacheStats, StatsCounter
 from rag_optimize.cache.store import Store
 from rag_optimize.cache.vector_table import IndexKind
@@ -200,13 +201,14 @@ class SemanticCache:
         return stored
 
     def invalidate(self, scope: str | None = None) -> int:
-        """Drop every entry of ``scope`` (``None``: the default scope); returns how many."""
-        scope_key = check_scope(scope)
+        """Drop every entry of ``scope`` (``None``: the active ``cache_scope`` or the default
+        scope); returns how many."""
+        scope_key = self._scope(scope)
         return int(self._guard(lambda: self.store.invalidate(scope_key), 0))
 
     async def ainvalidate(self, scope: str | None = None) -> int:
         """Async :meth:`invalidate`."""
-        scope_key = check_scope(scope)
+        scope_key = self._scope(scope)
         return int(await self._aguard(lambda: self.store.ainvalidate(scope_key), 0))
 
     def clear(self) -> None:
@@ -234,7 +236,11 @@ class SemanticCache:
     # ---------------------------------------------------------------- internals
     def _begin(self, query: str, scope: str | None) -> tuple[str, str, str, float]:
         query = check_query(query)
-        return query, normalise_query(query), check_scope(scope), self._clock()
+        return query, normalise_query(query), self._scope(scope), self._clock()
+
+    def _scope(self, scope: str | None) -> str:
+        """The explicit scope, else the one of the active ``cache_scope`` block."""
+        return check_scope(scope if scope is not None else current_scope())
 
     def _accepted(self, candidates: list[Candidate]) -> list[tuple[Candidate, float]]:
         out = []

@@ -53,6 +53,12 @@ class Store(Protocol):
         """Remove every entry of ``scope``; returns how many were removed."""
         ...
 
+    def delete_where(self, scope: str | None, metadata_key: str, values: list[str]) -> int:
+        """Remove entries (of ``scope``, or of every scope if ``None``) whose
+        ``metadata[metadata_key]`` (a str or a list of str) is or contains one of ``values``.
+        Used for source-document and index-version invalidation; returns how many."""
+        ...
+
     def clear(self) -> None:
         """Remove every entry the store holds."""
         ...
@@ -85,6 +91,12 @@ class Store(Protocol):
 
     async def ainvalidate(self, scope: str) -> int:
         """Async twin of :meth:`invalidate`."""
+        ...
+
+    async def adelete_where(
+        self, scope: str | None, metadata_key: str, values: list[str]
+    ) -> int:
+        """Async twin of :meth:`delete_where`."""
         ...
 
     async def aclear(self) -> None:
@@ -120,6 +132,12 @@ class SyncStoreMixin:
     async def ainvalidate(self, scope: str) -> int:
         """Async twin of ``invalidate``."""
         return self.invalidate(scope)  # type: ignore[attr-defined]
+
+    async def adelete_where(
+        self, scope: str | None, metadata_key: str, values: list[str]
+    ) -> int:
+        """Async twin of ``delete_where``."""
+        return self.delete_where(scope, metadata_key, values)  # type: ignore[attr-defined]
 
     async def aclear(self) -> None:
         """Async twin of ``clear``."""
