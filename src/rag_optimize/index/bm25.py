@@ -1,0 +1,200 @@
+"""BM25 keyword index on ``bm25s`` (scores precomputed into a sparse matrix at build time).
+
+Why bm25s: it stores every document's BM25 weight per token in a CSC matrix, so a query is a
+handful of column sums instead of a pass over every document, and its index files can be
+memory-mapped. The tokenizer here is our own small one (lowercase, word characters, English
+stopwords, optional PyStemmer stemming) so indexing and querying always tokenize alike.
+
+``bm25s`` builds an index in one go; :meth:`BM25Index.add` therefore marks the index stale
+and the next search rebuilds it (cheap for the corpus sizes one keeps in process: about a
+second per 100k short documents).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag_optimize.errors import ConfigurationError, InvalidInputError
+from rag_optimize.index.documents import DocumentStore, Hit, check_k
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_META_FILE = "bm25.json"
+_FORMAT = 1
+
+
+def _import_bm25s() -> Any:
+    try:
+        import bm25s
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("BM25Index needs bm25s: pip install 'rag-optimize[retrieval]'") from exc
+    return bm25s
+
+
+class Tokenizer:
+    """Lowercase word tokens, minus stopwords, optionally stemmed.
+
+    ``stopwords``: ``"en"`` (bm25s's English list), ``None`` (keep all) or your own words.
+    ``stemmer``: a PyStemmer language such as ``"english"``, or ``None``.
+    """
+
+    def __init__(self, stopwords: str | Iterable[str] | None = "en", stemmer: str | None = None):
+        if stopwords == "en":
+            from bm25s.stopwords import STOPWORDS_EN
+
+            self.stopwords: frozenset[str] = frozenset(STOPWORDS_EN)
+            self._stopwords_spec: str | list[str] | None = "en"
+        elif stopwords is None:
+            self.stopwords = frozenset()
+            self._stopwords_spec = None
+        elif isinstance(stopwords, str):
+            raise ConfigurationError(
+                f"unknown stopwords {stopwords!r}: use 'en', None, or a list of words"
+            )
+        else:
+            words = sorted({w.lower() for w in stopwords})
+            self.stopwords = frozenset(words)
+            self._stopwords_spec = words
+        self.stemmer_language = stemmer
+        self._stem: Callable[[list[str]], list[str]] | None = None
+        if stemmer is not None:
+            try:
+                import Stemmer
+            except ImportError as exc:  # pragma: no cover - depends on the environment
+                raise ImportError(
+                    "stemming needs PyStemmer: pip install 'rag-optimize[retrieval]'"
+                ) from exc
+            try:
+                self._stem = Stemmer.Stemmer(stemmer).stemWords
+            except KeyError as exc:
+                raise ConfigurationError(
+                    f"unknown stemmer language {stemmer!r}; "
+                    f"choose one of {', '.join(Stemmer.algorithms())}"
+                ) from exc
+
+    def __call__(self, text: str) -> list[str]:
+        words = [w for w in _WORD.findall(text.lower()) if w not in self.stopwords]
+        return self._stem(words) if self._stem is not None and words else words
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable settings, enough to rebuild an identical tokenizer."""
+        return {"stopwords": self._stopwords_spec, "stemmer": self.stemmer_language}
+
+
+class BM25Index:
+    """Keyword search with BM25 over an in-memory corpus.
+
+    >>> index = BM25Index()
+    >>> index.add(["the cat sat", "dogs bark loudly"], ids=["a", "b"])
+    ['a', 'b']
+    >>> index.search("cat", k=1)[0].id
+    'a'
+    """
+
+    def __init__(
+        self,
+        *,
+        stopwords: str | Iterable[str] | None = "en",
+        stemmer: str | None = "english",
+        k1: float = 1.5,
+        b: float = 0.75,
+        method: str = "lucene",
+    ) -> None:
+        if method not in ("lucene", "robertson", "atire", "bm25l", "bm25+"):
+            raise ConfigurationError(
+                f"unknown BM25 method {method!r}: use lucene, robertson, atire, bm25l or bm25+"
+            )
+        if k1 < 0 or not 0 <= b <= 1:
+            raise ConfigurationError(f"need k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        self.tokenizer = Tokenizer(stopwords=stopwords, stemmer=stemmer)
+        self.params = {"k1": float(k1), "b": float(b), "method": method}
+        self.documents = DocumentStore()
+        self._tokens: list[list[str]] | None = []  # None: not kept (loaded index)
+        self._bm25: Any = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def add(
+        self,
+        texts: Sequence[str],
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[str]:
+        """Add documents; return their ids. The next search rebuilds the BM25 matrix."""
+        if isinstance(texts, str):
+            raise InvalidInputError("texts must be a sequence of strings, not one string")
+        new_ids = self.documents.extend(len(texts), ids, texts, metadatas)
+        with self._lock:
+            if self._tokens is None:  # loaded from disk: re-tokenize the stored texts once
+                old = self.documents.texts[: len(self.documents) - len(texts)]
+                self._tokens = [self.tokenizer(t) for t in old]
+            self._tokens.extend(self.tokenizer(t) for t in texts)
+            self._bm25 = None
+        return new_ids
+
+    def _model(self) -> Any:
+        """The built bm25s model, rebuilding it if documents were added since."""
+        with self._lock:
+            if self._bm25 is None:
+                bm25s = _import_bm25s()
+                model = bm25s.BM25(**self.params)
+                model.index(self._tokens or [], show_progress=False)
+                self._bm25 = model
+            return self._bm25
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        """The ``k`` best documents for ``query``, best first (only documents scoring > 0)."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInputError("query must be a non-empty string")
+        check_k(k)
+        if not len(self.documents):
+            raise InvalidInputError("BM25 index is empty: add documents before searching")
+        model = self._model()
+        token_ids = model.get_tokens_ids(self.tokenizer(query))
+        if not token_ids:
+            return []
+        scores = np.asarray(model.get_scores_from_ids(token_ids))
+        k = min(k, scores.shape[0])
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [self.documents.hit(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+    def save(self, path: str | Path) -> None:
+        """Write the index to directory ``path`` (numpy arrays + JSON, no pickle)."""
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        model = self._model()
+        model.save(str(directory), show_progress=False)
+        self.documents.save(directory)
+        meta = {"format": _FORMAT, "tokenizer": self.tokenizer.config(), "params": self.params}
+        (directory / _META_FILE).write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, path: str | Path, *, mmap: bool = False) -> BM25Index:
+        """Read an index written by :meth:`save`.
+
+        ``mmap=True`` maps the score matrix from disk instead of reading it, so a large index
+        opens instantly and its pages are shared between processes. An index loaded this way
+        can still take :meth:`add` (it rebuilds in memory from the stored texts).
+        """
+        directory = Path(path)
+        meta_path = directory / _META_FILE
+        if not meta_path.exists():
+            raise InvalidInputError(f"{directory} holds no BM25Index ({_META_FILE} missing)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != _FORMAT:
+            raise InvalidInputError(f"unsupported BM25Index format {meta.get('format')!r}")
+        index = cls(**meta["tokenizer"], **meta["params"])
+        index.documents = DocumentStore.load(directory)
+        index._tokens = None
+        bm25s = _import_bm25s()
+        index._bm25 = bm25s.BM25.load(str(directory), mmap=mmap, show_progress=False)
+        return index

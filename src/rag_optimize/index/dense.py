@@ -1,0 +1,245 @@
+"""Dense (embedding) index: exact search by default, optional int8/binary codes and ANN.
+
+Vectors are L2-normalised float32 on entry, so similarity is a dot product.
+
+* ``quantization=None``: exact search, one matrix-vector product over the float32 matrix.
+* ``quantization="int8"``: the first pass scores 1-byte codes (4x less memory to scan), then
+  the best ``k * rescore_factor`` candidates are rescored exactly with the float32 vectors.
+* ``quantization="binary"``: the first pass ranks sign-bit codes by Hamming distance (32x
+  less memory to scan), then the candidates are rescored exactly.
+* ``ann="usearch"``: an HNSW graph (usearch) proposes the candidates instead of a full scan,
+  for corpora where even the code scan is too slow; they are rescored exactly too.
+
+The float32 vectors kept for rescoring are only touched for the few candidates; after
+``save`` they can be memory-mapped with ``load(path, mmap=True)`` so only the codes have to
+live in RAM (:meth:`DenseIndex.memory_usage` reports both).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rag_optimize.embedding.vectors import unit_matrix, unit_vector
+from rag_optimize.errors import ConfigurationError, InvalidInputError
+from rag_optimize.index import quantization as q
+from rag_optimize.index.ann import ANN_BACKENDS, AnnIndex, make_ann
+from rag_optimize.index.documents import DocumentStore, Hit, check_k
+
+_META_FILE = "dense.json"
+_FORMAT = 1
+_QUANTIZATIONS = (None, "int8", "binary")
+_DEFAULT_RESCORE = {None: 1, "int8": 4, "binary": 10}
+_MIN_CANDIDATES = {None: 0, "int8": 40, "binary": 100}
+
+
+def _top_k(scores: npt.NDArray[Any], k: int) -> npt.NDArray[np.intp]:
+    """Indices of the ``k`` largest ``scores``, largest first (stable on ties)."""
+    k = min(k, scores.shape[0])
+    top = np.argpartition(-scores, k - 1)[:k]
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
+class DenseIndex:
+    """Nearest-neighbour search over normalised embeddings, with optional codes and ANN."""
+
+    def __init__(
+        self,
+        dim: int | None = None,
+        *,
+        quantization: str | None = None,
+        rescore_factor: int | None = None,
+        ann: str | None = None,
+        ann_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if quantization not in _QUANTIZATIONS:
+            raise ConfigurationError(
+                f"unknown quantization {quantization!r}: use None, 'int8' or 'binary'"
+            )
+        if ann is not None and ann not in ANN_BACKENDS:
+            raise ConfigurationError(f"unknown ann backend {ann!r}: use None or {ANN_BACKENDS}")
+        if dim is not None and (isinstance(dim, bool) or dim <= 0):
+            raise ConfigurationError(f"dim must be a positive int, got {dim!r}")
+        if rescore_factor is not None and rescore_factor < 1:
+            raise ConfigurationError(f"rescore_factor must be >= 1, got {rescore_factor}")
+        self.dim = dim
+        self.quantization = quantization
+        default_factor = 4 if ann is not None else _DEFAULT_RESCORE[quantization]
+        self.rescore_factor = rescore_factor or default_factor
+        self.ann_name = ann
+        self.ann_options = dict(ann_options or {})
+        self._ann: AnnIndex | None = None
+        if ann is not None and dim is not None:
+            self._ann = make_ann(ann, dim, self.ann_options)
+        self.documents = DocumentStore()
+        self._vectors: npt.NDArray[np.float32] = np.zeros((0, dim or 0), dtype=np.float32)
+        self._codes: npt.NDArray[Any] | None = None
+        self._scales: npt.NDArray[np.float32] | None = None
+        self._stale_codes = False
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def add(
+        self,
+        vectors: Sequence[Sequence[float]] | npt.ArrayLike,
+        ids: Sequence[str] | None = None,
+        texts: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[str]:
+        """Add embeddings (one row per document) with optional ids, texts and metadata."""
+        matrix = unit_matrix(vectors, self.dim)
+        with self._lock:
+            if self.dim is None:
+                self.dim = int(matrix.shape[1])
+                self._vectors = np.zeros((0, self.dim), dtype=np.float32)
+                if self.ann_name is not None:
+                    self._ann = make_ann(self.ann_name, self.dim, self.ann_options)
+            start = len(self.documents)
+            new_ids = self.documents.extend(matrix.shape[0], ids, texts, metadatas)
+            self._vectors = np.concatenate([self._vectors, matrix]) if start else matrix
+            self._stale_codes = True
+            if self._ann is not None:
+                self._ann.add(np.arange(start, start + matrix.shape[0]), matrix)
+        return new_ids
+
+    def _ensure_codes(self) -> None:
+        """(Re)compute the quantized codes after documents were added."""
+        if not self._stale_codes or self.quantization is None:
+            return
+        with self._lock:
+            if self.quantization == "int8":
+                # Scales come from the whole corpus, so codes are recomputed on growth.
+                self._scales = q.int8_scales(np.asarray(self._vectors))
+                self._codes = q.int8_encode(np.asarray(self._vectors), self._scales)
+            else:
+                self._codes = q.binary_encode(np.asarray(self._vectors))
+            self._stale_codes = False
+
+    # -- searching --------------------------------------------------------------------------
+
+    def search(self, vector: Sequence[float] | npt.ArrayLike, k: int = 10) -> list[Hit]:
+        """The ``k`` documents most similar to ``vector`` (cosine), best first."""
+        check_k(k)
+        if not len(self.documents):
+            raise InvalidInputError("dense index is empty: add documents before searching")
+        query = unit_vector(vector, self.dim)
+        n = len(self.documents)
+        rows = self._candidates(query, k, n)
+        if rows is None:
+            scores = np.asarray(self._vectors @ query)
+            order = _top_k(scores, k)
+            return [self.documents.hit(int(i), float(scores[i])) for i in order]
+        rows = np.sort(rows)  # ascending rows read a memory-mapped matrix sequentially
+        exact = np.asarray(self._vectors[rows] @ query)
+        order = _top_k(exact, k)
+        return [self.documents.hit(int(rows[i]), float(exact[i])) for i in order]
+
+    def _candidates(
+        self, query: npt.NDArray[np.float32], k: int, n: int
+    ) -> npt.NDArray[np.intp] | None:
+        """Rows to rescore exactly, or ``None`` for a plain exact scan."""
+        wanted = min(n, max(k * self.rescore_factor, _MIN_CANDIDATES[self.quantization], k))
+        if self._ann is not None:
+            return self._ann.search(query, wanted)
+        if self.quantization is None:
+            return None
+        self._ensure_codes()
+        assert self._codes is not None
+        if self.quantization == "int8":
+            assert self._scales is not None
+            return _top_k(q.int8_scores(self._codes, self._scales, query), wanted)
+        query_bits = q.binary_encode(query[None, :])
+        return _top_k(-q.hamming_distances(self._codes, query_bits), wanted)
+
+    def memory_usage(self) -> dict[str, Any]:
+        """Bytes held: ``scan`` is what a search reads in full; ``rescore`` the float vectors.
+
+        ``rescore_mmapped`` is True when the float vectors are memory-mapped from disk (only
+        the candidates' pages are read). For an exact index ``scan`` is the float matrix.
+        """
+        self._ensure_codes()
+        floats = int(self._vectors.nbytes)
+        codes = int(self._codes.nbytes) if self._codes is not None else 0
+        if self._scales is not None:
+            codes += int(self._scales.nbytes)
+        ann = self._ann.memory_bytes() if self._ann is not None else 0
+        scan = codes if self.quantization is not None else (0 if ann else floats)
+        return {
+            "scan": scan + ann,
+            "rescore": floats if (self.quantization is not None or ann) else 0,
+            "rescore_mmapped": isinstance(self._vectors, np.memmap),
+            "float32": floats,
+            "codes": codes,
+            "ann": ann,
+        }
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the index to directory ``path`` (``.npy`` arrays + JSON, no pickle)."""
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._ensure_codes()
+        np.save(directory / "vectors.npy", np.asarray(self._vectors), allow_pickle=False)
+        if self._codes is not None:
+            np.save(directory / "codes.npy", self._codes, allow_pickle=False)
+        if self._scales is not None:
+            np.save(directory / "scales.npy", self._scales, allow_pickle=False)
+        if self._ann is not None:
+            self._ann.save(directory / "ann.index")
+        self.documents.save(directory)
+        meta = {
+            "format": _FORMAT,
+            "dim": self.dim,
+            "quantization": self.quantization,
+            "rescore_factor": self.rescore_factor,
+            "ann": self.ann_name,
+            "ann_options": self.ann_options,
+        }
+        (directory / _META_FILE).write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, path: str | Path, *, mmap: bool = False) -> DenseIndex:
+        """Read an index written by :meth:`save`; ``mmap=True`` maps the float vectors.
+
+        With codes or ANN the float vectors are only read for rescoring, so mapping them keeps
+        just the codes in RAM. A mapped index is read-only until :meth:`add` copies it.
+        """
+        directory = Path(path)
+        meta_path = directory / _META_FILE
+        if not meta_path.exists():
+            raise InvalidInputError(f"{directory} holds no DenseIndex ({_META_FILE} missing)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != _FORMAT:
+            raise InvalidInputError(f"unsupported DenseIndex format {meta.get('format')!r}")
+        index = cls(
+            meta["dim"],
+            quantization=meta["quantization"],
+            rescore_factor=meta["rescore_factor"],
+            ann=None,
+            ann_options=meta["ann_options"],
+        )
+        index.documents = DocumentStore.load(directory)
+        index._vectors = np.load(
+            directory / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False
+        )
+        if (directory / "codes.npy").exists():
+            index._codes = np.load(directory / "codes.npy", allow_pickle=False)
+        if (directory / "scales.npy").exists():
+            index._scales = np.load(directory / "scales.npy", allow_pickle=False)
+        index._stale_codes = index.quantization is not None and index._codes is None
+        if meta["ann"] is not None:
+            index.ann_name = meta["ann"]
+            index._ann = make_ann(meta["ann"], meta["dim"], meta["ann_options"])
+            index._ann.load(directory / "ann.index", view=mmap)
+        return index
