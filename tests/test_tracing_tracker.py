@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import io
 import json
 import threading
@@ -199,3 +200,52 @@ def test_timeline_root_joins_an_active_run(clock: Any) -> None:
     record = tracker.run_report("outer")
     assert record is not None and record.stages == pytest.approx({"retrieval": 0.01})
     assert tracker.run_report("chain") is None
+
+
+def test_timeline_run_waits_for_open_children(clock: Any) -> None:
+    """A streamed answer consumed after the query call returned still counts in total."""
+    tracker = LatencyTracker(clock=clock)
+    tl = EventTimeline(tracker)
+    tl.start("query-span", None, opens_run=False)
+    assert tl.claim("query-span", run_id="q1") == "q1"
+    tl.start("llm", stages.GENERATION, parent_id="query-span")
+    clock.advance(0.1)
+    tl.end("query-span")  # the framework's query() returned a stream
+    assert tracker.run_report("q1") is not None and "q1" in tracker.open_runs()
+    assert LatencyTracker.current_run() is None
+    clock.advance(0.05)
+    tl.token("llm")
+    clock.advance(0.2)
+    tl.end("llm")
+    record = tracker.run_report("q1")
+    assert record is not None
+    assert record.total == pytest.approx(0.35)
+    assert record.stages == pytest.approx({"generation": 0.35, "ttft": 0.15})
+
+
+def test_timeline_nodes_outside_runs(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    tl = EventTimeline(tracker)
+    tl.start("index-build", None, opens_run=False)
+    tl.start("emb", stages.EMBEDDING, parent_id="index-build", opens_run=False)
+    clock.advance(0.01)
+    tl.end("emb")
+    tl.end("index-build")
+    assert tracker.open_runs() == []
+    assert "total" not in tracker.report()
+    assert tracker.report()["embedding"].count == 1
+
+
+def test_timeline_is_bounded(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    tl = EventTimeline(tracker, max_open=10)
+
+    def leak() -> None:  # in a copy of the context: the first node becomes the current run
+        for i in range(100):
+            tl.start(f"n{i}", stages.RETRIEVAL)
+
+    contextvars.copy_context().run(leak)
+    assert tl.open_nodes() == 10
+    assert LatencyTracker.current_run() is None
+    with pytest.raises(ConfigurationError):
+        EventTimeline(tracker, max_open=0)

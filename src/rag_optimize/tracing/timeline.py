@@ -3,19 +3,25 @@
 LangChain callbacks (``run_id`` / ``parent_run_id``), LlamaIndex instrumentation (span ids and
 parent span ids) and LlamaIndex's legacy callback manager (``event_id`` / ``parent_id``) all
 describe a tree of nested operations by start and end events. The adapters only translate
-their framework's events into three calls, and this class holds the logic once:
+their framework's events into these calls, and this class holds the logic once:
 
 * ``start(node_id, stage, parent_id)`` when an operation begins. ``stage`` is a stage name
-  (``"retrieval"``, ``"generation"``, ...) or None for a structural node (a chain step that is
-  not a stage of its own). A node whose parent is unknown is a *root*: it becomes a run of the
-  tracker (run id ``str(node_id)``), unless a run is already current in this context (for
-  example ``with tracker.run():`` around the chain), in which case it joins that run.
-* ``end(node_id)`` when it finishes: the node's stage is recorded for its root's run; ending
-  the root finishes the run and records ``total``.
+  (``"retrieval"``, ``"generation"``, ...) or None for a structural node (a chain step or a
+  framework span that is not a stage of its own). A node inherits the run of its parent. A
+  node without a parent run joins the tracker's current run (``with tracker.run():`` around
+  the call) if there is one; otherwise, if ``opens_run`` is true, it *opens* a run (id
+  ``run_id`` or ``str(node_id)``), else it belongs to no run (its stage still counts in the
+  aggregate report; used for embedding calls made while building an index, for instance).
+* ``claim(node_id)`` turns an open node without a run into the root of a new run (LlamaIndex
+  announces a query by an event inside an already open span).
+* ``end(node_id)`` when it finishes: the node's stage is recorded for its run. A run ends when
+  its root has ended *and* no node of the run is still open, so a streamed answer that is
+  consumed after the framework's query call returned still counts in ``total``.
 * ``token(node_id)`` for each streamed token: the first token of a run records ``ttft``.
 
-A root that opens a run also makes it the tracker's current run in this context, so our own
-components (cache, batching embedder) called inside the chain attribute their spans to it.
+A node that opens a run also makes it the tracker's current run in this context (cleared when
+the root ends), so our own components (cache, batching embedder) called inside the chain
+attribute their spans to it.
 
 Open nodes are bounded (``max_open``): nodes whose end never arrives are dropped oldest first.
 Thread-safe; one instance serves any number of concurrent runs.
@@ -26,7 +32,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rag_optimize.errors import ConfigurationError
@@ -36,11 +42,17 @@ from rag_optimize.tracing.tracker import _CURRENT_RUN, LatencyTracker
 @dataclass
 class _Node:
     stage: str | None
-    run_id: str
+    run_id: str | None
     started: float
-    is_root: bool
-    owns_run: bool
     attributes: Mapping[str, Any] | None
+    owns_run: bool = False
+
+
+@dataclass
+class _RunState:
+    open_nodes: int = 0
+    root_ended: bool = False
+    last_end: float = field(default=0.0)
 
 
 class EventTimeline:
@@ -52,6 +64,7 @@ class EventTimeline:
         self.tracker = tracker
         self.max_open = max_open
         self._nodes: OrderedDict[Hashable, _Node] = OrderedDict()
+        self._runs: dict[str, _RunState] = {}
         self._lock = threading.Lock()
 
     def start(
@@ -60,54 +73,90 @@ class EventTimeline:
         stage: str | None,
         parent_id: Hashable | None = None,
         attributes: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Register the start of an operation; returns the run id it belongs to."""
+        opens_run: bool = True,
+        run_id: str | None = None,
+    ) -> str | None:
+        """Register the start of an operation; returns the run id it belongs to (or None)."""
         now = self.tracker.clock()
         with self._lock:
             parent = self._nodes.get(parent_id) if parent_id is not None else None
-            if parent is not None:
-                node = _Node(stage, parent.run_id, now, False, False, attributes)
-                self._nodes[node_id] = node
-                self._trim()
+            if parent is not None and parent.run_id is not None:
+                node = _Node(stage, parent.run_id, now, attributes)
+                self._add(node_id, node)
                 return node.run_id
         current = _CURRENT_RUN.get()
         if current is not None:
-            node = _Node(stage, current, now, True, False, attributes)
+            node = _Node(stage, current, now, attributes)
+        elif opens_run:
+            new_run = self.tracker.start_run(run_id or str(node_id), start=now)
+            node = _Node(stage, new_run, now, attributes, owns_run=True)
+            _CURRENT_RUN.set(new_run)
         else:
-            run_id = self.tracker.start_run(str(node_id), start=now)
-            node = _Node(stage, run_id, now, True, True, attributes)
-            _CURRENT_RUN.set(run_id)
+            node = _Node(stage, None, now, attributes)
         with self._lock:
-            self._nodes[node_id] = node
-            self._trim()
+            if node.owns_run and node.run_id is not None:
+                self._runs[node.run_id] = _RunState()
+            self._add(node_id, node)
         return node.run_id
+
+    def claim(self, node_id: Hashable, run_id: str | None = None) -> str | None:
+        """Make an open node that has no run the root of a new run; returns the node's run."""
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is None or node.run_id is not None:
+                return None if node is None else node.run_id
+        if _CURRENT_RUN.get() is not None:
+            new_run: str = _CURRENT_RUN.get() or ""
+            owns = False
+        else:
+            new_run = self.tracker.start_run(run_id or str(node_id), start=node.started)
+            owns = True
+            _CURRENT_RUN.set(new_run)
+        with self._lock:
+            node.run_id = new_run
+            node.owns_run = owns
+            if owns:
+                self._runs[new_run] = _RunState(open_nodes=1)
+            elif new_run in self._runs:
+                self._runs[new_run].open_nodes += 1
+        return new_run
 
     def end(self, node_id: Hashable, error: BaseException | None = None) -> None:
         """Register the end of an operation (``error`` when it failed)."""
         now = self.tracker.clock()
         with self._lock:
             node = self._nodes.pop(node_id, None)
-        if node is None:
-            return
+            if node is None:
+                return
+            finish = False
+            state = self._runs.get(node.run_id) if node.run_id is not None else None
+            if state is not None:
+                state.open_nodes -= 1
+                state.last_end = max(state.last_end, now)
+                if node.owns_run:
+                    state.root_ended = True
+                finish = state.root_ended and state.open_nodes <= 0
+                if finish and node.run_id is not None:
+                    del self._runs[node.run_id]
         if node.stage is not None:
             attributes = node.attributes
             if error is not None:
                 attributes = {**(attributes or {}), "error": type(error).__name__}
             self.tracker.record_interval(node.stage, node.started, now, node.run_id, attributes)
-        if node.owns_run:
-            self.tracker.finish_run(node.run_id, end=now)
-            if _CURRENT_RUN.get() == node.run_id:
-                _CURRENT_RUN.set(None)
+        if node.owns_run and _CURRENT_RUN.get() == node.run_id:
+            _CURRENT_RUN.set(None)
+        if finish and node.run_id is not None and state is not None:
+            self.tracker.finish_run(node.run_id, end=state.last_end)
 
     def token(self, node_id: Hashable) -> None:
         """A streamed token of the operation: records the run's ``ttft`` on its first one."""
         with self._lock:
             node = self._nodes.get(node_id)
-        if node is not None:
+        if node is not None and node.run_id is not None:
             self.tracker.first_token(node.run_id)
 
     def run_of(self, node_id: Hashable) -> str | None:
-        """The run id an open node belongs to (None when unknown)."""
+        """The run id an open node belongs to (None when unknown or outside any run)."""
         with self._lock:
             node = self._nodes.get(node_id)
         return None if node is None else node.run_id
@@ -116,6 +165,14 @@ class EventTimeline:
         with self._lock:
             return len(self._nodes)
 
-    def _trim(self) -> None:
+    def _add(self, node_id: Hashable, node: _Node) -> None:
+        """Store a node (lock held) and count it as open in its run."""
+        self._nodes[node_id] = node
+        if node.run_id is not None and node.run_id in self._runs:
+            self._runs[node.run_id].open_nodes += 1
         while len(self._nodes) > self.max_open:
-            self._nodes.popitem(last=False)
+            _, dropped = self._nodes.popitem(last=False)
+            if dropped.run_id is not None and dropped.run_id in self._runs:
+                self._runs[dropped.run_id].open_nodes -= 1
+        while len(self._runs) > self.max_open:  # runs whose root never ended
+            del self._runs[next(iter(self._runs))]
