@@ -15,9 +15,30 @@ from rag_optimize.errors import RagOptimizeError as RagOptimizeError
 from rag_optimize.errors import RetrievalError as RetrievalError
 from rag_optimize.errors import StoreError as StoreError
 
-__version__ = "0.1.0"
-
+from rag_optimize._version import __version__ as __version__
 # Components add their public names below, one `from ... import X as X` line each.
 from rag_optimize.embedding.batching import BatchingEmbedder as BatchingEmbedder
 from rag_optimize.embedding.local import LocalEmbedder as LocalEmbedder
 from rag_optimize.embedding.local import default_embedder as default_embedder
+from rag_optimize.cache import CacheEntry as CacheEntry
+from rag_optimize.cache import CacheHit as CacheHit
+from rag_optimize.cache import CacheStats as CacheStats
+from rag_optimize.cache import InMemoryStore as InMemoryStore
+from rag_optimize.cache import SemanticCache as SemanticCache
+from rag_optimize.cache import Store as Store
+from rag_optimize.tracing import BenchmarkResult as BenchmarkResult
+from rag_optimize.tracing import LatencyReport as LatencyReport
+from rag_optimize.tracing import LatencyTracker as LatencyTracker
+from rag_optimize.tracing import RunRecord as RunRecord
+from rag_optimize.tracing import abenchmark_pipeline as abenchmark_pipeline
+from rag_optimize.tracing import benchmark_pipeline as benchmark_pipeline
+from rag_optimize.cache import cache_scope as cache_scope
+from rag_optimize.index import BM25Index as BM25Index
+from rag_optimize.index import DenseIndex as DenseIndex
+from rag_optimize.retrieval import CohereReranker as CohereReranker
+from rag_optimize.retrieval import ContextBudget as ContextBudget
+from rag_optimize.retrieval import FusionRetriever as FusionRetriever
+from rag_optimize.retrieval import HybridRetriever as HybridRetriever
+from rag_optimize.retrieval import Reranker as Reranker
+from rag_optimize.retrieval import RetrievalResult as RetrievalResult
+from rag_optimize.retrieval import RetrievedDocument as RetrievedDocument

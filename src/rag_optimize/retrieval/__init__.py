@@ -1,1 +1,37 @@
-"""rag_optimize.retrieval."""
+"""Hybrid retrieval: concurrent branches, fusion, reranking, and a context budget."""
+
+from rag_optimize.retrieval.branches import Branch, CallableBranch, DenseBranch, SparseBranch
+from rag_optimize.retrieval.budget import ContextBudget, PackedContext, estimate_tokens
+from rag_optimize.retrieval.fusion import FUSIONS, relative_score, rrf, weighted
+from rag_optimize.retrieval.hybrid import FusionRetriever, HybridRetriever
+from rag_optimize.retrieval.rerank import (
+    CohereReranker,
+    Reranker,
+    RerankError,
+    aapply_reranker,
+    apply_reranker,
+)
+from rag_optimize.retrieval.results import RetrievalResult, RetrievedDocument
+
+__all__ = [
+    "FUSIONS",
+    "Branch",
+    "CallableBranch",
+    "CohereReranker",
+    "ContextBudget",
+    "DenseBranch",
+    "FusionRetriever",
+    "HybridRetriever",
+    "PackedContext",
+    "RerankError",
+    "Reranker",
+    "RetrievalResult",
+    "RetrievedDocument",
+    "SparseBranch",
+    "aapply_reranker",
+    "apply_reranker",
+    "estimate_tokens",
+    "relative_score",
+    "rrf",
+    "weighted",
+]

@@ -1,0 +1,100 @@
+"""Retrieval branches: the independent searches a fusion retriever runs side by side.
+
+A branch turns a query into a ranked list of :class:`~rag_optimize.index.Hit`. It has a sync
+``search`` (run in a worker thread by the sync retriever) and an async ``asearch`` (awaited on
+the event loop by the async retriever). Each may write sub-stage seconds into ``timings``.
+Adapters wrap framework retrievers with :class:`CallableBranch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedder
+from rag_optimize.index.bm25 import BM25Index
+from rag_optimize.index.dense import DenseIndex
+from rag_optimize.index.documents import Hit
+
+Clock = Callable[[], float]
+SearchFn = Callable[[str, int], list[Hit]]
+AsyncSearchFn = Callable[[str, int], Awaitable[list[Hit]]]
+
+
+@runtime_checkable
+class Branch(Protocol):
+    """One search strategy, named so results can say which branch found what."""
+
+    name: str
+
+    def search(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
+        """The ``k`` best hits for ``query``, best first (blocking)."""
+        ...
+
+    async def asearch(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
+        """The ``k`` best hits for ``query``, best first, without blocking the loop."""
+        ...
+
+
+class SparseBranch:
+    """BM25 keyword search; the async form runs it in a worker thread."""
+
+    def __init__(self, index: BM25Index, name: str = "bm25") -> None:
+        self.index = index
+        self.name = name
+
+    def search(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
+        return self.index.search(query, k)
+
+    async def asearch(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
+        return await asyncio.to_thread(self.index.search, query, k)
+
+
+class DenseBranch:
+    """Embed the query, then search the dense index (records ``timings["embed"]``)."""
+
+    def __init__(
+        self,
+        index: DenseIndex,
+        embedder: Embedder,
+        name: str = "dense",
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        self.index = index
+        self.embedder = check_embedder(embedder)
+        self.name = name
+        self.clock = clock
+
+    def search(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
+        start = self.clock()
+        vector = self.embedder.embed_query(query)
+        timings["embed"] = self.clock() - start
+        return self.index.search(vector, k)
+
+    async def asearch(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
+        start = self.clock()
+        vector = await aembed_query(self.embedder, query)
+        timings["embed"] = self.clock() - start
+        return await asyncio.to_thread(self.index.search, vector, k)
+
+
+class CallableBranch:
+    """A branch from plain functions, e.g. a wrapped LangChain or LlamaIndex retriever.
+
+    ``asearch`` defaults to running ``search`` in a worker thread.
+    """
+
+    def __init__(self, name: str, search: SearchFn, asearch: AsyncSearchFn | None = None):
+        self.name = name
+        self._search = search
+        self._asearch = asearch
+
+    def search(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
+        return self._search(query, k)
+
+    async def asearch(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
+        if self._asearch is not None:
+            return await self._asearch(query, k)
+        return await asyncio.to_thread(self._search, query, k)

@@ -1,0 +1,113 @@
+"""Fusion: merge the ranked lists of several retrieval branches into one.
+
+Each function takes ``{branch name: [(doc id, score), ...] best first}`` and optional
+``{branch name: weight}`` (default 1 each) and returns ``[(doc id, fused score), ...]`` best
+first. A document missing from a branch gets nothing from that branch. Ties keep the order in
+which documents were first seen (first branch first), so results are deterministic.
+
+* :func:`rrf`: reciprocal rank fusion, ``sum_b w_b / (c + rank_b)`` with 1-based ranks and
+  ``c = 60`` (Cormack et al., 2009). Uses ranks only, so score scales never matter.
+* :func:`relative_score`: each branch's scores min-max scaled to [0, 1] (a branch whose scores
+  are all equal gives 1.0), then ``sum_b w_b * scaled_b``. Keeps how far apart scores are.
+* :func:`weighted`: each branch's scores standardised by their mean and standard deviation,
+  mapped as ``(s - (mean - 3 std)) / (6 std)`` (a branch with one score or zero spread gives
+  1.0), then ``sum_b w_b * scaled_b``. Less sensitive than min-max to one outlier score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+from rag_optimize.errors import ConfigurationError
+
+Ranked = Mapping[str, Sequence[tuple[str, float]]]
+Fused = list[tuple[str, float]]
+DEFAULT_RRF_K = 60.0
+
+
+def check_weights(branches: Sequence[str], weights: Mapping[str, float] | None) -> dict[str, float]:
+    """Weights for ``branches`` (1.0 each when ``None``), checked for unknown names and sign."""
+    if weights is None:
+        return {name: 1.0 for name in branches}
+    unknown = set(weights) - set(branches)
+    if unknown:
+        raise ConfigurationError(
+            f"weights name unknown branch(es) {sorted(unknown)}; branches are {list(branches)}"
+        )
+    out = {name: float(weights.get(name, 0.0)) for name in branches}
+    if any(not math.isfinite(w) or w < 0 for w in out.values()):
+        raise ConfigurationError(f"weights must be finite and >= 0, got {dict(weights)}")
+    if not any(out.values()):
+        raise ConfigurationError("at least one branch weight must be > 0")
+    return out
+
+
+def _combine(
+    ranked: Ranked,
+    weights: Mapping[str, float] | None,
+    scale: Callable[[Sequence[tuple[str, float]]], list[float]],
+) -> Fused:
+    w = check_weights(list(ranked), weights)
+    totals: dict[str, float] = {}
+    for name, hits in ranked.items():
+        for (doc_id, _), value in zip(hits, scale(hits), strict=True):
+            totals[doc_id] = totals.get(doc_id, 0.0) + w[name] * value
+    # sorted() is stable and dicts keep insertion order: ties keep first-seen order.
+    return sorted(totals.items(), key=lambda item: -item[1])
+
+
+def rrf(
+    ranked: Ranked, weights: Mapping[str, float] | None = None, *, c: float = DEFAULT_RRF_K
+) -> Fused:
+    """Reciprocal rank fusion: ``sum_b w_b / (c + rank_b)``."""
+    if c < 0:
+        raise ConfigurationError(f"rrf constant c must be >= 0, got {c}")
+    return _combine(ranked, weights, lambda hits: [1.0 / (c + r) for r in range(1, len(hits) + 1)])
+
+
+def _min_max(hits: Sequence[tuple[str, float]]) -> list[float]:
+    scores = [s for _, s in hits]
+    if not scores:
+        return []
+    lo, hi = min(scores), max(scores)
+    return [1.0 if hi == lo else (s - lo) / (hi - lo) for s in scores]
+
+
+def relative_score(ranked: Ranked, weights: Mapping[str, float] | None = None) -> Fused:
+    """Min-max scaled scores, weighted and summed."""
+    return _combine(ranked, weights, _min_max)
+
+
+def _distribution(hits: Sequence[tuple[str, float]]) -> list[float]:
+    scores = [s for _, s in hits]
+    if not scores:
+        return []
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    if std == 0.0:
+        return [1.0] * len(scores)
+    low = mean - 3 * std
+    return [(s - low) / (6 * std) for s in scores]
+
+
+def weighted(ranked: Ranked, weights: Mapping[str, float] | None = None) -> Fused:
+    """Scores standardised per branch (mean +- 3 std to [0, 1]), weighted and summed."""
+    return _combine(ranked, weights, _distribution)
+
+
+FUSIONS: dict[str, Callable[..., Fused]] = {
+    "rrf": rrf,
+    "relative_score": relative_score,
+    "weighted": weighted,
+}
+
+
+def get_fusion(name: str) -> Callable[..., Fused]:
+    """The fusion function called ``name``, or a :class:`ConfigurationError` listing them."""
+    try:
+        return FUSIONS[name]
+    except (KeyError, TypeError):
+        raise ConfigurationError(
+            f"unknown fusion {name!r}: use one of {', '.join(FUSIONS)}"
+        ) from None

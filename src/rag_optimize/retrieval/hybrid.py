@@ -1,0 +1,341 @@
+"""Fusion retrievers: run branches concurrently, fuse, rerank, degrade gracefully.
+
+:class:`FusionRetriever` is the engine: it runs any set of :class:`Branch` objects at the same
+time (worker threads for :meth:`~FusionRetriever.retrieve`, the event loop for
+:meth:`~FusionRetriever.aretrieve`), gives each its own timeout, fuses whatever came back and
+optionally reranks. A branch that raises or times out is left out and the result is marked
+``degraded``; only when every branch fails is :class:`RetrievalError` raised.
+
+:class:`HybridRetriever` is the usual set-up on our own indexes: BM25 keyword search runs
+while the query is being embedded, then the dense search follows in the dense branch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import functools
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from rag_optimize.embedding.protocol import Embedder, check_embedder
+from rag_optimize.errors import ConfigurationError, InvalidInputError, RetrievalError
+from rag_optimize.index.bm25 import BM25Index
+from rag_optimize.index.dense import DenseIndex
+from rag_optimize.index.documents import Hit, check_k
+from rag_optimize.retrieval.branches import Branch, Clock, DenseBranch, SparseBranch
+from rag_optimize.retrieval.fusion import DEFAULT_RRF_K, Fused, check_weights, get_fusion
+from rag_optimize.retrieval.rerank import Reranker, _describe, aapply_reranker, apply_reranker
+from rag_optimize.retrieval.results import RetrievalResult, RetrievedDocument
+
+Outcome = list[Hit] | BaseException
+
+
+def check_query(query: object) -> str:
+    """Return ``query`` if it is a non-blank string, else raise :class:`InvalidInputError`."""
+    if not isinstance(query, str):
+        raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise InvalidInputError("query is empty")
+    return query
+
+
+class FusionRetriever:
+    """Run ``branches`` concurrently and fuse their results.
+
+    ``fusion``: ``"rrf"`` (default), ``"weighted"`` or ``"relative_score"`` (see
+    :mod:`rag_optimize.retrieval.fusion`); ``weights`` per branch name. Each branch is asked
+    for ``candidates`` hits; ``k`` fused documents are returned. ``reranker`` reorders the
+    best ``rerank_candidates`` (default ``candidates``) fused documents. ``branch_timeout_ms``
+    (one number for all, or per branch name) abandons a slow branch. ``clock`` measures the
+    reported timings.
+    """
+
+    def __init__(
+        self,
+        branches: Sequence[Branch],
+        *,
+        fusion: str = "rrf",
+        weights: Mapping[str, float] | None = None,
+        k: int = 10,
+        candidates: int = 50,
+        reranker: Reranker | None = None,
+        rerank_candidates: int | None = None,
+        branch_timeout_ms: float | Mapping[str, float] | None = None,
+        rrf_k: float = DEFAULT_RRF_K,
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        self.branches = list(branches)
+        names = [b.name for b in self.branches]
+        if not names:
+            raise ConfigurationError("a fusion retriever needs at least one branch")
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"branch names must be unique, got {names}")
+        fuse = get_fusion(fusion)
+        self.fusion = fusion
+        self._fuse: Callable[..., Fused] = (
+            functools.partial(fuse, c=rrf_k) if fusion == "rrf" else fuse
+        )
+        self.weights = check_weights(names, weights)
+        self.k = self._checked_k(k, "k")
+        self.candidates = self._checked_k(candidates, "candidates")
+        self.reranker = reranker
+        self.rerank_candidates = self._checked_k(
+            rerank_candidates or candidates, "rerank_candidates"
+        )
+        self.timeouts = self._timeouts(names, branch_timeout_ms)
+        self.clock = clock
+        self._executor: cf.ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    @staticmethod
+    def _checked_k(value: int, name: str) -> int:
+        try:
+            return check_k(value)
+        except InvalidInputError:
+            raise ConfigurationError(f"{name} must be a positive integer, got {value!r}") from None
+
+    @staticmethod
+    def _timeouts(
+        names: Sequence[str], spec: float | Mapping[str, float] | None
+    ) -> dict[str, float | None]:
+        if spec is None or isinstance(spec, (int, float)):
+            per = {name: spec for name in names}
+        else:
+            unknown = set(spec) - set(names)
+            if unknown:
+                raise ConfigurationError(
+                    f"branch_timeout_ms names unknown branch(es) {sorted(unknown)}"
+                )
+            per = {name: spec.get(name) for name in names}
+        for name, value in per.items():
+            if value is not None and not value > 0:
+                raise ConfigurationError(f"branch_timeout_ms for {name!r} must be > 0, got {value}")
+        return {name: None if v is None else float(v) / 1000.0 for name, v in per.items()}
+
+    # -- running the branches ---------------------------------------------------------------
+
+    def _pool(self) -> cf.ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                # Spare workers: a timed-out branch keeps its thread until it returns.
+                self._executor = cf.ThreadPoolExecutor(
+                    max_workers=4 * len(self.branches), thread_name_prefix="rag-optimize-branch"
+                )
+            return self._executor
+
+    def close(self) -> None:
+        """Release the worker threads of the sync path (they are recreated if needed)."""
+        with self._executor_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+                self._executor = None
+
+    def _timed(self, branch: Branch, query: str, timings: dict[str, float]) -> list[Hit]:
+        start = self.clock()
+        try:
+            return branch.search(query, self.candidates, timings)
+        finally:
+            timings[branch.name] = self.clock() - start
+
+    def _run_sync(self, query: str) -> tuple[dict[str, Outcome], dict[str, float]]:
+        timings: dict[str, float] = {}
+        pool = self._pool()
+        started = time.monotonic()
+        futures = {b.name: pool.submit(self._timed, b, query, timings) for b in self.branches}
+        outcomes: dict[str, Outcome] = {}
+        for name, future in futures.items():
+            limit = self.timeouts[name]
+            wait = None if limit is None else max(0.0, limit - (time.monotonic() - started))
+            try:
+                outcomes[name] = future.result(timeout=wait)
+            except cf.TimeoutError:
+                future.cancel()
+                outcomes[name] = TimeoutError(f"timed out after {limit * 1000:.0f} ms")  # type: ignore[operator]
+            except Exception as exc:
+                outcomes[name] = exc
+        return outcomes, timings
+
+    async def _run_async(self, query: str) -> tuple[dict[str, Outcome], dict[str, float]]:
+        timings: dict[str, float] = {}
+
+        async def one(branch: Branch) -> Outcome:
+            start = self.clock()
+            limit = self.timeouts[branch.name]
+            try:
+                return await asyncio.wait_for(
+                    branch.asearch(query, self.candidates, timings), timeout=limit
+                )
+            except asyncio.TimeoutError:
+                return TimeoutError(f"timed out after {limit * 1000:.0f} ms")  # type: ignore[operator]
+            except Exception as exc:
+                return exc
+            finally:
+                timings[branch.name] = self.clock() - start
+
+        results = await asyncio.gather(*(one(b) for b in self.branches))
+        return dict(zip([b.name for b in self.branches], results, strict=True)), timings
+
+    # -- fusing -----------------------------------------------------------------------------
+
+    def _fuse_outcomes(
+        self, outcomes: Mapping[str, Outcome], limit: int
+    ) -> tuple[list[RetrievedDocument], dict[str, str]]:
+        failures = {
+            name: _describe(o) for name, o in outcomes.items() if isinstance(o, BaseException)
+        }
+        ok = {name: o for name, o in outcomes.items() if not isinstance(o, BaseException)}
+        if not ok:
+            detail = "; ".join(f"{n}: {msg}" for n, msg in failures.items())
+            raise RetrievalError(f"every retrieval branch failed ({detail})")
+        weights = {n: self.weights[n] for n in ok}
+        if not any(weights.values()):
+            weights = {n: 1.0 for n in ok}
+        fused = self._fuse({n: [(h.id, h.score) for h in hits] for n, hits in ok.items()}, weights)
+        first_hit: dict[str, Hit] = {}
+        ranks: dict[str, dict[str, int]] = {}
+        scores: dict[str, dict[str, float]] = {}
+        for name, hits in ok.items():
+            for rank, hit in enumerate(hits, start=1):
+                first_hit.setdefault(hit.id, hit)
+                ranks.setdefault(hit.id, {})[name] = rank
+                scores.setdefault(hit.id, {})[name] = hit.score
+        docs = [
+            RetrievedDocument(
+                id=doc_id,
+                text=first_hit[doc_id].text,
+                score=score,
+                metadata=first_hit[doc_id].metadata,
+                ranks=ranks[doc_id],
+                branch_scores=scores[doc_id],
+                fusion_score=score,
+                payload=first_hit[doc_id].payload,
+            )
+            for doc_id, score in fused[:limit]
+        ]
+        return docs, failures
+
+    def _prepare(self, query: object, k: int | None) -> tuple[str, int]:
+        return check_query(query), self.k if k is None else check_k(k)
+
+    def _result(
+        self,
+        docs: list[RetrievedDocument],
+        failures: dict[str, str],
+        timings: dict[str, float],
+        start: float,
+    ) -> RetrievalResult:
+        timings["total"] = self.clock() - start
+        return RetrievalResult(tuple(docs), bool(failures), failures, timings)
+
+    def retrieve(self, query: str, k: int | None = None) -> RetrievalResult:
+        """Blocking retrieval: branches run in worker threads at the same time."""
+        query, k = self._prepare(query, k)
+        start = self.clock()
+        outcomes, timings = self._run_sync(query)
+        fuse_start = self.clock()
+        docs, failures = self._fuse_outcomes(outcomes, self._pool_size(k))
+        timings["fusion"] = self.clock() - fuse_start
+        if self.reranker is not None:
+            rerank_start = self.clock()
+            docs, failure = apply_reranker(self.reranker, query, docs, k)
+            timings["rerank"] = self.clock() - rerank_start
+            if failure:
+                failures["reranker"] = failure
+        return self._result(docs[:k], failures, timings, start)
+
+    async def aretrieve(self, query: str, k: int | None = None) -> RetrievalResult:
+        """Async retrieval: branches run as concurrent tasks on the running loop."""
+        query, k = self._prepare(query, k)
+        start = self.clock()
+        outcomes, timings = await self._run_async(query)
+        fuse_start = self.clock()
+        docs, failures = self._fuse_outcomes(outcomes, self._pool_size(k))
+        timings["fusion"] = self.clock() - fuse_start
+        if self.reranker is not None:
+            rerank_start = self.clock()
+            docs, failure = await aapply_reranker(self.reranker, query, docs, k)
+            timings["rerank"] = self.clock() - rerank_start
+            if failure:
+                failures["reranker"] = failure
+        return self._result(docs[:k], failures, timings, start)
+
+    def _pool_size(self, k: int) -> int:
+        """How many fused documents to keep: the rerank pool if reranking, else ``k``."""
+        return max(k, self.rerank_candidates) if self.reranker is not None else k
+
+
+class HybridRetriever(FusionRetriever):
+    """BM25 + dense retrieval on our own indexes, run concurrently and fused.
+
+    Either index may be ``None`` for a single-branch retriever; ``embedder`` is required with
+    a dense index. Branch names are ``"bm25"`` and ``"dense"`` (for ``weights`` and
+    ``branch_timeout_ms``). See :class:`FusionRetriever` for the other options.
+    """
+
+    def __init__(
+        self,
+        sparse: BM25Index | None,
+        dense: DenseIndex | None,
+        embedder: Embedder | None = None,
+        **options: Any,
+    ) -> None:
+        branches: list[Branch] = []
+        clock = options.get("clock", time.perf_counter)
+        if sparse is not None:
+            branches.append(SparseBranch(sparse))
+        if dense is not None:
+            if embedder is None:
+                raise ConfigurationError("a dense index needs an embedder to embed queries")
+            branches.append(DenseBranch(dense, check_embedder(embedder), clock=clock))
+        if not branches:
+            raise ConfigurationError("HybridRetriever needs a sparse index, a dense index or both")
+        super().__init__(branches, **options)
+        self.sparse = sparse
+        self.dense = dense
+        self.embedder = embedder
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Sequence[str],
+        embedder: Embedder,
+        *,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        quantization: str | None = None,
+        ann: str | None = None,
+        bm25_options: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> HybridRetriever:
+        """Build both indexes over ``texts`` (embedding them once) and a retriever on them."""
+        embedder = check_embedder(embedder)
+        sparse = BM25Index(**dict(bm25_options or {}))
+        dense = DenseIndex(quantization=quantization, ann=ann)
+        retriever = cls(sparse, dense, embedder, **options)
+        retriever.add_texts(texts, ids=ids, metadatas=metadatas)
+        return retriever
+
+    def add_texts(
+        self,
+        texts: Sequence[str],
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[str]:
+        """Embed ``texts`` and add them to both indexes under the same ids."""
+        if isinstance(texts, str):
+            raise InvalidInputError("texts must be a sequence of strings, not one string")
+        texts = list(texts)
+        if ids is None:
+            base = len(self.sparse) if self.sparse is not None else len(self.dense or ())
+            ids = [str(base + i) for i in range(len(texts))]
+        new_ids: list[str] = []
+        if self.dense is not None and texts:
+            assert self.embedder is not None
+            vectors = self.embedder.embed_documents(texts)
+            new_ids = self.dense.add(vectors, ids=ids, texts=texts, metadatas=metadatas)
+        if self.sparse is not None:
+            new_ids = self.sparse.add(texts, ids=ids, metadatas=metadatas)
+        return new_ids

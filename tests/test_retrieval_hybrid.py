@@ -1,0 +1,250 @@
+"""HybridRetriever / FusionRetriever: concurrency, degradation, timings, reranking, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from rag_optimize.embedding import HashingEmbedder
+from rag_optimize.errors import ConfigurationError, InvalidInputError, RetrievalError
+from rag_optimize.index import BM25Index, DenseIndex, Hit
+from rag_optimize.retrieval import (
+    CallableBranch,
+    FusionRetriever,
+    HybridRetriever,
+    RetrievalResult,
+)
+
+TEXTS = [
+    "Paris is the capital and largest city of France.",
+    "The Eiffel Tower is a wrought-iron lattice tower in Paris.",
+    "Berlin is the capital of Germany.",
+    "Photosynthesis converts light energy into chemical energy in plants.",
+    "The mitochondria is the powerhouse of the cell.",
+    "Mount Everest is Earth's highest mountain above sea level.",
+]
+DELAY = 0.3
+
+
+class SlowBM25(BM25Index):
+    """A BM25 index whose search takes DELAY seconds (a fake slow component)."""
+
+    def __init__(self, delay: float = DELAY, fail: bool = False) -> None:
+        super().__init__()
+        self.delay, self.fail = delay, fail
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        time.sleep(self.delay)
+        if self.fail:
+            raise ConnectionError("keyword service down")
+        return super().search(query, k)
+
+
+class SlowEmbedder(HashingEmbedder):
+    """Embeds queries after DELAY seconds, optionally advancing a fake clock instead."""
+
+    def __init__(self, delay: float = DELAY, clock: object = None, fail: bool = False) -> None:
+        super().__init__(dim=256)
+        self.delay, self.clock, self.fail = delay, clock, fail
+
+    def embed_query(self, text: str) -> list[float]:
+        if self.clock is not None:
+            self.clock.advance(self.delay)  # type: ignore[attr-defined]
+        else:
+            time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("embedding model crashed")
+        return super().embed_query(text)
+
+
+def build(sparse: BM25Index, embedder: HashingEmbedder, **options: object) -> HybridRetriever:
+    dense = DenseIndex()
+    retriever = HybridRetriever(sparse, dense, embedder, **options)  # type: ignore[arg-type]
+    retriever.add_texts(TEXTS, ids=[f"d{i}" for i in range(len(TEXTS))])
+    return retriever
+
+
+def test_fused_results_carry_per_branch_ranks(hashing_embedder: HashingEmbedder) -> None:
+    retriever = build(BM25Index(), hashing_embedder, k=3)
+    result = retriever.retrieve("capital of France")
+    assert not result.degraded and result.failures == {}
+    assert result.ids[0] == "d0"
+    top = result[0]
+    assert top.ranks == {"bm25": 1, "dense": 1}
+    assert set(top.branch_scores) == {"bm25", "dense"}
+    assert top.score == pytest.approx(2 / 61)  # rrf: rank 1 in both branches
+    assert len(result) == 3
+    assert [d.score for d in result] == sorted((d.score for d in result), reverse=True)
+
+
+def test_sync_branches_run_concurrently() -> None:
+    retriever = build(SlowBM25(), SlowEmbedder())
+    retriever.retrieve("capital of France")  # warm the thread pool and the BM25 matrix
+    start = time.perf_counter()
+    result = retriever.retrieve("capital of France")
+    elapsed = time.perf_counter() - start
+    assert not result.degraded
+    assert elapsed < 0.8 * (2 * DELAY), f"took {elapsed:.2f}s: branches ran one after another"
+    retriever.close()
+
+
+async def test_async_branches_run_concurrently() -> None:
+    retriever = build(SlowBM25(), SlowEmbedder())
+    await retriever.aretrieve("capital of France")
+    start = time.perf_counter()
+    results = await asyncio.gather(*(retriever.aretrieve("capital of France") for _ in range(3)))
+    elapsed = time.perf_counter() - start
+    assert all(r.ids[0] == "d0" for r in results)
+    # 3 queries x 2 branches x DELAY done serially would be 6 x DELAY.
+    assert elapsed < 0.8 * (6 * DELAY), f"took {elapsed:.2f}s"
+
+
+def test_callable_branches_run_concurrently_async_native() -> None:
+    async def slow(query: str, k: int) -> list[Hit]:
+        await asyncio.sleep(DELAY)
+        return [Hit(query, 1.0, query, {})]
+
+    branches = [CallableBranch(n, lambda q, k: [], slow) for n in ("one", "two", "three")]
+    retriever = FusionRetriever(branches)
+    start = time.perf_counter()
+    result = asyncio.run(retriever.aretrieve("same"))
+    assert time.perf_counter() - start < 0.8 * 3 * DELAY
+    assert result[0].ranks == {"one": 1, "two": 1, "three": 1}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_failing_branch_degrades_to_the_other(mode: str, hashing_embedder: HashingEmbedder) -> None:
+    retriever = build(SlowBM25(delay=0.0, fail=True), hashing_embedder)
+    call = retriever.retrieve if mode == "sync" else lambda q: asyncio.run(retriever.aretrieve(q))
+    result = call("capital of France")
+    assert result.degraded
+    assert "bm25" in result.failures and "keyword service down" in result.failures["bm25"]
+    assert result.ids[0] == "d0"
+    assert all(set(d.ranks) == {"dense"} for d in result)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_timed_out_branch_degrades_to_the_other(mode: str) -> None:
+    retriever = build(BM25Index(), SlowEmbedder(delay=1.0), branch_timeout_ms={"dense": 100})
+
+    async def timed_async() -> tuple[RetrievalResult, float]:
+        start = time.perf_counter()  # timed inside the loop: asyncio.run waits for threads
+        result = await retriever.aretrieve("Eiffel Tower")
+        return result, time.perf_counter() - start
+
+    if mode == "sync":
+        start = time.perf_counter()
+        result, elapsed = retriever.retrieve("Eiffel Tower"), time.perf_counter() - start
+    else:
+        result, elapsed = asyncio.run(timed_async())
+    assert elapsed < 0.9  # did not wait for the 1 s embedding
+    assert result.degraded and "timed out after 100 ms" in result.failures["dense"]
+    assert result.ids[0] == "d1" and set(result[0].ranks) == {"bm25"}
+    retriever.close()
+
+
+def test_both_branches_failing_is_a_clear_error() -> None:
+    retriever = build(SlowBM25(delay=0.0, fail=True), SlowEmbedder(delay=0.0, fail=True))
+    with pytest.raises(RetrievalError, match="every retrieval branch failed.*keyword service down"):
+        retriever.retrieve("capital")
+    with pytest.raises(RetrievalError, match="embedding model crashed"):
+        asyncio.run(retriever.aretrieve("capital"))
+
+
+def test_empty_indexes_fail_clearly(hashing_embedder: HashingEmbedder) -> None:
+    retriever = HybridRetriever(BM25Index(), DenseIndex(), hashing_embedder)
+    with pytest.raises(RetrievalError, match="BM25 index is empty.*dense index is empty"):
+        retriever.retrieve("anything")
+
+
+def test_timings_use_the_injected_clock(clock: object) -> None:
+    embedder = SlowEmbedder(delay=0.25, clock=clock)
+    retriever = build(BM25Index(), embedder, clock=clock)
+    result = retriever.retrieve("Berlin")
+    assert result.timings["embed"] == pytest.approx(0.25)
+    assert result.timings["dense"] == pytest.approx(0.25)
+    assert result.timings["total"] == pytest.approx(0.25)
+    assert result.timings["bm25"] == pytest.approx(0.0)
+
+
+class ReverseReranker:
+    def __init__(self) -> None:
+        self.seen: list[Sequence[str]] = []
+
+    def rerank(self, query: str, texts: Sequence[str], top_n: int) -> list[tuple[int, float]]:
+        self.seen.append(list(texts))
+        return [(i, float(i)) for i in reversed(range(len(texts)))][:top_n]
+
+
+class BrokenReranker:
+    def rerank(self, query: str, texts: Sequence[str], top_n: int) -> list[tuple[int, float]]:
+        raise TimeoutError("rerank service slow")
+
+
+def test_reranker_reorders_the_fused_pool(hashing_embedder: HashingEmbedder) -> None:
+    plain = build(BM25Index(), hashing_embedder, k=2, candidates=6)
+    fused = plain.retrieve("capital city").ids
+    reranker = ReverseReranker()
+    retriever = build(BM25Index(), hashing_embedder, k=2, candidates=6, reranker=reranker)
+    result = retriever.retrieve("capital city")
+    pool = plain.retrieve("capital city", k=6).ids
+    assert len(reranker.seen[0]) == len(pool)
+    assert result.ids == list(reversed(pool))[:2]
+    assert result[0].rerank_score == result[0].score and result[0].fusion_score > 0
+    assert not result.degraded and fused != result.ids
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_failing_reranker_keeps_fused_order(mode: str, hashing_embedder: HashingEmbedder) -> None:
+    plain = build(BM25Index(), hashing_embedder, k=3)
+    retriever = build(BM25Index(), hashing_embedder, k=3, reranker=BrokenReranker())
+    call = retriever.retrieve if mode == "sync" else lambda q: asyncio.run(retriever.aretrieve(q))
+    result = call("capital city")
+    assert result.ids == plain.retrieve("capital city").ids
+    assert result.degraded and "rerank service slow" in result.failures["reranker"]
+    assert all(d.rerank_score is None for d in result)
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "weighted", "relative_score"])
+def test_each_fusion_finds_the_obvious_answer(
+    fusion: str, hashing_embedder: HashingEmbedder
+) -> None:
+    retriever = build(BM25Index(), hashing_embedder, fusion=fusion, weights={"bm25": 1, "dense": 2})
+    assert retriever.retrieve("highest mountain Everest").ids[0] == "d5"
+
+
+def test_bad_input(hashing_embedder: HashingEmbedder) -> None:
+    retriever = build(BM25Index(), hashing_embedder)
+    with pytest.raises(InvalidInputError, match="query is empty"):
+        retriever.retrieve("  ")
+    with pytest.raises(InvalidInputError, match="k must be a positive integer"):
+        retriever.retrieve("Paris", k=0)
+    with pytest.raises(InvalidInputError, match="query is empty"):
+        asyncio.run(retriever.aretrieve(""))
+    with pytest.raises(ConfigurationError, match="unknown fusion 'max'"):
+        HybridRetriever(BM25Index(), None, fusion="max")
+    with pytest.raises(ConfigurationError, match="needs an embedder"):
+        HybridRetriever(None, DenseIndex())
+    with pytest.raises(ConfigurationError, match="needs a sparse index, a dense index or both"):
+        HybridRetriever(None, None)
+    with pytest.raises(ConfigurationError, match="k must be a positive integer"):
+        HybridRetriever(BM25Index(), None, k=-1)
+    with pytest.raises(ConfigurationError, match="unknown branch"):
+        HybridRetriever(BM25Index(), None, weights={"dense": 1.0})
+    with pytest.raises(ConfigurationError, match="must be > 0"):
+        HybridRetriever(BM25Index(), None, branch_timeout_ms=0)
+
+
+def test_from_texts_with_quantization(hashing_embedder: HashingEmbedder) -> None:
+    retriever = HybridRetriever.from_texts(
+        TEXTS,
+        hashing_embedder,
+        metadatas=[{"row": i} for i in range(len(TEXTS))],
+        quantization="int8",
+        k=2,
+    )
+    result = retriever.retrieve("powerhouse of the cell")
+    assert result.ids[0] == "4" and result[0].metadata == {"row": 4}
