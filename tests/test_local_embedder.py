@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -119,33 +119,16 @@ async def test_async_matches_sync(onnx: LocalEmbedder) -> None:
 
 def test_thread_safe(model: LocalEmbedder) -> None:
     expected = model.encode(SENTENCES)
-    results: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
-
-    def work(i: int) -> None:
-        try:
-            results[i] = np.asarray(model.embed_query(SENTENCES[i % len(SENTENCES)]))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for i, vec in results.items():
-        np.testing.assert_allclose(vec, expected[i % len(SENTENCES)], atol=2e-4)
-    assert len(results) == 12
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        got = list(pool.map(model.embed_query, [SENTENCES[i % 6] for i in range(12)]))
+    assert len(got) == 12
+    for i, vec in enumerate(got):
+        np.testing.assert_allclose(vec, expected[i % 6], atol=2e-4)
 
 
 def test_default_embedder_is_shared() -> None:
-    got: list[LocalEmbedder] = []
-    threads = [threading.Thread(target=lambda: got.append(default_embedder())) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda _: default_embedder(), range(4)))
     assert len({id(e) for e in got}) == 1
     assert got[0] is default_embedder()
     assert got[0].backend == "onnx"  # auto picks ONNX when installed (measured faster)
