@@ -20,8 +20,11 @@ their framework's events into these calls, and this class holds the logic once:
 * ``token(node_id)`` for each streamed token: the first token of a run records ``ttft``.
 
 A node that opens a run also makes it the tracker's current run in this context (cleared when
-the root ends), so our own components (cache, batching embedder) called inside the chain
-attribute their spans to it.
+the run ends), so our own components (cache, batching embedder) called inside the chain
+attribute their spans to it, and so do operations the framework starts later in the same
+context without a parent (LlamaIndex calls the LLM of a streamed answer only when the caller
+iterates the stream, outside the query's span). ``hold(run_id)`` keeps a run open for such a
+late operation; ``release(run_id)`` lets it end.
 
 Open nodes are bounded (``max_open``): nodes whose end never arrives are dropped oldest first.
 Thread-safe; one instance serves any number of concurrent runs.
@@ -65,6 +68,7 @@ class EventTimeline:
         self.max_open = max_open
         self._nodes: OrderedDict[Hashable, _Node] = OrderedDict()
         self._runs: dict[str, _RunState] = {}
+        self._held: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def start(
@@ -143,10 +147,52 @@ class EventTimeline:
             if error is not None:
                 attributes = {**(attributes or {}), "error": type(error).__name__}
             self.tracker.record_interval(node.stage, node.started, now, node.run_id, attributes)
-        if node.owns_run and _CURRENT_RUN.get() == node.run_id:
-            _CURRENT_RUN.set(None)
         if finish and node.run_id is not None and state is not None:
+            if _CURRENT_RUN.get() == node.run_id:
+                _CURRENT_RUN.set(None)
             self.tracker.finish_run(node.run_id, end=state.last_end)
+
+    def hold(self, run_id: str) -> bool:
+        """Keep an open run of this timeline from ending until :meth:`release` (one hold each)."""
+        with self._lock:
+            state = self._runs.get(run_id)
+            if state is None:
+                return False
+            state.open_nodes += 1
+            self._held[run_id] = self._held.get(run_id, 0) + 1
+            return True
+
+    def release(self, run_id: str, extend: bool = True) -> None:
+        """Drop one hold of :meth:`hold`; the run ends if nothing else is open.
+
+        With ``extend`` the run lasts at least until now; without it (a stream that was
+        abandoned, not consumed) it ends when its last operation ended.
+        """
+        now = self.tracker.clock()
+        with self._lock:
+            held = self._held.get(run_id, 0)
+            state = self._runs.get(run_id)
+            if held <= 0 or state is None:
+                return
+            if held == 1:
+                del self._held[run_id]
+            else:
+                self._held[run_id] = held - 1
+            state.open_nodes -= 1
+            if extend:
+                state.last_end = max(state.last_end, now)
+            finish = state.root_ended and state.open_nodes <= 0
+            if finish:
+                del self._runs[run_id]
+        if finish:
+            if _CURRENT_RUN.get() == run_id:
+                _CURRENT_RUN.set(None)
+            self.tracker.finish_run(run_id, end=state.last_end)
+
+    def held(self, run_id: str | None) -> bool:
+        """Whether ``run_id`` has a hold that was not released yet."""
+        with self._lock:
+            return run_id is not None and self._held.get(run_id, 0) > 0
 
     def token(self, node_id: Hashable) -> None:
         """A streamed token of the operation: records the run's ``ttft`` on its first one."""
@@ -175,4 +221,6 @@ class EventTimeline:
             if dropped.run_id is not None and dropped.run_id in self._runs:
                 self._runs[dropped.run_id].open_nodes -= 1
         while len(self._runs) > self.max_open:  # runs whose root never ended
-            del self._runs[next(iter(self._runs))]
+            stale = next(iter(self._runs))
+            del self._runs[stale]
+            self._held.pop(stale, None)
