@@ -4,3 +4,4 @@ Public names are re-exported here, one `from ... import X as X` line each.
 """
 from langchain_rag_optimize.callbacks import LatencyCallbackHandler as LatencyCallbackHandler
 from langchain_rag_optimize.callbacks import TimedEmbeddings as TimedEmbeddings
+from langchain_rag_optimize.llm_cache import SemanticLLMCache as SemanticLLMCache

@@ -1,0 +1,226 @@
+"""``SemanticLLMCache``: LangChain's global LLM cache, answered by meaning.
+
+``set_llm_cache(SemanticLLMCache(cache))`` routes every ``invoke``/``ainvoke``/``batch`` of
+every LLM and chat model of an existing app through a :class:`rag_optimize.SemanticCache`.
+
+What is compared by meaning and what must match exactly (see ``_keys``): only the text of
+the last human message is embedded. The model identity and its parameters (LangChain's
+``llm_string``, which also holds bound tools and output schemas), the system prompt, earlier
+turns and non-text content are hashed into the exact part of the key, so prompts that differ
+in any of those never share an answer.
+
+Scope (tenant, user, retrieval filter), first found wins:
+
+1. ``SemanticLLMCache(cache, scope="tenant-a")``;
+2. an active ``with cache_scope("tenant-a"):`` block (a contextvar: works with the global
+   cache, across threads LangChain starts and asyncio tasks);
+3. ``config={"metadata": {"cache_scope": "tenant-a"}}`` given to a chain the model runs in.
+   LangChain exposes that config to the cache only while a *runnable containing the model*
+   runs (e.g. ``prompt | model``); ``model.invoke(..., config=...)`` called directly does not
+   expose it, use ``cache_scope`` there.
+
+Not cached by default: answers with tool calls (they depend on tool results to come) and
+calls whose sampling temperature (read from ``llm_string``) is above ``max_temperature``.
+LangChain itself does not consult the LLM cache for ``model.stream()``; to cache streamed
+answers wrap the chain with :func:`langchain_rag_optimize.with_semantic_cache`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+from langchain_core.outputs import ChatGeneration, Generation
+
+from langchain_rag_optimize._keys import (
+    SCOPE_METADATA_KEY,
+    USER_SCOPE_KEY,
+    compose_scope,
+    resolve_user_scope,
+    split_prompt,
+    temperature_of,
+)
+from langchain_rag_optimize._serialization import (
+    NotCacheable,
+    decode_generations,
+    encode_generations,
+)
+from rag_optimize.cache.semantic import SemanticCache
+from rag_optimize.errors import StoreError
+
+logger = logging.getLogger("rag_optimize.langchain")
+
+
+@dataclass(frozen=True)
+class _Key:
+    question: str
+    scope: str
+    user_scope: str
+
+
+class SemanticLLMCache(BaseCache):
+    """A LangChain ``BaseCache`` backed by a :class:`~rag_optimize.SemanticCache`.
+
+    Args:
+        cache: the semantic cache (embedder, threshold, TTL, store) to use.
+        scope: a fixed user-level scope for every call; ``None`` reads it per call from
+            ``cache_scope`` or the runnable config (see the module docs).
+        scope_metadata_key: the ``RunnableConfig`` metadata key holding a scope.
+        max_temperature: calls with a larger sampling temperature are neither looked up
+            nor stored; ``None`` caches every temperature.
+        cache_tool_calls: also store answers that contain tool calls.
+        index_version: version of the data behind the app's prompts; part of the exact
+            key and stored as entry metadata (``cache.invalidate(index_version=...)``).
+        ttl_seconds: lifetime of the entries written here (default: the cache's).
+
+    Example::
+
+        from langchain_core.globals import set_llm_cache
+        set_llm_cache(SemanticLLMCache(SemanticCache(embedder, threshold=0.9)))
+    """
+
+    def __init__(
+        self,
+        cache: SemanticCache,
+        *,
+        scope: str | None = None,
+        scope_metadata_key: str = SCOPE_METADATA_KEY,
+        max_temperature: float | None = 0.7,
+        cache_tool_calls: bool = False,
+        index_version: str | None = None,
+        ttl_seconds: float | None = None,
+    ) -> None:
+        if not isinstance(cache, SemanticCache):
+            raise TypeError(
+                f"cache must be a rag_optimize.SemanticCache, got {type(cache).__name__}"
+            )
+        self.cache = cache
+        self.scope = scope
+        self.scope_metadata_key = scope_metadata_key
+        self.max_temperature = max_temperature
+        self.cache_tool_calls = cache_tool_calls
+        self.index_version = index_version
+        self.ttl_seconds = ttl_seconds
+
+    # ------------------------------------------------------------- BaseCache API
+    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        """The cached generations for a prompt of the same meaning, or ``None``."""
+        key = self._key(prompt, llm_string)
+        if key is None:
+            return None
+        hit = self.cache.get(key.question, scope=key.scope)
+        return None if hit is None else _revive(hit.response)
+
+    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        """Async :meth:`lookup` (never blocks the event loop on the embedder)."""
+        key = self._key(prompt, llm_string)
+        if key is None:
+            return None
+        hit = await self.cache.aget(key.question, scope=key.scope)
+        return None if hit is None else _revive(hit.response)
+
+    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        """Store the model's generations, unless they must not be cached."""
+        key = self._key(prompt, llm_string)
+        stored = None if key is None else self._stored(return_val)
+        if key is not None and stored is not None:
+            self.cache.set(
+                key.question, stored, scope=key.scope,
+                metadata=self._metadata(key), ttl_seconds=self.ttl_seconds,
+            )
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        """Async :meth:`update`."""
+        key = self._key(prompt, llm_string)
+        stored = None if key is None else self._stored(return_val)
+        if key is not None and stored is not None:
+            await self.cache.aset(
+                key.question, stored, scope=key.scope,
+                metadata=self._metadata(key), ttl_seconds=self.ttl_seconds,
+            )
+
+    def clear(self, **kwargs: Any) -> None:
+        """Drop every entry; ``clear(scope="tenant-a")`` drops only that user scope's."""
+        if "scope" in kwargs:
+            self.invalidate(kwargs["scope"])
+        else:
+            self.cache.clear()
+
+    async def aclear(self, **kwargs: Any) -> None:
+        """Async :meth:`clear`."""
+        if "scope" in kwargs:
+            self.invalidate(kwargs["scope"])
+        else:
+            await self.cache.aclear()
+
+    # ------------------------------------------------------------------- extras
+    def invalidate(self, scope: str | None = None) -> int:
+        """Drop every entry written under user scope ``scope`` (all models, system prompts
+        and tools); returns how many. ``SemanticCache.invalidate(scope)`` alone would miss
+        them, since their core scope also holds the exact-key digests."""
+        try:
+            return self.cache.store.delete_where(None, USER_SCOPE_KEY, [scope or ""])
+        except StoreError as exc:
+            logger.warning("semantic LLM cache: invalidating scope %r failed: %s", scope, exc)
+            return 0
+
+    # ---------------------------------------------------------------- internals
+    def _key(self, prompt: str, llm_string: str) -> _Key | None:
+        temperature = temperature_of(llm_string)
+        if (
+            self.max_temperature is not None
+            and temperature is not None
+            and temperature > self.max_temperature
+        ):
+            return None
+        parts = split_prompt(prompt, llm_string)
+        if not parts.question.strip():
+            return None
+        user_scope = resolve_user_scope(self.scope, key=self.scope_metadata_key) or ""
+        exact = [parts.context_digest]
+        if self.index_version is not None:
+            exact.append(f"v={self.index_version}")
+        return _Key(parts.question, compose_scope(user_scope, *exact), user_scope)
+
+    def _stored(self, return_val: Sequence[Generation]) -> dict[str, Any] | None:
+        if not return_val:
+            return None
+        if not self.cache_tool_calls and any(_has_tool_calls(g) for g in return_val):
+            return None
+        try:
+            return {"generations": encode_generations(return_val)}
+        except NotCacheable as exc:
+            logger.debug("semantic LLM cache: answer not cached: %s", exc)
+            return None
+
+    def _metadata(self, key: _Key) -> dict[str, Any]:
+        metadata: dict[str, Any] = {USER_SCOPE_KEY: key.user_scope}
+        if self.index_version is not None:
+            metadata["index_version"] = self.index_version
+        return metadata
+
+
+def _has_tool_calls(generation: Generation) -> bool:
+    if not isinstance(generation, ChatGeneration):
+        return False
+    message = generation.message
+    extra = message.additional_kwargs
+    return bool(
+        getattr(message, "tool_calls", None)
+        or getattr(message, "invalid_tool_calls", None)
+        or extra.get("tool_calls")
+        or extra.get("function_call")
+    )
+
+
+def _revive(response: Any) -> list[Generation] | None:
+    """Generations from a stored response; a malformed entry is a miss, not an error."""
+    try:
+        stored = response.get("generations") if isinstance(response, dict) else None
+        return decode_generations(stored)
+    except (ValueError, TypeError, KeyError) as exc:
+        logger.warning("semantic LLM cache: ignoring a malformed entry: %s", exc)
+        return None
