@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextvars
 import functools
 import threading
 import time
@@ -144,7 +145,12 @@ class FusionRetriever:
         timings: dict[str, float] = {}
         pool = self._pool()
         started = time.monotonic()
-        futures = {b.name: pool.submit(self._timed, b, query, timings) for b in self.branches}
+        # Each branch runs in a copy of the caller's context, so context variables (cache
+        # scopes, tracing spans, framework callbacks) reach it as they would on the loop.
+        futures = {
+            b.name: pool.submit(contextvars.copy_context().run, self._timed, b, query, timings)
+            for b in self.branches
+        }
         outcomes: dict[str, Outcome] = {}
         for name, future in futures.items():
             limit = self.timeouts[name]

@@ -63,6 +63,18 @@ class RetrievalResult:
     def __getitem__(self, index: int | slice) -> RetrievedDocument | tuple[RetrievedDocument, ...]:
         return self.documents[index]
 
+    def provenance(self, document: RetrievedDocument) -> dict[str, Any]:
+        """JSON-friendly facts about ``document`` in this result, for adapters' metadata."""
+        return {
+            "score": document.score,
+            "fusion_score": document.fusion_score,
+            "rerank_score": document.rerank_score,
+            "ranks": dict(document.ranks),
+            "branch_scores": dict(document.branch_scores),
+            "degraded": self.degraded,
+            "failures": dict(self.failures),
+        }
+
     @property
     def ids(self) -> list[str]:
         """Document ids in result order."""

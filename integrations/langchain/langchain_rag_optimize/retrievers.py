@@ -1,0 +1,264 @@
+"""LangChain adapters for hybrid retrieval: a concurrent fusion retriever and a reranker.
+
+``AsyncHybridRetriever`` is a LangChain ``BaseRetriever``. Either it wraps retrievers you
+already have (say a ``BM25Retriever`` and ``vectorstore.as_retriever()``) and runs them at the
+same time in both ``invoke`` (threads) and ``ainvoke`` (tasks), each with a timeout, and
+keeps answering when one fails (LangChain's ``EnsembleRetriever`` runs them one after another
+in ``invoke`` and fails as a whole when one raises); or
+``from_documents`` builds rag-optimize's own BM25 and dense indexes. Each returned document's
+``metadata["rag_optimize"]`` holds its fused score, per-branch ranks and whether the result
+was degraded (a branch or the reranker failed and was skipped).
+
+``CohereRerank`` is a ``BaseDocumentCompressor`` over Cohere's rerank API (or any rag-optimize
+``Reranker``) that keeps the incoming order, flagged, when the API fails.
+
+All logic lives in :mod:`rag_optimize.retrieval`; this module only translates.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+    Callbacks,
+)
+from langchain_core.documents import BaseDocumentCompressor, Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableConfig
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from rag_optimize.index import Hit
+from rag_optimize.retrieval import (
+    CallableBranch,
+    CohereReranker,
+    FusionRetriever,
+    HybridRetriever,
+    Reranker,
+    RetrievalResult,
+    RetrievedDocument,
+    aapply_reranker,
+    apply_reranker,
+)
+
+METADATA_KEY = "rag_optimize"
+# The callbacks of the current retriever run, read by the wrapped retrievers' branches (the
+# core copies the context into its worker threads and tasks).
+_child_callbacks: contextvars.ContextVar[Callbacks] = contextvars.ContextVar(
+    "rag_optimize_langchain_callbacks", default=None
+)
+
+
+def _to_hits(documents: Sequence[Document]) -> list[Hit]:
+    """LangChain documents -> hits; the key is ``doc.id`` or else the text (like Ensemble)."""
+    hits = []
+    for rank, doc in enumerate(documents, start=1):
+        score = doc.metadata.get("score")
+        if not isinstance(score, (int, float)):
+            score = 1.0 / rank  # rank-derived when the retriever gives no score
+        hits.append(
+            Hit(doc.id or doc.page_content, float(score), doc.page_content, doc.metadata, doc)
+        )
+    return hits
+
+
+def _to_document(result: RetrievalResult, item: RetrievedDocument) -> Document:
+    original = item.payload if isinstance(item.payload, Document) else None
+    metadata = dict(original.metadata if original is not None else item.metadata)
+    metadata[METADATA_KEY] = result.provenance(item)
+    return Document(
+        page_content=original.page_content if original is not None else item.text,
+        metadata=metadata,
+        id=original.id if original is not None else item.id,
+    )
+
+
+def _branch(name: str, retriever: BaseRetriever) -> CallableBranch:
+    def search(query: str, k: int) -> list[Hit]:
+        return _to_hits(
+            retriever.invoke(query, config=RunnableConfig(callbacks=_child_callbacks.get()))
+        )
+
+    async def asearch(query: str, k: int) -> list[Hit]:
+        config = RunnableConfig(callbacks=_child_callbacks.get())
+        return _to_hits(await retriever.ainvoke(query, config=config))
+
+    return CallableBranch(name, search, asearch)
+
+
+class AsyncHybridRetriever(BaseRetriever):
+    """Run several retrievers (or our BM25 + dense indexes) concurrently and fuse them.
+
+    Wrap mode: ``AsyncHybridRetriever(retrievers=[bm25, vector_retriever], weights=[0.5,
+    0.5])``; branch names default to ``"r0", "r1", ...`` (set ``names``). ``fusion`` is
+    ``"rrf"``, ``"weighted"`` or ``"relative_score"``; ``k`` results are returned;
+    ``branch_timeout_ms`` abandons a slow branch; ``reranker`` is any rag-optimize
+    ``Reranker`` (e.g. ``CohereReranker``). Index mode: :meth:`from_documents`.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    retrievers: list[BaseRetriever] = Field(default_factory=list)
+    names: list[str] | None = None
+    weights: list[float] | None = None
+    fusion: str = "rrf"
+    k: int = 10
+    candidates: int = 50
+    branch_timeout_ms: float | None = None
+    reranker: Any = None
+    engine: Any = None
+    """A ready rag-optimize ``FusionRetriever`` / ``HybridRetriever`` (index mode)."""
+
+    _engine: FusionRetriever = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        if self.engine is not None:
+            if not isinstance(self.engine, FusionRetriever):
+                raise TypeError("engine must be a rag_optimize FusionRetriever or HybridRetriever")
+            self._engine = self.engine
+            return
+        if not self.retrievers:
+            raise ValueError("pass retrievers=[...] to wrap, or use from_documents(...)")
+        names = self.names or [f"r{i}" for i in range(len(self.retrievers))]
+        if len(names) != len(self.retrievers):
+            raise ValueError(f"{len(self.retrievers)} retrievers but {len(names)} names")
+        weights = None
+        if self.weights is not None:
+            if len(self.weights) != len(self.retrievers):
+                raise ValueError(
+                    f"{len(self.retrievers)} retrievers but {len(self.weights)} weights"
+                )
+            weights = dict(zip(names, self.weights, strict=True))
+        self._engine = FusionRetriever(
+            [_branch(n, r) for n, r in zip(names, self.retrievers, strict=True)],
+            fusion=self.fusion,
+            weights=weights,
+            k=self.k,
+            candidates=self.candidates,
+            reranker=self.reranker,
+            branch_timeout_ms=self.branch_timeout_ms,
+        )
+
+    @classmethod
+    def from_documents(
+        cls,
+        documents: Sequence[Document],
+        embeddings: Embeddings,
+        *,
+        quantization: str | None = None,
+        ann: str | None = None,
+        **options: Any,
+    ) -> AsyncHybridRetriever:
+        """Index ``documents`` in rag-optimize's BM25 and dense indexes (embedded once).
+
+        ``options`` go to :class:`rag_optimize.HybridRetriever` (``fusion``, ``weights`` as
+        ``{"bm25": .., "dense": ..}``, ``k``, ``candidates``, ``reranker``,
+        ``branch_timeout_ms``, ``bm25_options``).
+        """
+        ids = [d.id or str(i) for i, d in enumerate(documents)]
+        engine = HybridRetriever.from_texts(
+            [d.page_content for d in documents],
+            embeddings,
+            ids=ids,
+            metadatas=[d.metadata for d in documents],
+            quantization=quantization,
+            ann=ann,
+            **options,
+        )
+        return cls(engine=engine, k=engine.k, fusion=engine.fusion)
+
+    def retrieve_result(self, query: str) -> RetrievalResult:
+        """The full rag-optimize result (timings, failures) instead of documents."""
+        return self._engine.retrieve(query)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        token = _child_callbacks.set(run_manager.get_child())
+        try:
+            result = self._engine.retrieve(query)
+        finally:
+            _child_callbacks.reset(token)
+        return [_to_document(result, item) for item in result]
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        token = _child_callbacks.set(run_manager.get_child())
+        try:
+            result = await self._engine.aretrieve(query)
+        finally:
+            _child_callbacks.reset(token)
+        return [_to_document(result, item) for item in result]
+
+
+def _as_retrieved(documents: Sequence[Document]) -> list[RetrievedDocument]:
+    return [
+        RetrievedDocument(str(i), d.page_content, 0.0, d.metadata, payload=d)
+        for i, d in enumerate(documents)
+    ]
+
+
+def _reranked(items: list[RetrievedDocument], failure: str | None) -> list[Document]:
+    out = []
+    for item in items:
+        doc: Document = item.payload
+        metadata = dict(doc.metadata)
+        if failure is None:
+            metadata["relevance_score"] = item.rerank_score
+        metadata[METADATA_KEY] = {
+            **metadata.get(METADATA_KEY, {}),
+            "rerank_score": item.rerank_score,
+            "rerank_failed": failure,
+        }
+        out.append(Document(page_content=doc.page_content, metadata=metadata, id=doc.id))
+    return out
+
+
+class CohereRerank(BaseDocumentCompressor):
+    """Rerank documents with Cohere (``cohere.ClientV2.rerank``); fail open.
+
+    Like ``langchain_cohere.CohereRerank`` (``model``, ``top_n``; the score is in
+    ``metadata["relevance_score"]``), but on a Cohere error or timeout the documents come back
+    in their incoming order, cut to ``top_n``, with ``metadata["rag_optimize"]["rerank_failed"]``
+    giving the reason. ``reranker`` substitutes any rag-optimize ``Reranker``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: str = "rerank-v3.5"
+    top_n: int = 3
+    cohere_api_key: str | None = None
+    base_url: str | None = None
+    timeout: float = 5.0
+    max_retries: int = 2
+    reranker: Any = None
+
+    _reranker: Reranker = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        self._reranker = self.reranker or CohereReranker(
+            self.model,
+            api_key=self.cohere_api_key,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
+
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        items, failure = apply_reranker(self._reranker, query, _as_retrieved(documents), self.top_n)
+        return _reranked(items, failure)
+
+    async def acompress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        items, failure = await aapply_reranker(
+            self._reranker, query, _as_retrieved(documents), self.top_n
+        )
+        return _reranked(items, failure)

@@ -1,0 +1,205 @@
+"""LangChain adapter: AsyncHybridRetriever and CohereRerank inside real LangChain objects."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_classic.retrievers import ContextualCompressionRetriever
+from langchain_community.retrievers import BM25Retriever
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    BaseCallbackHandler,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnablePassthrough
+from langchain_core.vectorstores import InMemoryVectorStore
+
+from langchain_rag_optimize import AsyncHybridRetriever, CohereRerank
+from rag_optimize.embedding import HashingEmbedder
+from rag_optimize.errors import InvalidInputError
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests use --import-mode=importlib
+from cohere_server import CohereRerankServer  # noqa: E402
+
+DOCS = [
+    Document("Paris is the capital and largest city of France.", metadata={"src": "a"}, id="p"),
+    Document("The Eiffel Tower is a lattice tower in Paris.", metadata={"src": "b"}, id="e"),
+    Document("Berlin is the capital of Germany.", metadata={"src": "c"}, id="b"),
+    Document("Photosynthesis turns light into chemical energy.", metadata={"src": "d"}, id="s"),
+]
+DELAY = 0.3
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+class HashEmbeddings(Embeddings):
+    """LangChain Embeddings over the deterministic hashing embedder."""
+
+    def __init__(self) -> None:
+        self.inner = HashingEmbedder(dim=256)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.inner.embed_query(text)
+
+
+class SlowRetriever(BaseRetriever):
+    """Returns fixed documents after DELAY seconds, or raises."""
+
+    docs: list[Document]
+    fail: bool = False
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        time.sleep(DELAY)
+        if self.fail:
+            raise ConnectionError("vector store unreachable")
+        return self.docs
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        await asyncio.sleep(DELAY)
+        if self.fail:
+            raise ConnectionError("vector store unreachable")
+        return self.docs
+
+
+def wrapped(**options: Any) -> AsyncHybridRetriever:
+    bm25 = BM25Retriever.from_documents(DOCS, k=3, preprocess_func=words)
+    vectors = InMemoryVectorStore.from_documents(DOCS, HashEmbeddings())
+    return AsyncHybridRetriever(
+        retrievers=[bm25, vectors.as_retriever(search_kwargs={"k": 3})],
+        names=["bm25", "vector"],
+        **options,
+    )
+
+
+def test_wraps_bm25_and_vector_store_retrievers() -> None:
+    retriever = wrapped(k=2)
+    docs = retriever.invoke("capital of France")
+    assert docs[0].id == "p" and len(docs) == 2
+    meta = docs[0].metadata
+    assert meta["src"] == "a"
+    assert meta["rag_optimize"]["ranks"] == {"bm25": 1, "vector": 1}
+    assert meta["rag_optimize"]["degraded"] is False
+
+
+async def test_ainvoke_matches_invoke() -> None:
+    retriever = wrapped(k=3, fusion="relative_score")
+    assert [d.id for d in await retriever.ainvoke("Eiffel tower Paris")] == [
+        d.id for d in retriever.invoke("Eiffel tower Paris")
+    ]
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+def test_wrapped_retrievers_run_concurrently(mode: str) -> None:
+    retriever = AsyncHybridRetriever(
+        retrievers=[SlowRetriever(docs=DOCS[:2]), SlowRetriever(docs=DOCS[1:3])]
+    )
+    retriever.invoke("warm up")  # thread pool start-up is not what is measured
+    start = time.perf_counter()
+    if mode == "invoke":
+        docs = retriever.invoke("anything")
+    else:
+        docs = asyncio.run(retriever.ainvoke("anything"))
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.8 * 2 * DELAY, f"{elapsed:.2f}s: retrievers ran one after another"
+    assert docs[0].id == "e"  # found by both
+
+
+def test_a_failing_retriever_degrades_instead_of_failing() -> None:
+    retriever = AsyncHybridRetriever(
+        retrievers=[SlowRetriever(docs=DOCS[:2]), SlowRetriever(docs=[], fail=True)],
+        names=["good", "bad"],
+    )
+    docs = retriever.invoke("anything")
+    assert [d.id for d in docs] == ["p", "e"]
+    info = docs[0].metadata["rag_optimize"]
+    assert info["degraded"] is True and "vector store unreachable" in info["failures"]["bad"]
+
+
+def test_callbacks_reach_the_wrapped_retrievers() -> None:
+    class Recorder(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.started: list[str] = []
+
+        def on_retriever_start(self, serialized: Any, query: str, **kwargs: Any) -> None:
+            self.started.append(kwargs.get("name") or (serialized or {}).get("name", "?"))
+
+    recorder = Recorder()
+    wrapped().invoke("Berlin", config={"callbacks": [recorder]})
+    assert len(recorder.started) == 3  # ours and both children, in their worker threads
+
+
+def test_from_documents_on_our_indexes_in_a_chain() -> None:
+    retriever = AsyncHybridRetriever.from_documents(
+        DOCS, HashEmbeddings(), quantization="int8", k=2
+    )
+    prompt = ChatPromptTemplate.from_template("Context:\n{context}\n\nQuestion: {question}")
+
+    def join(docs: list[Document]) -> str:
+        return "\n".join(d.page_content for d in docs)
+
+    context_and_prompt = {"context": retriever | join, "question": RunnablePassthrough()} | prompt
+    text = context_and_prompt.invoke("capital of Germany").to_string()
+    assert "Berlin is the capital of Germany." in text
+    chain = context_and_prompt | FakeListChatModel(responses=["Berlin."]) | StrOutputParser()
+    assert chain.invoke("capital of Germany") == "Berlin."
+    top = retriever.invoke("capital of Germany")[0]
+    assert top.id == "b" and top.metadata["src"] == "c"
+    assert set(top.metadata["rag_optimize"]["ranks"]) == {"bm25", "dense"}
+
+
+def test_bad_input() -> None:
+    with pytest.raises(InvalidInputError, match="query is empty"):
+        wrapped().invoke("   ")
+    with pytest.raises(ValueError, match="retrievers"):
+        AsyncHybridRetriever()
+    with pytest.raises(ValueError, match="unknown fusion"):
+        wrapped(fusion="borda")
+    with pytest.raises(ValueError, match="2 retrievers but 1 weights"):
+        wrapped(weights=[1.0])
+
+
+@pytest.fixture
+def server() -> Iterator[CohereRerankServer]:
+    with CohereRerankServer(slow_seconds=1.5) as srv:
+        yield srv
+
+
+def test_cohere_rerank_compressor(server: CohereRerankServer) -> None:
+    compressor = CohereRerank(
+        model="rerank-test", top_n=2, cohere_api_key="k", base_url=server.url, max_retries=0
+    )
+    retriever = ContextualCompressionRetriever(
+        base_compressor=compressor, base_retriever=wrapped(k=4)
+    )
+    docs = retriever.invoke("Eiffel Tower")
+    assert docs[0].id == "e" and docs[0].metadata["relevance_score"] == 1.0
+    assert len(docs) == 2 and docs[0].metadata["rag_optimize"]["rerank_failed"] is None
+
+    server.script = ["500"]
+    fused = wrapped(k=4).invoke("Eiffel Tower")
+    degraded = asyncio.run(retriever.ainvoke("Eiffel Tower"))
+    assert [d.id for d in degraded] == [d.id for d in fused[:2]]
+    assert "500" in degraded[0].metadata["rag_optimize"]["rerank_failed"]
+    assert "relevance_score" not in degraded[0].metadata
