@@ -4,6 +4,7 @@ Public names are re-exported here, one `from ... import X as X` line each.
 """
 from langchain_rag_optimize.callbacks import LatencyCallbackHandler as LatencyCallbackHandler
 from langchain_rag_optimize.callbacks import TimedEmbeddings as TimedEmbeddings
+from langchain_rag_optimize.embeddings import BatchingEmbeddings as BatchingEmbeddings
 from langchain_rag_optimize.llm_cache import SemanticLLMCache as SemanticLLMCache
 from langchain_rag_optimize.retrievers import AsyncHybridRetriever as AsyncHybridRetriever
 from langchain_rag_optimize.retrievers import CohereRerank as CohereRerank
