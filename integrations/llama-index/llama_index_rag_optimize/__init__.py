@@ -6,3 +6,8 @@ from llama_index_rag_optimize.embeddings import BatchingEmbedding as BatchingEmb
 from llama_index_rag_optimize.tracing import LatencyEventHandler as LatencyEventHandler
 from llama_index_rag_optimize.tracing import LatencySpanHandler as LatencySpanHandler
 from llama_index_rag_optimize.tracing import LegacyLatencyHandler as LegacyLatencyHandler
+from llama_index_rag_optimize.postprocessors import CohereRerank as CohereRerank
+from llama_index_rag_optimize.postprocessors import (
+    ContextBudgetPostprocessor as ContextBudgetPostprocessor,
+)
+from llama_index_rag_optimize.retrievers import AsyncHybridRetriever as AsyncHybridRetriever

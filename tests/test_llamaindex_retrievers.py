@@ -1,0 +1,195 @@
+"""LlamaIndex adapter: AsyncHybridRetriever and postprocessors inside real query engines."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llama_index.core import Settings, VectorStoreIndex
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.llms import MockLLM
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.retrievers.bm25 import BM25Retriever
+
+from llama_index_rag_optimize import (
+    AsyncHybridRetriever,
+    CohereRerank,
+    ContextBudgetPostprocessor,
+)
+from rag_optimize.embedding import HashingEmbedder
+from rag_optimize.errors import InvalidInputError
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests use --import-mode=importlib
+from cohere_server import CohereRerankServer  # noqa: E402
+
+TEXTS = {
+    "p": "Paris is the capital and largest city of France.",
+    "e": "The Eiffel Tower is a lattice tower in Paris.",
+    "b": "Berlin is the capital of Germany.",
+    "s": "Photosynthesis turns light into chemical energy.",
+}
+DELAY = 0.3
+
+
+class HashEmbedding(BaseEmbedding):
+    """A real LlamaIndex embedding class over the deterministic hashing embedder."""
+
+    def _inner(self) -> HashingEmbedder:
+        return HashingEmbedder(dim=256)
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._inner().embed_query(query)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._inner().embed_query(text)
+
+
+class SlowRetriever(BaseRetriever):
+    """Returns fixed nodes after DELAY seconds (sleeping in sync, awaiting in async), or fails."""
+
+    def __init__(self, ids: list[str], fail: bool = False) -> None:
+        super().__init__()
+        self.ids, self.fail = ids, fail
+
+    def _nodes(self) -> list[NodeWithScore]:
+        if self.fail:
+            raise ConnectionError("vector database unreachable")
+        return [NodeWithScore(node=TextNode(id_=i, text=TEXTS[i]), score=1.0) for i in self.ids]
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        time.sleep(DELAY)
+        return self._nodes()
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        await asyncio.sleep(DELAY)
+        return self._nodes()
+
+
+def nodes() -> list[TextNode]:
+    return [TextNode(id_=i, text=t, metadata={"src": i.upper()}) for i, t in TEXTS.items()]
+
+
+@pytest.fixture(autouse=True)
+def offline_settings() -> Iterator[None]:
+    Settings.embed_model = HashEmbedding()
+    Settings.llm = MockLLM()
+    yield
+
+
+def wrapped(**options: Any) -> AsyncHybridRetriever:
+    bm25 = BM25Retriever.from_defaults(nodes=nodes(), similarity_top_k=3)
+    vector = VectorStoreIndex(nodes(), embed_model=HashEmbedding()).as_retriever(similarity_top_k=3)
+    return AsyncHybridRetriever([bm25, vector], names=["bm25", "vector"], **options)
+
+
+def test_wraps_bm25_and_vector_index_retrievers() -> None:
+    results = wrapped(k=2).retrieve("capital of France")
+    assert results[0].node.node_id == "p" and len(results) == 2
+    info = results[0].node.metadata["rag_optimize"]
+    assert info["ranks"] == {"bm25": 1, "vector": 1} and info["degraded"] is False
+    assert results[0].node.metadata["src"] == "P"
+    llm_text = results[0].node.get_content(metadata_mode=MetadataMode.LLM)
+    assert "rag_optimize" not in llm_text and "src: P" in llm_text
+
+
+async def test_aretrieve_matches_retrieve() -> None:
+    retriever = wrapped(k=3, fusion="weighted")
+    sync_ids = [n.node.node_id for n in retriever.retrieve("Eiffel tower Paris")]
+    assert [n.node.node_id for n in await retriever.aretrieve("Eiffel tower Paris")] == sync_ids
+
+
+@pytest.mark.parametrize("mode", ["retrieve", "aretrieve"])
+def test_wrapped_retrievers_run_concurrently(mode: str) -> None:
+    retriever = AsyncHybridRetriever([SlowRetriever(["p", "e"]), SlowRetriever(["e", "b"])])
+    retriever.retrieve("warm up")
+    start = time.perf_counter()
+    if mode == "retrieve":
+        results = retriever.retrieve("anything")
+    else:
+        results = asyncio.run(retriever.aretrieve("anything"))
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.8 * 2 * DELAY, f"{elapsed:.2f}s: retrievers ran one after another"
+    assert results[0].node.node_id == "e"
+
+
+def test_failing_retriever_degrades() -> None:
+    retriever = AsyncHybridRetriever(
+        [SlowRetriever(["p", "e"]), SlowRetriever([], fail=True)], names=["ok", "down"]
+    )
+    results = retriever.retrieve("anything")
+    assert [n.node.node_id for n in results] == ["p", "e"]
+    info = results[0].node.metadata["rag_optimize"]
+    assert info["degraded"] is True and "unreachable" in info["failures"]["down"]
+
+
+def test_from_nodes_in_a_query_engine_with_budget() -> None:
+    retriever = AsyncHybridRetriever.from_nodes(nodes(), HashEmbedding(), k=3)
+    budget = ContextBudgetPostprocessor(max_tokens=14, token_counter="words")
+    engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM(), node_postprocessors=[budget])
+    response = engine.query("capital of Germany")
+    sources = [n.node.node_id for n in response.source_nodes]
+    assert sources[0] == "b"  # "Berlin is the capital of Germany." = 6 words -> 8 tokens
+    assert len(sources) == 1  # the next node (10 words -> 13 tokens) does not fit in 14
+    assert response.source_nodes[0].node.metadata["src"] == "B"
+    assert str(response)  # MockLLM answered from the prompt
+
+
+async def test_aquery_uses_the_async_path() -> None:
+    retriever = AsyncHybridRetriever.from_nodes(
+        nodes(), HashEmbedding(), k=2, quantization="binary"
+    )
+    engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM())
+    response = await engine.aquery("Eiffel Tower")
+    assert response.source_nodes[0].node.node_id == "e"
+
+
+def test_budget_drops_near_duplicates_by_embedding() -> None:
+    dup = [
+        NodeWithScore(node=TextNode(id_="1", text="Paris is the capital of France."), score=0.9),
+        NodeWithScore(node=TextNode(id_="2", text="Paris is the capital of France!"), score=0.8),
+        NodeWithScore(node=TextNode(id_="3", text="Bananas are yellow."), score=0.7),
+    ]
+    post = ContextBudgetPostprocessor(max_tokens=100, embed_model=HashEmbedding())
+    kept = post.postprocess_nodes(dup, query_str="Paris")
+    assert [n.node.node_id for n in kept] == ["1", "3"]
+
+
+@pytest.fixture
+def server() -> Iterator[CohereRerankServer]:
+    with CohereRerankServer(slow_seconds=1.5) as srv:
+        yield srv
+
+
+def test_cohere_rerank_postprocessor(server: CohereRerankServer) -> None:
+    rerank = CohereRerank(
+        model="rerank-test", top_n=1, api_key="k", base_url=server.url, max_retries=0, timeout=0.5
+    )
+    engine = RetrieverQueryEngine.from_args(
+        wrapped(k=4), llm=MockLLM(), node_postprocessors=[rerank]
+    )
+    top = engine.query("Eiffel Tower").source_nodes
+    assert [n.node.node_id for n in top] == ["e"] and top[0].score == 1.0
+    fused = [n.node.node_id for n in wrapped(k=4).retrieve("Berlin capital")]
+    server.script = ["slow"]
+    degraded = engine.query("Berlin capital").source_nodes
+    assert [n.node.node_id for n in degraded] == fused[:1]
+    assert "Timeout" in degraded[0].node.metadata["rag_optimize"]["rerank_failed"]
+
+
+def test_bad_input() -> None:
+    with pytest.raises(InvalidInputError, match="query is empty"):
+        wrapped().retrieve(" ")
+    with pytest.raises(ValueError, match="retrievers"):
+        AsyncHybridRetriever([])
+    with pytest.raises(ValueError, match="unknown fusion"):
+        wrapped(fusion="borda")
