@@ -8,3 +8,4 @@ from langchain_rag_optimize.embeddings import BatchingEmbeddings as BatchingEmbe
 from langchain_rag_optimize.llm_cache import SemanticLLMCache as SemanticLLMCache
 from langchain_rag_optimize.retrievers import AsyncHybridRetriever as AsyncHybridRetriever
 from langchain_rag_optimize.retrievers import CohereRerank as CohereRerank
+from langchain_rag_optimize.chain_cache import with_semantic_cache as with_semantic_cache

@@ -1,0 +1,451 @@
+"""``with_semantic_cache``: cache a whole chain, question in, answer out.
+
+Where :class:`~langchain_rag_optimize.SemanticLLMCache` caches single model calls (after
+retrieval has already run and the prompt holds the retrieved context), this wrapper answers
+a repeated or paraphrased question before any retrieval or model call happens.
+
+- A hit returns the stored answer; when streamed, it is replayed in word-sized chunks (dict
+  outputs: non-text fields first, then the text fields chunked), so streaming UIs behave
+  the same on hits and misses.
+- A miss runs the chain (streaming through when streamed) and stores the answer only if it
+  finished without error and, when streamed, the caller consumed the whole stream. Partial
+  or failed outputs are never stored.
+- The ids of the documents the answer used are stored as entry metadata ``source_ids`` (for
+  ``cache.invalidate(source_ids=[...])``): every document any retriever inside the chain
+  returned (seen through a callback handler) and every ``Document`` in the output (e.g. a
+  ``"context"`` field). A document contributes ``Document.id`` (often assigned by the
+  vector store) and ``metadata["id"]`` and ``metadata["source"]`` when present, so either
+  the store's id or the app's own document id invalidates the answer.
+
+Keys: ``key(input)`` is the question, compared by meaning. The exact part of the key is the
+wrapped chain's identity (``namespace``), ``index_version`` and, with the default ``key``
+on a dict input, every other input field (chat history, language, filters ...), so inputs
+that differ in anything but the question never share an answer. A custom ``key`` should be
+paired with ``exact_key`` when other input fields change the answer. Scopes are resolved as
+in ``SemanticLLMCache``: ``scope=``, else ``cache_scope(...)``, else
+``config["metadata"]["cache_scope"]`` of the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
+from langchain_core.documents import Document
+from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.base import coerce_to_runnable
+from langchain_core.runnables.config import ensure_config, get_config_list
+from langchain_core.runnables.utils import AddableDict
+
+from langchain_rag_optimize._keys import (
+    SCOPE_METADATA_KEY,
+    USER_SCOPE_KEY,
+    compose_scope,
+    resolve_user_scope,
+)
+from langchain_rag_optimize._serialization import NotCacheable, decode_value, encode_value
+from rag_optimize.cache.entry import CacheHit
+from rag_optimize.cache.keys import digest
+from rag_optimize.cache.semantic import SemanticCache
+
+logger = logging.getLogger("rag_optimize.langchain")
+
+QUESTION_FIELDS = ("question", "input", "query")
+"""Input fields the default ``key`` reads the question from, in this order."""
+
+_WORD_CHUNK = re.compile(r"\s*\S+\s*|\s+")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_UNSTORABLE = object()
+
+
+@dataclass(frozen=True)
+class _Key:
+    question: str
+    scope: str
+    user_scope: str
+
+
+@dataclass
+class _Miss:
+    """What a miss needs to store its answer afterwards."""
+
+    key: _Key | None
+    config: RunnableConfig
+    sources: _SourceCollector = field(default_factory=lambda: _SourceCollector())
+
+
+class _SourceCollector(BaseCallbackHandler):
+    """Collects the ids of every document a retriever inside the chain returned."""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def on_retriever_end(
+        self,
+        documents: Sequence[Document],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.ids.extend(_document_ids(documents))
+
+
+def default_key(value: Any) -> str | None:
+    """The question of a chain input: the input itself if a ``str``, else the first ``str``
+    among ``input["question"]``, ``input["input"]``, ``input["query"]``; ``None`` if none."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        for name in QUESTION_FIELDS:
+            if isinstance(value.get(name), str):
+                return cast(str, value[name])
+    return None
+
+
+def default_exact_key(value: Any) -> str:
+    """Every field of a dict input except the question field, as canonical JSON."""
+    if not isinstance(value, dict):
+        return ""
+    question_field = next((n for n in QUESTION_FIELDS if isinstance(value.get(n), str)), None)
+    rest = {k: v for k, v in value.items() if k != question_field}
+    try:
+        return json.dumps(encode_value(rest), sort_keys=True)
+    except NotCacheable:
+        return _stable_repr(rest)
+
+
+class SemanticCacheRunnable(Runnable[Any, Any]):
+    """A runnable answering from a :class:`~rag_optimize.SemanticCache` before running
+    ``runnable``; built by :func:`with_semantic_cache` (see the module docs)."""
+
+    def __init__(
+        self,
+        runnable: Runnable[Any, Any],
+        cache: SemanticCache,
+        *,
+        key: Callable[[Any], str | None] | None = None,
+        exact_key: Callable[[Any], str] | None = None,
+        scope: str | None = None,
+        scope_metadata_key: str = SCOPE_METADATA_KEY,
+        namespace: str | None = None,
+        index_version: str | None = None,
+        ttl_seconds: float | None = None,
+    ) -> None:
+        if not isinstance(cache, SemanticCache):
+            raise TypeError(
+                f"cache must be a rag_optimize.SemanticCache, got {type(cache).__name__}"
+            )
+        self.runnable = runnable
+        self.cache = cache
+        self.key = key or default_key
+        if exact_key is None:
+            exact_key = default_exact_key if key is None else (lambda _value: "")
+        self.exact_key = exact_key
+        self.scope = scope
+        self.scope_metadata_key = scope_metadata_key
+        self.namespace = namespace if namespace is not None else _stable_repr(runnable)
+        self.index_version = index_version
+        self.ttl_seconds = ttl_seconds
+        self.name = f"SemanticCache[{runnable.get_name()}]"
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802 - LangChain's name
+        """The wrapped runnable's input type."""
+        return self.runnable.InputType
+
+    @property
+    def OutputType(self) -> Any:  # noqa: N802 - LangChain's name
+        """The wrapped runnable's output type."""
+        return self.runnable.OutputType
+
+    # ---------------------------------------------------------------- invoke
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """The cached answer to ``input``'s question, else the chain's (then stored)."""
+        key = self._key(input, config)
+        hit = self.cache.get(key.question, scope=key.scope) if key else None
+        if hit is not None:
+            return _revive(hit)
+        miss = self._miss(key, config)
+        output = self.runnable.invoke(input, miss.config, **kwargs)
+        self._store(miss, output)
+        return output
+
+    async def ainvoke(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
+        """Async :meth:`invoke`."""
+        key = self._key(input, config)
+        hit = await self.cache.aget(key.question, scope=key.scope) if key else None
+        if hit is not None:
+            return _revive(hit)
+        miss = self._miss(key, config)
+        output = await self.runnable.ainvoke(input, miss.config, **kwargs)
+        await self._astore(miss, output)
+        return output
+
+    # ---------------------------------------------------------------- stream
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Replay a hit in chunks, or stream the chain and store the complete answer."""
+        key = self._key(input, config)
+        hit = self.cache.get(key.question, scope=key.scope) if key else None
+        if hit is not None:
+            yield from _replay(_revive(hit))
+            return
+        miss = self._miss(key, config)
+        total: Any = None
+        for chunk in self.runnable.stream(input, miss.config, **kwargs):
+            total = _add(total, chunk)
+            yield chunk
+        self._store(miss, total)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`stream`."""
+        key = self._key(input, config)
+        hit = await self.cache.aget(key.question, scope=key.scope) if key else None
+        if hit is not None:
+            for chunk in _replay(_revive(hit)):
+                yield chunk
+            return
+        miss = self._miss(key, config)
+        total: Any = None
+        async for chunk in self.runnable.astream(input, miss.config, **kwargs):
+            total = _add(total, chunk)
+            yield chunk
+        await self._astore(miss, total)
+
+    # ----------------------------------------------------------------- batch
+    def batch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> list[Any]:
+        """Answer hits from the cache; send only the misses to the chain, as one batch."""
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        keys = [self._key(i, c) for i, c in zip(inputs, configs, strict=True)]
+        hits = [self.cache.get(k.question, scope=k.scope) if k else None for k in keys]
+        todo = [n for n, hit in enumerate(hits) if hit is None]
+        misses = {n: self._miss(keys[n], configs[n]) for n in todo}
+        outputs = (
+            self.runnable.batch(
+                [inputs[n] for n in todo],
+                [misses[n].config for n in todo],
+                return_exceptions=return_exceptions,
+                **kwargs,
+            )
+            if todo
+            else []
+        )
+        results: list[Any] = [None if hit is None else _revive(hit) for hit in hits]
+        for n, output in zip(todo, outputs, strict=True):
+            results[n] = output
+            if not isinstance(output, Exception):
+                self._store(misses[n], output)
+        return results
+
+    async def abatch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> list[Any]:
+        """Async :meth:`batch` (the lookups run concurrently)."""
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        keys = [self._key(i, c) for i, c in zip(inputs, configs, strict=True)]
+        hits: list[CacheHit | None] = list(
+            await asyncio.gather(*(self._aget(k) for k in keys))
+        )
+        todo = [n for n, hit in enumerate(hits) if hit is None]
+        misses = {n: self._miss(keys[n], configs[n]) for n in todo}
+        outputs = (
+            await self.runnable.abatch(
+                [inputs[n] for n in todo],
+                [misses[n].config for n in todo],
+                return_exceptions=return_exceptions,
+                **kwargs,
+            )
+            if todo
+            else []
+        )
+        results: list[Any] = [None if hit is None else _revive(hit) for hit in hits]
+        for n, output in zip(todo, outputs, strict=True):
+            results[n] = output
+            if not isinstance(output, Exception):
+                await self._astore(misses[n], output)
+        return results
+
+    # ------------------------------------------------------------- internals
+    def _key(self, value: Any, config: RunnableConfig | None) -> _Key | None:
+        question = self.key(value)
+        if question is None or not question.strip():
+            logger.debug("semantic chain cache: no question in input, not cached")
+            return None
+        user_scope = resolve_user_scope(self.scope, config, self.scope_metadata_key) or ""
+        exact = [digest("chain", self.namespace, self.exact_key(value))]
+        if self.index_version is not None:
+            exact.append(f"v={self.index_version}")
+        return _Key(question, compose_scope(user_scope, *exact), user_scope)
+
+    async def _aget(self, key: _Key | None) -> CacheHit | None:
+        return await self.cache.aget(key.question, scope=key.scope) if key else None
+
+    def _miss(self, key: _Key | None, config: RunnableConfig | None) -> _Miss:
+        config = ensure_config(config)
+        miss = _Miss(key, config)
+        if key is not None:
+            miss.config = _with_handler(config, miss.sources)
+        return miss
+
+    def _entry(self, miss: _Miss, output: Any) -> tuple[Any, dict[str, Any]] | None:
+        if miss.key is None or output is _UNSTORABLE or output is None:
+            return None
+        if isinstance(output, BaseMessageChunk):
+            output = message_chunk_to_message(output)
+        try:
+            response = encode_value(output)
+        except NotCacheable as exc:
+            logger.debug("semantic chain cache: answer not cached: %s", exc)
+            return None
+        sources = list(dict.fromkeys([*miss.sources.ids, *_document_ids(_documents_in(output))]))
+        metadata: dict[str, Any] = {USER_SCOPE_KEY: miss.key.user_scope, "source_ids": sources}
+        if self.index_version is not None:
+            metadata["index_version"] = self.index_version
+        return response, metadata
+
+    def _store(self, miss: _Miss, output: Any) -> None:
+        entry = self._entry(miss, output)
+        if entry is not None and miss.key is not None:
+            self.cache.set(
+                miss.key.question, entry[0], scope=miss.key.scope,
+                metadata=entry[1], ttl_seconds=self.ttl_seconds,
+            )
+
+    async def _astore(self, miss: _Miss, output: Any) -> None:
+        entry = self._entry(miss, output)
+        if entry is not None and miss.key is not None:
+            await self.cache.aset(
+                miss.key.question, entry[0], scope=miss.key.scope,
+                metadata=entry[1], ttl_seconds=self.ttl_seconds,
+            )
+
+
+def with_semantic_cache(
+    runnable: Any,
+    cache: SemanticCache,
+    key: Callable[[Any], str | None] | None = None,
+    **options: Any,
+) -> SemanticCacheRunnable:
+    """Wrap ``runnable`` (any LCEL chain, question in, answer out) with ``cache``.
+
+    Args:
+        runnable: the chain; anything ``coerce_to_runnable`` accepts.
+        cache: the :class:`~rag_optimize.SemanticCache` to answer from.
+        key: extracts the question from the input (default :func:`default_key`). An input
+            without a question bypasses the cache.
+        options: ``exact_key`` (input -> str that must match exactly), ``scope``,
+            ``scope_metadata_key``, ``namespace`` (chain identity; default: the chain's
+            ``repr`` with memory addresses removed), ``index_version``, ``ttl_seconds``.
+
+    Example::
+
+        cached = with_semantic_cache(prompt | llm | StrOutputParser(), cache)
+        cached.invoke({"question": "How do I reset my password?"})
+    """
+    return SemanticCacheRunnable(coerce_to_runnable(runnable), cache, key=key, **options)
+
+
+def _with_handler(config: RunnableConfig, handler: BaseCallbackHandler) -> RunnableConfig:
+    callbacks = config.get("callbacks")
+    if isinstance(callbacks, BaseCallbackManager):
+        manager = callbacks.copy()
+        manager.add_handler(handler, inherit=True)
+        new_callbacks: Any = manager
+    else:
+        new_callbacks = [*(callbacks or []), handler]
+    return cast(RunnableConfig, {**config, "callbacks": new_callbacks})
+
+
+def _revive(hit: CacheHit) -> Any:
+    return decode_value(hit.response)
+
+
+def _add(total: Any, chunk: Any) -> Any:
+    """Accumulate stream chunks the way LangChain does; ``_UNSTORABLE`` if they do not add."""
+    if total is _UNSTORABLE:
+        return total
+    if total is None:
+        return AddableDict(chunk) if isinstance(chunk, dict) else chunk
+    try:
+        if isinstance(total, dict) and isinstance(chunk, dict):
+            return AddableDict(total) + AddableDict(chunk)
+        return total + chunk
+    except TypeError:
+        return _UNSTORABLE
+
+
+def _replay(value: Any) -> Iterator[Any]:
+    """A stored answer as stream chunks that add up to it."""
+    if isinstance(value, str):
+        yield from _WORD_CHUNK.findall(value) or [value]
+    elif isinstance(value, dict):
+        rest = AddableDict({k: v for k, v in value.items() if not isinstance(v, str)})
+        if rest or not value:
+            yield rest
+        for name, text in value.items():
+            if isinstance(text, str):
+                for piece in _WORD_CHUNK.findall(text) or [text]:
+                    yield AddableDict({name: piece})
+    else:
+        yield value
+
+
+def _documents_in(value: Any) -> list[Document]:
+    if isinstance(value, Document):
+        return [value]
+    if isinstance(value, dict):
+        return [d for v in value.values() for d in _documents_in(v)]
+    if isinstance(value, (list, tuple)):
+        return [d for v in value for d in _documents_in(v)]
+    return []
+
+
+def _document_ids(documents: Sequence[Any]) -> list[str]:
+    ids = []
+    for doc in documents:
+        if not isinstance(doc, Document):
+            continue
+        for found in (doc.id, doc.metadata.get("id"), doc.metadata.get("source")):
+            if found is not None and str(found) not in ids:
+                ids.append(str(found))
+    return ids
+
+
+def _stable_repr(value: Any) -> str:
+    """``repr`` without memory addresses, so it is the same in every process."""
+    return _ADDRESS.sub("", repr(value))
+
+
+__all__ = ["SemanticCacheRunnable", "default_exact_key", "default_key", "with_semantic_cache"]
