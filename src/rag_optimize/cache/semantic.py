@@ -10,6 +10,15 @@ only similar. For all-MiniLM-L6-v2 the paraphrase/non-paraphrase distributions o
 below about 0.9 (see BENCHMARKS.md, "Semantic cache quality"), so 0.9 is the default; use
 ``calibrate_threshold`` on pairs from your own traffic to pick it for your model and risk.
 
+Knowing when it is wrong: with ``max_error_rate=0.02`` instead of a fixed number, the cache
+learns its threshold from verified outcomes (:meth:`SemanticCache.feedback`, shadow
+comparisons, and probes: on a miss, the nearest stored answer is compared with the model's
+real answer by the judge when the app stores it), and each entry that served a wrong answer
+gets its own higher threshold. See :mod:`rag_optimize.cache.error_budget` for the algorithm
+and exactly what it guarantees. ``mode="shadow"`` looks up without serving and reports what
+it would have done (:meth:`SemanticCache.shadow_report`). ``require_scope=True`` makes a call
+with no scope fail closed.
+
 Failure policy: the cache never fails the user's request because of itself. An embedder that
 raises or a store that is down turns the lookup into a miss and the write into a no-op, each
 counted in :attr:`SemanticCache.stats` and logged once per incident. Input that is wrong
@@ -25,21 +34,25 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
+from rag_optimize.cache.error_budget import EVIDENCE_KEY, EntryEvidence, ErrorBudget
 from rag_optimize.cache.incidents import IncidentLog
+from rag_optimize.cache.judges import EmbeddingJudge, Judge, ajudge, check_judge
 from rag_optimize.cache.keys import check_query, check_scope, digest, normalise_query
 from rag_optimize.cache.memory import InMemoryStore
 from rag_optimize.cache.scopes import current_scope
+from rag_optimize.cache.shadow import AwaitingAnswers, Observation, ShadowLog, ShadowReport
 from rag_optimize.cache.stats import CacheStats, StatsCounter
 from rag_optimize.cache.store import Store
 from rag_optimize.cache.vector_table import IndexKind
 from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedder
 from rag_optimize.embedding.vectors import FloatVector, unit_vector
-from rag_optimize.errors import ConfigurationError, StoreError
+from rag_optimize.errors import ConfigurationError, InvalidInputError, StoreError
 
 logger = logging.getLogger("rag_optimize.cache")
 
@@ -47,6 +60,8 @@ T = TypeVar("T")
 
 DEFAULT_THRESHOLD = 0.9
 _PENDING_VECTORS = 1024
+Mode = Literal["live", "shadow"]
+FeedbackAction = Literal["updated", "deleted", "missing"]
 
 
 class SemanticCache:
@@ -55,7 +70,9 @@ class SemanticCache:
     Args:
         embedder: anything with ``embed_query``/``embed_documents`` (LangChain shape);
             ``aembed_query`` is used by the async methods when present.
-        threshold: minimum cosine similarity for a hit, in (0, 1].
+        threshold: minimum cosine similarity for a hit, in (0, 1]. With ``max_error_rate``
+            it is the starting threshold, used until outcomes certify another one (set it to
+            the calibrated value for your model, see ``calibrate_threshold``).
         ttl_seconds: default lifetime of an entry; ``None`` keeps entries until evicted.
         max_entries: capacity of the default in-process store (LRU eviction past it).
         store: where entries live; default :class:`InMemoryStore`. Use ``RedisStore`` to
@@ -65,6 +82,20 @@ class SemanticCache:
             entries carry their own thresholds.
         clock: wall-clock seconds; injected in tests. Entries store absolute times, so all
             processes sharing a store must use the same clock (the default ``time.time``).
+        max_error_rate: turn on the error budget: the fraction of served answers allowed to be
+            wrong (e.g. ``0.02``). The threshold is then learned from verified outcomes and
+            entries that served a wrong answer get their own higher threshold.
+        confidence: confidence of the error-budget certificate (default 0.95).
+        min_threshold: the error budget never lowers the threshold below this.
+        learn_from_misses: with an error budget, compare the nearest stored answer of a miss
+            with the answer the app then stores (by ``judge``), as a free outcome.
+        mode: ``"live"`` serves hits; ``"shadow"`` never serves, records what it would have
+            served and judges it against the model's real answer (:meth:`shadow_report`).
+        judge: ``judge(query, cached_answer, fresh_answer) -> bool`` for shadow comparisons and
+            probes; default :class:`~rag_optimize.cache.judges.EmbeddingJudge` on ``embedder``.
+        require_scope: a lookup or write with no scope (neither passed nor set by
+            ``cache_scope``; the shared default scope ``""`` counts as none) fails closed: the
+            lookup misses and the write is dropped, both counted. For multi-tenant apps.
     """
 
     def __init__(
@@ -78,6 +109,13 @@ class SemanticCache:
         index: IndexKind = "exact",
         candidates: int = 4,
         clock: Callable[[], float] = time.time,
+        max_error_rate: float | None = None,
+        confidence: float = 0.95,
+        min_threshold: float = 0.5,
+        learn_from_misses: bool = True,
+        mode: Mode = "live",
+        judge: Judge | None = None,
+        require_scope: bool = False,
     ) -> None:
         self.embedder = check_embedder(embedder)
         self.threshold = _check_threshold(threshold)
@@ -85,24 +123,44 @@ class SemanticCache:
             raise ConfigurationError(f"ttl_seconds must be > 0 or None, got {ttl_seconds}")
         if candidates < 1:
             raise ConfigurationError(f"candidates must be >= 1, got {candidates}")
+        if mode not in ("live", "shadow"):
+            raise ConfigurationError(f"mode must be 'live' or 'shadow', got {mode!r}")
         self.ttl_seconds = ttl_seconds
         self.candidates = candidates
+        self.mode: Mode = mode
+        self.require_scope = bool(require_scope)
+        self.learn_from_misses = bool(learn_from_misses)
+        self.judge: Judge = check_judge(judge) if judge is not None else EmbeddingJudge(embedder)
+        self._budget: ErrorBudget | None = None
+        if max_error_rate is not None:
+            self._budget = ErrorBudget(
+                max_error_rate,
+                start_threshold=self.threshold,
+                confidence=confidence,
+                min_threshold=min(min_threshold, self.threshold),
+            )
         self.store: Store = store if store is not None else InMemoryStore(max_entries, index)
         self._clock = clock
         self._stats = StatsCounter()
         self.store.attach_stats(self._stats)
         self._embed_incidents = IncidentLog(logger, "embedding model")
         self._store_incidents = IncidentLog(logger, "cache store")
+        self._judge_incidents = IncidentLog(logger, "answer judge")
         self._pending: OrderedDict[str, FloatVector] = OrderedDict()
         self._pending_lock = threading.Lock()
+        self._awaiting = AwaitingAnswers()
+        self._shadow = ShadowLog()
 
     # ------------------------------------------------------------------ lookups
     def get(self, query: str, scope: str | None = None) -> CacheHit | None:
-        """The cached answer for ``query`` in ``scope``, or ``None`` on a miss."""
+        """The cached answer for ``query`` in ``scope``, or ``None`` on a miss (always
+        ``None`` in shadow mode)."""
         query, key, scope_key, now = self._begin(query, scope)
+        if self._refuse_lookup(scope):
+            return None
         entry = self._guard(lambda: self.store.get_exact(scope_key, key, now), None)
         if entry is not None:
-            return self._hit(entry, 1.0, now, exact=True)
+            return self._found(entry, 1.0, None, key, None, now, exact=True)
         vector = self._embed(query)
         if vector is None:
             self._miss()
@@ -111,19 +169,27 @@ class SemanticCache:
         candidates = self._guard(
             partial(self.store.search, scope_key, vector, self.candidates, now), empty
         )
-        for candidate, threshold in self._accepted(candidates):
+        nearest: tuple[CacheEntry, float, float] | None = None
+        for candidate, threshold, accepted in self._ranked(candidates, nearest_wanted=True):
+            if not accepted and nearest is not None:
+                continue
             found = self._guard(partial(self.store.fetch, candidate.entry_id, now), None)
-            if found is not None and found.scope == scope_key:
-                return self._hit(found, candidate.similarity, now, threshold=threshold)
-        self._miss(key, vector)
+            if found is None or found.scope != scope_key:
+                continue
+            if accepted:
+                return self._found(found, candidate.similarity, threshold, key, vector, now)
+            nearest = (found, candidate.similarity, threshold)
+        self._not_found(key, scope_key, vector, nearest)
         return None
 
     async def aget(self, query: str, scope: str | None = None) -> CacheHit | None:
         """Async :meth:`get`: never blocks the event loop on the model or the store."""
         query, key, scope_key, now = self._begin(query, scope)
+        if self._refuse_lookup(scope):
+            return None
         entry = await self._aguard(lambda: self.store.aget_exact(scope_key, key, now), None)
         if entry is not None:
-            return self._hit(entry, 1.0, now, exact=True)
+            return self._found(entry, 1.0, None, key, None, now, exact=True)
         vector = await self._aembed(query)
         if vector is None:
             self._miss()
@@ -132,11 +198,17 @@ class SemanticCache:
         candidates = await self._aguard(
             partial(self.store.asearch, scope_key, vector, self.candidates, now), empty
         )
-        for candidate, threshold in self._accepted(candidates):
+        nearest: tuple[CacheEntry, float, float] | None = None
+        for candidate, threshold, accepted in self._ranked(candidates, nearest_wanted=True):
+            if not accepted and nearest is not None:
+                continue
             found = await self._aguard(partial(self.store.afetch, candidate.entry_id, now), None)
-            if found is not None and found.scope == scope_key:
-                return self._hit(found, candidate.similarity, now, threshold=threshold)
-        self._miss(key, vector)
+            if found is None or found.scope != scope_key:
+                continue
+            if accepted:
+                return self._found(found, candidate.similarity, threshold, key, vector, now)
+            nearest = (found, candidate.similarity, threshold)
+        self._not_found(key, scope_key, vector, nearest)
         return None
 
     # ------------------------------------------------------------------- writes
@@ -153,10 +225,16 @@ class SemanticCache:
 
         ``response`` and ``metadata`` must be JSON-serialisable (so every store can hold
         them). A query just missed is not embedded again. A failing model or store drops
-        the write (counted, logged) instead of raising.
+        the write (counted, logged) instead of raising. If the lookup of this query saw a
+        stored answer (shadow mode, or a probe of the error budget), ``judge`` compares it
+        with ``response`` and the outcome is learned from. Adapters put the answer's source
+        document ids in ``metadata["source_ids"]`` and the index version in
+        ``metadata["index_version"]`` for :meth:`invalidate`.
         """
         query, key, scope_key, now = self._begin(query, scope)
         _check_json(response, metadata)
+        if self._refuse_write(scope):
+            return False
         vector = self._take_pending(key)
         if vector is None:
             vector = self._embed(query)
@@ -164,12 +242,16 @@ class SemanticCache:
             self._stats.add("dropped_writes")
             return False
         entry = self._entry(query, key, scope_key, vector, response, metadata, ttl_seconds, now)
+
         def put() -> bool:
             self.store.put(entry, now)
             return True
 
         stored = self._guard(put, False)
         self._count_write(stored)
+        observation = self._awaiting.pop(scope_key, key)
+        if observation is not None:
+            self._settle(observation, self._judged(query, observation, response), entry.id, now)
         return stored
 
     async def aset(
@@ -184,6 +266,8 @@ class SemanticCache:
         """Async :meth:`set`."""
         query, key, scope_key, now = self._begin(query, scope)
         _check_json(response, metadata)
+        if self._refuse_write(scope):
+            return False
         vector = self._take_pending(key)
         if vector is None:
             vector = await self._aembed(query)
@@ -198,37 +282,132 @@ class SemanticCache:
 
         stored = await self._aguard(put, False)
         self._count_write(stored)
+        observation = self._awaiting.pop(scope_key, key)
+        if observation is not None:
+            correct = await self._ajudged(query, observation, response)
+            await self._asettle(observation, correct, entry.id, now)
         return stored
 
-    def invalidate(self, scope: str | None = None) -> int:
-        """Drop every entry of ``scope`` (``None``: the active ``cache_scope`` or the default
-        scope); returns how many."""
-        scope_key = self._scope(scope)
-        return int(self._guard(lambda: self.store.invalidate(scope_key), 0))
+    # ---------------------------------------------------------------- feedback
+    def feedback(self, hit: CacheHit, correct: bool) -> FeedbackAction:
+        """Tell the cache whether a hit it served was right.
 
-    async def ainvalidate(self, scope: str | None = None) -> int:
+        With an error budget the outcome is learned from (cache threshold) and recorded on
+        the entry; a wrong answer raises the entry's own threshold above this similarity, so
+        it will not be served again this far away. Without one (fixed threshold) a wrong
+        answer deletes the entry (a tombstone: the next lookup misses and the model's answer
+        replaces it). A wrong exact-match hit always deletes (the answer itself is bad).
+        Returns ``"updated"``, ``"deleted"`` or ``"missing"`` (entry already gone).
+        """
+        _check_feedback(hit, correct)
+        self._stats.add("feedback_correct" if correct else "feedback_wrong")
+        now = self._clock()
+        self._learn(hit.similarity, correct, hit.exact)
+        entry = self._guard(partial(self.store.fetch, hit.entry_id, now), None)
+        if entry is None:
+            return "missing"
+        revised = self._revised(entry, hit.similarity, correct, hit.exact)
+        if revised is None:
+            removed = self._guard(lambda: self.store.delete([entry.id]), 0)
+            self._stats.add("tombstones", int(removed))
+            return "deleted"
+        self._guard(partial(self.store.put, revised, now), None)
+        return "updated"
+
+    async def afeedback(self, hit: CacheHit, correct: bool) -> FeedbackAction:
+        """Async :meth:`feedback`."""
+        _check_feedback(hit, correct)
+        self._stats.add("feedback_correct" if correct else "feedback_wrong")
+        now = self._clock()
+        self._learn(hit.similarity, correct, hit.exact)
+        entry = await self._aguard(partial(self.store.afetch, hit.entry_id, now), None)
+        if entry is None:
+            return "missing"
+        revised = self._revised(entry, hit.similarity, correct, hit.exact)
+        if revised is None:
+            removed = await self._aguard(lambda: self.store.adelete([entry.id]), 0)
+            self._stats.add("tombstones", int(removed))
+            return "deleted"
+        await self._aguard(partial(self.store.aput, revised, now), None)
+        return "updated"
+
+    # ------------------------------------------------------------ invalidation
+    def invalidate(
+        self,
+        scope: str | None = None,
+        *,
+        source_ids: Sequence[str] | None = None,
+        index_version: str | Sequence[str] | None = None,
+    ) -> int:
+        """Drop entries; returns how many.
+
+        ``invalidate(scope)``: every entry of ``scope`` (``None``: the active ``cache_scope``
+        or the default scope). ``invalidate(source_ids=[...])``: every entry whose answer used
+        one of these source documents (``metadata["source_ids"]``), in every scope unless
+        ``scope`` is given. ``invalidate(index_version="v3")``: every entry stored with that
+        ``metadata["index_version"]`` (a str or a list of versions), likewise.
+        """
+        selectors = _selectors(source_ids, index_version)
+        if not selectors:
+            scope_key = self._scope(scope)
+            return int(self._guard(lambda: self.store.invalidate(scope_key), 0))
+        target = None if scope is None else check_scope(scope)
+        return sum(
+            int(self._guard(partial(self.store.delete_where, target, field, values), 0))
+            for field, values in selectors
+        )
+
+    async def ainvalidate(
+        self,
+        scope: str | None = None,
+        *,
+        source_ids: Sequence[str] | None = None,
+        index_version: str | Sequence[str] | None = None,
+    ) -> int:
         """Async :meth:`invalidate`."""
-        scope_key = self._scope(scope)
-        return int(await self._aguard(lambda: self.store.ainvalidate(scope_key), 0))
+        selectors = _selectors(source_ids, index_version)
+        if not selectors:
+            scope_key = self._scope(scope)
+            return int(await self._aguard(lambda: self.store.ainvalidate(scope_key), 0))
+        target = None if scope is None else check_scope(scope)
+        removed = 0
+        for field, values in selectors:
+            removed += int(
+                await self._aguard(partial(self.store.adelete_where, target, field, values), 0)
+            )
+        return removed
 
     def clear(self) -> None:
-        """Drop every entry of every scope and reset the counters."""
+        """Drop every entry of every scope and reset the counters (the error budget keeps
+        what it learned: that is knowledge about the model and traffic, not about entries)."""
         self._guard(lambda: self.store.clear(), None)
-        with self._pending_lock:
-            self._pending.clear()
-        self._stats.reset()
+        self._reset_local()
 
     async def aclear(self) -> None:
         """Async :meth:`clear`."""
         await self._aguard(lambda: self.store.aclear(), None)
-        with self._pending_lock:
-            self._pending.clear()
-        self._stats.reset()
+        self._reset_local()
 
+    # ----------------------------------------------------------------- reports
     @property
     def stats(self) -> CacheStats:
         """A snapshot of the counters (hits, misses, exact_hits, evictions, ... hit_rate)."""
         return self._stats.snapshot(entries=int(self._guard(self.store.count, 0)))
+
+    def shadow_report(self) -> ShadowReport:
+        """What shadow mode saw: would-be hit rate and the judged precision of those hits."""
+        return self._shadow.report()
+
+    @property
+    def error_budget(self) -> ErrorBudget | None:
+        """The threshold learner when ``max_error_rate`` was given (its :meth:`certificate`
+        says which threshold is in force and why), else ``None``."""
+        return self._budget
+
+    @property
+    def current_threshold(self) -> float:
+        """The cache-wide threshold in force now (entries may add their own floor)."""
+        return self._budget.threshold if self._budget is not None else self.threshold
 
     def __len__(self) -> int:
         return int(self._guard(self.store.count, 0))
@@ -242,13 +421,91 @@ class SemanticCache:
         """The explicit scope, else the one of the active ``cache_scope`` block."""
         return check_scope(scope if scope is not None else current_scope())
 
-    def _accepted(self, candidates: list[Candidate]) -> list[tuple[Candidate, float]]:
+    def _unscoped(self, scope: str | None) -> bool:
+        return self.require_scope and not (scope if scope is not None else current_scope())
+
+    def _refuse_lookup(self, scope: str | None) -> bool:
+        if not self._unscoped(scope):
+            return False
+        self._stats.add("unscoped_lookups")
+        self._stats.add("misses")
+        return True
+
+    def _refuse_write(self, scope: str | None) -> bool:
+        if not self._unscoped(scope):
+            return False
+        self._stats.add("unscoped_writes")
+        self._stats.add("dropped_writes")
+        return True
+
+    def _threshold_for(self, entry_threshold: float | None) -> float:
+        if self._budget is None:
+            return entry_threshold if entry_threshold is not None else self.threshold
+        base = self._budget.threshold
+        return base if entry_threshold is None else max(base, entry_threshold)
+
+    def _observing(self) -> bool:
+        """Whether misses should remember their nearest entry for the judge."""
+        return self.mode == "shadow" or (self._budget is not None and self.learn_from_misses)
+
+    def _ranked(
+        self, candidates: list[Candidate], *, nearest_wanted: bool
+    ) -> list[tuple[Candidate, float, bool]]:
+        """Candidates worth fetching with their threshold and whether they pass it."""
         out = []
+        observe = nearest_wanted and self._observing()
         for candidate in candidates:
-            threshold = candidate.threshold if candidate.threshold is not None else self.threshold
-            if candidate.similarity >= threshold:
-                out.append((candidate, threshold))
+            threshold = self._threshold_for(candidate.threshold)
+            accepted = candidate.similarity >= threshold
+            if accepted or observe:
+                out.append((candidate, threshold, accepted))
         return out
+
+    def _found(
+        self,
+        entry: CacheEntry,
+        similarity: float,
+        threshold: float | None,
+        key: str,
+        vector: FloatVector | None,
+        now: float,
+        *,
+        exact: bool = False,
+    ) -> CacheHit | None:
+        """A lookup found an answer: serve it, or in shadow mode record it and miss."""
+        if self.mode == "shadow":
+            self._shadow.lookup(True)
+            observation = Observation(
+                entry.id, entry.scope, entry.response, similarity, threshold, True, exact
+            )
+            self._awaiting.put(entry.scope, key, observation)
+            self._miss(key, vector)
+            return None
+        return self._hit(entry, similarity, now, exact=exact, threshold=threshold)
+
+    def _not_found(
+        self,
+        key: str,
+        scope: str,
+        vector: FloatVector,
+        nearest: tuple[CacheEntry, float, float] | None,
+    ) -> None:
+        if self.mode == "shadow":
+            self._shadow.lookup(False)
+        if self._observing():
+            if nearest is not None and (self.mode == "shadow" or self._probe_worthy(nearest[1])):
+                entry, similarity, threshold = nearest
+                observation = Observation(
+                    entry.id, scope, entry.response, similarity, threshold, False
+                )
+                self._awaiting.put(scope, key, observation)
+            elif self.mode == "shadow":
+                self._awaiting.put(scope, key, Observation("", scope, None, 0.0, None, False))
+        self._miss(key, vector)
+
+    def _probe_worthy(self, similarity: float) -> bool:
+        """A miss is worth judging when its nearest entry is within the learner's range."""
+        return self._budget is not None and similarity >= self._budget.min_threshold
 
     def _hit(
         self,
@@ -262,17 +519,135 @@ class SemanticCache:
         self._stats.add("hits")
         if exact:
             self._stats.add("exact_hits")
-        decision = {"similarity": similarity, "threshold": threshold, "exact": exact}
+        metadata = {k: v for k, v in entry.metadata.items() if k != EVIDENCE_KEY}
+        metadata["cache_decision"] = self._decision(entry, similarity, threshold, exact)
         return CacheHit(
             response=entry.response,
             similarity=similarity,
             matched_query=entry.query,
             age_seconds=max(0.0, now - entry.created_at),
-            metadata={**entry.metadata, "cache_decision": decision},
+            metadata=metadata,
             entry_id=entry.id,
             scope=entry.scope,
             exact=exact,
         )
+
+    def _decision(
+        self, entry: CacheEntry, similarity: float, threshold: float | None, exact: bool
+    ) -> dict[str, Any]:
+        """Why this hit was served, for the app's logs."""
+        evidence = EntryEvidence.from_metadata(entry.metadata)
+        decision: dict[str, Any] = {
+            "similarity": similarity,
+            "threshold": threshold,
+            "exact": exact,
+            "mode": "fixed" if self._budget is None else "error_budget",
+            "entry_threshold": entry.threshold,
+            "evidence": {"correct": evidence.correct, "wrong": evidence.wrong},
+        }
+        if self._budget is not None:
+            certificate = self._budget.certificate()
+            decision["max_error_rate"] = self._budget.max_error_rate
+            decision["cache_threshold"] = certificate.as_dict()
+        return decision
+
+    def _judged(self, query: str, observation: Observation, fresh: Any) -> bool | None:
+        if not observation.entry_id:
+            return None
+        try:
+            verdict = bool(self.judge(query, observation.response, fresh))
+        except Exception as exc:  # noqa: BLE001 - a judge must never fail the app's write
+            self._judge_failed(exc)
+            return None
+        self._judge_incidents.success()
+        return verdict
+
+    async def _ajudged(self, query: str, observation: Observation, fresh: Any) -> bool | None:
+        if not observation.entry_id:
+            return None
+        try:
+            verdict = await ajudge(self.judge, query, observation.response, fresh)
+        except Exception as exc:  # noqa: BLE001 - a judge must never fail the app's write
+            self._judge_failed(exc)
+            return None
+        self._judge_incidents.success()
+        return verdict
+
+    def _judge_failed(self, exc: BaseException) -> None:
+        self._stats.add("judge_errors")
+        self._shadow.judge_error()
+        self._judge_incidents.failure(exc)
+
+    def _settle_plan(
+        self, observation: Observation, correct: bool | None, new_entry_id: str
+    ) -> bool:
+        """Record a judged observation; returns whether the observed entry needs a floor."""
+        if self.mode == "shadow":
+            self._shadow.answered(observation, correct)
+        if correct is None:
+            return False
+        self._learn(observation.similarity, correct, observation.exact)
+        return (
+            self._budget is not None
+            and not correct
+            and not observation.exact
+            and observation.entry_id != new_entry_id
+        )
+
+    def _settle(
+        self, observation: Observation, correct: bool | None, new_entry_id: str, now: float
+    ) -> None:
+        if not self._settle_plan(observation, correct, new_entry_id):
+            return
+        entry = self._guard(partial(self.store.fetch, observation.entry_id, now), None)
+        if entry is None:
+            return
+        revised = self._revised(entry, observation.similarity, False, False)
+        if revised is None:
+            self._guard(lambda: self.store.delete([entry.id]), 0)
+        else:
+            self._guard(partial(self.store.put, revised, now), None)
+
+    async def _asettle(
+        self, observation: Observation, correct: bool | None, new_entry_id: str, now: float
+    ) -> None:
+        if not self._settle_plan(observation, correct, new_entry_id):
+            return
+        entry = await self._aguard(partial(self.store.afetch, observation.entry_id, now), None)
+        if entry is None:
+            return
+        revised = self._revised(entry, observation.similarity, False, False)
+        if revised is None:
+            await self._aguard(lambda: self.store.adelete([entry.id]), 0)
+        else:
+            await self._aguard(partial(self.store.aput, revised, now), None)
+
+    def _learn(self, similarity: float, correct: bool, exact: bool) -> None:
+        """Feed a verified outcome to the error budget. Exact repeats are not evidence about
+        similarity (they are always served); a wrong one means the answer itself is bad."""
+        if self._budget is not None and not exact:
+            self._budget.record(similarity, correct)
+
+    def _revised(
+        self, entry: CacheEntry, similarity: float, correct: bool, exact: bool
+    ) -> CacheEntry | None:
+        """The entry with one more outcome recorded, or ``None`` if it should be deleted."""
+        evidence = EntryEvidence.from_metadata(entry.metadata).add(similarity, correct)
+        floor = evidence.floor
+        if not correct and (self._budget is None or exact or (floor is not None and floor > 1.0)):
+            return None
+        metadata = {**entry.metadata, EVIDENCE_KEY: evidence.to_json()}
+        threshold = entry.threshold
+        if self._budget is not None and floor is not None:
+            threshold = floor if threshold is None else max(threshold, floor)
+        return replace(entry, metadata=metadata, threshold=threshold)
+
+    def _reset_local(self) -> None:
+        with self._pending_lock:
+            self._pending.clear()
+        self._awaiting.clear()
+        self._shadow.reset()
+        self._stats.reset()
 
     def _miss(self, key: str | None = None, vector: FloatVector | None = None) -> None:
         """Count a miss; keep the query's vector so a following ``set`` does not re-embed."""
@@ -309,7 +684,7 @@ class SemanticCache:
             query_key=key,
             vector=vector,
             response=response,
-            metadata=dict(metadata or {}),
+            metadata={k: v for k, v in (metadata or {}).items() if k != EVIDENCE_KEY},
             created_at=now,
             expires_at=None if ttl is None else now + ttl,
         )
@@ -382,3 +757,37 @@ def _check_json(response: Any, metadata: dict[str, Any] | None) -> None:
         raise TypeError(
             f"response and metadata must be JSON-serialisable (so any store can hold them): {exc}"
         ) from exc
+
+
+def _check_feedback(hit: object, correct: object) -> None:
+    if not isinstance(hit, CacheHit):
+        raise TypeError(f"feedback needs the CacheHit a lookup returned, got {type(hit).__name__}")
+    if not isinstance(correct, bool):
+        raise TypeError(f"correct must be a bool, got {type(correct).__name__}")
+    if not hit.entry_id:
+        raise InvalidInputError("this CacheHit has no entry_id; it did not come from a lookup")
+
+
+def _selectors(
+    source_ids: Sequence[str] | None, index_version: str | Sequence[str] | None
+) -> list[tuple[str, list[str]]]:
+    """The ``(metadata key, values)`` pairs an invalidation deletes by."""
+    out = []
+    if source_ids is not None:
+        out.append(("source_ids", _str_list(source_ids, "source_ids")))
+    if index_version is not None:
+        versions = [index_version] if isinstance(index_version, str) else index_version
+        out.append(("index_version", _str_list(versions, "index_version")))
+    return out
+
+
+def _str_list(values: object, name: str) -> list[str]:
+    if isinstance(values, str) or not isinstance(values, Sequence | set | frozenset):
+        raise TypeError(f"{name} must be a list of str, got {type(values).__name__}")
+    items = list(values)
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise InvalidInputError(f"{name} must hold non-empty str ids, got {item!r}")
+    if not items:
+        raise InvalidInputError(f"{name} is empty: nothing to invalidate")
+    return items

@@ -12,6 +12,9 @@ class CacheStats:
 
     ``hits`` includes ``exact_hits``. ``embedder_errors`` and ``store_errors`` count failures
     the cache absorbed (the lookup became a miss, or the write was dropped).
+    ``unscoped_lookups``/``unscoped_writes`` count calls refused by ``require_scope=True``
+    (also counted as ``misses``/``dropped_writes``); ``feedback_*`` count ``feedback()`` calls,
+    ``tombstones`` the entries it deleted, ``judge_errors`` judges that raised.
     """
 
     hits: int = 0
@@ -24,6 +27,12 @@ class CacheStats:
     store_errors: int = 0
     dropped_writes: int = 0
     corrupt_entries: int = 0
+    unscoped_lookups: int = 0
+    unscoped_writes: int = 0
+    feedback_correct: int = 0
+    feedback_wrong: int = 0
+    tombstones: int = 0
+    judge_errors: int = 0
     entries: int = 0
 
     @property

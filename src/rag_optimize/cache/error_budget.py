@@ -1,0 +1,322 @@
+"""Error budget: learn the similarity threshold from verified outcomes instead of guessing it.
+
+A semantic cache serves a stored answer when a new query is similar enough to a stored one.
+Every served answer is either right or wrong, and the only way to know which is to check some
+of them: user feedback (``cache.feedback(hit, correct)``), shadow comparisons (the model's real
+answer compared with what the cache would have served) and probes (on a miss, the nearest
+stored answer compared with the answer the model then gave). Each check is an *outcome*: the
+similarity of the lookup and whether the stored answer was right.
+
+Two levels learn from outcomes:
+
+1. **One threshold for the cache, certified.** From the pooled outcomes, :class:`ErrorBudget`
+   picks the lowest threshold ``t`` (on a fixed grid) at which the one-sided Clopper-Pearson
+   upper confidence bound on the error rate among outcomes with similarity ``>= t`` is at most
+   ``max_error_rate``. Thresholds are tested from high to low, starting at the highest one with
+   enough outcomes above it to pass at all, and testing stops at the first failure
+   ("fixed-sequence testing", as in Learn-then-Test, Angelopoulos et al. 2021). The order
+   depends only on the similarities, never on the labels, so no multiple-testing correction
+   is needed.
+2. **Per-entry floors.** An entry that served (or would have served) a wrong answer at
+   similarity ``s`` never serves again at ``s`` or below: its own threshold becomes a floor
+   just above ``s`` and the decision threshold is ``max(cache threshold, entry floor)``.
+   Near-misses cluster around particular entries ("what is the capital of France" vs
+   "... of Spain"), so this removes the wrong hits that one global number cannot.
+
+What is guaranteed, and under which assumptions: if the outcomes are exchangeable with future
+lookups (they come from the same traffic, and which lookups get checked does not depend on
+whether the answer was right) and the labels are correct, then with probability at least
+``confidence`` over the outcomes, the error rate among future hits at the certified threshold
+is at most ``max_error_rate`` (before the per-entry floors, which only remove hits that are
+known to be risky). It bounds the *fraction of served answers that are wrong*, not the fraction
+of all lookups. It does not hold when traffic drifts away from the outcomes (keep checking a
+sample), when only complaints are recorded (then it is merely conservative: errors are
+over-represented), or when the judge that labels shadow outcomes is wrong (an embedding judge
+is itself a similarity threshold). Until enough outcomes exist to certify any threshold (at
+2% and 95% confidence about 150 outcomes above it, all correct) the cache uses the configured
+starting threshold, raised to where the outcomes seen so far stay within budget if they show
+more errors than allowed; that fallback carries no guarantee, and the decision says so
+(``certified: False``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rag_optimize.errors import ConfigurationError
+
+EVIDENCE_KEY = "rag_optimize_evidence"
+"""Reserved entry-metadata key holding the entry's own verified outcomes."""
+
+FLOOR_MARGIN = 1e-4
+"""An entry floor sits this far above the similarity of its worst known wrong answer."""
+
+_MAX_ENTRY_SIMILARITIES = 16
+
+
+def binomial_upper_bound(errors: int, n: int, delta: float) -> float:
+    """One-sided Clopper-Pearson upper bound on an error rate: the largest ``p`` with
+    ``P(Binomial(n, p) <= errors) >= delta``. Exact (conservative) for any ``n``."""
+    if n <= 0:
+        return 1.0
+    if errors >= n:
+        return 1.0
+    if errors == 0:
+        return 1.0 - delta ** (1.0 / n)
+    lo, hi = errors / n, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _binomial_cdf(errors, n, mid) > delta:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _binomial_cdf(k: int, n: int, p: float, log_fact: np.ndarray | None = None) -> float:
+    """``P(Binomial(n, p) <= k)`` summed in log space (``log_fact[i] = log(i!)``)."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0 if k < n else 1.0
+    if log_fact is None or len(log_fact) <= n:
+        log_fact = _log_factorials(n)
+    i = np.arange(k + 1)
+    terms = (
+        log_fact[n] - log_fact[i] - log_fact[n - i] + i * math.log(p) + (n - i) * math.log1p(-p)
+    )
+    top = float(terms.max())
+    return min(1.0, math.exp(top) * float(np.exp(terms - top).sum()))
+
+
+def _log_factorials(n: int) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])
+
+
+def _passes(errors: int, n: int, max_error_rate: float, delta: float, log_fact: np.ndarray) -> bool:
+    """Whether the Clopper-Pearson upper bound of ``errors/n`` is at most ``max_error_rate``
+    (equivalently: ``P(Binomial(n, max_error_rate) <= errors) <= delta``)."""
+    if errors / n > max_error_rate:
+        return False
+    return _binomial_cdf(errors, n, max_error_rate, log_fact) <= delta
+
+
+def outcomes_needed(max_error_rate: float, confidence: float) -> int:
+    """How many outcomes, all correct, certify an error rate of at most ``max_error_rate``."""
+    return math.ceil(math.log(1.0 - confidence) / math.log1p(-max_error_rate))
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The threshold the outcomes support and why.
+
+    ``certified`` says whether ``threshold`` passed the test (then ``upper_bound`` <=
+    ``max_error_rate`` with the stated confidence); ``outcomes``/``errors`` count the outcomes
+    at or above it.
+    """
+
+    threshold: float
+    certified: bool
+    outcomes: int
+    errors: int
+    upper_bound: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready view for logs and hit metadata."""
+        return {
+            "threshold": self.threshold,
+            "certified": self.certified,
+            "outcomes": self.outcomes,
+            "errors": self.errors,
+            "upper_bound": self.upper_bound,
+        }
+
+
+def certify(
+    similarities: np.ndarray,
+    correct: np.ndarray,
+    *,
+    max_error_rate: float,
+    confidence: float,
+    start_threshold: float,
+    min_threshold: float,
+    grid_step: float = 0.0025,
+) -> Certificate:
+    """The lowest grid threshold certified by fixed-sequence testing (see module docstring),
+    or the uncertified fallback when none is."""
+    sims = np.asarray(similarities, dtype=np.float64)
+    wrong = ~np.asarray(correct, dtype=bool)
+    order = np.argsort(-sims, kind="stable")
+    sims_desc = sims[order]
+    cum_wrong = np.concatenate([[0], np.cumsum(wrong[order])])
+    delta = 1.0 - confidence
+    grid = np.round(np.arange(1.0, min_threshold - 1e-9, -grid_step), 6)
+
+    def at(t: float) -> tuple[int, int]:
+        n = int(np.searchsorted(-sims_desc, -t, side="right"))
+        return n, int(cum_wrong[n])
+
+    needed = outcomes_needed(max_error_rate, confidence)
+    log_fact = _log_factorials(len(sims))
+    best: tuple[float, int, int] | None = None
+    for t in grid:
+        n, e = at(float(t))
+        if n < needed:
+            continue  # label-independent start: too few outcomes above t to pass at all
+        if not _passes(e, n, max_error_rate, delta, log_fact):
+            break
+        best = (float(t), n, e)
+    if best is not None:
+        t, n, e = best
+        return Certificate(t, True, n, e, binomial_upper_bound(e, n, delta))
+    return _fallback(at, grid, max_error_rate, delta, start_threshold)
+
+
+def _fallback(
+    at: Any, grid: np.ndarray, max_error_rate: float, delta: float, start: float
+) -> Certificate:
+    """Uncertified: the starting threshold, raised past observed errors beyond the budget."""
+    threshold = start
+    n, e = at(start)
+    if n and e / n > max_error_rate:
+        for t in sorted(float(g) for g in grid if g > start):
+            n, e = at(t)
+            threshold = t
+            if n == 0 or e / n <= max_error_rate:
+                break
+    n, e = at(threshold)
+    return Certificate(threshold, False, n, e, binomial_upper_bound(e, n, delta))
+
+
+class ErrorBudget:
+    """Online learner of the cache-wide threshold from verified outcomes (thread-safe).
+
+    Keeps the most recent ``max_outcomes`` outcomes (so the threshold follows traffic that
+    changes slowly) and recomputes the certificate lazily after new outcomes arrive.
+    """
+
+    def __init__(
+        self,
+        max_error_rate: float,
+        *,
+        start_threshold: float,
+        confidence: float = 0.95,
+        min_threshold: float = 0.5,
+        max_outcomes: int = 20_000,
+    ) -> None:
+        if not (0.0 < max_error_rate < 1.0):
+            raise ConfigurationError(f"max_error_rate must be in (0, 1), got {max_error_rate}")
+        if not (0.5 <= confidence < 1.0):
+            raise ConfigurationError(f"confidence must be in [0.5, 1), got {confidence}")
+        if not (0.0 < min_threshold <= start_threshold <= 1.0):
+            raise ConfigurationError(
+                "need 0 < min_threshold <= start threshold <= 1, got "
+                f"min_threshold={min_threshold}, start={start_threshold}"
+            )
+        if max_outcomes < 1:
+            raise ConfigurationError(f"max_outcomes must be >= 1, got {max_outcomes}")
+        self.max_error_rate = max_error_rate
+        self.confidence = confidence
+        self.start_threshold = start_threshold
+        self.min_threshold = min_threshold
+        self._outcomes: deque[tuple[float, bool]] = deque(maxlen=max_outcomes)
+        self._lock = threading.Lock()
+        self._certificate: Certificate | None = None
+
+    def record(self, similarity: float, correct: bool) -> None:
+        """Add one verified outcome: a lookup at ``similarity`` whose answer was (not) right."""
+        if not math.isfinite(similarity):
+            raise ValueError(f"similarity must be finite, got {similarity}")
+        with self._lock:
+            self._outcomes.append((float(similarity), bool(correct)))
+            self._certificate = None
+
+    @property
+    def threshold(self) -> float:
+        """The cache-wide decision threshold now."""
+        return self.certificate().threshold
+
+    def certificate(self) -> Certificate:
+        """The current threshold with its evidence (recomputed only after new outcomes)."""
+        with self._lock:
+            if self._certificate is None:
+                sims = np.fromiter((s for s, _ in self._outcomes), np.float64, len(self._outcomes))
+                ok = np.fromiter((c for _, c in self._outcomes), bool, len(self._outcomes))
+                self._certificate = certify(
+                    sims,
+                    ok,
+                    max_error_rate=self.max_error_rate,
+                    confidence=self.confidence,
+                    start_threshold=self.start_threshold,
+                    min_threshold=self.min_threshold,
+                )
+            return self._certificate
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    def state(self) -> dict[str, Any]:
+        """The outcomes as JSON, to persist learning across restarts (:meth:`load`)."""
+        with self._lock:
+            return {"outcomes": [[s, c] for s, c in self._outcomes]}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Add the outcomes of a :meth:`state` snapshot."""
+        for similarity, correct in state.get("outcomes", []):
+            self.record(float(similarity), bool(correct))
+
+
+@dataclass
+class EntryEvidence:
+    """One entry's verified outcomes, stored in its metadata under :data:`EVIDENCE_KEY`.
+
+    Bounded: counts plus the similarities of at most 16 wrong answers (the highest ones, which
+    are the ones that set the floor).
+    """
+
+    correct: int = 0
+    wrong: int = 0
+    wrong_similarities: tuple[float, ...] = ()
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> EntryEvidence:
+        """Read the evidence of an entry (empty if it has none or it is malformed)."""
+        raw = metadata.get(EVIDENCE_KEY)
+        if not isinstance(raw, dict):
+            return cls()
+        try:
+            return cls(
+                int(raw.get("correct", 0)),
+                int(raw.get("wrong", 0)),
+                tuple(float(s) for s in raw.get("wrong_similarities", ())),
+            )
+        except (TypeError, ValueError):
+            return cls()
+
+    def add(self, similarity: float, correct: bool) -> EntryEvidence:
+        """The evidence with one more outcome."""
+        if correct:
+            return EntryEvidence(self.correct + 1, self.wrong, self.wrong_similarities)
+        sims = sorted((*self.wrong_similarities, float(similarity)), reverse=True)
+        return EntryEvidence(self.correct, self.wrong + 1, tuple(sims[:_MAX_ENTRY_SIMILARITIES]))
+
+    @property
+    def floor(self) -> float | None:
+        """The entry's own minimum threshold: just above its worst known wrong answer."""
+        if not self.wrong_similarities:
+            return None
+        return max(self.wrong_similarities) + FLOOR_MARGIN
+
+    def to_json(self) -> dict[str, Any]:
+        """What is stored under :data:`EVIDENCE_KEY`."""
+        return {
+            "correct": self.correct,
+            "wrong": self.wrong,
+            "wrong_similarities": list(self.wrong_similarities),
+        }
