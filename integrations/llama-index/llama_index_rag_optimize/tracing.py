@@ -36,6 +36,7 @@ on the same tracker, or each stage is counted twice.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -217,34 +218,55 @@ class LatencyEventHandler(BaseEventHandler):
         self._dispatcher = None
 
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        span_id = event.span_id
-        if isinstance(event, _TOKENS):
-            self._timeline.token(("llm", span_id))
+        action = _action_for(type(event))
+        if action is None:
             return
-        for start_type, kind, stage, opens_run in _STARTS:
-            if isinstance(event, start_type):
-                self._timeline.start(
-                    (kind, span_id), stage, span_id, _model_name(event), opens_run, span_id
-                )
-                return
-        for end_type, kind in _ENDS:
-            if isinstance(event, end_type):
-                run_id = self._timeline.run_of((kind, span_id))
-                self._timeline.end((kind, span_id))
-                if kind == "llm" and run_id is not None and self._timeline.held(run_id):
-                    self._timeline.release(run_id)
-                return
-        if isinstance(event, QueryStartEvent) and span_id is not None:
+        what, kind, stage, opens_run = action
+        span_id = event.span_id
+        if what == "token":
+            self._timeline.token((kind, span_id))
+        elif what == "start":
+            self._timeline.start(
+                (kind, span_id), stage, span_id, _model_name(event), opens_run, span_id
+            )
+        elif what == "end":
+            run_id = self._timeline.run_of((kind, span_id))
+            self._timeline.end((kind, span_id))
+            if kind == "llm" and run_id is not None and self._timeline.held(run_id):
+                self._timeline.release(run_id)
+        elif what == "query_start" and span_id is not None:
             _release_abandoned_stream(self._timeline)  # when used without the span handler
             if self._timeline.claim(span_id, run_id=span_id) is None:  # no span handler
                 self._timeline.start(("query", span_id), None, None, run_id=span_id)
-        elif isinstance(event, QueryEndEvent):
+        elif what == "query_end":
             run_id = self._timeline.run_of(span_id) or self._timeline.run_of(("query", span_id))
-            if run_id is not None and type(event.response).__name__ in _STREAMS:
+            response = getattr(event, "response", None)
+            if run_id is not None and type(response).__name__ in _STREAMS:
                 # LlamaIndex calls the LLM only when the caller iterates the stream, outside
                 # the query's span: keep the run open (and current) until that LLM call ends.
                 self._timeline.hold(run_id)
             self._timeline.end(("query", span_id))
+
+
+@functools.lru_cache(maxsize=512)
+def _action_for(event_type: type[BaseEvent]) -> tuple[str, str, str | None, bool] | None:
+    """What an event class means for the timeline: (what, kind, stage, opens_run) or None.
+
+    Cached per class, so a handled event costs one dict lookup instead of isinstance chains.
+    """
+    if issubclass(event_type, _TOKENS):
+        return ("token", "llm", None, False)
+    for start_type, kind, stage, opens_run in _STARTS:
+        if issubclass(event_type, start_type):
+            return ("start", kind, stage, opens_run)
+    for end_type, kind in _ENDS:
+        if issubclass(event_type, end_type):
+            return ("end", kind, None, False)
+    if issubclass(event_type, QueryStartEvent):
+        return ("query_start", "query", None, True)
+    if issubclass(event_type, QueryEndEvent):
+        return ("query_end", "query", None, False)
+    return None
 
 
 _LEGACY_STAGES: dict[CBEventType, tuple[str | None, bool]] = {
