@@ -42,3 +42,4 @@ from rag_optimize.retrieval import HybridRetriever as HybridRetriever
 from rag_optimize.retrieval import Reranker as Reranker
 from rag_optimize.retrieval import RetrievalResult as RetrievalResult
 from rag_optimize.retrieval import RetrievedDocument as RetrievedDocument
+from rag_optimize.cache.redis_store import RedisStore as RedisStore

@@ -1,0 +1,208 @@
+"""The Lua scripts behind :class:`~rag_optimize.cache.redis_store.RedisStore`.
+
+Every change is one script, so the entry hash, the LRU and expiry sorted sets, the scope set
+and the change log move together: two processes evicting at the same time cannot both
+remove an entry for one slot (no over-eviction), and no reader sees an entry the log does
+not announce. Plain Redis 6.2+ commands only (no modules).
+
+Every script gets ``ARGV[1]`` = key prefix ``{ns}`` and ``ARGV[2]`` = approximate stream
+length; the first declared key is always the change log. Per-entry keys are built inside
+the scripts; they share the namespace's hash tag, so they live in the same cluster slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+_COMMON = r"""
+local P = ARGV[1]
+local MAXLEN = ARGV[2]
+local function ekey(id) return P .. ':e:' .. id end
+local function remove(id)
+  local k = ekey(id)
+  local sd = redis.call('HGET', k, 'sd')
+  local n = redis.call('DEL', k)
+  redis.call('ZREM', P .. ':lru', id)
+  redis.call('ZREM', P .. ':exp', id)
+  if sd then redis.call('SREM', P .. ':s:' .. sd, id) end
+  return n
+end
+local function emit(op, ids)
+  local seq = redis.call('INCR', P .. ':seq')
+  redis.call('XADD', P .. ':log', 'MAXLEN', '~', MAXLEN, '*',
+             'op', op, 'seq', seq, 'ids', table.concat(ids, ' '))
+end
+"""
+
+# ARGV: P, MAXLEN, id, sd, dim, now, expires|'', ttl_ms|'', max_entries|'', field, value, ...
+# -> {'dim', stored_dim} on a dimension clash, else {'ok', evicted, already_gone}
+_PUT = r"""
+local id, sd, dim, now = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local expires, ttl, maxn = ARGV[7], ARGV[8], ARGV[9]
+local stored = redis.call('GET', P .. ':dim')
+if stored and stored ~= dim then return {'dim', stored} end
+if not stored then redis.call('SET', P .. ':dim', dim) end
+local k = ekey(id)
+local oldsd = redis.call('HGET', k, 'sd')
+if oldsd and oldsd ~= sd then redis.call('SREM', P .. ':s:' .. oldsd, id) end
+redis.call('DEL', k)
+redis.call('HSET', k, unpack(ARGV, 10))
+if ttl ~= '' then
+  redis.call('PEXPIRE', k, ttl)
+  redis.call('ZADD', P .. ':exp', expires, id)
+else
+  redis.call('ZREM', P .. ':exp', id)
+end
+redis.call('ZREM', P .. ':lru', id)
+local evicted, gone, victims = 0, 0, {}
+if maxn ~= '' then
+  local room = tonumber(maxn) - 1
+  while redis.call('ZCARD', P .. ':lru') > room do
+    local popped = redis.call('ZPOPMIN', P .. ':lru', redis.call('ZCARD', P .. ':lru') - room)
+    for i = 1, #popped, 2 do
+      local victim = popped[i]
+      if remove(victim) == 1 then evicted = evicted + 1 else gone = gone + 1 end
+      victims[#victims + 1] = victim
+    end
+  end
+end
+redis.call('ZADD', P .. ':lru', now, id)
+redis.call('SADD', P .. ':s:' .. sd, id)
+if #victims > 0 then emit('del', victims) end
+emit('put', {id})
+return {'ok', evicted, gone}
+"""
+
+# ARGV: P, MAXLEN, id, now -> the entry's HGETALL (empty if absent); touches LRU order
+_FETCH = r"""
+local id, now = ARGV[3], ARGV[4]
+local h = redis.call('HGETALL', ekey(id))
+if #h > 0 then redis.call('ZADD', P .. ':lru', 'XX', 'GT', now, id) end
+return h
+"""
+
+# ARGV: P, MAXLEN, id, ... -> how many of these entries existed
+_DELETE = r"""
+local ids, n = {}, 0
+for i = 3, #ARGV do
+  n = n + remove(ARGV[i])
+  ids[#ids + 1] = ARGV[i]
+end
+if #ids > 0 then emit('del', ids) end
+return n
+"""
+
+# ARGV: P, MAXLEN, now, limit -> number of expired entries removed
+_SWEEP = r"""
+local ids = redis.call('ZRANGEBYSCORE', P .. ':exp', '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+for _, id in ipairs(ids) do remove(id) end
+if #ids > 0 then emit('del', ids) end
+return #ids
+"""
+
+# ARGV: P, MAXLEN, sd, limit -> {removed, left in scope set}
+_INVALIDATE = r"""
+local sd = ARGV[3]
+local ids = redis.call('SPOP', P .. ':s:' .. sd, tonumber(ARGV[4]))
+local n = 0
+for _, id in ipairs(ids) do
+  local owner = redis.call('HGET', ekey(id), 'sd')
+  if owner == false or owner == sd then n = n + remove(id) end
+end
+if #ids > 0 then emit('del', ids) end
+return {n, redis.call('SCARD', P .. ':s:' .. sd)}
+"""
+
+# ARGV: P, MAXLEN, sd|'', cursor, count, metadata_key, value, ... -> {next cursor, removed ids}
+_DELETE_WHERE = r"""
+local sd, cursor, count, mkey = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local wanted = {}
+for i = 7, #ARGV do wanted[ARGV[i]] = true end
+local reply, step
+if sd ~= '' then
+  reply = redis.call('SSCAN', P .. ':s:' .. sd, cursor, 'COUNT', count)
+  step = 1
+else
+  reply = redis.call('ZSCAN', P .. ':lru', cursor, 'COUNT', count)
+  step = 2
+end
+local function matches(v)
+  if type(v) == 'string' then return wanted[v] == true end
+  if type(v) == 'table' then
+    for _, item in ipairs(v) do
+      if type(item) == 'string' and wanted[item] then return true end
+    end
+  end
+  return false
+end
+local members, ids = reply[2], {}
+for i = 1, #members, step do
+  local id = members[i]
+  local meta = redis.call('HGET', ekey(id), 'meta')
+  if meta then
+    local ok, obj = pcall(cjson.decode, meta)
+    if ok and type(obj) == 'table' and matches(obj[mkey]) then
+      remove(id)
+      ids[#ids + 1] = id
+    end
+  end
+end
+if #ids > 0 then emit('del', ids) end
+return {reply[1], ids}
+"""
+
+# ARGV: P, MAXLEN -> announces that the namespace was emptied
+_CLEARED = r"""
+redis.call('DEL', P .. ':dim')
+emit('clear', {})
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    """A script body with its SHA1, run with EVALSHA (EVAL on NOSCRIPT)."""
+
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())  # noqa: S324
+
+
+def _script(name: str, body: str) -> LuaScript:
+    return LuaScript(name, _COMMON + body)
+
+
+PUT = _script("put", _PUT)
+FETCH = _script("fetch", _FETCH)
+DELETE = _script("delete", _DELETE)
+SWEEP = _script("sweep", _SWEEP)
+INVALIDATE = _script("invalidate", _INVALIDATE)
+DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
+CLEARED = _script("cleared", _CLEARED)
+
+
+def run_script(client: Any, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+    """Run ``script`` on a sync redis-py client (EVALSHA, loading it once per server)."""
+    from redis.exceptions import NoScriptError
+
+    try:
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return client.eval(script.source, len(keys), *keys, *args)
+
+
+async def arun_script(
+    client: Any, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]
+) -> Any:
+    """Async twin of :func:`run_script` for a ``redis.asyncio`` client."""
+    from redis.exceptions import NoScriptError
+
+    try:
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return await client.eval(script.source, len(keys), *keys, *args)

@@ -1,0 +1,242 @@
+"""Keeps a process's :class:`LocalMirror` current with the Redis change log.
+
+One background thread per store: it loads the namespace (a ``ZSCAN`` of the LRU set plus
+pipelined ``HMGET`` of the index fields), then tails the ``{ns}:log`` stream with
+``XREAD BLOCK``, so a change made by any process reaches this one's mirror one round trip
+after it happens. The stream's ``seq`` field increases by exactly one per change; a gap (the
+stream was trimmed past us, the server restarted empty, someone flushed it) or any error
+triggers a full reload once Redis answers again. The same thread sweeps expired entries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rag_optimize.cache.incidents import IncidentLog
+from rag_optimize.cache.redis_breaker import CircuitBreaker
+from rag_optimize.cache.redis_codec import (
+    INDEX_FIELDS,
+    CorruptEntry,
+    IndexRecord,
+    Keys,
+    decode_index_record,
+)
+from rag_optimize.cache.redis_mirror import LocalMirror
+from rag_optimize.cache.redis_scripts import SWEEP, run_script
+
+logger = logging.getLogger("rag_optimize.cache.redis")
+
+_LOAD_CHUNK = 1000
+_READ_COUNT = 1000
+_SWEEP_LIMIT = 1000
+
+
+class _Gap(Exception):
+    """The change log skipped changes: reload."""
+
+
+class ChangeFollower:
+    """The background thread that loads and tails one namespace into a mirror."""
+
+    def __init__(
+        self,
+        client: Any,
+        keys: Keys,
+        mirror: LocalMirror,
+        breaker: CircuitBreaker,
+        *,
+        block_ms: int,
+        sweep_interval: float,
+        stream_maxlen: int,
+        clock: Callable[[], float],
+        get_dim: Callable[[], int | None],
+        set_dim: Callable[[int | None], None],
+        on_corrupt: Callable[[str, Exception], None],
+        on_expired: Callable[[int], None],
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._mirror = mirror
+        self._breaker = breaker
+        self._block_ms = block_ms
+        self._sweep_interval = sweep_interval
+        self._maxlen = stream_maxlen
+        self._clock = clock
+        self._get_dim = get_dim
+        self._set_dim = set_dim
+        self._on_corrupt = on_corrupt
+        self._on_expired = on_expired
+        self._incidents = IncidentLog(logger, f"Redis change log of {keys.namespace!r}")
+        self._stop = threading.Event()
+        self._loaded = threading.Event()
+        self._last_id: bytes = b"0-0"
+        self._seq = 0
+        self._need_load = True
+        self._last_ok = float("-inf")
+        self._next_sweep = 0.0
+        self.loads = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"rag-optimize-redis-{keys.namespace}", daemon=True
+        )
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> None:
+        """Start the thread (loads the namespace first)."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the thread to stop and wait for it (at most one ``XREAD`` block)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def wait_loaded(self, timeout: float) -> bool:
+        """Block until the first full load finished (or ``timeout``); returns whether it did."""
+        return self._loaded.wait(timeout)
+
+    def fresh(self, bound: float) -> bool:
+        """Whether the mirror is loaded and was confirmed current within ``bound`` seconds."""
+        return not self._need_load and time.monotonic() - self._last_ok <= bound
+
+    @property
+    def position(self) -> tuple[bytes, int]:
+        """The last change applied: (stream id, sequence number)."""
+        return self._last_id, self._seq
+
+    # --------------------------------------------------------------------- loop
+    def _run(self) -> None:
+        pause = min(0.05, self._breaker.cooldown)
+        while not self._stop.is_set():
+            if not self._breaker.allow():
+                self._stop.wait(pause)
+                continue
+            try:
+                if self._need_load:
+                    self._load()
+                self._tail()
+                self._maybe_sweep()
+            except _Gap:
+                self._need_load = True
+                self._breaker.success()
+                continue
+            except Exception as exc:  # noqa: BLE001 - any backend trouble: retry, reload
+                self._need_load = True
+                self._breaker.failure()
+                self._incidents.failure(exc)
+                self._stop.wait(pause)
+                continue
+            self._last_ok = time.monotonic()
+            self._breaker.success()
+            self._incidents.success()
+
+    def _load(self) -> None:
+        keys = self._keys
+        pipe = self._client.pipeline(transaction=True)
+        pipe.get(keys.seq)
+        pipe.xrevrange(keys.log, count=1)
+        pipe.get(keys.dim)
+        seq_raw, last, dim_raw = pipe.execute()
+        dim = _parse_dim(dim_raw)
+        records: dict[str, IndexRecord] = {}
+        cursor: int = 0
+        while True:
+            cursor, pairs = self._client.zscan(keys.lru, cursor, count=_LOAD_CHUNK)
+            hids = [member.decode() for member, _score in pairs]
+            self._read_records(hids, dim, records)
+            if cursor == 0:
+                break
+        self._mirror.replace({hid: rec for hid, rec in records.items() if rec is not None})
+        self._set_dim(dim)
+        self._seq = int(seq_raw or 0)
+        self._last_id = last[0][0] if last else b"0-0"
+        self._need_load = False
+        self.loads += 1
+        self._loaded.set()
+
+    def _read_records(
+        self, hids: list[str], dim: int | None, into: dict[str, IndexRecord]
+    ) -> dict[str, IndexRecord | None]:
+        """HMGET the index fields of ``hids``; ``None`` for gone or corrupt entries."""
+        if not hids:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for hid in hids:
+            pipe.hmget(self._keys.entry(hid), list(INDEX_FIELDS))
+        out: dict[str, IndexRecord | None] = {}
+        for hid, row in zip(hids, pipe.execute(), strict=True):
+            try:
+                record = decode_index_record(row, self._keys.namespace, dim)
+            except CorruptEntry as exc:
+                self._on_corrupt(hid, exc)
+                record = None
+            out[hid] = record
+            if record is not None:
+                into[hid] = record
+        return out
+
+    def _tail(self) -> None:
+        reply = self._client.xread(
+            {self._keys.log: self._last_id}, count=_READ_COUNT, block=self._block_ms
+        )
+        if not reply:
+            return
+        events = reply[0][1]
+        puts: list[str] = []
+        for _event_id, fields in events:
+            if fields.get(b"op") == b"put":
+                puts.extend(fields.get(b"ids", b"").decode().split())
+        dim = self._get_dim()
+        if puts:
+            dim_raw = self._client.get(self._keys.dim)
+            dim = _parse_dim(dim_raw)
+        states = self._read_records(list(dict.fromkeys(puts)), dim, {})
+        for event_id, fields in events:
+            seq = int(fields.get(b"seq", b"0"))
+            if seq != self._seq + 1:
+                raise _Gap(f"change log jumped from {self._seq} to {seq}")
+            self._apply(fields, states)
+            self._seq = seq
+            self._last_id = event_id
+        if puts:
+            self._set_dim(dim)
+
+    def _apply(self, fields: dict[bytes, bytes], states: dict[str, IndexRecord | None]) -> None:
+        op = fields.get(b"op")
+        hids = fields.get(b"ids", b"").decode().split()
+        if op == b"clear":
+            self._mirror.clear()
+            self._set_dim(None)
+        elif op == b"del":
+            self._mirror.remove(hids)
+        elif op == b"put":
+            for hid in hids:
+                record = states.get(hid)
+                if record is None:
+                    self._mirror.remove([hid])
+                else:
+                    self._mirror.add(hid, record)
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._sweep_interval
+        keys = self._keys
+        args = (keys.prefix, self._maxlen, repr(self._clock()), _SWEEP_LIMIT)
+        removed = int(run_script(self._client, SWEEP, (keys.log,), args))
+        if removed:
+            self._on_expired(removed)
+
+
+def _parse_dim(raw: bytes | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        dim = int(raw)
+    except ValueError:
+        return None
+    return dim if dim > 0 else None

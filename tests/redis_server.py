@@ -1,0 +1,209 @@
+"""Test helpers: a real ``redis-server`` on a free port, and a cache worker in another process.
+
+``RedisServer`` runs the ``redis-server`` binary with no persistence (``--save ""
+--appendonly no``) in a temporary directory, on a free port of 127.0.0.1 (never 6379), and
+can stop, SIGKILL and restart it on the same port.
+
+``CacheWorker`` runs ``python tests/redis_server.py worker URL NAMESPACE`` as a separate OS
+process: a :class:`SemanticCache` over a :class:`RedisStore`, driven by JSON lines on stdin
+(one reply line per command), with its own settable clock so TTL tests never sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (never 6379)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port != 6379:
+            return port
+
+
+class RedisServer:
+    """One throw-away redis-server process."""
+
+    def __init__(self, port: int | None = None, extra_args: list[str] | None = None) -> None:
+        self.port = port or free_port()
+        self.extra_args = extra_args or []
+        self.dir = tempfile.mkdtemp(prefix="rag-optimize-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server and wait until it answers PING."""
+        args = [
+            REDIS_BIN,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.dir,
+            "--enable-debug-command", "local",
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            try:
+                if self.cli("PING") == b"PONG":
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL the server (an abrupt outage) and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        """Terminate the server and remove its directory."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def restart(self) -> RedisServer:
+        """Start again on the same port (the data is gone: no persistence)."""
+        self.kill()
+        return self.start()
+
+    def client(self, **kwargs: Any) -> Any:
+        """A plain redis-py client for setting up and inspecting state."""
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+
+    def cli(self, *args: str) -> Any:
+        """One command on a fresh connection (raw RESP, no redis-py): used for PING."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
+            payload = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+            sock.sendall(payload.encode())
+            line = sock.recv(1024)
+        return line[1:].split(b"\r\n")[0] if line[:1] == b"+" else line
+
+
+class CacheWorker:
+    """A SemanticCache over RedisStore in a separate OS process, driven by JSON lines."""
+
+    def __init__(self, url: str, namespace: str, **options: Any) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + str(ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__)), "worker", url, namespace, json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            bufsize=1,
+        )
+        self.call("ping")
+
+    def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        """Run one command in the worker and return its result (errors re-raised here)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps([op, args, kwargs]) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker exited with {self.proc.poll()}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"worker: {reply['error']}")
+        return reply["result"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.call("quit")
+            except (RuntimeError, BrokenPipeError):
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _worker(url: str, namespace: str, options: dict[str, Any]) -> None:
+    """The worker side of :class:`CacheWorker` (runs in the child process)."""
+    from rag_optimize import HashingEmbedder, RedisStore, SemanticCache
+
+    now = [options.pop("start", 1_000.0)]
+    threshold = options.pop("threshold", 0.8)
+    ttl = options.pop("ttl_seconds", None)
+    store = RedisStore(url, namespace, clock=lambda: now[0], **options)
+    cache = SemanticCache(
+        HashingEmbedder(dim=64), threshold=threshold, ttl_seconds=ttl, store=store,
+        clock=lambda: now[0],
+    )
+
+    def get(query: str, scope: str | None = None) -> Any:
+        hit = cache.get(query, scope)
+        return None if hit is None else {"response": hit.response, "exact": hit.exact}
+
+    def until_hit(query: str, scope: str | None = None, timeout: float = 5.0) -> Any:
+        """Poll until a hit; returns seconds waited, or None (real-time wait, not TTL)."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if cache.get(query, scope) is not None:
+                return time.monotonic() - start
+            time.sleep(0.002)
+        return None
+
+    def advance(seconds: float) -> float:
+        now[0] += seconds
+        return now[0]
+
+    ops: dict[str, Any] = {
+        "ping": lambda: "pong",
+        "get": get,
+        "set": lambda q, r, scope=None, **kw: cache.set(q, r, scope, **kw),
+        "invalidate": lambda scope=None: cache.invalidate(scope),
+        "stats": lambda: cache.stats.as_dict(),
+        "advance": advance,
+        "until_hit": until_hit,
+        "status": store.status,
+        "wait_synced": lambda: store.wait_synced(10.0),
+    }
+    for line in sys.stdin:
+        op, args, kwargs = json.loads(line)
+        if op == "quit":
+            print(json.dumps({"result": None}), flush=True)
+            break
+        try:
+            result = ops[op](*args, **kwargs)
+            print(json.dumps({"result": result}), flush=True)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent test
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+    store.close()
+
+
+if __name__ == "__main__" and len(sys.argv) >= 4 and sys.argv[1] == "worker":
+    _worker(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]) if len(sys.argv) > 4 else {})
