@@ -11,3 +11,5 @@ from llama_index_rag_optimize.postprocessors import (
     ContextBudgetPostprocessor as ContextBudgetPostprocessor,
 )
 from llama_index_rag_optimize.retrievers import AsyncHybridRetriever as AsyncHybridRetriever
+from llama_index_rag_optimize.query_engine import CachedQueryEngine as CachedQueryEngine
+from llama_index_rag_optimize.embedder import LlamaIndexEmbedder as LlamaIndexEmbedder

@@ -1,0 +1,282 @@
+"""``CachedQueryEngine``: a LlamaIndex query engine answered from a semantic cache.
+
+``CachedQueryEngine(index.as_query_engine(), cache)`` is itself a ``BaseQueryEngine``: use
+it wherever the wrapped engine was used (``query``, ``aquery``, tools, routers).
+
+- A hit returns the stored answer without retrieval or LLM call. The response carries the
+  stored source nodes (text, ids, score, metadata) and ``metadata["rag_optimize_cache"]``
+  (similarity, matched query, age, decision) for logging.
+- A miss delegates and stores the response text with the source nodes; the entry metadata
+  ``source_ids`` lists each source node's ``ref_doc_id`` and ``node_id``, so
+  ``cache.invalidate(source_ids=[doc_id])`` drops every answer built on that document.
+- Streaming engines: a hit is replayed as a ``StreamingResponse`` (``aquery``:
+  ``AsyncStreamingResponse``) in word-sized chunks; a miss streams through and is stored
+  only once the caller consumed the whole stream without error.
+- ``PydanticResponse`` (structured output) is passed through uncached.
+
+Keys: the query string is compared by meaning; the exact part is ``namespace`` (default:
+the engine's class and prompt templates: give engines over different indexes sharing one
+cache their own namespace) and ``index_version``. Scope: ``scope=``, else the active
+``cache_scope(...)`` block.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from typing import Any
+
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.response.schema import (
+    RESPONSE_TYPE,
+    AsyncStreamingResponse,
+    Response,
+    StreamingResponse,
+)
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
+from llama_index.core.schema import (
+    NodeRelationship,
+    NodeWithScore,
+    QueryBundle,
+    RelatedNodeInfo,
+    TextNode,
+)
+
+from llama_index_rag_optimize.embedder import as_embedder
+from rag_optimize.cache.entry import CacheHit
+from rag_optimize.cache.keys import digest
+from rag_optimize.cache.scopes import current_scope
+from rag_optimize.cache.semantic import SemanticCache
+
+logger = logging.getLogger("rag_optimize.llama_index")
+
+_WORD_CHUNK = re.compile(r"\s*\S+\s*|\s+")
+_HIT_KEY = "rag_optimize_cache"
+
+
+class CachedQueryEngine(BaseQueryEngine):
+    """Answer from ``cache`` before asking ``query_engine`` (see the module docs).
+
+    Args:
+        query_engine: the engine to wrap.
+        cache: a :class:`~rag_optimize.SemanticCache`, or an embedding model (a LlamaIndex
+            ``BaseEmbedding`` or a rag_optimize embedder) to build one from
+            ``cache_options`` (``threshold``, ``ttl_seconds``, ``max_entries`` ...).
+        scope: fixed scope (tenant); ``None`` uses the active ``cache_scope`` block.
+        namespace: exact-match identity of the engine (see the module docs).
+        index_version: version of the index behind the engine; exact part of the key and
+            stored as entry metadata ``index_version``.
+        streaming: replay hits as streams; ``None`` asks the wrapped engine's synthesizer.
+        store_source_nodes: keep source node text and metadata with the answer so hits
+            return them (ids are always kept).
+        ttl_seconds: lifetime of the entries written here (default: the cache's).
+    """
+
+    def __init__(
+        self,
+        query_engine: BaseQueryEngine,
+        cache: Any,
+        *,
+        scope: str | None = None,
+        namespace: str | None = None,
+        index_version: str | None = None,
+        streaming: bool | None = None,
+        store_source_nodes: bool = True,
+        ttl_seconds: float | None = None,
+        callback_manager: CallbackManager | None = None,
+        **cache_options: Any,
+    ) -> None:
+        if not isinstance(query_engine, BaseQueryEngine):
+            raise TypeError(
+                f"query_engine must be a llama_index BaseQueryEngine, "
+                f"got {type(query_engine).__name__}"
+            )
+        if isinstance(cache, SemanticCache):
+            if cache_options:
+                raise TypeError(
+                    f"cache options {sorted(cache_options)} apply only when building a cache "
+                    "from an embedding model"
+                )
+            self.cache = cache
+        else:
+            self.cache = SemanticCache(as_embedder(cache), **cache_options)
+        self.query_engine = query_engine
+        self.scope = scope
+        self.namespace = namespace if namespace is not None else _default_namespace(query_engine)
+        self.index_version = index_version
+        self.streaming = _is_streaming(query_engine) if streaming is None else streaming
+        self.store_source_nodes = store_source_nodes
+        self.ttl_seconds = ttl_seconds
+        super().__init__(callback_manager or query_engine.callback_manager)
+
+    # ------------------------------------------------------------ PromptMixin
+    def _get_prompts(self) -> PromptDictType:
+        return {}
+
+    def _get_prompt_modules(self) -> PromptMixinType:
+        return {"query_engine": self.query_engine}
+
+    def _update_prompts(self, prompts_dict: PromptDictType) -> None:
+        """Prompts are updated in the wrapped engine (through the prompt modules)."""
+
+    # ---------------------------------------------------------------- query
+    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        key = self._key(query_bundle)
+        hit = self.cache.get(key[0], scope=key[1]) if key else None
+        if hit is not None and key is not None:
+            return self._replay(hit, asynchronous=False)
+        response = self.query_engine.query(query_bundle)
+        return self._after_miss(key, response)
+
+    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        key = self._key(query_bundle)
+        hit = await self.cache.aget(key[0], scope=key[1]) if key else None
+        if hit is not None and key is not None:
+            return self._replay(hit, asynchronous=True)
+        response = await self.query_engine.aquery(query_bundle)
+        return self._after_miss(key, response)
+
+    # ------------------------------------------------------------- internals
+    def _key(self, query_bundle: QueryBundle) -> tuple[str, str, str] | None:
+        question = query_bundle.query_str
+        if not isinstance(question, str) or not question.strip():
+            return None
+        user_scope = self.scope if self.scope is not None else (current_scope() or "")
+        exact = digest("llama-index", self.namespace, self.index_version or "")
+        return question, f"{user_scope}|{exact}", user_scope
+
+    def _after_miss(self, key: tuple[str, str, str] | None, response: Any) -> Any:
+        if key is None:
+            return response
+        if isinstance(response, Response):
+            if response.response is not None:
+                self._store(key, response.response, response.source_nodes)
+            return response
+        if isinstance(response, StreamingResponse) and response.response_gen is not None:
+            response.response_gen = self._stored_stream(key, response.response_gen, response)
+            return response
+        if isinstance(response, AsyncStreamingResponse):
+            response.response_gen = self._astored_stream(key, response.response_gen, response)
+            return response
+        return response
+
+    def _stored_stream(
+        self, key: tuple[str, str, str], tokens: Iterator[str], response: StreamingResponse
+    ) -> Generator[str, None, None]:
+        parts: list[str] = []
+        for token in tokens:
+            parts.append(token)
+            yield token
+        self._store(key, "".join(parts), response.source_nodes)
+
+    async def _astored_stream(
+        self,
+        key: tuple[str, str, str],
+        tokens: AsyncIterator[str],
+        response: AsyncStreamingResponse,
+    ) -> AsyncGenerator[str, None]:
+        parts: list[str] = []
+        async for token in tokens:
+            parts.append(token)
+            yield token
+        entry = self._entry(key, "".join(parts), response.source_nodes)
+        await self.cache.aset(
+            key[0], entry[0], scope=key[1], metadata=entry[1], ttl_seconds=self.ttl_seconds
+        )
+
+    def _store(self, key: tuple[str, str, str], text: str, nodes: list[NodeWithScore]) -> None:
+        response, metadata = self._entry(key, text, nodes)
+        self.cache.set(
+            key[0], response, scope=key[1], metadata=metadata, ttl_seconds=self.ttl_seconds
+        )
+
+    def _entry(
+        self, key: tuple[str, str, str], text: str, nodes: list[NodeWithScore]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        source_ids: list[str] = []
+        for node in nodes:
+            for found in (node.node.ref_doc_id, node.node.node_id):
+                if found and found not in source_ids:
+                    source_ids.append(found)
+        stored_nodes = [_encode_node(n, self.store_source_nodes) for n in nodes]
+        metadata: dict[str, Any] = {"user_scope": key[2], "source_ids": source_ids}
+        if self.index_version is not None:
+            metadata["index_version"] = self.index_version
+        return {"text": text, "source_nodes": stored_nodes}, metadata
+
+    def _replay(self, hit: CacheHit, *, asynchronous: bool) -> RESPONSE_TYPE:
+        stored = hit.response if isinstance(hit.response, dict) else {}
+        text = str(stored.get("text", ""))
+        nodes = [_decode_node(n) for n in stored.get("source_nodes", []) if isinstance(n, dict)]
+        info = {
+            _HIT_KEY: {
+                "similarity": hit.similarity,
+                "matched_query": hit.matched_query,
+                "age_seconds": hit.age_seconds,
+                "exact": hit.exact,
+                "decision": hit.metadata.get("cache_decision"),
+            }
+        }
+        if not self.streaming:
+            return Response(text, nodes, info)
+        chunks = _WORD_CHUNK.findall(text) or [text]
+        if asynchronous:
+            return AsyncStreamingResponse(_agen(chunks), nodes, info)
+        return StreamingResponse(_gen(chunks), nodes, info)
+
+
+def _gen(chunks: list[str]) -> Generator[str, None, None]:
+    yield from chunks
+
+
+async def _agen(chunks: list[str]) -> AsyncGenerator[str, None]:
+    for chunk in chunks:
+        yield chunk
+
+
+def _encode_node(node: NodeWithScore, with_content: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": node.node.node_id,
+        "ref_doc_id": node.node.ref_doc_id,
+        "score": node.score,
+    }
+    if with_content:
+        out["text"] = node.node.get_content()
+        metadata = dict(node.node.metadata)
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError):
+            metadata = {}
+        out["metadata"] = metadata
+    return out
+
+
+def _decode_node(data: dict[str, Any]) -> NodeWithScore:
+    relationships = {}
+    if data.get("ref_doc_id"):
+        relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=str(data["ref_doc_id"]))
+    node = TextNode(
+        id_=str(data.get("id") or ""),
+        text=str(data.get("text", "")),
+        metadata=dict(data.get("metadata") or {}),
+        relationships=relationships,
+    )
+    score = data.get("score")
+    return NodeWithScore(node=node, score=float(score) if score is not None else None)
+
+
+def _is_streaming(query_engine: BaseQueryEngine) -> bool:
+    synthesizer = getattr(query_engine, "_response_synthesizer", None)
+    return bool(getattr(synthesizer, "_streaming", False))
+
+
+def _default_namespace(query_engine: BaseQueryEngine) -> str:
+    """The engine's class and prompt templates: what LlamaIndex exposes about its answers."""
+    try:
+        prompts = {name: p.get_template() for name, p in query_engine.get_prompts().items()}
+    except Exception:  # noqa: BLE001 - an engine without readable prompts keeps its class name
+        prompts = {}
+    return json.dumps([type(query_engine).__qualname__, prompts], sort_keys=True, default=str)
