@@ -201,27 +201,7 @@ def bench_llama_index(n_queries: int, n_rounds: int) -> dict[str, Any]:
         def handle(self, event: Any, **kwargs: Any) -> None:
             Counter.events += 1
 
-    from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
-
-    counting = CountingEvents()
-    spans = SimpleSpanHandler()
-    dispatcher.add_event_handler(counting)
-    dispatcher.add_span_handler(spans)
-    engine.query("q")
-    dispatcher.event_handlers = [h for h in dispatcher.event_handlers if h is not counting]
-    dispatcher.span_handlers = [h for h in dispatcher.span_handlers if h is not spans]
-    events_per_query = Counter.events
-    # every span reaches the span handler twice (enter, exit)
-    callbacks_per_query = events_per_query + 2 * len(spans.completed_spans)
-    engine.query("q")
-
-    def plain() -> float:
-        t0 = time.perf_counter()
-        for _ in range(n_queries):
-            engine.query("q")
-        return (time.perf_counter() - t0) / n_queries
-
-    from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+    from llama_index.core.instrumentation.span_handlers import BaseSpanHandler, SimpleSpanHandler
 
     class NoopSpans(BaseSpanHandler[Any]):
         def span_enter(self, *args: Any, **kwargs: Any) -> None:
@@ -239,31 +219,43 @@ def bench_llama_index(n_queries: int, n_rounds: int) -> dict[str, Any]:
         def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
             return None
 
+    def queries_with(events: Any, spans: Any, n: int) -> float:
+        """Mean seconds per query with these handlers on the root dispatcher."""
+        added = [h for h in (events, spans) if h is not None]
+        if events is not None:
+            dispatcher.add_event_handler(events)
+        if spans is not None:
+            dispatcher.add_span_handler(spans)
+        try:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                engine.query("q")
+            return (time.perf_counter() - t0) / n
+        finally:
+            # identity, not ==: pydantic handlers with equal fields compare equal
+            dispatcher.event_handlers = [
+                h for h in dispatcher.event_handlers if all(h is not a for a in added)
+            ]
+            dispatcher.span_handlers = [
+                h for h in dispatcher.span_handlers if all(h is not a for a in added)
+            ]
+
+    simple_spans = SimpleSpanHandler()
+    queries_with(CountingEvents(), simple_spans, 1)
+    events_per_query = Counter.events
+    # every span reaches the span handler twice (enter, exit)
+    callbacks_per_query = events_per_query + 2 * len(simple_spans.completed_spans)
+    engine.query("q")
     noop_events, noop_spans = CountingEvents(), NoopSpans()
 
+    def plain() -> float:
+        return queries_with(None, None, n_queries)
+
     def noop() -> float:
-        dispatcher.add_event_handler(noop_events)
-        dispatcher.add_span_handler(noop_spans)
-        try:
-            t0 = time.perf_counter()
-            for _ in range(n_queries):
-                engine.query("q")
-            return (time.perf_counter() - t0) / n_queries
-        finally:
-            dispatcher.event_handlers = [
-                h for h in dispatcher.event_handlers if h is not noop_events
-            ]
-            dispatcher.span_handlers = [h for h in dispatcher.span_handlers if h is not noop_spans]
+        return queries_with(noop_events, noop_spans, n_queries)
 
     def traced() -> float:
-        handler.instrument(dispatcher)
-        try:
-            t0 = time.perf_counter()
-            for _ in range(n_queries):
-                engine.query("q")
-            return (time.perf_counter() - t0) / n_queries
-        finally:
-            handler.uninstrument()
+        return queries_with(handler, handler.span_handler, n_queries)
 
     m = rounds({"plain": plain, "noop": noop, "traced": traced}, n_rounds)
     return {

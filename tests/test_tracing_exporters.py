@@ -118,3 +118,10 @@ def test_otel_standalone_and_error_spans(clock: Any) -> None:
     assert span.name == "rerank" and span.parent is None
     assert span.attributes["error.type"] == "TimeoutError"
     assert span.status.status_code == StatusCode.ERROR
+
+
+def test_missing_optional_dependency_names_the_extra() -> None:
+    from rag_optimize.tracing.exporters import require
+
+    with pytest.raises(ImportError, match=r"pip install 'rag-optimize\[otel\]'"):
+        require("rag_optimize_no_such_module", "OpenTelemetryExporter", "otel")

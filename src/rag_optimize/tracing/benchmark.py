@@ -22,7 +22,8 @@ import inspect
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -70,14 +71,36 @@ def _check(inputs: Sequence[Any], warmup: int, runs: int) -> None:
         raise ConfigurationError(f"runs must be an int >= 1, got {runs!r}")
 
 
+def _warmup_inputs(inputs: Sequence[Any], warmup: int) -> Iterator[Any]:
+    """The first ``warmup`` inputs, cycling when there are fewer inputs than warm-up calls."""
+    return itertools.islice(itertools.cycle(inputs), warmup)
+
+
+def _measured_inputs(inputs: Sequence[Any], runs: int) -> Iterator[Any]:
+    """``runs`` passes over all inputs, in order."""
+    return itertools.chain.from_iterable(itertools.repeat(inputs, runs))
+
+
 class _Collector:
     """Collects per-call latencies and, with a tracker, per-call stage sums."""
 
-    def __init__(self, tracker: LatencyTracker | None, window: int) -> None:
+    def __init__(self, tracker: LatencyTracker | None, clock: Clock, window: int) -> None:
         self.tracker = tracker
+        self.clock = clock
         self.latencies: list[float] = []
         self.stage_windows: dict[str, Window] = {}
         self.window = window
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
+        """Time the body as one call, inside a run of the tracker when there is one."""
+        run: AbstractContextManager[str | None] = (
+            self.tracker.run() if self.tracker is not None else nullcontext(None)
+        )
+        with run as run_id:
+            start = self.clock()
+            yield
+        self.add(self.clock() - start, run_id)
 
     def add(self, seconds: float, run_id: str | None) -> None:
         self.latencies.append(seconds)
@@ -121,20 +144,12 @@ def benchmark_pipeline(
             "benchmark_pipeline got an async function inside a running event loop; "
             "use `await abenchmark_pipeline(...)`"
         )
-    for x in itertools.islice(itertools.cycle(inputs), warmup):
+    for x in _warmup_inputs(inputs, warmup):
         fn(x)
-    collector = _Collector(tracker, len(inputs) * runs)
-    for _ in range(runs):
-        for x in inputs:
-            run_id = None
-            if tracker is None:
-                start = clock()
-                fn(x)
-            else:
-                with tracker.run() as run_id:
-                    start = clock()
-                    fn(x)
-            collector.add(clock() - start, run_id)
+    collector = _Collector(tracker, clock, len(inputs) * runs)
+    for x in _measured_inputs(inputs, runs):
+        with collector.measure():
+            fn(x)
     return collector.result(warmup, runs)
 
 
@@ -154,18 +169,10 @@ async def abenchmark_pipeline(
         if inspect.isawaitable(result):
             await result
 
-    for x in itertools.islice(itertools.cycle(inputs), warmup):
+    for x in _warmup_inputs(inputs, warmup):
         await call(x)
-    collector = _Collector(tracker, len(inputs) * runs)
-    for _ in range(runs):
-        for x in inputs:
-            run_id = None
-            if tracker is None:
-                start = clock()
-                await call(x)
-            else:
-                with tracker.run() as run_id:
-                    start = clock()
-                    await call(x)
-            collector.add(clock() - start, run_id)
+    collector = _Collector(tracker, clock, len(inputs) * runs)
+    for x in _measured_inputs(inputs, runs):
+        with collector.measure():
+            await call(x)
     return collector.result(warmup, runs)

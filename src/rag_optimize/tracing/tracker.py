@@ -130,14 +130,10 @@ class LatencyReport:
 
     def print(self, file: IO[str] | None = None, title: str = "RAG latency") -> None:
         """Print a terminal table (milliseconds) with rich; ``file`` defaults to stdout."""
-        try:
-            from rich.console import Console
-            from rich.table import Table
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "print_report needs rich: pip install 'rag-optimize[tracing]'"
-            ) from exc
-        table = Table(title=title)
+        from rag_optimize.tracing.exporters import require
+
+        console: Any = require("rich.console", "print_report", "tracing")
+        table: Any = require("rich.table", "print_report", "tracing").Table(title=title)
         table.add_column("stage")
         for name in ("count", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms"):
             table.add_column(name, justify="right")
@@ -149,7 +145,7 @@ class LatencyReport:
                 str(s.count),
                 *(f"{v * 1000:.2f}" for v in (s.mean, s.p50, s.p95, s.p99, s.max)),
             )
-        Console(file=file).print(table)
+        console.Console(file=file).print(table)
 
 
 class _Span:

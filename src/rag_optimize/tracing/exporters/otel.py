@@ -25,6 +25,7 @@ from collections import OrderedDict
 from typing import Any
 
 from rag_optimize.tracing import stages as _stages
+from rag_optimize.tracing.exporters import require
 from rag_optimize.tracing.tracker import LatencyTracker, SpanRecord
 
 GEN_AI_OPERATIONS: dict[str, str] = {
@@ -39,16 +40,6 @@ GEN_AI_OPERATIONS: dict[str, str] = {
 ROOT_SPAN_NAME = "rag.run"
 
 
-def _otel_trace() -> Any:
-    try:
-        from opentelemetry import trace
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "OpenTelemetryExporter needs opentelemetry-api: pip install 'rag-optimize[otel]'"
-        ) from exc
-    return trace
-
-
 class OpenTelemetryExporter:
     """Turns a tracker's samples into OpenTelemetry spans, one trace per run."""
 
@@ -58,7 +49,7 @@ class OpenTelemetryExporter:
         tracer_provider: Any = None,
         max_pending_runs: int = 1_000,
     ) -> None:
-        self._trace = _otel_trace()
+        self._trace: Any = require("opentelemetry.trace", "OpenTelemetryExporter", "otel")
         self._tracer = self._trace.get_tracer("rag_optimize", tracer_provider=tracer_provider)
         self._clock = tracker.clock if tracker is not None else time.perf_counter
         self._offset_ns = time.time_ns() - int(self._clock() * 1e9)

@@ -13,21 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rag_optimize.tracing.exporters import require
 from rag_optimize.tracing.tracker import LatencyTracker, SpanRecord
 
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
-
-
-def _prometheus_client() -> Any:
-    try:
-        import prometheus_client
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "PrometheusExporter needs prometheus-client: pip install 'rag-optimize[prometheus]'"
-        ) from exc
-    return prometheus_client
 
 
 class PrometheusExporter:
@@ -40,7 +31,7 @@ class PrometheusExporter:
         namespace: str = "rag_optimize",
         buckets: Sequence[float] = DEFAULT_BUCKETS,
     ) -> None:
-        client = _prometheus_client()
+        client: Any = require("prometheus_client", "PrometheusExporter", "prometheus")
         self._client = client
         self.registry = client.CollectorRegistry() if registry is None else registry
         self.histogram = client.Histogram(
