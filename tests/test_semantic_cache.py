@@ -327,3 +327,76 @@ def test_delete_where_on_metadata() -> None:
     assert store.delete_where(None, "source_ids", ["d2", "d3"]) == 2
     assert store.delete_where("", "index_version", ["v1"]) == 1
     assert len(cache) == 0
+
+
+def test_require_scope_fails_closed() -> None:
+    from rag_optimize import cache_scope
+
+    cache = SemanticCache(HashingEmbedder(), threshold=0.5, require_scope=True)
+    assert cache.set("reset password", "shared") is False  # dropped: no scope
+    assert cache.set("reset password", "shared", scope="") is False  # "" is the shared scope
+    assert cache.set("reset password", "A", scope="tenant-a") is True
+    assert cache.get("reset password") is None  # miss, even though tenant-a has it
+    with cache_scope("tenant-a"):
+        hit = cache.get("reset password")
+        assert hit is not None and hit.response == "A"
+    stats = cache.stats
+    assert (stats.unscoped_lookups, stats.unscoped_writes) == (1, 2)
+    assert (stats.misses, stats.dropped_writes, stats.hits, len(cache)) == (1, 2, 1, 1)
+
+
+async def test_require_scope_async() -> None:
+    cache = SemanticCache(HashingEmbedder(), threshold=0.5, require_scope=True)
+    assert await cache.aset("reset password", "A") is False
+    assert await cache.aset("reset password", "A", scope="t") is True
+    assert await cache.aget("reset password") is None
+    assert await cache.aget("reset password", scope="t") is not None
+
+
+def _sourced_cache() -> SemanticCache:
+    cache = SemanticCache(HashingEmbedder(), threshold=0.9)
+    for query, scope, sources, version in [
+        ("q1 about docs", None, ["d1", "d2"], "v1"),
+        ("q2 about docs", "t", ["d2"], "v1"),
+        ("q3 about docs", "t", ["d3"], "v2"),
+    ]:
+        metadata = {"source_ids": sources, "index_version": version}
+        cache.set(query, query[:2], scope=scope, metadata=metadata)
+    return cache
+
+
+def test_invalidate_by_source_ids_in_every_scope_or_one() -> None:
+    cache = _sourced_cache()
+    assert cache.invalidate(source_ids=["d2"], scope="t") == 1
+    assert cache.get("q1 about docs") is not None
+    assert cache.invalidate(source_ids=["d2", "d9"]) == 1
+    assert cache.get("q1 about docs") is None
+    assert cache.get("q3 about docs", scope="t") is not None
+    assert len(cache) == 1
+
+
+def test_invalidate_by_index_version() -> None:
+    cache = _sourced_cache()
+    assert cache.invalidate(index_version="v1") == 2
+    assert cache.get("q3 about docs", scope="t") is not None
+    assert cache.invalidate(index_version=["v2", "v3"]) == 1
+    assert len(cache) == 0
+
+
+async def test_ainvalidate_by_source_ids_and_version() -> None:
+    cache = _sourced_cache()
+    assert await cache.ainvalidate(source_ids=["d1"]) == 1
+    assert await cache.ainvalidate(scope="t", source_ids=["d3"], index_version="v1") == 2
+    assert len(cache) == 0
+    assert await cache.ainvalidate(scope="t") == 0
+
+
+def test_invalidate_input_checked() -> None:
+    cache = _sourced_cache()
+    with pytest.raises(TypeError, match="source_ids"):
+        cache.invalidate(source_ids="d1")
+    with pytest.raises(InvalidInputError, match="empty"):
+        cache.invalidate(source_ids=[])
+    with pytest.raises(InvalidInputError, match="non-empty str"):
+        cache.invalidate(index_version=[""])
+    assert len(cache) == 3

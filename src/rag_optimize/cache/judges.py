@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -28,8 +28,9 @@ from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedd
 from rag_optimize.embedding.vectors import unit_vector
 from rag_optimize.errors import ConfigurationError
 
-Judge = Callable[[str, Any, Any], bool]
-"""``judge(query, cached_answer, fresh_answer) -> bool``: was the cached answer right?"""
+Judge = Callable[[str, Any, Any], bool | Awaitable[bool]]
+"""``judge(query, cached_answer, fresh_answer) -> bool``: was the cached answer right?
+(A coroutine function is allowed; it is only usable from the async methods.)"""
 
 
 def answer_text(answer: Any) -> str:
@@ -99,7 +100,21 @@ async def ajudge(judge: Judge, query: str, cached: Any, fresh: Any) -> bool:
         return bool(await native(query, cached, fresh))
     if inspect.iscoroutinefunction(judge):
         return bool(await judge(query, cached, fresh))
-    return bool(await asyncio.to_thread(judge, query, cached, fresh))
+    verdict = await asyncio.to_thread(judge, query, cached, fresh)
+    if inspect.isawaitable(verdict):
+        verdict = await verdict
+    return bool(verdict)
+
+
+def judge_now(judge: Judge, query: str, cached: Any, fresh: Any) -> bool:
+    """Run a judge from sync code; an async-only judge is an error here (use ``aset``)."""
+    verdict = judge(query, cached, fresh)
+    if inspect.isawaitable(verdict):
+        close = getattr(verdict, "close", None)
+        if close is not None:
+            close()
+        raise TypeError("this judge is async; it can only judge writes made with aset()")
+    return bool(verdict)
 
 
 def check_judge(judge: object) -> Judge:

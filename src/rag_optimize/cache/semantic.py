@@ -42,7 +42,7 @@ from typing import Any, Literal, TypeVar
 from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
 from rag_optimize.cache.error_budget import EVIDENCE_KEY, EntryEvidence, ErrorBudget
 from rag_optimize.cache.incidents import IncidentLog
-from rag_optimize.cache.judges import EmbeddingJudge, Judge, ajudge, check_judge
+from rag_optimize.cache.judges import EmbeddingJudge, Judge, ajudge, check_judge, judge_now
 from rag_optimize.cache.keys import check_query, check_scope, digest, normalise_query
 from rag_optimize.cache.memory import InMemoryStore
 from rag_optimize.cache.scopes import current_scope
@@ -555,7 +555,7 @@ class SemanticCache:
         if not observation.entry_id:
             return None
         try:
-            verdict = bool(self.judge(query, observation.response, fresh))
+            verdict = judge_now(self.judge, query, observation.response, fresh)
         except Exception as exc:  # noqa: BLE001 - a judge must never fail the app's write
             self._judge_failed(exc)
             return None
