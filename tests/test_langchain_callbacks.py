@@ -22,7 +22,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import tool
 
-from langchain_rag_optimize import LatencyCallbackHandler, TimedEmbeddings
+from langchain_rag_optimize import LatencyCallbackHandler, TimedEmbeddings, latency_tracing
 from rag_optimize.tracing import LatencyTracker
 
 RETRIEVE_S = 0.02
@@ -239,3 +239,16 @@ def test_chain_inside_an_outer_tracker_run_joins_it() -> None:
 def test_unknown_stage_name_is_rejected() -> None:
     with pytest.raises(ValueError, match="stage"):
         LatencyCallbackHandler(stage_names={"x": ""})
+
+
+def test_latency_tracing_block_traces_calls_without_config() -> None:
+    tracker = LatencyTracker()
+    chain, _ = make_chain(tracker)
+    with latency_tracing(tracker) as handler:
+        chain.invoke({"question": "a"})
+        chain.invoke({"question": "b"})
+    chain.invoke({"question": "outside"})  # not traced any more
+    report = handler.report()
+    assert report["total"].count == 2
+    assert report["retrieval"].count == 2 and report["generation"].count == 2
+    assert report["embedding"].count == 3  # TimedEmbeddings reports on its own, in no run

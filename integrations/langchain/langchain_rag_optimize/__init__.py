@@ -9,3 +9,4 @@ from langchain_rag_optimize.llm_cache import SemanticLLMCache as SemanticLLMCach
 from langchain_rag_optimize.retrievers import AsyncHybridRetriever as AsyncHybridRetriever
 from langchain_rag_optimize.retrievers import CohereRerank as CohereRerank
 from langchain_rag_optimize.chain_cache import with_semantic_cache as with_semantic_cache
+from langchain_rag_optimize.callbacks import latency_tracing as latency_tracing

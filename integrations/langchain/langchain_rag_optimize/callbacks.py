@@ -12,10 +12,11 @@
   (``{"rerank": "rerank"}`` times a ``RunnableLambda(..., name="rerank")`` as ``rerank``)
 * the outermost run            -> ``total``; its LangChain run id is the tracker's run id
 
-Use it per call (``chain.invoke(x, config={"callbacks": [handler]})``) or globally (pass it to
-every call, or to a ``CallbackManager``). One handler serves sync, async, streaming and
-concurrent calls; pass ``config={"run_id": uuid}`` to know the run id to look up in
-``handler.tracker.run_report(str(uuid))``.
+Use it per call (``chain.invoke(x, config={"callbacks": [handler]})``), or for every LangChain
+call in a block without touching the calls: ``with latency_tracing(tracker) as handler:``
+(a LangChain configure hook, the mechanism behind ``tracing_v2_enabled``). One handler serves
+sync, async, streaming and concurrent calls; pass ``config={"run_id": uuid}`` to know the run
+id to look up in ``handler.tracker.run_report(str(uuid))``.
 
 LangChain has no embedding callback, so embedding time is not visible to a callback handler.
 Wrap the embeddings used by your vector store in :class:`TimedEmbeddings` (or use
@@ -25,12 +26,15 @@ that is current when it is called, which the handler sets while a chain runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.embeddings import Embeddings
+from langchain_core.tracers.context import register_configure_hook
 
 from rag_optimize.tracing import EventTimeline, LatencyReport, LatencyTracker, stages
 
@@ -184,3 +188,27 @@ class TimedEmbeddings(Embeddings):
     async def aembed_query(self, text: str) -> list[float]:
         with self.tracker.span(stages.EMBEDDING):
             return await self.embeddings.aembed_query(text)
+
+
+_ACTIVE_HANDLER: ContextVar[LatencyCallbackHandler | None] = ContextVar(
+    "rag_optimize_latency_callback_handler", default=None
+)
+register_configure_hook(_ACTIVE_HANDLER, inheritable=True)
+
+
+@contextmanager
+def latency_tracing(
+    tracker: LatencyTracker | None = None, stage_names: Mapping[str, str] | None = None
+) -> Iterator[LatencyCallbackHandler]:
+    """Trace every LangChain run started inside the ``with`` block (this context only).
+
+    ``with latency_tracing(tracker) as handler: chain.invoke(x)`` behaves as if
+    ``config={"callbacks": [handler]}`` had been passed to each call, including calls made
+    deep inside library code that does not forward ``config``.
+    """
+    handler = LatencyCallbackHandler(tracker, stage_names)
+    token = _ACTIVE_HANDLER.set(handler)
+    try:
+        yield handler
+    finally:
+        _ACTIVE_HANDLER.reset(token)
