@@ -27,6 +27,17 @@ REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.005) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` real seconds (for cross-process
+    propagation, which is real time by nature; TTLs are tested with injected clocks)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (never 6379)."""
     while True:
@@ -203,6 +214,34 @@ def _worker(url: str, namespace: str, options: dict[str, Any]) -> None:
         except Exception as exc:  # noqa: BLE001 - reported to the parent test
             print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
     store.close()
+
+
+
+
+try:  # fixtures for the test modules that import them (the worker runs without pytest)
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    @pytest.fixture(scope="session")
+    def redis_server() -> Any:
+        """One redis-server for the session (tests use distinct namespaces)."""
+        server = RedisServer().start()
+        yield server
+        server.stop()
+
+    @pytest.fixture
+    def namespace(request: Any) -> str:
+        """A namespace unique to the test."""
+        return "t-" + digest_name(request.node.nodeid)
+
+
+def digest_name(text: str) -> str:
+    import hashlib
+
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
 if __name__ == "__main__" and len(sys.argv) >= 4 and sys.argv[1] == "worker":

@@ -20,9 +20,15 @@ _COMMON = r"""
 local P = ARGV[1]
 local MAXLEN = ARGV[2]
 local function ekey(id) return P .. ':e:' .. id end
+-- HGET that treats a key of another type (a foreign key) as a missing field
+local function hget(k, f)
+  local v = redis.pcall('HGET', k, f)
+  if type(v) == 'table' and v.err then return false end
+  return v
+end
 local function remove(id)
   local k = ekey(id)
-  local sd = redis.call('HGET', k, 'sd')
+  local sd = hget(k, 'sd')
   local n = redis.call('DEL', k)
   redis.call('ZREM', P .. ':lru', id)
   redis.call('ZREM', P .. ':exp', id)
@@ -45,7 +51,7 @@ local stored = redis.call('GET', P .. ':dim')
 if stored and stored ~= dim then return {'dim', stored} end
 if not stored then redis.call('SET', P .. ':dim', dim) end
 local k = ekey(id)
-local oldsd = redis.call('HGET', k, 'sd')
+local oldsd = hget(k, 'sd')
 if oldsd and oldsd ~= sd then redis.call('SREM', P .. ':s:' .. oldsd, id) end
 redis.call('DEL', k)
 redis.call('HSET', k, unpack(ARGV, 10))
@@ -78,6 +84,11 @@ return {'ok', evicted, gone}
 # ARGV: P, MAXLEN, id, now -> the entry's HGETALL (empty if absent); touches LRU order
 _FETCH = r"""
 local id, now = ARGV[3], ARGV[4]
+local kind = redis.call('TYPE', ekey(id)).ok
+if kind ~= 'hash' then
+  if kind == 'none' then return {} end
+  return {'!type', kind}  -- a foreign key: decodes as a corrupt entry
+end
 local h = redis.call('HGETALL', ekey(id))
 if #h > 0 then redis.call('ZADD', P .. ':lru', 'XX', 'GT', now, id) end
 return h
@@ -108,7 +119,7 @@ local sd = ARGV[3]
 local ids = redis.call('SPOP', P .. ':s:' .. sd, tonumber(ARGV[4]))
 local n = 0
 for _, id in ipairs(ids) do
-  local owner = redis.call('HGET', ekey(id), 'sd')
+  local owner = hget(ekey(id), 'sd')
   if owner == false or owner == sd then n = n + remove(id) end
 end
 if #ids > 0 then emit('del', ids) end
@@ -140,7 +151,7 @@ end
 local members, ids = reply[2], {}
 for i = 1, #members, step do
   local id = members[i]
-  local meta = redis.call('HGET', ekey(id), 'meta')
+  local meta = hget(ekey(id), 'meta')
   if meta then
     local ok, obj = pcall(cjson.decode, meta)
     if ok and type(obj) == 'table' and matches(obj[mkey]) then

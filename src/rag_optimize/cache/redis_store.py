@@ -234,7 +234,12 @@ class RedisStore:
         return self._dim
 
     def attach_stats(self, stats: StatsCounter) -> None:
-        """Report evictions, expirations and corrupt entries into ``stats``."""
+        """Report evictions, expirations and corrupt entries into ``stats`` (including what
+        was counted before, e.g. corrupt entries skipped while loading in the constructor)."""
+        before = self._stats.snapshot()
+        for name in ("evictions", "expirations", "corrupt_entries"):
+            if getattr(before, name):
+                stats.add(name, getattr(before, name))
         self._stats = stats
 
     def wait_synced(self, timeout: float = 5.0) -> bool:

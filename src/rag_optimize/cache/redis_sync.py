@@ -167,8 +167,10 @@ class ChangeFollower:
         for hid in hids:
             pipe.hmget(self._keys.entry(hid), list(INDEX_FIELDS))
         out: dict[str, IndexRecord | None] = {}
-        for hid, row in zip(hids, pipe.execute(), strict=True):
+        for hid, row in zip(hids, pipe.execute(raise_on_error=False), strict=True):
             try:
+                if isinstance(row, Exception):  # e.g. WRONGTYPE: a foreign key
+                    raise CorruptEntry(f"not an entry hash: {row}")
                 record = decode_index_record(row, self._keys.namespace, dim)
             except CorruptEntry as exc:
                 self._on_corrupt(hid, exc)
