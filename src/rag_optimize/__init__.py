@@ -43,3 +43,9 @@ from rag_optimize.retrieval import Reranker as Reranker
 from rag_optimize.retrieval import RetrievalResult as RetrievalResult
 from rag_optimize.retrieval import RetrievedDocument as RetrievedDocument
 from rag_optimize.cache.redis_store import RedisStore as RedisStore
+from rag_optimize.cache import calibrate_threshold as calibrate_threshold
+from rag_optimize.cache import CalibrationResult as CalibrationResult
+from rag_optimize.cache import ErrorBudget as ErrorBudget
+from rag_optimize.cache import ShadowReport as ShadowReport
+from rag_optimize.cache import ExactMatchJudge as ExactMatchJudge
+from rag_optimize.cache import EmbeddingJudge as EmbeddingJudge

@@ -1,0 +1,138 @@
+"""Threshold calibration on labelled pairs whose similarities (and so the answer) are known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag_optimize import ConfigurationError, InvalidInputError
+from rag_optimize.cache.calibration import (
+    calibrate_similarities,
+    calibrate_threshold,
+    read_pairs,
+)
+from rag_optimize.cli.calibrate import run_calibrate
+from tests.test_cache_error_budget import VectorBook, _at_similarity
+
+POSITIVE_SIMS = [0.80 + 0.005 * i for i in range(40)]  # 0.800 ... 0.995
+NEGATIVE_SIMS = [0.40 + 0.005 * i for i in range(80)] + [0.86, 0.93]  # up to 0.795, 2 high
+
+
+def _pairs() -> tuple[VectorBook, list[tuple[str, str, int]]]:
+    rng = np.random.default_rng(3)
+    book = VectorBook()
+    pairs = []
+    for label, sims in ((1, POSITIVE_SIMS), (0, NEGATIVE_SIMS)):
+        for i, sim in enumerate(sims):
+            base = rng.standard_normal(book.dim)
+            base /= np.linalg.norm(base)
+            a = book.add(f"{label}-{i}-a", base)
+            b = book.add(f"{label}-{i}-b", _at_similarity(rng, base, sim))
+            pairs.append((a, b, label))
+    return book, pairs
+
+
+def test_threshold_precision_and_recall_match_the_hand_computed_answer() -> None:
+    book, pairs = _pairs()
+    # at 0.80 all 40 positives and the 2 high negatives are hits: precision 40/42 = 0.952
+    result = calibrate_threshold(book, pairs, target_precision=0.95)
+    assert result.threshold == pytest.approx(0.80, abs=1e-5)
+    assert result.precision == pytest.approx(40 / 42)
+    assert result.recall == 1.0 and result.hits == 42
+    assert (result.pairs, result.positives) == (122, 40)
+    # one more negative (0.795) still gives 40/43 = 0.930 >= 0.93; the next gives 40/44
+    lower = calibrate_threshold(book, pairs, target_precision=0.93)
+    assert lower.threshold == pytest.approx(0.795, abs=1e-5)
+    assert lower.precision == pytest.approx(40 / 43)
+
+
+def test_unreachable_target_returns_none_with_the_best_precision() -> None:
+    book, pairs = _pairs()
+    # above 0.93 only 13 positives (< min_hits); at or below it the 0.93 negative is a hit
+    result = calibrate_threshold(book, pairs, target_precision=0.98)
+    assert result.threshold is None and not result.reached
+    assert result.hits >= 20 and result.precision < 0.98
+    relaxed = calibrate_threshold(book, pairs, target_precision=0.98, min_hits=5)
+    assert relaxed.threshold == pytest.approx(0.935, abs=1e-5)
+    assert relaxed.precision == 1.0 and relaxed.recall == pytest.approx(13 / 40)
+
+
+def test_curve_is_consistent() -> None:
+    book, pairs = _pairs()
+    result = calibrate_threshold(book, pairs, target_precision=0.95)
+    thresholds = [p.threshold for p in result.curve]
+    assert thresholds == sorted(thresholds, reverse=True)
+    recalls = [p.recall for p in result.curve]
+    assert recalls == sorted(recalls) and recalls[-1] == 1.0
+    assert result.curve[-1].hits == len(pairs)
+    assert result.at(0.9 - 1e-4).hits == sum(s >= 0.9 - 1e-4 for s in POSITIVE_SIMS) + 1
+    assert result.at(1.5).hits == 0
+    data = result.as_dict()
+    assert data["threshold"] == result.threshold and len(data["curve"]) <= 200
+    table = result.table()
+    assert "<- calibrated" in table and "0.9000" in table
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    book, pairs = _pairs()
+    out = calibrate_threshold(book, pairs, 0.95).plot(tmp_path / "sub" / "curve.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ties_are_admitted_together() -> None:
+    result = calibrate_similarities([0.9, 0.9, 0.8], [1, 0, 1], 0.5, min_hits=1)
+    assert [p.hits for p in result.curve] == [2, 3]
+    assert result.threshold == 0.8
+
+
+def test_bad_input_is_named() -> None:
+    book, pairs = _pairs()
+    with pytest.raises(ConfigurationError, match="target_precision"):
+        calibrate_threshold(book, pairs, target_precision=1.5)
+    with pytest.raises(InvalidInputError, match="no labelled pairs"):
+        calibrate_threshold(book, [])
+    with pytest.raises(InvalidInputError, match="label"):
+        calibrate_threshold(book, [("a", "b", 2)])
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        calibrate_threshold(book, [("a", " ", 1)])
+    with pytest.raises(InvalidInputError, match="no positive"):
+        calibrate_similarities([0.5], [0])
+    with pytest.raises(InvalidInputError, match="same length"):
+        calibrate_similarities([0.5, 0.6], [1])
+
+
+def _write_tsv(path: Path) -> Path:
+    rows = ["label\ttext1\ttext2"]
+    rows += [f"1\thow do I reset my password {i}\thow can I reset my password {i}"
+             for i in range(30)]
+    rows += [f"0\tweather in city {i}\trefund policy for order {i}" for i in range(30)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_read_pairs_skips_the_header_and_names_bad_lines(tmp_path: Path) -> None:
+    pairs = read_pairs(_write_tsv(tmp_path / "p.tsv"))
+    assert len(pairs) == 60 and pairs[0][2] == 1
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("1\ta\tb\nyes\tc\td\n", encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="bad.tsv:2"):
+        read_pairs(bad)
+
+
+def test_cli_calibrate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tsv = _write_tsv(tmp_path / "pairs.tsv")
+    png, js = tmp_path / "curve.png", tmp_path / "result.json"
+    code = run_calibrate(
+        ["--pairs", str(tsv), "--target-precision", "0.98", "--out", str(png),
+         "--json", str(js), "--embedder", "hashing"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "calibrated threshold" in out and "60 pairs (30 positive)" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(js.read_text())["precision"] >= 0.98
+    assert run_calibrate(["--pairs", str(tmp_path / "missing.tsv"), "--embedder", "hashing"]) == 2
+    assert "missing.tsv" in capsys.readouterr().err
