@@ -172,7 +172,7 @@ def test_from_documents_on_our_indexes_in_a_chain() -> None:
 def test_bad_input() -> None:
     with pytest.raises(InvalidInputError, match="query is empty"):
         wrapped().invoke("   ")
-    with pytest.raises(ValueError, match="retrievers"):
+    with pytest.raises(ValueError, match="at least one retriever"):
         AsyncHybridRetriever()
     with pytest.raises(ValueError, match="unknown fusion"):
         wrapped(fusion="borda")

@@ -189,7 +189,7 @@ def test_cohere_rerank_postprocessor(server: CohereRerankServer) -> None:
 def test_bad_input() -> None:
     with pytest.raises(InvalidInputError, match="query is empty"):
         wrapped().retrieve(" ")
-    with pytest.raises(ValueError, match="retrievers"):
+    with pytest.raises(ValueError, match="at least one retriever"):
         AsyncHybridRetriever([])
     with pytest.raises(ValueError, match="unknown fusion"):
         wrapped(fusion="borda")

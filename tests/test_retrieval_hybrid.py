@@ -167,7 +167,10 @@ def test_timings_use_the_injected_clock(clock: object) -> None:
     assert result.timings["embed"] == pytest.approx(0.25)
     assert result.timings["dense"] == pytest.approx(0.25)
     assert result.timings["total"] == pytest.approx(0.25)
-    assert result.timings["bm25"] == pytest.approx(0.0)
+    # BM25 ran at the same time; whether it read the clock before or after the embedder
+    # advanced it depends on thread timing.
+    assert result.timings["bm25"] in (pytest.approx(0.0), pytest.approx(0.25))
+    assert "fusion" in result.timings
 
 
 class ReverseReranker:

@@ -43,6 +43,7 @@ from rag_optimize.retrieval import (
     RetrievedDocument,
     aapply_reranker,
     apply_reranker,
+    wrap_retrievers,
 )
 
 METADATA_KEY = "rag_optimize"
@@ -121,22 +122,12 @@ class AsyncHybridRetriever(BaseRetriever):
                 raise TypeError("engine must be a rag_optimize FusionRetriever or HybridRetriever")
             self._engine = self.engine
             return
-        if not self.retrievers:
-            raise ValueError("pass retrievers=[...] to wrap, or use from_documents(...)")
-        names = self.names or [f"r{i}" for i in range(len(self.retrievers))]
-        if len(names) != len(self.retrievers):
-            raise ValueError(f"{len(self.retrievers)} retrievers but {len(names)} names")
-        weights = None
-        if self.weights is not None:
-            if len(self.weights) != len(self.retrievers):
-                raise ValueError(
-                    f"{len(self.retrievers)} retrievers but {len(self.weights)} weights"
-                )
-            weights = dict(zip(names, self.weights, strict=True))
-        self._engine = FusionRetriever(
-            [_branch(n, r) for n, r in zip(names, self.retrievers, strict=True)],
+        self._engine = wrap_retrievers(
+            self.retrievers,
+            _branch,
+            names=self.names,
+            weights=self.weights,
             fusion=self.fusion,
-            weights=weights,
             k=self.k,
             candidates=self.candidates,
             reranker=self.reranker,

@@ -19,7 +19,8 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from pydantic import Field, PrivateAttr
 
-from llama_index_rag_optimize.retrievers import METADATA_KEY, LlamaEmbedder, with_provenance
+from llama_index_rag_optimize.embedder import LlamaIndexEmbedder
+from llama_index_rag_optimize.retrievers import METADATA_KEY, with_provenance
 from rag_optimize.retrieval import (
     CohereReranker,
     ContextBudget,
@@ -116,7 +117,7 @@ class ContextBudgetPostprocessor(BaseNodePostprocessor):
     def model_post_init(self, context: Any) -> None:
         embedder = None
         if isinstance(self.embed_model, BaseEmbedding):
-            embedder = LlamaEmbedder(self.embed_model)
+            embedder = LlamaIndexEmbedder(self.embed_model)
         self._budget = ContextBudget(
             self.max_tokens,
             embedder=embedder,

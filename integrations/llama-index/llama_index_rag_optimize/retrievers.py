@@ -22,6 +22,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
 
+from llama_index_rag_optimize.embedder import LlamaIndexEmbedder
 from rag_optimize.index import Hit
 from rag_optimize.retrieval import (
     CallableBranch,
@@ -29,25 +30,10 @@ from rag_optimize.retrieval import (
     HybridRetriever,
     RetrievalResult,
     RetrievedDocument,
+    wrap_retrievers,
 )
 
 METADATA_KEY = "rag_optimize"
-
-
-class LlamaEmbedder:
-    """A LlamaIndex embedding model in the core's ``embed_query``/``embed_documents`` shape."""
-
-    def __init__(self, model: BaseEmbedding) -> None:
-        self.model = model
-
-    def embed_query(self, text: str) -> list[float]:
-        return list(self.model.get_query_embedding(text))
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [list(v) for v in self.model.get_text_embedding_batch(texts)]
-
-    async def aembed_query(self, text: str) -> list[float]:
-        return list(await self.model.aget_query_embedding(text))
 
 
 def with_provenance(node: BaseNode, score: float, info: dict[str, Any]) -> NodeWithScore:
@@ -115,17 +101,12 @@ class AsyncHybridRetriever(BaseRetriever):
         if engine is not None:
             self.engine = engine
             return
-        if not retrievers:
-            raise ValueError("pass retrievers=[...] to wrap, or use from_nodes(...)")
-        names = list(names or [f"r{i}" for i in range(len(retrievers))])
-        if len(names) != len(retrievers):
-            raise ValueError(f"{len(retrievers)} retrievers but {len(names)} names")
-        if weights is not None and len(weights) != len(retrievers):
-            raise ValueError(f"{len(retrievers)} retrievers but {len(weights)} weights")
-        self.engine = FusionRetriever(
-            [_branch(n, r) for n, r in zip(names, retrievers, strict=True)],
+        self.engine = wrap_retrievers(
+            retrievers or [],
+            _branch,
+            names=names,
+            weights=weights,
             fusion=fusion,
-            weights=None if weights is None else dict(zip(names, weights, strict=True)),
             k=k,
             candidates=candidates,
             reranker=reranker,
@@ -150,7 +131,7 @@ class AsyncHybridRetriever(BaseRetriever):
         """
         engine = HybridRetriever.from_texts(
             [n.get_content() for n in nodes],
-            LlamaEmbedder(embed_model),
+            LlamaIndexEmbedder(embed_model),
             ids=[n.node_id for n in nodes],
             quantization=quantization,
             ann=ann,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from rag_optimize.errors import ConfigurationError, InvalidInputError
-from rag_optimize.index.documents import DocumentStore, Hit, check_k
+from rag_optimize.index.documents import DocumentStore, Hit, check_k, check_texts, read_meta
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _META_FILE = "bm25.json"
@@ -129,8 +129,7 @@ class BM25Index:
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[str]:
         """Add documents; return their ids. The next search rebuilds the BM25 matrix."""
-        if isinstance(texts, str):
-            raise InvalidInputError("texts must be a sequence of strings, not one string")
+        texts = check_texts(texts)
         new_ids = self.documents.extend(len(texts), ids, texts, metadatas)
         with self._lock:
             if self._tokens is None:  # loaded from disk: re-tokenize the stored texts once
@@ -186,12 +185,7 @@ class BM25Index:
         can still take :meth:`add` (it rebuilds in memory from the stored texts).
         """
         directory = Path(path)
-        meta_path = directory / _META_FILE
-        if not meta_path.exists():
-            raise InvalidInputError(f"{directory} holds no BM25Index ({_META_FILE} missing)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != _FORMAT:
-            raise InvalidInputError(f"unsupported BM25Index format {meta.get('format')!r}")
+        meta = read_meta(directory, _META_FILE, "BM25Index", _FORMAT)
         index = cls(**meta["tokenizer"], **meta["params"])
         index.documents = DocumentStore.load(directory)
         index._tokens = None

@@ -30,7 +30,7 @@ from rag_optimize.embedding.vectors import unit_matrix, unit_vector
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.index import quantization as q
 from rag_optimize.index.ann import ANN_BACKENDS, AnnIndex, make_ann
-from rag_optimize.index.documents import DocumentStore, Hit, check_k
+from rag_optimize.index.documents import DocumentStore, Hit, check_k, read_meta
 
 _META_FILE = "dense.json"
 _FORMAT = 1
@@ -216,12 +216,7 @@ class DenseIndex:
         just the codes in RAM. A mapped index is read-only until :meth:`add` copies it.
         """
         directory = Path(path)
-        meta_path = directory / _META_FILE
-        if not meta_path.exists():
-            raise InvalidInputError(f"{directory} holds no DenseIndex ({_META_FILE} missing)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != _FORMAT:
-            raise InvalidInputError(f"unsupported DenseIndex format {meta.get('format')!r}")
+        meta = read_meta(directory, _META_FILE, "DenseIndex", _FORMAT)
         index = cls(
             meta["dim"],
             quantization=meta["quantization"],

@@ -38,6 +38,24 @@ def check_k(k: int) -> int:
     return k
 
 
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list, refusing a lone string (a common slip that would add characters)."""
+    if isinstance(texts, str):
+        raise InvalidInputError("texts must be a sequence of strings, not one string")
+    return list(texts)
+
+
+def read_meta(directory: Path, filename: str, kind: str, version: int) -> dict[str, Any]:
+    """The JSON settings file of a saved index, checked for presence and format version."""
+    path = directory / filename
+    if not path.exists():
+        raise InvalidInputError(f"{directory} holds no {kind} ({filename} missing)")
+    meta: dict[str, Any] = json.loads(path.read_text())
+    if meta.get("format") != version:
+        raise InvalidInputError(f"unsupported {kind} format {meta.get('format')!r}")
+    return meta
+
+
 class DocumentStore:
     """Append-only list of (id, text, metadata) with O(1) lookup by id."""
 

@@ -3,7 +3,7 @@
 from rag_optimize.retrieval.branches import Branch, CallableBranch, DenseBranch, SparseBranch
 from rag_optimize.retrieval.budget import ContextBudget, PackedContext, estimate_tokens
 from rag_optimize.retrieval.fusion import FUSIONS, relative_score, rrf, weighted
-from rag_optimize.retrieval.hybrid import FusionRetriever, HybridRetriever
+from rag_optimize.retrieval.hybrid import FusionRetriever, HybridRetriever, wrap_retrievers
 from rag_optimize.retrieval.rerank import (
     CohereReranker,
     Reranker,
@@ -34,4 +34,5 @@ __all__ = [
     "relative_score",
     "rrf",
     "weighted",
+    "wrap_retrievers",
 ]

@@ -19,19 +19,20 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from rag_optimize.embedding.protocol import Embedder, check_embedder
 from rag_optimize.errors import ConfigurationError, InvalidInputError, RetrievalError
 from rag_optimize.index.bm25 import BM25Index
 from rag_optimize.index.dense import DenseIndex
-from rag_optimize.index.documents import Hit, check_k
+from rag_optimize.index.documents import Hit, check_k, check_texts
 from rag_optimize.retrieval.branches import Branch, Clock, DenseBranch, SparseBranch
 from rag_optimize.retrieval.fusion import DEFAULT_RRF_K, Fused, check_weights, get_fusion
 from rag_optimize.retrieval.rerank import Reranker, _describe, aapply_reranker, apply_reranker
 from rag_optimize.retrieval.results import RetrievalResult, RetrievedDocument
 
 Outcome = list[Hit] | BaseException
+T = TypeVar("T")
 
 
 def check_query(query: object) -> str:
@@ -273,6 +274,32 @@ class FusionRetriever:
         return max(k, self.rerank_candidates) if self.reranker is not None else k
 
 
+def wrap_retrievers(
+    retrievers: Sequence[T],
+    to_branch: Callable[[str, T], Branch],
+    *,
+    names: Sequence[str] | None = None,
+    weights: Sequence[float] | None = None,
+    **options: Any,
+) -> FusionRetriever:
+    """A :class:`FusionRetriever` over framework retrievers, for the adapters.
+
+    ``to_branch(name, retriever)`` wraps one retriever; ``names`` default to ``"r0", "r1",
+    ...``; ``weights`` are given in retriever order. ``options`` as for FusionRetriever.
+    """
+    if not retrievers:
+        raise ConfigurationError("pass at least one retriever to wrap")
+    names = list(names) if names is not None else [f"r{i}" for i in range(len(retrievers))]
+    for label, values in (("names", names), ("weights", weights)):
+        if values is not None and len(values) != len(retrievers):
+            raise ConfigurationError(f"{len(retrievers)} retrievers but {len(values)} {label}")
+    return FusionRetriever(
+        [to_branch(name, r) for name, r in zip(names, retrievers, strict=True)],
+        weights=None if weights is None else dict(zip(names, weights, strict=True)),
+        **options,
+    )
+
+
 class HybridRetriever(FusionRetriever):
     """BM25 + dense retrieval on our own indexes, run concurrently and fused.
 
@@ -331,9 +358,7 @@ class HybridRetriever(FusionRetriever):
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[str]:
         """Embed ``texts`` and add them to both indexes under the same ids."""
-        if isinstance(texts, str):
-            raise InvalidInputError("texts must be a sequence of strings, not one string")
-        texts = list(texts)
+        texts = check_texts(texts)
         if ids is None:
             base = len(self.sparse) if self.sparse is not None else len(self.dense or ())
             ids = [str(base + i) for i in range(len(texts))]
