@@ -46,6 +46,11 @@ class CircuitBreaker:
         """``closed``, ``open`` or ``half-open`` (as of the last call)."""
         return self._state
 
+    @property
+    def healthy(self) -> bool:
+        """Closed and the last call succeeded: what a locally answered call may assume."""
+        return self._state == "closed" and self._failures == 0
+
     def allow(self) -> bool:
         """Whether a call may go to the backend now (``False``: fail fast)."""
         with self._lock:
@@ -64,12 +69,16 @@ class CircuitBreaker:
             self._state = "closed"
             self._failures = 0
 
-    def failure(self) -> None:
-        """Record a failed call: opens the circuit at the threshold or after a failed probe."""
+    def failure(self) -> bool:
+        """Record a failed call: opens the circuit at the threshold or after a failed probe.
+        Returns whether this call opened it (the moment to drop pooled connections)."""
         with self._lock:
             self._failures += 1
+            opened = False
             if self._state == "half-open" or self._failures >= self.failure_threshold:
                 if self._state != "open":
                     self.opened += 1
+                    opened = True
                 self._state = "open"
                 self._since = self._clock()
+            return opened

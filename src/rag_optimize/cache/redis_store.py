@@ -207,6 +207,8 @@ class RedisStore:
             weakref.WeakKeyDictionary()
         )
         self._aclients_lock = threading.Lock()
+        self._agenerations: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._pool_generation = 0
         self._follower = ChangeFollower(
             follower_client,
             self._keys,
@@ -277,7 +279,11 @@ class RedisStore:
         return self._drive(self._get_exact(scope, query_key, now), lookup=True)
 
     def search(self, scope: str, vector: FloatVector, k: int, now: float) -> list[Candidate]:
-        """Nearest entries of ``scope`` from the local mirror (no network)."""
+        """Nearest entries of ``scope`` from the local mirror (no network).
+
+        Raises :class:`StoreError` while Redis is known to be failing: every candidate would
+        need a fetch from Redis anyway, and a local success would read as a recovery."""
+        self._check_healthy()
         return self._mirror.search(scope, vector, k, now)
 
     def fetch(self, entry_id: str, now: float) -> CacheEntry | None:
@@ -318,6 +324,7 @@ class RedisStore:
         self, scope: str, vector: FloatVector, k: int, now: float
     ) -> list[Candidate]:
         """Async twin of :meth:`search` (in-process numpy, runs inline)."""
+        self._check_healthy()
         return self._mirror.search(scope, vector, k, now)
 
     async def afetch(self, entry_id: str, now: float) -> CacheEntry | None:
@@ -394,6 +401,7 @@ class RedisStore:
     def _get_exact(self, scope: str, query_key: str, now: float) -> Plan[CacheEntry | None]:
         hid = digest(scope, query_key)
         if hid not in self._mirror and self._mirror_fresh():
+            self._check_healthy()
             return None  # nobody stored it (as of a moment ago): no round trip
         entry = yield from self._fetch(hid, now)
         if entry is None or entry.scope != scope or entry.query_key != query_key:
@@ -546,8 +554,18 @@ class RedisStore:
             self.breaker.success()
             raise
         except Exception as exc:  # noqa: BLE001 - any client failure fails open
-            self.breaker.failure()
+            self._failed()
             raise StoreError(f"Redis {type(exc).__name__}: {exc}") from exc
+
+    def _failed(self) -> None:
+        """Record a failure; when it opens the circuit, drop pooled connections (after
+        an outage they are dead sockets; each would fail once more on reuse)."""
+        if self.breaker.failure():
+            self._pool_generation += 1
+            try:
+                self._client.connection_pool.disconnect(inuse_connections=True)
+            except Exception:  # noqa: BLE001, S110 - best effort on a failing pool
+                pass
 
     async def _adrive(self, plan: Plan[T], *, lookup: bool = False) -> T:
         self._check_open()
@@ -566,13 +584,16 @@ class RedisStore:
             self.breaker.success()
             raise
         except Exception as exc:  # noqa: BLE001 - any client failure fails open
-            self.breaker.failure()
+            self._failed()
             raise StoreError(f"Redis {type(exc).__name__}: {exc}") from exc
         self.breaker.success()
         return result
 
     async def _asteps(self, plan: Plan[T], call: _Call) -> T:
         client = self._aclient()
+        if self._agenerations.get(client) != self._pool_generation:
+            self._agenerations[client] = self._pool_generation
+            await client.connection_pool.disconnect(inuse_connections=False)
         try:
             while True:
                 if isinstance(call, _Script):
@@ -595,12 +616,18 @@ class RedisStore:
                         self.url, retry=_no_retry(redis.asyncio.retry.Retry), **self._options
                     )
                     self._aclients[loop] = client
+                    self._agenerations[client] = self._pool_generation
         return client
 
     # ---------------------------------------------------------------- helpers
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("RedisStore is closed")
+
+    def _check_healthy(self) -> None:
+        """Fail a locally answered call when Redis is known to be down (see :meth:`search`)."""
+        if not self.breaker.healthy:
+            raise StoreError("Redis is failing: its last call failed or the circuit is open")
 
     def _mirror_fresh(self) -> bool:
         return self._follower.fresh(2 * self.staleness + self.timeout)

@@ -103,6 +103,11 @@ class ChangeFollower:
         return not self._need_load and time.monotonic() - self._last_ok <= bound
 
     @property
+    def failing(self) -> bool:
+        """Whether the last attempt to read the change log failed."""
+        return self._incidents.failing
+
+    @property
     def position(self) -> tuple[bytes, int]:
         """The last change applied: (stream id, sequence number)."""
         return self._last_id, self._seq

@@ -1,0 +1,174 @@
+"""RedisStore fails open: a killed or a slow server never reaches or stalls the caller."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rag_optimize import HashingEmbedder, RedisStore, SemanticCache
+from tests.redis_server import RedisServer, wait_until
+
+QUERIES = [f"outage question number {i} about topic {i * 7}" for i in range(20)]
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    srv = RedisServer().start()
+    yield srv
+    srv.stop()
+
+
+def fill(cache: SemanticCache) -> bool:
+    return all(cache.set(q, {"q": q}) for q in QUERIES)
+
+
+@pytest.mark.slow
+def test_sigkill_during_lookups_from_threads_and_tasks(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="rag_optimize")
+    store = RedisStore(server.url, "outage", cooldown_ms=200, timeout_ms=50)
+    cache = SemanticCache(HashingEmbedder(dim=64), threshold=0.8, store=store)
+    assert fill(cache)
+    phase = ["up"]
+    stop = threading.Event()
+    results: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def record(started: str, hit: Any) -> None:
+        if hit is not None:
+            assert hit.response == {"q": hit.matched_query}
+        with lock:
+            results.append((started, hit is not None))
+
+    def thread_worker(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            started = phase[0]
+            try:
+                record(started, cache.get(QUERIES[i % len(QUERIES)]))
+            except BaseException as exc:  # noqa: BLE001 - must never happen
+                errors.append(exc)
+            i += 1
+            time.sleep(0.001)
+
+    async def task_worker(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            started = phase[0]
+            try:
+                record(started, await cache.aget(QUERIES[i % len(QUERIES)]))
+            except BaseException as exc:  # noqa: BLE001 - must never happen
+                errors.append(exc)
+            i += 1
+            await asyncio.sleep(0.001)
+
+    async def tasks() -> None:
+        await asyncio.gather(*(task_worker(i) for i in range(8)))
+
+    workers = [threading.Thread(target=thread_worker, args=(i,)) for i in range(8)]
+    workers.append(threading.Thread(target=asyncio.run, args=(tasks(),)))
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(0.3)
+        server.kill()
+        phase[0] = "down"
+        time.sleep(0.6)
+        phase[0] = "restarting"
+        server.start()  # same port, empty (no persistence)
+        assert wait_until(lambda: fill(cache), timeout=10.0)
+        phase[0] = "back"
+        assert wait_until(lambda: sum(1 for p, h in results if p == "back" and h) > 50, 10.0)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(10)
+    assert not errors, errors[:3]
+    by_phase = {p: [h for q, h in results if q == p] for p in ("up", "down", "back")}
+    assert any(by_phase["up"]) and any(by_phase["back"])
+    assert len(by_phase["down"]) > 20 and not any(by_phase["down"])
+    stats = cache.stats
+    assert stats.store_errors > 0 and store.breaker.opened >= 1
+    assert store.status()["loads"] >= 2  # reloaded its mirror after the restart
+    # logged on state changes (a few per outage: kill, probes, restart), not per call
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) <= 16, [r.getMessage() for r in warnings]
+    assert stats.store_errors >= 20 * len(warnings)
+    store.close()
+
+
+@pytest.mark.slow
+def test_slow_server_does_not_stall_callers(server: RedisServer) -> None:
+    store = RedisStore(server.url, "slow", cooldown_ms=100, timeout_ms=50)
+    cache = SemanticCache(HashingEmbedder(dim=64), threshold=0.8, store=store)
+    assert fill(cache)
+    assert cache.get(QUERIES[0]) is not None
+    durations: list[float] = []
+    lock = threading.Lock()
+    sleeping = threading.Event()
+    done = threading.Event()
+
+    def block_server() -> None:
+        raw = server.client(socket_timeout=5)
+        sleeping.set()
+        raw.execute_command("DEBUG", "SLEEP", "0.8")
+        done.set()
+
+    def caller(offset: int) -> None:
+        i = offset
+        while not done.is_set():
+            start = time.perf_counter()
+            cache.get(QUERIES[i % len(QUERIES)])
+            with lock:
+                durations.append(time.perf_counter() - start)
+            i += 1
+
+    async def async_callers() -> None:
+        async def one(offset: int) -> None:
+            i = offset
+            while not done.is_set():
+                start = time.perf_counter()
+                await cache.aget(QUERIES[i % len(QUERIES)])
+                with lock:
+                    durations.append(time.perf_counter() - start)
+                i += 1
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(one(i) for i in range(4)))
+
+    blocker = threading.Thread(target=block_server)
+    blocker.start()
+    sleeping.wait(5)
+    time.sleep(0.05)  # the DEBUG SLEEP is now running on the server
+    callers = [threading.Thread(target=caller, args=(i,)) for i in range(3)]
+    callers.append(threading.Thread(target=asyncio.run, args=(async_callers(),)))
+    for c in callers:
+        c.start()
+    blocker.join(10)
+    for c in callers:
+        c.join(10)
+    assert len(durations) > 10
+    # 50 ms timeouts against a server asleep for 800 ms: nobody waits anywhere near it
+    assert max(durations) < 0.4, sorted(durations)[-5:]
+    assert cache.stats.store_errors > 0
+    assert wait_until(lambda: cache.get(QUERIES[1]) is not None, timeout=5.0)
+    store.close()
+
+
+def test_unreachable_server_at_start_is_a_cold_cache(clock: Any) -> None:
+    dead = RedisServer()  # never started: connection refused
+    store = RedisStore(dead.url, "cold", startup_wait_ms=100, cooldown_ms=100)
+    cache = SemanticCache(HashingEmbedder(dim=64), store=store)
+    assert cache.get("anything at all") is None
+    assert cache.set("anything at all", 1) is False
+    assert len(cache) == 0
+    assert cache.stats.store_errors >= 1
+    store.close()
