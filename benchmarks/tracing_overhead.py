@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -45,7 +46,7 @@ def rounds(fns: dict[str, Callable[[], float]], n_rounds: int) -> dict[str, floa
 
 
 def bench_core(n: int, n_rounds: int) -> dict[str, float]:
-    from rag_optimize.tracing import LatencyTracker
+    from rag_optimize.tracing import EventTimeline, LatencyTracker
 
     tracker = LatencyTracker()
     run = tracker.start_run("bench")
@@ -70,10 +71,22 @@ def bench_core(n: int, n_rounds: int) -> dict[str, float]:
             tracker.record("embedding", 0.001, run_id=run)
         return (time.perf_counter() - t0) / n
 
-    m = rounds({"empty": empty, "span": span, "record": record}, n_rounds)
+    timeline = EventTimeline(tracker)
+    timeline.start("root", None)
+
+    def child_pair() -> float:
+        # a nested operation in an open run: start + end, as an adapter delivers them
+        t0 = time.perf_counter()
+        for i in range(n):
+            timeline.start(i, "retrieval", "root")
+            timeline.end(i)
+        return (time.perf_counter() - t0) / n
+
+    m = rounds({"empty": empty, "span": span, "record": record, "pair": child_pair}, n_rounds)
     return {
         "span_us": (m["span"] - m["empty"]) * 1e6,
         "record_us": m["record"] * 1e6,
+        "timeline_start_end_pair_us": m["pair"] * 1e6,
     }
 
 
@@ -279,7 +292,8 @@ def main() -> None:
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
     n_rounds = 5 if args.quick else 9
-    result = {
+    load_before = os.getloadavg()[0]
+    result: dict[str, Any] = {
         "machine": f"{platform.machine()}, python {platform.python_version()}, "
         "shared 2-core machine",
         "rounds": n_rounds,
@@ -287,6 +301,8 @@ def main() -> None:
         "langchain": bench_langchain(int(500 * scale), int(20_000 * scale), n_rounds),
         "llama_index": bench_llama_index(int(200 * scale), n_rounds),
     }
+    # other work on the shared machine slows every variant alike; the load says how much
+    result["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

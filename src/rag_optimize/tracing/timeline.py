@@ -42,7 +42,7 @@ from rag_optimize.errors import ConfigurationError
 from rag_optimize.tracing.tracker import _CURRENT_RUN, LatencyTracker
 
 
-@dataclass
+@dataclass(slots=True)
 class _Node:
     stage: str | None
     run_id: str | None
@@ -51,7 +51,7 @@ class _Node:
     owns_run: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _RunState:
     open_nodes: int = 0
     root_ended: bool = False
