@@ -236,7 +236,7 @@ def test_source_ids_from_retrievers_inside_a_string_chain(cache: SemanticCache) 
     assert cached.invoke(RESET) == "Use Settings."
     (entry,) = cache.store.entries()  # type: ignore[attr-defined]
     assert {"doc-security", "faq.md#delete"} <= set(entry.metadata["source_ids"])
-    assert entry.response == "Use Settings."
+    assert entry.response["text"] == "Use Settings."
 
 
 async def test_source_ids_async(cache: SemanticCache) -> None:
@@ -257,3 +257,30 @@ def test_index_version_separates_entries(cache: SemanticCache) -> None:
 def test_rejects_a_non_semantic_cache() -> None:
     with pytest.raises(TypeError, match="SemanticCache"):
         with_semantic_cache(qa_chain(["x"]), object())  # type: ignore[arg-type]
+
+
+def test_source_invalidation_through_the_core(cache: SemanticCache) -> None:
+    cached = with_semantic_cache(rag_chain(["first answer", "second answer"]), cache)
+    assert cached.invoke(RESET)["answer"] == "first answer"
+    assert cached.invoke(RESET_PARAPHRASE)["answer"] == "first answer"
+    assert cache.invalidate(source_ids=["faq.md#delete"]) == 1
+    assert cached.invoke(RESET_PARAPHRASE)["answer"] == "second answer"
+
+
+def test_require_scope_fails_closed(hashing_embedder: HashingEmbedder) -> None:
+    cache = SemanticCache(hashing_embedder, threshold=0.8, require_scope=True)
+    cached = with_semantic_cache(qa_chain(["a", "b", "c"]), cache)
+    assert cached.invoke(RESET) == "a"
+    assert cached.invoke(RESET) == "b"
+    assert len(cache) == 0
+    with cache_scope("tenant-a"):
+        assert cached.invoke(RESET) == "c"
+        assert cached.invoke(RESET_PARAPHRASE) == "c"
+
+
+def test_malformed_entry_is_a_miss(cache: SemanticCache) -> None:
+    cached = with_semantic_cache(qa_chain(["good", "fresh"]), cache)
+    cached.invoke(RESET)
+    (entry,) = cache.store.entries()  # type: ignore[attr-defined]
+    entry.response = {"unexpected": True}
+    assert cached.invoke(RESET_PARAPHRASE) == "fresh"

@@ -18,6 +18,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_rag_optimize import SemanticLLMCache
 from langchain_rag_optimize._keys import split_prompt, temperature_of
 from rag_optimize.cache import SemanticCache, cache_scope
+from rag_optimize.cache.judges import ExactMatchJudge
 from rag_optimize.embedding import HashingEmbedder
 
 RESET = "How do I reset my password?"
@@ -286,3 +287,31 @@ def _dump(messages: list) -> str:  # type: ignore[type-arg]
     from langchain_core.load import dumps
 
     return dumps(messages)
+
+
+def test_require_scope_fails_closed_with_global_cache(hashing_embedder: HashingEmbedder) -> None:
+    cache = SemanticCache(hashing_embedder, threshold=0.8, require_scope=True)
+    set_llm_cache(SemanticLLMCache(cache))
+    chain = chain_for(FakeListChatModel(responses=answers(4)))
+    assert chain.invoke({"question": RESET}) == "answer 0"
+    assert chain.invoke({"question": RESET}) == "answer 1"
+    assert len(cache) == 0
+    with cache_scope("tenant-a"):
+        assert chain.invoke({"question": RESET}) == "answer 2"
+        assert chain.invoke({"question": RESET_PARAPHRASE}) == "answer 2"
+
+
+def test_shadow_mode_never_serves_and_judges_the_answer_text(
+    hashing_embedder: HashingEmbedder,
+) -> None:
+    cache = SemanticCache(
+        hashing_embedder, threshold=0.8, mode="shadow", judge=ExactMatchJudge()
+    )
+    set_llm_cache(SemanticLLMCache(cache))
+    chain = chain_for(FakeListChatModel(responses=["same", "same", "different"]))
+    assert chain.invoke({"question": RESET}) == "same"
+    assert chain.invoke({"question": RESET_PARAPHRASE}) == "same"
+    assert chain.invoke({"question": "Please reset my password"}) == "different"
+    report = cache.shadow_report()
+    assert cache.stats.hits == 0
+    assert (report.would_hits, report.judged, report.correct) == (2, 2, 1)

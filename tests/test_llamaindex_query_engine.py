@@ -198,3 +198,27 @@ def test_bad_arguments(index: VectorStoreIndex, cache: SemanticCache) -> None:
         CachedQueryEngine(object(), cache)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="cache options"):
         CachedQueryEngine(engine(index), cache, threshold=0.5)
+
+
+def test_source_invalidation_and_feedback(index: VectorStoreIndex, cache: SemanticCache) -> None:
+    cached = CachedQueryEngine(engine(index), cache)
+    cached.query(RESET)
+    assert cache.invalidate(source_ids=["doc-security"]) == 1
+    cached.query(RESET)
+    hit_response = cached.query(RESET_PARAPHRASE)
+    assert hit_response.metadata is not None
+    hit = hit_response.metadata["rag_optimize_cache"]["hit"]
+    assert cache.feedback(hit, correct=False) == "deleted"
+    assert len(cache) == 0
+
+
+def test_require_scope_fails_closed(
+    index: VectorStoreIndex, hashing_embedder: HashingEmbedder
+) -> None:
+    cache = SemanticCache(hashing_embedder, threshold=0.8, require_scope=True)
+    cached = CachedQueryEngine(engine(index), cache)
+    cached.query(RESET)
+    assert len(cache) == 0
+    with cache_scope("tenant-a"):
+        cached.query(RESET)
+        assert "rag_optimize_cache" in (cached.query(RESET_PARAPHRASE).metadata or {})

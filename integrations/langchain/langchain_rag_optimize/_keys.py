@@ -19,6 +19,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 
 from rag_optimize.cache.keys import digest
 from rag_optimize.cache.scopes import current_scope
+from rag_optimize.cache.semantic import SemanticCache
 
 SCOPE_METADATA_KEY = "cache_scope"
 """The ``RunnableConfig`` metadata key read for a scope (``config={"metadata": {...}}``)."""
@@ -58,6 +59,20 @@ def split_prompt(prompt: str, llm_string: str) -> PromptKey:
     extra = _non_text_blocks(content)
     context_json = json.dumps([context, last_human, extra], sort_keys=True, default=str)
     return PromptKey(_text(content), digest("chat", llm_string, context_json))
+
+
+def check_cache(cache: object) -> SemanticCache:
+    """``cache`` if it is a :class:`~rag_optimize.SemanticCache`, else a clear ``TypeError``."""
+    if not isinstance(cache, SemanticCache):
+        raise TypeError(
+            f"cache must be a rag_optimize.SemanticCache, got {type(cache).__name__}"
+        )
+    return cache
+
+
+def fails_closed(cache: SemanticCache, user_scope: str | None) -> bool:
+    """Whether a call without a scope must bypass the cache (``require_scope=True``)."""
+    return user_scope is None and bool(getattr(cache, "require_scope", False))
 
 
 def compose_scope(user_scope: str | None, *parts: str) -> str:

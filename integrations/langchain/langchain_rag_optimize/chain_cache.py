@@ -39,7 +39,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.documents import Document
-from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
+from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.base import coerce_to_runnable
 from langchain_core.runnables.config import ensure_config, get_config_list
@@ -48,7 +48,9 @@ from langchain_core.runnables.utils import AddableDict
 from langchain_rag_optimize._keys import (
     SCOPE_METADATA_KEY,
     USER_SCOPE_KEY,
+    check_cache,
     compose_scope,
+    fails_closed,
     resolve_user_scope,
 )
 from langchain_rag_optimize._serialization import NotCacheable, decode_value, encode_value
@@ -71,6 +73,14 @@ class _Key:
     question: str
     scope: str
     user_scope: str
+
+
+@dataclass(frozen=True)
+class _Hit:
+    """A decoded cached answer and the core's hit record (similarity, decision)."""
+
+    value: Any
+    hit: CacheHit
 
 
 @dataclass
@@ -142,12 +152,8 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         index_version: str | None = None,
         ttl_seconds: float | None = None,
     ) -> None:
-        if not isinstance(cache, SemanticCache):
-            raise TypeError(
-                f"cache must be a rag_optimize.SemanticCache, got {type(cache).__name__}"
-            )
         self.runnable = runnable
-        self.cache = cache
+        self.cache = check_cache(cache)
         self.key = key or default_key
         if exact_key is None:
             exact_key = default_exact_key if key is None else (lambda _value: "")
@@ -173,9 +179,9 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """The cached answer to ``input``'s question, else the chain's (then stored)."""
         key = self._key(input, config)
-        hit = self.cache.get(key.question, scope=key.scope) if key else None
+        hit = self._get(key)
         if hit is not None:
-            return _revive(hit)
+            return hit.value
         miss = self._miss(key, config)
         output = self.runnable.invoke(input, miss.config, **kwargs)
         self._store(miss, output)
@@ -186,9 +192,9 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     ) -> Any:
         """Async :meth:`invoke`."""
         key = self._key(input, config)
-        hit = await self.cache.aget(key.question, scope=key.scope) if key else None
+        hit = await self._aget(key)
         if hit is not None:
-            return _revive(hit)
+            return hit.value
         miss = self._miss(key, config)
         output = await self.runnable.ainvoke(input, miss.config, **kwargs)
         await self._astore(miss, output)
@@ -200,9 +206,9 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     ) -> Iterator[Any]:
         """Replay a hit in chunks, or stream the chain and store the complete answer."""
         key = self._key(input, config)
-        hit = self.cache.get(key.question, scope=key.scope) if key else None
+        hit = self._get(key)
         if hit is not None:
-            yield from _replay(_revive(hit))
+            yield from _replay(hit.value)
             return
         miss = self._miss(key, config)
         total: Any = None
@@ -216,9 +222,9 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     ) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
         key = self._key(input, config)
-        hit = await self.cache.aget(key.question, scope=key.scope) if key else None
+        hit = await self._aget(key)
         if hit is not None:
-            for chunk in _replay(_revive(hit)):
+            for chunk in _replay(hit.value):
                 yield chunk
             return
         miss = self._miss(key, config)
@@ -238,29 +244,15 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         **kwargs: Any | None,
     ) -> list[Any]:
         """Answer hits from the cache; send only the misses to the chain, as one batch."""
-        if not inputs:
-            return []
-        configs = get_config_list(config, len(inputs))
-        keys = [self._key(i, c) for i, c in zip(inputs, configs, strict=True)]
-        hits = [self.cache.get(k.question, scope=k.scope) if k else None for k in keys]
-        todo = [n for n, hit in enumerate(hits) if hit is None]
-        misses = {n: self._miss(keys[n], configs[n]) for n in todo}
-        outputs = (
-            self.runnable.batch(
-                [inputs[n] for n in todo],
-                [misses[n].config for n in todo],
-                return_exceptions=return_exceptions,
-                **kwargs,
+        plan = _BatchPlan(self, inputs, config)
+        plan.found([self._get(k) for k in plan.keys])
+        if plan.todo:
+            outputs = self.runnable.batch(
+                plan.miss_inputs, plan.miss_configs, return_exceptions=return_exceptions, **kwargs
             )
-            if todo
-            else []
-        )
-        results: list[Any] = [None if hit is None else _revive(hit) for hit in hits]
-        for n, output in zip(todo, outputs, strict=True):
-            results[n] = output
-            if not isinstance(output, Exception):
-                self._store(misses[n], output)
-        return results
+            for miss, output in plan.answered(outputs):
+                self._store(miss, output)
+        return plan.results
 
     async def abatch(
         self,
@@ -271,31 +263,15 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         **kwargs: Any | None,
     ) -> list[Any]:
         """Async :meth:`batch` (the lookups run concurrently)."""
-        if not inputs:
-            return []
-        configs = get_config_list(config, len(inputs))
-        keys = [self._key(i, c) for i, c in zip(inputs, configs, strict=True)]
-        hits: list[CacheHit | None] = list(
-            await asyncio.gather(*(self._aget(k) for k in keys))
-        )
-        todo = [n for n, hit in enumerate(hits) if hit is None]
-        misses = {n: self._miss(keys[n], configs[n]) for n in todo}
-        outputs = (
-            await self.runnable.abatch(
-                [inputs[n] for n in todo],
-                [misses[n].config for n in todo],
-                return_exceptions=return_exceptions,
-                **kwargs,
+        plan = _BatchPlan(self, inputs, config)
+        plan.found(list(await asyncio.gather(*(self._aget(k) for k in plan.keys))))
+        if plan.todo:
+            outputs = await self.runnable.abatch(
+                plan.miss_inputs, plan.miss_configs, return_exceptions=return_exceptions, **kwargs
             )
-            if todo
-            else []
-        )
-        results: list[Any] = [None if hit is None else _revive(hit) for hit in hits]
-        for n, output in zip(todo, outputs, strict=True):
-            results[n] = output
-            if not isinstance(output, Exception):
-                await self._astore(misses[n], output)
-        return results
+            for miss, output in plan.answered(outputs):
+                await self._astore(miss, output)
+        return plan.results
 
     # ------------------------------------------------------------- internals
     def _key(self, value: Any, config: RunnableConfig | None) -> _Key | None:
@@ -303,14 +279,19 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         if question is None or not question.strip():
             logger.debug("semantic chain cache: no question in input, not cached")
             return None
-        user_scope = resolve_user_scope(self.scope, config, self.scope_metadata_key) or ""
+        user_scope = resolve_user_scope(self.scope, config, self.scope_metadata_key)
+        if fails_closed(self.cache, user_scope):
+            return None
         exact = [digest("chain", self.namespace, self.exact_key(value))]
         if self.index_version is not None:
             exact.append(f"v={self.index_version}")
-        return _Key(question, compose_scope(user_scope, *exact), user_scope)
+        return _Key(question, compose_scope(user_scope, *exact), user_scope or "")
 
-    async def _aget(self, key: _Key | None) -> CacheHit | None:
-        return await self.cache.aget(key.question, scope=key.scope) if key else None
+    def _get(self, key: _Key | None) -> _Hit | None:
+        return _revive(self.cache.get(key.question, scope=key.scope) if key else None)
+
+    async def _aget(self, key: _Key | None) -> _Hit | None:
+        return _revive(await self.cache.aget(key.question, scope=key.scope) if key else None)
 
     def _miss(self, key: _Key | None, config: RunnableConfig | None) -> _Miss:
         config = ensure_config(config)
@@ -325,7 +306,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         if isinstance(output, BaseMessageChunk):
             output = message_chunk_to_message(output)
         try:
-            response = encode_value(output)
+            response = {"text": _answer_text(output), "value": encode_value(output)}
         except NotCacheable as exc:
             logger.debug("semantic chain cache: answer not cached: %s", exc)
             return None
@@ -350,6 +331,46 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
                 miss.key.question, entry[0], scope=miss.key.scope,
                 metadata=entry[1], ttl_seconds=self.ttl_seconds,
             )
+
+
+class _BatchPlan:
+    """Which batch inputs were answered by the cache and which go to the chain."""
+
+    def __init__(
+        self,
+        owner: SemanticCacheRunnable,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None,
+    ) -> None:
+        self.owner = owner
+        self.inputs = inputs
+        self.configs = get_config_list(config, len(inputs)) if inputs else []
+        self.keys = [owner._key(i, c) for i, c in zip(inputs, self.configs, strict=True)]
+        self.results: list[Any] = []
+        self.todo: list[int] = []
+        self.misses: dict[int, _Miss] = {}
+
+    def found(self, hits: list[_Hit | None]) -> None:
+        self.results = [None if hit is None else hit.value for hit in hits]
+        self.todo = [n for n, hit in enumerate(hits) if hit is None]
+        self.misses = {n: self.owner._miss(self.keys[n], self.configs[n]) for n in self.todo}
+
+    @property
+    def miss_inputs(self) -> list[Any]:
+        return [self.inputs[n] for n in self.todo]
+
+    @property
+    def miss_configs(self) -> list[RunnableConfig]:
+        return [self.misses[n].config for n in self.todo]
+
+    def answered(self, outputs: list[Any]) -> list[tuple[_Miss, Any]]:
+        """Put the chain's outputs in place; the (miss, output) pairs worth storing."""
+        stored = []
+        for n, output in zip(self.todo, outputs, strict=True):
+            self.results[n] = output
+            if not isinstance(output, Exception):
+                stored.append((self.misses[n], output))
+        return stored
 
 
 def with_semantic_cache(
@@ -388,8 +409,30 @@ def _with_handler(config: RunnableConfig, handler: BaseCallbackHandler) -> Runna
     return cast(RunnableConfig, {**config, "callbacks": new_callbacks})
 
 
-def _revive(hit: CacheHit) -> Any:
-    return decode_value(hit.response)
+def _revive(hit: CacheHit | None) -> _Hit | None:
+    """The stored answer of ``hit``; a malformed entry counts as a miss (logged)."""
+    if hit is None:
+        return None
+    try:
+        if not isinstance(hit.response, dict) or "value" not in hit.response:
+            raise ValueError("no 'value' field")
+        return _Hit(decode_value(hit.response["value"]), hit)
+    except (ValueError, TypeError, KeyError) as exc:
+        logger.warning("semantic chain cache: ignoring a malformed entry: %s", exc)
+        return None
+
+
+def _answer_text(output: Any) -> str:
+    """The text of an answer, for judges comparing a cached and a fresh answer."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, BaseMessage) and isinstance(output.content, str):
+        return output.content
+    if isinstance(output, dict):
+        for name in ("answer", "output", "text", "content", "result"):
+            if isinstance(output.get(name), str):
+                return str(output[name])
+    return ""
 
 
 def _add(total: Any, chunk: Any) -> Any:

@@ -19,6 +19,9 @@ Scope (tenant, user, retrieval filter), first found wins:
    runs (e.g. ``prompt | model``); ``model.invoke(..., config=...)`` called directly does not
    expose it, use ``cache_scope`` there.
 
+With ``SemanticCache(..., require_scope=True)`` a call that has no scope from any of these
+bypasses the cache (fails closed: no lookup, no write).
+
 Not cached by default: answers with tool calls (they depend on tool results to come) and
 calls whose sampling temperature (read from ``llm_string``) is above ``max_temperature``.
 LangChain itself does not consult the LLM cache for ``model.stream()``; to cache streamed
@@ -38,7 +41,9 @@ from langchain_core.outputs import ChatGeneration, Generation
 from langchain_rag_optimize._keys import (
     SCOPE_METADATA_KEY,
     USER_SCOPE_KEY,
+    check_cache,
     compose_scope,
+    fails_closed,
     resolve_user_scope,
     split_prompt,
     temperature_of,
@@ -93,11 +98,7 @@ class SemanticLLMCache(BaseCache):
         index_version: str | None = None,
         ttl_seconds: float | None = None,
     ) -> None:
-        if not isinstance(cache, SemanticCache):
-            raise TypeError(
-                f"cache must be a rag_optimize.SemanticCache, got {type(cache).__name__}"
-            )
-        self.cache = cache
+        self.cache = check_cache(cache)
         self.scope = scope
         self.scope_metadata_key = scope_metadata_key
         self.max_temperature = max_temperature
@@ -179,11 +180,13 @@ class SemanticLLMCache(BaseCache):
         parts = split_prompt(prompt, llm_string)
         if not parts.question.strip():
             return None
-        user_scope = resolve_user_scope(self.scope, key=self.scope_metadata_key) or ""
+        user_scope = resolve_user_scope(self.scope, key=self.scope_metadata_key)
+        if fails_closed(self.cache, user_scope):
+            return None
         exact = [parts.context_digest]
         if self.index_version is not None:
             exact.append(f"v={self.index_version}")
-        return _Key(parts.question, compose_scope(user_scope, *exact), user_scope)
+        return _Key(parts.question, compose_scope(user_scope, *exact), user_scope or "")
 
     def _stored(self, return_val: Sequence[Generation]) -> dict[str, Any] | None:
         if not return_val:
@@ -191,7 +194,8 @@ class SemanticLLMCache(BaseCache):
         if not self.cache_tool_calls and any(_has_tool_calls(g) for g in return_val):
             return None
         try:
-            return {"generations": encode_generations(return_val)}
+            # "text" is what judges (shadow mode, error-budget probes) compare.
+            return {"text": return_val[0].text, "generations": encode_generations(return_val)}
         except NotCacheable as exc:
             logger.debug("semantic LLM cache: answer not cached: %s", exc)
             return None

@@ -5,7 +5,8 @@ it wherever the wrapped engine was used (``query``, ``aquery``, tools, routers).
 
 - A hit returns the stored answer without retrieval or LLM call. The response carries the
   stored source nodes (text, ids, score, metadata) and ``metadata["rag_optimize_cache"]``
-  (similarity, matched query, age, decision) for logging.
+  (similarity, matched query, age, decision) for logging, and the ``CacheHit`` itself under
+  ``"hit"`` for ``cache.feedback(hit, correct)``.
 - A miss delegates and stores the response text with the source nodes; the entry metadata
   ``source_ids`` lists each source node's ``ref_doc_id`` and ``node_id``, so
   ``cache.invalidate(source_ids=[doc_id])`` drops every answer built on that document.
@@ -17,7 +18,8 @@ it wherever the wrapped engine was used (``query``, ``aquery``, tools, routers).
 Keys: the query string is compared by meaning; the exact part is ``namespace`` (default:
 the engine's class and prompt templates: give engines over different indexes sharing one
 cache their own namespace) and ``index_version``. Scope: ``scope=``, else the active
-``cache_scope(...)`` block.
+``cache_scope(...)`` block; with ``SemanticCache(..., require_scope=True)`` a query without
+either bypasses the cache.
 """
 
 from __future__ import annotations
@@ -144,9 +146,11 @@ class CachedQueryEngine(BaseQueryEngine):
         question = query_bundle.query_str
         if not isinstance(question, str) or not question.strip():
             return None
-        user_scope = self.scope if self.scope is not None else (current_scope() or "")
+        user_scope = self.scope if self.scope is not None else current_scope()
+        if user_scope is None and getattr(self.cache, "require_scope", False):
+            return None  # fail closed: no lookup, no write without a tenant
         exact = digest("llama-index", self.namespace, self.index_version or "")
-        return question, f"{user_scope}|{exact}", user_scope
+        return question, f"{user_scope or ''}|{exact}", user_scope or ""
 
     def _after_miss(self, key: tuple[str, str, str] | None, response: Any) -> Any:
         if key is None:
@@ -218,6 +222,7 @@ class CachedQueryEngine(BaseQueryEngine):
                 "age_seconds": hit.age_seconds,
                 "exact": hit.exact,
                 "decision": hit.metadata.get("cache_decision"),
+                "hit": hit,  # for cache.feedback(hit, correct)
             }
         }
         if not self.streaming:
