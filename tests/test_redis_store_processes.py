@@ -1,0 +1,92 @@
+"""Two OS processes share one RedisStore namespace (the worker is a separate Python process).
+
+Each side has its own clock that the test moves by the same amounts, so TTLs are tested
+without sleeping; visibility is real time by nature and is measured with a deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rag_optimize import HashingEmbedder, RedisStore, SemanticCache
+from tests.conftest import FakeClock
+from tests.redis_server import (  # noqa: F401
+    CacheWorker,
+    RedisServer,
+    namespace,
+    redis_server,
+    wait_until,
+)
+
+START = 1_000.0
+
+
+@pytest.fixture
+def pair(
+    redis_server: RedisServer, namespace: str  # noqa: F811
+) -> Iterator[tuple[SemanticCache, CacheWorker, FakeClock]]:
+    clock = FakeClock(START)
+    store = RedisStore(redis_server.url, namespace, clock=clock, max_entries=3)
+    cache = SemanticCache(HashingEmbedder(dim=64), threshold=0.8, store=store, clock=clock)
+    worker = CacheWorker(redis_server.url, namespace, start=START, max_entries=3)
+    yield cache, worker, clock
+    worker.close()
+    store.close()
+
+
+def advance(clock: FakeClock, worker: CacheWorker, seconds: float) -> None:
+    clock.advance(seconds)
+    assert worker.call("advance", seconds) == clock()
+
+
+@pytest.mark.slow
+def test_entries_cross_processes_within_the_staleness_bound(pair: Any) -> None:
+    cache, worker, _ = pair
+    assert cache.set("how do I rotate my api key", {"steps": "Settings > Keys"})
+    waited = worker.call("until_hit", "how do I rotate my api key quickly", None, 5.0)
+    assert waited is not None and waited < 1.0  # default staleness 50 ms; generous bound
+    assert worker.call("get", "How do I rotate my API key") == {
+        "response": {"steps": "Settings > Keys"}, "exact": True
+    }
+    assert worker.call("set", "where are the invoices", "Billing > Invoices", "tenant-a")
+    assert wait_until(lambda: cache.get("where are the invoices", "tenant-a") is not None, 1.0)
+    hit = cache.get("where are the invoices", scope="tenant-a")
+    assert hit is not None and hit.response == "Billing > Invoices"
+    assert cache.get("where are the invoices") is None  # other scope
+    assert worker.call("get", "where are the invoices", "tenant-b") is None
+
+
+@pytest.mark.slow
+def test_invalidate_ttl_and_eviction_hold_across_processes(pair: Any) -> None:
+    cache, worker, clock = pair
+    # invalidate(scope) in one process reaches the other at once (Redis is the truth)
+    assert worker.call("set", "tenant one question", 1, "t1")
+    assert worker.call("set", "tenant two question", 2, "t2")
+    assert wait_until(lambda: cache.get("tenant one question", "t1") is not None, 1.0)
+    assert cache.invalidate("t1") == 1
+    assert worker.call("get", "tenant one question", "t1") is None
+    assert worker.call("get", "tenant two question", "t2") is not None
+
+    # TTL on both clocks
+    assert cache.set("short lived answer", "soon gone", scope="t2", ttl_seconds=30)
+    assert worker.call("until_hit", "short lived answer", "t2", 5.0) is not None
+    advance(clock, worker, 31)
+    assert worker.call("get", "short lived answer", "t2") is None
+    assert cache.get("short lived answer", scope="t2") is None
+
+    # eviction: capacity 3 for the namespace, least recently used goes first
+    cache.clear()
+    for query in ("red apple pie", "blue whale song", "green tea leaf"):
+        assert worker.call("set", query, query)
+        advance(clock, worker, 1)
+    assert cache.get("red apple pie") is not None  # touch: blue whale is now the oldest
+    advance(clock, worker, 1)
+    assert cache.set("yellow submarine ride", "yellow")
+    assert cache.stats.evictions == 1
+    assert worker.call("get", "blue whale song") is None
+    for query in ("red apple pie", "green tea leaf", "yellow submarine ride"):
+        assert worker.call("get", query) is not None, query
+    assert len(cache) == 3
