@@ -1,0 +1,266 @@
+"""The ``rag-optimize`` command line.
+
+As a subprocess, like a user runs it: demo --short end to end, bench on small factories (a
+real LangChain chain and a real LlamaIndex query engine, written to a module in a temp dir),
+the installed console script on a bad module path, cache stats/clear against a real
+redis-server. The table of user mistakes (non-zero exit, one-line message, no traceback)
+runs in-process through ``main(argv)`` to keep the suite fast (each subprocess pays the
+framework imports again).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rag_optimize import HashingEmbedder, RedisStore, SemanticCache
+from rag_optimize.cli.main import main
+from tests.redis_server import RedisServer, free_port, redis_server  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FACTORIES = textwrap.dedent(
+    """
+    import asyncio
+    import itertools
+
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.retrievers import BaseRetriever
+    from langchain_core.documents import Document
+
+
+    class Docs(BaseRetriever):
+        def _get_relevant_documents(self, query, *, run_manager):
+            return [Document(page_content="Redis is an in-memory store.")]
+
+
+    def chain():
+        prompt = ChatPromptTemplate.from_messages([("human", "{context} {question}")])
+        model = GenericFakeChatModel(
+            messages=itertools.cycle([AIMessage("Redis keeps data in memory.")])
+        )
+        return (
+            {"context": Docs(), "question": lambda q: q} | prompt | model | StrOutputParser()
+        )
+
+
+    def engine():
+        from llama_index.core import Document as LIDocument, VectorStoreIndex
+        from llama_index.core.embeddings import MockEmbedding
+        from llama_index.core.llms import MockLLM
+
+        index = VectorStoreIndex.from_documents(
+            [LIDocument(text="Redis is an in-memory store.")],
+            embed_model=MockEmbedding(embed_dim=8),
+        )
+        return index.as_query_engine(llm=MockLLM(max_tokens=8), streaming=True)
+
+
+    def plain_function():
+        async def answer(question):
+            await asyncio.sleep(0.001)
+            return question.upper()
+
+        return answer
+
+
+    def broken():
+        raise RuntimeError("model server not configured")
+    """
+)
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, script: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess: ``python -m rag_optimize.cli.main`` or the console script."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = (
+        [str(Path(sys.executable).parent / "rag-optimize")]
+        if script
+        else [sys.executable, "-m", "rag_optimize.cli.main"]
+    )
+    return subprocess.run(
+        [*command, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Callable[..., Outcome]]:
+    """Run ``main(argv)`` in this process, in ``workdir``; restores sys.path and modules."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+    def run(*args: str) -> Outcome:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return Outcome(code, out.out, out.err)
+
+    yield run
+    sys.modules.pop("my_factories", None)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "my_factories.py").write_text(FACTORIES)
+    (tmp_path / "questions.txt").write_text(
+        "# support questions\nWhat is Redis?\n\nwhat is redis\nWhere does Redis keep data?\n"
+    )
+    (tmp_path / "empty.txt").write_text("\n# only a comment\n\n")
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_demo_short(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = run_cli("demo", "--short", "--no-progress", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "latency per stage" in text
+    for row in ("retrieval", "generation", "ttft", "total", "cache"):
+        assert row in text
+    assert "cache hit rate:" in text and "speed-up:" in text
+    assert "local extractive model" in text  # the generation stage is labelled
+    report = json.loads((out / "demo.json").read_text())
+    plain, optimized = report["passes"]
+    assert plain["label"] == "plain" and optimized["label"] == "optimized"
+    assert plain["calls"] == optimized["calls"] == 12
+    assert "cache" in optimized["stages"] and "cache" not in plain["stages"]
+    assert report["cache"]["hits"] + report["cache"]["misses"] == 12
+    assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_langchain_and_llamaindex_side_by_side(workdir: Path) -> None:
+    result = run_cli(
+        "bench", "--app", "my_factories:chain", "--app", "my_factories:engine",
+        "--questions", "questions.txt", "--concurrency", "2", "--runs", "2",
+        "--no-progress", "--out", "out", cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "latency per stage" in result.stdout and "speed-up p50" in result.stdout
+    report = json.loads((workdir / "out" / "bench.json").read_text())
+    chain, engine = report["passes"]
+    assert chain["kind"] == "LangChain runnable" and chain["calls"] == 6  # 3 questions x 2 runs
+    assert {"retrieval", "generation", "ttft", "total"} <= set(chain["stages"])
+    assert engine["kind"] == "LlamaIndex query engine" and engine["calls"] == 6
+    assert {"retrieval", "total"} <= set(engine["stages"])
+    assert (workdir / "out" / "bench.png").exists()
+
+
+def test_bench_plain_async_function(workdir: Path, cli: Callable[..., Outcome]) -> None:
+    result = cli("bench", "--app", "my_factories:plain_function", "--questions",
+                 "questions.txt", "--no-progress", "--no-chart", "--out", "o")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((workdir / "o" / "bench.json").read_text())
+    assert report["passes"][0]["stages"]["total"]["count"] == 3
+    assert not (workdir / "o" / "bench.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--app", "my_factories", "--questions", "questions.txt"], 2,
+         "--app must look like 'module:factory'"),
+        (["--app", "my_factories:nope", "--questions", "questions.txt"], 2,
+         "module 'my_factories' has no attribute 'nope'"),
+        (["--app", "my_factories:chain", "--questions", "empty.txt"], 2,
+         "has no questions"),
+        (["--app", "my_factories:chain", "--questions", "missing.txt"], 2,
+         "questions file not found"),
+        (["--app", "my_factories:broken", "--questions", "questions.txt"], 1,
+         "the factory my_factories:broken raised RuntimeError: model server not configured"),
+        (["--app", "my_factories:chain", "--questions", "questions.txt", "--concurrency", "0"],
+         2, "argument --concurrency: must be >= 1"),
+        (["--questions", "questions.txt"], 2, "the following arguments are required: --app"),
+    ],
+)
+def test_bench_user_mistakes(
+    cli: Callable[..., Outcome], args: list[str], code: int, message: str
+) -> None:
+    result = cli("bench", *args, "--no-progress")
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_console_script_bad_module_path(workdir: Path) -> None:
+    result = run_cli("bench", "--app", "no_such_module:chain", "--questions", "questions.txt",
+                     cwd=workdir, script=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "rag-optimize: error: cannot import module 'no_such_module' (from --app "
+        "'no_such_module:chain'): no module named 'no_such_module'; run from the directory "
+        "that contains it or fix PYTHONPATH"
+    )
+
+
+def test_unknown_command_and_no_command(cli: Callable[..., Outcome]) -> None:
+    result = cli("frobnicate")
+    assert result.returncode == 2 and "invalid choice: 'frobnicate'" in result.stderr
+    result = cli()
+    assert result.returncode == 2 and "demo" in result.stdout and "bench" in result.stdout
+
+
+# ---------------------------------------------------------------- cache (real Redis)
+@pytest.fixture
+def filled(redis_server: RedisServer) -> Iterator[str]:  # noqa: F811
+    stores = []
+    for namespace, n in (("cli-a", 3), ("cli-b", 2)):
+        store = RedisStore(redis_server.url, namespace)
+        stores.append(store)
+        cache = SemanticCache(HashingEmbedder(dim=32), store=store)
+        for i in range(n):
+            assert cache.set(f"question number {i} about {namespace}", f"answer {i}")
+    yield redis_server.url
+    for store in stores:
+        store.close()
+
+
+def test_cache_stats_and_clear(filled: str) -> None:
+    stats = run_cli("cache", "stats", "--redis", filled, "--namespace", "cli-a", "--json")
+    assert stats.returncode == 0, stats.stderr
+    data = json.loads(stats.stdout)
+    assert data["entries"] == 3 and data["namespace"] == "cli-a" and data["dimension"] == 32
+    cleared = run_cli("cache", "clear", "--redis", filled, "--namespace", "cli-a")
+    assert cleared.returncode == 0, cleared.stderr
+    assert "cleared 3 entries" in cleared.stdout
+    for namespace, entries in (("cli-a", 0), ("cli-b", 2)):  # the other namespace is untouched
+        store = RedisStore(filled, namespace)
+        try:
+            assert store.count() == entries
+        finally:
+            store.close()
+
+
+def test_cache_errors(cli: Callable[..., Outcome]) -> None:
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    result = cli("cache", "stats", "--redis", down, "--namespace", "x")
+    assert result.returncode == 1 and "Redis cache at" in result.stderr
+    result = cli("cache", "stats", "--redis", "http://nope", "--namespace", "x")
+    assert result.returncode == 2 and "--redis must be a redis://" in result.stderr
+    result = cli("cache", "flush", "--redis", down, "--namespace", "x")
+    assert result.returncode == 2 and "invalid choice: 'flush'" in result.stderr
