@@ -252,3 +252,19 @@ def test_latency_tracing_block_traces_calls_without_config() -> None:
     assert report["total"].count == 2
     assert report["retrieval"].count == 2 and report["generation"].count == 2
     assert report["embedding"].count == 3  # TimedEmbeddings reports on its own, in no run
+
+
+def test_batch_in_threads_attributes_each_input_to_its_run() -> None:
+    tracker = LatencyTracker()
+    handler = LatencyCallbackHandler(tracker)
+    chain, retriever = make_chain(tracker)
+    ids = [uuid.uuid4() for _ in range(8)]
+    chain.batch(
+        [{"question": f"b{i}"} for i in range(8)],
+        config=[{"callbacks": [handler], "run_id": run_id} for run_id in ids],
+    )
+    for i, run_id in enumerate(ids):
+        record = tracker.run_report(str(run_id))
+        assert record is not None and record.total is not None
+        assert record.counts == {"embedding": 1, "retrieval": 1, "generation": 1}
+        assert retriever.seen_runs[f"b{i}"] == [str(run_id)]

@@ -212,7 +212,7 @@ def test_timeline_run_waits_for_open_children(clock: Any) -> None:
     clock.advance(0.1)
     tl.end("query-span")  # the framework's query() returned a stream
     assert tracker.run_report("q1") is not None and "q1" in tracker.open_runs()
-    assert LatencyTracker.current_run() is None
+    assert LatencyTracker.current_run() == "q1"  # still running in this context
     clock.advance(0.05)
     tl.token("llm")
     clock.advance(0.2)
@@ -221,6 +221,33 @@ def test_timeline_run_waits_for_open_children(clock: Any) -> None:
     assert record is not None
     assert record.total == pytest.approx(0.35)
     assert record.stages == pytest.approx({"generation": 0.35, "ttft": 0.15})
+    assert LatencyTracker.current_run() is None
+
+
+def test_timeline_hold_keeps_a_run_open_for_a_late_operation(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    tl = EventTimeline(tracker)
+
+    def scenario() -> None:
+        tl.start("query", None, run_id="q")
+        clock.advance(0.05)
+        assert tl.hold("q") and tl.held("q")
+        tl.end("query")  # returned a lazy stream: run stays open and current
+        assert LatencyTracker.current_run() == "q"
+        clock.advance(0.01)
+        tl.start("llm", stages.GENERATION)  # no parent: joins the current run
+        clock.advance(0.02)
+        tl.token("llm")
+        tl.end("llm")
+        assert "q" in tracker.open_runs()
+        tl.release("q")
+        assert LatencyTracker.current_run() is None
+
+    contextvars.copy_context().run(scenario)
+    record = tracker.run_report("q")
+    assert record is not None and record.total == pytest.approx(0.08)
+    assert record.stages == pytest.approx({"generation": 0.02, "ttft": 0.08})
+    assert not tl.held("q") and not tl.hold("unknown")
 
 
 def test_timeline_nodes_outside_runs(clock: Any) -> None:
@@ -249,3 +276,34 @@ def test_timeline_is_bounded(clock: Any) -> None:
     assert LatencyTracker.current_run() is None
     with pytest.raises(ConfigurationError):
         EventTimeline(tracker, max_open=0)
+
+
+def test_timeline_siblings_and_stale_current_runs(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    siblings = EventTimeline(tracker, join_own_runs=False, track_current=True)
+
+    def batch() -> None:  # LangChain's batch starts every root in the caller's context
+        siblings.start("a", None)
+        siblings.start("b", None)
+        assert LatencyTracker.current_run() == "b"
+        siblings.start("a.step", stages.RETRIEVAL, parent_id="a")
+        assert LatencyTracker.current_run() == "a"  # track_current: the step's own run
+        clock.advance(0.01)
+        siblings.end("a.step")
+        siblings.end("a")
+        siblings.end("b")
+
+    contextvars.copy_context().run(batch)
+    a, b = tracker.run_report("a"), tracker.run_report("b")
+    assert a is not None and b is not None
+    assert a.counts == {"retrieval": 1} and b.counts == {}
+
+    joining = EventTimeline(tracker)  # join_own_runs=True, but never a finished run
+
+    def stale() -> None:
+        LatencyTracker.set_current_run("a")  # finished above
+        assert joining.start("c", None) == "c"
+        joining.end("c")
+
+    contextvars.copy_context().run(stale)
+    assert tracker.run_report("c") is not None

@@ -53,7 +53,10 @@ class LatencyCallbackHandler(BaseCallbackHandler):
     ) -> None:
         super().__init__()
         self.tracker = tracker if tracker is not None else LatencyTracker()
-        self.timeline = EventTimeline(self.tracker)
+        # LangChain links nested runs by parent id, so a parentless run is a new root (a
+        # sibling in chain.batch), and every event marks its run current in the context the
+        # step runs in (batch steps run in worker threads with copied contexts).
+        self.timeline = EventTimeline(self.tracker, join_own_runs=False, track_current=True)
         self.stage_names = dict(stage_names or {})
         for stage in self.stage_names.values():
             stages.check_stage(stage)

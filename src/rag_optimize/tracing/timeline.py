@@ -9,7 +9,8 @@ their framework's events into these calls, and this class holds the logic once:
   (``"retrieval"``, ``"generation"``, ...) or None for a structural node (a chain step or a
   framework span that is not a stage of its own). A node inherits the run of its parent. A
   node without a parent run joins the tracker's current run (``with tracker.run():`` around
-  the call) if there is one; otherwise, if ``opens_run`` is true, it *opens* a run (id
+  the call) if there is one and it is still open (a run this timeline opened itself only with
+  ``join_own_runs`` or while it is held); otherwise, if ``opens_run`` is true, it *opens* a run (id
   ``run_id`` or ``str(node_id)``), else it belongs to no run (its stage still counts in the
   aggregate report; used for embedding calls made while building an index, for instance).
 * ``claim(node_id)`` turns an open node without a run into the root of a new run (LlamaIndex
@@ -20,11 +21,13 @@ their framework's events into these calls, and this class holds the logic once:
 * ``token(node_id)`` for each streamed token: the first token of a run records ``ttft``.
 
 A node that opens a run also makes it the tracker's current run in this context (cleared when
-the run ends), so our own components (cache, batching embedder) called inside the chain
-attribute their spans to it, and so do operations the framework starts later in the same
-context without a parent (LlamaIndex calls the LLM of a streamed answer only when the caller
-iterates the stream, outside the query's span). ``hold(run_id)`` keeps a run open for such a
-late operation; ``release(run_id)`` lets it end.
+the run ends; with ``track_current`` every node start does, so work that a framework runs in
+worker threads or tasks, each with a copy of the context, finds its own run). So our own
+components (cache, batching embedder) called inside the chain attribute their spans to it,
+and so do operations the framework starts later in the same context without a parent
+(LlamaIndex calls the LLM of a streamed answer only when the caller iterates the stream,
+outside the query's span). ``hold(run_id)`` keeps a run open for such a late operation;
+``release(run_id)`` lets it end.
 
 Open nodes are bounded (``max_open``): nodes whose end never arrives are dropped oldest first.
 Thread-safe; one instance serves any number of concurrent runs.
@@ -61,11 +64,19 @@ class _RunState:
 class EventTimeline:
     """Pairs start/end events of a tree of operations into stage samples of a tracker."""
 
-    def __init__(self, tracker: LatencyTracker, max_open: int = 100_000) -> None:
+    def __init__(
+        self,
+        tracker: LatencyTracker,
+        max_open: int = 100_000,
+        join_own_runs: bool = True,
+        track_current: bool = False,
+    ) -> None:
         if isinstance(max_open, bool) or not isinstance(max_open, int) or max_open <= 0:
             raise ConfigurationError(f"max_open must be a positive int, got {max_open!r}")
         self.tracker = tracker
         self.max_open = max_open
+        self.join_own_runs = join_own_runs
+        self.track_current = track_current
         self._nodes: OrderedDict[Hashable, _Node] = OrderedDict()
         self._runs: dict[str, _RunState] = {}
         self._held: dict[str, int] = {}
@@ -87,10 +98,15 @@ class EventTimeline:
             if parent is not None and parent.run_id is not None:
                 node = _Node(stage, parent.run_id, now, attributes)
                 self._add(node_id, node)
-                return node.run_id
-        current = _CURRENT_RUN.get()
+        if parent is not None and parent.run_id is not None:
+            if self.track_current:
+                _CURRENT_RUN.set(parent.run_id)
+            return parent.run_id
+        current = self._joinable_current()
         if current is not None:
             node = _Node(stage, current, now, attributes)
+            if self.track_current:
+                _CURRENT_RUN.set(current)
         elif opens_run:
             new_run = self.tracker.start_run(run_id or str(node_id), start=now)
             node = _Node(stage, new_run, now, attributes, owns_run=True)
@@ -103,14 +119,33 @@ class EventTimeline:
             self._add(node_id, node)
         return node.run_id
 
+    def _joinable_current(self) -> str | None:
+        """The current run if a parentless node should join it, else None.
+
+        A run that is no longer open is never joined (a stale context value). A run opened
+        by this timeline is joined only with ``join_own_runs`` or while it is held: LangChain
+        starts the roots of ``chain.batch`` one after another in the caller's context, and
+        those are siblings, not nested calls (LangChain links nested calls by parent id).
+        """
+        current = _CURRENT_RUN.get()
+        if current is None or not self.tracker.is_open(current):
+            return None
+        if self.join_own_runs:
+            return current
+        with self._lock:
+            own = current in self._runs
+            held = self._held.get(current, 0) > 0
+        return current if (not own or held) else None
+
     def claim(self, node_id: Hashable, run_id: str | None = None) -> str | None:
         """Make an open node that has no run the root of a new run; returns the node's run."""
         with self._lock:
             node = self._nodes.get(node_id)
             if node is None or node.run_id is not None:
                 return None if node is None else node.run_id
-        if _CURRENT_RUN.get() is not None:
-            new_run: str = _CURRENT_RUN.get() or ""
+        current = self._joinable_current()
+        if current is not None:
+            new_run: str = current
             owns = False
         else:
             new_run = self.tracker.start_run(run_id or str(node_id), start=node.started)

@@ -294,6 +294,11 @@ class LatencyTracker:
                 first_token_seen=record.first_token_seen,
             )
 
+    def is_open(self, run_id: str) -> bool:
+        """Whether ``run_id`` is a started run that has not finished yet."""
+        with self._lock:
+            return run_id in self._open
+
     def open_runs(self) -> list[str]:
         with self._lock:
             return list(self._open)
