@@ -458,3 +458,20 @@ def test_custom_query_batch_function_is_used() -> None:
         assert batcher.embed_query("q") == model.vector("query: q")
         assert batcher.embed_documents(["d"]) == [model.vector("d")]
     assert prefixed == [["query: q"]]
+
+
+def test_idle_batcher_nobody_closed_can_be_collected(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+    import weakref
+
+    from rag_optimize.embedding import batching
+
+    monkeypatch.setattr(batching, "_IDLE_EXIT_S", 0.05)
+    model = FakeModel()
+    batcher = BatchingEmbedder(model, max_wait_ms=0)
+    ref = weakref.ref(batcher)
+    assert batcher.embed_query("a") == model.vector("a")
+    wait_until(lambda: getattr(ref(), "_dispatcher", 0) is None)  # the idle dispatcher ended
+    assert batcher.embed_query("b") == model.vector("b")  # and restarts on demand
+    del batcher
+    wait_until(lambda: gc.collect() >= 0 and ref() is None)

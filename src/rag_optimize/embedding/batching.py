@@ -51,6 +51,9 @@ BatchFunction = Callable[[list[str]], Sequence[Vector]]
 _Outcome = tuple["Vector | None", "BaseException | None"]  # (vector, error) of one text
 
 
+_IDLE_EXIT_S = 2.0  # an idle dispatcher thread ends after this long
+
+
 class EmbedderClosedError(RagOptimizeError, RuntimeError):
     """The batching embedder was closed; it accepts no new texts."""
 
@@ -351,10 +354,11 @@ class BatchingEmbedder:
         return waiters
 
     def _start_threads(self) -> None:
-        if self._dispatcher is None:
+        if self._workers is None:
             self._workers = ThreadPoolExecutor(
                 self.max_in_flight, thread_name_prefix="rag-optimize-embed"
             )
+        if self._dispatcher is None:
             self._dispatcher = threading.Thread(
                 target=self._dispatch_loop, name="rag-optimize-batcher", daemon=True
             )
@@ -363,7 +367,8 @@ class BatchingEmbedder:
     # ------------------------------------------------------------------ dispatcher
 
     def _dispatch_loop(self) -> None:
-        assert self._workers is not None
+        workers = self._workers
+        assert workers is not None
         while True:
             with self._lock:
                 batch = self._next_batch()
@@ -379,7 +384,7 @@ class BatchingEmbedder:
                 space = self._take_space_waiters()
             for waiter in space:
                 _resolve_space(waiter)
-            self._workers.submit(self._run_batch, batch)
+            workers.submit(self._run_batch, batch)
 
     def _next_batch(self) -> list[_Slot] | None:
         """Wait (lock held) until a batch may leave; ``None`` once closed and drained."""
@@ -395,8 +400,15 @@ class BatchingEmbedder:
                 self._wakeup.wait(min(remaining, self._max_wait))
             elif self._closed and not self._queue:
                 return None
-            else:
-                self._wakeup.wait()
+            elif self._queue or self._batches_running:
+                self._wakeup.wait()  # for a batch to finish
+            elif not self._wakeup.wait(_IDLE_EXIT_S) and not (
+                self._queue or self._batches_running or self._closed
+            ):
+                # Idle: let the thread end, so a batcher nobody closed can be collected
+                # (its worker threads end with it); the next text starts a new dispatcher.
+                self._dispatcher = None
+                return None
         size = min(len(self._queue), self.max_batch_size)
         return [self._queue.popitem(last=False)[1] for _ in range(size)]
 
