@@ -144,15 +144,23 @@ class FusionRetriever:
 
     def _run_sync(self, query: str) -> tuple[dict[str, Outcome], dict[str, float]]:
         timings: dict[str, float] = {}
-        pool = self._pool()
         started = time.monotonic()
-        # Each branch runs in a copy of the caller's context, so context variables (cache
-        # scopes, tracing spans, framework callbacks) reach it as they would on the loop.
+        # One branch without a timeout runs on the calling thread (one thread hand-off less);
+        # the others go to worker threads, each in a copy of the caller's context so context
+        # variables (cache scopes, tracing spans, framework callbacks) reach it.
+        inline = next((b for b in self.branches if self.timeouts[b.name] is None), None)
+        pool = self._pool() if len(self.branches) > 1 or inline is None else None
         futures = {
             b.name: pool.submit(contextvars.copy_context().run, self._timed, b, query, timings)
             for b in self.branches
+            if b is not inline and pool is not None
         }
         outcomes: dict[str, Outcome] = {}
+        if inline is not None:
+            try:
+                outcomes[inline.name] = self._timed(inline, query, timings)
+            except Exception as exc:
+                outcomes[inline.name] = exc
         for name, future in futures.items():
             limit = self.timeouts[name]
             wait = None if limit is None else max(0.0, limit - (time.monotonic() - started))
@@ -163,6 +171,7 @@ class FusionRetriever:
                 outcomes[name] = TimeoutError(f"timed out after {limit * 1000:.0f} ms")  # type: ignore[operator]
             except Exception as exc:
                 outcomes[name] = exc
+        outcomes = {b.name: outcomes[b.name] for b in self.branches}  # branch order
         return outcomes, timings
 
     async def _run_async(self, query: str) -> tuple[dict[str, Outcome], dict[str, float]]:
