@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("RAG_OPTIMIZE_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "benchmarks" / "results" / "embedding_batching.json"
 CONCURRENCY = [1, 8, 32, 128]
-BATCH: dict[str, Any] = {"max_batch_size": 32, "max_wait_ms": 5.0, "max_in_flight": 2}
+BATCH: dict[str, Any] = {"max_batch_size": 32, "max_wait_ms": 5.0, "max_in_flight": 1}
 
 
 def load_texts() -> list[str]:

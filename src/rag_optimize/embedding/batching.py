@@ -14,8 +14,9 @@ How it works, in one place so sync and async callers never drift:
   ``call_soon_threadsafe``), so the event loop never blocks;
 * one dispatcher thread cuts batches: a batch leaves when it holds ``max_batch_size`` texts
   or when its oldest text has waited ``max_wait_ms`` (measured with the injected ``clock``);
-* batches run in a pool of ``max_in_flight`` worker threads, so the model keeps working while
-  the next batch fills;
+* batches run off the caller's thread and off the event loop, in a pool of ``max_in_flight``
+  worker threads; the next batch fills while one runs and leaves as soon as the model is
+  free (its oldest text has waited by then), so the model is not left idle;
 * identical texts waiting or in flight share one slot; a small LRU cache answers recent texts
   without the model;
 * a failed batch is retried one text at a time, so a bad input fails only its own callers;
@@ -120,8 +121,11 @@ class BatchingEmbedder:
         max_queue: most distinct texts waiting for a batch; beyond it callers wait for room
             (``block=True``) or get :class:`QueueFull`.
         cache_size: entries of the LRU cache of recent query vectors (0 disables it).
-        max_in_flight: batches the model may run at the same time (worker threads). Use 1
-            for a model that is not thread-safe.
+        max_in_flight: batches the model may run at the same time (worker threads). The
+            default 1 suits a local CPU model: a second batch would only compete for the
+            same cores and split the load into smaller batches (measured on all-MiniLM-L6-v2
+            at 128 callers: mean batch 32 and 34 texts/s with 1, 28.7 texts/s with 2). Raise
+            it for a remote API or a GPU server that serves concurrent requests.
         block: what a caller does when the queue is full: wait (True) or raise ``QueueFull``.
         embed_batch: the function that embeds a batch of *queries*; defaults to the model's
             ``embed_documents``. Pass your own when the model embeds queries differently from
@@ -138,7 +142,7 @@ class BatchingEmbedder:
         max_wait_ms: float = 5.0,
         max_queue: int = 1024,
         cache_size: int = 10_000,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
         block: bool = True,
         embed_batch: BatchFunction | None = None,
         clock: Callable[[], float] = time.monotonic,
