@@ -7,16 +7,15 @@ It drops in wherever an ``Embeddings`` goes: vector stores, retrievers, ``CacheB
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
 from rag_optimize.embedding.batch_stats import BatchStats
-from rag_optimize.embedding.batching import BatchingEmbedder
+from rag_optimize.embedding.batching import BatchingEmbedder, ClosesOnExit
 
 
-class BatchingEmbeddings(Embeddings):
+class BatchingEmbeddings(ClosesOnExit, Embeddings):
     """Wrap ``embeddings`` so concurrent ``embed_query``/``aembed_query`` calls share batches.
 
     ``options`` are :class:`rag_optimize.BatchingEmbedder`'s (``max_batch_size``,
@@ -59,17 +58,6 @@ class BatchingEmbeddings(Embeddings):
     def close(self) -> None:
         """Finish queued work and stop the batching threads."""
         self.batcher.close()
-
-    def __enter__(self) -> BatchingEmbeddings:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"BatchingEmbeddings({self.embeddings!r}, {self.batcher!r})"

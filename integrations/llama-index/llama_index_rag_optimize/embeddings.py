@@ -7,7 +7,6 @@ hooks (``_get_query_embedding`` and friends) call the core. Usable as ``Settings
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
@@ -15,7 +14,7 @@ from llama_index.core.callbacks import CallbackManager
 from pydantic import PrivateAttr
 
 from rag_optimize.embedding.batch_stats import BatchStats
-from rag_optimize.embedding.batching import BatchingEmbedder
+from rag_optimize.embedding.batching import BatchingEmbedder, ClosesOnExit
 
 
 class _LlamaIndexModel:
@@ -31,7 +30,7 @@ class _LlamaIndexModel:
         return [list(v) for v in self.model.get_text_embedding_batch(texts)]
 
 
-class BatchingEmbedding(BaseEmbedding):
+class BatchingEmbedding(ClosesOnExit, BaseEmbedding):
     """Wrap ``embed_model`` so concurrent query embeddings (sync and async) share batches.
 
     ``options`` are :class:`rag_optimize.BatchingEmbedder`'s (``max_batch_size``,
@@ -108,14 +107,3 @@ class BatchingEmbedding(BaseEmbedding):
     def close(self) -> None:
         """Finish queued work and stop the batching threads."""
         self._batcher.close()
-
-    def __enter__(self) -> BatchingEmbedding:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
+from typing import TypeVar
 
 from rag_optimize.embedding.batch_stats import BatchCounters, BatchStats
 from rag_optimize.embedding.lru import LRUCache
@@ -109,7 +110,46 @@ def _resolve(future: Future[Vector], vector: Vector | None, error: BaseException
         pass  # cancelled by its caller
 
 
-class BatchingEmbedder:
+_Closable = TypeVar("_Closable", bound="ClosesOnExit")
+
+
+class ClosesOnExit:
+    """``with`` and ``async with`` for an object with ``close()``: leaving the block closes it.
+
+    Shared by :class:`BatchingEmbedder` and the framework adapters that own one.
+    """
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Async twin of ``close()`` (waits in a worker thread, not on the event loop)."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self: _Closable) -> _Closable:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self: _Closable) -> _Closable:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class BatchingEmbedder(ClosesOnExit):
     """Wrap ``embedder`` so concurrent single-text calls share batched model calls.
 
     Args:
@@ -264,32 +304,6 @@ class BatchingEmbedder:
             dispatcher.join()
         if workers is not None:
             workers.shutdown(wait=True)
-
-    async def aclose(self) -> None:
-        """Async twin of :meth:`close` (waits in a worker thread)."""
-        await asyncio.to_thread(self.close)
-
-    def __enter__(self) -> BatchingEmbedder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> BatchingEmbedder:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (
