@@ -51,21 +51,41 @@ def free_port() -> int:
 class RedisServer:
     """One throw-away redis-server process."""
 
-    def __init__(self, port: int | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, extra_args: list[str] | None = None, tls: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.extra_args = extra_args or []
         self.dir = tempfile.mkdtemp(prefix="rag-optimize-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls
+        self.cert = os.path.join(self.dir, "cert.pem")
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def _tls_args(self) -> list[str]:
+        """A self-signed certificate for 127.0.0.1 (openssl CLI) and TLS-only listening."""
+        key = os.path.join(self.dir, "key.pem")
+        if not os.path.exists(self.cert):
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                 "-out", self.cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1"],
+                check=True, capture_output=True,
+            )
+        return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.cert,
+                "--tls-key-file", key, "--tls-ca-cert-file", self.cert,
+                "--tls-auth-clients", "no"]
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
+        listen = self._tls_args() if self.tls else ["--port", str(self.port)]
         args = [
             REDIS_BIN,
-            "--port", str(self.port),
+            *listen,
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",
@@ -79,9 +99,11 @@ class RedisServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
             try:
-                if self.cli("PING") == b"PONG":
+                if self.tls and self.client(socket_timeout=1).ping():
                     return self
-            except OSError:
+                if not self.tls and self.cli("PING") == b"PONG":
+                    return self
+            except Exception:  # noqa: BLE001, S110 - not listening yet
                 pass
             time.sleep(0.02)
         raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout}s")
@@ -111,6 +133,8 @@ class RedisServer:
         """A plain redis-py client for setting up and inspecting state."""
         import redis
 
+        if self.tls:
+            kwargs = {"ssl": True, "ssl_ca_certs": self.cert, **kwargs}
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
 
     def cli(self, *args: str) -> Any:

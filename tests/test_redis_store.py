@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -320,6 +321,25 @@ def test_acl_user_from_url_and_wrong_password_fails_open(
         assert cache.set("authenticated question", "no") is False
         assert cache.get("authenticated question") is None
         assert cache.stats.store_errors >= 2
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI for a cert")
+def test_tls_via_rediss_url(clock: FakeClock) -> None:
+    server = RedisServer(tls=True).start()
+    try:
+        url = server.url + "?ssl_cert_reqs=required"
+        with RedisStore(url, "tls", clock=clock, client_options={"ssl_ca_certs": server.cert},
+                        timeout_ms=500) as store:
+            cache = new_cache(store, clock)
+            assert cache.set("encrypted question", "over TLS")
+            hit = cache.get("encrypted question")
+            assert hit is not None and hit.response == "over TLS"
+            assert cache.stats.store_errors == 0
+        # a client that does not trust the certificate fails open instead of raising
+        with RedisStore(server.url, "tls", clock=clock, startup_wait_ms=0) as untrusted:
+            assert new_cache(untrusted, clock).get("encrypted question") is None
+    finally:
+        server.stop()
 
 
 def test_plain_server_has_no_search_module(make_store: MakeStore) -> None:

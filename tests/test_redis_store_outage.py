@@ -117,9 +117,9 @@ def test_slow_server_does_not_stall_callers(server: RedisServer) -> None:
     done = threading.Event()
 
     def block_server() -> None:
-        raw = server.client(socket_timeout=5)
+        raw = server.client(socket_timeout=10)
         sleeping.set()
-        raw.execute_command("DEBUG", "SLEEP", "0.8")
+        raw.execute_command("DEBUG", "SLEEP", "1.5")
         done.set()
 
     def caller(offset: int) -> None:
@@ -155,9 +155,10 @@ def test_slow_server_does_not_stall_callers(server: RedisServer) -> None:
     blocker.join(10)
     for c in callers:
         c.join(10)
-    assert len(durations) > 10
-    # 50 ms timeouts against a server asleep for 800 ms: nobody waits anywhere near it
-    assert max(durations) < 0.4, sorted(durations)[-5:]
+    assert len(durations) > 20  # a stalled caller would have made one call in the sleep
+    # 50 ms timeouts against a server asleep for 1.5 s: nobody waits anywhere near it
+    # (generous bound: the machine is shared and loaded)
+    assert max(durations) < 0.75, sorted(durations)[-5:]
     assert cache.stats.store_errors > 0
     assert wait_until(lambda: cache.get(QUERIES[1]) is not None, timeout=5.0)
     store.close()

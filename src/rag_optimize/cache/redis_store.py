@@ -199,7 +199,11 @@ class RedisStore:
             follower_client = redis.Redis.from_url(
                 url,
                 retry=_no_retry(redis.retry.Retry),
-                **{**self._options, "socket_timeout": self.staleness + max(self.timeout, 1.0)},
+                **{
+                    **self._options,  # background thread: generous timeouts, nobody waits
+                    "socket_timeout": self.staleness + max(self.timeout, 1.0),
+                    "socket_connect_timeout": max(self.connect_timeout, 1.0),
+                },
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid Redis url {url!r}: {exc}") from exc
@@ -261,22 +265,18 @@ class RedisStore:
         }
 
     def search_module(self) -> bool:
-        """Whether the server has the search module (``FT.*``). Informational only: the
-        store works the same without it."""
+        """Whether the server has the search module (``FT.*``, Redis Stack / Redis 8).
+        Informational only: this store never uses it and works the same without it."""
         try:
-            modules = self._client.execute_command("MODULE", "LIST")
-        except Exception:  # noqa: BLE001 - MODULE may be disabled by ACL; then: no
+            self._client.execute_command("FT._LIST")
+        except Exception:  # noqa: BLE001 - unknown command (or denied by ACL): no
             return False
-        names = {
-            str(m.get(b"name", m.get("name", b""))).lower() if isinstance(m, dict) else str(m)
-            for m in modules or []
-        }
-        return any("search" in name or "ft" == name for name in names)
+        return True
 
     # ---------------------------------------------------------------- sync API
     def get_exact(self, scope: str, query_key: str, now: float) -> CacheEntry | None:
         """The live entry stored for exactly this normalised query in ``scope``."""
-        return self._drive(self._get_exact(scope, query_key, now), lookup=True)
+        return self._drive(self._get_exact(scope, query_key, now))
 
     def search(self, scope: str, vector: FloatVector, k: int, now: float) -> list[Candidate]:
         """Nearest entries of ``scope`` from the local mirror (no network).
@@ -288,11 +288,11 @@ class RedisStore:
 
     def fetch(self, entry_id: str, now: float) -> CacheEntry | None:
         """The full entry from Redis (touches its LRU time), ``None`` if gone/expired."""
-        return self._drive(self._fetch(hex_id(entry_id), now), lookup=True)
+        return self._drive(self._fetch(hex_id(entry_id), now))
 
     def put(self, entry: CacheEntry, now: float) -> None:
         """Insert or replace ``entry`` (also how a changed threshold is published)."""
-        self._drive(self._put(entry, now), lookup=True)
+        self._drive(self._put(entry, now))
 
     def delete(self, entry_ids: list[str]) -> int:
         """Remove these entries everywhere; returns how many existed."""
@@ -530,7 +530,7 @@ class RedisStore:
         return int((yield _Command(("ZCARD", self._keys.lru))))
 
     # ----------------------------------------------------------------- drivers
-    def _drive(self, plan: Plan[T], *, lookup: bool = False) -> T:
+    def _drive(self, plan: Plan[T]) -> T:
         self._check_open()
         call: _Call | None = None
         try:
