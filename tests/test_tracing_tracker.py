@@ -307,3 +307,16 @@ def test_timeline_siblings_and_stale_current_runs(clock: Any) -> None:
 
     contextvars.copy_context().run(stale)
     assert tracker.run_report("c") is not None
+
+
+def test_samples_for_runs_that_are_not_open_count_in_the_aggregate_only(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    tracker.record("cache", 0.01, run_id="never-started")
+    with tracker.run("done"):
+        pass
+    tracker.record("cache", 0.01, run_id="done")
+    assert tracker.open_runs() == []
+    assert tracker.run_report("never-started") is None
+    done = tracker.run_report("done")
+    assert done is not None and done.counts == {}
+    assert tracker.report()["cache"].count == 2

@@ -360,7 +360,8 @@ class LatencyTracker:
         """Record a stage that ran from ``start`` to ``end`` (readings of :attr:`clock`).
 
         The primitive under :meth:`span`, :meth:`record` and the adapters' event timeline;
-        ``run_id`` None means "no run" here (no current-run lookup).
+        ``run_id`` None means "no run" here (no current-run lookup). A sample for a run that is
+        not open (never started, or finished) counts in the aggregate report only.
         """
         seconds = max(0.0, end - start)
         with self._lock:
@@ -370,9 +371,6 @@ class LatencyTracker:
             window.add(seconds)
             if run_id is not None and stage != _stages.TOTAL:
                 record = self._open.get(run_id)
-                if record is None and run_id not in self._finished:
-                    record = self._open[run_id] = RunRecord(run_id=run_id, started=start)
-                    self._trim_open()
                 if record is not None:
                     record.stages[stage] = record.stages.get(stage, 0.0) + seconds
                     record.counts[stage] = record.counts.get(stage, 0) + 1
