@@ -46,7 +46,8 @@ from rag_optimize.streaming import sse
 def build_chain(short: bool) -> tuple[Runnable[Any, str], SemanticCache]:
     """The demo corpus behind a cached hybrid-retrieval RAG chain (and its cache)."""
     embeddings = BatchingEmbeddings(PackagedEmbeddings(default_embedder()), max_wait_ms=2)
-    documents = [Document(page_content=p.text, id=p.id) for p in passages()]
+    corpus = passages()[: 60 if short else None]  # short: fewer passages to embed
+    documents = [Document(page_content=p.text, id=p.id) for p in corpus]
     retriever = AsyncHybridRetriever.from_documents(documents, embeddings, k=4)
     model = ExtractiveChatModel(
         first_token_delay_s=0.02 if short else 0.15, token_delay_s=0.003 if short else 0.015

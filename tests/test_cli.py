@@ -1,11 +1,12 @@
 """The ``rag-optimize`` command line.
 
-As a subprocess, like a user runs it: demo --short end to end, bench on small factories (a
-real LangChain chain and a real LlamaIndex query engine, written to a module in a temp dir),
-the installed console script on a bad module path, cache stats/clear against a real
-redis-server. The table of user mistakes (non-zero exit, one-line message, no traceback)
-runs in-process through ``main(argv)`` to keep the suite fast (each subprocess pays the
-framework imports again).
+As a subprocess, like a user runs it: demo --short end to end (the ``demo`` command comes
+from the LangChain adapter's entry point), the installed console script on a bad module
+path, cache stats/clear against a real redis-server. Bench on small factories (a real
+LangChain chain and a real LlamaIndex query engine, written to a module in a temp dir) and
+the table of user mistakes (non-zero exit, one-line message, no traceback) run in-process
+through ``main(argv)`` to keep the suite fast (each subprocess pays the framework imports
+again).
 """
 
 from __future__ import annotations
@@ -154,11 +155,13 @@ def test_demo_short(tmp_path: Path) -> None:
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_langchain_and_llamaindex_side_by_side(workdir: Path) -> None:
-    result = run_cli(
+def test_bench_langchain_and_llamaindex_side_by_side(
+    workdir: Path, cli: Callable[..., Outcome]
+) -> None:
+    result = cli(
         "bench", "--app", "my_factories:chain", "--app", "my_factories:engine",
         "--questions", "questions.txt", "--concurrency", "2", "--runs", "2",
-        "--no-progress", "--out", "out", cwd=workdir,
+        "--no-progress", "--out", "out",
     )
     assert result.returncode == 0, result.stderr
     assert "latency per stage" in result.stdout and "speed-up p50" in result.stdout

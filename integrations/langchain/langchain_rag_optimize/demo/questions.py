@@ -44,12 +44,17 @@ def intents() -> list[tuple[str, str, str]]:
     return out
 
 
-def question_stream(n: int, seed: int = 7, zipf_s: float = 1.1) -> list[Question]:
-    """``n`` questions drawn with Zipf popularity over the intents, each phrased at random."""
+def question_stream(
+    n: int, seed: int = 7, zipf_s: float = 1.1, only: set[str] | None = None
+) -> list[Question]:
+    """``n`` questions drawn with Zipf popularity over the intents (those in ``only``, when
+    given: the passage ids of a smaller corpus), each phrased at random."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     rng = random.Random(seed)
-    pool = intents()
+    pool = [x for x in intents() if only is None or x[0] in only]
+    if not pool:
+        raise ValueError("no intents left to ask about")
     rng.shuffle(pool)
     weights = [1.0 / (rank + 1) ** zipf_s for rank in range(len(pool))]
     out = []
