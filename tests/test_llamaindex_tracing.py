@@ -237,3 +237,24 @@ def test_legacy_callback_manager_handler() -> None:
     assert record.stages["generation"] >= TOKEN_S * TOKENS
     assert record.stages["rerank"] >= RERANK_S
     assert legacy.timeline.open_nodes() == 0
+
+
+def test_event_handler_alone_works_for_sequential_queries() -> None:
+    """Only ``get_dispatcher().add_event_handler(handler)``, no span handler."""
+    handler = LatencyEventHandler(LatencyTracker())
+    root = get_dispatcher()
+    root.add_event_handler(handler)
+    try:
+        tracker = handler.tracker
+        totals = _totals(tracker)
+        engine = build_index().as_query_engine(llm=SleepyLLM())
+        engine.query("one")
+        engine.query("two")
+    finally:
+        root.event_handlers = [h for h in root.event_handlers if h is not handler]
+    assert len(totals) == 2
+    for total in totals:
+        record = tracker.run_report(str(total.run_id))
+        assert record is not None
+        assert record.counts == {"embedding": 1, "retrieval": 1, "generation": 1}
+    assert LatencyTracker.current_run() is None
