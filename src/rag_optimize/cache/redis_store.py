@@ -70,6 +70,7 @@ from rag_optimize.errors import ConfigurationError, InvalidVectorError, StoreErr
 T = TypeVar("T")
 
 _CHUNK = 1000
+_FRESH_SLACK = 0.25
 _MAX_ROUNDS = 100_000
 
 
@@ -117,10 +118,11 @@ class RedisStore:
             recently used entry is evicted, atomically on the server. ``None``: unbounded.
         timeout_ms: socket timeout of every lookup/write round trip (connect too, unless
             ``connect_timeout_ms``): the longest a request waits for the cache per round trip.
-        staleness_ms: how long the change-log reader blocks per poll; changes by other
-            processes reach this one's mirror about one round trip after they happen, and
-            the mirror counts as stale (exact lookups then ask Redis) when it could not be
-            confirmed for about twice this long.
+        staleness_ms: how long the change-log reader blocks per ``XREAD``. Changes by
+            other processes wake it at once and reach this process's mirror about one round
+            trip after they happen (see BENCHMARKS.md); when the reader has not confirmed
+            the mirror for ``staleness_ms + timeout_ms + 250 ms`` (a stuck or failing
+            reader), exact lookups stop trusting the mirror and ask Redis.
         index: ``"exact"`` or ``"ann"`` (usearch HNSW) for the local vector mirror.
         failure_threshold / cooldown_ms: circuit breaker: after this many consecutive
             failures, stop calling Redis for this long, then let one probe through.
@@ -630,7 +632,8 @@ class RedisStore:
             raise StoreError("Redis is failing: its last call failed or the circuit is open")
 
     def _mirror_fresh(self) -> bool:
-        return self._follower.fresh(2 * self.staleness + self.timeout)
+        # Redis wakes timed-out XREADs on its 100 ms timer (hz 10), hence the slack
+        return self._follower.fresh(self.staleness + self.timeout + _FRESH_SLACK)
 
     def _set_dim(self, dim: int | None) -> None:
         self._dim = dim

@@ -186,6 +186,9 @@ class ChangeFollower:
         return out
 
     def _tail(self) -> None:
+        # current up to now (loaded or tailed without error just before); while this XREAD
+        # blocks, any change wakes it at once
+        self._last_ok = time.monotonic()
         reply = self._client.xread(
             {self._keys.log: self._last_id}, count=_READ_COUNT, block=self._block_ms
         )
