@@ -63,16 +63,21 @@ def format_event(data: str, event: str | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def _first_str(get: Callable[[str], Any], names: tuple[str, ...]) -> str | None:
+    """The first of ``get(name)`` that is a str (a mapping's ``get`` or an attribute getter)."""
+    for name in names:
+        value = get(name)
+        if isinstance(value, str):
+            return value
+    return None
+
+
 def chunk_text(chunk: Any) -> str:
     """The text of one streamed chunk (str, message chunk, LlamaIndex delta, or answer dict)."""
     if isinstance(chunk, str):
         return chunk
     if isinstance(chunk, Mapping):
-        for key in _TEXT_KEYS:
-            value = chunk.get(key)
-            if isinstance(value, str):
-                return value
-        return ""
+        return _first_str(chunk.get, _TEXT_KEYS) or ""
     content = getattr(chunk, "content", None)
     if isinstance(content, str):
         return content
@@ -82,25 +87,19 @@ def chunk_text(chunk: Any) -> str:
             for part in content
             if isinstance(part, (str, Mapping))
         )
-    for attr in ("delta", "text"):
-        value = getattr(chunk, attr, None)
-        if isinstance(value, str):
-            return value
-    return str(chunk)
+    text = _first_str(lambda attr: getattr(chunk, attr, None), ("delta", "text"))
+    return str(chunk) if text is None else text
 
 
 def question_text(input: Any) -> str:
     """The question in ``input`` (a str, or a dict with ``question``/``query``/``input``)."""
     if isinstance(input, str):
         return input
-    if isinstance(input, Mapping):
-        for key in _QUESTION_KEYS:
-            value = input.get(key)
-            if isinstance(value, str):
-                return value
-    query_str = getattr(input, "query_str", None)  # a LlamaIndex QueryBundle
-    if isinstance(query_str, str):
-        return query_str
+    question = _first_str(input.get, _QUESTION_KEYS) if isinstance(input, Mapping) else None
+    if question is None:  # a LlamaIndex QueryBundle
+        question = _first_str(lambda attr: getattr(input, attr, None), ("query_str",))
+    if question is not None:
+        return question
     raise InvalidInputError(
         "cannot find the question for the cache in the input; pass a str, a dict with a "
         f"'question', 'query' or 'input' string, or cache_key=...; got {type(input).__name__}"
