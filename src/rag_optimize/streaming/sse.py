@@ -38,6 +38,7 @@ import contextlib
 import json
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -206,10 +207,8 @@ async def sse_events(
     """
     if not (isinstance(heartbeat_s, (int, float)) and heartbeat_s > 0):
         raise ConfigurationError(f"heartbeat_s must be a number > 0, got {heartbeat_s!r}")
-    if tracker is not None and run_id is None:
-        run_id = tracker.start_run()
-    elif tracker is not None and run_id is not None:
-        tracker.start_run(run_id)
+    if tracker is not None:
+        run_id = tracker.start_run(run_id)
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=256)
     producer = asyncio.create_task(
         _produce(queue, runnable_or_engine, input, config, cache, cache_key, scope, tracker, run_id)
@@ -270,7 +269,8 @@ def sse(
         ) from exc
     if not (isinstance(heartbeat_s, (int, float)) and heartbeat_s > 0):
         raise ConfigurationError(f"heartbeat_s must be a number > 0, got {heartbeat_s!r}")
-    run_id = tracker.start_run() if tracker is not None else None
+    # The run opens when the body starts streaming (a response never sent leaves no open run).
+    run_id = uuid.uuid4().hex if tracker is not None else None
     body = sse_events(
         runnable_or_engine,
         input,
