@@ -78,6 +78,19 @@ FACTORIES = textwrap.dedent(
 
     def broken():
         raise RuntimeError("model server not configured")
+
+
+    def dict_chain():
+        from langchain_core.runnables import RunnableLambda
+
+        def answer(inputs):
+            if not isinstance(inputs, dict):
+                raise TypeError("expects a dict")
+            if "data" in inputs["question"].lower():
+                raise ValueError("index unavailable")
+            return "ok"
+
+        return RunnableLambda(answer)
     """
 )
 
@@ -208,6 +221,30 @@ def test_bench_user_mistakes(
     assert result.returncode == code, (result.stdout, result.stderr)
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_input_key_and_failing_pipeline(cli: Callable[..., Outcome]) -> None:
+    # --input-key sends {"question": q}; the third question makes the pipeline raise.
+    result = cli("bench", "--app", "my_factories:dict_chain", "--questions", "questions.txt",
+                 "--input-key", "question", "--warmup", "0", "--no-progress")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "rag-optimize: error: my_factories:dict_chain: the pipeline raised ValueError on "
+        "question 'Where does Redis keep data?': index unavailable"
+    )
+
+
+def test_demo_generation_label_without_langchain_openai(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from langchain_rag_optimize.demo.chat_model import ExtractiveChatModel, make_chat_model
+
+    monkeypatch.setenv("RAG_OPTIMIZE_OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("RAG_OPTIMIZE_MODEL", "some-model")
+    monkeypatch.setitem(sys.modules, "langchain_openai", None)  # not installed
+    model, label = make_chat_model()
+    assert isinstance(model, ExtractiveChatModel)
+    assert "local extractive model" in label and "langchain-openai is not installed" in label
 
 
 def test_console_script_bad_module_path(workdir: Path) -> None:
