@@ -29,9 +29,10 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -533,31 +534,71 @@ class RedisStore:
 
     # ----------------------------------------------------------------- drivers
     def _drive(self, plan: Plan[T]) -> T:
-        self._check_open()
-        call: _Call | None = None
-        try:
-            call = next(plan)
-        except StopIteration as done:  # answered locally, no round trip
-            return done.value
-        if not self.breaker.allow():
-            plan.close()
-            raise StoreError(f"Redis circuit open for {self.breaker.cooldown:.1f}s after failures")
-        try:
+        started, call = self._start(plan)
+        if not started:
+            return cast(T, call)
+        with self._outcome():
             while True:
                 if isinstance(call, _Script):
                     reply = run_script(self._client, call.script, (self._keys.log,), call.args)
                 else:
                     reply = self._client.execute_command(*call.args)
+                try:
+                    call = plan.send(reply)
+                except StopIteration as done:
+                    return cast(T, done.value)
+
+    async def _adrive(self, plan: Plan[T], *, lookup: bool = False) -> T:
+        started, call = self._start(plan)
+        if not started:
+            return cast(T, call)
+        # lookups get an overall deadline too (socket timeouts bound each round trip)
+        budget = self.connect_timeout + 3 * self.timeout if lookup else None
+        with self._outcome():
+            steps = self._asteps(plan, call)
+            return await (steps if budget is None else asyncio.wait_for(steps, budget))
+
+    async def _asteps(self, plan: Plan[T], call: _Call) -> T:
+        client = self._aclient()
+        if self._agenerations.get(client) != self._pool_generation:
+            self._agenerations[client] = self._pool_generation
+            await client.connection_pool.disconnect(inuse_connections=False)
+        while True:
+            if isinstance(call, _Script):
+                reply = await arun_script(client, call.script, (self._keys.log,), call.args)
+            else:
+                reply = await client.execute_command(*call.args)
+            try:
                 call = plan.send(reply)
+            except StopIteration as done:
+                return cast(T, done.value)
+
+    def _start(self, plan: Plan[T]) -> tuple[bool, Any]:
+        """Run ``plan`` to its first Redis call: ``(True, call)``, or ``(False, result)``
+        when it answered locally. Raises :class:`StoreError` while the circuit is open."""
+        self._check_open()
+        try:
+            call = next(plan)
         except StopIteration as done:
-            self.breaker.success()
-            return done.value
+            return False, done.value
+        if not self.breaker.allow():
+            plan.close()
+            raise StoreError(f"Redis circuit open for {self.breaker.cooldown:.1f}s after failures")
+        return True, call
+
+    @contextmanager
+    def _outcome(self) -> Iterator[None]:
+        """Report the outcome of a plan's Redis calls to the breaker; any client failure
+        becomes :class:`StoreError` (a wrong vector dimension stays an input error)."""
+        try:
+            yield
         except InvalidVectorError:
             self.breaker.success()
             raise
         except Exception as exc:  # noqa: BLE001 - any client failure fails open
             self._failed()
             raise StoreError(f"Redis {type(exc).__name__}: {exc}") from exc
+        self.breaker.success()
 
     def _failed(self) -> None:
         """Record a failure; when it opens the circuit, drop pooled connections (after
@@ -568,43 +609,6 @@ class RedisStore:
                 self._client.connection_pool.disconnect(inuse_connections=True)
             except Exception:  # noqa: BLE001, S110 - best effort on a failing pool
                 pass
-
-    async def _adrive(self, plan: Plan[T], *, lookup: bool = False) -> T:
-        self._check_open()
-        try:
-            call = next(plan)
-        except StopIteration as done:
-            return done.value
-        if not self.breaker.allow():
-            plan.close()
-            raise StoreError(f"Redis circuit open for {self.breaker.cooldown:.1f}s after failures")
-        budget = self.connect_timeout + 3 * self.timeout if lookup else None
-        try:
-            steps = self._asteps(plan, call)
-            result: T = await (steps if budget is None else asyncio.wait_for(steps, budget))
-        except InvalidVectorError:
-            self.breaker.success()
-            raise
-        except Exception as exc:  # noqa: BLE001 - any client failure fails open
-            self._failed()
-            raise StoreError(f"Redis {type(exc).__name__}: {exc}") from exc
-        self.breaker.success()
-        return result
-
-    async def _asteps(self, plan: Plan[T], call: _Call) -> T:
-        client = self._aclient()
-        if self._agenerations.get(client) != self._pool_generation:
-            self._agenerations[client] = self._pool_generation
-            await client.connection_pool.disconnect(inuse_connections=False)
-        try:
-            while True:
-                if isinstance(call, _Script):
-                    reply = await arun_script(client, call.script, (self._keys.log,), call.args)
-                else:
-                    reply = await client.execute_command(*call.args)
-                call = plan.send(reply)
-        except StopIteration as done:
-            return done.value
 
     def _aclient(self) -> Any:
         loop = asyncio.get_running_loop()
