@@ -212,7 +212,8 @@ async def _demo(args: argparse.Namespace) -> int:
     json_path = report.write_json(
         args.out / "demo.json",
         results,
-        command=" ".join(["rag-optimize", *sys.argv[1:]]) if sys.argv else "rag-optimize demo",
+        options={"short": short, "questions": n, "concurrency": args.concurrency,
+                 "seed": args.seed, "threshold": args.threshold},
         generation=model_label,
         corpus_passages=len(documents),
         question_stream=stream_info,
