@@ -247,6 +247,21 @@ def test_demo_generation_label_without_langchain_openai(
     assert "local extractive model" in label and "langchain-openai is not installed" in label
 
 
+def test_calibrate_is_dispatched(workdir: Path, cli: Callable[..., Outcome]) -> None:
+    (workdir / "pairs.tsv").write_text(
+        "1\tHow do I reset my password?\thow can I reset my password\n"
+        "0\tHow do I reset my password?\tWhat is the API rate limit?\n"
+        "1\tWhat does error E1042 mean?\twhat is the meaning of error E1042\n"
+        "0\tWhen are invoices sent?\tCan I restore a deleted project?\n"
+    )
+    result = cli("calibrate", "--pairs", "pairs.tsv", "--embedder", "hashing",
+                 "--min-hits", "1", "--target-precision", "0.9")
+    assert result.returncode == 0, result.stderr
+    assert "4 pairs (2 positive)" in result.stdout and "calibrated threshold" in result.stdout
+    result = cli("calibrate", "--pairs", "missing.tsv", "--embedder", "hashing")
+    assert result.returncode == 2 and "missing.tsv" in result.stderr
+
+
 def test_console_script_bad_module_path(workdir: Path) -> None:
     result = run_cli("bench", "--app", "no_such_module:chain", "--questions", "questions.txt",
                      cwd=workdir, script=True)
