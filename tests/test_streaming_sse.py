@@ -154,11 +154,10 @@ async def test_failed_stream_is_not_cached() -> None:
 
 
 async def test_llamaindex_engine_streams() -> None:
-    from llama_index.core import Document, Settings, VectorStoreIndex
+    from llama_index.core import Document, VectorStoreIndex
     from llama_index.core.embeddings import MockEmbedding
     from llama_index.core.llms import MockLLM
 
-    Settings.embed_model = MockEmbedding(embed_dim=8)
     index = VectorStoreIndex.from_documents(
         [Document(text="Paris is the capital of France.")], embed_model=MockEmbedding(embed_dim=8)
     )
