@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ImportError as exc:  # an optional dependency of the command is missing
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return FAILURE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -33,8 +33,11 @@ def print_table(
     results: Sequence[PassResult], file: IO[str] | None = None, title: str = "Latency per stage"
 ) -> None:
     """Per-stage p50/p95/p99 (ms) of each pass; a speed-up column when there are two."""
-    from rich.console import Console
-    from rich.table import Table
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the report table needs rich: pip install 'rag-optimize[cli]'") from exc
 
     table = Table(title=title)
     table.add_column("stage")
