@@ -11,6 +11,7 @@ again).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -319,3 +320,27 @@ def test_cache_errors(cli: Callable[..., Outcome]) -> None:
     assert result.returncode == 2 and "--redis must be a redis://" in result.stderr
     result = cli("cache", "flush", "--redis", down, "--namespace", "x")
     assert result.returncode == 2 and "invalid choice: 'flush'" in result.stderr
+
+
+# ---------------------------------------------------------------- measure_pass (in-process)
+async def test_measure_pass_runs_concurrently_and_keeps_per_call_stages() -> None:
+    from rag_optimize import LatencyTracker
+    from rag_optimize.cli.measure import measure_pass
+
+    tracker = LatencyTracker()
+    calls: list[str] = []
+
+    async def pipeline(question: str) -> None:
+        calls.append(question)
+        async with tracker.span("retrieval"):
+            await asyncio.sleep(0.05)  # a fake slow retriever
+        tracker.first_token()
+
+    questions = [f"q{i}" for i in range(8)]
+    result = await measure_pass("p", pipeline, questions, tracker, concurrency=4, warmup=2)
+    assert calls[:2] == ["q0", "q1"] and len(calls) == 10  # warm-up calls come first
+    assert result.calls == 8
+    assert result.stages["retrieval"].count == 8  # warm-up not in the per-call stages
+    assert result.stages["ttft"].count == 8
+    assert result.wall_seconds < 0.8 * sum(tracker.samples("total")[-8:])  # overlapped
+    assert result.stages["total"].p50 >= result.stages["retrieval"].p50
