@@ -382,3 +382,18 @@ def test_circuit_breaker_opens_cools_down_and_probes() -> None:
     assert breaker.allow()
     breaker.success()
     assert breaker.state == "closed" and breaker.allow() and breaker.opened == 2
+
+
+def test_gap_in_the_change_log_reloads_the_mirror(
+    make_store: MakeStore, clock: FakeClock, redis_server: RedisServer, namespace: str  # noqa: F811
+) -> None:
+    a, b = make_store(), make_store()
+    a.put(make_entry("before the gap", 1), clock())
+    assert wait_until(lambda: b.status()["mirror_entries"] == 1)
+    loads = b.status()["loads"]
+    # changes the reader never saw (a trimmed stream, a restarted or flushed server)
+    redis_server.client().incrby(Keys(namespace).seq, 5)
+    a.put(make_entry("after the gap", 2), clock())
+    assert wait_until(lambda: b.status()["loads"] == loads + 1)
+    assert wait_until(lambda: b.status()["mirror_entries"] == 2)
+    assert b.search("", _vec("after the gap"), 1, clock())[0].similarity > 0.99
