@@ -152,9 +152,12 @@ def workdir(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_demo_short(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = run_cli("demo", "--short", "--no-progress", "--out", str(out))
+    result = run_cli("demo", "--short", "--verbose", "--no-progress", "--out", str(out))
     assert result.returncode == 0, result.stderr
     text = result.stdout
+    per_question = [line for line in text.splitlines() if " ms -> " in line]
+    assert len(per_question) == 12  # --verbose: one line per question of the stream
+    assert any(" miss " in line for line in per_question)
     assert "latency per stage" in text
     for row in ("retrieval", "generation", "ttft", "total", "cache"):
         assert row in text

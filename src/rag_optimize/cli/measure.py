@@ -35,6 +35,15 @@ class PipelineError(RuntimeError):
         self.question = question
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """One measured call: its question, end-to-end seconds and tracker run id."""
+
+    question: str
+    seconds: float
+    run_id: str
+
+
 @dataclass
 class PassResult:
     """The outcome of one measured pass (seconds)."""
@@ -45,6 +54,8 @@ class PassResult:
     wall_seconds: float
     concurrency: int
     extra: dict[str, Any] = field(default_factory=dict)
+    per_call: list[CallRecord] = field(default_factory=list)
+    """Every measured call, in the order of the questions (run after run)."""
 
     @property
     def total(self) -> Summary:
@@ -99,15 +110,17 @@ async def measure_pass(
         await _guarded(call, questions[i % len(questions)])
     windows: dict[str, Window] = {}
     totals = Window(len(questions) * runs)
+    per_call: dict[int, CallRecord] = {}
     limit = asyncio.Semaphore(concurrency)
 
-    async def one(question: str) -> None:
+    async def one(index: int, question: str) -> None:
         async with limit:
             with tracker.run() as run_id:
                 start = clock()
                 await _guarded(call, question)
                 seconds = clock() - start
             totals.add(seconds)
+            per_call[index] = CallRecord(question, seconds, run_id)
             record = tracker.run_report(run_id)
             for stage, value in (record.stages if record is not None else {}).items():
                 windows.setdefault(stage, Window(len(questions) * runs)).add(value)
@@ -115,12 +128,13 @@ async def measure_pass(
                 progress(1)
 
     wall_start = clock()
-    for _ in range(runs):
+    for r in range(runs):
+        base = r * len(questions)
         if concurrency == 1:
-            for question in questions:
-                await one(question)
+            for i, question in enumerate(questions):
+                await one(base + i, question)
         else:
-            tasks = [asyncio.create_task(one(q)) for q in questions]
+            tasks = [asyncio.create_task(one(base + i, q)) for i, q in enumerate(questions)]
             try:
                 await asyncio.gather(*tasks)
             finally:
@@ -130,7 +144,10 @@ async def measure_pass(
     names = sorted(windows, key=stage_names.stage_sort_key)
     summaries = {name: windows[name].summary() for name in names}
     summaries[stage_names.TOTAL] = totals.summary()
-    return PassResult(label, LatencyReport(summaries), totals.count, wall, concurrency)
+    return PassResult(
+        label, LatencyReport(summaries), totals.count, wall, concurrency,
+        per_call=[per_call[i] for i in sorted(per_call)],
+    )
 
 
 async def _guarded(call: Call, question: str) -> None:

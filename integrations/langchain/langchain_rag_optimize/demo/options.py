@@ -36,6 +36,8 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
                    help="report directory (default ./rag_optimize_report/)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true",
+                   help="one line per question: plain and optimized latency, cache hit")
 
     def handler(args: argparse.Namespace) -> int:
         from langchain_rag_optimize.demo.runner import run_demo

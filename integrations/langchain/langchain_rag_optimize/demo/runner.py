@@ -59,7 +59,7 @@ PROMPT = ChatPromptTemplate.from_messages(
 
 class TimedSemanticCache(SemanticCache):
     """A :class:`SemanticCache` whose lookups are timed as the ``cache`` stage and whose hits
-    are remembered as (question, matched question) pairs.
+    are remembered as (question, matched question) pairs, and by tracker run.
 
     Measurement only: the demo shows a ``cache`` row and checks every hit against the
     stream's ground truth (was the matched question about the same passage?).
@@ -70,18 +70,44 @@ class TimedSemanticCache(SemanticCache):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.matches: list[tuple[str, str]] = []
+        self.hit_by_run: dict[str, str] = {}
 
     async def aget(self, query: str, scope: str | None = None) -> CacheHit | None:
         with optional_span(self.tracker, stages.CACHE):
             hit = await super().aget(query, scope)
         if hit is not None:
             self.matches.append((query, hit.matched_query))
+            run_id = LatencyTracker.current_run()
+            if run_id is not None:
+                self.hit_by_run[run_id] = hit.matched_query
         return hit
+
+    def forget(self) -> None:
+        """Drop every entry, counter and remembered hit."""
+        self.clear()
+        self.matches.clear()
+        self.hit_by_run.clear()
 
 
 def wrong_hits(matches: list[tuple[str, str]], intent_of: dict[str, str]) -> list[tuple[str, str]]:
     """Hits whose matched question asked about another passage than the question."""
     return [(q, m) for q, m in matches if intent_of.get(q) != intent_of.get(m, intent_of.get(q))]
+
+
+def print_questions(
+    console: Console, before: PassResult, after: PassResult, hit_by_run: dict[str, str]
+) -> None:
+    """One line per question of the stream: plain ms, optimized ms, and the cache decision."""
+    for plain, fast in zip(before.per_call, after.per_call, strict=True):
+        matched = hit_by_run.get(fast.run_id)
+        decision = "miss" if matched is None else (
+            "hit (exact)" if matched == fast.question else f"hit ~ {matched!r}"
+        )
+        console.print(
+            f"{plain.seconds * 1000:7.1f} ms -> {fast.seconds * 1000:7.1f} ms  {decision:<12} "
+            f"{fast.question}",
+            markup=False, highlight=False,
+        )
 
 
 def format_docs(documents: Sequence[Document]) -> str:
@@ -177,21 +203,19 @@ async def _demo(args: argparse.Namespace) -> int:
         "optimized: with_semantic_cache(AsyncHybridRetriever (BM25 + dense, RRF) | prompt | "
         f"model | parser), BatchingEmbeddings, cache threshold {args.threshold}"
     )
-    def forget_warmup() -> None:
-        cache.clear()
-        cache.matches.clear()
-
     try:
         before = await _pass("plain", plain, plain_tracker, questions, args.concurrency, show)
         after = await _pass(  # the cache forgets the warm-up question and its counters
             "optimized", optimized, opt_tracker, questions, args.concurrency, show,
-            forget_warmup,
+            cache.forget,
         )
         after.extra["cache_hit_rate"] = cache.stats.hit_rate
     finally:
         batching.close()
     results = [before, after]
 
+    if args.verbose:
+        print_questions(console, before, after, cache.hit_by_run)
     report.print_table(results, title="rag-optimize demo: latency per stage (plain vs optimized)")
     for line in report.summary_lines(results):
         console.print(line)
