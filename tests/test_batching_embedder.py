@@ -311,6 +311,8 @@ async def test_cancelled_callers_do_not_break_the_batch() -> None:
         await asyncio.sleep(0)
         for task in (quitter_in_flight, shared_quitter, lone_quitter):
             task.cancel()
+        # asyncio passes a cancellation on to the batcher's future in a loop callback
+        await asyncio.to_thread(wait_until, lambda: batcher.stats().cancelled == 3)
         gate.set()
         assert await running == model.vector("in flight")
         assert await shared_stayer == model.vector("shared")
@@ -475,3 +477,24 @@ def test_idle_batcher_nobody_closed_can_be_collected(monkeypatch: pytest.MonkeyP
     assert batcher.embed_query("b") == model.vector("b")  # and restarts on demand
     del batcher
     wait_until(lambda: gc.collect() >= 0 and ref() is None)
+
+
+def test_texts_queued_behind_a_busy_model_get_one_refill_window(clock: object) -> None:
+    gate = threading.Event()
+    model = FakeModel(gate=gate)
+    batcher = BatchingEmbedder(model, max_wait_ms=50, clock=clock)  # type: ignore[arg-type]
+    first = run_in_thread(lambda: batcher.embed_query("first"))
+    wait_until(lambda: batcher.stats().requests == 1)
+    clock.advance(0.05)  # type: ignore[attr-defined]
+    assert model.entered.wait(WAIT)  # "first" runs, held at the gate
+    queued = run_in_thread(lambda: batcher.embed_query("queued"))
+    wait_until(lambda: batcher.stats().requests == 2)
+    clock.advance(1.0)  # type: ignore[attr-defined]  # "queued" is long past max_wait
+    gate.set()
+    first[0].join(WAIT)
+    queued[0].join(0.2)  # the worker is free now: one window for the released callers
+    assert queued[0].is_alive() and model.seen() == ["first"]
+    clock.advance(0.05)  # type: ignore[attr-defined]
+    queued[0].join(WAIT)
+    assert queued[1]["result"] == model.vector("queued")
+    batcher.close()

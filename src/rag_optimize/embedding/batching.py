@@ -13,10 +13,13 @@ How it works, in one place so sync and async callers never drift:
   it through :func:`asyncio.wrap_future` (which hands the result to the task's loop with
   ``call_soon_threadsafe``), so the event loop never blocks;
 * one dispatcher thread cuts batches: a batch leaves when it holds ``max_batch_size`` texts
-  or when its oldest text has waited ``max_wait_ms`` (measured with the injected ``clock``);
+  or when its oldest text has waited ``max_wait_ms`` (measured with the injected ``clock``),
+  so a lone caller is delayed at most ``max_wait_ms``; texts that queued while every worker
+  was busy get one ``max_wait_ms`` window after a worker frees up, so the callers released by
+  the finished batch can join them and batches stay full under sustained load;
 * batches run off the caller's thread and off the event loop, in a pool of ``max_in_flight``
-  worker threads; the next batch fills while one runs and leaves as soon as the model is
-  free (its oldest text has waited by then), so the model is not left idle;
+  worker threads; the next batch fills while one runs, so the model idles at most that
+  short window between batches;
 * identical texts waiting or in flight share one slot; a small LRU cache answers recent texts
   without the model;
 * a failed batch is retried one text at a time, so a bad input fails only its own callers;
@@ -215,6 +218,7 @@ class BatchingEmbedder(ClosesOnExit):
         self._queue: OrderedDict[str, _Slot] = OrderedDict()  # waiting, oldest first
         self._in_flight: dict[str, _Slot] = {}
         self._batches_running = 0
+        self._worker_free_since = float("-inf")  # when a batch last finished
         self._space_waiters: list[Future[None]] = []
         self._cache: LRUCache[str, Vector] = LRUCache(cache_size)
         self._counters = BatchCounters()
@@ -411,7 +415,11 @@ class BatchingEmbedder(ClosesOnExit):
                 if self._closed or len(self._queue) >= self.max_batch_size:
                     break
                 oldest = next(iter(self._queue.values())).arrived
-                remaining = oldest + self._max_wait - self._clock()
+                # Texts that queued behind a running batch get one max_wait window once a
+                # worker is free, for the callers that batch released to join them: under
+                # sustained load batches stay full instead of splitting into halves.
+                start = max(oldest, self._worker_free_since)
+                remaining = start + self._max_wait - self._clock()
                 if remaining <= 0:
                     break
                 # With an injected clock the deadline is re-checked at least every max_wait.
@@ -488,6 +496,7 @@ class BatchingEmbedder(ClosesOnExit):
                     self._cache.put(slot.text, vector)
                 deliveries.append((list(slot.waiters), slot.text, vector, error))
             self._batches_running -= 1
+            self._worker_free_since = self._clock()
             self._wakeup.notify()
         for waiters, text, vector, error in deliveries:
             for future in waiters:
