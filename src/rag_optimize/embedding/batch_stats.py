@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
+from rag_optimize.tracing.percentiles import Window, percentiles
 
 
 @dataclass(frozen=True)
@@ -64,11 +63,11 @@ class BatchCounters:
         self.failed_batches = 0
         self.item_retries = 0
         self.cancelled = 0
-        self.queue_waits: deque[float] = deque(maxlen=window)
+        self.queue_waits = Window(window)
 
     def snapshot(self) -> BatchStats:
-        if self.queue_waits:
-            p50, p99 = np.percentile(np.fromiter(self.queue_waits, dtype=float), [50, 99])
+        if len(self.queue_waits):
+            p50, p99 = percentiles(self.queue_waits.values(), (0.5, 0.99))
         else:
             p50 = p99 = 0.0
         return BatchStats(
@@ -80,6 +79,6 @@ class BatchCounters:
             failed_batches=self.failed_batches,
             item_retries=self.item_retries,
             cancelled=self.cancelled,
-            queue_wait_p50=float(p50),
-            queue_wait_p99=float(p99),
+            queue_wait_p50=p50,
+            queue_wait_p99=p99,
         )

@@ -399,7 +399,7 @@ class BatchingEmbedder(ClosesOnExit):
                 now = self._clock()
                 for slot in batch:
                     self._in_flight[slot.text] = slot
-                    self._counters.queue_waits.append(max(0.0, now - slot.arrived))
+                    self._counters.queue_waits.add(max(0.0, now - slot.arrived))
                 self._batches_running += 1
                 self._counters.batches += 1
                 self._counters.texts_embedded += len(batch)
