@@ -284,3 +284,32 @@ def test_malformed_entry_is_a_miss(cache: SemanticCache) -> None:
     (entry,) = cache.store.entries()  # type: ignore[attr-defined]
     entry.response = {"unexpected": True}
     assert cached.invoke(RESET_PARAPHRASE) == "fresh"
+
+
+def test_invalidate_user_scope_across_chains(cache: SemanticCache) -> None:
+    first = with_semantic_cache(qa_chain(["a1", "a2"]), cache)
+    second = with_semantic_cache(qa_chain(["b1", "b2"]), cache)
+    with cache_scope("tenant-a"):
+        first.invoke(RESET)
+        second.invoke(RESET)
+    with cache_scope("tenant-b"):
+        first.invoke(RESET)
+        assert first.invalidate("tenant-a") == 2
+        assert first.invalidate() == 1  # the active scope
+    assert len(cache) == 0
+
+
+async def test_concurrent_ainvoke_and_threads(cache: SemanticCache) -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    cached = with_semantic_cache(RunnableLambda(lambda q: f"answer to {q}"), cache)
+    questions = [f"question number {i % 10} about topic {i % 10}" for i in range(60)]
+    answers = await asyncio.gather(*(cached.ainvoke(q) for q in questions))
+    assert answers == [f"answer to {q}" for q in questions]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(cached.invoke, questions)) == answers
+    stats = cache.stats
+    assert stats.hits + stats.misses == 120
+    assert stats.hits >= 60  # the threaded round finds every answer stored
+    assert len(cache) == 10

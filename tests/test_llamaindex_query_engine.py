@@ -222,3 +222,14 @@ def test_require_scope_fails_closed(
     with cache_scope("tenant-a"):
         cached.query(RESET)
         assert "rag_optimize_cache" in (cached.query(RESET_PARAPHRASE).metadata or {})
+
+
+def test_invalidate_user_scope(index: VectorStoreIndex, cache: SemanticCache) -> None:
+    a = CachedQueryEngine(engine(index), cache, namespace="a")
+    b = CachedQueryEngine(engine(index), cache, namespace="b")
+    with cache_scope("tenant-a"):
+        a.query(RESET)
+        b.query(RESET)
+        a.query(DELETE)
+    assert a.invalidate("tenant-a") == 3
+    assert len(cache) == 0

@@ -10,6 +10,7 @@ string given to the core, so two calls that differ in any of it can never share 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from langchain_core.runnables.config import var_child_runnable_config
 from rag_optimize.cache.keys import digest
 from rag_optimize.cache.scopes import current_scope
 from rag_optimize.cache.semantic import SemanticCache
+from rag_optimize.errors import StoreError
+
+logger = logging.getLogger("rag_optimize.langchain")
 
 SCOPE_METADATA_KEY = "cache_scope"
 """The ``RunnableConfig`` metadata key read for a scope (``config={"metadata": {...}}``)."""
@@ -68,6 +72,18 @@ def check_cache(cache: object) -> SemanticCache:
             f"cache must be a rag_optimize.SemanticCache, got {type(cache).__name__}"
         )
     return cache
+
+
+def invalidate_user_scope(cache: SemanticCache, scope: str | None) -> int:
+    """Drop every entry an adapter wrote under user scope ``scope`` (``None``: the active
+    ``cache_scope`` or the default scope), whatever its exact-key digests; returns how many.
+    ``SemanticCache.invalidate(scope)`` alone misses them: their core scope is composite."""
+    target = scope if scope is not None else (current_scope() or "")
+    try:
+        return cache.store.delete_where(None, USER_SCOPE_KEY, [target])
+    except StoreError as exc:
+        logger.warning("semantic cache: invalidating scope %r failed: %s", target, exc)
+        return 0
 
 
 def fails_closed(cache: SemanticCache, user_scope: str | None) -> bool:

@@ -51,6 +51,7 @@ from langchain_rag_optimize._keys import (
     check_cache,
     compose_scope,
     fails_closed,
+    invalidate_user_scope,
     resolve_user_scope,
 )
 from langchain_rag_optimize._serialization import NotCacheable, decode_value, encode_value
@@ -272,6 +273,12 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
             for miss, output in plan.answered(outputs):
                 await self._astore(miss, output)
         return plan.results
+
+    # ---------------------------------------------------------------- extras
+    def invalidate(self, scope: str | None = None) -> int:
+        """Drop every entry written under user scope ``scope`` (``None``: the active
+        ``cache_scope`` or the default scope), for every chain and input; returns how many."""
+        return invalidate_user_scope(self.cache, scope)
 
     # ------------------------------------------------------------- internals
     def _key(self, value: Any, config: RunnableConfig | None) -> _Key | None:

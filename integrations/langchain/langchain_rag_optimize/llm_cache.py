@@ -44,6 +44,7 @@ from langchain_rag_optimize._keys import (
     check_cache,
     compose_scope,
     fails_closed,
+    invalidate_user_scope,
     resolve_user_scope,
     split_prompt,
     temperature_of,
@@ -54,7 +55,6 @@ from langchain_rag_optimize._serialization import (
     encode_generations,
 )
 from rag_optimize.cache.semantic import SemanticCache
-from rag_optimize.errors import StoreError
 
 logger = logging.getLogger("rag_optimize.langchain")
 
@@ -160,13 +160,10 @@ class SemanticLLMCache(BaseCache):
     # ------------------------------------------------------------------- extras
     def invalidate(self, scope: str | None = None) -> int:
         """Drop every entry written under user scope ``scope`` (all models, system prompts
-        and tools); returns how many. ``SemanticCache.invalidate(scope)`` alone would miss
-        them, since their core scope also holds the exact-key digests."""
-        try:
-            return self.cache.store.delete_where(None, USER_SCOPE_KEY, [scope or ""])
-        except StoreError as exc:
-            logger.warning("semantic LLM cache: invalidating scope %r failed: %s", scope, exc)
-            return 0
+        and tools; ``None``: the active ``cache_scope`` or the default scope); returns how
+        many. ``SemanticCache.invalidate(scope)`` alone would miss them, since their core
+        scope also holds the exact-key digests."""
+        return invalidate_user_scope(self.cache, scope)
 
     # ---------------------------------------------------------------- internals
     def _key(self, prompt: str, llm_string: str) -> _Key | None:

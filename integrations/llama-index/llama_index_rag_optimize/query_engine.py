@@ -52,6 +52,7 @@ from rag_optimize.cache.entry import CacheHit
 from rag_optimize.cache.keys import digest
 from rag_optimize.cache.scopes import current_scope
 from rag_optimize.cache.semantic import SemanticCache
+from rag_optimize.errors import StoreError
 
 logger = logging.getLogger("rag_optimize.llama_index")
 
@@ -140,6 +141,19 @@ class CachedQueryEngine(BaseQueryEngine):
             return self._replay(hit, asynchronous=True)
         response = await self.query_engine.aquery(query_bundle)
         return self._after_miss(key, response)
+
+    # ---------------------------------------------------------------- extras
+    def invalidate(self, scope: str | None = None) -> int:
+        """Drop every entry this adapter wrote under ``scope`` (``None``: the active
+        ``cache_scope`` or the default scope), whatever the namespace; returns how many.
+        ``SemanticCache.invalidate(scope)`` alone misses them: their core scope also holds
+        the namespace digest."""
+        target = scope if scope is not None else (current_scope() or "")
+        try:
+            return self.cache.store.delete_where(None, "user_scope", [target])
+        except StoreError as exc:
+            logger.warning("semantic cache: invalidating scope %r failed: %s", target, exc)
+            return 0
 
     # ------------------------------------------------------------- internals
     def _key(self, query_bundle: QueryBundle) -> tuple[str, str, str] | None:
