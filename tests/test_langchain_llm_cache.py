@@ -315,3 +315,16 @@ def test_shadow_mode_never_serves_and_judges_the_answer_text(
     report = cache.shadow_report()
     assert cache.stats.hits == 0
     assert (report.would_hits, report.judged, report.correct) == (2, 2, 1)
+
+
+def test_non_text_blocks_of_the_question_must_match_exactly() -> None:
+    def prompt(url: str) -> str:
+        image = {"type": "image_url", "image_url": {"url": url}}
+        return _dump([HumanMessage(content=[{"type": "text", "text": RESET}, image])])
+
+    a = split_prompt(prompt("a.png"), "m")
+    a_again = split_prompt(prompt("a.png"), "m")
+    b = split_prompt(prompt("b.png"), "m")
+    assert a.question == b.question == RESET
+    assert a.context_digest == a_again.context_digest != b.context_digest
+    assert split_prompt(RESET, "m").question == RESET  # a text LLM prompt is embedded whole
