@@ -32,11 +32,14 @@ known to be risky). It bounds the *fraction of served answers that are wrong*, n
 of all lookups. It does not hold when traffic drifts away from the outcomes (keep checking a
 sample), when only complaints are recorded (then it is merely conservative: errors are
 over-represented), or when the judge that labels shadow outcomes is wrong (an embedding judge
-is itself a similarity threshold). Until enough outcomes exist to certify any threshold (at
-2% and 95% confidence about 150 outcomes above it, all correct) the cache uses the configured
-starting threshold, raised to where the outcomes seen so far stay within budget if they show
-more errors than allowed; that fallback carries no guarantee, and the decision says so
-(``certified: False``).
+is itself a similarity threshold).
+
+Until the outcomes certify a threshold (at 2% and 95% confidence that takes about 150
+outcomes above it, all correct; more if some are wrong) the cache uses the configured
+starting threshold, raised just above the highest similarity at which a wrong answer was
+seen, if any. That may exceed 1: the cache then serves only exact repeats and keeps learning
+from probes until a threshold is certified (with probes off, it stays there). The fallback
+carries no guarantee and the decision says so (``certified: False``).
 """
 
 from __future__ import annotations
@@ -175,21 +178,19 @@ def certify(
     if best is not None:
         t, n, e = best
         return Certificate(t, True, n, e, binomial_upper_bound(e, n, delta))
-    return _fallback(at, grid, max_error_rate, delta, start_threshold)
+    return _fallback(at, sims, wrong, delta, start_threshold)
 
 
 def _fallback(
-    at: Any, grid: np.ndarray, max_error_rate: float, delta: float, start: float
+    at: Any, sims: np.ndarray, wrong: np.ndarray, delta: float, start: float
 ) -> Certificate:
-    """Uncertified: the starting threshold, raised past observed errors beyond the budget."""
+    """Uncertified: the starting threshold, or just above the highest wrong outcome at or
+    above it (possibly above 1: then only exact repeats are served until outcomes certify
+    a threshold)."""
     threshold = start
-    n, e = at(start)
-    if n and e / n > max_error_rate:
-        for t in sorted(float(g) for g in grid if g > start):
-            n, e = at(t)
-            threshold = t
-            if n == 0 or e / n <= max_error_rate:
-                break
+    bad = sims[wrong & (sims >= start)]
+    if bad.size:
+        threshold = float(bad.max()) + FLOOR_MARGIN
     n, e = at(threshold)
     return Certificate(threshold, False, n, e, binomial_upper_bound(e, n, delta))
 
