@@ -168,7 +168,9 @@ class BatchingEmbedder(ClosesOnExit):
             default 1 suits a local CPU model: a second batch would only compete for the
             same cores and split the load into smaller batches (measured on all-MiniLM-L6-v2
             at 128 callers: mean batch 32 and 34 texts/s with 1, 28.7 texts/s with 2). Raise
-            it for a remote API or a GPU server that serves concurrent requests.
+            it for a remote API or a GPU server that serves concurrent requests, and for a
+            runtime that overlaps concurrent calls but gains little from batches (the int8
+            ONNX MiniLM on 2 cores: ``max_batch_size=4, max_in_flight=8``; see BENCHMARKS.md).
         block: what a caller does when the queue is full: wait (True) or raise ``QueueFull``.
         embed_batch: the function that embeds a batch of *queries*; defaults to the model's
             ``embed_documents``. Pass your own when the model embeds queries differently from
