@@ -1,0 +1,535 @@
+"""Retrieval benchmark: quality (nDCG@10, recall@100) and latency of hybrid retrieval.
+
+Compares, on the same MiniLM embeddings (all-MiniLM-L6-v2, ONNX int8 via LocalEmbedder,
+truncated to 256 tokens) and the same BEIR data (../shared/data or $RAG_OPTIMIZE_DATA):
+
+* rag-optimize: BM25Index alone, DenseIndex alone, HybridRetriever with rrf / weighted /
+  relative_score fusion (and, for latency, with int8 / binary / usearch dense indexes);
+* LangChain EnsembleRetriever(BM25Retriever + InMemoryVectorStore retriever);
+* LlamaIndex QueryFusionRetriever(BM25Retriever + VectorStoreIndex retriever), RRF mode,
+  num_queries=1 (no LLM query generation).
+
+Query embedding is measured on its own; retrieval latencies use the cached query vectors
+(a lookup "embedder"), so every method is timed on retrieval alone. The large-corpus run
+replicates wikiqa five times with perturbation (a word dropped and two swapped per copy, the
+vector jittered and renormalised) to >= 100k documents.
+
+Usage: .venv/bin/python benchmarks/retrieval.py [--quick]
+Writes benchmarks/results/retrieval.json; embeddings are cached under
+benchmarks/results/cache/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+warnings.filterwarnings("ignore")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from rag_optimize.index import BM25Index, DenseIndex  # noqa: E402
+from rag_optimize.retrieval import HybridRetriever  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+CACHE = RESULTS / "cache"
+DATA = Path(os.environ.get("RAG_OPTIMIZE_DATA", ROOT.parent.parent / "shared" / "data"))
+FUSIONS = ("rrf", "weighted", "relative_score")
+DEPTH = 100  # documents retrieved per query (recall@100)
+DENSE_LEANING = {"bm25": 0.25, "dense": 0.75}
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def load_beir(name: str) -> dict[str, Any]:
+    base = DATA / name
+    ids, texts = [], []
+    with open(base / "corpus.jsonl") as fh:
+        for line in fh:
+            row = json.loads(line)
+            ids.append(row["_id"])
+            texts.append(f"{row.get('title') or ''} {row['text']}".strip())
+    queries = {}
+    with open(base / "queries.jsonl") as fh:
+        for line in fh:
+            row = json.loads(line)
+            queries[row["_id"]] = row["text"]
+    qrels: dict[str, set[str]] = {}
+    for path in sorted((base / "qrels").glob("*.tsv")):
+        with open(path) as fh:
+            next(fh)
+            for line in fh:
+                qid, did, score = line.rstrip("\n").split("\t")
+                if int(score) > 0:
+                    qrels.setdefault(qid, set()).add(did)
+    qids = [q for q in queries if q in qrels]
+    return {"ids": ids, "texts": texts, "queries": {q: queries[q] for q in qids}, "qrels": qrels}
+
+
+def embed_cached(tag: str, texts: list[str], embedder: Any) -> np.ndarray:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE / ".gitignore").write_text("*\n")
+    digest = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:12]
+    path = CACHE / f"{tag}-{len(texts)}-{digest}.npy"
+    if path.exists():
+        return np.load(path, allow_pickle=False)
+    start = time.perf_counter()
+    matrix = embedder.encode(texts)
+    took = time.perf_counter() - start
+    print(f"  embedded {len(texts)} {tag} texts in {took:.0f}s", flush=True)
+    np.save(path, matrix, allow_pickle=False)
+    return matrix
+
+
+def perturb(ids: list[str], texts: list[str], vectors: np.ndarray, copies: int, seed: int = 0):
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    all_ids, all_texts, blocks = list(ids), list(texts), [vectors]
+    for r in range(1, copies):
+        for doc_id, text in zip(ids, texts, strict=True):
+            words = text.split()
+            if len(words) > 3:
+                del words[rng.randrange(len(words))]
+                i = rng.randrange(len(words) - 1)
+                words[i], words[i + 1] = words[i + 1], words[i]
+            all_ids.append(f"{doc_id}#r{r}")
+            all_texts.append(" ".join(words))
+        noisy = vectors + nrng.normal(0, 0.01, vectors.shape).astype(np.float32)
+        blocks.append(noisy / np.linalg.norm(noisy, axis=1, keepdims=True))
+    return all_ids, all_texts, np.concatenate(blocks).astype(np.float32)
+
+
+# -- embedder stand-ins that return cached vectors -----------------------------------------
+
+
+class Lookup:
+    """Returns precomputed vectors by text, so retrieval is timed without the model."""
+
+    def __init__(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        self.table = {t: v for t, v in zip(texts, vectors, strict=True)}
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.table[text].tolist()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self.table[t].tolist() for t in texts]
+
+
+def langchain_embeddings(lookup: Lookup) -> Any:
+    from langchain_core.embeddings import Embeddings
+
+    class LookupEmbeddings(Embeddings):
+        def embed_query(self, text: str) -> list[float]:
+            return lookup.embed_query(text)
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return lookup.embed_documents(texts)
+
+    return LookupEmbeddings()
+
+
+def llama_embedding(lookup: Lookup) -> Any:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+
+    class LookupEmbedding(BaseEmbedding):
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return lookup.embed_query(query)
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return lookup.embed_query(query)
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return lookup.embed_query(text)
+
+    return LookupEmbedding(model_name="lookup", embed_batch_size=1024)
+
+
+# -- systems under test ------------------------------------------------------------------------
+
+Search = Callable[[str], list[str]]
+
+
+def build_ours(ids, texts, vectors, lookup, quantizations=(None,), ann=False) -> dict[str, Any]:
+    start = time.perf_counter()
+    bm25 = BM25Index()
+    bm25.add(texts, ids=ids)
+    bm25.search("warm up the index", 1)
+    built = {"bm25_build_s": time.perf_counter() - start}
+    dense = {}
+    for q in quantizations:
+        index = DenseIndex(quantization=q)
+        index.add(vectors, ids=ids)
+        dense[q or "float32"] = index
+    if ann:
+        start = time.perf_counter()
+        index = DenseIndex(ann="usearch", rescore_factor=4, ann_options={"threads": 2})
+        index.add(vectors, ids=ids)
+        built["usearch_build_s"] = time.perf_counter() - start
+        dense["usearch"] = index
+    return {"bm25": bm25, "dense": dense, "lookup": lookup, "built": built}
+
+
+def our_methods(
+    built: dict[str, Any], fusions=FUSIONS, dense_kinds=("float32",)
+) -> dict[str, Search]:
+    bm25, lookup = built["bm25"], built["lookup"]
+    methods: dict[str, Search] = {
+        "bm25 (ours)": lambda q: [h.id for h in bm25.search(q, DEPTH)],
+    }
+    for kind in dense_kinds:
+        index = built["dense"][kind]
+        suffix = "" if kind == "float32" else f", {kind}"
+        methods[f"dense (ours{suffix})"] = lambda q, index=index: [
+            h.id for h in index.search(lookup.embed_query(q), DEPTH)
+        ]
+        for fusion in fusions:
+            retriever = HybridRetriever(
+                bm25, index, lookup, fusion=fusion, k=DEPTH, candidates=DEPTH
+            )
+            methods[f"hybrid {fusion} (ours{suffix})"] = lambda q, r=retriever: r.retrieve(q).ids
+    for fusion in fusions if "float32" in dense_kinds and len(fusions) > 1 else ():
+        # A common a-priori hybrid setting (alpha = 0.75 towards dense), not tuned here.
+        retriever = HybridRetriever(
+            bm25,
+            built["dense"]["float32"],
+            lookup,
+            fusion=fusion,
+            weights=DENSE_LEANING,
+            k=DEPTH,
+            candidates=DEPTH,
+        )
+        methods[f"hybrid {fusion} (ours, dense 0.75)"] = lambda q, r=retriever: r.retrieve(q).ids
+    return methods
+
+
+def langchain_ensemble(ids, texts, lookup) -> Search:
+    from langchain_classic.retrievers import EnsembleRetriever
+    from langchain_community.retrievers import BM25Retriever
+    from langchain_core.documents import Document
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    docs = [
+        Document(page_content=t, id=i, metadata={"id": i}) for i, t in zip(ids, texts, strict=True)
+    ]
+    tokenizer = BM25Index().tokenizer  # same tokens as ours, so the engines are compared
+    bm25 = BM25Retriever.from_documents(docs, k=DEPTH, preprocess_func=tokenizer)
+    store = InMemoryVectorStore(langchain_embeddings(lookup))
+    store.add_documents(docs)
+    ensemble = EnsembleRetriever(
+        retrievers=[bm25, store.as_retriever(search_kwargs={"k": DEPTH})],
+        weights=[0.5, 0.5],
+        id_key="id",
+    )
+    return lambda q: [d.metadata["id"] for d in ensemble.invoke(q)][:DEPTH]
+
+
+def build_llama(ids, texts, vectors, lookup) -> Search:
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.retrievers import QueryFusionRetriever
+    from llama_index.core.schema import TextNode
+    from llama_index.retrievers.bm25 import BM25Retriever
+
+    nodes = [
+        TextNode(id_=i, text=t, embedding=v.tolist())
+        for i, t, v in zip(ids, texts, vectors, strict=True)
+    ]
+    embed = llama_embedding(lookup)
+    vector = VectorStoreIndex(nodes, embed_model=embed).as_retriever(similarity_top_k=DEPTH)
+    bm25 = BM25Retriever.from_defaults(nodes=nodes, similarity_top_k=DEPTH)
+    fusion = QueryFusionRetriever(
+        [bm25, vector],
+        llm=MockLLM(),
+        mode="reciprocal_rerank",
+        similarity_top_k=DEPTH,
+        num_queries=1,
+    )
+    return lambda q: [n.node.node_id for n in fusion.retrieve(q)][:DEPTH]
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+def ndcg_recall(run: dict[str, list[str]], qrels: dict[str, set[str]]) -> tuple[float, float]:
+    ndcgs, recalls = [], []
+    for qid, ranked in run.items():
+        rel = qrels[qid]
+        dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(ranked[:10]) if d in rel)
+        idcg = sum(1 / math.log2(i + 2) for i in range(min(len(rel), 10)))
+        ndcgs.append(dcg / idcg)
+        recalls.append(len(set(ranked[:DEPTH]) & rel) / len(rel))
+    return statistics.fmean(ndcgs), statistics.fmean(recalls)
+
+
+def percentiles(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    return {
+        "p50_ms": round(times[len(times) // 2], 2),
+        "p95_ms": round(times[min(len(times) - 1, int(len(times) * 0.95))], 2),
+        "n": len(times),
+    }
+
+
+def timed_run(search: Search, queries: list[str], warmup: int = 3):
+    """Results of ``search`` for every query, and its latency percentiles (after warm-up)."""
+    for q in queries[:warmup]:
+        search(q)
+    results, times = [], []
+    for q in queries:
+        start = time.perf_counter()
+        results.append(search(q))
+        times.append((time.perf_counter() - start) * 1000)
+    return results, percentiles(times)
+
+
+def latency_ms(search: Search, queries: list[str], warmup: int = 3) -> dict[str, float]:
+    return timed_run(search, queries, warmup)[1]
+
+
+def recall_vs_exact(index: DenseIndex, exact: DenseIndex, qvecs: np.ndarray, k: int = 10) -> float:
+    found = []
+    for q in qvecs:
+        want = {h.id for h in exact.search(q, k)}
+        found.append(len({h.id for h in index.search(q, k)} & want) / k)
+    return round(statistics.fmean(found), 4)
+
+
+def quantization_report(built: dict[str, Any], qvecs: np.ndarray) -> dict[str, Any]:
+    exact = built["dense"]["float32"]
+    out: dict[str, Any] = {"float32": {"scan_bytes": exact.memory_usage()["scan"]}}
+    for kind, index in built["dense"].items():
+        if kind == "float32":
+            continue
+        mem = index.memory_usage()
+        out[kind] = {
+            "recall@10_vs_exact": recall_vs_exact(index, exact, qvecs),
+            "scan_bytes": mem["scan"],
+            "memory_ratio_vs_float32": round(out["float32"]["scan_bytes"] / max(1, mem["scan"]), 1),
+            "rescore_bytes": mem["rescore"],
+        }
+    return out
+
+
+def query_embedding_latency(embedder: Any, queries: list[str]) -> dict[str, float]:
+    return latency_ms(lambda q: embedder.embed_query(q) and [], queries)
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def run_dataset(name: str, embedder: Any, args: argparse.Namespace, report: dict) -> dict:
+    print(f"== {name}", flush=True)
+    data = load_beir(name)
+    ids, texts = data["ids"], data["texts"]
+    qids = list(data["queries"])
+    random.Random(1).shuffle(qids)
+    qids = qids[: args.max_queries]
+    qtexts = [data["queries"][q] for q in qids]
+    doc_vecs = embed_cached(f"{name}-docs", texts, embedder)
+    q_vecs = embed_cached(f"{name}-queries", qtexts, embedder)
+    lookup = Lookup(list(texts) + qtexts, np.concatenate([doc_vecs, q_vecs]))
+    built = build_ours(ids, texts, doc_vecs, lookup, quantizations=(None, "int8", "binary"))
+    methods = our_methods(built)
+    start = time.perf_counter()
+    methods["LangChain EnsembleRetriever"] = langchain_ensemble(ids, texts, lookup)
+    lc_build = time.perf_counter() - start
+    start = time.perf_counter()
+    methods["LlamaIndex QueryFusionRetriever"] = build_llama(ids, texts, doc_vecs, lookup)
+    li_build = time.perf_counter() - start
+    out: dict[str, Any] = {
+        "docs": len(ids),
+        "queries": len(qids),
+        "build_s": {
+            **built["built"],
+            "langchain": round(lc_build, 1),
+            "llamaindex": round(li_build, 1),
+        },
+        "quality": {},
+        "latency": {},
+    }
+    lat_queries = qtexts[: args.latency_queries]  # for the async path
+    for label, search in methods.items():
+        start = time.perf_counter()
+        ranked, out["latency"][label] = timed_run(search, qtexts)
+        ndcg, recall = ndcg_recall(dict(zip(qids, ranked, strict=True)), data["qrels"])
+        out["quality"][label] = {"ndcg@10": round(ndcg, 4), "recall@100": round(recall, 4)}
+        print(
+            f"  {label:38s} nDCG@10 {ndcg:.4f} R@100 {recall:.4f} "
+            f"p50 {out['latency'][label]['p50_ms']:.2f} ms  ({time.perf_counter() - start:.0f}s)",
+            flush=True,
+        )
+    hybrid = HybridRetriever(
+        built["bm25"], built["dense"]["float32"], lookup, k=DEPTH, candidates=DEPTH
+    )
+    import asyncio
+
+    async def async_latency() -> dict[str, float]:
+        times = []
+        for q in lat_queries:
+            start = time.perf_counter()
+            await hybrid.aretrieve(q)
+            times.append((time.perf_counter() - start) * 1000)
+        return percentiles(times)
+
+    out["latency"]["hybrid rrf (ours, aretrieve)"] = asyncio.run(async_latency())
+    out["quantization"] = quantization_report(built, q_vecs)
+    print(f"  quantization {out['quantization']}", flush=True)
+    report["query_embedding"] = query_embedding_latency(embedder, qtexts[:100])
+    del methods
+    gc.collect()
+    return out
+
+
+def run_large(embedder: Any, args: argparse.Namespace) -> dict:
+    print(f"== wikiqa x{args.copies} (perturbed)", flush=True)
+    data = load_beir("wikiqa")
+    qids = list(data["queries"])
+    random.Random(1).shuffle(qids)
+    qtexts = [data["queries"][q] for q in qids[: args.latency_queries]]
+    doc_vecs = embed_cached("wikiqa-docs", data["texts"], embedder)
+    q_vecs = embed_cached(
+        "wikiqa-queries", [data["queries"][q] for q in qids[: args.max_queries]], embedder
+    )
+    q_vecs = q_vecs[: len(qtexts)]
+    ids, texts, vectors = perturb(data["ids"], data["texts"], doc_vecs, args.copies)
+    lookup = Lookup(texts + qtexts, np.concatenate([vectors, q_vecs]))
+    start = time.perf_counter()
+    built = build_ours(
+        ids, texts, vectors, lookup, quantizations=(None, "int8", "binary"), ann=True
+    )
+    print(f"  built ours in {time.perf_counter() - start:.0f}s", flush=True)
+    kinds = ("float32", "int8", "binary", "usearch")
+    methods = our_methods(built, fusions=("rrf",), dense_kinds=kinds)
+    out: dict[str, Any] = {"docs": len(ids), "latency": {}, "build_s": dict(built["built"])}
+    for label, search in methods.items():
+        out["latency"][label] = latency_ms(search, qtexts)
+        print(f"  {label:38s} {out['latency'][label]}", flush=True)
+    out["quantization"] = quantization_report(built, q_vecs)
+    print(f"  quantization {out['quantization']}", flush=True)
+    del methods, built
+    gc.collect()
+    slow_queries = qtexts[: args.baseline_queries]
+    start = time.perf_counter()
+    ensemble = langchain_ensemble(ids, texts, lookup)
+    out["build_s"]["langchain"] = round(time.perf_counter() - start, 1)
+    out["latency"]["LangChain EnsembleRetriever"] = latency_ms(ensemble, slow_queries, warmup=1)
+    print(
+        f"  LangChain EnsembleRetriever {out['latency']['LangChain EnsembleRetriever']}", flush=True
+    )
+    del ensemble
+    gc.collect()
+    start = time.perf_counter()
+    llama = build_llama(ids, texts, vectors, lookup)
+    out["build_s"]["llamaindex"] = round(time.perf_counter() - start, 1)
+    out["latency"]["LlamaIndex QueryFusionRetriever"] = latency_ms(llama, slow_queries, warmup=1)
+    print(
+        f"  LlamaIndex QueryFusionRetriever {out['latency']['LlamaIndex QueryFusionRetriever']}",
+        flush=True,
+    )
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Tables for BENCHMARKS.md from a report written by this script."""
+    lines = []
+    names = list(report["datasets"])
+    head = " | ".join(f"{n} nDCG@10 | {n} R@100 | {n} p50/p95 ms" for n in names)
+    lines += [f"| method | {head} |", "|---" * (1 + 3 * len(names)) + "|"]
+    methods = list(next(iter(report["datasets"].values()))["latency"])
+    for method in methods:
+        cells = []
+        for n in names:
+            ds = report["datasets"][n]
+            q = ds["quality"].get(method)
+            lat = ds["latency"].get(method)
+            cells.append(f"{q['ndcg@10']:.4f}" if q else "")
+            cells.append(f"{q['recall@100']:.4f}" if q else "")
+            cells.append(f"{lat['p50_ms']:.2f} / {lat['p95_ms']:.2f}" if lat else "")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if "large" in report:
+        large = report["large"]
+        lines += ["", f"Latency at {large['docs']:,} documents (wikiqa x5, perturbed):", ""]
+        lines += ["| method | p50 ms | p95 ms | queries |", "|---|---|---|---|"]
+        for method, lat in large["latency"].items():
+            lines.append(f"| {method} | {lat['p50_ms']:.2f} | {lat['p95_ms']:.2f} | {lat['n']} |")
+    lines += ["", "Quantized dense search vs exact float32 (recall@10 of the exact top 10):", ""]
+    lines += [
+        "| corpus | codes | recall@10 | scanned bytes | vs float32 |",
+        "|---|---|---|---|---|",
+    ]
+    sets = dict(report["datasets"])
+    if "large" in report:
+        sets[f"wikiqa x5 ({report['large']['docs']:,})"] = report["large"]
+    for n, ds in sets.items():
+        for kind, q in ds["quantization"].items():
+            if kind == "float32":
+                lines.append(f"| {n} | float32 | 1.0 | {q['scan_bytes']:,} | 1x |")
+            else:
+                lines.append(
+                    f"| {n} | {kind} | {q['recall@10_vs_exact']:.4f} | {q['scan_bytes']:,} | "
+                    f"{q['memory_ratio_vs_float32']}x smaller |"
+                )
+    emb = report.get("query_embedding")
+    if emb:
+        lines += [
+            "",
+            f"Query embedding (MiniLM ONNX int8, one query): p50 {emb['p50_ms']:.1f} ms, "
+            f"p95 {emb['p95_ms']:.1f} ms.",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-queries", type=int, default=400, help="queries scored per dataset")
+    parser.add_argument("--latency-queries", type=int, default=100)
+    parser.add_argument("--baseline-queries", type=int, default=20, help="at 100k docs")
+    parser.add_argument("--copies", type=int, default=5, help="wikiqa replicas for the large run")
+    parser.add_argument("--datasets", default="scifact-subset,wikiqa")
+    parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--table", action="store_true", help="print tables from the last run")
+    args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads((RESULTS / "retrieval.json").read_text())))
+        return
+    from rag_optimize.embedding.local import LocalEmbedder
+
+    embedder = LocalEmbedder(backend="onnx", max_length=256)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "note": "shared 2-core machine; other jobs ran at the same time",
+        },
+        "args": vars(args),
+        "embedder": repr(embedder),
+        "datasets": {},
+    }
+    for name in args.datasets.split(","):
+        report["datasets"][name] = run_dataset(name, embedder, args, report)
+    if not args.skip_large:
+        report["large"] = run_large(embedder, args)
+    report["total_s"] = round(time.perf_counter() - started, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "retrieval.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {RESULTS / 'retrieval.json'} in {report['total_s']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
