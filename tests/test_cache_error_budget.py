@@ -88,15 +88,16 @@ def test_certificate_stops_at_the_first_failing_threshold() -> None:
     assert 0.78 <= cert.threshold <= 0.8
 
 
-def test_errors_above_the_start_raise_the_uncertified_threshold() -> None:
+def test_a_wrong_answer_above_the_start_closes_the_uncertified_cache() -> None:
     budget = ErrorBudget(0.02, start_threshold=0.8)
-    for sim in (0.82, 0.85, 0.9):
-        budget.record(sim, False)
+    budget.record(0.7, False)  # below the start: no contradiction
     for _ in range(5):
         budget.record(0.95, True)
+    assert budget.threshold == 0.8
+    budget.record(0.85, False)
     cert = budget.certificate()
     assert not cert.certified
-    assert 0.9 < cert.threshold <= 0.95
+    assert cert.threshold > 1.0  # no similarity reaches it: exact repeats only
 
 
 def test_budget_options_validated() -> None:
@@ -147,12 +148,18 @@ def _pair_cache(**options: object) -> tuple[SemanticCache, VectorBook]:
 
 def test_wrong_feedback_raises_the_entry_threshold_in_budget_mode() -> None:
     cache, _ = _pair_cache(max_error_rate=0.02)
+    budget = cache.error_budget
+    assert budget is not None
+    for i in range(300):  # enough clean evidence to certify a threshold of about 0.86
+        budget.record(0.86 + 0.0004 * i, True)
+    assert budget.certificate().certified and budget.threshold <= 0.86
     hit = cache.get("close")
     assert hit is not None
     assert cache.feedback(hit, False) == "updated"
-    assert cache.get("close") is None  # the entry's floor is now above 0.9
+    assert budget.certificate().certified  # one wrong in 301 still fits a 2% budget ...
+    assert cache.get("close") is None  # ... but this entry's floor is now above 0.9
     hit = cache.get("closer")
-    assert hit is not None  # ... but a closer query is still served
+    assert hit is not None  # ... and a closer query is still served
     decision = hit.metadata["cache_decision"]
     assert decision["mode"] == "error_budget"
     assert decision["evidence"] == {"correct": 0, "wrong": 1}
@@ -270,3 +277,14 @@ def test_learning_on_a_known_stream_stays_within_budget_and_beats_a_safe_fixed_t
     assert hits > 0 and wrong / hits <= 0.02
     assert fixed_wrong == 0
     assert hits > 1.2 * fixed_hits  # learned thresholds serve clearly more, within budget
+
+
+def test_uncertified_cache_fails_closed_after_a_wrong_answer() -> None:
+    cache, _ = _pair_cache(max_error_rate=0.02)
+    hit = cache.get("close")
+    assert hit is not None
+    assert hit.metadata["cache_decision"]["cache_threshold"]["certified"] is False
+    cache.feedback(hit, False)
+    assert cache.get("closer") is None  # semantic hits off until a threshold is certified
+    exact = cache.get("base")
+    assert exact is not None and exact.exact  # exact repeats are still served

@@ -36,10 +36,13 @@ is itself a similarity threshold).
 
 Until the outcomes certify a threshold (at 2% and 95% confidence that takes about 150
 outcomes above it, all correct; more if some are wrong) the cache uses the configured
-starting threshold, raised just above the highest similarity at which a wrong answer was
-seen, if any. That may exceed 1: the cache then serves only exact repeats and keeps learning
-from probes until a threshold is certified (with probes off, it stays there). The fallback
-carries no guarantee and the decision says so (``certified: False``).
+starting threshold as long as no outcome contradicts it. Once a wrong answer is seen at or
+above it, the cache fails closed: it serves only exact repeats and keeps learning from probes
+until a threshold is certified (with probes off it stays closed, since nothing is served to
+learn from). An earlier version raised the threshold just above the highest wrong outcome
+instead; on the cache_quality stream that heuristic served 10-12% wrong answers, because
+near-misses reach a cosine of 0.995 and more. The starting threshold carries no guarantee,
+and the decision says so (``certified: False``).
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ EVIDENCE_KEY = "rag_optimize_evidence"
 
 FLOOR_MARGIN = 1e-4
 """An entry floor sits this far above the similarity of its worst known wrong answer."""
+
+REFUSE = 1.0 + FLOOR_MARGIN
+"""A threshold no similarity reaches: the cache serves only exact repeats."""
 
 _MAX_ENTRY_SIMILARITIES = 16
 
@@ -184,14 +190,10 @@ def certify(
 def _fallback(
     at: Any, sims: np.ndarray, wrong: np.ndarray, delta: float, start: float
 ) -> Certificate:
-    """Uncertified: the starting threshold, or just above the highest wrong outcome at or
-    above it (possibly above 1: then only exact repeats are served until outcomes certify
-    a threshold)."""
-    threshold = start
-    bad = sims[wrong & (sims >= start)]
-    if bad.size:
-        threshold = float(bad.max()) + FLOOR_MARGIN
-    n, e = at(threshold)
+    """Uncertified: the starting threshold while no outcome contradicts it; after a wrong
+    answer at or above it, :data:`REFUSE` (only exact repeats are served)."""
+    threshold = REFUSE if bool((wrong & (sims >= start)).any()) else start
+    n, e = at(min(threshold, 1.0))
     return Certificate(threshold, False, n, e, binomial_upper_bound(e, n, delta))
 
 
