@@ -33,7 +33,8 @@ def test_sigkill_during_lookups_from_threads_and_tasks(
     server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="rag_optimize")
-    store = RedisStore(server.url, "outage", cooldown_ms=200, timeout_ms=50)
+    # 200 ms: this test is about a dead server, not about timeouts of a CPU-starved process
+    store = RedisStore(server.url, "outage", cooldown_ms=200, timeout_ms=200)
     cache = SemanticCache(HashingEmbedder(dim=64), threshold=0.8, store=store)
     assert fill(cache)
     phase = ["up"]
@@ -98,10 +99,10 @@ def test_sigkill_during_lookups_from_threads_and_tasks(
     stats = cache.stats
     assert stats.store_errors > 0 and store.breaker.opened >= 1
     assert store.status()["loads"] >= 2  # reloaded its mirror after the restart
-    # logged on state changes (a few per outage: kill, probes, restart), not per call
+    # logged on state changes (kill, failed probes, restart), not per call
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) <= 16, [r.getMessage() for r in warnings]
-    assert stats.store_errors >= 20 * len(warnings)
+    assert len(warnings) <= 30, [r.getMessage() for r in warnings]
+    assert stats.store_errors >= 50 * len(warnings)
     store.close()
 
 

@@ -136,6 +136,14 @@ class RedisStore:
             (it never fails: an unreachable Redis means a cold cache until it answers).
         clock: wall-clock seconds used by the sweeper; must agree with the cache's clock.
         client_options: extra keyword arguments for ``redis.Redis.from_url``.
+
+    Consistency: Redis is the truth for answers. A deleted, invalidated, evicted or expired
+    entry is never answered (every hit is fetched from Redis), in any process, at once. A
+    new entry becomes findable in another process when the change log delivers it (about
+    one round trip). The one-round-trip exact path assumes entry ids are
+    ``digest(scope, query_key)``, as :class:`SemanticCache` makes them; other ids are still
+    found by the vector search. Keys of a namespace share one Redis Cluster hash tag, so
+    the scripts stay in one slot (cluster deployments are not tested).
     """
 
     def __init__(
@@ -601,12 +609,14 @@ class RedisStore:
         self.breaker.success()
 
     def _failed(self) -> None:
-        """Record a failure; when it opens the circuit, drop pooled connections (after
-        an outage they are dead sockets; each would fail once more on reuse)."""
+        """Record a failure; when it opens the circuit, drop idle pooled connections (after
+        an outage they are dead sockets; each would fail once more on reuse). Connections
+        in use are left to fail or finish on their own: closing them under another
+        thread's call only adds errors."""
         if self.breaker.failure():
             self._pool_generation += 1
             try:
-                self._client.connection_pool.disconnect(inuse_connections=True)
+                self._client.connection_pool.disconnect(inuse_connections=False)
             except Exception:  # noqa: BLE001, S110 - best effort on a failing pool
                 pass
 
