@@ -397,3 +397,17 @@ def test_gap_in_the_change_log_reloads_the_mirror(
     assert wait_until(lambda: b.status()["loads"] == loads + 1)
     assert wait_until(lambda: b.status()["mirror_entries"] == 2)
     assert b.search("", _vec("after the gap"), 1, clock())[0].similarity > 0.99
+
+
+def test_a_store_dropped_without_close_stops_its_thread(
+    redis_server: RedisServer, namespace: str  # noqa: F811
+) -> None:
+    import gc
+
+    store = RedisStore(redis_server.url, namespace)
+    thread = store._follower._thread
+    assert thread.is_alive()
+    del store
+    gc.collect()
+    thread.join(2.0)
+    assert not thread.is_alive()

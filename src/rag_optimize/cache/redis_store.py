@@ -224,6 +224,7 @@ class RedisStore:
         self._aclients_lock = threading.Lock()
         self._agenerations: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._pool_generation = 0
+        me = weakref.ref(self)
         self._follower = ChangeFollower(
             follower_client,
             self._keys,
@@ -233,14 +234,17 @@ class RedisStore:
             sweep_interval=_positive("sweep_interval_ms", sweep_interval_ms) / 1000,
             stream_maxlen=self.stream_maxlen,
             clock=clock,
-            get_dim=lambda: self._dim,
-            set_dim=self._set_dim,
-            on_corrupt=self._corrupt,
-            on_expired=lambda n: self._stats.add("expirations", n),
+            # weak references: the thread must not keep a forgotten store alive
+            get_dim=lambda: getattr(me(), "_dim", None),
+            set_dim=lambda dim: _call(me, "_set_dim", dim),
+            on_corrupt=lambda hid, exc: _call(me, "_corrupt", hid, exc),
+            on_expired=lambda n: _call(me, "_expired", n),
         )
         self._follower_client = follower_client
         self._closed = False
         self._follower.start()
+        # a store dropped without close() still stops its thread when collected
+        weakref.finalize(self, self._follower.stop, 0.0)
         if startup_wait_ms > 0:
             self._follower.wait_loaded(startup_wait_ms / 1000)
 
@@ -652,6 +656,9 @@ class RedisStore:
     def _set_dim(self, dim: int | None) -> None:
         self._dim = dim
 
+    def _expired(self, count: int) -> None:
+        self._stats.add("expirations", count)
+
     def _corrupt(self, hid: str, exc: Exception) -> None:
         """Count a corrupt or foreign entry once per process (it is skipped, never raised)."""
         with self._corrupt_lock:
@@ -661,6 +668,13 @@ class RedisStore:
                 self._corrupt_seen.clear()
             self._corrupt_seen.add(hid)
         self._stats.add("corrupt_entries")
+
+
+def _call(ref: weakref.ReferenceType[RedisStore], method: str, *args: Any) -> None:
+    """Call ``method`` on the store behind ``ref`` if it still exists."""
+    store = ref()
+    if store is not None:
+        getattr(store, method)(*args)
 
 
 def _no_retry(retry_cls: Any) -> Any:
