@@ -193,10 +193,11 @@ def _worker(url: str, namespace: str, options: dict[str, Any]) -> None:
     now = [options.pop("start", 1_000.0)]
     threshold = options.pop("threshold", 0.8)
     ttl = options.pop("ttl_seconds", None)
+    cache_options = options.pop("cache_options", {})
     store = RedisStore(url, namespace, clock=lambda: now[0], **options)
     cache = SemanticCache(
         HashingEmbedder(dim=64), threshold=threshold, ttl_seconds=ttl, store=store,
-        clock=lambda: now[0],
+        clock=lambda: now[0], **cache_options,
     )
 
     def get(query: str, scope: str | None = None) -> Any:

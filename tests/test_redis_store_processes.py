@@ -90,3 +90,50 @@ def test_invalidate_ttl_and_eviction_hold_across_processes(pair: Any) -> None:
     for query in ("red apple pie", "green tea leaf", "yellow submarine ride"):
         assert worker.call("get", query) is not None, query
     assert len(cache) == 3
+
+
+@pytest.mark.slow
+def test_source_invalidation_and_wrong_hit_feedback_reach_the_other_process(pair: Any) -> None:
+    cache, worker, _ = pair
+    assert worker.call("set", "how to export a report", "Reports > Export", None,
+                       metadata={"source_ids": ["doc-7", "doc-9"]})
+    assert worker.call("set", "how to print a report", "Reports > Print", None,
+                       metadata={"source_ids": ["doc-8"]})
+    assert wait_until(lambda: cache.get("how to export a report") is not None, 1.0)
+    assert cache.invalidate(source_ids=["doc-9"]) == 1
+    assert worker.call("get", "how to export a report") is None
+    assert worker.call("get", "how to print a report") is not None
+
+    # a wrong hit reported in this process removes the answer for the worker too
+    hit = cache.get("how to print a report quickly")
+    assert hit is not None and not hit.exact
+    assert cache.feedback(hit, correct=False) == "deleted"
+    assert worker.call("get", "how to print a report") is None
+
+
+@pytest.mark.slow
+def test_learned_entry_threshold_reaches_the_other_process(
+    redis_server: RedisServer, namespace: str  # noqa: F811
+) -> None:
+    """With an error budget a wrong hit raises the entry's own threshold (a ``put`` of the
+    revised entry); the other process's mirror picks the new threshold up."""
+    clock = FakeClock(START)
+    budget = {"max_error_rate": 0.05}
+    worker = CacheWorker(redis_server.url, namespace, start=START, cache_options=budget)
+    try:
+        with RedisStore(redis_server.url, namespace, clock=clock) as store:
+            cache = SemanticCache(
+                HashingEmbedder(dim=64), threshold=0.8, store=store, clock=clock, **budget
+            )
+            assert worker.call("set", "how to export a report", "Reports > Export")
+            paraphrase = "how to export a report quickly"
+            assert wait_until(lambda: cache.get(paraphrase) is not None, 1.0)
+            assert worker.call("get", paraphrase) is not None
+            hit = cache.get(paraphrase)
+            assert hit is not None
+            assert cache.feedback(hit, correct=False) == "updated"
+            assert cache.get(paraphrase) is None
+            assert wait_until(lambda: worker.call("get", paraphrase) is None, 1.0)
+            assert worker.call("get", "how to export a report") is not None  # exact still
+    finally:
+        worker.close()
