@@ -150,7 +150,7 @@ def test_lru_eviction_is_coherent_across_stores(make_store: MakeStore, clock: Fa
     assert len(a) == 3
     assert a.get("blue whale song") is None  # the least recently used one
     for query in ("red apple pie", "green tea leaf", "yellow submarine ride"):
-        assert a.get(query) is not None, query
+        assert wait_until(lambda q=query: a.get(q) is not None, 1.0), query
 
 
 def test_concurrent_writers_never_over_evict(make_store: MakeStore, clock: FakeClock) -> None:

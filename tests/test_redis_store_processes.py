@@ -82,13 +82,15 @@ def test_invalidate_ttl_and_eviction_hold_across_processes(pair: Any) -> None:
     for query in ("red apple pie", "blue whale song", "green tea leaf"):
         assert worker.call("set", query, query)
         advance(clock, worker, 1)
-    assert cache.get("red apple pie") is not None  # touch: blue whale is now the oldest
+    # touch (once visible here): blue whale is now the least recently used
+    assert wait_until(lambda: cache.get("red apple pie") is not None, 1.0)
     advance(clock, worker, 1)
     assert cache.set("yellow submarine ride", "yellow")
     assert cache.stats.evictions == 1
     assert worker.call("get", "blue whale song") is None
     for query in ("red apple pie", "green tea leaf", "yellow submarine ride"):
-        assert worker.call("get", query) is not None, query
+        # the last one was written here: visible in the worker after the change log delivers it
+        assert worker.call("until_hit", query, None, 1.0) is not None, query
     assert len(cache) == 3
 
 
