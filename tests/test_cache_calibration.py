@@ -136,3 +136,11 @@ def test_cli_calibrate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert json.loads(js.read_text())["precision"] >= 0.98
     assert run_calibrate(["--pairs", str(tmp_path / "missing.tsv"), "--embedder", "hashing"]) == 2
     assert "missing.tsv" in capsys.readouterr().err
+
+
+def test_cli_unreachable_target_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tsv = tmp_path / "noisy.tsv"
+    rows = [f"{i % 2}\tsame words here {i}\tsame words here {i}" for i in range(40)]
+    tsv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert run_calibrate(["--pairs", str(tsv), "--embedder", "hashing"]) == 1
+    assert "no threshold" in capsys.readouterr().out

@@ -43,6 +43,11 @@ learn from). An earlier version raised the threshold just above the highest wron
 instead; on the cache_quality stream that heuristic served 10-12% wrong answers, because
 near-misses reach a cosine of 0.995 and more. The starting threshold carries no guarantee,
 and the decision says so (``certified: False``).
+
+Where the evidence lives: per-entry outcomes in the entry's metadata (so a shared store such
+as Redis shares them); the cache-wide outcomes in the process (:meth:`ErrorBudget.state` /
+:meth:`ErrorBudget.load` persist them), so each process sharing a store learns its own
+cache-wide threshold.
 """
 
 from __future__ import annotations

@@ -90,7 +90,10 @@ class SemanticCache:
         confidence: confidence of the error-budget certificate (default 0.95).
         min_threshold: the error budget never lowers the threshold below this.
         learn_from_misses: with an error budget, compare the nearest stored answer of a miss
-            with the answer the app then stores (by ``judge``), as a free outcome.
+            with the answer the app then stores (by ``judge``): an outcome without serving
+            anything. Costs one store fetch per miss with a neighbour of similarity
+            >= ``min_threshold`` and one judge call per following ``set`` (the default
+            judge embeds both answers). Turn it off to learn from ``feedback`` only.
         mode: ``"live"`` serves hits; ``"shadow"`` never serves, records what it would have
             served and judges it against the model's real answer (:meth:`shadow_report`).
         judge: ``judge(query, cached_answer, fresh_answer) -> bool`` for shadow comparisons and
