@@ -19,6 +19,8 @@ from rag_optimize import (
     InvalidVectorError,
     SemanticCache,
 )
+from rag_optimize.tracing import LatencyTracker
+from rag_optimize.tracing.tracker import SpanRecord
 from tests.conftest import FakeClock
 
 
@@ -400,3 +402,60 @@ def test_invalidate_input_checked() -> None:
     with pytest.raises(InvalidInputError, match="non-empty str"):
         cache.invalidate(index_version=[""])
     assert len(cache) == 3
+
+
+class ClockedEmbedder(HashingEmbedder):
+    """Advances a fake tracker clock by 5 ms per embedding: the cache span must contain it."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(dim=64)
+        self.clock = clock
+
+    def embed_query(self, text: str) -> list[float]:
+        self.clock.advance(0.005)
+        return super().embed_query(text)
+
+
+def _traced_cache(clock: FakeClock) -> tuple[SemanticCache, LatencyTracker, list[SpanRecord]]:
+    tracker = LatencyTracker(clock=clock)
+    samples: list[SpanRecord] = []
+    tracker.add_listener(samples.append)
+    cache = SemanticCache(ClockedEmbedder(clock), threshold=0.9, tracker=tracker)
+    return cache, tracker, samples
+
+
+def test_tracker_records_cache_stage_with_hit_flag_in_current_run(clock: FakeClock) -> None:
+    cache, tracker, samples = _traced_cache(clock)
+    with tracker.run() as run_id:
+        assert cache.get("what is the capital of france") is None
+        cache.set("what is the capital of france", "Paris")
+        assert cache.get("what is the capital of france") is not None  # exact path
+        hit = cache.get("what is the capital of france please")
+    assert [s.stage for s in samples if s.stage == "cache"] == ["cache"] * 3
+    cache_samples = [s for s in samples if s.stage == "cache"]
+    assert [s.attributes["hit"] for s in cache_samples] == [False, True, hit is not None]
+    assert all(s.run_id == run_id for s in cache_samples)
+    assert cache_samples[0].seconds == pytest.approx(0.005)  # the miss embedded the query
+    assert cache_samples[1].seconds == pytest.approx(0.0)  # exact hit: no embedding
+    record = tracker.run_report(run_id)
+    assert record is not None and record.counts["cache"] == 3
+    assert tracker.report()["cache"].count == 3
+
+
+async def test_tracker_records_cache_stage_for_aget(clock: FakeClock) -> None:
+    cache, tracker, samples = _traced_cache(clock)
+    with tracker.run() as run_id:
+        assert await cache.aget("who wrote hamlet") is None
+        await cache.aset("who wrote hamlet", "Shakespeare")
+        assert await cache.aget("who wrote hamlet") is not None
+    cache_samples = [s for s in samples if s.stage == "cache"]
+    assert [s.attributes["hit"] for s in cache_samples] == [False, True]
+    assert all(s.run_id == run_id for s in cache_samples)
+    assert cache_samples[0].seconds == pytest.approx(0.005)
+
+
+def test_no_tracker_records_nothing_and_lookups_still_work(clock: FakeClock) -> None:
+    cache = SemanticCache(ClockedEmbedder(clock), threshold=0.9)
+    assert cache.tracker is None
+    cache.set("q one", "a")
+    assert cache.get("q one") is not None

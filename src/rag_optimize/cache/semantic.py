@@ -55,6 +55,8 @@ from rag_optimize.cache.vector_table import IndexKind
 from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedder
 from rag_optimize.embedding.vectors import FloatVector, unit_vector
 from rag_optimize.errors import ConfigurationError, InvalidInputError, StoreError
+from rag_optimize.tracing.stages import CACHE
+from rag_optimize.tracing.tracker import LatencyTracker, optional_span
 
 logger = logging.getLogger("rag_optimize.cache")
 
@@ -101,6 +103,9 @@ class SemanticCache:
         require_scope: a lookup or write with no scope (neither passed nor set by
             ``cache_scope``; the shared default scope ``""`` counts as none) fails closed: the
             lookup misses and the write is dropped, both counted. For multi-tenant apps.
+        tracker: a :class:`~rag_optimize.tracing.LatencyTracker`; ``get``/``aget`` then
+            record the stage ``"cache"`` (in the current run, see ``tracker.run()``) with the
+            attribute ``hit`` (True/False) for listeners and exporters.
     """
 
     def __init__(
@@ -121,6 +126,7 @@ class SemanticCache:
         mode: Mode = "live",
         judge: Judge | None = None,
         require_scope: bool = False,
+        tracker: LatencyTracker | None = None,
     ) -> None:
         self.embedder = check_embedder(embedder)
         self.threshold = _check_threshold(threshold)
@@ -134,6 +140,7 @@ class SemanticCache:
         self.candidates = candidates
         self.mode: Mode = mode
         self.require_scope = bool(require_scope)
+        self.tracker = tracker
         self.learn_from_misses = bool(learn_from_misses)
         self.judge: Judge = check_judge(judge) if judge is not None else EmbeddingJudge(embedder)
         self._budget: ErrorBudget | None = None
@@ -159,7 +166,22 @@ class SemanticCache:
     # ------------------------------------------------------------------ lookups
     def get(self, query: str, scope: str | None = None) -> CacheHit | None:
         """The cached answer for ``query`` in ``scope``, or ``None`` on a miss (always
-        ``None`` in shadow mode)."""
+        ``None`` in shadow mode). Timed as the ``"cache"`` stage when a tracker is given."""
+        outcome: dict[str, Any] = {}
+        with optional_span(self.tracker, CACHE, attributes=outcome):
+            hit = self._get(query, scope)
+            outcome["hit"] = hit is not None
+        return hit
+
+    async def aget(self, query: str, scope: str | None = None) -> CacheHit | None:
+        """Async :meth:`get`: never blocks the event loop on the model or the store."""
+        outcome: dict[str, Any] = {}
+        with optional_span(self.tracker, CACHE, attributes=outcome):
+            hit = await self._aget(query, scope)
+            outcome["hit"] = hit is not None
+        return hit
+
+    def _get(self, query: str, scope: str | None) -> CacheHit | None:
         query, key, scope_key, now = self._begin(query, scope)
         if self._refuse_lookup(scope):
             return None
@@ -187,8 +209,7 @@ class SemanticCache:
         self._not_found(key, scope_key, vector, nearest)
         return None
 
-    async def aget(self, query: str, scope: str | None = None) -> CacheHit | None:
-        """Async :meth:`get`: never blocks the event loop on the model or the store."""
+    async def _aget(self, query: str, scope: str | None) -> CacheHit | None:
         query, key, scope_key, now = self._begin(query, scope)
         if self._refuse_lookup(scope):
             return None
