@@ -37,18 +37,18 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import Any, Literal, TypeVar
 
 from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
-from rag_optimize.cache.error_budget import EVIDENCE_KEY, EntryEvidence, ErrorBudget
+from rag_optimize.cache.error_budget import EVIDENCE_KEY, ErrorBudget
 from rag_optimize.cache.incidents import IncidentLog
-from rag_optimize.cache.judges import EmbeddingJudge, Judge, ajudge, check_judge, judge_now
+from rag_optimize.cache.judges import EmbeddingJudge, Judge, check_judge
 from rag_optimize.cache.keys import check_query, check_scope, digest, normalise_query
+from rag_optimize.cache.learning import Mode, Nearest, OutcomeLearner
 from rag_optimize.cache.memory import InMemoryStore
 from rag_optimize.cache.scopes import current_scope
-from rag_optimize.cache.shadow import AwaitingAnswers, Observation, ShadowLog, ShadowReport
+from rag_optimize.cache.shadow import Observation, ShadowReport
 from rag_optimize.cache.stats import CacheStats, StatsCounter
 from rag_optimize.cache.store import Store
 from rag_optimize.cache.vector_table import IndexKind
@@ -64,7 +64,6 @@ T = TypeVar("T")
 
 DEFAULT_THRESHOLD = 0.9
 _PENDING_VECTORS = 1024
-Mode = Literal["live", "shadow"]
 FeedbackAction = Literal["updated", "deleted", "missing"]
 
 
@@ -138,14 +137,11 @@ class SemanticCache:
             raise ConfigurationError(f"mode must be 'live' or 'shadow', got {mode!r}")
         self.ttl_seconds = ttl_seconds
         self.candidates = candidates
-        self.mode: Mode = mode
         self.require_scope = bool(require_scope)
         self.tracker = tracker
-        self.learn_from_misses = bool(learn_from_misses)
-        self.judge: Judge = check_judge(judge) if judge is not None else EmbeddingJudge(embedder)
-        self._budget: ErrorBudget | None = None
+        budget: ErrorBudget | None = None
         if max_error_rate is not None:
-            self._budget = ErrorBudget(
+            budget = ErrorBudget(
                 max_error_rate,
                 start_threshold=self.threshold,
                 confidence=confidence,
@@ -155,13 +151,47 @@ class SemanticCache:
         self._clock = clock
         self._stats = StatsCounter()
         self.store.attach_stats(self._stats)
+        self._learner = OutcomeLearner(
+            budget=budget,
+            judge=check_judge(judge) if judge is not None else EmbeddingJudge(embedder),
+            mode=mode,
+            learn_from_misses=bool(learn_from_misses),
+            stats=self._stats,
+        )
         self._embed_incidents = IncidentLog(logger, "embedding model")
         self._store_incidents = IncidentLog(logger, "cache store")
-        self._judge_incidents = IncidentLog(logger, "answer judge")
         self._pending: OrderedDict[str, FloatVector] = OrderedDict()
         self._pending_lock = threading.Lock()
-        self._awaiting = AwaitingAnswers()
-        self._shadow = ShadowLog()
+
+    # ------------------------------------------------------- learning settings
+    @property
+    def mode(self) -> Mode:
+        """``"live"`` serves hits; ``"shadow"`` only observes (may be switched at any time)."""
+        return self._learner.mode
+
+    @mode.setter
+    def mode(self, mode: Mode) -> None:
+        if mode not in ("live", "shadow"):
+            raise ConfigurationError(f"mode must be 'live' or 'shadow', got {mode!r}")
+        self._learner.mode = mode
+
+    @property
+    def judge(self) -> Judge:
+        """Compares a stored answer with the model's real one (shadow mode and probes)."""
+        return self._learner.judge
+
+    @judge.setter
+    def judge(self, judge: Judge) -> None:
+        self._learner.judge = check_judge(judge)
+
+    @property
+    def learn_from_misses(self) -> bool:
+        """Whether misses probe their nearest entry (with an error budget)."""
+        return self._learner.learn_from_misses
+
+    @learn_from_misses.setter
+    def learn_from_misses(self, value: bool) -> None:
+        self._learner.learn_from_misses = bool(value)
 
     # ------------------------------------------------------------------ lookups
     def get(self, query: str, scope: str | None = None) -> CacheHit | None:
@@ -196,8 +226,8 @@ class SemanticCache:
         candidates = self._guard(
             partial(self.store.search, scope_key, vector, self.candidates, now), empty
         )
-        nearest: tuple[CacheEntry, float, float] | None = None
-        for candidate, threshold, accepted in self._ranked(candidates, nearest_wanted=True):
+        nearest: Nearest | None = None
+        for candidate, threshold, accepted in self._learner.ranked(candidates, self.threshold):
             if not accepted and nearest is not None:
                 continue
             found = self._guard(partial(self.store.fetch, candidate.entry_id, now), None)
@@ -224,8 +254,8 @@ class SemanticCache:
         candidates = await self._aguard(
             partial(self.store.asearch, scope_key, vector, self.candidates, now), empty
         )
-        nearest: tuple[CacheEntry, float, float] | None = None
-        for candidate, threshold, accepted in self._ranked(candidates, nearest_wanted=True):
+        nearest: Nearest | None = None
+        for candidate, threshold, accepted in self._learner.ranked(candidates, self.threshold):
             if not accepted and nearest is not None:
                 continue
             found = await self._aguard(partial(self.store.afetch, candidate.entry_id, now), None)
@@ -275,9 +305,10 @@ class SemanticCache:
 
         stored = self._guard(put, False)
         self._count_write(stored)
-        observation = self._awaiting.pop(scope_key, key)
+        observation = self._learner.take(scope_key, key)
         if observation is not None:
-            self._settle(observation, self._judged(query, observation, response), entry.id, now)
+            correct = self._learner.judged(query, observation, response)
+            self._settle(observation, correct, entry.id, now)
         return stored
 
     async def aset(
@@ -308,9 +339,9 @@ class SemanticCache:
 
         stored = await self._aguard(put, False)
         self._count_write(stored)
-        observation = self._awaiting.pop(scope_key, key)
+        observation = self._learner.take(scope_key, key)
         if observation is not None:
-            correct = await self._ajudged(query, observation, response)
+            correct = await self._learner.ajudged(query, observation, response)
             await self._asettle(observation, correct, entry.id, now)
         return stored
 
@@ -326,36 +357,16 @@ class SemanticCache:
         Returns ``"updated"``, ``"deleted"`` or ``"missing"`` (entry already gone).
         """
         _check_feedback(hit, correct)
-        self._stats.add("feedback_correct" if correct else "feedback_wrong")
-        now = self._clock()
-        self._learn(hit.similarity, correct, hit.exact)
-        entry = self._guard(partial(self.store.fetch, hit.entry_id, now), None)
-        if entry is None:
-            return "missing"
-        revised = self._revised(entry, hit.similarity, correct, hit.exact)
-        if revised is None:
-            removed = self._guard(lambda: self.store.delete([entry.id]), 0)
-            self._stats.add("tombstones", int(removed))
-            return "deleted"
-        self._guard(partial(self.store.put, revised, now), None)
-        return "updated"
+        self._count_feedback(hit, correct)
+        return self._apply_outcome(hit.entry_id, hit.similarity, correct, hit.exact, self._clock())
 
     async def afeedback(self, hit: CacheHit, correct: bool) -> FeedbackAction:
         """Async :meth:`feedback`."""
         _check_feedback(hit, correct)
-        self._stats.add("feedback_correct" if correct else "feedback_wrong")
-        now = self._clock()
-        self._learn(hit.similarity, correct, hit.exact)
-        entry = await self._aguard(partial(self.store.afetch, hit.entry_id, now), None)
-        if entry is None:
-            return "missing"
-        revised = self._revised(entry, hit.similarity, correct, hit.exact)
-        if revised is None:
-            removed = await self._aguard(lambda: self.store.adelete([entry.id]), 0)
-            self._stats.add("tombstones", int(removed))
-            return "deleted"
-        await self._aguard(partial(self.store.aput, revised, now), None)
-        return "updated"
+        self._count_feedback(hit, correct)
+        return await self._aapply_outcome(
+            hit.entry_id, hit.similarity, correct, hit.exact, self._clock()
+        )
 
     # ------------------------------------------------------------ invalidation
     def invalidate(
@@ -422,18 +433,18 @@ class SemanticCache:
 
     def shadow_report(self) -> ShadowReport:
         """What shadow mode saw: would-be hit rate and the judged precision of those hits."""
-        return self._shadow.report()
+        return self._learner.shadow.report()
 
     @property
     def error_budget(self) -> ErrorBudget | None:
         """The threshold learner when ``max_error_rate`` was given (its :meth:`certificate`
         says which threshold is in force and why), else ``None``."""
-        return self._budget
+        return self._learner.budget
 
     @property
     def current_threshold(self) -> float:
         """The cache-wide threshold in force now (entries may add their own floor)."""
-        return self._budget.threshold if self._budget is not None else self.threshold
+        return self._learner.current_threshold(self.threshold)
 
     def __len__(self) -> int:
         return int(self._guard(self.store.count, 0))
@@ -464,29 +475,6 @@ class SemanticCache:
         self._stats.add("dropped_writes")
         return True
 
-    def _threshold_for(self, entry_threshold: float | None) -> float:
-        if self._budget is None:
-            return entry_threshold if entry_threshold is not None else self.threshold
-        base = self._budget.threshold
-        return base if entry_threshold is None else max(base, entry_threshold)
-
-    def _observing(self) -> bool:
-        """Whether misses should remember their nearest entry for the judge."""
-        return self.mode == "shadow" or (self._budget is not None and self.learn_from_misses)
-
-    def _ranked(
-        self, candidates: list[Candidate], *, nearest_wanted: bool
-    ) -> list[tuple[Candidate, float, bool]]:
-        """Candidates worth fetching with their threshold and whether they pass it."""
-        out = []
-        observe = nearest_wanted and self._observing()
-        for candidate in candidates:
-            threshold = self._threshold_for(candidate.threshold)
-            accepted = candidate.similarity >= threshold
-            if accepted or observe:
-                out.append((candidate, threshold, accepted))
-        return out
-
     def _found(
         self,
         entry: CacheEntry,
@@ -500,38 +488,16 @@ class SemanticCache:
     ) -> CacheHit | None:
         """A lookup found an answer: serve it, or in shadow mode record it and miss."""
         if self.mode == "shadow":
-            self._shadow.lookup(True)
-            observation = Observation(
-                entry.id, entry.scope, entry.response, similarity, threshold, True, exact
-            )
-            self._awaiting.put(entry.scope, key, observation)
+            self._learner.observe_would_hit(entry, similarity, threshold, key, exact)
             self._miss(key, vector)
             return None
         return self._hit(entry, similarity, now, exact=exact, threshold=threshold)
 
     def _not_found(
-        self,
-        key: str,
-        scope: str,
-        vector: FloatVector,
-        nearest: tuple[CacheEntry, float, float] | None,
+        self, key: str, scope: str, vector: FloatVector, nearest: Nearest | None
     ) -> None:
-        if self.mode == "shadow":
-            self._shadow.lookup(False)
-        if self._observing():
-            if nearest is not None and (self.mode == "shadow" or self._probe_worthy(nearest[1])):
-                entry, similarity, threshold = nearest
-                observation = Observation(
-                    entry.id, scope, entry.response, similarity, threshold, False
-                )
-                self._awaiting.put(scope, key, observation)
-            elif self.mode == "shadow":
-                self._awaiting.put(scope, key, Observation("", scope, None, 0.0, None, False))
+        self._learner.observe_miss(key, scope, nearest)
         self._miss(key, vector)
-
-    def _probe_worthy(self, similarity: float) -> bool:
-        """A miss is worth judging when its nearest entry is within the learner's range."""
-        return self._budget is not None and similarity >= self._budget.min_threshold
 
     def _hit(
         self,
@@ -546,7 +512,7 @@ class SemanticCache:
         if exact:
             self._stats.add("exact_hits")
         metadata = {k: v for k, v in entry.metadata.items() if k != EVIDENCE_KEY}
-        metadata["cache_decision"] = self._decision(entry, similarity, threshold, exact)
+        metadata["cache_decision"] = self._learner.decision(entry, similarity, threshold, exact)
         return CacheHit(
             response=entry.response,
             similarity=similarity,
@@ -558,121 +524,59 @@ class SemanticCache:
             exact=exact,
         )
 
-    def _decision(
-        self, entry: CacheEntry, similarity: float, threshold: float | None, exact: bool
-    ) -> dict[str, Any]:
-        """Why this hit was served, for the app's logs."""
-        evidence = EntryEvidence.from_metadata(entry.metadata)
-        decision: dict[str, Any] = {
-            "similarity": similarity,
-            "threshold": threshold,
-            "exact": exact,
-            "mode": "fixed" if self._budget is None else "error_budget",
-            "entry_threshold": entry.threshold,
-            "evidence": {"correct": evidence.correct, "wrong": evidence.wrong},
-        }
-        if self._budget is not None:
-            certificate = self._budget.certificate()
-            decision["max_error_rate"] = self._budget.max_error_rate
-            decision["cache_threshold"] = certificate.as_dict()
-        return decision
-
-    def _judged(self, query: str, observation: Observation, fresh: Any) -> bool | None:
-        if not observation.entry_id:
-            return None
-        try:
-            verdict = judge_now(self.judge, query, observation.response, fresh)
-        except Exception as exc:  # noqa: BLE001 - a judge must never fail the app's write
-            self._judge_failed(exc)
-            return None
-        self._judge_incidents.success()
-        return verdict
-
-    async def _ajudged(self, query: str, observation: Observation, fresh: Any) -> bool | None:
-        if not observation.entry_id:
-            return None
-        try:
-            verdict = await ajudge(self.judge, query, observation.response, fresh)
-        except Exception as exc:  # noqa: BLE001 - a judge must never fail the app's write
-            self._judge_failed(exc)
-            return None
-        self._judge_incidents.success()
-        return verdict
-
-    def _judge_failed(self, exc: BaseException) -> None:
-        self._stats.add("judge_errors")
-        self._shadow.judge_error()
-        self._judge_incidents.failure(exc)
-
-    def _settle_plan(
-        self, observation: Observation, correct: bool | None, new_entry_id: str
-    ) -> bool:
-        """Record a judged observation; returns whether the observed entry needs a floor."""
-        if self.mode == "shadow":
-            self._shadow.answered(observation, correct)
-        if correct is None:
-            return False
-        self._learn(observation.similarity, correct, observation.exact)
-        return (
-            self._budget is not None
-            and not correct
-            and not observation.exact
-            and observation.entry_id != new_entry_id
-        )
+    def _count_feedback(self, hit: CacheHit, correct: bool) -> None:
+        self._stats.add("feedback_correct" if correct else "feedback_wrong")
+        self._learner.learn(hit.similarity, correct, hit.exact)
 
     def _settle(
         self, observation: Observation, correct: bool | None, new_entry_id: str, now: float
     ) -> None:
-        if not self._settle_plan(observation, correct, new_entry_id):
-            return
-        entry = self._guard(partial(self.store.fetch, observation.entry_id, now), None)
-        if entry is None:
-            return
-        revised = self._revised(entry, observation.similarity, False, False)
-        if revised is None:
-            self._guard(lambda: self.store.delete([entry.id]), 0)
-        else:
-            self._guard(partial(self.store.put, revised, now), None)
+        """Learn a judged observation; a wrong probe gives the observed entry its floor."""
+        if self._learner.settle(observation, correct, new_entry_id):
+            self._apply_outcome(observation.entry_id, observation.similarity, False, False, now)
 
     async def _asettle(
         self, observation: Observation, correct: bool | None, new_entry_id: str, now: float
     ) -> None:
-        if not self._settle_plan(observation, correct, new_entry_id):
-            return
-        entry = await self._aguard(partial(self.store.afetch, observation.entry_id, now), None)
+        if self._learner.settle(observation, correct, new_entry_id):
+            await self._aapply_outcome(
+                observation.entry_id, observation.similarity, False, False, now
+            )
+
+    def _apply_outcome(
+        self, entry_id: str, similarity: float, correct: bool, exact: bool, now: float
+    ) -> FeedbackAction:
+        """Record an outcome on the stored entry: update its evidence and floor, or delete it
+        (a tombstone) when :meth:`OutcomeLearner.revised` says so."""
+        entry = self._guard(partial(self.store.fetch, entry_id, now), None)
         if entry is None:
-            return
-        revised = self._revised(entry, observation.similarity, False, False)
+            return "missing"
+        revised = self._learner.revised(entry, similarity, correct, exact)
         if revised is None:
-            await self._aguard(lambda: self.store.adelete([entry.id]), 0)
-        else:
-            await self._aguard(partial(self.store.aput, revised, now), None)
+            removed = self._guard(lambda: self.store.delete([entry_id]), 0)
+            self._stats.add("tombstones", int(removed))
+            return "deleted"
+        self._guard(partial(self.store.put, revised, now), None)
+        return "updated"
 
-    def _learn(self, similarity: float, correct: bool, exact: bool) -> None:
-        """Feed a verified outcome to the error budget. Exact repeats are not evidence about
-        similarity (they are always served); a wrong one means the answer itself is bad."""
-        if self._budget is not None and not exact:
-            self._budget.record(similarity, correct)
-
-    def _revised(
-        self, entry: CacheEntry, similarity: float, correct: bool, exact: bool
-    ) -> CacheEntry | None:
-        """The entry with one more outcome recorded, or ``None`` if it should be deleted."""
-        evidence = EntryEvidence.from_metadata(entry.metadata).add(similarity, correct)
-        floor = evidence.floor
-        if not correct and (self._budget is None or exact or (floor is not None and floor > 1.0)):
-            return None
-        metadata = {**entry.metadata, EVIDENCE_KEY: evidence.to_json()}
-        threshold = entry.threshold
-        if self._budget is not None and floor is not None:
-            threshold = floor if threshold is None else max(threshold, floor)
-        return replace(entry, metadata=metadata, threshold=threshold)
+    async def _aapply_outcome(
+        self, entry_id: str, similarity: float, correct: bool, exact: bool, now: float
+    ) -> FeedbackAction:
+        entry = await self._aguard(partial(self.store.afetch, entry_id, now), None)
+        if entry is None:
+            return "missing"
+        revised = self._learner.revised(entry, similarity, correct, exact)
+        if revised is None:
+            removed = await self._aguard(lambda: self.store.adelete([entry_id]), 0)
+            self._stats.add("tombstones", int(removed))
+            return "deleted"
+        await self._aguard(partial(self.store.aput, revised, now), None)
+        return "updated"
 
     def _reset_local(self) -> None:
         with self._pending_lock:
             self._pending.clear()
-        self._awaiting.clear()
-        self._shadow.reset()
+        self._learner.reset()
         self._stats.reset()
 
     def _miss(self, key: str | None = None, vector: FloatVector | None = None) -> None:
