@@ -147,6 +147,16 @@ async def test_cache_hit_streams_stored_answer_without_running_chain() -> None:
     assert 0 <= record.stages["ttft"] <= record.total
 
 
+async def test_cache_with_its_own_tracker_is_timed_once() -> None:
+    tracker = LatencyTracker()
+    cache = SemanticCache(HashingEmbedder(), threshold=0.9, tracker=tracker)
+    app = make_app(make_chain(), cache=cache, tracker=tracker)
+    for question in ("What is the capital of France?", "what is the capital of france?"):
+        await get(app, question)
+    assert tracker.report()["cache"].count == 2  # one span per lookup, not two
+    assert cache.stats.hits == 1
+
+
 async def test_failed_stream_is_not_cached() -> None:
     cache = SemanticCache(HashingEmbedder(), threshold=0.9)
     await get(make_app(make_chain(fail=True), cache=cache), "capital?")

@@ -24,7 +24,8 @@ cancelled with it, so generation (and its cost) stops.
 
 With a ``tracker`` (:class:`~rag_optimize.tracing.LatencyTracker`) each request is a run of
 it (its id is the ``X-RAG-Run-Id`` response header): ``ttft`` on the first token, ``cache``
-for a cache lookup, ``total`` at the end (also after an error or a disconnect).
+for a cache lookup (unless the cache has a tracker of its own, which then records it),
+``total`` at the end (also after an error or a disconnect).
 
 With a ``cache`` (:class:`~rag_optimize.cache.SemanticCache`) the question is looked up
 first; a hit streams the stored answer (in word chunks) without running the pipeline, a miss
@@ -162,10 +163,10 @@ async def _produce(
         question = None
         if cache is not None:
             question = cache_key(input) if cache_key is not None else question_text(input)
-            if tracker is not None:
-                async with tracker.span(stages.CACHE, run_id=run_id, attributes=None):
+            if tracker is not None and getattr(cache, "tracker", None) is None:
+                async with tracker.span(stages.CACHE, run_id=run_id):
                     hit = await cache.aget(question, scope=scope)
-            else:
+            else:  # a cache with its own tracker times the lookup itself
                 hit = await cache.aget(question, scope=scope)
             if hit is not None:
                 for word in _split_words(str(hit.response)):
