@@ -113,7 +113,7 @@ def build_optimized_app(
     chain = {"context": retriever | join, "question": RunnablePassthrough()} | PROMPT | llm | (
         StrOutputParser()
     )
-    cache = SemanticCache(embeddings, threshold=0.85)
+    cache = SemanticCache(embeddings, threshold=0.85, tracker=tracker)
     cached = with_semantic_cache(chain, cache)                                      # 3
     handler = LatencyCallbackHandler(tracker)                                       # 4
     return cached.with_config(callbacks=[handler]), cache

@@ -161,7 +161,7 @@ def build_optimized_engine(
         [TextNode(text=d) for d in DOCS], embed_model, k=2
     )
     engine = RetrieverQueryEngine.from_args(retriever, llm=llm, streaming=True)
-    cached = CachedQueryEngine(engine, embed_model, threshold=0.85)                # 3
+    cached = CachedQueryEngine(engine, embed_model, threshold=0.85, tracker=tracker)  # 3
     handler = LatencyEventHandler(tracker).instrument()                            # 4
     return cached, handler
 
