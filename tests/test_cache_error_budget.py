@@ -284,6 +284,8 @@ def test_uncertified_cache_fails_closed_after_a_wrong_answer() -> None:
     hit = cache.get("close")
     assert hit is not None
     assert hit.metadata["cache_decision"]["cache_threshold"]["certified"] is False
+    # 2% at 95% needs 149 error-free outcomes above a threshold: the log says how far off it is
+    assert hit.metadata["cache_decision"]["cache_threshold"]["outcomes_needed"] == 149
     cache.feedback(hit, False)
     assert cache.get("closer") is None  # semantic hits off until a threshold is certified
     exact = cache.get("base")

@@ -132,7 +132,9 @@ class Certificate:
 
     ``certified`` says whether ``threshold`` passed the test (then ``upper_bound`` <=
     ``max_error_rate`` with the stated confidence); ``outcomes``/``errors`` count the outcomes
-    at or above it.
+    at or above it. ``outcomes_needed`` is the fewest outcomes above a threshold that can
+    certify it at all (all of them correct; see :func:`outcomes_needed`), so an operator can
+    see how far an uncertified cache is from serving similar queries.
     """
 
     threshold: float
@@ -140,6 +142,7 @@ class Certificate:
     outcomes: int
     errors: int
     upper_bound: float
+    outcomes_needed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready view for logs and hit metadata."""
@@ -149,6 +152,7 @@ class Certificate:
             "outcomes": self.outcomes,
             "errors": self.errors,
             "upper_bound": self.upper_bound,
+            "outcomes_needed": self.outcomes_needed,
         }
 
 
@@ -188,18 +192,18 @@ def certify(
         best = (float(t), n, e)
     if best is not None:
         t, n, e = best
-        return Certificate(t, True, n, e, binomial_upper_bound(e, n, delta))
-    return _fallback(at, sims, wrong, delta, start_threshold)
+        return Certificate(t, True, n, e, binomial_upper_bound(e, n, delta), needed)
+    return _fallback(at, sims, wrong, delta, start_threshold, needed)
 
 
 def _fallback(
-    at: Any, sims: np.ndarray, wrong: np.ndarray, delta: float, start: float
+    at: Any, sims: np.ndarray, wrong: np.ndarray, delta: float, start: float, needed: int
 ) -> Certificate:
     """Uncertified: the starting threshold while no outcome contradicts it; after a wrong
     answer at or above it, :data:`REFUSE` (only exact repeats are served)."""
     threshold = REFUSE if bool((wrong & (sims >= start)).any()) else start
     n, e = at(min(threshold, 1.0))
-    return Certificate(threshold, False, n, e, binomial_upper_bound(e, n, delta))
+    return Certificate(threshold, False, n, e, binomial_upper_bound(e, n, delta), needed)
 
 
 class ErrorBudget:
