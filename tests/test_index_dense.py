@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +119,44 @@ def test_bad_input() -> None:
     with pytest.raises(ConfigurationError, match="ann backend"):
         DenseIndex(ann="annoy")
     assert len(index) == 2  # failed adds left nothing behind
+
+
+@pytest.mark.slow
+def test_quantized_recall_on_real_minilm_vectors() -> None:
+    from rag_optimize.embedding.local import default_embedder
+
+    rng = np.random.default_rng(5)
+    subjects = "the river|a small dog|my old laptop|the city council|a jazz band|the new vaccine"
+    verbs = "crossed|repaired|praised|delayed|recorded|tested|described|sold"
+    objects = "the bridge|a report|the engine|an album|the schedule|a contract|the results"
+    parts = [p.split("|") for p in (subjects, verbs, objects)]
+    texts = sorted(
+        {
+            " ".join(rng.choice(p) for p in parts) + f" in {y}"
+            for y in range(1990, 2000)
+            for _ in range(40)
+        }
+    )
+    vectors = default_embedder().encode(texts)
+    queries = vectors[rng.integers(0, len(texts), 30)] + 0.05 * rng.standard_normal((30, 384))
+    exact = DenseIndex()
+    exact.add(vectors)
+    for quantization, floor in (("int8", 0.99), ("binary", 0.95)):
+        index = DenseIndex(quantization=quantization)
+        index.add(vectors)
+        assert recall_at(index, exact, queries.astype(np.float32), 10) >= floor, quantization
+
+
+@pytest.mark.slow
+def test_usearch_then_local_onnx_model_does_not_crash() -> None:
+    # usearch's extension loaded before onnxruntime made the first ONNX session segfault;
+    # run in a subprocess so a regression fails this test instead of killing the suite.
+    code = (
+        "from rag_optimize.index import DenseIndex\n"
+        "DenseIndex(dim=4, ann='usearch')\n"
+        "from rag_optimize.embedding.local import LocalEmbedder\n"
+        "print(LocalEmbedder(backend='onnx').encode(['hello world']).shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(1, 384)" in done.stdout
