@@ -8,12 +8,13 @@ graph over the same vectors for large tables, where a full product no longer fit
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from rag_optimize.embedding.vectors import FloatVector
 from rag_optimize.errors import ConfigurationError
+from rag_optimize.index.ann import AnnIndex, make_ann
 
 IndexKind = Literal["exact", "ann"]
 
@@ -31,7 +32,7 @@ class VectorTable:
         self._slot_of: dict[str, int] = {}
         self._free: list[int] = []
         self._high = 0
-        self._ann: Any = _new_ann(dim) if index == "ann" else None
+        self._ann: AnnIndex | None = make_ann("usearch", dim, {}) if index == "ann" else None
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -54,7 +55,7 @@ class VectorTable:
         self._ids[slot] = entry_id
         self._slot_of[entry_id] = slot
         if self._ann is not None:
-            self._ann.add(slot, vector)
+            self._ann.add(np.array([slot], dtype=np.int64), vector[None, :])
 
     def remove(self, entry_id: str) -> bool:
         """Delete ``entry_id``; returns whether it was present."""
@@ -82,7 +83,7 @@ class VectorTable:
         if not self._slot_of:
             return []
         if self._ann is not None:
-            return self._search_ann(query, k)
+            return self._search_ann(self._ann, query, k)
         sims = self._matrix[: self._high] @ query
         if k == 1:
             order = np.array([int(np.argmax(sims))])
@@ -99,10 +100,9 @@ class VectorTable:
                     break
         return out
 
-    def _search_ann(self, query: FloatVector, k: int) -> list[tuple[str, float]]:
-        found = self._ann.search(query, k)
+    def _search_ann(self, ann: AnnIndex, query: FloatVector, k: int) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
-        for slot in np.asarray(found.keys).tolist():
+        for slot in ann.search(query, k).tolist():
             entry_id = self._ids[int(slot)]
             if entry_id is not None:
                 out.append((entry_id, float(self._matrix[int(slot)] @ query)))
@@ -124,12 +124,3 @@ class VectorTable:
         """Bytes held by the vector matrix (the ANN graph, if any, not included)."""
         return int(self._matrix.nbytes)
 
-
-def _new_ann(dim: int) -> Any:
-    try:
-        from usearch.index import Index
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "index='ann' needs usearch: pip install 'rag-optimize[ann]'"
-        ) from exc
-    return Index(ndim=dim, metric="ip", dtype="f32")

@@ -36,6 +36,8 @@ class AnnIndex(Protocol):
 
     def search(self, query: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.intp]: ...
 
+    def remove(self, key: int) -> None: ...
+
     def memory_bytes(self) -> int: ...
 
     def save(self, path: Path) -> None: ...
@@ -95,6 +97,12 @@ class UsearchAnn:
 
     def search(self, query: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.intp]:
         return np.asarray(self._index.search(query, count).keys, dtype=np.intp)
+
+    def remove(self, key: int) -> None:
+        if self._viewed is not None:
+            self._index.load(str(self._viewed))
+            self._viewed = None
+        self._index.remove(key)
 
     def memory_bytes(self) -> int:
         return int(self._index.memory_usage)
