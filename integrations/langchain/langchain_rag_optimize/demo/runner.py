@@ -179,7 +179,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
     # Optimized: the same chain with the drop-ins.
     opt_tracker = LatencyTracker()
-    batching = BatchingEmbeddings(embeddings, max_wait_ms=2)
+    batching = BatchingEmbeddings(embeddings, max_wait_ms=0)
     timed = TimedEmbeddings(batching, opt_tracker)
     with progress_bar("building the hybrid index (BM25 + dense)", 1, show) as advance:
         hybrid = AsyncHybridRetriever.from_documents(documents, timed, k=K, candidates=20)
