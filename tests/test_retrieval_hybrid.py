@@ -251,3 +251,25 @@ def test_from_texts_with_quantization(hashing_embedder: HashingEmbedder) -> None
     )
     result = retriever.retrieve("powerhouse of the cell")
     assert result.ids[0] == "4" and result[0].metadata == {"row": 4}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_tracker_receives_stage_times_in_the_current_run(
+    mode: str, hashing_embedder: HashingEmbedder
+) -> None:
+    from rag_optimize.tracing import LatencyTracker
+
+    tracker = LatencyTracker()
+    retriever = build(BM25Index(), hashing_embedder, k=2, tracker=tracker)
+    with tracker.run() as run_id:
+        if mode == "sync":
+            retriever.retrieve("capital of France")
+        else:
+            asyncio.run(retriever.aretrieve("capital of France"))
+    record = tracker.run_report(run_id)
+    assert record is not None
+    for stage in ("retrieval", "retrieval.sparse", "retrieval.dense", "retrieval.fusion"):
+        assert record.counts.get(stage) == 1, stage
+    assert record.counts.get("embedding") == 1
+    assert record.stages["retrieval"] >= record.stages["retrieval.fusion"]
+    assert tracker.report()["retrieval"].count == 1

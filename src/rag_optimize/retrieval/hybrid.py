@@ -19,7 +19,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rag_optimize.embedding.protocol import Embedder, check_embedder
 from rag_optimize.errors import ConfigurationError, InvalidInputError, RetrievalError
@@ -30,6 +30,10 @@ from rag_optimize.retrieval.branches import Branch, Clock, DenseBranch, SparseBr
 from rag_optimize.retrieval.fusion import DEFAULT_RRF_K, Fused, check_weights, get_fusion
 from rag_optimize.retrieval.rerank import Reranker, _describe, aapply_reranker, apply_reranker
 from rag_optimize.retrieval.results import RetrievalResult, RetrievedDocument
+from rag_optimize.tracing import stages
+
+if TYPE_CHECKING:
+    from rag_optimize.tracing.tracker import LatencyTracker
 
 Outcome = list[Hit] | BaseException
 T = TypeVar("T")
@@ -52,7 +56,9 @@ class FusionRetriever:
     for ``candidates`` hits; ``k`` fused documents are returned. ``reranker`` reorders the
     best ``rerank_candidates`` (default ``candidates``) fused documents. ``branch_timeout_ms``
     (one number for all, or per branch name) abandons a slow branch. ``clock`` measures the
-    reported timings.
+    reported timings. ``tracker`` (a :class:`~rag_optimize.tracing.LatencyTracker`) receives
+    every retrieval's stage times (``retrieval``, ``retrieval.sparse``/``dense``/``fusion``,
+    ``embedding``, ``rerank``) in the caller's current run.
     """
 
     def __init__(
@@ -68,8 +74,10 @@ class FusionRetriever:
         branch_timeout_ms: float | Mapping[str, float] | None = None,
         rrf_k: float = DEFAULT_RRF_K,
         clock: Clock = time.perf_counter,
+        tracker: LatencyTracker | None = None,
     ) -> None:
         self.branches = list(branches)
+        self.tracker = tracker
         names = [b.name for b in self.branches]
         if not names:
             raise ConfigurationError("a fusion retriever needs at least one branch")
@@ -244,7 +252,17 @@ class FusionRetriever:
         start: float,
     ) -> RetrievalResult:
         timings["total"] = self.clock() - start
+        if self.tracker is not None:
+            self._report(self.tracker, timings)
         return RetrievalResult(tuple(docs), bool(failures), failures, timings)
+
+    def _report(self, tracker: LatencyTracker, timings: Mapping[str, float]) -> None:
+        """Record this retrieval's stage times into ``tracker`` (the caller's current run)."""
+        kinds = {b.name: _branch_stage(b) for b in self.branches}
+        for name, seconds in timings.items():
+            stage = kinds.get(name) or _TIMING_STAGES.get(name)
+            if stage is not None:
+                tracker.record(stage, seconds)
 
     def retrieve(self, query: str, k: int | None = None) -> RetrievalResult:
         """Blocking retrieval: branches run in worker threads at the same time."""
@@ -281,6 +299,22 @@ class FusionRetriever:
     def _pool_size(self, k: int) -> int:
         """How many fused documents to keep: the rerank pool if reranking, else ``k``."""
         return max(k, self.rerank_candidates) if self.reranker is not None else k
+
+
+_TIMING_STAGES = {
+    "total": stages.RETRIEVAL,
+    "embed": stages.EMBEDDING,
+    "fusion": stages.FUSION,
+    "rerank": stages.RERANK,
+}
+
+
+def _branch_stage(branch: Branch) -> str:
+    if isinstance(branch, SparseBranch):
+        return stages.SPARSE
+    if isinstance(branch, DenseBranch):
+        return stages.DENSE
+    return f"{stages.RETRIEVAL}.{branch.name}"
 
 
 def wrap_retrievers(
