@@ -498,3 +498,27 @@ def test_texts_queued_behind_a_busy_model_get_one_refill_window(clock: object) -
     queued[0].join(WAIT)
     assert queued[1]["result"] == model.vector("queued")
     batcher.close()
+
+
+def test_tracker_receives_embedding_time_per_caller_run() -> None:
+    from rag_optimize.embedding import HashingEmbedder
+    from rag_optimize.tracing import LatencyTracker
+
+    tracker = LatencyTracker()
+
+    async def main() -> list[str]:
+        async def one(i: int) -> str:
+            with tracker.run() as run_id:
+                await batcher.aembed_query(f"text {i}")
+            return run_id
+
+        return list(await asyncio.gather(*(one(i) for i in range(5))))
+
+    with BatchingEmbedder(HashingEmbedder(), max_wait_ms=1, tracker=tracker) as batcher:
+        run_ids = asyncio.run(main())
+        with tracker.run() as sync_run:
+            batcher.embed_query("a sync caller")
+    for run_id in [*run_ids, sync_run]:
+        record = tracker.run_report(run_id)
+        assert record is not None and record.counts.get("embedding") == 1
+    assert tracker.report()["embedding"].count == 6

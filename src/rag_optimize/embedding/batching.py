@@ -50,6 +50,8 @@ from rag_optimize.embedding.batch_stats import BatchCounters, BatchStats
 from rag_optimize.embedding.lru import LRUCache
 from rag_optimize.embedding.protocol import Embedder, check_embedder
 from rag_optimize.errors import ConfigurationError, EmbeddingError, QueueFull, RagOptimizeError
+from rag_optimize.tracing import stages
+from rag_optimize.tracing.tracker import LatencyTracker, optional_span
 
 Vector = Sequence[float]
 BatchFunction = Callable[[list[str]], Sequence[Vector]]
@@ -177,6 +179,8 @@ class BatchingEmbedder(ClosesOnExit):
             documents (a query instruction or an ``input_type``), e.g.
             ``lambda texts: model.embed_documents(["query: " + t for t in texts])``.
         clock: seconds, monotonic; injected so waits can be tested without sleeping.
+        tracker: a :class:`~rag_optimize.tracing.LatencyTracker` that receives each query's
+            ``embedding`` time (queue wait included) in the caller's current run.
     """
 
     def __init__(
@@ -191,8 +195,10 @@ class BatchingEmbedder(ClosesOnExit):
         block: bool = True,
         embed_batch: BatchFunction | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tracker: LatencyTracker | None = None,
     ) -> None:
         check_embedder(embedder)
+        self.tracker = tracker
         for name, value, low in (
             ("max_batch_size", max_batch_size, 1),
             ("max_queue", max_queue, 1),
@@ -241,6 +247,15 @@ class BatchingEmbedder(ClosesOnExit):
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one text, sharing a batched model call with concurrent callers."""
+        with optional_span(self.tracker, stages.EMBEDDING):
+            return self._embed_query(text)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Async twin of :meth:`embed_query`; never blocks the event loop."""
+        with optional_span(self.tracker, stages.EMBEDDING):
+            return await self._aembed_query(text)
+
+    def _embed_query(self, text: str) -> list[float]:
         while True:
             ticket = self._submit(text)
             if ticket.space is not None:
@@ -251,8 +266,7 @@ class BatchingEmbedder(ClosesOnExit):
             assert ticket.value is not None
             return _own_copy(ticket.value)
 
-    async def aembed_query(self, text: str) -> list[float]:
-        """Async twin of :meth:`embed_query`; never blocks the event loop."""
+    async def _aembed_query(self, text: str) -> list[float]:
         while True:
             ticket = self._submit(text)
             if ticket.space is not None:
