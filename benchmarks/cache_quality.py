@@ -76,6 +76,7 @@ import numpy as np  # noqa: E402
 
 from rag_optimize import SemanticCache  # noqa: E402
 from rag_optimize.cache.calibration import calibrate_similarities  # noqa: E402
+from rag_optimize.cache.error_budget import binomial_upper_bound  # noqa: E402
 from rag_optimize.cache.judges import ExactMatchJudge  # noqa: E402
 from rag_optimize.cache.keys import normalise_query  # noqa: E402
 
@@ -84,6 +85,7 @@ DATA = Path(os.environ.get("RAG_OPTIMIZE_DATA", ROOT.parent / "shared" / "data")
 RESULTS = ROOT / "benchmarks" / "results"
 FIXED = [0.80, 0.85, 0.90, 0.95]
 BUDGET = 0.02
+EVIDENCE_THRESHOLDS = [0.95, 0.97, 0.98, 0.99]
 
 STOP = set(
     "a an the of to in on at for and or is are was were be been do does did i my me you your "
@@ -395,6 +397,52 @@ def nearest_outcomes(table: dict[str, np.ndarray], queries: list[str],
     return np.array(sims), np.array(oks)
 
 
+def evidence(table: dict[str, np.ndarray], queries: list[str], answer: dict[str, str],
+             half: int) -> dict[str, Any]:
+    """What the outcomes can support, independent of any cache implementation.
+
+    ``warm_up``: per threshold, the nearest-neighbour outcomes of the warm-up lookups above it
+    (what feedback + probes can label), their errors, and the one-sided Clopper-Pearson upper
+    bound at 95% and at 50% confidence: a threshold is certifiable at 2% only if that bound is
+    <= 2%. ``held_out_by_entry_evidence``: the held-out error rate above each threshold split
+    by what the nearest entry had seen before (>= 1 correct and no wrong outcome, or none);
+    per-entry learning (vCache-style) can only help if entries with good evidence are safer.
+    """
+    vecs: list[np.ndarray] = []
+    answers: list[str] = []
+    seen: list[list[bool]] = []
+    rows = []  # (held out, similarity, correct, entry had >=1 correct & 0 wrong, no evidence)
+    for i, q in enumerate(queries):
+        if vecs:
+            sims = np.stack(vecs) @ table[q]
+            j = int(np.argmax(sims))
+            ok = answers[j] == answer[q]
+            rows.append((i >= half, float(sims[j]), ok, any(seen[j]) and all(seen[j]),
+                         not seen[j]))
+            seen[j].append(ok)
+        vecs.append(table[q])
+        answers.append(answer[q])
+        seen.append([])
+    r = np.array(rows, dtype=float)
+    warm, held = r[r[:, 0] == 0], r[r[:, 0] == 1]
+    out: dict[str, Any] = {"warm_up": {}, "held_out_by_entry_evidence": {}}
+    for t in EVIDENCE_THRESHOLDS:
+        above = warm[:, 1] >= t
+        n, e = int(above.sum()), int((above & (warm[:, 2] == 0)).sum())
+        out["warm_up"][str(t)] = {
+            "outcomes": n, "wrong": e,
+            "upper_bound_95": round(binomial_upper_bound(e, n, 0.05), 4),
+            "upper_bound_50": round(binomial_upper_bound(e, n, 0.5), 4),
+        }
+        split = {}
+        for name, col in (("entry_had_only_correct", 3), ("entry_had_no_outcome", 4)):
+            sel = (held[:, 1] >= t) & (held[:, col] == 1)
+            k, w = int(sel.sum()), int((sel & (held[:, 2] == 0)).sum())
+            split[name] = {"lookups": k, "wrong": w, "error_rate": round(w / k, 4) if k else None}
+        out["held_out_by_entry_evidence"][str(t)] = split
+    return out
+
+
 def run_stream(table: dict[str, np.ndarray], queries: list[str], answer: dict[str, str],
                start: float, mrpc_calibrated: float | None) -> dict[str, Any]:
     half = len(queries) // 2
@@ -428,6 +476,18 @@ def run_stream(table: dict[str, np.ndarray], queries: list[str], answer: dict[st
             "entries_with_own_threshold": floors, "warm_up": warm_run,
             **replay(cache, held, answer, feedback=False),
         }
+    cache = SemanticCache(emb, threshold=start, max_error_rate=BUDGET, max_entries=None,
+                          judge=ExactMatchJudge())
+    replay(cache, warm, answer, feedback=True)
+    cert = cache.error_budget.certificate()  # type: ignore[union-attr]
+    online = replay(cache, held, answer, feedback=True)  # keeps learning, as deployed
+    end = cache.error_budget.certificate()  # type: ignore[union-attr]
+    out["error_budget_online"] = {
+        "start_threshold": start, "learned_threshold": round(end.threshold, 4),
+        "certified_after_warm_up": cert.certified, "certified_at_end": end.certified,
+        "outcomes": len(cache.error_budget or []), **online,
+    }
+    out["evidence"] = evidence(table, queries, answer, half)
     grid: dict[float, dict[str, Any]] = {}
 
     def at(t: float) -> dict[str, Any]:

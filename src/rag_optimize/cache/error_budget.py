@@ -44,6 +44,26 @@ instead; on the cache_quality stream that heuristic served 10-12% wrong answers,
 near-misses reach a cosine of 0.995 and more. The starting threshold carries no guarantee,
 and the decision says so (``certified: False``).
 
+Choosing ``confidence`` (default 0.95): the certificate holds with probability
+``confidence`` over the outcomes it was computed from; the rate it bounds does not change.
+Lower confidence needs fewer outcomes (at a 2% budget: 149 error-free outcomes above a
+threshold at 0.95, 80 at 0.80, 35 at 0.50; :func:`outcomes_needed`, shown in each decision
+as ``outcomes_needed``), at the price that one certificate in 5 (0.80) or in 2 (0.50) may
+be wrong.
+
+What is deliberately not done, and why. *Per-entry thresholds fitted from each entry's own
+outcomes* (a sigmoid of P(correct | similarity) per entry, as in vCache, arXiv 2502.03771)
+need several outcomes per entry before an entry may serve at a 2% bound, so they help only
+entries that are asked about many times, and their bound rests on the fitted model being
+right. *A pooled monotone (isotonic) fit of error against similarity* assumes that more
+similar means more often right; near-miss questions break exactly that (their cosine with
+the stored question is 0.97-0.995, above most paraphrases). On the ``cache_quality``
+question stream, held-out lookups whose nearest entry had only served right answers before
+were wrong *more* often above a given similarity than lookups to entries with no outcome
+yet (paraphrases tend to arrive before near-misses), so per-entry positive evidence is not
+a safe reason to serve. The per-entry *floors* above are the part of per-entry learning
+that needs no model: they only ever remove hits.
+
 Where the evidence lives: per-entry outcomes in the entry's metadata (so a shared store such
 as Redis shares them); the cache-wide outcomes in the process (:meth:`ErrorBudget.state` /
 :meth:`ErrorBudget.load` persist them), so each process sharing a store learns its own

@@ -17,9 +17,11 @@ learns its threshold from verified outcomes (:meth:`SemanticCache.feedback`, sha
 comparisons, and probes: on a miss, the nearest stored answer is compared with the model's
 real answer by the judge when the app stores it), and each entry that served a wrong answer
 gets its own higher threshold. See :mod:`rag_optimize.cache.error_budget` for the algorithm
-and exactly what it guarantees. ``mode="shadow"`` looks up without serving and reports what
-it would have done (:meth:`SemanticCache.shadow_report`). ``require_scope=True`` makes a call
-with no scope fail closed.
+and exactly what it guarantees, and :mod:`rag_optimize.cache.learning` for how outcomes are
+gathered (this module is the lookup/write flow and the store I/O). ``mode="shadow"`` looks
+up without serving and reports what it would have done (:meth:`SemanticCache.shadow_report`).
+``require_scope=True`` makes a call with no scope fail closed. ``tracker=`` times each lookup
+as the ``"cache"`` stage of the current run (:mod:`rag_optimize.tracing`).
 
 Failure policy: the cache never fails the user's request because of itself. An embedder that
 raises or a store that is down turns the lookup into a miss and the write into a no-op, each
