@@ -55,14 +55,18 @@ What is deliberately not done, and why. *Per-entry thresholds fitted from each e
 outcomes* (a sigmoid of P(correct | similarity) per entry, as in vCache, arXiv 2502.03771)
 need several outcomes per entry before an entry may serve at a 2% bound, so they help only
 entries that are asked about many times, and their bound rests on the fitted model being
-right. *A pooled monotone (isotonic) fit of error against similarity* assumes that more
-similar means more often right; near-miss questions break exactly that (their cosine with
-the stored question is 0.97-0.995, above most paraphrases). On the ``cache_quality``
-question stream, held-out lookups whose nearest entry had only served right answers before
-were wrong *more* often above a given similarity than lookups to entries with no outcome
-yet (paraphrases tend to arrive before near-misses), so per-entry positive evidence is not
-a safe reason to serve. The per-entry *floors* above are the part of per-entry learning
-that needs no model: they only ever remove hits.
+right. *A pooled monotone (isotonic) fit of error against similarity* lets outcomes just
+below a threshold vouch for it (if error only falls as similarity rises, the error rate
+just below ``t`` bounds the one above it); that helps only where the error just below the
+threshold is already under the budget. On the ``cache_quality`` question stream with
+all-MiniLM-L6-v2 the warm-up error rate in the bin just below it, [0.98, 0.99), is already
+2.6-3.2% (typical mix) and 15-21% (hard mix) before any confidence bound, because
+near-misses reach a cosine of 0.97-0.995; the 23-45 warm-up outcomes above 0.99 are too few
+to certify 2% on their own. Held-out lookups whose nearest entry had only served right
+answers before were wrong *more* often above a given similarity than lookups to entries
+with no outcome yet (paraphrases tend to arrive before near-misses), so an entry's good
+record is not a safe reason to serve. The per-entry *floors* above are the part of
+per-entry learning that needs no model: they only ever remove hits.
 
 Where the evidence lives: per-entry outcomes in the entry's metadata (so a shared store such
 as Redis shares them); the cache-wide outcomes in the process (:meth:`ErrorBudget.state` /
