@@ -128,3 +128,22 @@ def test_mode_and_judge_validated() -> None:
         SemanticCache(HashingEmbedder(), judge="exact")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="min_similarity"):
         EmbeddingJudge(HashingEmbedder(), min_similarity=0)
+
+
+def test_switching_a_live_cache_to_shadow_and_back_at_runtime() -> None:
+    cache = SemanticCache(HashingEmbedder(), threshold=0.6, judge=ExactMatchJudge())
+    cache.set("how do I reset my password", "A")
+    assert cache.get("how do I reset my password") is not None
+    cache.mode = "shadow"  # e.g. flipped by an operator after a bad answer was reported
+    assert cache.get("how do I reset my password") is None  # observes, never serves
+    cache.set("how do I reset my password", "B")  # the model now answers differently
+    report = cache.shadow_report()
+    assert report.would_hit_rate == 1.0 and report.precision == 0.0
+    cache.mode = "live"
+    hit = cache.get("how do I reset my password")
+    assert hit is not None and hit.response == "B"
+    with pytest.raises(ValueError, match="mode"):
+        cache.mode = "dry-run"  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="judge"):
+        cache.judge = "exact"  # type: ignore[assignment]
+    assert cache.mode == "live" and isinstance(cache.judge, ExactMatchJudge)
