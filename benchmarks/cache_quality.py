@@ -39,8 +39,9 @@ what ``max_error_rate`` bounds).
    stores the model's answer) in both halves. Error budget: feedback on every warm-up hit
    and a probe on every warm-up miss (exact-match judge on answer ids, i.e. correct labels),
    frozen on the held-out half. "hit feedback only" is the same without probes (learning
-   only from served answers, so it can only raise thresholds). Repeated for ``--seeds``
-   streams.
+   only from served answers, so it can only raise thresholds); "confidence 0.5" the same
+   with a coin-flip certificate (35 error-free outcomes certify 2%); "keeps learning" does
+   not freeze. Repeated for ``--seeds`` streams.
 
 Also reported: the best fixed threshold chosen with hindsight on the held-out half (0.85 to
 0.99 in steps of 0.01; no real deployment can pick it), and the uncertified per-stream
@@ -463,9 +464,12 @@ def run_stream(table: dict[str, np.ndarray], queries: list[str], answer: dict[st
     out["calibrated_warmup"] = (
         fixed(round(local.threshold, 4)) if local.threshold is not None else {"threshold": None}
     )
-    for name, probes in (("error_budget", True), ("error_budget_hit_feedback_only", False)):
+    for name, probes, confidence in (("error_budget", True, 0.95),
+                                     ("error_budget_hit_feedback_only", False, 0.95),
+                                     ("error_budget_confidence_0.5", True, 0.5)):
         cache = SemanticCache(emb, threshold=start, max_error_rate=BUDGET, max_entries=None,
-                              judge=ExactMatchJudge(), learn_from_misses=probes)
+                              judge=ExactMatchJudge(), learn_from_misses=probes,
+                              confidence=confidence)
         warm_run = replay(cache, warm, answer, feedback=True)
         cache.learn_from_misses = False
         cert = cache.error_budget.certificate()  # type: ignore[union-attr]
