@@ -96,6 +96,28 @@ def compose_scope(user_scope: str | None, *parts: str) -> str:
     return "|".join([user_scope or "", *parts])
 
 
+@dataclass(frozen=True)
+class ScopedKey:
+    """A call's cache key: the question (compared by meaning), the core scope (user scope
+    plus exact-match digests) and the user scope alone (stored as entry metadata, so
+    :func:`invalidate_user_scope` finds the entry)."""
+
+    question: str
+    scope: str
+    user_scope: str
+
+
+def scoped_key(
+    question: str, user_scope: str | None, exact_digest: str, index_version: str | None
+) -> ScopedKey:
+    """The key of a call whose scope is resolved (and did not fail closed): the exact part
+    is ``exact_digest`` plus the ``index_version`` when one is set."""
+    exact = [exact_digest]
+    if index_version is not None:
+        exact.append(f"v={index_version}")
+    return ScopedKey(question, compose_scope(user_scope, *exact), user_scope or "")
+
+
 def resolve_user_scope(
     explicit: str | None, config: Mapping[str, Any] | None = None, key: str = SCOPE_METADATA_KEY
 ) -> str | None:

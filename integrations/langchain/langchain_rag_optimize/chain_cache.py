@@ -48,11 +48,12 @@ from langchain_core.runnables.utils import AddableDict
 from langchain_rag_optimize._keys import (
     SCOPE_METADATA_KEY,
     USER_SCOPE_KEY,
+    ScopedKey,
     check_cache,
-    compose_scope,
     fails_closed,
     invalidate_user_scope,
     resolve_user_scope,
+    scoped_key,
 )
 from langchain_rag_optimize._serialization import NotCacheable, decode_value, encode_value
 from rag_optimize.cache.entry import CacheHit
@@ -70,13 +71,6 @@ _UNSTORABLE = object()
 
 
 @dataclass(frozen=True)
-class _Key:
-    question: str
-    scope: str
-    user_scope: str
-
-
-@dataclass(frozen=True)
 class _Hit:
     """A decoded cached answer and the core's hit record (similarity, decision)."""
 
@@ -88,7 +82,7 @@ class _Hit:
 class _Miss:
     """What a miss needs to store its answer afterwards."""
 
-    key: _Key | None
+    key: ScopedKey | None
     config: RunnableConfig
     sources: _SourceCollector = field(default_factory=lambda: _SourceCollector())
 
@@ -281,7 +275,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         return invalidate_user_scope(self.cache, scope)
 
     # ------------------------------------------------------------- internals
-    def _key(self, value: Any, config: RunnableConfig | None) -> _Key | None:
+    def _key(self, value: Any, config: RunnableConfig | None) -> ScopedKey | None:
         question = self.key(value)
         if question is None or not question.strip():
             logger.debug("semantic chain cache: no question in input, not cached")
@@ -289,18 +283,16 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         user_scope = resolve_user_scope(self.scope, config, self.scope_metadata_key)
         if fails_closed(self.cache, user_scope):
             return None
-        exact = [digest("chain", self.namespace, self.exact_key(value))]
-        if self.index_version is not None:
-            exact.append(f"v={self.index_version}")
-        return _Key(question, compose_scope(user_scope, *exact), user_scope or "")
+        exact = digest("chain", self.namespace, self.exact_key(value))
+        return scoped_key(question, user_scope, exact, self.index_version)
 
-    def _get(self, key: _Key | None) -> _Hit | None:
+    def _get(self, key: ScopedKey | None) -> _Hit | None:
         return _revive(self.cache.get(key.question, scope=key.scope) if key else None)
 
-    async def _aget(self, key: _Key | None) -> _Hit | None:
+    async def _aget(self, key: ScopedKey | None) -> _Hit | None:
         return _revive(await self.cache.aget(key.question, scope=key.scope) if key else None)
 
-    def _miss(self, key: _Key | None, config: RunnableConfig | None) -> _Miss:
+    def _miss(self, key: ScopedKey | None, config: RunnableConfig | None) -> _Miss:
         config = ensure_config(config)
         miss = _Miss(key, config)
         if key is not None:

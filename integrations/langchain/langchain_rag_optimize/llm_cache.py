@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
@@ -41,11 +40,12 @@ from langchain_core.outputs import ChatGeneration, Generation
 from langchain_rag_optimize._keys import (
     SCOPE_METADATA_KEY,
     USER_SCOPE_KEY,
+    ScopedKey,
     check_cache,
-    compose_scope,
     fails_closed,
     invalidate_user_scope,
     resolve_user_scope,
+    scoped_key,
     split_prompt,
     temperature_of,
 )
@@ -57,13 +57,6 @@ from langchain_rag_optimize._serialization import (
 from rag_optimize.cache.semantic import SemanticCache
 
 logger = logging.getLogger("rag_optimize.langchain")
-
-
-@dataclass(frozen=True)
-class _Key:
-    question: str
-    scope: str
-    user_scope: str
 
 
 class SemanticLLMCache(BaseCache):
@@ -166,7 +159,7 @@ class SemanticLLMCache(BaseCache):
         return invalidate_user_scope(self.cache, scope)
 
     # ---------------------------------------------------------------- internals
-    def _key(self, prompt: str, llm_string: str) -> _Key | None:
+    def _key(self, prompt: str, llm_string: str) -> ScopedKey | None:
         temperature = temperature_of(llm_string)
         if (
             self.max_temperature is not None
@@ -180,10 +173,7 @@ class SemanticLLMCache(BaseCache):
         user_scope = resolve_user_scope(self.scope, key=self.scope_metadata_key)
         if fails_closed(self.cache, user_scope):
             return None
-        exact = [parts.context_digest]
-        if self.index_version is not None:
-            exact.append(f"v={self.index_version}")
-        return _Key(parts.question, compose_scope(user_scope, *exact), user_scope or "")
+        return scoped_key(parts.question, user_scope, parts.context_digest, self.index_version)
 
     def _stored(self, return_val: Sequence[Generation]) -> dict[str, Any] | None:
         if not return_val:
@@ -197,7 +187,7 @@ class SemanticLLMCache(BaseCache):
             logger.debug("semantic LLM cache: answer not cached: %s", exc)
             return None
 
-    def _metadata(self, key: _Key) -> dict[str, Any]:
+    def _metadata(self, key: ScopedKey) -> dict[str, Any]:
         metadata: dict[str, Any] = {USER_SCOPE_KEY: key.user_scope}
         if self.index_version is not None:
             metadata["index_version"] = self.index_version
