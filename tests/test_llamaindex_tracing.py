@@ -258,3 +258,28 @@ def test_event_handler_alone_works_for_sequential_queries() -> None:
         assert record is not None
         assert record.counts == {"embedding": 1, "retrieval": 1, "generation": 1}
     assert LatencyTracker.current_run() is None
+
+
+def test_cached_streaming_engine_closes_the_run_with_total(
+    handler: LatencyEventHandler, hashing_embedder: Any
+) -> None:
+    # A wrapper engine ends two queries (its own and the wrapped one) with the same stream,
+    # whose single LLM call must still close the run (it used to stay open, no ``total``).
+    from llama_index_rag_optimize import CachedQueryEngine
+
+    tracker = handler.tracker
+    totals = _totals(tracker)
+    inner = build_index().as_query_engine(llm=SleepyLLM(), streaming=True)
+    engine = CachedQueryEngine(inner, hashing_embedder)
+    response = engine.query("stream through the cache")
+    assert totals == []  # not consumed yet
+    text = "".join(response.response_gen)
+    assert text.count("text") == TOKENS
+    (total,) = totals
+    record = tracker.run_report(str(total.run_id))
+    assert record is not None and record.total is not None and record.ended is not None
+    assert record.counts["generation"] == 1 and record.counts["ttft"] == 1
+    assert record.stages["generation"] >= TOKENS * TOKEN_S
+    assert tracker.open_runs() == []
+    assert handler.timeline.open_nodes() == 0
+    assert LatencyTracker.current_run() is None

@@ -241,9 +241,15 @@ class LatencyEventHandler(BaseEventHandler):
         elif what == "query_end":
             run_id = self._timeline.run_of(span_id) or self._timeline.run_of(("query", span_id))
             response = getattr(event, "response", None)
-            if run_id is not None and type(response).__name__ in _STREAMS:
+            if (
+                run_id is not None
+                and type(response).__name__ in _STREAMS
+                and not self._timeline.held(run_id)
+            ):
                 # LlamaIndex calls the LLM only when the caller iterates the stream, outside
                 # the query's span: keep the run open (and current) until that LLM call ends.
+                # One hold per run: an engine wrapping another (CachedQueryEngine, routers)
+                # ends two queries with the same stream, whose one LLM call releases once.
                 self._timeline.hold(run_id)
             self._timeline.end(("query", span_id))
 
