@@ -9,6 +9,7 @@ change-log follower (other processes) and from this process's own writes (at onc
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rag_optimize.cache.entry import Candidate
@@ -32,6 +33,8 @@ class LocalMirror:
         self._lock = threading.Lock()
         self._tables: dict[str, VectorTable] = {}
         self._info: dict[str, _Info] = {}
+        # Changes made while a snapshot is being read from Redis, replayed onto it (see replace).
+        self._journal: list[Callable[[LocalMirror], None]] | None = None
 
     def __len__(self) -> int:
         return len(self._info)
@@ -41,35 +44,66 @@ class LocalMirror:
 
     def add(self, hid: str, record: IndexRecord) -> None:
         """Insert or replace one entry."""
-        with self._lock:
-            self._add(hid, record)
+        self._change(lambda m: m._add(hid, record))
 
     def remove(self, hids: list[str]) -> None:
         """Forget these entries (unknown ids are ignored)."""
-        with self._lock:
-            for hid in hids:
-                self._remove(hid)
+        doomed = list(hids)
+        self._change(lambda m: m._remove_many(doomed))
 
     def drop_scope(self, scope: str) -> None:
         """Forget every entry of ``scope``."""
-        with self._lock:
-            table = self._tables.pop(scope, None)
-            for hid in table.ids() if table is not None else []:
-                self._info.pop(hid, None)
+        self._change(lambda m: m._drop_scope(scope))
 
     def clear(self) -> None:
         """Forget everything."""
+        self._change(lambda m: m._clear())
+
+    def begin_snapshot(self) -> None:
+        """Start journaling changes: a snapshot is about to be read from Redis."""
         with self._lock:
-            self._tables = {}
-            self._info = {}
+            self._journal = []
+
+    def abandon_snapshot(self) -> None:
+        """The snapshot read failed: stop journaling."""
+        with self._lock:
+            self._journal = None
 
     def replace(self, records: dict[str, IndexRecord]) -> None:
-        """Swap in a freshly loaded snapshot (built outside the lock, swapped under it)."""
+        """Swap in a freshly loaded snapshot (built outside the lock, swapped under it).
+
+        Changes made while the snapshot was read (this process's own puts and deletes, and
+        the follower's) are replayed onto it, so a write the snapshot's scan missed is not
+        forgotten until the change log delivers it again (meanwhile an exact lookup would
+        answer a false miss without asking Redis).
+        """
         fresh = LocalMirror(self.index)
         for hid, record in records.items():
             fresh._add(hid, record)
         with self._lock:
+            for change in self._journal or []:
+                change(fresh)
+            self._journal = None
             self._tables, self._info = fresh._tables, fresh._info
+
+    def _change(self, change: Callable[[LocalMirror], None]) -> None:
+        with self._lock:
+            change(self)
+            if self._journal is not None:
+                self._journal.append(change)
+
+    def _remove_many(self, hids: list[str]) -> None:
+        for hid in hids:
+            self._remove(hid)
+
+    def _drop_scope(self, scope: str) -> None:
+        table = self._tables.pop(scope, None)
+        for hid in table.ids() if table is not None else []:
+            self._info.pop(hid, None)
+
+    def _clear(self) -> None:
+        self._tables = {}
+        self._info = {}
 
     def search(
         self, scope: str, vector: FloatVector, k: int, now: float

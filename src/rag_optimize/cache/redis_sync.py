@@ -139,6 +139,14 @@ class ChangeFollower:
             self._incidents.success()
 
     def _load(self) -> None:
+        self._mirror.begin_snapshot()
+        try:
+            self._read_snapshot()
+        except BaseException:
+            self._mirror.abandon_snapshot()
+            raise
+
+    def _read_snapshot(self) -> None:
         keys = self._keys
         pipe = self._client.pipeline(transaction=True)
         pipe.get(keys.seq)
