@@ -78,6 +78,7 @@ class FusionRetriever:
     ) -> None:
         self.branches = list(branches)
         self.tracker = tracker
+        self._stages = {**_TIMING_STAGES, **{b.name: _branch_stage(b) for b in self.branches}}
         names = [b.name for b in self.branches]
         if not names:
             raise ConfigurationError("a fusion retriever needs at least one branch")
@@ -258,9 +259,8 @@ class FusionRetriever:
 
     def _report(self, tracker: LatencyTracker, timings: Mapping[str, float]) -> None:
         """Record this retrieval's stage times into ``tracker`` (the caller's current run)."""
-        kinds = {b.name: _branch_stage(b) for b in self.branches}
         for name, seconds in timings.items():
-            stage = kinds.get(name) or _TIMING_STAGES.get(name)
+            stage = self._stages.get(name)
             if stage is not None:
                 tracker.record(stage, seconds)
 
