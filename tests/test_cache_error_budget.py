@@ -263,10 +263,12 @@ def _run(
 def test_learning_on_a_known_stream_stays_within_budget_and_beats_a_safe_fixed_threshold() -> None:
     book, queries, truth = _stream(seed=7, n_bases=150, per_base=20)
     warm, held_out = queries[: len(queries) // 2], queries[len(queries) // 2 :]
+    # the query texts are vector labels ("b12 p3"), not questions: no text verifier
     budget = SemanticCache(
-        book, threshold=0.95, max_error_rate=0.02, judge=ExactMatchJudge(), max_entries=None
+        book, threshold=0.95, max_error_rate=0.02, judge=ExactMatchJudge(), max_entries=None,
+        verifier=None,
     )
-    fixed = SemanticCache(book, threshold=0.95, max_entries=None)
+    fixed = SemanticCache(book, threshold=0.95, max_entries=None, verifier=None)
     _run(budget, warm, truth, feedback=True)
     _run(fixed, warm, truth, feedback=False)
     cert = budget.error_budget.certificate()  # type: ignore[union-attr]

@@ -49,3 +49,4 @@ from rag_optimize.cache import ErrorBudget as ErrorBudget
 from rag_optimize.cache import ShadowReport as ShadowReport
 from rag_optimize.cache import ExactMatchJudge as ExactMatchJudge
 from rag_optimize.cache import EmbeddingJudge as EmbeddingJudge
+from rag_optimize.cache import MismatchVerifier as MismatchVerifier

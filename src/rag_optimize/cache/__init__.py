@@ -10,6 +10,7 @@ from rag_optimize.cache.scopes import cache_scope, current_scope
 from rag_optimize.cache.shadow import ShadowReport
 from rag_optimize.cache.stats import CacheStats
 from rag_optimize.cache.store import Store
+from rag_optimize.cache.verifiers import MismatchVerifier, Verifier
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -22,9 +23,11 @@ __all__ = [
     "ExactMatchJudge",
     "Candidate",
     "InMemoryStore",
+    "MismatchVerifier",
     "SemanticCache",
     "ShadowReport",
     "Store",
+    "Verifier",
     "cache_scope",
     "calibrate_threshold",
     "current_scope",

@@ -54,6 +54,7 @@ from rag_optimize.cache.shadow import Observation, ShadowReport
 from rag_optimize.cache.stats import CacheStats, StatsCounter
 from rag_optimize.cache.store import Store
 from rag_optimize.cache.vector_table import IndexKind
+from rag_optimize.cache.verifiers import MismatchVerifier, Verifier, check_verifier
 from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedder
 from rag_optimize.embedding.vectors import FloatVector, unit_vector
 from rag_optimize.errors import ConfigurationError, InvalidInputError, StoreError
@@ -65,6 +66,7 @@ logger = logging.getLogger("rag_optimize.cache")
 T = TypeVar("T")
 
 DEFAULT_THRESHOLD = 0.9
+DEFAULT_VERIFIER = MismatchVerifier()
 _PENDING_VECTORS = 1024
 FeedbackAction = Literal["updated", "deleted", "missing"]
 
@@ -107,6 +109,11 @@ class SemanticCache:
         tracker: a :class:`~rag_optimize.tracing.LatencyTracker`; ``get``/``aget`` then
             record the stage ``"cache"`` (in the current run, see ``tracker.run()``) with the
             attribute ``hit`` (True/False) for listeners and exporters.
+        verifier: ``verifier(query, cached_query) -> bool``, asked before a candidate above
+            the threshold is served; a veto moves on to the next candidate. The default
+            :class:`~rag_optimize.cache.verifiers.MismatchVerifier` vetoes queries that differ
+            in a number, a negation or the question word ("when" vs "where"), which the
+            embedding barely sees. ``None`` serves on similarity alone.
     """
 
     def __init__(
@@ -128,8 +135,10 @@ class SemanticCache:
         judge: Judge | None = None,
         require_scope: bool = False,
         tracker: LatencyTracker | None = None,
+        verifier: Verifier | None = DEFAULT_VERIFIER,
     ) -> None:
         self.embedder = check_embedder(embedder)
+        self.verifier = check_verifier(verifier)
         self.threshold = _check_threshold(threshold)
         if ttl_seconds is not None and not (ttl_seconds > 0 and math.isfinite(ttl_seconds)):
             raise ConfigurationError(f"ttl_seconds must be > 0 or None, got {ttl_seconds}")
@@ -233,7 +242,7 @@ class SemanticCache:
             if not accepted and nearest is not None:
                 continue
             found = self._guard(partial(self.store.fetch, candidate.entry_id, now), None)
-            if found is None or found.scope != scope_key:
+            if found is None or found.scope != scope_key or self._vetoed(query, found, accepted):
                 continue
             if accepted:
                 return self._found(found, candidate.similarity, threshold, key, vector, now)
@@ -261,7 +270,7 @@ class SemanticCache:
             if not accepted and nearest is not None:
                 continue
             found = await self._aguard(partial(self.store.afetch, candidate.entry_id, now), None)
-            if found is None or found.scope != scope_key:
+            if found is None or found.scope != scope_key or self._vetoed(query, found, accepted):
                 continue
             if accepted:
                 return self._found(found, candidate.similarity, threshold, key, vector, now)
@@ -500,6 +509,15 @@ class SemanticCache:
     ) -> None:
         self._learner.observe_miss(key, scope, nearest)
         self._miss(key, vector)
+
+    def _vetoed(self, query: str, entry: CacheEntry, accepted: bool) -> bool:
+        """Whether the verifier forbids serving ``entry`` for ``query`` (a veto of a candidate
+        above its threshold is counted; a vetoed entry is not probed either)."""
+        if self.verifier is None or self.verifier(query, entry.query):
+            return False
+        if accepted:
+            self._stats.add("verifier_rejections")
+        return True
 
     def _hit(
         self,

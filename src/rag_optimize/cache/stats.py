@@ -15,6 +15,7 @@ class CacheStats:
     ``unscoped_lookups``/``unscoped_writes`` count calls refused by ``require_scope=True``
     (also counted as ``misses``/``dropped_writes``); ``feedback_*`` count ``feedback()`` calls,
     ``tombstones`` the entries it deleted, ``judge_errors`` judges that raised.
+    ``verifier_rejections`` counts candidates above the threshold that the verifier vetoed.
     """
 
     hits: int = 0
@@ -33,6 +34,7 @@ class CacheStats:
     feedback_wrong: int = 0
     tombstones: int = 0
     judge_errors: int = 0
+    verifier_rejections: int = 0
     entries: int = 0
 
     @property
