@@ -13,10 +13,15 @@ Two levels learn from outcomes:
    picks the lowest threshold ``t`` (on a fixed grid) at which the one-sided Clopper-Pearson
    upper confidence bound on the error rate among outcomes with similarity ``>= t`` is at most
    ``max_error_rate``. Thresholds are tested from high to low, starting at the highest one with
-   enough outcomes above it to pass at all, and testing stops at the first failure
-   ("fixed-sequence testing", as in Learn-then-Test, Angelopoulos et al. 2021). The order
-   depends only on the similarities, never on the labels, so no multiple-testing correction
-   is needed.
+   enough outcomes above it to pass *with one wrong outcome among them*, and testing stops at
+   the first failure ("fixed-sequence testing", as in Learn-then-Test, Angelopoulos et al.
+   2021). The order depends only on the similarities, never on the labels, so no
+   multiple-testing correction is needed. Why one wrong outcome: a first test where every
+   outcome must be right (149 at 2% and 95%) sits where the evidence is thinnest, and one
+   stray wrong answer there ends the sequence for good; on the ``cache_quality`` stream an
+   earlier version that started there never certified, even after 2,000 outcomes. Starting
+   where one error is tolerable (236 outcomes at 2% and 95%) costs about 90 more outcomes
+   before the first certificate.
 2. **Per-entry floors.** An entry that served (or would have served) a wrong answer at
    similarity ``s`` never serves again at ``s`` or below: its own threshold becomes a floor
    just above ``s`` and the decision threshold is ``max(cache threshold, entry floor)``.
@@ -34,8 +39,8 @@ sample), when only complaints are recorded (then it is merely conservative: erro
 over-represented), or when the judge that labels shadow outcomes is wrong (an embedding judge
 is itself a similarity threshold).
 
-Until the outcomes certify a threshold (at 2% and 95% confidence that takes about 150
-outcomes above it, all correct; more if some are wrong) the cache uses the configured
+Until the outcomes certify a threshold (at 2% and 95% confidence that takes 236 outcomes
+above it with at most one wrong; more if more are wrong) the cache uses the configured
 starting threshold as long as no outcome contradicts it. Once a wrong answer is seen at or
 above it, the cache fails closed: it serves only exact repeats and keeps learning from probes
 until a threshold is certified (with probes off it stays closed, since nothing is served to
@@ -46,10 +51,16 @@ and the decision says so (``certified: False``).
 
 Choosing ``confidence`` (default 0.95): the certificate holds with probability
 ``confidence`` over the outcomes it was computed from; the rate it bounds does not change.
-Lower confidence needs fewer outcomes (at a 2% budget: 149 error-free outcomes above a
-threshold at 0.95, 80 at 0.80, 35 at 0.50; :func:`outcomes_needed`, shown in each decision
-as ``outcomes_needed``), at the price that one certificate in 5 (0.80) or in 2 (0.50) may
-be wrong.
+Lower confidence needs fewer outcomes (at a 2% budget, with at most one wrong: 236 outcomes
+above a threshold at 0.95, 149 at 0.80, 84 at 0.50; :func:`outcomes_needed`, shown in each
+decision as ``outcomes_needed``), at the price that one certificate in 5 (0.80) or in 2
+(0.50) may be wrong.
+
+The verifier (:mod:`rag_optimize.cache.verifiers`) comes before all of this: a candidate it
+vetoes is neither served nor probed, so the outcomes, and the certificate, are those of the
+verified decision. On the ``cache_quality`` stream it is what makes a threshold certifiable
+at all: near-misses that differ in a number or a question word are the errors that keep the
+error rate above 2% at every similarity.
 
 What is deliberately not done, and why. *Per-entry thresholds fitted from each entry's own
 outcomes* (a sigmoid of P(correct | similarity) per entry, as in vCache, arXiv 2502.03771)
@@ -145,9 +156,24 @@ def _passes(errors: int, n: int, max_error_rate: float, delta: float, log_fact: 
     return _binomial_cdf(errors, n, max_error_rate, log_fact) <= delta
 
 
-def outcomes_needed(max_error_rate: float, confidence: float) -> int:
-    """How many outcomes, all correct, certify an error rate of at most ``max_error_rate``."""
-    return math.ceil(math.log(1.0 - confidence) / math.log1p(-max_error_rate))
+START_ERRORS = 1
+"""Testing starts at the highest threshold whose outcomes could pass with this many wrong."""
+
+
+def outcomes_needed(max_error_rate: float, confidence: float, errors: int = 0) -> int:
+    """The fewest outcomes, at most ``errors`` of them wrong, that certify an error rate of at
+    most ``max_error_rate`` (149 for 2% at 95% with none wrong, 236 with one)."""
+    delta = 1.0 - confidence
+    n = math.ceil(math.log(delta) / math.log1p(-max_error_rate))  # the errors == 0 answer
+    if errors <= 0:
+        return n
+    n = max(n, math.ceil(errors / max_error_rate))
+    log_fact = _log_factorials(n)
+    while _binomial_cdf(errors, n, max_error_rate, log_fact) > delta:
+        n += 1
+        if len(log_fact) <= n:
+            log_fact = _log_factorials(2 * n)
+    return n
 
 
 @dataclass(frozen=True)
@@ -156,9 +182,9 @@ class Certificate:
 
     ``certified`` says whether ``threshold`` passed the test (then ``upper_bound`` <=
     ``max_error_rate`` with the stated confidence); ``outcomes``/``errors`` count the outcomes
-    at or above it. ``outcomes_needed`` is the fewest outcomes above a threshold that can
-    certify it at all (all of them correct; see :func:`outcomes_needed`), so an operator can
-    see how far an uncertified cache is from serving similar queries.
+    at or above it. ``outcomes_needed`` is the fewest outcomes above a threshold at which
+    testing starts (they certify it with at most one wrong; see :func:`outcomes_needed`), so
+    an operator can see how far an uncertified cache is from serving similar queries.
     """
 
     threshold: float
@@ -204,13 +230,13 @@ def certify(
         n = int(np.searchsorted(-sims_desc, -t, side="right"))
         return n, int(cum_wrong[n])
 
-    needed = outcomes_needed(max_error_rate, confidence)
+    needed = outcomes_needed(max_error_rate, confidence, START_ERRORS)
     log_fact = _log_factorials(len(sims))
     best: tuple[float, int, int] | None = None
     for t in grid:
         n, e = at(float(t))
         if n < needed:
-            continue  # label-independent start: too few outcomes above t to pass at all
+            continue  # label-independent start: too few outcomes above t to tolerate an error
         if not _passes(e, n, max_error_rate, delta, log_fact):
             break
         best = (float(t), n, e)

@@ -2,7 +2,10 @@
 
 A lookup first tries the exact path (the normalised query text as a hash key: no embedding),
 then embeds the query and asks the store for the nearest entries of the same scope; the best
-one whose cosine similarity reaches the decision threshold is a hit.
+one whose cosine similarity reaches the decision threshold, and that the verifier does not
+veto, is a hit. The default verifier (:class:`~rag_optimize.cache.verifiers.MismatchVerifier`)
+vetoes a stored query that differs from the new one in a number, a negation or the question
+word, the near-misses an embedding scores as paraphrases.
 
 Choosing ``threshold``: it is the minimum cosine similarity for a hit. Higher means fewer
 wrong answers and fewer hits; lower means more hits and more answers to questions that were
