@@ -70,8 +70,8 @@ right. *A pooled monotone (isotonic) fit of error against similarity* lets outco
 below a threshold vouch for it (if error only falls as similarity rises, the error rate
 just below ``t`` bounds the one above it); that helps only where the error just below the
 threshold is already under the budget. On the ``cache_quality`` question stream with
-all-MiniLM-L6-v2 the warm-up error rate in the bin just below it, [0.98, 0.99), is already
-2.6-3.2% (typical mix) and 15-21% (hard mix) before any confidence bound, because
+all-MiniLM-L6-v2 and no verifier, the warm-up error rate in the bin just below it,
+[0.98, 0.99), is already 2.6-3.2% (typical mix) and 15-21% (hard mix) before any bound, because
 near-misses reach a cosine of 0.97-0.995; the 23-45 warm-up outcomes above 0.99 are too few
 to certify 2% on their own. Held-out lookups whose nearest entry had only served right
 answers before were wrong *more* often above a given similarity than lookups to entries
