@@ -144,3 +144,34 @@ def test_cli_unreachable_target_exits_1(tmp_path: Path, capsys: pytest.CaptureFi
     tsv.write_text("\n".join(rows) + "\n", encoding="utf-8")
     assert run_calibrate(["--pairs", str(tsv), "--embedder", "hashing"]) == 1
     assert "no threshold" in capsys.readouterr().out
+
+
+def test_a_verifier_calibrates_the_decision_the_cache_makes() -> None:
+    book, pairs = _pairs()
+    high_negatives = {a for a, _, label in pairs if label == 0 and a in ("0-80-a", "0-81-a")}
+
+    def verifier(query: str, cached_query: str) -> bool:
+        return cached_query not in high_negatives  # vetoes the two high negatives
+
+    plain = calibrate_threshold(book, pairs, target_precision=0.98)
+    assert plain.threshold is None  # the 0.86 and 0.93 negatives spoil every threshold
+    verified = calibrate_threshold(book, pairs, target_precision=0.98, verifier=verifier)
+    assert verified.threshold == pytest.approx(0.80, abs=1e-5)
+    assert (verified.precision, verified.recall, verified.hits) == (1.0, 1.0, 40)
+
+
+def test_cli_calibrate_with_the_mismatch_verifier(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # positives at cosine 0.78 (hashing model), negatives that differ by a "not" at 0.84
+    rows = [f"1\thas parcel {i} shipped\ttell me has parcel {i} shipped yet" for i in range(30)]
+    rows += [f"0\thas parcel {i} shipped\thas parcel {i} not shipped" for i in range(10)]
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    base = ["--pairs", str(tsv), "--embedder", "hashing", "--target-precision", "0.98"]
+    assert run_calibrate(base) == 1  # on similarity alone the negatives rank above
+    assert "no threshold" in capsys.readouterr().out
+    js = tmp_path / "verified.json"
+    assert run_calibrate([*base, "--verifier", "mismatch", "--json", str(js)]) == 0
+    result = json.loads(js.read_text())
+    assert result["precision"] == 1.0 and result["recall"] == 1.0

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rag_optimize.cache.verifiers import Verifier, check_verifier
 from rag_optimize.embedding.protocol import Embedder, check_embedder
 from rag_optimize.embedding.vectors import unit_matrix
 from rag_optimize.errors import ConfigurationError, InvalidInputError
@@ -206,19 +207,25 @@ def calibrate_threshold(
     target_precision: float = 0.98,
     *,
     min_hits: int = 20,
+    verifier: Verifier | None = None,
 ) -> CalibrationResult:
     """The lowest similarity threshold whose precision on ``labelled_pairs`` reaches
     ``target_precision`` (among thresholds with at least ``min_hits`` hits).
 
     ``labelled_pairs``: ``(text_a, text_b, label)`` with label 1/True when a cached answer
     for ``text_a`` would be right for ``text_b``. Pass the result's ``threshold`` to
-    ``SemanticCache(threshold=...)``.
+    ``SemanticCache(threshold=...)``. ``verifier``: the cache's verifier (e.g.
+    ``MismatchVerifier()``, the cache's default) to calibrate the decision the cache makes,
+    where a vetoed pair is never a hit; ``None`` calibrates on similarity alone.
     """
     _check_target(target_precision)
     pairs = [_check_pair(i, p) for i, p in enumerate(labelled_pairs)]
     if not pairs:
         raise InvalidInputError("no labelled pairs to calibrate on")
     sims = pair_similarities(embedder, pairs)
+    if verifier is not None:
+        vetoed = np.array([not check_verifier(verifier)(b, a) for a, b, _ in pairs])
+        sims = np.where(vetoed, -1.0, sims)  # the lowest cosine: never a hit
     return calibrate_similarities(
         sims, [bool(p[2]) for p in pairs], target_precision, min_hits=min_hits
     )

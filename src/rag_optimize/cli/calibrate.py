@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rag_optimize.cache.calibration import calibrate_threshold, read_pairs
+from rag_optimize.cache.verifiers import MismatchVerifier
 from rag_optimize.embedding.protocol import Embedder
 
 
@@ -38,6 +39,11 @@ def build_parser(prog: str = "rag-optimize calibrate") -> argparse.ArgumentParse
     )
     parser.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
                         help="backend of the local model")
+    parser.add_argument(
+        "--verifier", choices=("none", "mismatch"), default="none",
+        help="mismatch: calibrate the cache's default decision, where MismatchVerifier's "
+        "vetoes are never hits; none: similarity alone",
+    )
     return parser
 
 
@@ -61,6 +67,7 @@ def run_calibrate(argv: Sequence[str] | None = None) -> int:
             pairs,
             args.target_precision,
             min_hits=args.min_hits,
+            verifier=MismatchVerifier() if args.verifier == "mismatch" else None,
         )
     except (OSError, ValueError) as exc:
         print(f"rag-optimize calibrate: {exc}", file=sys.stderr)
