@@ -223,8 +223,9 @@ def calibrate_threshold(
     if not pairs:
         raise InvalidInputError("no labelled pairs to calibrate on")
     sims = pair_similarities(embedder, pairs)
-    if verifier is not None:
-        vetoed = np.array([not check_verifier(verifier)(b, a) for a, b, _ in pairs])
+    verify = check_verifier(verifier)
+    if verify is not None:
+        vetoed = np.array([not verify(b, a) for a, b, _ in pairs])
         sims = np.where(vetoed, -1.0, sims)  # the lowest cosine: never a hit
     return calibrate_similarities(
         sims, [bool(p[2]) for p in pairs], target_precision, min_hits=min_hits
