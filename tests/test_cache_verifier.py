@@ -95,6 +95,9 @@ def test_a_veto_moves_on_to_the_next_candidate(loose_cache: SemanticCache) -> No
     hit = loose_cache.get("who was the winner of the football world cup in 2002")
     assert hit is not None
     assert (hit.response, hit.matched_query) == ("Brazil", WC_2002)
+    assert hit.metadata["cache_decision"]["verifier"] == "MismatchVerifier"
+    exact = loose_cache.get(WC_2002)
+    assert exact is not None and exact.metadata["cache_decision"]["verifier"] is None
 
 
 async def test_async_lookup_uses_the_verifier(loose_cache: SemanticCache) -> None:

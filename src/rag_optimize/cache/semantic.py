@@ -57,7 +57,12 @@ from rag_optimize.cache.shadow import Observation, ShadowReport
 from rag_optimize.cache.stats import CacheStats, StatsCounter
 from rag_optimize.cache.store import Store
 from rag_optimize.cache.vector_table import IndexKind
-from rag_optimize.cache.verifiers import MismatchVerifier, Verifier, check_verifier
+from rag_optimize.cache.verifiers import (
+    MismatchVerifier,
+    Verifier,
+    check_verifier,
+    verifier_name,
+)
 from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedder
 from rag_optimize.embedding.vectors import FloatVector, unit_vector
 from rag_optimize.errors import ConfigurationError, InvalidInputError, StoreError
@@ -535,7 +540,9 @@ class SemanticCache:
         if exact:
             self._stats.add("exact_hits")
         metadata = {k: v for k, v in entry.metadata.items() if k != EVIDENCE_KEY}
-        metadata["cache_decision"] = self._learner.decision(entry, similarity, threshold, exact)
+        decision = self._learner.decision(entry, similarity, threshold, exact)
+        decision["verifier"] = None if exact else verifier_name(self.verifier)
+        metadata["cache_decision"] = decision
         return CacheHit(
             response=entry.response,
             similarity=similarity,

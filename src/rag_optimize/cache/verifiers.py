@@ -140,3 +140,10 @@ def check_verifier(verifier: object) -> Verifier | None:
             f"got {type(verifier).__name__}"
         )
     return verifier
+
+
+def verifier_name(verifier: Verifier | None) -> str | None:
+    """How a hit's decision names the verifier that let it through (None: no verifier)."""
+    if verifier is None:
+        return None
+    return str(getattr(verifier, "__name__", type(verifier).__name__))
