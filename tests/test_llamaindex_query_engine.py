@@ -233,3 +233,16 @@ def test_invalidate_user_scope(index: VectorStoreIndex, cache: SemanticCache) ->
         a.query(DELETE)
     assert a.invalidate("tenant-a") == 3
     assert len(cache) == 0
+
+
+def test_a_question_about_another_year_is_not_served_the_cached_answer(
+    index: VectorStoreIndex,
+) -> None:
+    # a loose threshold: the two questions are near-identical to the embedding; the default
+    # verifier sees the different number and makes the second one a miss
+    cache = SemanticCache(HashingEmbedder(dim=256), threshold=0.5)
+    cached = CachedQueryEngine(engine(index), cache)
+    first = cached.query("How many passwords were reset in 2023?")
+    second = cached.query("How many passwords were reset in 2024?")
+    assert "2024" in str(second) and str(second) != str(first)
+    assert (cache.stats.hits, cache.stats.verifier_rejections) == (0, 1)
