@@ -15,7 +15,8 @@ an NLI model fits this shape where its latency is acceptable.
 * :class:`MismatchVerifier` (the default of :class:`~rag_optimize.cache.SemanticCache`):
   vetoes a pair that differs in a detail embeddings are known to blur: a number, a negation,
   or the kind of question (when/where/who/why/how many/how old ...). It is a few regular
-  expressions over the two strings, only vetoes, and never adds a hit.
+  expressions over the two strings (about 12 us a pair on this 2-core machine, 0.3 us when
+  both were seen recently), only vetoes, and never adds a hit.
 
 Verifier vetoes are counted in ``CacheStats.verifier_rejections``. With an error budget, the
 outcomes it learns from are those of the verified decision (a vetoed candidate is neither
@@ -66,7 +67,7 @@ class QuerySignature:
     question: str | None
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def signature(text: str) -> QuerySignature:
     """The numbers (digits, or cardinal words as digits), negation parity, and question kind
     of ``text`` (the first question word; for "how", with the word after it when that word
