@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.globals import get_llm_cache, set_llm_cache
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
@@ -53,6 +55,14 @@ def test_detail_mismatches_are_vetoed(a: str, b: str, detail: str) -> None:
     verifier = MismatchVerifier()
     assert verifier.mismatch(a, b) == detail
     assert not verifier(b, a)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80), st.text(max_size=80))
+def test_any_text_is_its_own_match_and_the_veto_is_symmetric(a: str, b: str) -> None:
+    verifier = MismatchVerifier()
+    assert verifier(a, a)
+    assert verifier(a, b) == verifier(b, a)
 
 
 def test_each_check_can_be_switched_off() -> None:
