@@ -27,6 +27,7 @@ WC_2002 = "who won the football world cup in 2002"
         ("population of 1,000 towns", "population of 1000 towns"),
         ("the two largest lakes", "the 2 largest lakes"),
         ("why isn't my build passing", "why is my build not passing"),
+        ("why isn\u2019t my build passing", "why is my build not passing"),
         ("which country has the most lakes", "what country has the most lakes"),
         ("how do I reset my password", "how can I reset my password"),
         ("capital of france", "what is the capital of france"),  # no question word: any kind

@@ -72,7 +72,7 @@ def signature(text: str) -> QuerySignature:
     """The numbers (digits, or cardinal words as digits), negation parity, and question kind
     of ``text`` (the first question word; for "how", with the word after it when that word
     names what is asked: "how many", "how old")."""
-    lowered = text.casefold().replace("n't", " not")
+    lowered = text.casefold().replace("n\u2019t", " not").replace("n't", " not")
     numbers = {n.replace(",", "") for n in _NUMBER.findall(lowered)}
     words = _WORD.findall(lowered)
     numbers.update(_CARDINALS[w] for w in words if w in _CARDINALS)
