@@ -220,7 +220,7 @@ async def _demo(args: argparse.Namespace) -> int:
     console.print(
         f"cache hit rate: {stats.hit_rate:.0%} ({stats.hits} hits, {stats.exact_hits} exact, "
         f"of {stats.lookups} lookups); hits answered with another question's answer: "
-        f"{len(wrong)}"
+        f"{len(wrong)}; candidates vetoed by the verifier: {stats.verifier_rejections}"
     )
     for question, matched in wrong[:3]:
         console.print(f"  wrong hit: {question!r} matched {matched!r}")
