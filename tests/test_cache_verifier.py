@@ -131,6 +131,19 @@ def test_a_custom_verifier_sees_both_queries() -> None:
     assert cache.get("  What is the REFUND policy") is not None  # exact repeats skip it
 
 
+def test_a_failing_verifier_makes_a_miss_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    def verifier(query: str, cached_query: str) -> bool:
+        raise RuntimeError("cross-encoder server down")
+
+    cache = SemanticCache(HashingEmbedder(dim=256), threshold=0.5, verifier=verifier)
+    cache.set("what is the refund policy", "30 days")
+    assert cache.get("what is the refund policy for shoes") is None
+    assert cache.get("what is the refund policy for hats") is None
+    assert (cache.stats.misses, cache.stats.verifier_errors) == (2, 2)
+    warnings = [r for r in caplog.records if "cache verifier failing" in r.getMessage()]
+    assert len(warnings) == 1  # once per incident, not per call
+
+
 def test_a_verifier_that_is_not_callable_is_refused() -> None:
     with pytest.raises(TypeError, match="verifier must be a callable"):
         SemanticCache(HashingEmbedder(dim=64), verifier="strict")  # type: ignore[arg-type]

@@ -179,6 +179,7 @@ class SemanticCache:
         )
         self._embed_incidents = IncidentLog(logger, "embedding model")
         self._store_incidents = IncidentLog(logger, "cache store")
+        self._verifier_incidents = IncidentLog(logger, "cache verifier")
         self._pending: OrderedDict[str, FloatVector] = OrderedDict()
         self._pending_lock = threading.Lock()
 
@@ -520,8 +521,18 @@ class SemanticCache:
 
     def _vetoed(self, query: str, entry: CacheEntry, accepted: bool) -> bool:
         """Whether the verifier forbids serving ``entry`` for ``query`` (a veto of a candidate
-        above its threshold is counted; a vetoed entry is not probed either)."""
-        if self.verifier is None or self.verifier(query, entry.query):
+        above its threshold is counted; a vetoed entry is not probed either). A verifier
+        that raises vetoes: the lookup misses rather than fail or serve unchecked."""
+        if self.verifier is None:
+            return False
+        try:
+            allowed = bool(self.verifier(query, entry.query))
+        except Exception as exc:  # noqa: BLE001 - a verifier must never fail the app's lookup
+            self._stats.add("verifier_errors")
+            self._verifier_incidents.failure(exc)
+            return True
+        self._verifier_incidents.success()
+        if allowed:
             return False
         if accepted:
             self._stats.add("verifier_rejections")

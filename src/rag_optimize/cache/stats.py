@@ -15,7 +15,8 @@ class CacheStats:
     ``unscoped_lookups``/``unscoped_writes`` count calls refused by ``require_scope=True``
     (also counted as ``misses``/``dropped_writes``); ``feedback_*`` count ``feedback()`` calls,
     ``tombstones`` the entries it deleted, ``judge_errors`` judges that raised.
-    ``verifier_rejections`` counts candidates above the threshold that the verifier vetoed.
+    ``verifier_rejections`` counts candidates above the threshold that the verifier vetoed,
+    ``verifier_errors`` verifier calls that raised (each counted as a veto).
     """
 
     hits: int = 0
@@ -35,6 +36,7 @@ class CacheStats:
     tombstones: int = 0
     judge_errors: int = 0
     verifier_rejections: int = 0
+    verifier_errors: int = 0
     entries: int = 0
 
     @property

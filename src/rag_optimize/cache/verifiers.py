@@ -9,8 +9,10 @@ can veto the candidate; the cache then considers the next one (or misses).
 
 A verifier is any callable ``verifier(query, cached_query) -> bool`` (True: the cached
 answer may be served for ``query``). It runs on the lookup path, once per candidate above
-the threshold, so it must be fast; it must not raise for ordinary text. A cross-encoder or
-an NLI model fits this shape where its latency is acceptable.
+the threshold, so it must be fast. A verifier that raises counts as a veto (the lookup
+misses; ``CacheStats.verifier_errors``, logged once per incident): the cache neither fails
+the request nor serves an unchecked answer. A cross-encoder or an NLI model fits this shape
+where its latency is acceptable.
 
 * :class:`MismatchVerifier` (the default of :class:`~rag_optimize.cache.SemanticCache`):
   vetoes a pair that differs in a detail embeddings are known to blur: a number, a negation,
