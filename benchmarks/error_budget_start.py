@@ -6,8 +6,9 @@ The certificate (``rag_optimize.cache.error_budget.certify``) tests thresholds f
 low and stops at the first failure, so where it starts decides a lot. Compared here:
 
 * ``none_wrong``: the highest threshold with 149 outcomes above (2% at 95% with none wrong);
-* ``one_wrong``: with 236 outcomes above (enough to pass with one wrong);
-* ``third`` (the package's rule, ``start_outcomes``): with max(236, a third of all outcomes).
+* ``one_wrong`` (the package's rule, ``start_outcomes``): with 236 outcomes above (enough to
+  pass with one wrong);
+* ``third``: with max(236, a third of all outcomes) above.
 
 Data: the ``cache_quality`` question stream, typical mix (see ``benchmarks/cache_quality.py``),
 default seeds 6-11 so that the streams differ from the ones ``cache_quality`` reports. One
@@ -21,7 +22,12 @@ outcomes, in arrival order, are then replayed for each rule:
 
 Hits are second-half outcomes at or above the certified threshold (lookups whose nearest
 allowed entry is that similar); an uncertified segment serves nothing in this replay.
-Writes benchmarks/results/error_budget_start.json.
+
+Two traffic shapes: ``as_is`` (the stream, where nearly every lookup has a close neighbour),
+and ``diverse``: the same plus three times as many outcomes of lookups whose nearest entry is
+an unrelated question (cosine uniform in 0.5-0.85, a wrong answer), interleaved at random, as
+probes produce in an app whose users ask many different things. Writes
+benchmarks/results/error_budget_start.json.
 """
 
 from __future__ import annotations
@@ -54,9 +60,11 @@ CONFIDENCE = 0.95
 START = 0.976  # the MRPC-calibrated starting threshold cache_quality uses
 RULES = {
     "none_wrong": lambda total: outcomes_needed(BUDGET, CONFIDENCE, 0),
-    "one_wrong": lambda total: outcomes_needed(BUDGET, CONFIDENCE, 1),
-    "third": lambda total: start_outcomes(total, BUDGET, CONFIDENCE),
+    "one_wrong": lambda total: start_outcomes(BUDGET, CONFIDENCE),
+    "third": lambda total: max(start_outcomes(BUDGET, CONFIDENCE), -(-total // 3)),
 }
+UNRELATED = 3
+"""``diverse``: unrelated-neighbour outcomes added per outcome of the stream."""
 
 
 def outcomes_of(queries: list[str], answer: dict[str, str], table: dict[str, np.ndarray]
@@ -81,6 +89,15 @@ def outcomes_of(queries: list[str], answer: dict[str, str], table: dict[str, np.
     sims = np.array([float(s) for s, _ in pairs])
     ok = np.array([bool(c) for _, c in pairs])
     return sims, ok, first
+
+
+def diverse(sims: np.ndarray, ok: np.ndarray, first: int, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray, int]:
+    """The outcomes with ``UNRELATED`` times as many low-similarity wrong ones interleaved."""
+    k = UNRELATED * len(sims)
+    at = np.sort(rng.integers(0, len(sims) + 1, k))
+    return (np.insert(sims, at, rng.uniform(0.5, 0.85, k)), np.insert(ok, at, np.zeros(k, bool)),
+            first + int((at < first).sum()))
 
 
 def threshold(sims: np.ndarray, ok: np.ndarray, rule: str) -> float | None:
@@ -123,30 +140,36 @@ def main() -> None:
                for seed in range(args.first_seed, args.first_seed + args.seeds)]
     texts = {q for queries, _, _ in streams for q in queries}
     table, _ = embed_all(texts, "auto", Path("/tmp/rag_optimize_cache_quality.npz"))
-    runs = []
+    rng = np.random.default_rng(0)
+    runs: dict[str, list[dict[str, Any]]] = {"as_is": [], "diverse": []}
     for offset, (queries, answer, _) in enumerate(streams):
         sims, ok, first = outcomes_of(queries, answer, table)
-        run = run_seed(sims, ok, first, len(queries) - len(queries) // 2)
-        run["seed"] = args.first_seed + offset
-        runs.append(run)
-        print(run["seed"], json.dumps({
-            r: (round(v["frozen"]["hit_rate"], 3), round(v["learning"]["hit_rate"], 3))
-            for r, v in run.items() if r != "seed"}), flush=True)
-    summary = {}
-    for rule in RULES:
-        row: dict[str, Any] = {}
-        for phase in ("frozen", "learning"):
-            hits = sum(r[rule][phase]["hits"] for r in runs)
-            wrong = sum(r[rule][phase]["wrong"] for r in runs)
-            per_seed = [r[rule][phase]["wrong"] / r[rule][phase]["hits"]
-                        for r in runs if r[rule][phase]["hits"]]
-            row[phase] = {
-                "mean_hit_rate": float(np.mean([r[rule][phase]["hit_rate"] for r in runs])),
-                "false_hit_rate": wrong / hits if hits else 0.0,
-                "worst_seed_false_hit_rate": max(per_seed, default=0.0),
-                "seeds_serving": len(per_seed),
-            }
-        summary[rule] = row
+        lookups = len(queries) - len(queries) // 2
+        for shape, (s, o, f) in (("as_is", (sims, ok, first)),
+                                 ("diverse", diverse(sims, ok, first, rng))):
+            run = run_seed(s, o, f, lookups)
+            run["seed"] = args.first_seed + offset
+            runs[shape].append(run)
+            print(shape, run["seed"], json.dumps({
+                r: (round(v["frozen"]["hit_rate"], 3), round(v["learning"]["hit_rate"], 3))
+                for r, v in run.items() if r != "seed"}), flush=True)
+    summary: dict[str, Any] = {}
+    for shape, shape_runs in runs.items():
+        for rule in RULES:
+            row: dict[str, Any] = {}
+            for phase in ("frozen", "learning"):
+                hits = sum(r[rule][phase]["hits"] for r in shape_runs)
+                wrong = sum(r[rule][phase]["wrong"] for r in shape_runs)
+                per_seed = [r[rule][phase]["wrong"] / r[rule][phase]["hits"]
+                            for r in shape_runs if r[rule][phase]["hits"]]
+                row[phase] = {
+                    "mean_hit_rate": float(np.mean([r[rule][phase]["hit_rate"]
+                                                    for r in shape_runs])),
+                    "false_hit_rate": wrong / hits if hits else 0.0,
+                    "worst_seed_false_hit_rate": max(per_seed, default=0.0),
+                    "seeds_serving": len(per_seed),
+                }
+            summary.setdefault(shape, {})[rule] = row
     print(json.dumps(summary, indent=1))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "error_budget_start.json").write_text(
