@@ -50,6 +50,7 @@ from cache_quality import (  # noqa: E402
     build_stream,
     embed_all,
     load_questions,
+    replay,
 )
 
 from rag_optimize import SemanticCache  # noqa: E402
@@ -76,15 +77,9 @@ def outcomes_of(queries: list[str], answer: dict[str, str], table: dict[str, np.
     budget = cache.error_budget
     assert budget is not None
     half = len(queries) // 2
-    first = 0
-    for i, q in enumerate(queries):
-        hit = cache.get(q)
-        if hit is None:
-            cache.set(q, answer[q])
-        else:
-            cache.feedback(hit, hit.response == answer[q])
-        if i + 1 == half:
-            first = len(budget)
+    replay(cache, queries[:half], answer, feedback=True)
+    first = len(budget)
+    replay(cache, queries[half:], answer, feedback=True)
     pairs = budget.state()["outcomes"]
     sims = np.array([float(s) for s, _ in pairs])
     ok = np.array([bool(c) for _, c in pairs])
