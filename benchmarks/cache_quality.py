@@ -80,7 +80,10 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rag_optimize import SemanticCache  # noqa: E402
-from rag_optimize.cache.calibration import calibrate_similarities  # noqa: E402
+from rag_optimize.cache.calibration import (  # noqa: E402
+    calibrate_similarities,
+    verified_similarities,
+)
 from rag_optimize.cache.error_budget import binomial_upper_bound  # noqa: E402
 from rag_optimize.cache.judges import ExactMatchJudge  # noqa: E402
 from rag_optimize.cache.keys import normalise_query  # noqa: E402
@@ -182,14 +185,10 @@ def load_mrpc() -> list[tuple[str, str, int]]:
         return [(r["text1"], r["text2"], int(r["label"])) for r in reader]
 
 
-def pair_rates(sims: np.ndarray, labels: np.ndarray, threshold: float | None,
-               allowed: np.ndarray | None = None) -> dict[str, Any]:
-    """Rates of a fixed threshold on pairs; ``allowed``: the pairs the verifier lets through."""
+def pair_rates(sims: np.ndarray, labels: np.ndarray, threshold: float | None) -> dict[str, Any]:
     if threshold is None:
         return {"threshold": None}
     hit = sims >= threshold
-    if allowed is not None:
-        hit &= allowed
     hits, wrong = int(hit.sum()), int((hit & ~labels).sum())
     return {
         "threshold": round(float(threshold), 4),
@@ -250,8 +249,7 @@ def run_mrpc(table: dict[str, np.ndarray], pairs: list[tuple[str, str, int]],
 
     ws, wl = sims_labels(warm)
     hs, hl = sims_labels(held)
-    h_ok = np.array([VERIFIER(b, a) for a, b, _ in held])
-    w_ok = np.array([VERIFIER(b, a) for a, b, _ in warm])
+    hs_verified = verified_similarities(hs, held, VERIFIER)
     calibrated = {}
     for target in (0.98, 0.95, 0.90):
         res = calibrate_similarities(ws, wl, target)
@@ -260,23 +258,23 @@ def run_mrpc(table: dict[str, np.ndarray], pairs: list[tuple[str, str, int]],
                                  "recall": res.recall, "hits": res.hits},
             "held_out": pair_rates(hs, hl, res.threshold),
         }
-    verified = calibrate_similarities(np.where(w_ok, ws, -1.0), wl, 0.98)
+    verified = calibrate_similarities(verified_similarities(ws, warm, VERIFIER), wl, 0.98)
     calibrated["0.98 + verifier"] = {
         "calibration_half": {"threshold": verified.threshold, "precision": verified.precision,
                              "recall": verified.recall, "hits": verified.hits},
-        "held_out": pair_rates(hs, hl, verified.threshold, h_ok),
+        "held_out": pair_rates(hs_verified, hl, verified.threshold),
     }
     main = calibrate_similarities(ws, wl, 0.98)
     start = main.threshold if main.threshold is not None else 0.95
     out = {
         "pairs": len(pairs), "calibration_pairs": len(warm), "held_out_pairs": len(held),
         "fixed": {str(t): pair_rates(hs, hl, t) for t in FIXED},
-        "fixed_verified": {str(t): pair_rates(hs, hl, t, h_ok) for t in FIXED},
+        "fixed_verified": {str(t): pair_rates(hs_verified, hl, t) for t in FIXED},
         "calibrated": calibrated,
         "error_budget": mrpc_budget(table, warm, held, start, VERIFIER),
         "error_budget_similarity_only": mrpc_budget(table, warm, held, start, None),
         "oracle_fixed": oracle(lambda t: pair_rates(hs, hl, t)),
-        "oracle_fixed_verified": oracle(lambda t: pair_rates(hs, hl, t, h_ok)),
+        "oracle_fixed_verified": oracle(lambda t: pair_rates(hs_verified, hl, t)),
     }
     return out, main
 

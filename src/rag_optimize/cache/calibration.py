@@ -155,6 +155,18 @@ def pair_similarities(embedder: Embedder, pairs: Sequence[LabelledPair]) -> npt.
     return np.einsum("ij,ij->i", a, b).astype(np.float64)
 
 
+def verified_similarities(
+    similarities: npt.NDArray[np.float64], pairs: Sequence[LabelledPair], verifier: Verifier | None
+) -> npt.NDArray[np.float64]:
+    """The pairs' similarities as the cache decides on them: a pair the verifier vetoes (the
+    cache stores ``text_a`` and looks up ``text_b``) gets -1, so no threshold makes it a hit."""
+    verify = check_verifier(verifier)
+    if verify is None:
+        return similarities
+    vetoed = np.array([not verify(b, a) for a, b, _ in pairs], dtype=bool)
+    return np.where(vetoed, -1.0, similarities)
+
+
 def calibrate_similarities(
     similarities: Sequence[float] | npt.NDArray[Any],
     labels: Sequence[int | bool] | npt.NDArray[Any],
@@ -222,11 +234,7 @@ def calibrate_threshold(
     pairs = [_check_pair(i, p) for i, p in enumerate(labelled_pairs)]
     if not pairs:
         raise InvalidInputError("no labelled pairs to calibrate on")
-    sims = pair_similarities(embedder, pairs)
-    verify = check_verifier(verifier)
-    if verify is not None:
-        vetoed = np.array([not verify(b, a) for a, b, _ in pairs])
-        sims = np.where(vetoed, -1.0, sims)  # the lowest cosine: never a hit
+    sims = verified_similarities(pair_similarities(embedder, pairs), pairs, verifier)
     return calibrate_similarities(
         sims, [bool(p[2]) for p in pairs], target_precision, min_hits=min_hits
     )
