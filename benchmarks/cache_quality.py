@@ -80,14 +80,14 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rag_optimize import SemanticCache  # noqa: E402
-from rag_optimize.cache.calibration import (  # noqa: E402
+from rag_optimize.cache.decision.calibration import (  # noqa: E402
     calibrate_similarities,
     verified_similarities,
 )
-from rag_optimize.cache.error_budget import binomial_upper_bound  # noqa: E402
-from rag_optimize.cache.judges import ExactMatchJudge  # noqa: E402
+from rag_optimize.cache.decision.error_budget import binomial_upper_bound  # noqa: E402
+from rag_optimize.cache.decision.judges import ExactMatchJudge  # noqa: E402
+from rag_optimize.cache.decision.verifiers import MismatchVerifier  # noqa: E402
 from rag_optimize.cache.keys import normalise_query  # noqa: E402
-from rag_optimize.cache.verifiers import MismatchVerifier  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("RAG_OPTIMIZE_DATA", ROOT.parent / "shared" / "data"))

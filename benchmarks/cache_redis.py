@@ -47,7 +47,7 @@ from benchmarks.cache_lookup import StubEmbedder  # noqa: E402 - precomputed vec
 from rag_optimize import InMemoryStore, RedisStore, SemanticCache  # noqa: E402
 from rag_optimize.cache.entry import CacheEntry  # noqa: E402
 from rag_optimize.cache.keys import digest, normalise_query  # noqa: E402
-from rag_optimize.cache.redis_codec import Keys  # noqa: E402
+from rag_optimize.cache.redis.codec import Keys  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "cache_redis.json"
@@ -179,7 +179,7 @@ def lookups(n: int, n_queries: int, server: RedisServer) -> dict[str, Any]:
 
 
 def _scope_digest(scope: str) -> str:
-    from rag_optimize.cache.redis_codec import scope_digest
+    from rag_optimize.cache.redis.codec import scope_digest
 
     return scope_digest(scope)
 

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/error_budget_start.py [--seeds 6 --first-seed 6]
 
-The certificate (``rag_optimize.cache.error_budget.certify``) tests thresholds from high to
+The certificate (``rag_optimize.cache.decision.error_budget.certify``) tests thresholds from high to
 low and stops at the first failure, so where it starts decides a lot. Compared here:
 
 * ``none_wrong``: the highest threshold with 149 outcomes above (2% at 95% with none wrong);
@@ -54,8 +54,8 @@ from cache_quality import (  # noqa: E402
 )
 
 from rag_optimize import SemanticCache  # noqa: E402
-from rag_optimize.cache.error_budget import certify, outcomes_needed, start_outcomes  # noqa: E402
-from rag_optimize.cache.judges import ExactMatchJudge  # noqa: E402
+from rag_optimize.cache.decision.error_budget import certify, outcomes_needed, start_outcomes  # noqa: E402
+from rag_optimize.cache.decision.judges import ExactMatchJudge  # noqa: E402
 
 CONFIDENCE = 0.95
 START = 0.976  # the MRPC-calibrated starting threshold cache_quality uses

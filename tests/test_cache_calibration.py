@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rag_optimize import ConfigurationError, InvalidInputError
-from rag_optimize.cache.calibration import (
+from rag_optimize.cache.decision.calibration import (
     calibrate_similarities,
     calibrate_threshold,
     read_pairs,

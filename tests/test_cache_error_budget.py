@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rag_optimize import CacheHit, ConfigurationError, HashingEmbedder, SemanticCache
-from rag_optimize.cache.error_budget import (
+from rag_optimize.cache.decision.error_budget import (
     EVIDENCE_KEY,
     EntryEvidence,
     ErrorBudget,
@@ -16,7 +16,7 @@ from rag_optimize.cache.error_budget import (
     certify,
     outcomes_needed,
 )
-from rag_optimize.cache.judges import ExactMatchJudge
+from rag_optimize.cache.decision.judges import ExactMatchJudge
 
 
 class VectorBook:

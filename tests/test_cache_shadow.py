@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag_optimize import HashingEmbedder, SemanticCache
-from rag_optimize.cache.judges import EmbeddingJudge, ExactMatchJudge, answer_text
+from rag_optimize.cache.decision.judges import EmbeddingJudge, ExactMatchJudge, answer_text
 
 
 def _shadow(**options: object) -> SemanticCache:

@@ -12,8 +12,8 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_rag_optimize import SemanticLLMCache
 from rag_optimize import HashingEmbedder, MismatchVerifier, SemanticCache
-from rag_optimize.cache.judges import ExactMatchJudge
-from rag_optimize.cache.verifiers import signature
+from rag_optimize.cache.decision.judges import ExactMatchJudge
+from rag_optimize.cache.decision.verifiers import signature
 
 WC_1998 = "who won the football world cup in 1998"
 WC_2002 = "who won the football world cup in 2002"

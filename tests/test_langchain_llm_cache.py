@@ -18,7 +18,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_rag_optimize import SemanticLLMCache
 from langchain_rag_optimize._keys import split_prompt, temperature_of
 from rag_optimize.cache import SemanticCache, cache_scope
-from rag_optimize.cache.judges import ExactMatchJudge
+from rag_optimize.cache.decision.judges import ExactMatchJudge
 from rag_optimize.embedding import HashingEmbedder
 
 RESET = "How do I reset my password?"

@@ -28,8 +28,8 @@ from rag_optimize import (
 )
 from rag_optimize.cache.entry import CacheEntry
 from rag_optimize.cache.keys import digest
-from rag_optimize.cache.redis_breaker import CircuitBreaker
-from rag_optimize.cache.redis_codec import Keys, encode_vector, hex_id
+from rag_optimize.cache.redis.breaker import CircuitBreaker
+from rag_optimize.cache.redis.codec import Keys, encode_vector, hex_id
 from rag_optimize.embedding.vectors import unit_vector
 from tests.conftest import FakeClock
 from tests.redis_server import RedisServer, namespace, redis_server, wait_until  # noqa: F401

@@ -42,7 +42,7 @@ from rag_optimize.retrieval import HybridRetriever as HybridRetriever
 from rag_optimize.retrieval import Reranker as Reranker
 from rag_optimize.retrieval import RetrievalResult as RetrievalResult
 from rag_optimize.retrieval import RetrievedDocument as RetrievedDocument
-from rag_optimize.cache.redis_store import RedisStore as RedisStore
+from rag_optimize.cache.redis.store import RedisStore as RedisStore
 from rag_optimize.cache import calibrate_threshold as calibrate_threshold
 from rag_optimize.cache import CalibrationResult as CalibrationResult
 from rag_optimize.cache import ErrorBudget as ErrorBudget

@@ -3,7 +3,7 @@
 A lookup first tries the exact path (the normalised query text as a hash key: no embedding),
 then embeds the query and asks the store for the nearest entries of the same scope; the best
 one whose cosine similarity reaches the decision threshold, and that the verifier does not
-veto, is a hit. The default verifier (:class:`~rag_optimize.cache.verifiers.MismatchVerifier`)
+veto, is a hit. The default verifier (:class:`~rag_optimize.cache.MismatchVerifier`)
 vetoes a stored query that differs from the new one in a number, a negation or the question
 word, the near-misses an embedding scores as paraphrases.
 
@@ -19,8 +19,8 @@ Knowing when it is wrong: with ``max_error_rate=0.02`` instead of a fixed number
 learns its threshold from verified outcomes (:meth:`SemanticCache.feedback`, shadow
 comparisons, and probes: on a miss, the nearest stored answer is compared with the model's
 real answer by the judge when the app stores it), and each entry that served a wrong answer
-gets its own higher threshold. See :mod:`rag_optimize.cache.error_budget` for the algorithm
-and exactly what it guarantees, and :mod:`rag_optimize.cache.learning` for how outcomes are
+gets its own higher threshold. See :mod:`rag_optimize.cache.decision.error_budget` for the algorithm
+and exactly what it guarantees, and :mod:`rag_optimize.cache.decision.learning` for how outcomes are
 gathered (this module is the lookup/write flow and the store I/O). ``mode="shadow"`` looks
 up without serving and reports what it would have done (:meth:`SemanticCache.shadow_report`).
 ``require_scope=True`` makes a call with no scope fail closed. ``tracker=`` times each lookup
@@ -45,24 +45,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Literal, TypeVar
 
-from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
-from rag_optimize.cache.error_budget import EVIDENCE_KEY, ErrorBudget
-from rag_optimize.cache.incidents import IncidentLog
-from rag_optimize.cache.judges import EmbeddingJudge, Judge, check_judge
-from rag_optimize.cache.keys import check_query, check_scope, digest, normalise_query
-from rag_optimize.cache.learning import Mode, Nearest, OutcomeLearner
-from rag_optimize.cache.memory import InMemoryStore
-from rag_optimize.cache.scopes import current_scope
-from rag_optimize.cache.shadow import Observation, ShadowReport
-from rag_optimize.cache.stats import CacheStats, StatsCounter
-from rag_optimize.cache.store import Store
-from rag_optimize.cache.vector_table import IndexKind
-from rag_optimize.cache.verifiers import (
+from rag_optimize.cache.decision.error_budget import EVIDENCE_KEY, ErrorBudget
+from rag_optimize.cache.decision.judges import EmbeddingJudge, Judge, check_judge
+from rag_optimize.cache.decision.learning import Mode, Nearest, OutcomeLearner
+from rag_optimize.cache.decision.shadow import Observation, ShadowReport
+from rag_optimize.cache.decision.verifiers import (
     MismatchVerifier,
     Verifier,
     check_verifier,
     verifier_name,
 )
+from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
+from rag_optimize.cache.incidents import IncidentLog
+from rag_optimize.cache.keys import check_query, check_scope, digest, normalise_query
+from rag_optimize.cache.memory import InMemoryStore
+from rag_optimize.cache.scopes import current_scope
+from rag_optimize.cache.stats import CacheStats, StatsCounter
+from rag_optimize.cache.store import Store
+from rag_optimize.cache.vector_table import IndexKind
 from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedder
 from rag_optimize.embedding.vectors import FloatVector, unit_vector
 from rag_optimize.errors import ConfigurationError, InvalidInputError, StoreError
@@ -110,7 +110,7 @@ class SemanticCache:
         mode: ``"live"`` serves hits; ``"shadow"`` never serves, records what it would have
             served and judges it against the model's real answer (:meth:`shadow_report`).
         judge: ``judge(query, cached_answer, fresh_answer) -> bool`` for shadow comparisons and
-            probes; default :class:`~rag_optimize.cache.judges.EmbeddingJudge` on ``embedder``.
+            probes; default :class:`~rag_optimize.cache.EmbeddingJudge` on ``embedder``.
         require_scope: a lookup or write with no scope (neither passed nor set by
             ``cache_scope``; the shared default scope ``""`` counts as none) fails closed: the
             lookup misses and the write is dropped, both counted. For multi-tenant apps.
@@ -119,7 +119,7 @@ class SemanticCache:
             attribute ``hit`` (True/False) for listeners and exporters.
         verifier: ``verifier(query, cached_query) -> bool``, asked before a candidate above
             the threshold is served; a veto moves on to the next candidate. The default
-            :class:`~rag_optimize.cache.verifiers.MismatchVerifier` vetoes queries that differ
+            :class:`~rag_optimize.cache.MismatchVerifier` vetoes queries that differ
             in a number, a negation or the question word ("when" vs "where"), which the
             embedding barely sees. ``None`` serves on similarity alone.
     """

@@ -29,13 +29,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def open_store(url: str, namespace: str) -> Any:
-    """A :class:`~rag_optimize.cache.redis_store.RedisStore` on ``url`` / ``namespace``."""
+    """A :class:`~rag_optimize.cache.redis.store.RedisStore` on ``url`` / ``namespace``."""
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise CliError(f"--redis must be a redis:// , rediss:// or unix:// URL, got {url!r}")
     if not namespace.strip():
         raise CliError("--namespace must not be empty")
     try:
-        from rag_optimize.cache.redis_store import RedisStore
+        from rag_optimize.cache.redis.store import RedisStore
     except ImportError as exc:
         raise CliError(
             f"the Redis store is not available ({exc}); pip install 'rag-optimize[redis]'",

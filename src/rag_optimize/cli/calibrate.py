@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rag_optimize.cache.calibration import calibrate_threshold, read_pairs
-from rag_optimize.cache.verifiers import MismatchVerifier
+from rag_optimize.cache.decision.calibration import calibrate_threshold, read_pairs
+from rag_optimize.cache.decision.verifiers import MismatchVerifier
 from rag_optimize.embedding.protocol import Embedder
 
 

@@ -3,8 +3,8 @@
 Works on plain Redis 6.2+/7 (no modules: managed services often have none). Entries are
 hashes (JSON response/metadata, little-endian float32 vector); every change is one Lua
 script that also appends to a change-log stream. Each process keeps a local copy of the
-vectors (:mod:`~rag_optimize.cache.redis_mirror`), loaded at start and kept current by a
-background thread tailing the stream (:mod:`~rag_optimize.cache.redis_sync`), so a lookup
+vectors (:mod:`~rag_optimize.cache.redis.mirror`), loaded at start and kept current by a
+background thread tailing the stream (:mod:`~rag_optimize.cache.redis.sync`), so a lookup
 is an in-process vector search plus one round trip to fetch the answer. The exact path is
 one round trip on a deterministic key, and none at all for a query the mirror has never
 seen.
@@ -38,8 +38,8 @@ import numpy as np
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
 from rag_optimize.cache.keys import digest
-from rag_optimize.cache.redis_breaker import CircuitBreaker
-from rag_optimize.cache.redis_codec import (
+from rag_optimize.cache.redis.breaker import CircuitBreaker
+from rag_optimize.cache.redis.codec import (
     CorruptEntry,
     IndexRecord,
     Keys,
@@ -50,8 +50,8 @@ from rag_optimize.cache.redis_codec import (
     pairs_to_dict,
     scope_digest,
 )
-from rag_optimize.cache.redis_mirror import LocalMirror
-from rag_optimize.cache.redis_scripts import (
+from rag_optimize.cache.redis.mirror import LocalMirror
+from rag_optimize.cache.redis.scripts import (
     CLEARED,
     DELETE,
     DELETE_WHERE,
@@ -62,7 +62,7 @@ from rag_optimize.cache.redis_scripts import (
     arun_script,
     run_script,
 )
-from rag_optimize.cache.redis_sync import ChangeFollower
+from rag_optimize.cache.redis.sync import ChangeFollower
 from rag_optimize.cache.stats import StatsCounter
 from rag_optimize.cache.vector_table import IndexKind
 from rag_optimize.embedding.vectors import FloatVector

@@ -1,4 +1,4 @@
-"""The Lua scripts behind :class:`~rag_optimize.cache.redis_store.RedisStore`.
+"""The Lua scripts behind :class:`~rag_optimize.cache.redis.store.RedisStore`.
 
 Every change is one script, so the entry hash, the LRU and expiry sorted sets, the scope set
 and the change log move together: two processes evicting at the same time cannot both

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rag_optimize.cache.entry import Candidate
-from rag_optimize.cache.redis_codec import IndexRecord
+from rag_optimize.cache.redis.codec import IndexRecord
 from rag_optimize.cache.vector_table import IndexKind, VectorTable
 from rag_optimize.embedding.vectors import FloatVector
 

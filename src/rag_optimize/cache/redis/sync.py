@@ -17,16 +17,16 @@ from collections.abc import Callable
 from typing import Any
 
 from rag_optimize.cache.incidents import IncidentLog
-from rag_optimize.cache.redis_breaker import CircuitBreaker
-from rag_optimize.cache.redis_codec import (
+from rag_optimize.cache.redis.breaker import CircuitBreaker
+from rag_optimize.cache.redis.codec import (
     INDEX_FIELDS,
     CorruptEntry,
     IndexRecord,
     Keys,
     decode_index_record,
 )
-from rag_optimize.cache.redis_mirror import LocalMirror
-from rag_optimize.cache.redis_scripts import SWEEP, run_script
+from rag_optimize.cache.redis.mirror import LocalMirror
+from rag_optimize.cache.redis.scripts import SWEEP, run_script
 
 logger = logging.getLogger("rag_optimize.cache.redis")
 

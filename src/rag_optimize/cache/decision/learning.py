@@ -16,7 +16,7 @@ everything that turns checks of its answers into knowledge, without touching the
   entry its floor (or deletes it, :meth:`OutcomeLearner.revised`).
 * **Decisions**: the metadata a hit carries about why it was served.
 
-See :mod:`rag_optimize.cache.error_budget` for the threshold algorithm and its guarantee.
+See :mod:`rag_optimize.cache.decision.error_budget` for the threshold algorithm and its guarantee.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import logging
 from dataclasses import replace
 from typing import Any, Literal
 
+from rag_optimize.cache.decision.error_budget import EVIDENCE_KEY, EntryEvidence, ErrorBudget
+from rag_optimize.cache.decision.judges import Judge, ajudge, judge_now
+from rag_optimize.cache.decision.shadow import AwaitingAnswers, Observation, ShadowLog
 from rag_optimize.cache.entry import CacheEntry, Candidate
-from rag_optimize.cache.error_budget import EVIDENCE_KEY, EntryEvidence, ErrorBudget
 from rag_optimize.cache.incidents import IncidentLog
-from rag_optimize.cache.judges import Judge, ajudge, judge_now
-from rag_optimize.cache.shadow import AwaitingAnswers, Observation, ShadowLog
 from rag_optimize.cache.stats import StatsCounter
 
 logger = logging.getLogger("rag_optimize.cache")

@@ -62,7 +62,7 @@ above a threshold at 0.95, 149 at 0.80, 84 at 0.50; :func:`outcomes_needed`, sho
 decision as ``outcomes_needed``), at the price that one certificate in 5 (0.80) or in 2
 (0.50) may be wrong.
 
-The verifier (:mod:`rag_optimize.cache.verifiers`) comes before all of this: a candidate it
+The verifier (:mod:`rag_optimize.cache.decision.verifiers`) comes before all of this: a candidate it
 vetoes is neither served nor probed, so the outcomes, and the certificate, are those of the
 verified decision. On the ``cache_quality`` stream it is what makes a threshold certifiable
 at all: near-misses that differ in a number or a question word are the errors that keep the

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rag_optimize.cache.verifiers import Verifier, check_verifier
+from rag_optimize.cache.decision.verifiers import Verifier, check_verifier
 from rag_optimize.embedding.protocol import Embedder, check_embedder
 from rag_optimize.embedding.vectors import unit_matrix
 from rag_optimize.errors import ConfigurationError, InvalidInputError
