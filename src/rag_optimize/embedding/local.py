@@ -34,7 +34,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rag_optimize.errors import ConfigurationError, EmbeddingError
+from rag_optimize.errors import ConfigurationError, EmbeddingError, InvalidTypeError
+
+__all__ = ["DIMENSION", "MODEL_NAME", "LocalEmbedder", "default_embedder"]
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DIMENSION = 384
@@ -221,14 +223,14 @@ class LocalEmbedder:
         little; rows come back in input order.
         """
         if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"texts must be a list of str, got {type(texts).__name__}"
                 + (" (wrap a single text in a list or use embed_query)" if isinstance(texts, str)
                    else "")
             )
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}")
+                raise InvalidTypeError(f"texts[{i}] must be str, got {type(text).__name__}")
         out = np.empty((len(texts), DIMENSION), dtype=np.float32)
         if not texts:
             return out
@@ -246,7 +248,7 @@ class LocalEmbedder:
     def embed_query(self, text: str) -> list[float]:
         """Embed one query text."""
         if not isinstance(text, str):
-            raise TypeError(f"text must be str, got {type(text).__name__}")
+            raise InvalidTypeError(f"text must be str, got {type(text).__name__}")
         return [float(x) for x in self.encode([text])[0]]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
