@@ -199,6 +199,7 @@ class EventTimeline:
                     del self._runs[node.run_id]
         if self.track_current and _current_span() == node.span_id:
             _set_current_span(node.parent_span)
+        LatencyTracker.end_span(node.span_id)
         if node.stage is not None:
             attributes = node.attributes
             if error is not None or node.first_chunk is not None:
