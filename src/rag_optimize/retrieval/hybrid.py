@@ -36,6 +36,7 @@ from rag_optimize.retrieval.fusion import DEFAULT_RRF_K, Fused, check_weights, g
 from rag_optimize.retrieval.rerank import Reranker, _describe, aapply_reranker, apply_reranker
 from rag_optimize.retrieval.results import RetrievalResult, RetrievedDocument
 from rag_optimize.tracing import stages
+from rag_optimize.validation import check_query
 
 if TYPE_CHECKING:
     from rag_optimize.tracing.tracker import LatencyTracker
@@ -71,15 +72,6 @@ class _Rerank:
 
 VectorLike = Sequence[float] | npt.NDArray[Any]
 Plan = Generator[_RunBranches | _Rerank, Any, RetrievalResult]
-
-
-def check_query(query: object) -> str:
-    """Return ``query`` if it is a non-blank string, else raise :class:`InvalidInputError`."""
-    if not isinstance(query, str):
-        raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
-    if not query.strip():
-        raise InvalidInputError("query is empty")
-    return query
 
 
 class FusionRetriever:

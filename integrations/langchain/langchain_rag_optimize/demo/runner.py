@@ -38,7 +38,7 @@ from langchain_rag_optimize.demo.embeddings import PackagedEmbeddings
 from langchain_rag_optimize.demo.questions import question_stream, stream_stats
 from langchain_rag_optimize.embeddings import BatchingEmbeddings
 from langchain_rag_optimize.retrievers import AsyncHybridRetriever
-from rag_optimize.cache import CacheHit, SemanticCache
+from rag_optimize.cache import CacheHit, ExactPart, SemanticCache
 from rag_optimize.cli import report
 from rag_optimize.cli.measure import PassResult, measure_pass
 from rag_optimize.cli.progress import progress_bar
@@ -70,8 +70,10 @@ class RecordingSemanticCache(SemanticCache):
         self.matches: list[tuple[str, str]] = []
         self.hit_by_run: dict[str, str] = {}
 
-    async def aget(self, query: str, scope: str | None = None) -> CacheHit | None:
-        hit = await super().aget(query, scope)
+    async def aget(
+        self, query: str, scope: str | None = None, *, exact: ExactPart = None
+    ) -> CacheHit | None:
+        hit = await super().aget(query, scope, exact=exact)
         if hit is not None:
             self.matches.append((query, hit.matched_query))
             run_id = LatencyTracker.current_run()

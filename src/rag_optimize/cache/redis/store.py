@@ -37,7 +37,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
-from rag_optimize.cache.keys import digest
+from rag_optimize.cache.keys import entry_id
 from rag_optimize.cache.redis.breaker import CircuitBreaker
 from rag_optimize.cache.redis.codec import (
     CorruptEntry,
@@ -63,7 +63,7 @@ from rag_optimize.cache.redis.scripts import (
     run_script,
 )
 from rag_optimize.cache.redis.sync import ChangeFollower
-from rag_optimize.cache.stats import StatsCounter
+from rag_optimize.cache.store import ReportLog, StoreDefaults, StoreReport
 from rag_optimize.cache.vector_table import IndexKind
 from rag_optimize.embedding.vectors import FloatVector
 from rag_optimize.errors import ConfigurationError, InvalidVectorError, StoreError
@@ -107,7 +107,7 @@ def _positive(name: str, value: float) -> float:
     return float(value)
 
 
-class RedisStore:
+class RedisStore(StoreDefaults):
     """A :class:`~rag_optimize.cache.store.Store` on Redis, shared across processes.
 
     Args:
@@ -141,8 +141,10 @@ class RedisStore:
     entry is never answered (every hit is fetched from Redis), in any process, at once. A
     new entry becomes findable in another process when the change log delivers it (about
     one round trip). The one-round-trip exact path assumes entry ids are
-    ``digest(scope, query_key)``, as :class:`SemanticCache` makes them; other ids are still
-    found by the vector search. Keys of a namespace share one Redis Cluster hash tag, so
+    ``entry_id(scope, query_key, partition)``, as :class:`SemanticCache` makes them; other
+    ids are still found by the vector search. What the background thread notices (expired
+    entries it swept, corrupt records it met while loading) is handed over by
+    :meth:`drain_report`. Keys of a namespace share one Redis Cluster hash tag, so
     the scripts stay in one slot (cluster deployments are not tested).
     """
 
@@ -188,7 +190,7 @@ class RedisStore:
         self.ttl_grace_ms = int(ttl_grace_ms)
         self._keys = Keys(self.namespace)
         self._clock = clock
-        self._stats = StatsCounter()
+        self._background = ReportLog()
         self._dim: int | None = None
         self._corrupt_seen: set[str] = set()
         self._corrupt_lock = threading.Lock()
@@ -254,14 +256,10 @@ class RedisStore:
         """Vector dimension of the namespace (as last seen; no I/O)."""
         return self._dim
 
-    def attach_stats(self, stats: StatsCounter) -> None:
-        """Report evictions, expirations and corrupt entries into ``stats`` (including what
-        was counted before, e.g. corrupt entries skipped while loading in the constructor)."""
-        before = self._stats.snapshot()
-        for name in ("evictions", "expirations", "corrupt_entries"):
-            if getattr(before, name):
-                stats.add(name, getattr(before, name))
-        self._stats = stats
+    def drain_report(self) -> StoreReport:
+        """What the change-log thread noticed since the last call (entries it swept as
+        expired, corrupt records it skipped while loading), handed over once."""
+        return self._background.drain()
 
     def wait_synced(self, timeout: float = 5.0) -> bool:
         """Block until the local mirror has been loaded once; returns whether it was."""
@@ -289,25 +287,45 @@ class RedisStore:
         return True
 
     # ---------------------------------------------------------------- sync API
-    def get_exact(self, scope: str, query_key: str, now: float) -> CacheEntry | None:
-        """The live entry stored for exactly this normalised query in ``scope``."""
-        return self._drive(self._get_exact(scope, query_key, now))
+    def get_exact(
+        self,
+        scope: str,
+        query_key: str,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> CacheEntry | None:
+        """The live entry stored for exactly this normalised query in ``scope`` and
+        ``partition``."""
+        return self._drive(self._get_exact(scope, query_key, now, partition, report))
 
-    def search(self, scope: str, vector: FloatVector, k: int, now: float) -> list[Candidate]:
-        """Nearest entries of ``scope`` from the local mirror (no network).
+    def search(
+        self,
+        scope: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> list[Candidate]:
+        """Nearest entries of ``scope`` and ``partition`` from the local mirror (no network).
 
         Raises :class:`StoreError` while Redis is known to be failing: every candidate would
         need a fetch from Redis anyway, and a local success would read as a recovery."""
         self._check_healthy()
-        return self._mirror.search(scope, vector, k, now)
+        return self._mirror.search(scope, vector, k, now, partition)
 
-    def fetch(self, entry_id: str, now: float) -> CacheEntry | None:
+    def fetch(
+        self, entry_id: str, now: float, *, report: StoreReport | None = None
+    ) -> CacheEntry | None:
         """The full entry from Redis (touches its LRU time), ``None`` if gone/expired."""
-        return self._drive(self._fetch(hex_id(entry_id), now))
+        return self._drive(self._fetch(hex_id(entry_id), now, report))
 
-    def put(self, entry: CacheEntry, now: float) -> None:
+    def put(self, entry: CacheEntry, now: float, *, report: StoreReport | None = None) -> None:
         """Insert or replace ``entry`` (also how a changed threshold is published)."""
-        self._drive(self._put(entry, now))
+        self._drive(self._put(entry, now, report))
 
     def delete(self, entry_ids: list[str]) -> int:
         """Remove these entries everywhere; returns how many existed."""
@@ -331,24 +349,43 @@ class RedisStore:
         return int(self._drive(self._count()))
 
     # --------------------------------------------------------------- async API
-    async def aget_exact(self, scope: str, query_key: str, now: float) -> CacheEntry | None:
+    async def aget_exact(
+        self,
+        scope: str,
+        query_key: str,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> CacheEntry | None:
         """Async twin of :meth:`get_exact`."""
-        return await self._adrive(self._get_exact(scope, query_key, now), lookup=True)
+        plan = self._get_exact(scope, query_key, now, partition, report)
+        return await self._adrive(plan, lookup=True)
 
     async def asearch(
-        self, scope: str, vector: FloatVector, k: int, now: float
+        self,
+        scope: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
     ) -> list[Candidate]:
         """Async twin of :meth:`search` (in-process numpy, runs inline)."""
-        self._check_healthy()
-        return self._mirror.search(scope, vector, k, now)
+        return self.search(scope, vector, k, now, partition=partition, report=report)
 
-    async def afetch(self, entry_id: str, now: float) -> CacheEntry | None:
+    async def afetch(
+        self, entry_id: str, now: float, *, report: StoreReport | None = None
+    ) -> CacheEntry | None:
         """Async twin of :meth:`fetch`."""
-        return await self._adrive(self._fetch(hex_id(entry_id), now), lookup=True)
+        return await self._adrive(self._fetch(hex_id(entry_id), now, report), lookup=True)
 
-    async def aput(self, entry: CacheEntry, now: float) -> None:
+    async def aput(
+        self, entry: CacheEntry, now: float, *, report: StoreReport | None = None
+    ) -> None:
         """Async twin of :meth:`put`."""
-        await self._adrive(self._put(entry, now), lookup=True)
+        await self._adrive(self._put(entry, now, report), lookup=True)
 
     async def adelete(self, entry_ids: list[str]) -> int:
         """Async twin of :meth:`delete`."""
@@ -413,17 +450,24 @@ class RedisStore:
     def _args(self, *rest: Any) -> tuple[Any, ...]:
         return (self._keys.prefix, self.stream_maxlen, *rest)
 
-    def _get_exact(self, scope: str, query_key: str, now: float) -> Plan[CacheEntry | None]:
-        hid = digest(scope, query_key)
+    def _get_exact(
+        self, scope: str, query_key: str, now: float, partition: str, report: StoreReport | None
+    ) -> Plan[CacheEntry | None]:
+        hid = entry_id(scope, query_key, partition)
         if hid not in self._mirror and self._mirror_fresh():
             self._check_healthy()
             return None  # nobody stored it (as of a moment ago): no round trip
-        entry = yield from self._fetch(hid, now)
-        if entry is None or entry.scope != scope or entry.query_key != query_key:
+        entry = yield from self._fetch(hid, now, report)
+        if (
+            entry is None
+            or entry.scope != scope
+            or entry.query_key != query_key
+            or entry.partition != partition
+        ):
             return None
         return entry
 
-    def _fetch(self, hid: str, now: float) -> Plan[CacheEntry | None]:
+    def _fetch(self, hid: str, now: float, report: StoreReport | None) -> Plan[CacheEntry | None]:
         raw = yield _Script(FETCH, self._args(hid, repr(float(now))))
         if not raw:
             self._mirror.remove([hid])
@@ -431,18 +475,18 @@ class RedisStore:
         try:
             entry = decode_entry(pairs_to_dict(raw), self.namespace, self._dim)
         except CorruptEntry as exc:
-            self._corrupt(hid, exc)
+            self._corrupt(hid, exc, report)
             self._mirror.remove([hid])
             return None
         if entry.expires_at is not None and entry.expires_at <= now:
             removed = yield _Script(DELETE, self._args(hid))
-            if removed:
-                self._stats.add("expirations", int(removed))
+            if removed and report is not None:
+                report.expired += int(removed)
             self._mirror.remove([hid])
             return None
         return entry
 
-    def _put(self, entry: CacheEntry, now: float) -> Plan[None]:
+    def _put(self, entry: CacheEntry, now: float, report: StoreReport | None) -> Plan[None]:
         vector = np.asarray(entry.vector, dtype=np.float32)
         dim = int(vector.shape[0])
         if self._dim is not None and dim != self._dim:
@@ -477,13 +521,13 @@ class RedisStore:
                 f"entry vector has dimension {dim}, the Redis namespace "
                 f"{self.namespace!r} holds {int(reply[1])}"
             )
-        evicted, gone = int(reply[1]), int(reply[2])
-        if evicted:
-            self._stats.add("evictions", evicted)
-        if gone:
-            self._stats.add("expirations", gone)
+        if report is not None:
+            report.evicted += int(reply[1])
+            report.expired += int(reply[2])
         self._set_dim(dim)
-        record = IndexRecord(entry.scope, vector, entry.expires_at, entry.threshold)
+        record = IndexRecord(
+            entry.scope, vector, entry.expires_at, entry.threshold, entry.partition
+        )
         self._mirror.add(hid, record)
 
     def _delete(self, hids: list[str]) -> Plan[int]:
@@ -657,17 +701,21 @@ class RedisStore:
         self._dim = dim
 
     def _expired(self, count: int) -> None:
-        self._stats.add("expirations", count)
+        self._background.add(StoreReport(expired=count))
 
-    def _corrupt(self, hid: str, exc: Exception) -> None:
-        """Count a corrupt or foreign entry once per process (it is skipped, never raised)."""
+    def _corrupt(self, hid: str, exc: Exception, report: StoreReport | None = None) -> None:
+        """Count a corrupt or foreign entry once per process (it is skipped, never raised),
+        in the caller's ``report``, or (the change-log thread) for :meth:`drain_report`."""
         with self._corrupt_lock:
             if hid in self._corrupt_seen:
                 return
             if len(self._corrupt_seen) > 100_000:
                 self._corrupt_seen.clear()
             self._corrupt_seen.add(hid)
-        self._stats.add("corrupt_entries")
+        if report is None:
+            self._background.add(StoreReport(corrupt=1))
+        else:
+            report.corrupt += 1
 
 
 def _call(ref: weakref.ReferenceType[RedisStore], method: str, *args: Any) -> None:
