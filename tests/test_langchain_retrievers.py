@@ -261,3 +261,19 @@ def test_per_call_k_and_search_kwargs(mode: str) -> None:
     assert len(defaults.invoke("capital of France")) == 3
     with pytest.raises(ConfigurationError, match="top_n"):
         run(top_n=2)
+
+
+def test_filters_per_call_and_by_default() -> None:
+    retriever = AsyncHybridRetriever.from_documents(DOCS, HashEmbeddings(), k=4)
+    assert [d.id for d in retriever.invoke("capital", filter={"src": "c"})] == ["b"]
+    picked = retriever.invoke("Paris", search_kwargs={"filter": {"src": {"$in": ["b", "d"]}}})
+    assert sorted(d.id for d in picked) == ["e", "s"]  # every match, nothing filtered out
+    default = AsyncHybridRetriever(engine=retriever.engine, filter={"src": {"$ne": "a"}}, k=4)
+    assert "p" not in [d.id for d in default.invoke("capital of France")]
+    assert [d.id for d in default.invoke("capital", filter={"src": "a"})] == ["p"]
+    with pytest.raises(ConfigurationError, match="unknown filter operator '\\$regex'"):
+        retriever.invoke("Paris", filter={"src": {"$regex": "a"}})
+    with pytest.raises(ConfigurationError, match="unknown filter field"):
+        retriever.invoke("Paris", filter={"source": "a"})
+    with pytest.raises(ConfigurationError, match="cannot apply a metadata filter"):
+        wrapped().invoke("Paris", filter={"src": "a"})

@@ -48,7 +48,7 @@ from rag_optimize.retrieval import (
 )
 
 METADATA_KEY = "rag_optimize"
-_CALL_OPTIONS = frozenset({"k"})
+_CALL_OPTIONS = frozenset({"k", "filter"})
 # The callbacks of the current retriever run, read by the wrapped retrievers' branches (the
 # core copies the context into its worker threads and tasks).
 _child_callbacks: contextvars.ContextVar[Callbacks] = contextvars.ContextVar(
@@ -101,6 +101,9 @@ class AsyncHybridRetriever(BaseRetriever):
     ``"rrf"``, ``"weighted"`` or ``"relative_score"``; ``k`` results are returned;
     ``branch_timeout_ms`` abandons a slow branch; ``reranker`` is any rag-optimize
     ``Reranker`` (e.g. ``CohereReranker``). Index mode: :meth:`from_documents`.
+
+    Per call: ``invoke(query, k=3, filter={...})`` or ``search_kwargs={"k": .., "filter":
+    ..}``. Filters need index mode (a wrapped retriever filters with its own options).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -114,7 +117,10 @@ class AsyncHybridRetriever(BaseRetriever):
     branch_timeout_ms: float | None = None
     reranker: Any = None
     search_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Defaults for every call (``k``), overridden by ``invoke(query, k=..., ...)``."""
+    """Defaults for every call (``k``, ``filter``), overridden by ``invoke(query, k=..)``."""
+    filter: Any = None
+    """Default metadata filter: a rag-optimize ``Filter`` or the dict form LangChain vector
+    stores take (``{"source": "a", "year": {"$gte": 2020}}``, ``$in``, ``$and``, ``$or``...)."""
     engine: Any = None
     """A ready rag-optimize ``FusionRetriever`` / ``HybridRetriever`` (index mode)."""
 
@@ -161,11 +167,11 @@ class AsyncHybridRetriever(BaseRetriever):
         return cls(engine=engine, k=engine.k, fusion=engine.fusion)
 
     def _call_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Per-call options from ``invoke(query, **kwargs)``: ``k`` and ``search_kwargs``.
+        """Per-call options from ``invoke(query, **kwargs)``: ``k``, ``filter``, ``search_kwargs``.
 
         LangChain passes ``invoke``'s extra keywords here; ``search_kwargs`` (as in
-        ``VectorStoreRetriever``) may hold ``k`` too. Anything else is refused by name
-        rather than silently ignored.
+        ``VectorStoreRetriever``) may hold ``k`` and ``filter`` too. Anything else is refused
+        by name rather than silently ignored. The filter is applied inside both branches.
         """
         merged = {**self.search_kwargs, **dict(kwargs.pop("search_kwargs", None) or {}), **kwargs}
         unknown = sorted(set(merged) - _CALL_OPTIONS)
@@ -173,7 +179,8 @@ class AsyncHybridRetriever(BaseRetriever):
             raise ConfigurationError(
                 f"unknown retriever option(s) {unknown}: use {sorted(_CALL_OPTIONS)}"
             )
-        return {"k": merged.get("k", self.k)}
+        spec = merged.get("filter", self.filter)
+        return {"k": merged.get("k", self.k), **({"filter": spec} if spec is not None else {})}
 
     def retrieve_result(self, query: str, **kwargs: Any) -> RetrievalResult:
         """The full rag-optimize result (timings, failures) instead of documents."""

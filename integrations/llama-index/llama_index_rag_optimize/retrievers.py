@@ -14,26 +14,97 @@ All logic lives in :mod:`rag_optimize.retrieval`; this module only translates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.vector_stores.types import (
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+)
 
 from llama_index_rag_optimize.embedder import LlamaIndexEmbedder
+from rag_optimize.errors import ConfigurationError
 from rag_optimize.index import Hit
 from rag_optimize.retrieval import (
+    And,
     CallableBranch,
+    Eq,
+    Filter,
     FusionRetriever,
     HybridRetriever,
+    In,
+    Ne,
+    Not,
+    NotIn,
+    Or,
+    Range,
     RetrievalResult,
     RetrievedDocument,
+    parse_filter,
     wrap_retrievers,
 )
 
 METADATA_KEY = "rag_optimize"
+_RANGES = {
+    FilterOperator.GT: "gt",
+    FilterOperator.GTE: "gte",
+    FilterOperator.LT: "lt",
+    FilterOperator.LTE: "lte",
+}
+
+
+def _one(item: MetadataFilter) -> Filter:
+    op, key, value = item.operator, item.key, item.value
+    if op == FilterOperator.EQ:
+        return Eq(key, value)  # type: ignore[arg-type]
+    if op == FilterOperator.NE:
+        return Ne(key, value)  # type: ignore[arg-type]
+    if op in _RANGES:
+        return Range(key, **{_RANGES[op]: value})  # type: ignore[arg-type]
+    if op in (FilterOperator.IN, FilterOperator.ANY):
+        return In(key, value)  # type: ignore[arg-type]
+    if op == FilterOperator.NIN:
+        return NotIn(key, value)  # type: ignore[arg-type]
+    if op == FilterOperator.CONTAINS:
+        return Eq(key, value)  # type: ignore[arg-type]  # a list field matches by element
+    if op == FilterOperator.ALL:
+        return And(tuple(Eq(key, v) for v in value))  # type: ignore[union-attr]
+    raise ConfigurationError(
+        f"unsupported filter operator {op.value!r} on {key!r}: use ==, !=, >, >=, <, <=, "
+        "in, nin, any, all or contains"
+    )
+
+
+def to_filter(filters: MetadataFilters | Filter | Mapping[str, Any] | None) -> Filter | None:
+    """LlamaIndex ``MetadataFilters`` (nested, and/or/not) as a rag-optimize filter.
+
+    A rag-optimize ``Filter`` or its dict form passes through. ``not`` matches when none
+    of its filters match, as LlamaIndex's simple vector store does.
+    """
+    if filters is None or isinstance(filters, Filter):
+        return filters
+    if not isinstance(filters, MetadataFilters):
+        return parse_filter(filters)
+    parts = tuple(
+        to_filter(f) if isinstance(f, MetadataFilters) else _one(f) for f in filters.filters
+    )
+    children = tuple(p for p in parts if p is not None)
+    if not children:
+        raise ConfigurationError("MetadataFilters holds no filter")
+    condition = filters.condition or FilterCondition.AND
+    if condition == FilterCondition.AND:
+        return children[0] if len(children) == 1 else And(children)
+    if condition == FilterCondition.OR:
+        return Or(children)
+    if condition == FilterCondition.NOT:
+        return Not(Or(children))
+    raise ConfigurationError(f"unsupported filter condition {condition!r}")
 
 
 def with_provenance(node: BaseNode, score: float, info: dict[str, Any]) -> NodeWithScore:
@@ -78,6 +149,8 @@ class AsyncHybridRetriever(BaseRetriever):
     names default to ``"r0", "r1", ...``. ``fusion`` is ``"rrf"``, ``"weighted"`` or
     ``"relative_score"``; ``k`` results; ``branch_timeout_ms`` abandons a slow branch;
     ``reranker`` is any rag-optimize ``Reranker``. Index mode: :meth:`from_nodes`.
+    ``filters`` (LlamaIndex ``MetadataFilters``, or a rag-optimize ``Filter``) is applied
+    inside both branches before their top-k (index mode only).
     """
 
     def __init__(
@@ -93,11 +166,13 @@ class AsyncHybridRetriever(BaseRetriever):
         reranker: Any = None,
         engine: FusionRetriever | None = None,
         nodes: Sequence[BaseNode] | None = None,
+        filters: MetadataFilters | Filter | Mapping[str, Any] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
         super().__init__(callback_manager=callback_manager, verbose=verbose)
         self._nodes = {n.node_id: n for n in nodes or ()}
+        self.filters = to_filter(filters)
         if engine is not None:
             self.engine = engine
             return
@@ -119,6 +194,7 @@ class AsyncHybridRetriever(BaseRetriever):
         nodes: Sequence[BaseNode],
         embed_model: BaseEmbedding,
         *,
+        filters: MetadataFilters | Filter | Mapping[str, Any] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
         **options: Any,
@@ -142,11 +218,22 @@ class AsyncHybridRetriever(BaseRetriever):
             embed_texts=[n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes],
             **options,
         )
-        return cls(engine=engine, nodes=nodes, callback_manager=callback_manager, verbose=verbose)
+        return cls(
+            engine=engine,
+            nodes=nodes,
+            filters=filters,
+            callback_manager=callback_manager,
+            verbose=verbose,
+        )
 
-    def retrieve_result(self, query: str, k: int | None = None) -> RetrievalResult:
-        """The full rag-optimize result (timings, failures), with an optional per-call ``k``."""
-        return self.engine.retrieve(query, k)
+    def retrieve_result(
+        self,
+        query: str,
+        k: int | None = None,
+        filters: MetadataFilters | Filter | Mapping[str, Any] | None = None,
+    ) -> RetrievalResult:
+        """The full rag-optimize result (timings, failures); per-call ``k`` and ``filters``."""
+        return self.engine.retrieve(query, k, filter=to_filter(filters) or self.filters)
 
     def _to_nodes(self, result: RetrievalResult) -> list[NodeWithScore]:
         out = []
@@ -163,7 +250,9 @@ class AsyncHybridRetriever(BaseRetriever):
         return TextNode(id_=item.id, text=item.text, metadata=dict(item.metadata))
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self._to_nodes(self.engine.retrieve(query_bundle.query_str))
+        result = self.engine.retrieve(query_bundle.query_str, filter=self.filters)
+        return self._to_nodes(result)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self._to_nodes(await self.engine.aretrieve(query_bundle.query_str))
+        result = await self.engine.aretrieve(query_bundle.query_str, filter=self.filters)
+        return self._to_nodes(result)

@@ -30,8 +30,9 @@ from rag_optimize.embedding.vectors import unit_matrix
 from rag_optimize.errors import ConfigurationError, InvalidInputError, RetrievalError
 from rag_optimize.index.bm25 import BM25Index
 from rag_optimize.index.dense import DenseIndex
-from rag_optimize.index.documents import Hit, check_k, check_texts
+from rag_optimize.index.documents import Hit, Mask, check_k, check_texts
 from rag_optimize.retrieval.branches import Branch, Clock, DenseBranch, SparseBranch
+from rag_optimize.retrieval.filters import Filter, parse_filter
 from rag_optimize.retrieval.fusion import DEFAULT_RRF_K, Fused, check_weights, get_fusion
 from rag_optimize.retrieval.rerank import Reranker, _describe, aapply_reranker, apply_reranker
 from rag_optimize.retrieval.results import RetrievalResult, RetrievedDocument
@@ -51,6 +52,7 @@ class _Request:
     query: str
     k: int
     candidates: int
+    masks: Mapping[str, Mask] | None = None  # per branch, when a filter applies
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class _Rerank:
 
 
 VectorLike = Sequence[float] | npt.NDArray[Any]
+FilterSpec = Filter | Mapping[str, Any] | None
 Plan = Generator[_RunBranches | _Rerank, Any, RetrievalResult]
 
 
@@ -92,7 +95,9 @@ class FusionRetriever:
     (one number for all, or per branch name) abandons a slow branch. ``clock`` measures the
     reported timings. ``tracker`` (a :class:`~rag_optimize.tracing.LatencyTracker`) receives
     every retrieval's stage times (``retrieval``, ``retrieval.sparse``/``dense``/``fusion``,
-    ``embedding``, ``rerank``) in the caller's current run.
+    ``embedding``, ``rerank``) in the caller's current run. ``filter`` is the default
+    metadata filter of every call (see :mod:`rag_optimize.retrieval.filters`); it needs
+    filterable branches (our own indexes).
     """
 
     def __init__(
@@ -109,8 +114,10 @@ class FusionRetriever:
         rrf_k: float = DEFAULT_RRF_K,
         clock: Clock = time.perf_counter,
         tracker: LatencyTracker | None = None,
+        filter: FilterSpec = None,
     ) -> None:
         self.branches = list(branches)
+        self.filter = parse_filter(filter)
         self.tracker = tracker
         self._stages = {**_TIMING_STAGES, **{b.name: _branch_stage(b) for b in self.branches}}
         names = [b.name for b in self.branches]
@@ -181,7 +188,11 @@ class FusionRetriever:
     def _timed(self, branch: Branch, request: _Request, timings: dict[str, float]) -> list[Hit]:
         start = self.clock()
         try:
-            return branch.search(request.query, request.candidates, timings)
+            if request.masks is None:
+                return branch.search(request.query, request.candidates, timings)
+            return branch.search(  # type: ignore[call-arg]
+                request.query, request.candidates, timings, allowed=request.masks[branch.name]
+            )
         finally:
             timings[branch.name] = self.clock() - start
 
@@ -224,9 +235,13 @@ class FusionRetriever:
             start = self.clock()
             limit = self.timeouts[branch.name]
             try:
-                return await asyncio.wait_for(
-                    branch.asearch(request.query, request.candidates, timings), timeout=limit
-                )
+                if request.masks is None:
+                    search = branch.asearch(request.query, request.candidates, timings)
+                else:
+                    search = branch.asearch(  # type: ignore[call-arg]
+                        request.query, request.candidates, timings, request.masks[branch.name]
+                    )
+                return await asyncio.wait_for(search, timeout=limit)
             except asyncio.TimeoutError:
                 return TimeoutError(f"timed out after {limit * 1000:.0f} ms")  # type: ignore[operator]
             except Exception as exc:
@@ -278,18 +293,30 @@ class FusionRetriever:
 
     # -- one retrieval, written once ------------------------------------------------------
 
-    def _request(self, query: object, k: int | None) -> _Request:
+    def _request(self, query: object, k: int | None, spec: FilterSpec) -> _Request:
         query = check_query(query)
         k = self.k if k is None else check_k(k)
-        return _Request(query, k, max(self.candidates, k))
+        chosen = self.filter if spec is None else parse_filter(spec)
+        if chosen is None:
+            return _Request(query, k, max(self.candidates, k))
+        masks = {}
+        for branch in self.branches:
+            if not getattr(branch, "filterable", False):
+                raise ConfigurationError(
+                    f"branch {branch.name!r} cannot apply a metadata filter inside its search "
+                    "(a wrapped framework retriever): filter on rag-optimize's indexes, or "
+                    "configure the wrapped retriever's own filter"
+                )
+            masks[branch.name] = branch.mask(chosen)  # type: ignore[attr-defined]
+        return _Request(query, k, max(self.candidates, k), masks)
 
-    def _plan(self, query: object, k: int | None) -> Plan:
+    def _plan(self, query: object, k: int | None, spec: FilterSpec) -> Plan:
         """One retrieval as steps: run the branches, fuse, maybe rerank (no I/O of its own).
 
         It yields :class:`_RunBranches` and :class:`_Rerank` steps; :meth:`retrieve` performs
         them on threads, :meth:`aretrieve` on the event loop, so both do exactly the same.
         """
-        request = self._request(query, k)
+        request = self._request(query, k, spec)
         start = self.clock()
         outcomes, timings = yield _RunBranches(request)
         fuse_start = self.clock()
@@ -313,13 +340,17 @@ class FusionRetriever:
             if stage is not None:
                 tracker.record(stage, seconds)
 
-    def retrieve(self, query: str, k: int | None = None) -> RetrievalResult:
+    def retrieve(
+        self, query: str, k: int | None = None, *, filter: FilterSpec = None
+    ) -> RetrievalResult:
         """Blocking retrieval: branches run in worker threads at the same time.
 
         ``k`` overrides the constructor's ``k`` for this call (each branch is then asked
-        for at least ``k`` candidates).
+        for at least ``k`` candidates). ``filter`` (a :class:`~rag_optimize.retrieval.Filter`
+        or its dict form) replaces the constructor's filter for this call; it is applied
+        inside every branch before its top-k.
         """
-        plan = self._plan(query, k)
+        plan = self._plan(query, k, filter)
         try:
             step = next(plan)
             while True:
@@ -332,9 +363,11 @@ class FusionRetriever:
             result: RetrievalResult = done.value
             return result
 
-    async def aretrieve(self, query: str, k: int | None = None) -> RetrievalResult:
+    async def aretrieve(
+        self, query: str, k: int | None = None, *, filter: FilterSpec = None
+    ) -> RetrievalResult:
         """Async retrieval: branches run as concurrent tasks on the running loop."""
-        plan = self._plan(query, k)
+        plan = self._plan(query, k, filter)
         try:
             step = next(plan)
             while True:
