@@ -260,3 +260,25 @@ def test_metadata_filters_apply_inside_both_branches() -> None:
         retriever.retrieve_result("Paris", filters=text)
     engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM())
     assert [n.node.node_id for n in engine.query("Paris").source_nodes] == ["b"]
+
+
+def test_from_index_reuses_the_vector_store_and_round_trips(tmp_path: Path) -> None:
+    embed = CountingEmbedding(seen=[])
+    index = VectorStoreIndex(nodes(), embed_model=embed)
+    embed.seen.clear()
+    retriever = AsyncHybridRetriever.from_index(index, k=2)
+    assert embed.seen == []  # the simple vector store's embeddings were reused
+    assert retriever.retrieve("capital of Germany")[0].node.node_id == "b"
+    retriever.insert_nodes([TextNode(id_="r", text="Rome is the capital of Italy.")])
+    assert retriever.retrieve("capital of Italy")[0].node.node_id == "r"
+    assert retriever.delete_nodes(["b"]) == 1
+    assert "b" not in [n.node.node_id for n in retriever.retrieve("Germany Berlin")]
+    retriever.update_nodes([TextNode(id_="r", text="Madrid is the capital of Spain.")])
+    assert retriever.retrieve("capital of Spain")[0].node.node_id == "r"
+    retriever.save(tmp_path / "idx")
+    embed.seen.clear()
+    loaded = AsyncHybridRetriever.load(tmp_path / "idx", embed, mmap=True)
+    assert embed.seen == []
+    top = loaded.retrieve("capital of Spain")[0].node
+    assert top.node_id == "r" and top.get_content() == "Madrid is the capital of Spain."
+    assert loaded.retrieve("capital of France")[0].node.metadata["src"] == "P"

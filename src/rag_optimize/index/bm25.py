@@ -28,7 +28,9 @@ from rag_optimize.index.documents import (
     Hit,
     check_k,
     check_mask,
+    check_rows,
     check_texts,
+    loading,
     read_meta,
 )
 
@@ -223,9 +225,12 @@ class BM25Index:
         """
         directory = Path(path)
         meta = read_meta(directory, _META_FILE, "BM25Index", _FORMAT)
-        index = cls(**meta["tokenizer"], **meta["params"])
-        index.documents = DocumentStore.load(directory)
-        index._tokens = None
         bm25s = _import_bm25s()
-        index._bm25 = bm25s.BM25.load(str(directory), mmap=mmap, show_progress=False)
+        with loading("BM25Index", directory):
+            index = cls(**meta["tokenizer"], **meta["params"])
+            index.documents = DocumentStore.load(directory)
+            index._tokens = None
+            index._bm25 = bm25s.BM25.load(str(directory), mmap=mmap, show_progress=False)
+            rows = int(index._bm25.scores["num_docs"])
+            check_rows("BM25Index", "the bm25s score matrix", rows, len(index.documents))
         return index

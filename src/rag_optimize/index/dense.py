@@ -30,7 +30,15 @@ from rag_optimize.embedding.vectors import unit_matrix, unit_vector
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.index import quantization as q
 from rag_optimize.index.ann import ANN_BACKENDS, AnnIndex, make_ann
-from rag_optimize.index.documents import DocumentStore, Hit, check_k, check_mask, read_meta
+from rag_optimize.index.documents import (
+    DocumentStore,
+    Hit,
+    check_k,
+    check_mask,
+    check_rows,
+    loading,
+    read_meta,
+)
 
 _META_FILE = "dense.json"
 _FORMAT = 1
@@ -293,28 +301,39 @@ class DenseIndex:
         """Read an index written by :meth:`save`; ``mmap=True`` maps the float vectors.
 
         With codes or ANN the float vectors are only read for rescoring, so mapping them keeps
-        just the codes in RAM. A mapped index is read-only until :meth:`add` copies it.
+        just the codes in RAM. A mapped index is read-only until :meth:`add` copies it. Files
+        that are truncated, unreadable or disagree with each other (row counts, dimension)
+        raise :class:`InvalidInputError` naming the directory; nothing is unpickled.
         """
         directory = Path(path)
         meta = read_meta(directory, _META_FILE, "DenseIndex", _FORMAT)
-        index = cls(
-            meta["dim"],
-            quantization=meta["quantization"],
-            rescore_factor=meta["rescore_factor"],
-            ann=None,
-            ann_options=meta["ann_options"],
-        )
-        index.documents = DocumentStore.load(directory)
-        index._vectors = np.load(
-            directory / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False
-        )
-        if (directory / "codes.npy").exists():
-            index._codes = np.load(directory / "codes.npy", allow_pickle=False)
-        if (directory / "scales.npy").exists():
-            index._scales = np.load(directory / "scales.npy", allow_pickle=False)
-        index._stale_codes = index.quantization is not None and index._codes is None
-        if meta["ann"] is not None:
-            index.ann_name = meta["ann"]
-            index._ann = make_ann(meta["ann"], meta["dim"], meta["ann_options"])
-            index._ann.load(directory / "ann.index", view=mmap)
+        with loading("DenseIndex", directory):
+            index = cls(
+                meta["dim"],
+                quantization=meta["quantization"],
+                rescore_factor=meta["rescore_factor"],
+                ann=None,
+                ann_options=meta["ann_options"],
+            )
+            index.documents = DocumentStore.load(directory)
+            n = len(index.documents)
+            index._vectors = np.load(
+                directory / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False
+            )
+            shape = index._vectors.shape
+            if index._vectors.dtype != np.float32 or len(shape) != 2:
+                raise InvalidInputError(f"vectors.npy holds {index._vectors.dtype} {shape}")
+            check_rows("DenseIndex", "vectors.npy", shape[0], n)
+            if n and meta["dim"] is not None and shape[1] != meta["dim"]:
+                raise InvalidInputError(f"vectors.npy has dimension {shape[1]}, not {meta['dim']}")
+            if (directory / "codes.npy").exists():
+                index._codes = np.load(directory / "codes.npy", allow_pickle=False)
+                check_rows("DenseIndex", "codes.npy", index._codes.shape[0], n)
+            if (directory / "scales.npy").exists():
+                index._scales = np.load(directory / "scales.npy", allow_pickle=False)
+            index._stale_codes = index.quantization is not None and index._codes is None
+            if meta["ann"] is not None:
+                index.ann_name = meta["ann"]
+                index._ann = make_ann(meta["ann"], meta["dim"], meta["ann_options"])
+                index._ann.load(directory / "ann.index", view=mmap)
         return index

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,7 +27,8 @@ Mask = npt.NDArray[np.bool_]
 Scalar = str | int | float | bool
 _MISSING = object()
 
-DOCUMENTS_FILE = "documents.jsonl"
+DOCUMENTS_FILE = "documents.json"
+_OLD_DOCUMENTS_FILE = "documents.jsonl"  # format 1, still read
 
 
 class Hit(NamedTuple):
@@ -57,15 +59,46 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     return list(texts)
 
 
-def read_meta(directory: Path, filename: str, kind: str, version: int) -> dict[str, Any]:
+def read_meta(
+    directory: Path, filename: str, kind: str, version: int | Sequence[int]
+) -> dict[str, Any]:
     """The JSON settings file of a saved index, checked for presence and format version."""
     path = directory / filename
     if not path.exists():
         raise InvalidInputError(f"{directory} holds no {kind} ({filename} missing)")
-    meta: dict[str, Any] = json.loads(path.read_text())
-    if meta.get("format") != version:
+    versions = [version] if isinstance(version, int) else list(version)
+    with loading(kind, directory):
+        meta: dict[str, Any] = json.loads(path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"{filename} is not a JSON object")
+    if meta.get("format") not in versions:
         raise InvalidInputError(f"unsupported {kind} format {meta.get('format')!r}")
     return meta
+
+
+@contextmanager
+def loading(kind: str, directory: Path) -> Iterator[None]:
+    """Turn any failure to read a saved index into one clear :class:`InvalidInputError`.
+
+    A truncated ``.npy``, broken JSON, a missing file or arrays that disagree with each
+    other all mean the same to the caller: this directory does not hold a usable index.
+    """
+    try:
+        yield
+    except InvalidInputError as exc:
+        if str(exc).startswith("cannot load"):
+            raise
+        raise InvalidInputError(f"cannot load {kind} from {directory}: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError) as exc:
+        raise InvalidInputError(
+            f"cannot load {kind} from {directory}: corrupt or incomplete ({exc})"
+        ) from exc
+
+
+def check_rows(kind: str, what: str, rows: int, expected: int) -> None:
+    """Raise if a loaded array's row count disagrees with the number of documents."""
+    if rows != expected:
+        raise InvalidInputError(f"{kind}: {what} has {rows} rows for {expected} documents")
 
 
 def check_mask(allowed: object, n: int) -> Mask:
@@ -301,23 +334,35 @@ class DocumentStore:
         return iter(zip(self.ids, self.texts, self.metadatas, strict=True))
 
     def save(self, directory: Path) -> None:
-        """Write the documents as JSON lines (metadata must be JSON-serialisable)."""
-        with open(directory / DOCUMENTS_FILE, "w", encoding="utf-8") as fh:
-            for doc_id, text, meta in self:
-                fh.write(json.dumps({"id": doc_id, "text": text, "metadata": meta}) + "\n")
+        """Write the documents as one JSON object of three arrays (no pickle).
+
+        Metadata must be JSON-serialisable. One ``json.loads`` of the whole file is several
+        times faster than a line per document, which matters for opening 100k documents.
+        """
+        payload = {"ids": self.ids, "texts": self.texts, "metadatas": self.metadatas}
+        try:
+            text = json.dumps(payload, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"document metadata must be JSON-serialisable: {exc}") from exc
+        (directory / DOCUMENTS_FILE).write_text(text, encoding="utf-8")
 
     @classmethod
     def load(cls, directory: Path) -> DocumentStore:
-        """Read documents written by :meth:`save`."""
+        """Read documents written by :meth:`save` (or the older JSON-lines file)."""
         store = cls()
-        ids: list[str] = []
-        texts: list[str] = []
-        metas: list[dict[str, Any]] = []
-        with open(directory / DOCUMENTS_FILE, encoding="utf-8") as fh:
-            for line in fh:
-                row = json.loads(line)
-                ids.append(row["id"])
-                texts.append(row["text"])
-                metas.append(row["metadata"])
+        path = directory / DOCUMENTS_FILE
+        if path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            ids, texts, metas = data["ids"], data["texts"], data["metadatas"]
+        else:
+            ids, texts, metas = [], [], []
+            with open(directory / _OLD_DOCUMENTS_FILE, encoding="utf-8") as fh:
+                for line in fh:
+                    row = json.loads(line)
+                    ids.append(row["id"])
+                    texts.append(row["text"])
+                    metas.append(row["metadata"])
+        if not all(isinstance(m, dict) for m in metas):
+            raise InvalidInputError("document metadata must be JSON objects")
         store.extend(len(ids), ids, texts, metas)
         return store
