@@ -182,9 +182,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         self._store(miss, output)
         return output
 
-    async def ainvoke(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Any:
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Async :meth:`invoke`."""
         key = self._key(input, config)
         hit = await self._aget(key)
@@ -319,16 +317,22 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         entry = self._entry(miss, output)
         if entry is not None and miss.key is not None:
             self.cache.set(
-                miss.key.question, entry[0], scope=miss.key.scope,
-                metadata=entry[1], ttl_seconds=self.ttl_seconds,
+                miss.key.question,
+                entry[0],
+                scope=miss.key.scope,
+                metadata=entry[1],
+                ttl_seconds=self.ttl_seconds,
             )
 
     async def _astore(self, miss: _Miss, output: Any) -> None:
         entry = self._entry(miss, output)
         if entry is not None and miss.key is not None:
             await self.cache.aset(
-                miss.key.question, entry[0], scope=miss.key.scope,
-                metadata=entry[1], ttl_seconds=self.ttl_seconds,
+                miss.key.question,
+                entry[0],
+                scope=miss.key.scope,
+                metadata=entry[1],
+                ttl_seconds=self.ttl_seconds,
             )
 
 
