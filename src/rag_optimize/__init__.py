@@ -50,3 +50,4 @@ from rag_optimize.cache import ShadowReport as ShadowReport
 from rag_optimize.cache import ExactMatchJudge as ExactMatchJudge
 from rag_optimize.cache import EmbeddingJudge as EmbeddingJudge
 from rag_optimize.cache import MismatchVerifier as MismatchVerifier
+from rag_optimize.cache import DecisionPipeline as DecisionPipeline

@@ -11,6 +11,7 @@ from rag_optimize.cache.decision.shadow import ShadowReport
 from rag_optimize.cache.stats import CacheStats
 from rag_optimize.cache.store import Store
 from rag_optimize.cache.decision.verifiers import MismatchVerifier, Verifier
+from rag_optimize.cache.decision.pipeline import DecisionPipeline
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -18,6 +19,7 @@ __all__ = [
     "CacheHit",
     "CacheStats",
     "CalibrationResult",
+    "DecisionPipeline",
     "EmbeddingJudge",
     "ErrorBudget",
     "ExactMatchJudge",
