@@ -251,18 +251,42 @@ class FusionRetriever:
         failures: dict[str, str],
         timings: dict[str, float],
         start: float,
+        k: int,
     ) -> RetrievalResult:
         timings["total"] = self.clock() - start
         if self.tracker is not None:
-            self._report(self.tracker, timings)
+            self._report(self.tracker, timings, k)
         return RetrievalResult(tuple(docs), bool(failures), failures, timings)
 
-    def _report(self, tracker: LatencyTracker, timings: Mapping[str, float]) -> None:
-        """Record this retrieval's stage times into ``tracker`` (the caller's current run)."""
-        for name, seconds in timings.items():
-            stage = self._stages.get(name)
-            if stage is not None:
-                tracker.record(stage, seconds)
+    def _report(self, tracker: LatencyTracker, timings: Mapping[str, float], k: int) -> None:
+        """Record this retrieval into ``tracker`` (the caller's current run) as a tree: a
+        ``retrieval`` span (attribute ``top_k``) with the branches, fusion and rerank under it
+        and the query embedding under the dense branch. Only durations were timed, so the
+        intervals are rebuilt: branches start with the retrieval, fusion follows the slowest
+        branch, rerank ends with the retrieval."""
+        end = tracker.clock()
+        total = timings.get("total", 0.0)
+        start = end - total
+        root = tracker.record(stages.RETRIEVAL, total, attributes={"top_k": k}, end=end)
+        spans: dict[str, int] = {}
+        slowest = 0.0
+        for branch in self.branches:
+            seconds = timings.get(branch.name)
+            if seconds is not None:
+                slowest = max(slowest, seconds)
+                spans[branch.name] = tracker.record(
+                    self._stages[branch.name], seconds, end=start + seconds, parent_id=root
+                )
+        if "embed" in timings:
+            dense = next((b.name for b in self.branches if isinstance(b, DenseBranch)), "")
+            seconds = timings["embed"]
+            parent = spans.get(dense, root)
+            tracker.record(stages.EMBEDDING, seconds, end=start + seconds, parent_id=parent)
+        if "fusion" in timings:
+            seconds = timings["fusion"]
+            tracker.record(stages.FUSION, seconds, end=start + slowest + seconds, parent_id=root)
+        if "rerank" in timings:
+            tracker.record(stages.RERANK, timings["rerank"], end=end, parent_id=root)
 
     def retrieve(self, query: str, k: int | None = None) -> RetrievalResult:
         """Blocking retrieval: branches run in worker threads at the same time."""
@@ -278,7 +302,7 @@ class FusionRetriever:
             timings["rerank"] = self.clock() - rerank_start
             if failure:
                 failures["reranker"] = failure
-        return self._result(docs[:k], failures, timings, start)
+        return self._result(docs[:k], failures, timings, start, k)
 
     async def aretrieve(self, query: str, k: int | None = None) -> RetrievalResult:
         """Async retrieval: branches run as concurrent tasks on the running loop."""
@@ -294,7 +318,7 @@ class FusionRetriever:
             timings["rerank"] = self.clock() - rerank_start
             if failure:
                 failures["reranker"] = failure
-        return self._result(docs[:k], failures, timings, start)
+        return self._result(docs[:k], failures, timings, start, k)
 
     def _pool_size(self, k: int) -> int:
         """How many fused documents to keep: the rerank pool if reranking, else ``k``."""
