@@ -414,3 +414,17 @@ def test_timeline_nodes_are_spans_and_record_time_to_first_chunk(clock: Any) -> 
     assert spans["generation"].attributes["model"] == "m"
     assert "time_to_first_chunk" not in spans["retrieval"].attributes
     assert LatencyTracker.current_span() is None
+
+
+def test_timeline_sibling_roots_do_not_nest_under_each_other(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    seen: list[Any] = []
+    tracker.add_listener(seen.append)
+    tl = EventTimeline(tracker, join_own_runs=False, track_current=True)
+    tl.start("a", stages.RETRIEVAL)  # chain.batch: two roots started in the same context
+    tl.start("b", stages.RETRIEVAL)
+    tl.end("a")
+    tl.end("b")
+    retrievals = [s for s in seen if s.stage == stages.RETRIEVAL]
+    assert len(retrievals) == 2 and {s.run_id for s in retrievals} == {"a", "b"}
+    assert [s.parent_id for s in retrievals] == [None, None]
