@@ -439,3 +439,17 @@ def test_a_span_ended_in_another_context_is_no_parent(clock: Any) -> None:
     finally:
         LatencyTracker.reset_current_span(token)
     assert _by_stage(seen)["generation"].parent_id is None
+
+
+def test_timeline_sibling_roots_do_not_nest_under_each_other(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    seen: list[Any] = []
+    tracker.add_listener(seen.append)
+    tl = EventTimeline(tracker, join_own_runs=False, track_current=True)
+    tl.start("a", stages.RETRIEVAL)  # chain.batch: two roots started in the same context
+    tl.start("b", stages.RETRIEVAL)
+    tl.end("a")
+    tl.end("b")
+    retrievals = [s for s in seen if s.stage == stages.RETRIEVAL]
+    assert len(retrievals) == 2 and {s.run_id for s in retrievals} == {"a", "b"}
+    assert [s.parent_id for s in retrievals] == [None, None]

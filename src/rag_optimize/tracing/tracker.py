@@ -233,14 +233,8 @@ class _Span:
         attributes = self._attributes
         if exc_type is not None:
             attributes = {**(attributes or {}), "error": exc_type.__name__}
-        self._tracker.record_interval(
-            self._stage,
-            self._start,
-            end,
-            self._run_id,
-            attributes,
-            span_id=self.span_id,
-            parent_id=self.parent_id,
+        self._tracker._store(
+            self._stage, self._start, end, self._run_id, attributes, self.span_id, self.parent_id
         )
 
     async def __aenter__(self) -> _Span:
@@ -441,9 +435,7 @@ class LatencyTracker:
             run_id = _CURRENT_RUN.get()
         if parent_id is None:
             parent_id = _live_span(_CURRENT_SPAN.get())
-        return self.record_interval(
-            stage, end - seconds, end, run_id, attributes, span_id=span_id, parent_id=parent_id
-        )
+        return self._store(stage, end - seconds, end, run_id, attributes, span_id, parent_id)
 
     def first_token(self, run_id: str | None = None, now: float | None = None) -> float | None:
         """Record ``ttft`` for the run (time since the run started) on its first token only.
@@ -481,6 +473,19 @@ class LatencyTracker:
         lookup). A sample for a run that is not open (never started, or finished) counts in
         the aggregate report only. Returns the sample's span id (``span_id`` or a new one).
         """
+        return self._store(stage, start, end, run_id, attributes, span_id, parent_id)
+
+    def _store(
+        self,
+        stage: str,
+        start: float,
+        end: float,
+        run_id: str | None,
+        attributes: Mapping[str, Any] | None,
+        span_id: int | None,
+        parent_id: int | None,
+    ) -> int:
+        """:meth:`record_interval` with positional arguments (the hot path of every span)."""
         if span_id is None:
             span_id = next(_SPAN_IDS)
         else:
