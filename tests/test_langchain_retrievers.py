@@ -26,10 +26,11 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
+from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 from langchain_rag_optimize import AsyncHybridRetriever, CohereRerank
 from rag_optimize.embedding import HashingEmbedder
-from rag_optimize.errors import InvalidInputError
+from rag_optimize.errors import ConfigurationError, InvalidInputError
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests use --import-mode=importlib
 from cohere_server import CohereRerankServer  # noqa: E402
@@ -203,3 +204,60 @@ def test_cohere_rerank_compressor(server: CohereRerankServer) -> None:
     assert [d.id for d in degraded] == [d.id for d in fused[:2]]
     assert "500" in degraded[0].metadata["rag_optimize"]["rerank_failed"]
     assert "relevance_score" not in degraded[0].metadata
+
+
+# -- LangChain's standard retriever suite, in both modes -----------------------------------
+
+
+class TestIndexModeStandard(RetrieversIntegrationTests):
+    """``langchain-tests``' retriever suite over our own BM25 + dense indexes."""
+
+    @property
+    def retriever_constructor(self) -> type[AsyncHybridRetriever]:
+        return AsyncHybridRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict[str, Any]:
+        engine = AsyncHybridRetriever.from_documents(DOCS, HashEmbeddings()).engine
+        return {"engine": engine, "k": 2}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "capital of France"
+
+
+class TestWrapModeStandard(RetrieversIntegrationTests):
+    """The same suite with two wrapped LangChain retrievers."""
+
+    @property
+    def retriever_constructor(self) -> type[AsyncHybridRetriever]:
+        return AsyncHybridRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict[str, Any]:
+        bm25 = BM25Retriever.from_documents(DOCS, k=3, preprocess_func=words)
+        vectors = InMemoryVectorStore.from_documents(DOCS, HashEmbeddings())
+        return {"retrievers": [bm25, vectors.as_retriever(search_kwargs={"k": 3})], "k": 2}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "capital of France"
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+def test_per_call_k_and_search_kwargs(mode: str) -> None:
+    retriever = AsyncHybridRetriever.from_documents(DOCS, HashEmbeddings(), k=4)
+
+    def run(**kwargs: Any) -> list[Document]:
+        if mode == "invoke":
+            return retriever.invoke("capital of France", **kwargs)
+        return asyncio.run(retriever.ainvoke("capital of France", **kwargs))
+
+    assert len(run()) == 4
+    assert len(run(k=1)) == 1
+    assert len(run(search_kwargs={"k": 2})) == 2
+    assert run(k=1)[0].id == run()[0].id == "p"
+    defaults = AsyncHybridRetriever(engine=retriever.engine, search_kwargs={"k": 3})
+    assert len(defaults.invoke("capital of France")) == 3
+    with pytest.raises(ConfigurationError, match="top_n"):
+        run(top_n=2)

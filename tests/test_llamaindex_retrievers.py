@@ -193,3 +193,33 @@ def test_bad_input() -> None:
         AsyncHybridRetriever([])
     with pytest.raises(ValueError, match="unknown fusion"):
         wrapped(fusion="borda")
+
+
+class CountingEmbedding(HashEmbedding):
+    """Records every text it embeds (to see what was re-embedded, and with what)."""
+
+    seen: list[str] = []
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        self.seen.append(text)
+        return super()._get_text_embedding(text)
+
+
+def test_from_nodes_takes_a_callback_manager_and_embeds_like_the_index() -> None:
+    from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
+
+    debug = LlamaDebugHandler()
+    manager = CallbackManager([debug])
+    given = nodes()
+    given[0].embedding = HashEmbedding().get_text_embedding(given[0].get_content())
+    embed = CountingEmbedding(seen=[])
+    retriever = AsyncHybridRetriever.from_nodes(given, embed, callback_manager=manager, k=2)
+    assert retriever.callback_manager is manager
+    # The node with a stored embedding is not re-embedded; the others are embedded with
+    # the metadata LlamaIndex's own index embeds ("src: B\n\nBerlin ...").
+    assert len(embed.seen) == len(given) - 1
+    assert embed.seen[1] == given[2].get_content(metadata_mode=MetadataMode.EMBED)
+    assert "src: B" in embed.seen[1]
+    assert retriever.retrieve("capital of Germany")[0].node.node_id == "b"
+    assert debug.get_event_pairs(CBEventType.RETRIEVE)
+    assert len(retriever.retrieve_result("capital of Germany", k=1)) == 1

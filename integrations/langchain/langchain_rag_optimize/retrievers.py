@@ -32,6 +32,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from rag_optimize.errors import ConfigurationError
 from rag_optimize.index import Hit
 from rag_optimize.retrieval import (
     CallableBranch,
@@ -47,6 +48,7 @@ from rag_optimize.retrieval import (
 )
 
 METADATA_KEY = "rag_optimize"
+_CALL_OPTIONS = frozenset({"k"})
 # The callbacks of the current retriever run, read by the wrapped retrievers' branches (the
 # core copies the context into its worker threads and tasks).
 _child_callbacks: contextvars.ContextVar[Callbacks] = contextvars.ContextVar(
@@ -111,6 +113,8 @@ class AsyncHybridRetriever(BaseRetriever):
     candidates: int = 50
     branch_timeout_ms: float | None = None
     reranker: Any = None
+    search_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Defaults for every call (``k``), overridden by ``invoke(query, k=..., ...)``."""
     engine: Any = None
     """A ready rag-optimize ``FusionRetriever`` / ``HybridRetriever`` (index mode)."""
 
@@ -119,7 +123,10 @@ class AsyncHybridRetriever(BaseRetriever):
     def model_post_init(self, context: Any) -> None:
         if self.engine is not None:
             if not isinstance(self.engine, FusionRetriever):
-                raise TypeError("engine must be a rag_optimize FusionRetriever or HybridRetriever")
+                raise ConfigurationError(
+                    "engine must be a rag_optimize FusionRetriever or HybridRetriever, "
+                    f"got {type(self.engine).__name__}"
+                )
             self._engine = self.engine
             return
         self._engine = wrap_retrievers(
@@ -136,52 +143,60 @@ class AsyncHybridRetriever(BaseRetriever):
 
     @classmethod
     def from_documents(
-        cls,
-        documents: Sequence[Document],
-        embeddings: Embeddings,
-        *,
-        quantization: str | None = None,
-        ann: str | None = None,
-        **options: Any,
+        cls, documents: Sequence[Document], embeddings: Embeddings, **options: Any
     ) -> AsyncHybridRetriever:
         """Index ``documents`` in rag-optimize's BM25 and dense indexes (embedded once).
 
-        ``options`` go to :class:`rag_optimize.HybridRetriever` (``fusion``, ``weights`` as
-        ``{"bm25": .., "dense": ..}``, ``k``, ``candidates``, ``reranker``,
-        ``branch_timeout_ms``, ``bm25_options``).
+        ``options`` go to :meth:`rag_optimize.HybridRetriever.from_texts` (``fusion``,
+        ``weights`` as ``{"bm25": .., "dense": ..}``, ``k``, ``candidates``, ``reranker``,
+        ``branch_timeout_ms``, ``quantization``, ``ann``, ``bm25_options``).
         """
-        ids = [d.id or str(i) for i, d in enumerate(documents)]
         engine = HybridRetriever.from_texts(
             [d.page_content for d in documents],
             embeddings,
-            ids=ids,
+            ids=[d.id or str(i) for i, d in enumerate(documents)],
             metadatas=[d.metadata for d in documents],
-            quantization=quantization,
-            ann=ann,
             **options,
         )
         return cls(engine=engine, k=engine.k, fusion=engine.fusion)
 
-    def retrieve_result(self, query: str) -> RetrievalResult:
+    def _call_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Per-call options from ``invoke(query, **kwargs)``: ``k`` and ``search_kwargs``.
+
+        LangChain passes ``invoke``'s extra keywords here; ``search_kwargs`` (as in
+        ``VectorStoreRetriever``) may hold ``k`` too. Anything else is refused by name
+        rather than silently ignored.
+        """
+        merged = {**self.search_kwargs, **dict(kwargs.pop("search_kwargs", None) or {}), **kwargs}
+        unknown = sorted(set(merged) - _CALL_OPTIONS)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown retriever option(s) {unknown}: use {sorted(_CALL_OPTIONS)}"
+            )
+        return {"k": merged.get("k", self.k)}
+
+    def retrieve_result(self, query: str, **kwargs: Any) -> RetrievalResult:
         """The full rag-optimize result (timings, failures) instead of documents."""
-        return self._engine.retrieve(query)
+        return self._engine.retrieve(query, **self._call_options(kwargs))
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
+        options = self._call_options(kwargs)
         token = _child_callbacks.set(run_manager.get_child())
         try:
-            result = self._engine.retrieve(query)
+            result = self._engine.retrieve(query, **options)
         finally:
             _child_callbacks.reset(token)
         return [_to_document(result, item) for item in result]
 
     async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
+        options = self._call_options(kwargs)
         token = _child_callbacks.set(run_manager.get_child())
         try:
-            result = await self._engine.aretrieve(query)
+            result = await self._engine.aretrieve(query, **options)
         finally:
             _child_callbacks.reset(token)
         return [_to_document(result, item) for item in result]

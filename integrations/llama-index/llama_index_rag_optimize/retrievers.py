@@ -20,7 +20,7 @@ from typing import Any
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.callbacks import CallbackManager
-from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from llama_index_rag_optimize.embedder import LlamaIndexEmbedder
 from rag_optimize.index import Hit
@@ -119,25 +119,34 @@ class AsyncHybridRetriever(BaseRetriever):
         nodes: Sequence[BaseNode],
         embed_model: BaseEmbedding,
         *,
-        quantization: str | None = None,
-        ann: str | None = None,
+        callback_manager: CallbackManager | None = None,
+        verbose: bool = False,
         **options: Any,
     ) -> AsyncHybridRetriever:
-        """Index ``nodes`` in rag-optimize's BM25 and dense indexes (embedded once).
+        """Index ``nodes`` in rag-optimize's BM25 and dense indexes.
 
-        ``options`` go to :class:`rag_optimize.HybridRetriever` (``fusion``, ``weights`` as
-        ``{"bm25": .., "dense": ..}``, ``k``, ``candidates``, ``reranker``,
-        ``branch_timeout_ms``, ``bm25_options``).
+        A node that already carries an ``embedding`` keeps it; the others are embedded from
+        ``node.get_content(metadata_mode=MetadataMode.EMBED)``, the text a LlamaIndex index
+        embeds (content plus the metadata not excluded from embedding). BM25 indexes the
+        content alone. ``options`` go to :meth:`rag_optimize.HybridRetriever.from_texts`
+        (``fusion``, ``weights`` as ``{"bm25": .., "dense": ..}``, ``k``, ``candidates``,
+        ``reranker``, ``branch_timeout_ms``, ``quantization``, ``ann``, ``bm25_options``).
         """
+        nodes = list(nodes)
         engine = HybridRetriever.from_texts(
             [n.get_content() for n in nodes],
             LlamaIndexEmbedder(embed_model),
             ids=[n.node_id for n in nodes],
-            quantization=quantization,
-            ann=ann,
+            metadatas=[n.metadata for n in nodes],
+            vectors=[n.embedding for n in nodes],
+            embed_texts=[n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes],
             **options,
         )
-        return cls(engine=engine, nodes=nodes)
+        return cls(engine=engine, nodes=nodes, callback_manager=callback_manager, verbose=verbose)
+
+    def retrieve_result(self, query: str, k: int | None = None) -> RetrievalResult:
+        """The full rag-optimize result (timings, failures), with an optional per-call ``k``."""
+        return self.engine.retrieve(query, k)
 
     def _to_nodes(self, result: RetrievalResult) -> list[NodeWithScore]:
         out = []

@@ -18,10 +18,15 @@ import contextvars
 import functools
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from rag_optimize.embedding.protocol import Embedder, check_embedder
+from rag_optimize.embedding.vectors import unit_matrix
 from rag_optimize.errors import ConfigurationError, InvalidInputError, RetrievalError
 from rag_optimize.index.bm25 import BM25Index
 from rag_optimize.index.dense import DenseIndex
@@ -37,6 +42,35 @@ if TYPE_CHECKING:
 
 Outcome = list[Hit] | BaseException
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One checked retrieval request: the query, how many results, candidates per branch."""
+
+    query: str
+    k: int
+    candidates: int
+
+
+@dataclass(frozen=True)
+class _RunBranches:
+    """Step: run every branch for ``request``; the driver sends ``(outcomes, timings)``."""
+
+    request: _Request
+
+
+@dataclass(frozen=True)
+class _Rerank:
+    """Step: rerank ``docs`` for ``query``; the driver sends ``(docs, failure)``."""
+
+    query: str
+    docs: list[RetrievedDocument]
+    k: int
+
+
+VectorLike = Sequence[float] | npt.NDArray[Any]
+Plan = Generator[_RunBranches | _Rerank, Any, RetrievalResult]
 
 
 def check_query(query: object) -> str:
@@ -144,14 +178,14 @@ class FusionRetriever:
                 self._executor.shutdown(wait=False)
                 self._executor = None
 
-    def _timed(self, branch: Branch, query: str, timings: dict[str, float]) -> list[Hit]:
+    def _timed(self, branch: Branch, request: _Request, timings: dict[str, float]) -> list[Hit]:
         start = self.clock()
         try:
-            return branch.search(query, self.candidates, timings)
+            return branch.search(request.query, request.candidates, timings)
         finally:
             timings[branch.name] = self.clock() - start
 
-    def _run_sync(self, query: str) -> tuple[dict[str, Outcome], dict[str, float]]:
+    def _run_sync(self, request: _Request) -> tuple[dict[str, Outcome], dict[str, float]]:
         timings: dict[str, float] = {}
         started = time.monotonic()
         # One branch without a timeout runs on the calling thread (one thread hand-off less);
@@ -160,14 +194,14 @@ class FusionRetriever:
         inline = next((b for b in self.branches if self.timeouts[b.name] is None), None)
         pool = self._pool() if len(self.branches) > 1 or inline is None else None
         futures = {
-            b.name: pool.submit(contextvars.copy_context().run, self._timed, b, query, timings)
+            b.name: pool.submit(contextvars.copy_context().run, self._timed, b, request, timings)
             for b in self.branches
             if b is not inline and pool is not None
         }
         outcomes: dict[str, Outcome] = {}
         if inline is not None:
             try:
-                outcomes[inline.name] = self._timed(inline, query, timings)
+                outcomes[inline.name] = self._timed(inline, request, timings)
             except Exception as exc:
                 outcomes[inline.name] = exc
         for name, future in futures.items():
@@ -183,7 +217,7 @@ class FusionRetriever:
         outcomes = {b.name: outcomes[b.name] for b in self.branches}  # branch order
         return outcomes, timings
 
-    async def _run_async(self, query: str) -> tuple[dict[str, Outcome], dict[str, float]]:
+    async def _run_async(self, request: _Request) -> tuple[dict[str, Outcome], dict[str, float]]:
         timings: dict[str, float] = {}
 
         async def one(branch: Branch) -> Outcome:
@@ -191,7 +225,7 @@ class FusionRetriever:
             limit = self.timeouts[branch.name]
             try:
                 return await asyncio.wait_for(
-                    branch.asearch(query, self.candidates, timings), timeout=limit
+                    branch.asearch(request.query, request.candidates, timings), timeout=limit
                 )
             except asyncio.TimeoutError:
                 return TimeoutError(f"timed out after {limit * 1000:.0f} ms")  # type: ignore[operator]
@@ -242,20 +276,35 @@ class FusionRetriever:
         ]
         return docs, failures
 
-    def _prepare(self, query: object, k: int | None) -> tuple[str, int]:
-        return check_query(query), self.k if k is None else check_k(k)
+    # -- one retrieval, written once ------------------------------------------------------
 
-    def _result(
-        self,
-        docs: list[RetrievedDocument],
-        failures: dict[str, str],
-        timings: dict[str, float],
-        start: float,
-    ) -> RetrievalResult:
+    def _request(self, query: object, k: int | None) -> _Request:
+        query = check_query(query)
+        k = self.k if k is None else check_k(k)
+        return _Request(query, k, max(self.candidates, k))
+
+    def _plan(self, query: object, k: int | None) -> Plan:
+        """One retrieval as steps: run the branches, fuse, maybe rerank (no I/O of its own).
+
+        It yields :class:`_RunBranches` and :class:`_Rerank` steps; :meth:`retrieve` performs
+        them on threads, :meth:`aretrieve` on the event loop, so both do exactly the same.
+        """
+        request = self._request(query, k)
+        start = self.clock()
+        outcomes, timings = yield _RunBranches(request)
+        fuse_start = self.clock()
+        docs, failures = self._fuse_outcomes(outcomes, self._pool_size(request.k))
+        timings["fusion"] = self.clock() - fuse_start
+        if self.reranker is not None:
+            rerank_start = self.clock()
+            docs, failure = yield _Rerank(request.query, docs, request.k)
+            timings["rerank"] = self.clock() - rerank_start
+            if failure:
+                failures["reranker"] = failure
         timings["total"] = self.clock() - start
         if self.tracker is not None:
             self._report(self.tracker, timings)
-        return RetrievalResult(tuple(docs), bool(failures), failures, timings)
+        return RetrievalResult(tuple(docs[: request.k]), bool(failures), failures, timings)
 
     def _report(self, tracker: LatencyTracker, timings: Mapping[str, float]) -> None:
         """Record this retrieval's stage times into ``tracker`` (the caller's current run)."""
@@ -265,36 +314,39 @@ class FusionRetriever:
                 tracker.record(stage, seconds)
 
     def retrieve(self, query: str, k: int | None = None) -> RetrievalResult:
-        """Blocking retrieval: branches run in worker threads at the same time."""
-        query, k = self._prepare(query, k)
-        start = self.clock()
-        outcomes, timings = self._run_sync(query)
-        fuse_start = self.clock()
-        docs, failures = self._fuse_outcomes(outcomes, self._pool_size(k))
-        timings["fusion"] = self.clock() - fuse_start
-        if self.reranker is not None:
-            rerank_start = self.clock()
-            docs, failure = apply_reranker(self.reranker, query, docs, k)
-            timings["rerank"] = self.clock() - rerank_start
-            if failure:
-                failures["reranker"] = failure
-        return self._result(docs[:k], failures, timings, start)
+        """Blocking retrieval: branches run in worker threads at the same time.
+
+        ``k`` overrides the constructor's ``k`` for this call (each branch is then asked
+        for at least ``k`` candidates).
+        """
+        plan = self._plan(query, k)
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, _RunBranches):
+                    step = plan.send(self._run_sync(step.request))
+                else:
+                    assert self.reranker is not None
+                    step = plan.send(apply_reranker(self.reranker, step.query, step.docs, step.k))
+        except StopIteration as done:
+            result: RetrievalResult = done.value
+            return result
 
     async def aretrieve(self, query: str, k: int | None = None) -> RetrievalResult:
         """Async retrieval: branches run as concurrent tasks on the running loop."""
-        query, k = self._prepare(query, k)
-        start = self.clock()
-        outcomes, timings = await self._run_async(query)
-        fuse_start = self.clock()
-        docs, failures = self._fuse_outcomes(outcomes, self._pool_size(k))
-        timings["fusion"] = self.clock() - fuse_start
-        if self.reranker is not None:
-            rerank_start = self.clock()
-            docs, failure = await aapply_reranker(self.reranker, query, docs, k)
-            timings["rerank"] = self.clock() - rerank_start
-            if failure:
-                failures["reranker"] = failure
-        return self._result(docs[:k], failures, timings, start)
+        plan = self._plan(query, k)
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, _RunBranches):
+                    step = plan.send(await self._run_async(step.request))
+                else:
+                    assert self.reranker is not None
+                    reranked = await aapply_reranker(self.reranker, step.query, step.docs, step.k)
+                    step = plan.send(reranked)
+        except StopIteration as done:
+            result: RetrievalResult = done.value
+            return result
 
     def _pool_size(self, k: int) -> int:
         """How many fused documents to keep: the rerank pool if reranking, else ``k``."""
@@ -381,17 +433,28 @@ class HybridRetriever(FusionRetriever):
         *,
         ids: Sequence[str] | None = None,
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        vectors: Sequence[VectorLike | None] | None = None,
+        embed_texts: Sequence[str] | None = None,
         quantization: str | None = None,
         ann: str | None = None,
         bm25_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> HybridRetriever:
-        """Build both indexes over ``texts`` (embedding them once) and a retriever on them."""
+        """Build both indexes over ``texts`` and a retriever on them.
+
+        This is the one builder the LangChain and LlamaIndex adapters use. ``vectors`` (one
+        per text, ``None`` where unknown) reuses embeddings a vector store already holds;
+        only the missing ones are embedded, from ``embed_texts`` when given (for example a
+        LlamaIndex node's text with the metadata its index embedded) else from ``texts``.
+        ``options`` as for :class:`FusionRetriever`.
+        """
         embedder = check_embedder(embedder)
         sparse = BM25Index(**dict(bm25_options or {}))
         dense = DenseIndex(quantization=quantization, ann=ann)
         retriever = cls(sparse, dense, embedder, **options)
-        retriever.add_texts(texts, ids=ids, metadatas=metadatas)
+        retriever.add_texts(
+            texts, ids=ids, metadatas=metadatas, vectors=vectors, embed_texts=embed_texts
+        )
         return retriever
 
     def add_texts(
@@ -399,17 +462,47 @@ class HybridRetriever(FusionRetriever):
         texts: Sequence[str],
         ids: Sequence[str] | None = None,
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        vectors: Sequence[VectorLike | None] | None = None,
+        embed_texts: Sequence[str] | None = None,
     ) -> list[str]:
-        """Embed ``texts`` and add them to both indexes under the same ids."""
+        """Add ``texts`` to both indexes under the same ids; embed only what ``vectors`` lacks.
+
+        ``vectors`` and ``embed_texts`` as for :meth:`from_texts`. Nothing is added to either
+        index if an argument is wrong (counts, duplicate ids, a bad vector).
+        """
         texts = check_texts(texts)
         if ids is None:
             base = len(self.sparse) if self.sparse is not None else len(self.dense or ())
             ids = [str(base + i) for i in range(len(texts))]
-        new_ids: list[str] = []
+        ids = [str(i) for i in ids]
+        for name, seq in (("ids", ids), ("vectors", vectors), ("embed_texts", embed_texts)):
+            if seq is not None and len(seq) != len(texts):
+                raise InvalidInputError(f"got {len(texts)} texts but {len(seq)} {name}")
+        for index in (self.sparse, self.dense):
+            clash = next((i for i in ids if index is not None and i in index.documents), None)
+            if clash is not None:
+                raise InvalidInputError(f"duplicate document id {clash!r}")
+        new_ids = list(ids)
         if self.dense is not None and texts:
-            assert self.embedder is not None
-            vectors = self.embedder.embed_documents(texts)
-            new_ids = self.dense.add(vectors, ids=ids, texts=texts, metadatas=metadatas)
+            matrix = self._vectors_for(texts, vectors, embed_texts)
+            new_ids = self.dense.add(matrix, ids=ids, texts=texts, metadatas=metadatas)
         if self.sparse is not None:
             new_ids = self.sparse.add(texts, ids=ids, metadatas=metadatas)
         return new_ids
+
+    def _vectors_for(
+        self,
+        texts: Sequence[str],
+        vectors: Sequence[VectorLike | None] | None,
+        embed_texts: Sequence[str] | None,
+    ) -> npt.NDArray[np.float32]:
+        """One row per text: the given vector where there is one, else a fresh embedding."""
+        assert self.embedder is not None
+        source = list(embed_texts) if embed_texts is not None else list(texts)
+        given: list[Any] = list(vectors) if vectors is not None else [None] * len(texts)
+        missing = [i for i, v in enumerate(given) if v is None]
+        embedded = self.embedder.embed_documents([source[i] for i in missing]) if missing else []
+        for i, vector in zip(missing, embedded, strict=True):
+            given[i] = vector
+        return unit_matrix(given, self.dense.dim if self.dense is not None else None)
