@@ -168,13 +168,30 @@ class RedisServer:
         return line[1:].split(b"\r\n")[0] if line[:1] == b"+" else line
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 class RedisCluster:
     """Three ``redis-server --cluster-enabled yes`` masters on free loopback ports, joined
     with ``redis-cli --cluster create`` (no replicas); any node's URL reaches the cluster."""
 
     def __init__(self, masters: int = 3, binary: str | None = None) -> None:
         args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
-        self.nodes = [RedisServer(extra_args=list(args), binary=binary) for _ in range(masters)]
+        self.nodes = [
+            RedisServer(port=_cluster_port(), extra_args=list(args), binary=binary)
+            for _ in range(masters)
+        ]
         for node in self.nodes:
             node.extra_args += ["--cluster-config-file", os.path.join(node.dir, "nodes.conf")]
 

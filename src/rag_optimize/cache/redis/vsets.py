@@ -67,10 +67,14 @@ __all__ = ["Quantization", "VectorSetPath", "VectorSetKeys"]
 Quantization = Literal["q8", "float32", "binary"]
 _QUANT = {"q8": "Q8", "float32": "NOQUANT", "binary": "BIN"}
 
-_CHUNK = 1000
+_CHUNK = 100  # entries per script call when dropping: VREM from HNSW is not free
 _MAX_ROUNDS = 100_000
 _SWEEP_PER_PUT = 16
 _EXTRA = 4  # candidates beyond k, so expired or corrupt ones do not shorten the answer
+# HNSW effort: VSIM explores 50 candidates (EF 200 cost 3x the time for the same top hits in
+# BENCHMARKS.md); VADD builds with EF 40 (Redis's default 200 made inserts 4x slower)
+_SEARCH_EF = 50
+_BUILD_EF = 40
 _PREFETCH = 1024
 _WHERE = 10_000
 
@@ -87,7 +91,7 @@ local function remove(id)
 end
 """
 
-# ARGV: P, id, dim, now, expires|'', ttl_ms|'', max|'', quant, blob, field, value, ...
+# ARGV: P, id, dim, now, expires|'', ttl_ms|'', max|'', quant, blob, build_ef, field, value, ...
 # -> {'dim', held} on a dimension clash, else {'ok', evicted, expired, victim ids...}
 _PUT = r"""
 local id, dim, now = ARGV[2], ARGV[3], ARGV[4]
@@ -109,8 +113,8 @@ for _, old in ipairs(redis.call('ZRANGEBYSCORE', EXP, '-inf', now, 'LIMIT', 0, 1
 end
 local k = ekey(id)
 redis.call('DEL', k)
-redis.call('HSET', k, unpack(ARGV, 10))
-redis.call('VADD', V, 'FP32', blob, id, quant)
+redis.call('HSET', k, unpack(ARGV, 11))
+redis.call('VADD', V, 'FP32', blob, id, quant, 'EF', ARGV[10])
 if ttl ~= '' then
   redis.call('PEXPIRE', k, ttl)
   redis.call('ZADD', EXP, expires, id)
@@ -258,11 +262,10 @@ class VectorSetPath:
     """Plans for a server with vector sets; thread-safe (the only local state is two small
     bounded maps: entries a search just read, and which scope recent entry ids live in)."""
 
-    def __init__(self, shared: Shared, quantization: Quantization = "q8", ef: int = 200) -> None:
+    def __init__(self, shared: Shared, quantization: Quantization = "q8") -> None:
         self.shared = shared
         self.keys = VectorSetKeys(shared.namespace)
         self.quant = _QUANT[quantization]
-        self.ef = ef
         self._lock = threading.Lock()
         self._prefetched: OrderedDict[tuple[str, float], CacheEntry] = OrderedDict()
         self._where: OrderedDict[str, str] = OrderedDict()
@@ -288,7 +291,9 @@ class VectorSetPath:
         query = np.asarray(vector, dtype=np.float32)
         if self.shared.dim is not None and query.shape[0] != self.shared.dim:
             raise self.shared.foreign_dimension(int(query.shape[0]), self.shared.dim)
-        args = (self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)), self.ef)
+        args = (
+            self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)), _SEARCH_EF
+        )
         reply = yield Script(SEARCH, (self.keys.lru(sd),), args)
         if reply[0] == b"dim":
             raise self.shared.foreign_dimension(int(query.shape[0]), reply[1].decode())
@@ -383,6 +388,7 @@ class VectorSetPath:
             "" if shared.max_entries is None else str(shared.max_entries),
             self.quant,
             encode_vector(prepared.vector),
+            _BUILD_EF,
             *prepared.flat_fields,
         )
         reply = yield Script(PUT, (self.keys.lru(sd),), args)
