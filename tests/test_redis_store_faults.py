@@ -23,6 +23,7 @@ from rag_optimize import (
 )
 from rag_optimize.cache.redis.options import ConnectionOptions, MirrorOptions
 from tests.conftest import FakeClock
+from tests.redis_server import ROOT
 from tests.redis_server import RedisServer, any_server, namespace, redis_server  # noqa: F401
 
 DIM = 64
@@ -165,29 +166,56 @@ def test_option_groups_and_old_keywords_are_the_same_thing() -> None:
         RedisStore(connection=ConnectionOptions(), timeout_ms=80)
 
 
-def test_acl_key_pattern_of_the_readme_is_enough(
-    stores: Any, clock: FakeClock, any_server: RedisServer, namespace: str  # noqa: F811
+def _readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Shared cache on Redis")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_acl_line_of_the_readme_is_enough(
+    clock: FakeClock, any_server: RedisServer, namespace: str  # noqa: F811
 ) -> None:
-    probe = stores().start()
-    # the README's least-privilege user: only this namespace's keys
-    pattern = "~{" + namespace + "/*" if probe.search_path == "server" else "~{" + namespace + "}:*"
+    (acl,) = [ln for ln in _readme_section().splitlines() if ln.startswith("ACL SETUSER")]
+    args = acl.replace("myapp", namespace).replace("cache-user", "least").split()
     raw = any_server.client()
-    raw.execute_command(
-        "ACL", "SETUSER", "least", "reset", "on", ">pw", pattern, "+@all", "-@dangerous",
-        "+info", "+command",
-    )
-    url = f"redis://least:pw@127.0.0.1:{any_server.port}/0"
+    raw.execute_command(*args)
+    url = f"redis://least:secret@127.0.0.1:{any_server.port}/0"
     store = RedisStore(url, namespace, clock=clock).start()
     try:
+        assert store.search_path in ("server", "mirror")
         cache = new_cache(store, clock)
         assert cache.set("least privilege question", "ok", scope="tenant")
         hit = cache.get("least privilege question please", scope="tenant")
         assert hit is not None and hit.response == "ok"
+        assert cache.invalidate(source_ids=["d1"]) == 0
         assert cache.invalidate("tenant") == 1
         assert cache.stats.store_errors == 0
+        # the pattern the README warns about really drops every write
+        raw.execute_command(*acl.replace("cache-user", "wrong").replace(
+            "~{myapp/* ~{myapp}:*", "~" + namespace + ":*").split())
+        wrong = RedisStore(f"redis://wrong:secret@127.0.0.1:{any_server.port}/0", namespace,
+                           clock=clock)
+        assert new_cache(wrong, clock).set("refused question", "no") is False
+        wrong.close()
     finally:
         store.close()
-        raw.execute_command("ACL", "DELUSER", "least")
+        raw.execute_command("ACL", "DELUSER", "least", "wrong")
+
+
+def test_readme_example_runs_as_written(any_server: RedisServer) -> None:  # noqa: F811
+    section = _readme_section()
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "redis://localhost:6379/0" in code
+    # the same code, against this test's server instead of the machine's 6379
+    namespace_code = code.replace("redis://localhost:6379/0", any_server.url)
+    scope: dict[str, Any] = {}
+    exec(compile(namespace_code, "README.md", "exec"), scope)  # noqa: S102
+    assert scope["cache"].get("how can I reset my password", scope="tenant-a") is None  # closed
+    assert scope["cache"].stats.sets == 1 and scope["cache"].stats.store_errors >= 1
+    check = RedisStore(any_server.url, "myapp").start()
+    assert check.count() == 1
+    check.clear()
+    check.close()
 
 
 def test_concurrent_asyncio_tasks_and_threads_make_no_store_errors(
