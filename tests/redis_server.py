@@ -200,6 +200,13 @@ class RedisCluster:
         return [node.url for node in self.nodes]
 
     def start(self, timeout: float = 20.0) -> RedisCluster:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # never leave half a cluster running
+            raise
+
+    def _start(self, timeout: float) -> RedisCluster:
         for node in self.nodes:
             node.start()
         cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"

@@ -23,8 +23,7 @@ from rag_optimize import (
 )
 from rag_optimize.cache.redis.options import ConnectionOptions, MirrorOptions
 from tests.conftest import FakeClock
-from tests.redis_server import ROOT
-from tests.redis_server import RedisServer, any_server, namespace, redis_server  # noqa: F401
+from tests.redis_server import ROOT, RedisServer, any_server, namespace, redis_server  # noqa: F401
 
 DIM = 64
 
