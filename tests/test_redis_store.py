@@ -55,6 +55,7 @@ def _factory(
 
     def make(ns: str | None = None, *, start: bool = True, **options: Any) -> RedisStore:
         options.setdefault("clock", clock)
+        options.setdefault("timeout_ms", 1000)  # a loaded test machine is not an outage
         store = RedisStore(server.url, ns or namespace, **options)
         stores.append(store)
         return store.start() if start else store

@@ -122,8 +122,11 @@ class SemanticLLMCache(BaseCache):
         stored = None if key is None else self._stored(return_val)
         if key is not None and stored is not None:
             self.cache.set(
-                key.question, stored, scope=key.scope,
-                metadata=self._metadata(key), ttl_seconds=self.ttl_seconds,
+                key.question,
+                stored,
+                scope=key.scope,
+                metadata=self._metadata(key),
+                ttl_seconds=self.ttl_seconds,
             )
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
@@ -132,8 +135,11 @@ class SemanticLLMCache(BaseCache):
         stored = None if key is None else self._stored(return_val)
         if key is not None and stored is not None:
             await self.cache.aset(
-                key.question, stored, scope=key.scope,
-                metadata=self._metadata(key), ttl_seconds=self.ttl_seconds,
+                key.question,
+                stored,
+                scope=key.scope,
+                metadata=self._metadata(key),
+                ttl_seconds=self.ttl_seconds,
             )
 
     def clear(self, **kwargs: Any) -> None:

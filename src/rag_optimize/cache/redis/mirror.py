@@ -1,9 +1,10 @@
 """The local copy of a Redis namespace's vectors that lookups search in-process.
 
-Each process keeps one :class:`VectorTable` per scope plus, per entry, its scope, expiry and
-own threshold. The mirror never holds responses or metadata: a hit is always fetched from
-Redis, so a deleted or replaced entry is never answered from here. Updates arrive from the
-change-log follower (other processes) and from this process's own writes (at once).
+Each process keeps one :class:`VectorTable` per scope and partition plus, per entry, its
+scope, partition, expiry and own threshold. The mirror never holds responses or metadata: a
+hit is always fetched from Redis, so a deleted or replaced entry is never answered from here.
+Updates arrive from the change-log follower (other processes) and from this process's own
+writes (at once).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class _Info:
     scope: str
     expires_at: float | None
     threshold: float | None
+    partition: str = ""
 
 
 class LocalMirror:
@@ -31,7 +33,7 @@ class LocalMirror:
     def __init__(self, index: IndexKind = "exact") -> None:
         self.index: IndexKind = index
         self._lock = threading.Lock()
-        self._tables: dict[str, VectorTable] = {}
+        self._tables: dict[tuple[str, str], VectorTable] = {}
         self._info: dict[str, _Info] = {}
         # Changes made while a snapshot is being read from Redis, replayed onto it (see replace).
         self._journal: list[Callable[[LocalMirror], None]] | None = None
@@ -97,20 +99,21 @@ class LocalMirror:
             self._remove(hid)
 
     def _drop_scope(self, scope: str) -> None:
-        table = self._tables.pop(scope, None)
-        for hid in table.ids() if table is not None else []:
-            self._info.pop(hid, None)
+        for slot in [slot for slot in self._tables if slot[0] == scope]:
+            for hid in self._tables.pop(slot).ids():
+                self._info.pop(hid, None)
 
     def _clear(self) -> None:
         self._tables = {}
         self._info = {}
 
     def search(
-        self, scope: str, vector: FloatVector, k: int, now: float
+        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = ""
     ) -> list[Candidate]:
-        """Up to ``k`` unexpired entries of ``scope`` nearest to ``vector``, best first."""
+        """Up to ``k`` unexpired entries of ``scope`` and ``partition`` nearest to ``vector``,
+        best first."""
         with self._lock:
-            table = self._tables.get(scope)
+            table = self._tables.get((scope, partition))
             if table is None or table.dim != vector.shape[0]:
                 return []
             found = table.search(vector, k + 4)
@@ -127,20 +130,22 @@ class LocalMirror:
     def _add(self, hid: str, record: IndexRecord) -> None:
         self._remove(hid)
         dim = int(record.vector.shape[0])
-        table = self._tables.get(record.scope)
+        slot = (record.scope, record.partition)
+        table = self._tables.get(slot)
         if table is None:
-            table = self._tables[record.scope] = VectorTable(dim, self.index)
+            table = self._tables[slot] = VectorTable(dim, self.index)
         elif table.dim != dim:  # the store checks dimensions first; never mix them here
             return
         table.add(hid, record.vector)
-        self._info[hid] = _Info(record.scope, record.expires_at, record.threshold)
+        self._info[hid] = _Info(record.scope, record.expires_at, record.threshold, record.partition)
 
     def _remove(self, hid: str) -> None:
         info = self._info.pop(hid, None)
         if info is None:
             return
-        table = self._tables.get(info.scope)
+        slot = (info.scope, info.partition)
+        table = self._tables.get(slot)
         if table is not None:
             table.remove(hid)
             if not len(table):
-                del self._tables[info.scope]
+                del self._tables[slot]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
-from rag_optimize.cache.keys import digest
+from rag_optimize.cache.keys import entry_id
 from rag_optimize.cache.redis.breaker import CircuitBreaker
 from rag_optimize.cache.redis.codec import (
     CorruptEntry,
@@ -45,6 +45,7 @@ from rag_optimize.cache.redis.scripts import (
     PUT,
 )
 from rag_optimize.cache.redis.sync import ChangeFollower
+from rag_optimize.cache.store import StoreReport
 from rag_optimize.embedding.vectors import FloatVector
 from rag_optimize.errors import StoreError
 
@@ -97,7 +98,7 @@ class MirrorPath:
             get_dim=lambda: getattr(me(), "dim", None),
             set_dim=set_dim,
             on_corrupt=lambda hid, exc: _call(me, "corrupt", hid, exc),
-            on_expired=lambda n: _call(me, "report", "expirations", n),
+            on_expired=lambda n: _call(me, "expired", n),
         )
 
     # ------------------------------------------------------------- lifecycle
@@ -124,7 +125,7 @@ class MirrorPath:
 
     # ------------------------------------------------------------------ lookups
     def local_search(
-        self, scope: str, vector: FloatVector, k: int, now: float
+        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = ""
     ) -> list[Candidate]:
         """Nearest entries from the mirror; waits for its first load at most
         ``startup_wait_ms``, then fails loudly (a :class:`StoreError`) instead of missing."""
@@ -136,14 +137,21 @@ class MirrorPath:
         dim = self.shared.dim
         if dim is not None and vector.shape[0] != dim:
             raise self.shared.foreign_dimension(int(vector.shape[0]), dim)
-        return self.mirror.search(scope, vector, k, now)
+        return self.mirror.search(scope, vector, k, now, partition)
 
-    def get_exact(self, scope: str, query_key: str, now: float) -> Plan[CacheEntry | None]:
-        hid = digest(scope, query_key)
+    def get_exact(
+        self, scope: str, query_key: str, now: float, partition: str, report: StoreReport | None
+    ) -> Plan[CacheEntry | None]:
+        hid = entry_id(scope, query_key, partition)
         if hid not in self.mirror and self.fresh():
             return None  # nobody stored it (as of a moment ago): no round trip
-        entry = yield from self.fetch(hid, now)
-        if entry is None or entry.scope != scope or entry.query_key != query_key:
+        entry = yield from self.fetch(hid, now, report)
+        if (
+            entry is None
+            or entry.scope != scope
+            or entry.query_key != query_key
+            or entry.partition != partition
+        ):
             return None
         return entry
 
@@ -153,7 +161,9 @@ class MirrorPath:
     def _script(self, script: Any, *rest: Any) -> Script:
         return Script(script, (self.keys.log,), self._args(*rest))
 
-    def fetch(self, entry_id: str, now: float) -> Plan[CacheEntry | None]:
+    def fetch(
+        self, entry_id: str, now: float, report: StoreReport | None = None
+    ) -> Plan[CacheEntry | None]:
         hid = hex_id(entry_id)
         raw = yield self._script(FETCH, hid, repr(float(now)))
         if not raw:
@@ -162,19 +172,18 @@ class MirrorPath:
         try:
             entry = decode_entry(pairs_to_dict(raw), self.shared.namespace, self.shared.dim)
         except CorruptEntry as exc:
-            self.shared.corrupt(hid, exc)
+            self.shared.corrupt(hid, exc, report)
             self.mirror.remove([hid])
             return None
         if entry.expires_at is not None and entry.expires_at <= now:
             removed = yield self._script(DELETE, hid)
-            if removed:
-                self.shared.report("expirations", int(removed))
+            self.shared.expired(int(removed), report)
             self.mirror.remove([hid])
             return None
         return entry
 
     # ------------------------------------------------------------------- writes
-    def put(self, entry: CacheEntry, now: float) -> Plan[None]:
+    def put(self, entry: CacheEntry, now: float, report: StoreReport | None) -> Plan[None]:
         shared = self.shared
         prepared = prepare_put(entry, now, shared)
         reply = yield self._script(
@@ -191,14 +200,13 @@ class MirrorPath:
         if reply[0] == b"dim":
             shared.dim = int(reply[1])
             raise shared.foreign_dimension(prepared.dim, int(reply[1]))
-        evicted, gone = int(reply[1]), int(reply[2])
-        if evicted:
-            shared.report("evictions", evicted)
-        if gone:
-            shared.report("expirations", gone)
+        shared.evicted(int(reply[1]), report)
+        shared.expired(int(reply[2]), report)
         shared.stored(prepared.dim)
         vector = np.asarray(prepared.vector, dtype=np.float32)
-        record = IndexRecord(entry.scope, vector, entry.expires_at, entry.threshold)
+        record = IndexRecord(
+            entry.scope, vector, entry.expires_at, entry.threshold, entry.partition
+        )
         self.mirror.add(prepared.hid, record)
 
     def delete(self, entry_ids: list[str]) -> Plan[int]:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -26,7 +27,8 @@ from rag_optimize.cache.entry import CacheEntry
 from rag_optimize.cache.incidents import IncidentLog
 from rag_optimize.cache.redis.codec import encode_entry, hex_id
 from rag_optimize.cache.redis.scripts import LuaScript
-from rag_optimize.errors import StoreError
+from rag_optimize.cache.store import ReportLog, StoreReport
+from rag_optimize.errors import InvalidVectorError, StoreError
 
 __all__ = [
     "Batch",
@@ -85,13 +87,14 @@ class EntryRefused(StoreError):
 
 @dataclass
 class Shared:
-    """State and rules both search paths use; counters are reported through ``report``."""
+    """State and rules both search paths use. What a call causes goes into the caller's
+    :class:`StoreReport`; what nobody called for (the change-log thread) into ``background``."""
 
     namespace: str
     max_entries: int | None
     ttl_grace_ms: int
     max_value_bytes: int
-    report: Callable[[str, int], None]
+    background: ReportLog = field(default_factory=ReportLog)
     dim: int | None = None
     own_dim: int | None = None
     _corrupt_seen: set[str] = field(default_factory=set)
@@ -100,19 +103,45 @@ class Shared:
         default_factory=lambda: IncidentLog(logger, "Redis namespace dimension check")
     )
 
-    def corrupt(self, hid: str, exc: Exception) -> None:
-        """Count a corrupt or foreign entry once per process (it is skipped, never raised)."""
+    def corrupt(self, hid: str, exc: Exception, report: StoreReport | None = None) -> None:
+        """Count a corrupt or foreign entry once per process (it is skipped, never raised),
+        in the caller's ``report``, or (no caller) for ``drain_report``."""
         with self._lock:
             if hid in self._corrupt_seen:
                 return
             if len(self._corrupt_seen) > 100_000:
                 self._corrupt_seen.clear()
             self._corrupt_seen.add(hid)
-        self.report("corrupt_entries", 1)
+        if report is None:
+            self.background.add(StoreReport(corrupt=1))
+        else:
+            report.corrupt += 1
 
-    def foreign_dimension(self, got: int, held: int | str) -> ForeignDimension:
-        """The error for a vector of dimension ``got`` where ``held`` is stored; logged once
-        per incident (it usually means two models share one namespace)."""
+    def expired(self, count: int, report: StoreReport | None = None) -> None:
+        """Count entries removed because their TTL passed."""
+        if count and report is None:
+            self.background.add(StoreReport(expired=count))
+        elif count and report is not None:
+            report.expired += count
+
+    @staticmethod
+    def evicted(count: int, report: StoreReport | None) -> None:
+        """Count entries evicted past capacity by the caller's write."""
+        if count and report is not None:
+            report.evicted += count
+
+    def foreign_dimension(self, got: int, held: int | str) -> StoreError | InvalidVectorError:
+        """The error for a vector of dimension ``got`` where ``held`` is stored.
+
+        If this store itself wrote vectors of another dimension, the caller's model changed:
+        an input error (:class:`InvalidVectorError`), as for every store. Otherwise another
+        model's cache shares the namespace: :class:`ForeignDimension`, which the cache counts
+        as a miss or a dropped write; logged once per incident."""
+        if self.own_dim is not None and got != self.own_dim:
+            return InvalidVectorError(
+                f"vector has dimension {got}, this store has written {self.own_dim}-dimensional "
+                f"vectors to the Redis namespace {self.namespace!r} (did the model change?)"
+            )
         exc = ForeignDimension(
             f"vector has dimension {got}, the Redis namespace {self.namespace!r} holds {held} "
             "(another embedding model wrote it? use another namespace)"
@@ -173,5 +202,10 @@ def prepare_put(entry: CacheEntry, now: float, shared: Shared) -> PreparedPut:
         expires = repr(float(entry.expires_at))
         ttl = max(1, math.ceil((entry.expires_at - now) * 1000)) + shared.ttl_grace_ms
         ttl_ms = str(ttl)
+    if entry.partition and not _PARTITION.fullmatch(entry.partition):
+        raise EntryRefused(f"entry {entry.id!r} has partition {entry.partition!r}, not a digest")
     return PreparedPut(hex_id(entry.id), dim, vector, fields, expires, ttl_ms)
+
+
+_PARTITION = re.compile(r"[0-9a-f]{1,64}")
 

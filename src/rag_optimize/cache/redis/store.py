@@ -31,6 +31,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
@@ -65,9 +66,9 @@ from rag_optimize.cache.redis.server import (
     sync_client,
 )
 from rag_optimize.cache.redis.vsets import Quantization, VectorSetPath
-from rag_optimize.cache.stats import StatsCounter
+from rag_optimize.cache.store import StoreDefaults, StoreReport
 from rag_optimize.embedding.vectors import FloatVector
-from rag_optimize.errors import ConfigurationError, StoreError
+from rag_optimize.errors import ConfigurationError, InvalidVectorError, StoreError
 
 __all__ = ["RedisStore"]
 
@@ -77,7 +78,7 @@ logger = logging.getLogger("rag_optimize.cache.redis")
 _DEFAULT_MAX_VALUE_BYTES = 4 * 1024 * 1024
 
 
-class RedisStore:
+class RedisStore(StoreDefaults):
     """A :class:`~rag_optimize.cache.store.Store` on Redis, shared across processes.
 
     Args:
@@ -151,13 +152,11 @@ class RedisStore:
         self.search_mode: SearchMode = search
         self.quantization: Quantization = quantization
         self._clock = clock
-        self._stats = StatsCounter()
         self._shared = Shared(
             namespace=self.namespace,
             max_entries=self.max_entries,
             ttl_grace_ms=int(check_ms("ttl_grace_ms", ttl_grace_ms, allow_zero=True)),
             max_value_bytes=check_count("max_value_bytes", max_value_bytes, maximum=512 * 2**20),
-            report=self._report,
         )
         self.timeout = self.connection.timeout
         self.connect_timeout = self.connection.connect_timeout
@@ -261,14 +260,10 @@ class RedisStore:
         cache) are not this process's error: they make counted, logged misses."""
         return self._shared.own_dim
 
-    def attach_stats(self, stats: StatsCounter) -> None:
-        """Report evictions, expirations and corrupt entries into ``stats`` (including what
-        was counted before)."""
-        before = self._stats.snapshot()
-        for name in ("evictions", "expirations", "corrupt_entries"):
-            if getattr(before, name):
-                stats.add(name, getattr(before, name))
-        self._stats = stats
+    def drain_report(self) -> StoreReport:
+        """What the change-log thread noticed since the last call (entries it swept as
+        expired, corrupt records it skipped while loading), handed over once."""
+        return self._shared.background.drain()
 
     def wait_synced(self, timeout: float = 5.0) -> bool:
         """Start if needed; on the mirror path block until the mirror was loaded once.
@@ -301,27 +296,49 @@ class RedisStore:
         return bool(self._server and self._server.search_module)
 
     # ---------------------------------------------------------------- sync API
-    def get_exact(self, scope: str, query_key: str, now: float) -> CacheEntry | None:
-        """The live entry stored for exactly this normalised query in ``scope``."""
-        return self._drive(lambda p: p.get_exact(scope, query_key, now))
+    def get_exact(
+        self,
+        scope: str,
+        query_key: str,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> CacheEntry | None:
+        """The live entry stored for exactly this normalised query in ``scope`` and
+        ``partition``."""
+        return self._drive(lambda p: p.get_exact(scope, query_key, now, partition, report))
 
-    def search(self, scope: str, vector: FloatVector, k: int, now: float) -> list[Candidate]:
-        """Nearest entries of ``scope``: one round trip on the server-side path; from the
-        local mirror on the mirror path (raises :class:`StoreError` while Redis is known to
-        be failing: every candidate would need a fetch from Redis anyway)."""
+    def search(
+        self,
+        scope: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> list[Candidate]:
+        """Nearest entries of ``scope`` and ``partition``: one round trip on the server-side
+        path; from the local mirror on the mirror path (raises :class:`StoreError` while
+        Redis is known to be failing: every candidate would need a fetch from Redis anyway)."""
         path = self._ensure_path()
         if isinstance(path, MirrorPath):
             self._check_healthy()
-            return path.local_search(scope, vector, k, now)
-        return self._drive(lambda p: cast(VectorSetPath, p).search(scope, vector, k, now))
+            return path.local_search(scope, vector, k, now, partition)
+        return self._drive(
+            lambda p: cast(VectorSetPath, p).search(scope, vector, k, now, partition, report)
+        )
 
-    def fetch(self, entry_id: str, now: float) -> CacheEntry | None:
+    def fetch(
+        self, entry_id: str, now: float, *, report: StoreReport | None = None
+    ) -> CacheEntry | None:
         """The full entry from Redis (touches its LRU time), ``None`` if gone/expired."""
-        return self._drive(lambda p: p.fetch(entry_id, now))
+        return self._drive(lambda p: p.fetch(entry_id, now, report))
 
-    def put(self, entry: CacheEntry, now: float) -> None:
+    def put(self, entry: CacheEntry, now: float, *, report: StoreReport | None = None) -> None:
         """Insert or replace ``entry`` (also how a changed threshold is published)."""
-        self._drive(lambda p: p.put(entry, now))
+        self._drive(lambda p: p.put(entry, now, report))
 
     def delete(self, entry_ids: list[str]) -> int:
         """Remove these entries everywhere; returns how many existed."""
@@ -346,30 +363,53 @@ class RedisStore:
         return int(self._drive(lambda p: p.count()))
 
     # --------------------------------------------------------------- async API
-    async def aget_exact(self, scope: str, query_key: str, now: float) -> CacheEntry | None:
+    async def aget_exact(
+        self,
+        scope: str,
+        query_key: str,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> CacheEntry | None:
         """Async twin of :meth:`get_exact`."""
-        return await self._adrive(lambda p: p.get_exact(scope, query_key, now), lookup=True)
+        return await self._adrive(
+            lambda p: p.get_exact(scope, query_key, now, partition, report), lookup=True
+        )
 
     async def asearch(
-        self, scope: str, vector: FloatVector, k: int, now: float
+        self,
+        scope: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
     ) -> list[Candidate]:
         """Async twin of :meth:`search`."""
         path = await self._aensure_path()
         if isinstance(path, MirrorPath):
-            if not path.follower.wait_loaded(0):
-                return await asyncio.to_thread(self.search, scope, vector, k, now)
-            return self.search(scope, vector, k, now)  # in-process numpy, runs inline
+            call = partial(self.search, scope, vector, k, now, partition=partition)
+            if not path.follower.wait_loaded(0):  # may wait for the first load: off the loop
+                return await asyncio.to_thread(call)
+            return call()  # in-process numpy, runs inline
         return await self._adrive(
-            lambda p: cast(VectorSetPath, p).search(scope, vector, k, now), lookup=True
+            lambda p: cast(VectorSetPath, p).search(scope, vector, k, now, partition, report),
+            lookup=True,
         )
 
-    async def afetch(self, entry_id: str, now: float) -> CacheEntry | None:
+    async def afetch(
+        self, entry_id: str, now: float, *, report: StoreReport | None = None
+    ) -> CacheEntry | None:
         """Async twin of :meth:`fetch`."""
-        return await self._adrive(lambda p: p.fetch(entry_id, now), lookup=True)
+        return await self._adrive(lambda p: p.fetch(entry_id, now, report), lookup=True)
 
-    async def aput(self, entry: CacheEntry, now: float) -> None:
+    async def aput(
+        self, entry: CacheEntry, now: float, *, report: StoreReport | None = None
+    ) -> None:
         """Async twin of :meth:`put`."""
-        await self._adrive(lambda p: p.put(entry, now), lookup=True)
+        await self._adrive(lambda p: p.put(entry, now, report), lookup=True)
 
     async def adelete(self, entry_ids: list[str]) -> int:
         """Async twin of :meth:`delete`."""
@@ -560,7 +600,7 @@ class RedisStore:
         fault, not the server's: the breaker counts a success."""
         try:
             yield
-        except (ForeignDimension, EntryRefused):
+        except (ForeignDimension, EntryRefused, InvalidVectorError):
             self.breaker.success()
             raise
         except Exception as exc:  # noqa: BLE001 - any client failure fails open
@@ -604,9 +644,6 @@ class RedisStore:
         """Fail a locally answered call when Redis is known to be down (see :meth:`search`)."""
         if not self.breaker.healthy:
             raise StoreError("Redis is failing: its last call failed or the circuit is open")
-
-    def _report(self, name: str, count: int) -> None:
-        self._stats.add(name, count)
 
     @property
     def _mirror(self) -> Any:

@@ -12,7 +12,8 @@ the hash tag ``{ns/sd}``, so each script touches one cluster slot while a namesp
 over the cluster, one scope per slot::
 
     {ns/sd}:e:<id>   hash     one entry (the same fields as on the mirror path)
-    {ns/sd}:v        vset     entry id -> vector (quantized by the server)
+    {ns/sd}:v[:pt]   vset     entry id -> vector (quantized), one per partition ``pt``
+    {ns/sd}:parts    set      the partitions of the scope in use
     {ns/sd}:lru      zset     entry id -> last use (eviction order, per scope)
     {ns/sd}:exp      zset     entry id -> expiry time (entries with a TTL)
     {ns/}:scopes     set      the scope digests in use (for clear, count, delete_where)
@@ -40,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
-from rag_optimize.cache.keys import digest
+from rag_optimize.cache.keys import entry_id
 from rag_optimize.cache.redis.codec import (
     CorruptEntry,
     decode_entry,
@@ -58,6 +59,7 @@ from rag_optimize.cache.redis.plans import (
     prepare_put,
 )
 from rag_optimize.cache.redis.scripts import FETCH, LuaScript
+from rag_optimize.cache.store import StoreReport
 from rag_optimize.embedding.vectors import FloatVector
 
 __all__ = ["Quantization", "VectorSetPath", "VectorSetKeys"]
@@ -80,22 +82,28 @@ _WHERE = 10_000
 
 _COMMON = r"""
 local P = ARGV[1]
-local V, LRU, EXP = P .. ':v', P .. ':lru', P .. ':exp'
+local LRU, EXP, PARTS = P .. ':lru', P .. ':exp', P .. ':parts'
 local function ekey(id) return P .. ':e:' .. id end
+-- one vector set per partition of the scope ('' = no exact part)
+local function vkey(pt) if pt == '' then return P .. ':v' end return P .. ':v:' .. pt end
 local function remove(id)
+  local pt = redis.pcall('HGET', ekey(id), 'pt')
+  if type(pt) ~= 'string' then pt = '' end
   local n = redis.call('DEL', ekey(id))
   redis.call('ZREM', LRU, id)
   redis.call('ZREM', EXP, id)
-  redis.pcall('VREM', V, id)
+  redis.pcall('VREM', vkey(pt), id)
   return n
 end
 """
 
-# ARGV: P, id, dim, now, expires|'', ttl_ms|'', max|'', quant, blob, build_ef, field, value, ...
-# -> {'dim', held} on a dimension clash, else {'ok', evicted, expired, victim ids...}
+# ARGV: P, id, dim, now, expires|'', ttl_ms|'', max|'', quant, blob, build_ef, partition,
+#       field, value, ... -> {'dim', held} on a dimension clash, else
+#       {'ok', evicted, expired, victim ids...}
 _PUT = r"""
 local id, dim, now = ARGV[2], ARGV[3], ARGV[4]
 local expires, ttl, maxn, quant, blob = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local V = vkey(ARGV[11])
 if redis.call('EXISTS', V) == 1 then
   local held = redis.call('VDIM', V)
   if tostring(held) ~= dim then return {'dim', tostring(held)} end
@@ -113,7 +121,8 @@ for _, old in ipairs(redis.call('ZRANGEBYSCORE', EXP, '-inf', now, 'LIMIT', 0, 1
 end
 local k = ekey(id)
 redis.call('DEL', k)
-redis.call('HSET', k, unpack(ARGV, 11))
+redis.call('HSET', k, unpack(ARGV, 12))
+redis.call('SADD', PARTS, ARGV[11])
 redis.call('VADD', V, 'FP32', blob, id, quant, 'EF', ARGV[10])
 if ttl ~= '' then
   redis.call('PEXPIRE', k, ttl)
@@ -139,8 +148,9 @@ for _, v in ipairs(victims) do out[#out + 1] = v end
 return out
 """
 
-# ARGV: P, blob, count, now, ef -> {'dim', message} | {'ok', id, score, {hash...}, ...}
+# ARGV: P, blob, count, now, ef, partition -> {'dim', message} | {'ok', id, score, {hash}, ...}
 _SEARCH = r"""
+local V = vkey(ARGV[6])
 local ok, found = pcall(redis.call, 'VSIM', V, 'FP32', ARGV[2], 'WITHSCORES',
                         'COUNT', tonumber(ARGV[3]), 'EF', tonumber(ARGV[5]))
 if not ok then
@@ -186,7 +196,10 @@ for i = 1, #popped, 2 do
   out[#out + 1] = popped[i]
 end
 local left = redis.call('ZCARD', LRU)
-if left == 0 then redis.call('DEL', V, EXP) end
+if left == 0 then
+  for _, pt in ipairs(redis.call('SMEMBERS', PARTS)) do redis.call('DEL', vkey(pt)) end
+  redis.call('DEL', PARTS, EXP)
+end
 out[1], out[2] = n, left
 return out
 """
@@ -254,8 +267,8 @@ class VectorSetKeys:
     def entry(self, sd: str, hid: str) -> str:
         return self.prefix(sd) + ":e:" + hid
 
-    def vset(self, sd: str) -> str:
-        return self.prefix(sd) + ":v"
+    def vset(self, sd: str, partition: str = "") -> str:
+        return self.prefix(sd) + ":v" + (":" + partition if partition else "")
 
 
 class VectorSetPath:
@@ -277,22 +290,36 @@ class VectorSetPath:
             self.shared.dim = int(raw)
 
     # ------------------------------------------------------------------ lookups
-    def get_exact(self, scope: str, query_key: str, now: float) -> Plan[CacheEntry | None]:
-        hid = digest(scope, query_key)
-        entry = yield from self._fetch_in(scope_digest(scope), hid, now)
-        if entry is None or entry.scope != scope or entry.query_key != query_key:
+    def get_exact(
+        self, scope: str, query_key: str, now: float, partition: str, report: StoreReport | None
+    ) -> Plan[CacheEntry | None]:
+        hid = entry_id(scope, query_key, partition)
+        entry = yield from self._fetch_in(scope_digest(scope), hid, now, report)
+        if (
+            entry is None
+            or entry.scope != scope
+            or entry.query_key != query_key
+            or entry.partition != partition
+        ):
             return None
         return entry
 
     def search(
-        self, scope: str, vector: FloatVector, k: int, now: float
+        self,
+        scope: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        partition: str = "",
+        report: StoreReport | None = None,
     ) -> Plan[list[Candidate]]:
         sd = scope_digest(scope)
         query = np.asarray(vector, dtype=np.float32)
         if self.shared.dim is not None and query.shape[0] != self.shared.dim:
             raise self.shared.foreign_dimension(int(query.shape[0]), self.shared.dim)
         args = (
-            self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)), _SEARCH_EF
+            self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)), _SEARCH_EF,
+            partition,
         )
         reply = yield Script(SEARCH, (self.keys.lru(sd),), args)
         if reply[0] == b"dim":
@@ -303,10 +330,15 @@ class VectorSetPath:
             try:
                 entry = decode_entry(pairs_to_dict(reply[i + 2]), self.shared.namespace, None)
             except CorruptEntry as exc:
-                self.shared.corrupt(hid, exc)
+                self.shared.corrupt(hid, exc, report)
                 continue
-            if entry.scope != scope or entry.vector.shape != query.shape:
-                self.shared.corrupt(hid, CorruptEntry("entry of another scope or dimension"))
+            if (
+                entry.scope != scope
+                or entry.partition != partition
+                or entry.vector.shape != query.shape
+            ):
+                foreign = CorruptEntry("entry of another scope, partition or dimension")
+                self.shared.corrupt(hid, foreign, report)
                 continue
             if entry.expires_at is not None and entry.expires_at <= now:
                 continue
@@ -324,7 +356,9 @@ class VectorSetPath:
         self.shared.dimension_ok()
         return out
 
-    def fetch(self, entry_id: str, now: float) -> Plan[CacheEntry | None]:
+    def fetch(
+        self, entry_id: str, now: float, report: StoreReport | None = None
+    ) -> Plan[CacheEntry | None]:
         hid = hex_id(entry_id)
         with self._lock:
             entry = self._prefetched.pop((hid, float(now)), None)
@@ -333,21 +367,23 @@ class VectorSetPath:
         sd = yield from self._scope_of(hid)
         if sd is None:
             return None
-        return (yield from self._fetch_in(sd, hid, now))
+        return (yield from self._fetch_in(sd, hid, now, report))
 
-    def _fetch_in(self, sd: str, hid: str, now: float) -> Plan[CacheEntry | None]:
+    def _fetch_in(
+        self, sd: str, hid: str, now: float, report: StoreReport | None
+    ) -> Plan[CacheEntry | None]:
         raw = yield Script(FETCH, (self.keys.lru(sd),), (self.keys.prefix(sd), 0, hid, repr(now)))
         if not raw:
             return None
         try:
             entry = decode_entry(pairs_to_dict(raw), self.shared.namespace, self.shared.dim)
         except CorruptEntry as exc:
-            self.shared.corrupt(hid, exc)
+            self.shared.corrupt(hid, exc, report)
             return None
         if entry.expires_at is not None and entry.expires_at <= now:
             removed = yield Script(DELETE, (self.keys.lru(sd),), (self.keys.prefix(sd), hid))
             if removed:
-                self.shared.report("expirations", int(removed))
+                self.shared.expired(int(removed), report)
                 yield Command(("HDEL", self.keys.ids, hid))
             return None
         with self._lock:
@@ -369,7 +405,7 @@ class VectorSetPath:
             self._where.popitem(last=False)
 
     # ------------------------------------------------------------------- writes
-    def put(self, entry: CacheEntry, now: float) -> Plan[None]:
+    def put(self, entry: CacheEntry, now: float, report: StoreReport | None) -> Plan[None]:
         shared = self.shared
         prepared = prepare_put(entry, now, shared)
         if shared.dim is None:
@@ -389,17 +425,15 @@ class VectorSetPath:
             self.quant,
             encode_vector(prepared.vector),
             _BUILD_EF,
+            entry.partition,
             *prepared.flat_fields,
         )
         reply = yield Script(PUT, (self.keys.lru(sd),), args)
         if reply[0] == b"dim":
             raise shared.foreign_dimension(prepared.dim, reply[1].decode())
-        evicted, expired = int(reply[1]), int(reply[2])
+        shared.evicted(int(reply[1]), report)
+        shared.expired(int(reply[2]), report)
         victims = [v.decode() for v in reply[3:]]
-        if evicted:
-            shared.report("evictions", evicted)
-        if expired:
-            shared.report("expirations", expired)
         # namespace bookkeeping lives in another slot: a second call (idempotent)
         commands: list[tuple[Any, ...]] = [
             ("HSET", self.keys.ids, prepared.hid, sd),
