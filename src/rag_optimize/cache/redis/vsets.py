@@ -43,8 +43,10 @@ import numpy as np
 from rag_optimize.cache.entry import CacheEntry, Candidate
 from rag_optimize.cache.keys import entry_id
 from rag_optimize.cache.redis.codec import (
+    INDEX_FIELDS,
     CorruptEntry,
     decode_entry,
+    decode_index_record,
     encode_vector,
     hex_id,
     pairs_to_dict,
@@ -72,7 +74,7 @@ _QUANT = {"q8": "Q8", "float32": "NOQUANT", "binary": "BIN"}
 _CHUNK = 100  # entries per script call when dropping: VREM from HNSW is not free
 _MAX_ROUNDS = 100_000
 _SWEEP_PER_PUT = 16
-_EXTRA = 4  # candidates beyond k, so expired or corrupt ones do not shorten the answer
+_EXTRA = 1  # a candidate beyond k, so one expired or corrupt entry does not shorten the answer
 # HNSW effort: VSIM explores 50 candidates (EF 200 cost 3x the time for the same top hits in
 # BENCHMARKS.md); VADD builds with EF 40 (Redis's default 200 made inserts 4x slower)
 _SEARCH_EF = 50
@@ -280,7 +282,7 @@ class VectorSetPath:
         self.keys = VectorSetKeys(shared.namespace)
         self.quant = _QUANT[quantization]
         self._lock = threading.Lock()
-        self._prefetched: OrderedDict[tuple[str, float], CacheEntry] = OrderedDict()
+        self._prefetched: OrderedDict[tuple[str, float], dict[bytes, bytes]] = OrderedDict()
         self._where: OrderedDict[str, str] = OrderedDict()
 
     def load_dim(self, client: Any) -> None:
@@ -324,33 +326,39 @@ class VectorSetPath:
         reply = yield Script(SEARCH, (self.keys.lru(sd),), args)
         if reply[0] == b"dim":
             raise self.shared.foreign_dimension(int(query.shape[0]), reply[1].decode())
-        found: list[tuple[float, CacheEntry, str]] = []
+        # decode only what ranking needs (vector, expiry, threshold); the full entry (JSON)
+        # is decoded by fetch() for the candidate the cache actually reads
+        found: list[tuple[float, dict[bytes, bytes], str, float | None]] = []
         for i in range(1, len(reply) - 2, 3):
             hid = reply[i].decode()
+            fields = pairs_to_dict(reply[i + 2])
             try:
-                entry = decode_entry(pairs_to_dict(reply[i + 2]), self.shared.namespace, None)
+                record = decode_index_record(
+                    [fields.get(f) for f in INDEX_FIELDS], self.shared.namespace, None
+                )
             except CorruptEntry as exc:
                 self.shared.corrupt(hid, exc, report)
                 continue
             if (
-                entry.scope != scope
-                or entry.partition != partition
-                or entry.vector.shape != query.shape
+                record is None
+                or record.scope != scope
+                or record.partition != partition
+                or record.vector.shape != query.shape
             ):
                 foreign = CorruptEntry("entry of another scope, partition or dimension")
                 self.shared.corrupt(hid, foreign, report)
                 continue
-            if entry.expires_at is not None and entry.expires_at <= now:
+            if record.expires_at is not None and record.expires_at <= now:
                 continue
-            found.append((float(np.dot(entry.vector, query)), entry, hid))
+            found.append((float(np.dot(record.vector, query)), fields, hid, record.threshold))
         found.sort(key=lambda item: -item[0])
         out = []
         with self._lock:
-            for similarity, entry, hid in found[:k]:
+            for similarity, fields, hid, threshold in found[:k]:
                 self._remember(hid, sd)
-                self._prefetched[(hid, float(now))] = entry
+                self._prefetched[(hid, float(now))] = fields
                 self._prefetched.move_to_end((hid, float(now)))
-                out.append(Candidate(hid, similarity, entry.threshold))
+                out.append(Candidate(hid, similarity, threshold))
             while len(self._prefetched) > _PREFETCH:
                 self._prefetched.popitem(last=False)
         self.shared.dimension_ok()
@@ -361,9 +369,13 @@ class VectorSetPath:
     ) -> Plan[CacheEntry | None]:
         hid = hex_id(entry_id)
         with self._lock:
-            entry = self._prefetched.pop((hid, float(now)), None)
-        if entry is not None:  # read by the search of this very lookup
-            return entry
+            fields = self._prefetched.pop((hid, float(now)), None)
+        if fields is not None:  # read by the search of this very lookup
+            try:
+                return decode_entry(fields, self.shared.namespace, self.shared.dim)
+            except CorruptEntry as exc:
+                self.shared.corrupt(hid, exc, report)
+                return None
         sd = yield from self._scope_of(hid)
         if sd is None:
             return None
