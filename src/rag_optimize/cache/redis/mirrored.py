@@ -35,7 +35,14 @@ from rag_optimize.cache.redis.codec import (
 )
 from rag_optimize.cache.redis.mirror import LocalMirror
 from rag_optimize.cache.redis.options import MirrorOptions
-from rag_optimize.cache.redis.plans import Command, Plan, Script, Shared, prepare_put
+from rag_optimize.cache.redis.plans import (
+    Command,
+    Plan,
+    Script,
+    Shared,
+    is_entry_for,
+    prepare_put,
+)
 from rag_optimize.cache.redis.scripts import (
     CLEARED,
     DELETE,
@@ -146,14 +153,7 @@ class MirrorPath:
         if hid not in self.mirror and self.fresh():
             return None  # nobody stored it (as of a moment ago): no round trip
         entry = yield from self.fetch(hid, now, report)
-        if (
-            entry is None
-            or entry.scope != scope
-            or entry.query_key != query_key
-            or entry.partition != partition
-        ):
-            return None
-        return entry
+        return entry if is_entry_for(entry, scope, query_key, partition) else None
 
     def _args(self, *rest: Any) -> tuple[Any, ...]:
         return (self.keys.prefix, self.options.stream_maxlen, *rest)

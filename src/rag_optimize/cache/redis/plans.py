@@ -40,6 +40,7 @@ __all__ = [
     "PreparedPut",
     "Script",
     "Shared",
+    "is_entry_for",
     "prepare_put",
 ]
 
@@ -179,6 +180,19 @@ class PreparedPut:
     def flat_fields(self) -> list[bytes]:
         """``[field, value, ...]`` for HSET inside a script."""
         return [item for pair in self.fields.items() for item in pair]
+
+
+def is_entry_for(
+    entry: CacheEntry | None, scope: str, query_key: str, partition: str
+) -> bool:
+    """Whether ``entry`` (found by id) is really the one for this exact lookup: an id is a
+    digest, the fields stored in the entry are the truth."""
+    return (
+        entry is not None
+        and entry.scope == scope
+        and entry.query_key == query_key
+        and entry.partition == partition
+    )
 
 
 def prepare_put(entry: CacheEntry, now: float, shared: Shared) -> PreparedPut:

@@ -134,8 +134,27 @@ if #ids > 0 then emit('del', ids) end
 return {n, redis.call('SCARD', P .. ':s:' .. sd)}
 """
 
+#: Lua: whether the entry hash ``k`` has ``metadata[mkey]`` equal to, or a list containing, a
+#: value in the set ``wanted`` (bad JSON or another key type: no). Shared by both layouts.
+META_MATCHES = r"""
+local function meta_matches(k, mkey, wanted)
+  local meta = redis.pcall('HGET', k, 'meta')
+  if type(meta) ~= 'string' then return false end
+  local ok, obj = pcall(cjson.decode, meta)
+  if not ok or type(obj) ~= 'table' then return false end
+  local v = obj[mkey]
+  if type(v) == 'string' then return wanted[v] == true end
+  if type(v) == 'table' then
+    for _, item in ipairs(v) do
+      if type(item) == 'string' and wanted[item] then return true end
+    end
+  end
+  return false
+end
+"""
+
 # ARGV: P, MAXLEN, sd|'', cursor, count, metadata_key, value, ... -> {next cursor, removed ids}
-_DELETE_WHERE = r"""
+_DELETE_WHERE = META_MATCHES + r"""
 local sd, cursor, count, mkey = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local wanted = {}
 for i = 7, #ARGV do wanted[ARGV[i]] = true end
@@ -147,25 +166,12 @@ else
   reply = redis.call('ZSCAN', P .. ':lru', cursor, 'COUNT', count)
   step = 2
 end
-local function matches(v)
-  if type(v) == 'string' then return wanted[v] == true end
-  if type(v) == 'table' then
-    for _, item in ipairs(v) do
-      if type(item) == 'string' and wanted[item] then return true end
-    end
-  end
-  return false
-end
 local members, ids = reply[2], {}
 for i = 1, #members, step do
   local id = members[i]
-  local meta = hget(ekey(id), 'meta')
-  if meta then
-    local ok, obj = pcall(cjson.decode, meta)
-    if ok and type(obj) == 'table' and matches(obj[mkey]) then
-      remove(id)
-      ids[#ids + 1] = id
-    end
+  if meta_matches(ekey(id), mkey, wanted) then
+    remove(id)
+    ids[#ids + 1] = id
   end
 end
 if #ids > 0 then emit('del', ids) end

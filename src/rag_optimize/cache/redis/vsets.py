@@ -58,9 +58,10 @@ from rag_optimize.cache.redis.plans import (
     Plan,
     Script,
     Shared,
+    is_entry_for,
     prepare_put,
 )
-from rag_optimize.cache.redis.scripts import FETCH, LuaScript
+from rag_optimize.cache.redis.scripts import FETCH, META_MATCHES, LuaScript
 from rag_optimize.cache.store import StoreReport
 from rag_optimize.embedding.vectors import FloatVector
 
@@ -207,30 +208,17 @@ return out
 """
 
 # ARGV: P, cursor, count, metadata_key, value, ... -> {next cursor, removed ids}
-_DELETE_WHERE = r"""
+_DELETE_WHERE = META_MATCHES + r"""
 local cursor, count, mkey = ARGV[2], ARGV[3], ARGV[4]
 local wanted = {}
 for i = 5, #ARGV do wanted[ARGV[i]] = true end
-local function matches(v)
-  if type(v) == 'string' then return wanted[v] == true end
-  if type(v) == 'table' then
-    for _, item in ipairs(v) do
-      if type(item) == 'string' and wanted[item] then return true end
-    end
-  end
-  return false
-end
 local reply = redis.call('ZSCAN', LRU, cursor, 'COUNT', count)
 local members, ids = reply[2], {}
 for i = 1, #members, 2 do
   local id = members[i]
-  local meta = redis.pcall('HGET', ekey(id), 'meta')
-  if type(meta) == 'string' then
-    local ok, obj = pcall(cjson.decode, meta)
-    if ok and type(obj) == 'table' and matches(obj[mkey]) then
-      remove(id)
-      ids[#ids + 1] = id
-    end
+  if meta_matches(ekey(id), mkey, wanted) then
+    remove(id)
+    ids[#ids + 1] = id
   end
 end
 return {reply[1], ids}
@@ -297,14 +285,7 @@ class VectorSetPath:
     ) -> Plan[CacheEntry | None]:
         hid = entry_id(scope, query_key, partition)
         entry = yield from self._fetch_in(scope_digest(scope), hid, now, report)
-        if (
-            entry is None
-            or entry.scope != scope
-            or entry.query_key != query_key
-            or entry.partition != partition
-        ):
-            return None
-        return entry
+        return entry if is_entry_for(entry, scope, query_key, partition) else None
 
     def search(
         self,
