@@ -160,7 +160,7 @@ class ChangeFollower:
             self._read_records(hids, dim, records)
             if cursor == 0:
                 break
-        self._mirror.replace({hid: rec for hid, rec in records.items() if rec is not None})
+        self._mirror.replace(records)  # only decoded records are in it; replace() empties it
         self._set_dim(dim)
         self._seq = int(seq_raw or 0)
         self._last_id = last_id or b"0-0"
