@@ -279,7 +279,7 @@ def _worker(url: str, namespace: str, options: dict[str, Any]) -> None:
     threshold = options.pop("threshold", 0.8)
     ttl = options.pop("ttl_seconds", None)
     cache_options = options.pop("cache_options", {})
-    store = RedisStore(url, namespace, clock=lambda: now[0], **options)
+    store = RedisStore(url, namespace, clock=lambda: now[0], **options).start()
     cache = SemanticCache(
         HashingEmbedder(dim=64), threshold=threshold, ttl_seconds=ttl, store=store,
         clock=lambda: now[0], **cache_options,
