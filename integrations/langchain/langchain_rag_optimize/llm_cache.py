@@ -9,9 +9,9 @@ question in the last human message is embedded. When that message is a rendered 
 the question is the text after its ``Question:`` label and the rest of the message must match
 exactly; a long or multi-line message with no such label is matched exactly only (logged
 once). The rule: :func:`rag_optimize.cache.decision.prompt.find_question`. The model
-identity and its parameters (LangChain's ``llm_string``, which also holds bound tools and output schemas), the system prompt, earlier
-turns and non-text content are hashed into the exact part of the key, so prompts that differ
-in any of those never share an answer.
+identity and its parameters (LangChain's ``llm_string``, which also holds bound tools and
+output schemas), the system prompt, earlier turns and non-text content are hashed into the
+exact part of the key, so prompts that differ in any of those never share an answer.
 
 Scope (tenant, user, retrieval filter), first found wins:
 
