@@ -39,11 +39,9 @@ from langchain_rag_optimize.demo.questions import question_stream, stream_stats
 from langchain_rag_optimize.embeddings import BatchingEmbeddings
 from langchain_rag_optimize.retrievers import AsyncHybridRetriever
 from rag_optimize.cache import CacheHit, ExactPart, SemanticCache
-from rag_optimize.cli import report
-from rag_optimize.cli.measure import PassResult, measure_pass
-from rag_optimize.cli.progress import progress_bar
-from rag_optimize.embedding.local import default_embedder
-from rag_optimize.tracing.tracker import LatencyTracker
+from rag_optimize.cli import PassResult, measure_pass, progress_bar, report
+from rag_optimize.embedding import default_embedder
+from rag_optimize.tracing import LatencyTracker
 
 WARMUP_QUESTION = "What is a warm-up request?"
 SHORT_CORPUS = 60
