@@ -201,6 +201,7 @@ class EventTimeline:
                     del self._runs[node.run_id]
         if self.track_current and _current_span() == node.span_id:
             _set_current_span(node.parent_span)
+        LatencyTracker.end_span(node.span_id)
         if node.stage is not None:
             attributes = node.attributes
             if error is not None or node.first_chunk is not None:
@@ -293,6 +294,7 @@ class EventTimeline:
             self._runs[node.run_id].open_nodes += 1
         while len(self._nodes) > self.max_open:
             _, dropped = self._nodes.popitem(last=False)
+            LatencyTracker.end_span(dropped.span_id)
             if dropped.run_id is not None and dropped.run_id in self._runs:
                 self._runs[dropped.run_id].open_nodes -= 1
         while len(self._runs) > self.max_open:  # runs whose root never ended
