@@ -29,11 +29,17 @@ from rag_optimize.cache.keys import entry_id, exact_digest, normalise_query
 from rag_optimize.cache.store import StoreReport
 from rag_optimize.embedding.vectors import unit_vector
 from tests.conftest import FakeClock
-from tests.redis_server import RedisServer, namespace, redis_server  # noqa: F401
+from tests.redis_server import (  # noqa: F401
+    RedisServer,
+    namespace,
+    redis8_server,
+    redis_server,
+)
 
 DIM = 64
 EMBEDDER = HashingEmbedder(dim=DIM)
-KINDS = ["memory-exact", "memory-ann", "redis"]
+# "redis": plain Redis 7 (the mirror path); "redis8": Redis 8.2 vector sets (server-side path)
+KINDS = ["memory-exact", "memory-ann", "redis", "redis8"]
 MODES = ["sync", "async"]
 
 
@@ -83,8 +89,9 @@ def make_store(
 
     def make(max_entries: int | None = 100) -> Driven:
         store: Any
-        if kind == "redis":
-            server: RedisServer = request.getfixturevalue("redis_server")
+        if kind in ("redis", "redis8"):
+            fixture = "redis_server" if kind == "redis" else "redis8_server"
+            server: RedisServer = request.getfixturevalue(fixture)
             ns = request.getfixturevalue("namespace") + f"-{len(made)}"
             store = RedisStore(server.url, ns, max_entries=max_entries, clock=clock)
         else:

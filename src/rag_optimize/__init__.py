@@ -57,6 +57,7 @@ from rag_optimize.cache import MismatchVerifier as MismatchVerifier
 from rag_optimize.cache import ErrorBudgetSettings as ErrorBudgetSettings
 from rag_optimize.cache import StoreReport as StoreReport
 from rag_optimize.errors import InvalidTypeError as InvalidTypeError
+from rag_optimize.cache import DecisionPipeline as DecisionPipeline
 
 __all__ = [
     "BM25Index",
@@ -67,6 +68,7 @@ __all__ = [
     "CacheStats",
     "CalibrationResult",
     "CohereReranker",
+    "DecisionPipeline",
     "ConfigurationError",
     "ContextBudget",
     "DenseIndex",

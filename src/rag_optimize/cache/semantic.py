@@ -873,10 +873,10 @@ def _check_json(response: Any, metadata: dict[str, Any] | None) -> None:
         raise InvalidTypeError(
             f"metadata must be a dict or None, got {type(metadata).__name__}"
         )
-    try:
-        json.dumps(response)
-        json.dumps(metadata)
-    except (TypeError, ValueError) as exc:
+    try:  # strict JSON (no NaN/inf), so every store accepts or refuses alike
+        json.dumps(response, allow_nan=False)
+        json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidTypeError(
             f"response and metadata must be JSON-serialisable (so any store can hold them): {exc}"
         ) from exc

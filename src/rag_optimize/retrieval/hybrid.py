@@ -328,15 +328,38 @@ class FusionRetriever:
                 failures["reranker"] = failure
         timings["total"] = self.clock() - start
         if self.tracker is not None:
-            self._report(self.tracker, timings)
+            self._report(self.tracker, timings, request.k)
         return RetrievalResult(tuple(docs[: request.k]), bool(failures), failures, timings)
 
-    def _report(self, tracker: LatencyTracker, timings: Mapping[str, float]) -> None:
-        """Record this retrieval's stage times into ``tracker`` (the caller's current run)."""
-        for name, seconds in timings.items():
-            stage = self._stages.get(name)
-            if stage is not None:
-                tracker.record(stage, seconds)
+    def _report(self, tracker: LatencyTracker, timings: Mapping[str, float], k: int) -> None:
+        """Record this retrieval into ``tracker`` (the caller's current run) as a tree: a
+        ``retrieval`` span (attribute ``top_k``) with the branches, fusion and rerank under it
+        and the query embedding under the dense branch. Only durations were timed, so the
+        intervals are rebuilt: branches start with the retrieval, fusion follows the slowest
+        branch, rerank ends with the retrieval."""
+        end = tracker.clock()
+        total = timings.get("total", 0.0)
+        start = end - total
+        root = tracker.record(stages.RETRIEVAL, total, attributes={"top_k": k}, end=end)
+        spans: dict[str, int] = {}
+        slowest = 0.0
+        for branch in self.branches:
+            seconds = timings.get(branch.name)
+            if seconds is not None:
+                slowest = max(slowest, seconds)
+                spans[branch.name] = tracker.record(
+                    self._stages[branch.name], seconds, end=start + seconds, parent_id=root
+                )
+        if "embed" in timings:
+            dense = next((b.name for b in self.branches if isinstance(b, DenseBranch)), "")
+            seconds = timings["embed"]
+            parent = spans.get(dense, root)
+            tracker.record(stages.EMBEDDING, seconds, end=start + seconds, parent_id=parent)
+        if "fusion" in timings:
+            seconds = timings["fusion"]
+            tracker.record(stages.FUSION, seconds, end=start + slowest + seconds, parent_id=root)
+        if "rerank" in timings:
+            tracker.record(stages.RERANK, timings["rerank"], end=end, parent_id=root)
 
     def retrieve(
         self, query: str, k: int | None = None, *, filter: FilterSpec = None

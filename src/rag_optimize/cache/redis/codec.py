@@ -162,6 +162,8 @@ def _json(raw: bytes | None, field: str) -> Any:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise CorruptEntry(f"field {field!r} is not valid JSON") from exc
+    except RecursionError as exc:  # nested deeper than the decoder can follow
+        raise CorruptEntry(f"field {field!r} is JSON nested too deep to read") from exc
 
 
 def _reject_constant(name: str) -> Any:

@@ -9,7 +9,10 @@ writes (at once).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -72,7 +75,8 @@ class LocalMirror:
             self._journal = None
 
     def replace(self, records: dict[str, IndexRecord]) -> None:
-        """Swap in a freshly loaded snapshot (built outside the lock, swapped under it).
+        """Swap in a freshly loaded snapshot (built outside the lock, swapped under it);
+        empties ``records`` (the decoded copies are freed as soon as they are in the tables).
 
         Changes made while the snapshot was read (this process's own puts and deletes, and
         the follower's) are replayed onto it, so a write the snapshot's scan missed is not
@@ -80,8 +84,17 @@ class LocalMirror:
         answer a false miss without asking Redis).
         """
         fresh = LocalMirror(self.index)
+        sizes: Counter[tuple[str, str]] = Counter()
+        dims: dict[tuple[str, str], int] = {}
+        for r in records.values():
+            sizes[(r.scope, r.partition)] += 1
+            dims.setdefault((r.scope, r.partition), int(r.vector.shape[0]))
+        for slot, size in sizes.items():  # tables sized once: no doubling, no copies
+            fresh._tables[slot] = VectorTable(dims[slot], self.index, capacity=size + size // 16)
         for hid, record in records.items():
             fresh._add(hid, record)
+        records.clear()
+        _release_freed_memory()
         with self._lock:
             for change in self._journal or []:
                 change(fresh)
@@ -149,3 +162,16 @@ class LocalMirror:
             table.remove(hid)
             if not len(table):
                 del self._tables[slot]
+
+
+def _release_freed_memory() -> None:
+    """Give the heap freed by a snapshot load back to the OS (glibc ``malloc_trim``): the
+    load decodes every vector once more than it keeps, in many small blocks the allocator
+    would otherwise hold on to. A no-op where there is no glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:  # pragma: no cover - no C library to load
+        pass
