@@ -140,7 +140,8 @@ class StoreCall(Op):
         self.partition = partition
         self.reports = reports
 
-    def _invoke(self, fn: Any, report: StoreReport) -> Any:
+    def invoke(self, fn: Any, report: StoreReport) -> Any:
+        """Call ``fn`` (the store method or its async twin) with this operation's arguments."""
         if not self.reports:
             return fn(*self.args)
         if self.partition is None:
@@ -149,11 +150,11 @@ class StoreCall(Op):
 
     def call(self, runtime: Runtime, report: StoreReport) -> Any:
         """The blocking store method."""
-        return self._invoke(getattr(runtime.store, self.method), report)
+        return self.invoke(getattr(runtime.store, self.method), report)
 
     async def acall(self, runtime: Runtime, report: StoreReport) -> Any:
         """The store's async twin."""
-        return await self._invoke(getattr(runtime.store, "a" + self.method), report)
+        return await self.invoke(getattr(runtime.store, "a" + self.method), report)
 
 
 class Embed(Op):
@@ -243,7 +244,8 @@ def run(plan: Plan[T], runtime: Runtime, faults: Faults) -> T:
             else:
                 faults.success(op.log)
     finally:
-        faults.count(report)
+        if report.evicted or report.expired or report.corrupt:
+            faults.count(report)
 
 
 async def arun(plan: Plan[T], runtime: Runtime, faults: Faults) -> T:
@@ -264,4 +266,5 @@ async def arun(plan: Plan[T], runtime: Runtime, faults: Faults) -> T:
             else:
                 faults.success(op.log)
     finally:
-        faults.count(report)
+        if report.evicted or report.expired or report.corrupt:
+            faults.count(report)

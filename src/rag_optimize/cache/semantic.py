@@ -323,7 +323,7 @@ class SemanticCache:
     def _lookup(self, query: str, scope: str | None, exact: ExactPart) -> Plan[CacheHit | None]:
         """The lookup flow: exact path, then embed, search, fetch and decide."""
         k = self._begin(query, scope, exact)
-        if self._refuse_lookup(scope):
+        if self.require_scope and self._refuse_lookup(scope):
             return None
         entry = yield StoreCall(
             "get_exact", k.scope, k.key, k.now, partition=k.partition, reports=True
@@ -440,7 +440,7 @@ class SemanticCache:
         keys = [self._begin(query, scope, exact) for query, _, _ in items]
         for _, response, metadata in items:
             _check_json(response, metadata)
-        if self._refuse_write(scope, len(items)):
+        if self.require_scope and self._refuse_write(scope, len(items)):
             return 0
         vectors = [self._take_pending(k.key) for k in keys]
         todo = [n for n, v in enumerate(vectors) if v is None]
@@ -675,7 +675,7 @@ class SemanticCache:
         exact: bool = False,
     ) -> CacheHit | None:
         """A lookup found an answer: serve it, or in shadow mode record it and miss."""
-        if self.mode == "shadow":
+        if self._learner.mode == "shadow":
             self._learner.observe_would_hit(entry, similarity, threshold, k.slot, exact)
             self._miss(k.key, vector)
             return None
@@ -731,7 +731,8 @@ class SemanticCache:
         self._stats.add("hits")
         if exact:
             self._stats.add("exact_hits")
-        metadata = {key: v for key, v in entry.metadata.items() if key != EVIDENCE_KEY}
+        metadata = dict(entry.metadata)
+        metadata.pop(EVIDENCE_KEY, None)
         decision = self._learner.decision(entry, similarity, threshold, exact)
         decision["verifier"] = None if exact else verifier_name(self.verifier)
         if not exact and self.verifier is not None:
