@@ -303,7 +303,9 @@ class VectorEngine:
             if not self._vectors.flags.writeable:  # memory-mapped after load: copy in
                 self._vectors = np.array(self._vectors)
             return
-        new = max(needed, 2 * capacity, 64)
+        # Grow by a quarter (at least 64 rows): amortised O(1) per row, and the slack stays
+        # under 25% of the vectors (doubling could leave the table 2x the raw size).
+        new = max(needed, capacity + max(capacity // 4, 64))
         self._vectors = _grown(self._vectors, new)
         self._live = _grown(self._live, new)
         if self._scale is not None:
