@@ -152,7 +152,10 @@ class InMemoryStore(SyncStoreMixin):
                     table = self._tables[scope] = VectorTable(
                         dim, self.index, storage=self.storage
                     )
-                table.add_many([e.id for e in group], [e.vector for e in group])
+                if len(group) == 1:
+                    table.add(group[0].id, group[0].vector)
+                else:
+                    table.add_many([e.id for e in group], [e.vector for e in group])
             while self.max_entries is not None and len(self._entries) > self.max_entries:
                 self._remove(next(iter(self._entries)))
                 self._stats.add("evictions")

@@ -74,7 +74,24 @@ class VectorTable:
 
     def add(self, entry_id: str, vector: FloatVector) -> None:
         """Insert (or replace) ``entry_id``; ``vector`` must be a unit float32 vector."""
-        self.add_many([entry_id], [vector])
+        if vector.shape != (self.dim,) or vector.dtype != np.float32:
+            self.add_many([entry_id], [vector])  # checks and reports the bad vector
+            return
+        with self._lock.writing():
+            self._engine.add(self._slot(entry_id), vector, normalized=True)
+
+    def _slot(self, entry_id: str) -> int:
+        """The row of ``entry_id``, assigned (a freed one first) if it is new."""
+        slot = self._slot_of.get(entry_id)
+        if slot is None:
+            if self._free:
+                slot = self._free.pop()
+            else:
+                slot = len(self._ids)
+                self._ids.append(None)
+            self._ids[slot] = entry_id
+            self._slot_of[entry_id] = slot
+        return slot
 
     def add_many(self, entry_ids: Sequence[str], vectors: Sequence[FloatVector]) -> None:
         """Insert (or replace) several entries in one engine update (unit float32 vectors;
@@ -86,18 +103,7 @@ class VectorTable:
             return
         matrix = _stack([vectors[i] for i in last.values()], self.dim)
         with self._lock.writing():
-            slots = np.empty(len(last), dtype=np.intp)
-            for n, entry_id in enumerate(last):
-                slot = self._slot_of.get(entry_id)
-                if slot is None:
-                    if self._free:
-                        slot = self._free.pop()
-                    else:
-                        slot = len(self._ids)
-                        self._ids.append(None)
-                    self._ids[slot] = entry_id
-                    self._slot_of[entry_id] = slot
-                slots[n] = slot
+            slots = np.fromiter((self._slot(e) for e in last), dtype=np.intp, count=len(last))
             self._engine.add(slots, matrix, normalized=True)
 
     def remove(self, entry_id: str) -> bool:
