@@ -15,8 +15,8 @@ replicates wikiqa five times with perturbation (a word dropped and two swapped p
 vector jittered and renormalised) to >= 100k documents.
 
 Usage: .venv/bin/python benchmarks/retrieval.py [--quick]
-Writes benchmarks/results/retrieval.json; embeddings are cached under
-benchmarks/results/cache/ (ignored by git).
+Writes benchmarks/results/retrieval.json; embeddings are cached as .npy files under
+$RAG_OPTIMIZE_EMBED_CACHE (default /tmp/rag-optimize-embeddings), keyed by model and corpus.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ from rag_optimize.retrieval import HybridRetriever  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-CACHE = RESULTS / "cache"
+CACHE = Path(os.environ.get("RAG_OPTIMIZE_EMBED_CACHE", "/tmp/rag-optimize-embeddings"))
+MODEL_TAG = "minilm-l6-int8-onnx-256"
 DATA = Path(os.environ.get("RAG_OPTIMIZE_DATA", ROOT.parent.parent / "shared" / "data"))
 FUSIONS = ("rrf", "weighted", "relative_score")
 DEPTH = 100  # documents retrieved per query (recall@100)
@@ -82,10 +83,10 @@ def load_beir(name: str) -> dict[str, Any]:
 
 
 def embed_cached(tag: str, texts: list[str], embedder: Any) -> np.ndarray:
+    """``embedder.encode(texts)``, cached by model, ``tag`` and the texts' digest."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    (CACHE / ".gitignore").write_text("*\n")
     digest = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:12]
-    path = CACHE / f"{tag}-{len(texts)}-{digest}.npy"
+    path = CACHE / f"{MODEL_TAG}-{tag}-{len(texts)}-{digest}.npy"
     if path.exists():
         return np.load(path, allow_pickle=False)
     start = time.perf_counter()

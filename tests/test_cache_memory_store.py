@@ -10,7 +10,7 @@ import pytest
 
 from rag_optimize.cache import InMemoryStore, SemanticCache
 from rag_optimize.cache.entry import CacheEntry
-from rag_optimize.cache.stats import StatsCounter
+from rag_optimize.cache.store import StoreReport
 from rag_optimize.cache.vector_table import VectorTable
 from rag_optimize.embedding import HashingEmbedder
 from rag_optimize.errors import ConfigurationError, InvalidVectorError
@@ -89,12 +89,11 @@ def test_replacing_an_entry_with_another_query_under_the_same_id_forgets_the_old
 @pytest.mark.parametrize("index", ("auto", "exact", "binary", "hnsw"))
 def test_deleted_expired_and_evicted_entries_are_never_found(index: str) -> None:
     n = 5000  # past the 4096 rows where "auto" switches to binary codes
-    stats = StatsCounter()
+    report = StoreReport()
     store = InMemoryStore(max_entries=n - 200, index=index)  # type: ignore[arg-type]
-    store.attach_stats(stats)
     batch = entries(n, ttl_from=1000.0)
-    store.put_many(batch, now=0.0)
-    assert store.count() == n - 200 and stats.snapshot().evictions == 200
+    store.put_many(batch, now=0.0, report=report)
+    assert store.count() == n - 200 and report.evicted == 200
     deleted = [e.id for e in batch[200:400]]
     assert store.delete(deleted) == 200
     # TTLs are 1000 + i: at t=1450 entries 0..450 have expired.

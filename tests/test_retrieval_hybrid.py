@@ -273,3 +273,51 @@ def test_tracker_receives_stage_times_in_the_current_run(
     assert record.counts.get("embedding") == 1
     assert record.stages["retrieval"] >= record.stages["retrieval.fusion"]
     assert tracker.report()["retrieval"].count == 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_per_call_k_overrides_k_and_widens_candidates(
+    mode: str, hashing_embedder: HashingEmbedder
+) -> None:
+    retriever = build(BM25Index(), hashing_embedder, k=2, candidates=2)
+
+    def run(k: int | None = None) -> RetrievalResult:
+        if mode == "sync":
+            return retriever.retrieve("capital of France", k)
+        return asyncio.run(retriever.aretrieve("capital of France", k))
+
+    assert len(run()) == 2
+    assert len(run(1)) == 1 and run(1).ids == run().ids[:1]
+    # k above candidates: each branch is asked for k, the dense branch returns every text.
+    assert sorted(run(len(TEXTS)).ids) == sorted(f"d{i}" for i in range(len(TEXTS)))
+    with pytest.raises(InvalidInputError, match="k must be a positive integer"):
+        run(0)
+
+
+def test_add_texts_reuses_given_vectors_and_embeds_the_rest() -> None:
+    class Counting(HashingEmbedder):
+        def __init__(self) -> None:
+            super().__init__(dim=64)
+            self.embedded: list[str] = []
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            self.embedded.extend(texts)
+            return super().embed_documents(texts)
+
+    embedder = Counting()
+    known = HashingEmbedder(dim=64).embed_query(TEXTS[0])
+    retriever = HybridRetriever.from_texts(
+        TEXTS[:3],
+        embedder,
+        ids=["a", "b", "c"],
+        vectors=[known, None, None],
+        embed_texts=["x", "title: " + TEXTS[1], "title: " + TEXTS[2]],
+    )
+    assert embedder.embedded == ["title: " + TEXTS[1], "title: " + TEXTS[2]]
+    assert retriever.dense is not None
+    assert retriever.dense.search(known, 1)[0].id == "a"
+    with pytest.raises(InvalidInputError, match="duplicate document id 'a'"):
+        retriever.add_texts(["again"], ids=["a"])
+    assert len(retriever.dense) == len(retriever.sparse or ()) == 3  # nothing half-added
+    with pytest.raises(InvalidInputError, match="1 texts but 2 vectors"):
+        retriever.add_texts(["one"], ids=["d"], vectors=[known, known])

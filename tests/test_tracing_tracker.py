@@ -320,3 +320,136 @@ def test_samples_for_runs_that_are_not_open_count_in_the_aggregate_only(clock: A
     done = tracker.run_report("done")
     assert done is not None and done.counts == {}
     assert tracker.report()["cache"].count == 2
+
+
+# ---------------------------------------------------------------- span parentage
+def _by_stage(samples: list[Any]) -> dict[str, Any]:
+    return {s.stage: s for s in samples}
+
+
+def test_spans_nest_by_context_and_explicit_parent(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    seen: list[Any] = []
+    tracker.add_listener(seen.append)
+    with tracker.run("r"):
+        with tracker.span(stages.RETRIEVAL) as retrieval:
+            assert LatencyTracker.current_span() == retrieval.span_id
+            with tracker.span(stages.SPARSE):
+                clock.advance(0.01)
+            parent = LatencyTracker.current_span()
+
+            def worker() -> None:  # a thread sees no context: the parent is passed
+                tracker.record(stages.DENSE, 0.02, run_id="r", parent_id=parent)
+
+            thread = threading.Thread(target=worker)
+            thread.start()
+            thread.join()
+        assert LatencyTracker.current_span() is None
+        with tracker.span(stages.GENERATION):
+            clock.advance(0.1)
+    spans = _by_stage(seen)
+    root = spans["total"]
+    assert spans["retrieval"].parent_id is None  # directly under the run's root
+    assert spans["retrieval.sparse"].parent_id == spans["retrieval"].span_id
+    assert spans["retrieval.dense"].parent_id == spans["retrieval"].span_id
+    assert spans["generation"].parent_id is None
+    ids = [s.span_id for s in seen]
+    assert len(set(ids)) == len(ids) and root.span_id is not None
+
+
+async def test_span_parentage_follows_asyncio_tasks(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    seen: list[Any] = []
+    tracker.add_listener(seen.append)
+
+    async def branch(stage: str) -> None:
+        async with tracker.span(stage):
+            await asyncio.sleep(0)
+
+    with tracker.run("r"):
+        async with tracker.span(stages.RETRIEVAL) as retrieval:
+            await asyncio.gather(branch(stages.SPARSE), branch(stages.DENSE))
+    spans = _by_stage(seen)
+    assert spans["retrieval.sparse"].parent_id == retrieval.span_id
+    assert spans["retrieval.dense"].parent_id == retrieval.span_id
+
+
+def test_record_with_reserved_span_id_parents_earlier_children(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    seen: list[Any] = []
+    tracker.add_listener(seen.append)
+    parent = LatencyTracker.new_span_id()
+    end = clock()
+    child = tracker.record(stages.FUSION, 0.001, end=end, parent_id=parent)
+    returned = tracker.record(stages.RETRIEVAL, 0.01, end=end, span_id=parent)
+    assert returned == parent
+    spans = _by_stage(seen)
+    assert spans["retrieval.fusion"].span_id == child
+    assert spans["retrieval.fusion"].parent_id == parent
+    assert spans["retrieval"].span_id == parent
+    assert spans["retrieval"].start == pytest.approx(end - 0.01)
+
+
+def test_timeline_nodes_are_spans_and_record_time_to_first_chunk(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    seen: list[Any] = []
+    tracker.add_listener(seen.append)
+    tl = EventTimeline(tracker, track_current=True)
+    tl.start("chain", None)
+    tl.start("ret", stages.RETRIEVAL, parent_id="chain")
+    with tracker.span(stages.CACHE):  # our component inside the framework's retriever
+        clock.advance(0.01)
+    tl.end("ret")
+    tl.start("llm", stages.GENERATION, parent_id="chain", attributes={"model": "m"})
+    clock.advance(0.2)
+    tl.token("llm")
+    clock.advance(0.3)
+    tl.end("llm")
+    tl.end("chain")
+    spans = _by_stage(seen)
+    assert spans["cache"].parent_id == spans["retrieval"].span_id
+    assert spans["retrieval"].parent_id == spans["generation"].parent_id  # the chain node
+    assert spans["retrieval"].parent_id is not None
+    assert spans["generation"].attributes["time_to_first_chunk"] == pytest.approx(0.2)
+    assert spans["generation"].attributes["model"] == "m"
+    assert "time_to_first_chunk" not in spans["retrieval"].attributes
+    assert LatencyTracker.current_span() is None
+
+
+def test_a_span_ended_in_another_context_is_no_parent(clock: Any) -> None:
+    """A framework may end a span in a worker thread: the id left current in the caller's
+    context must not become the parent of the caller's next spans."""
+    tracker = LatencyTracker(clock=clock)
+    seen: list[Any] = []
+    tracker.add_listener(seen.append)
+    span_id = LatencyTracker.new_span_id()
+    token = LatencyTracker.set_current_span(span_id)
+    try:
+        assert LatencyTracker.current_span() == span_id
+
+        def worker() -> None:  # ends the span elsewhere, as a callback thread does
+            tracker.record(stages.RETRIEVAL, 0.01, span_id=span_id)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert LatencyTracker.current_span() is None
+        with tracker.span(stages.GENERATION):
+            clock.advance(0.1)
+    finally:
+        LatencyTracker.reset_current_span(token)
+    assert _by_stage(seen)["generation"].parent_id is None
+
+
+def test_timeline_sibling_roots_do_not_nest_under_each_other(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    seen: list[Any] = []
+    tracker.add_listener(seen.append)
+    tl = EventTimeline(tracker, join_own_runs=False, track_current=True)
+    tl.start("a", stages.RETRIEVAL)  # chain.batch: two roots started in the same context
+    tl.start("b", stages.RETRIEVAL)
+    tl.end("a")
+    tl.end("b")
+    retrievals = [s for s in seen if s.stage == stages.RETRIEVAL]
+    assert len(retrievals) == 2 and {s.run_id for s in retrievals} == {"a", "b"}
+    assert [s.parent_id for s in retrievals] == [None, None]

@@ -37,7 +37,7 @@ from llama_index.core.base.response.schema import (
     Response,
     StreamingResponse,
 )
-from llama_index.core.callbacks import CallbackManager
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
 from llama_index.core.schema import (
     NodeRelationship,
@@ -126,21 +126,31 @@ class CachedQueryEngine(BaseQueryEngine):
         """Prompts are updated in the wrapped engine (through the prompt modules)."""
 
     # ---------------------------------------------------------------- query
+    # A miss runs the wrapped engine's own ``_query``: this engine's ``query`` already opened
+    # the span and emitted ``QueryStartEvent``, so the pipeline's events appear once, exactly
+    # as for the wrapped engine alone. A hit emits the ``CBEventType.QUERY`` event the wrapped
+    # engine would have, so callback-based tracers count fast answers too.
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         key = self._key(query_bundle)
         hit = self.cache.get(key[0], scope=key[1]) if key else None
         if hit is not None and key is not None:
-            return self._replay(hit, asynchronous=False)
-        response = self.query_engine.query(query_bundle)
+            return self._hit_event(query_bundle, self._replay(hit, asynchronous=False))
+        response = self.query_engine._query(query_bundle)
         return self._after_miss(key, response)
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         key = self._key(query_bundle)
         hit = await self.cache.aget(key[0], scope=key[1]) if key else None
         if hit is not None and key is not None:
-            return self._replay(hit, asynchronous=True)
-        response = await self.query_engine.aquery(query_bundle)
+            return self._hit_event(query_bundle, self._replay(hit, asynchronous=True))
+        response = await self.query_engine._aquery(query_bundle)
         return self._after_miss(key, response)
+
+    def _hit_event(self, query_bundle: QueryBundle, response: RESPONSE_TYPE) -> RESPONSE_TYPE:
+        payload: dict[str, Any] = {EventPayload.QUERY_STR: query_bundle.query_str}
+        with self.callback_manager.event(CBEventType.QUERY, payload=payload) as event:
+            event.on_end(payload={EventPayload.RESPONSE: response})
+        return response
 
     # ---------------------------------------------------------------- extras
     def invalidate(self, scope: str | None = None) -> int:

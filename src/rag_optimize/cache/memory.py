@@ -2,9 +2,10 @@
 
 LRU order is an ``OrderedDict`` (O(1) touch and evict); TTL expiry pops a heap of expiry
 times (O(log n) per entry, never a scan); each scope has its own :class:`VectorTable`, so a
-lookup only ever sees its own scope's vectors. A table picks its search method by size
-(exact scan while small, sign-bit codes with exact rescoring above), and a vector search
-runs outside the store's lock, so lookups from several threads overlap.
+lookup only ever sees its own scope's vectors (one table per scope and partition). A table
+picks its search method by size (exact scan while small, sign-bit codes with exact rescoring
+above), and a vector search runs outside the store's lock, so lookups from several threads
+overlap.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ import heapq
 import itertools
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
-from rag_optimize.cache.stats import StatsCounter
-from rag_optimize.cache.store import SyncStoreMixin
+from rag_optimize.cache.store import StoreReport, SyncStoreMixin
 from rag_optimize.cache.vector_table import IndexKind, VectorTable, check_index
 from rag_optimize.embedding.vectors import FloatVector
 from rag_optimize.errors import ConfigurationError, InvalidVectorError
 from rag_optimize.index.engine import STORAGES, Storage
+
+__all__ = ["InMemoryStore"]
+
+_Slot = tuple[str, str]  # (scope, partition): one vector table each
 
 
 class InMemoryStore(SyncStoreMixin):
@@ -47,37 +52,49 @@ class InMemoryStore(SyncStoreMixin):
         self.storage: Storage = storage
         self._lock = threading.RLock()
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
-        self._exact: dict[tuple[str, str], str] = {}
-        self._tables: dict[str, VectorTable] = {}
+        self._exact: dict[tuple[str, str, str], str] = {}
+        self._tables: dict[_Slot, VectorTable] = {}
         self._expiry: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._dim: int | None = None
-        self._stats = StatsCounter()
 
     @property
     def dim(self) -> int | None:
         """Dimension of the stored vectors (fixed by the first entry)."""
         return self._dim
 
-    def attach_stats(self, stats: StatsCounter) -> None:
-        """Report evictions and expirations into ``stats``."""
-        self._stats = stats
-
-    def get_exact(self, scope: str, query_key: str, now: float) -> CacheEntry | None:
+    def get_exact(
+        self,
+        scope: str,
+        query_key: str,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> CacheEntry | None:
         """The live entry for exactly this normalised query, marked as used."""
         with self._lock:
-            self._expire(now)
-            entry_id = self._exact.get((scope, query_key))
+            self._expire(now, report)
+            entry_id = self._exact.get((scope, partition, query_key))
             if entry_id is None:
                 return None
             self._entries.move_to_end(entry_id)
             return self._entries[entry_id]
 
-    def search(self, scope: str, vector: FloatVector, k: int, now: float) -> list[Candidate]:
-        """The ``k`` nearest live entries of ``scope``."""
+    def search(
+        self,
+        scope: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> list[Candidate]:
+        """The ``k`` nearest live entries of ``scope`` and ``partition``."""
         with self._lock:
-            self._expire(now)
-            table = self._tables.get(scope)
+            self._expire(now, report)
+            table = self._tables.get((scope, partition))
         if table is None:
             return []
         found = table.search(vector, k)  # outside the store lock: searches overlap
@@ -91,22 +108,27 @@ class InMemoryStore(SyncStoreMixin):
                 if (entry := self._entries.get(entry_id)) is not None
             ]
 
-    def fetch(self, entry_id: str, now: float) -> CacheEntry | None:
+    def fetch(
+        self, entry_id: str, now: float, *, report: StoreReport | None = None
+    ) -> CacheEntry | None:
         """The entry, marked as used, or ``None`` if it is gone or expired."""
         with self._lock:
-            self._expire(now)
+            self._expire(now, report)
             entry = self._entries.get(entry_id)
             if entry is not None:
                 self._entries.move_to_end(entry_id)
             return entry
 
-    def put(self, entry: CacheEntry, now: float) -> None:
+    def put(self, entry: CacheEntry, now: float, *, report: StoreReport | None = None) -> None:
         """Insert or replace ``entry`` and evict least-recently-used entries past capacity."""
-        self.put_many([entry], now)
+        self.put_many([entry], now, report=report)
 
-    def put_many(self, entries: list[CacheEntry], now: float) -> None:
+    def put_many(
+        self, entries: Sequence[CacheEntry], now: float, *, report: StoreReport | None = None
+    ) -> None:
         """Insert or replace ``entries`` (in order: a later one wins) under one lock, with one
-        vector-table update per scope, then evict least-recently-used entries past capacity.
+        vector-table update per scope and partition, then evict least-recently-used entries
+        past capacity.
 
         Every vector is checked against the store's dimension before anything is written,
         so a bad batch changes nothing.
@@ -121,44 +143,45 @@ class InMemoryStore(SyncStoreMixin):
                         f"entry vector has dimension {entry.vector.shape[0]}, store holds {dim}"
                     )
             self._dim = dim
-            self._expire(now)
-            # Only the last entry of a batch per id or per (scope, query) survives.
+            self._expire(now, report)
+            # Only the last entry of a batch per id or per exact key survives.
             last: dict[str, CacheEntry] = {}
-            by_query: dict[tuple[str, str], str] = {}
+            by_key: dict[tuple[str, str, str], str] = {}
             for entry in entries:
-                earlier = by_query.get((entry.scope, entry.query_key))
+                exact_key = (entry.scope, entry.partition, entry.query_key)
+                earlier = by_key.get(exact_key)
                 if earlier is not None and earlier != entry.id:
                     last.pop(earlier, None)
                 last.pop(entry.id, None)
                 last[entry.id] = entry
-                by_query[(entry.scope, entry.query_key)] = entry.id
-            per_scope: dict[str, list[CacheEntry]] = {}
+                by_key[exact_key] = entry.id
+            per_slot: dict[_Slot, list[CacheEntry]] = {}
             for entry in last.values():
-                old_id = self._exact.get((entry.scope, entry.query_key))
+                exact_key = (entry.scope, entry.partition, entry.query_key)
+                old_id = self._exact.get(exact_key)
                 if old_id is not None and old_id != entry.id:
                     self._remove(old_id)
                 old = self._entries.get(entry.id)
-                if old is not None and (old.scope, old.query_key) != (entry.scope, entry.query_key):
+                if old is not None and (old.scope, old.partition, old.query_key) != exact_key:
                     self._remove(entry.id)
                 self._entries.pop(entry.id, None)
                 self._entries[entry.id] = entry
-                self._exact[(entry.scope, entry.query_key)] = entry.id
-                per_scope.setdefault(entry.scope, []).append(entry)
+                self._exact[exact_key] = entry.id
+                per_slot.setdefault((entry.scope, entry.partition), []).append(entry)
                 if entry.expires_at is not None:
                     heapq.heappush(self._expiry, (entry.expires_at, next(self._seq), entry.id))
-            for scope, group in per_scope.items():
-                table = self._tables.get(scope)
+            for slot, group in per_slot.items():
+                table = self._tables.get(slot)
                 if table is None:
-                    table = self._tables[scope] = VectorTable(
-                        dim, self.index, storage=self.storage
-                    )
+                    table = self._tables[slot] = VectorTable(dim, self.index, storage=self.storage)
                 if len(group) == 1:
                     table.add(group[0].id, group[0].vector)
                 else:
                     table.add_many([e.id for e in group], [e.vector for e in group])
             while self.max_entries is not None and len(self._entries) > self.max_entries:
                 self._remove(next(iter(self._entries)))
-                self._stats.add("evictions")
+                if report is not None:
+                    report.evicted += 1
 
     def delete(self, entry_ids: list[str]) -> int:
         """Remove these entries; returns how many existed."""
@@ -166,10 +189,10 @@ class InMemoryStore(SyncStoreMixin):
             return sum(self._remove(entry_id) for entry_id in entry_ids)
 
     def invalidate(self, scope: str) -> int:
-        """Remove every entry of ``scope``."""
+        """Remove every entry of ``scope``, in every partition."""
         with self._lock:
-            table = self._tables.get(scope)
-            ids = table.ids() if table is not None else []
+            slots = [slot for slot in self._tables if slot[0] == scope]
+            ids = [entry_id for slot in slots for entry_id in self._tables[slot].ids()]
             for entry_id in ids:
                 self._remove(entry_id)
             return len(ids)
@@ -210,23 +233,25 @@ class InMemoryStore(SyncStoreMixin):
         entry = self._entries.pop(entry_id, None)
         if entry is None:
             return False
-        key = (entry.scope, entry.query_key)
+        key = (entry.scope, entry.partition, entry.query_key)
         if self._exact.get(key) == entry_id:
             del self._exact[key]
-        table = self._tables.get(entry.scope)
+        slot = (entry.scope, entry.partition)
+        table = self._tables.get(slot)
         if table is not None:
             table.remove(entry_id)
             if not len(table):
-                del self._tables[entry.scope]
+                del self._tables[slot]
         return True
 
-    def _expire(self, now: float) -> None:
+    def _expire(self, now: float, report: StoreReport | None) -> None:
         while self._expiry and self._expiry[0][0] <= now:
             expires_at, _, entry_id = heapq.heappop(self._expiry)
             entry = self._entries.get(entry_id)
             if entry is not None and entry.expires_at == expires_at:
                 self._remove(entry_id)
-                self._stats.add("expirations")
+                if report is not None:
+                    report.expired += 1
 
 
 def _matches(value: object, wanted: set[str]) -> bool:

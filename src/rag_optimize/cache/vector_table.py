@@ -59,7 +59,8 @@ class VectorTable:
         self._slot_of: dict[str, int] = {}
         self._free: list[int] = []
         self._lock = SharedLock()
-        del capacity  # the engine grows by doubling; kept for callers that pass it
+        if capacity > 64:  # a caller that knows the size (e.g. a mirror snapshot) sizes once
+            self._engine.reserve(capacity)
 
     def __len__(self) -> int:
         return len(self._slot_of)

@@ -347,6 +347,11 @@ class VectorEngine:
             raise InvalidInputError("rows must be distinct")
         return at
 
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` rows now (one allocation when the final size is known)."""
+        if rows > self._live.shape[0]:
+            self._resize(rows)
+
     def _ensure_capacity(self, needed: int) -> None:
         capacity = self._live.shape[0]
         if needed <= capacity:
@@ -355,7 +360,9 @@ class VectorEngine:
             return
         # Grow by a quarter (at least 64 rows): amortised O(1) per row, and the slack stays
         # under 25% of the vectors (doubling could leave the table 2x the raw size).
-        new = max(needed, capacity + max(capacity // 4, 64))
+        self._resize(max(needed, capacity + max(capacity // 4, 64)))
+
+    def _resize(self, new: int) -> None:
         self._vectors = _grown(self._vectors, new)
         self._live = _grown(self._live, new)
         if self._scale is not None:

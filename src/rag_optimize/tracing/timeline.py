@@ -18,12 +18,19 @@ their framework's events into these calls, and this class holds the logic once:
 * ``end(node_id)`` when it finishes: the node's stage is recorded for its run. A run ends when
   its root has ended *and* no node of the run is still open, so a streamed answer that is
   consumed after the framework's query call returned still counts in ``total``.
-* ``token(node_id)`` for each streamed token: the first token of a run records ``ttft``.
+* ``token(node_id)`` for each streamed token: the first token of a run records ``ttft``, and
+  the first token of the node itself gives its sample a ``time_to_first_chunk`` attribute
+  (seconds from the node's start: what the GenAI conventions call time to first chunk).
+
+Every node is a span of the tracker (:attr:`SpanRecord.span_id`): its parent is its parent
+node, or for a node without one the tracker's current span when it started, so exporters see
+the framework's tree (a chain, its retriever, the LLM) and our own spans inside it.
 
 A node that opens a run also makes it the tracker's current run in this context (cleared when
 the run ends; with ``track_current`` every node start does, so work that a framework runs in
 worker threads or tasks, each with a copy of the context, finds its own run). So our own
-components (cache, batching embedder) called inside the chain attribute their spans to it,
+components (cache, batching embedder) called inside the chain attribute their spans to it
+(with ``track_current`` the node also becomes the current span, so those spans nest under it),
 and so do operations the framework starts later in the same context without a parent
 (LlamaIndex calls the LLM of a streamed answer only when the caller iterates the stream,
 outside the query's span). ``hold(run_id)`` keeps a run open for such a late operation;
@@ -42,7 +49,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag_optimize.errors import ConfigurationError
-from rag_optimize.tracing.tracker import _CURRENT_RUN, LatencyTracker
+from rag_optimize.tracing.tracker import LatencyTracker
+
+_current_run = LatencyTracker.current_run
+_set_current_run = LatencyTracker.set_current_run
+_current_span = LatencyTracker.current_span
+_set_current_span = LatencyTracker.set_current_span
 
 
 @dataclass(slots=True)
@@ -52,6 +64,9 @@ class _Node:
     started: float
     attributes: Mapping[str, Any] | None
     owns_run: bool = False
+    span_id: int = 0
+    parent_span: int | None = None
+    first_chunk: float | None = None
 
 
 @dataclass(slots=True)
@@ -93,26 +108,33 @@ class EventTimeline:
     ) -> str | None:
         """Register the start of an operation; returns the run id it belongs to (or None)."""
         now = self.tracker.clock()
+        span_id = LatencyTracker.new_span_id()
         with self._lock:
             parent = self._nodes.get(parent_id) if parent_id is not None else None
             if parent is not None and parent.run_id is not None:
-                node = _Node(stage, parent.run_id, now, attributes)
+                node = _Node(stage, parent.run_id, now, attributes, False, span_id, parent.span_id)
                 self._add(node_id, node)
         if parent is not None and parent.run_id is not None:
             if self.track_current:
-                _CURRENT_RUN.set(parent.run_id)
+                _set_current_run(parent.run_id)
+                _set_current_span(span_id)
             return parent.run_id
+        parent_span = parent.span_id if parent is not None else _current_span()
         current = self._joinable_current()
         if current is not None:
-            node = _Node(stage, current, now, attributes)
+            node = _Node(stage, current, now, attributes, False, span_id, parent_span)
             if self.track_current:
-                _CURRENT_RUN.set(current)
+                _set_current_run(current)
         elif opens_run:
+            # The root of a new run hangs under the run's root span, never under a current span
+            # a sibling left in this context (chain.batch starts its roots one after another).
             new_run = self.tracker.start_run(run_id or str(node_id), start=now)
-            node = _Node(stage, new_run, now, attributes, owns_run=True)
-            _CURRENT_RUN.set(new_run)
+            node = _Node(stage, new_run, now, attributes, True, span_id, None)
+            _set_current_run(new_run)
         else:
-            node = _Node(stage, None, now, attributes)
+            node = _Node(stage, None, now, attributes, False, span_id, parent_span)
+        if self.track_current:
+            _set_current_span(span_id)
         with self._lock:
             if node.owns_run and node.run_id is not None:
                 self._runs[node.run_id] = _RunState()
@@ -127,7 +149,7 @@ class EventTimeline:
         starts the roots of ``chain.batch`` one after another in the caller's context, and
         those are siblings, not nested calls (LangChain links nested calls by parent id).
         """
-        current = _CURRENT_RUN.get()
+        current = _current_run()
         if current is None or not self.tracker.is_open(current):
             return None
         if self.join_own_runs:
@@ -150,7 +172,7 @@ class EventTimeline:
         else:
             new_run = self.tracker.start_run(run_id or str(node_id), start=node.started)
             owns = True
-            _CURRENT_RUN.set(new_run)
+            _set_current_run(new_run)
         with self._lock:
             node.run_id = new_run
             node.owns_run = owns
@@ -160,8 +182,15 @@ class EventTimeline:
                 self._runs[new_run].open_nodes += 1
         return new_run
 
-    def end(self, node_id: Hashable, error: BaseException | None = None) -> None:
-        """Register the end of an operation (``error`` when it failed)."""
+    def end(
+        self,
+        node_id: Hashable,
+        error: BaseException | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Register the end of an operation (``error`` when it failed); ``attributes`` known
+        only at the end (a cache lookup's ``hit``) are added to those given at the start."""
+        extra = attributes
         now = self.tracker.clock()
         with self._lock:
             node = self._nodes.pop(node_id, None)
@@ -177,14 +206,29 @@ class EventTimeline:
                 finish = state.root_ended and state.open_nodes <= 0
                 if finish and node.run_id is not None:
                     del self._runs[node.run_id]
+        if self.track_current and _current_span() == node.span_id:
+            _set_current_span(node.parent_span)
+        LatencyTracker.end_span(node.span_id)
         if node.stage is not None:
             attributes = node.attributes
-            if error is not None:
-                attributes = {**(attributes or {}), "error": type(error).__name__}
-            self.tracker.record_interval(node.stage, node.started, now, node.run_id, attributes)
+            if error is not None or node.first_chunk is not None or extra:
+                attributes = {**(attributes or {}), **(extra or {})}
+                if error is not None:
+                    attributes["error"] = type(error).__name__
+                if node.first_chunk is not None:
+                    attributes["time_to_first_chunk"] = node.first_chunk - node.started
+            self.tracker.record_interval(
+                node.stage,
+                node.started,
+                now,
+                node.run_id,
+                attributes,
+                span_id=node.span_id,
+                parent_id=node.parent_span,
+            )
         if finish and node.run_id is not None and state is not None:
-            if _CURRENT_RUN.get() == node.run_id:
-                _CURRENT_RUN.set(None)
+            if _current_run() == node.run_id:
+                _set_current_run(None)
             self.tracker.finish_run(node.run_id, end=state.last_end)
 
     def hold(self, run_id: str) -> bool:
@@ -220,8 +264,8 @@ class EventTimeline:
             if finish:
                 del self._runs[run_id]
         if finish:
-            if _CURRENT_RUN.get() == run_id:
-                _CURRENT_RUN.set(None)
+            if _current_run() == run_id:
+                _set_current_run(None)
             self.tracker.finish_run(run_id, end=state.last_end)
 
     def held(self, run_id: str | None) -> bool:
@@ -230,11 +274,15 @@ class EventTimeline:
             return run_id is not None and self._held.get(run_id, 0) > 0
 
     def token(self, node_id: Hashable) -> None:
-        """A streamed token of the operation: records the run's ``ttft`` on its first one."""
+        """A streamed token of the operation: records the run's ``ttft`` on its first one and
+        the node's own time to first chunk."""
+        now = self.tracker.clock()
         with self._lock:
             node = self._nodes.get(node_id)
+            if node is not None and node.first_chunk is None:
+                node.first_chunk = now
         if node is not None and node.run_id is not None:
-            self.tracker.first_token(node.run_id)
+            self.tracker.first_token(node.run_id, now=now)
 
     def run_of(self, node_id: Hashable) -> str | None:
         """The run id an open node belongs to (None when unknown or outside any run)."""

@@ -34,6 +34,14 @@ window, lifetime count kept), at most ``max_runs`` finished runs are kept for
 :meth:`run_report`, and at most ``max_runs`` runs may be open at once (the oldest open run is
 dropped when a leaking caller never finishes its runs; :attr:`dropped_runs` counts them).
 
+Spans nest: every sample gets a ``span_id`` and the ``parent_id`` of the span that was open
+around it in the same context (a second :mod:`contextvars` variable, set by ``span``), so an
+exporter can rebuild the tree (a retrieval with its sparse, dense and fusion children). Code
+that records after the fact or in another thread passes ``parent_id=`` itself, for example
+``tracker.record(stages.DENSE, seconds, parent_id=retrieval_span_id)`` with an id from
+:meth:`LatencyTracker.new_span_id` or from ``span(...).span_id``. A sample with no parent in its
+run is a child of the run's root (the ``total`` sample).
+
 Listeners (exporters) get every sample as a :class:`SpanRecord` after it is stored; a failing
 listener is logged and never breaks the traced application.
 """
@@ -41,6 +49,7 @@ listener is logged and never breaks the traced application.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import math
@@ -65,6 +74,25 @@ Clock = Callable[[], float]
 _CURRENT_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "rag_optimize_current_run", default=None
 )
+_CURRENT_SPAN: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "rag_optimize_current_span", default=None
+)
+_SPAN_IDS = itertools.count(1)  # next() on a count is atomic under the GIL
+# Spans made current and not yet ended. A framework may end a span in another context than
+# the one it started in (LangChain runs callbacks in worker threads), which leaves the span id
+# in the caller's context: such a stale id is no parent, as a stale run is joined by no one.
+_OPEN_SPANS: set[int] = set()
+_OPEN_SPANS_LOCK = threading.Lock()
+
+
+def _open_span(span_id: int | None) -> None:
+    if span_id is not None:
+        with _OPEN_SPANS_LOCK:
+            _OPEN_SPANS.add(span_id)
+
+
+def _live_span(span_id: int | None) -> int | None:
+    return span_id if span_id is not None and span_id in _OPEN_SPANS else None
 
 
 @dataclass(frozen=True)
@@ -72,7 +100,9 @@ class SpanRecord:
     """One recorded sample, as listeners (exporters) receive it.
 
     ``start`` and ``end`` are readings of the tracker's clock; ``attributes`` carries optional
-    details such as the model name (``{"model": "gpt-4o-mini"}``).
+    details such as the model name (``{"model": "gpt-4o-mini"}``). ``span_id`` identifies the
+    sample (unique in the process) and ``parent_id`` the span it ran inside (None: directly
+    under its run's root, or a root itself outside any run).
     """
 
     stage: str
@@ -81,6 +111,8 @@ class SpanRecord:
     start: float
     end: float
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    span_id: int | None = None
+    parent_id: int | None = None
 
 
 @dataclass
@@ -149,9 +181,15 @@ class LatencyReport:
 
 
 class _Span:
-    """Context manager returned by :meth:`LatencyTracker.span` (sync and async)."""
+    """Context manager returned by :meth:`LatencyTracker.span` (sync and async).
 
-    __slots__ = ("_tracker", "_stage", "_run_id", "_attributes", "_start")
+    While it is open it is the current span of its context, so spans opened inside it (also in
+    asyncio tasks created meanwhile) become its children. ``span_id`` is known from creation,
+    so work handed to another thread can pass it as ``parent_id=``.
+    """
+
+    __slots__ = ("_tracker", "_stage", "_run_id", "_attributes", "_start", "span_id",
+                 "parent_id", "_token")  # fmt: skip
 
     def __init__(
         self,
@@ -159,16 +197,23 @@ class _Span:
         stage: str,
         run_id: str | None,
         attributes: Mapping[str, Any] | None,
+        parent_id: int | None,
     ) -> None:
         self._tracker = tracker
         self._stage = stage
         self._run_id = run_id
         self._attributes = attributes
         self._start = 0.0
+        self.span_id = LatencyTracker.new_span_id()
+        self.parent_id = parent_id
+        self._token: contextvars.Token[int | None] | None = None
 
     def __enter__(self) -> _Span:
         if self._run_id is None:
             self._run_id = _CURRENT_RUN.get()
+        if self.parent_id is None:
+            self.parent_id = _live_span(_CURRENT_SPAN.get())
+        self._token = _CURRENT_SPAN.set(self.span_id)
         self._start = self._tracker.clock()
         return self
 
@@ -179,10 +224,18 @@ class _Span:
         tb: TracebackType | None,
     ) -> None:
         end = self._tracker.clock()
+        if self._token is not None:
+            try:
+                _CURRENT_SPAN.reset(self._token)
+            except ValueError:  # exited in another context than it was entered in
+                _CURRENT_SPAN.set(self.parent_id)
+            self._token = None
         attributes = self._attributes
         if exc_type is not None:
             attributes = {**(attributes or {}), "error": exc_type.__name__}
-        self._tracker.record_interval(self._stage, self._start, end, self._run_id, attributes)
+        self._tracker._store(
+            self._stage, self._start, end, self._run_id, attributes, self.span_id, self.parent_id
+        )
 
     async def __aenter__(self) -> _Span:
         return self.__enter__()
@@ -230,7 +283,44 @@ class LatencyTracker:
 
     @staticmethod
     def reset_current_run(token: contextvars.Token[str | None]) -> None:
+        """Undo :meth:`set_current_run` with the token it returned."""
         _CURRENT_RUN.reset(token)
+
+    @staticmethod
+    def current_span() -> int | None:
+        """The id of the span open around the caller in this context (see :meth:`span`);
+        None when there is none, or when the span current here has already ended elsewhere."""
+        return _live_span(_CURRENT_SPAN.get())
+
+    @staticmethod
+    def set_current_span(span_id: int | None) -> contextvars.Token[int | None]:
+        """Make ``span_id`` the parent of spans opened next in this context (adapters whose
+        framework reports start and end events use this); returns a token for ``reset``.
+        A span id from :meth:`new_span_id` is open until it is recorded or :meth:`end_span`
+        is called; an id that has ended is never taken as a parent."""
+        return _CURRENT_SPAN.set(span_id)
+
+    @staticmethod
+    def reset_current_span(token: contextvars.Token[int | None]) -> None:
+        """Undo :meth:`set_current_span` with the token it returned."""
+        _CURRENT_SPAN.reset(token)
+
+    @staticmethod
+    def end_span(span_id: int | None) -> None:
+        """Mark ``span_id`` ended without recording it (recording a span ends it too): from
+        now on no context takes it as the parent of new spans."""
+        if span_id is not None:
+            with _OPEN_SPANS_LOCK:
+                _OPEN_SPANS.discard(span_id)
+
+    @staticmethod
+    def new_span_id() -> int:
+        """A fresh span id, for a span recorded later with ``record(..., span_id=...)`` whose
+        children are recorded first (or elsewhere) with ``parent_id=`` it. The span is open
+        (a valid parent) until it is recorded or :meth:`end_span` is called."""
+        span_id = next(_SPAN_IDS)
+        _open_span(span_id)
+        return span_id
 
     # ----------------------------------------------------------------- runs
     def start_run(self, run_id: str | None = None, start: float | None = None) -> str:
@@ -309,9 +399,14 @@ class LatencyTracker:
         stage: str,
         run_id: str | None = None,
         attributes: Mapping[str, Any] | None = None,
+        *,
+        parent_id: int | None = None,
     ) -> _Span:
-        """Context manager (``with`` or ``async with``) timing one stage of a run."""
-        return _Span(self, _stages.check_stage(stage), run_id, attributes)
+        """Context manager (``with`` or ``async with``) timing one stage of a run.
+
+        Its parent is ``parent_id`` or else the span open around it in this context.
+        """
+        return _Span(self, _stages.check_stage(stage), run_id, attributes, parent_id)
 
     def record(
         self,
@@ -319,17 +414,28 @@ class LatencyTracker:
         seconds: float,
         run_id: str | None = None,
         attributes: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Record a stage that was timed elsewhere (``seconds`` >= 0, finite)."""
+        *,
+        end: float | None = None,
+        span_id: int | None = None,
+        parent_id: int | None = None,
+    ) -> int:
+        """Record a stage that was timed elsewhere (``seconds`` >= 0, finite); returns its id.
+
+        It ended now, or at ``end`` (a reading of :attr:`clock`). ``span_id`` is an id from
+        :meth:`new_span_id` when children already point at it; the parent is ``parent_id`` or
+        else the span open in this context.
+        """
         _stages.check_stage(stage)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             raise InvalidInputError(f"seconds must be a number, got {seconds!r}")
         if not math.isfinite(seconds) or seconds < 0:
             raise InvalidInputError(f"seconds must be finite and >= 0, got {seconds!r}")
-        end = self.clock()
+        end = self.clock() if end is None else end
         if run_id is None:
             run_id = _CURRENT_RUN.get()
-        self.record_interval(stage, end - seconds, end, run_id, attributes)
+        if parent_id is None:
+            parent_id = _live_span(_CURRENT_SPAN.get())
+        return self._store(stage, end - seconds, end, run_id, attributes, span_id, parent_id)
 
     def first_token(self, run_id: str | None = None, now: float | None = None) -> float | None:
         """Record ``ttft`` for the run (time since the run started) on its first token only.
@@ -356,13 +462,34 @@ class LatencyTracker:
         end: float,
         run_id: str | None,
         attributes: Mapping[str, Any] | None = None,
-    ) -> None:
+        *,
+        span_id: int | None = None,
+        parent_id: int | None = None,
+    ) -> int:
         """Record a stage that ran from ``start`` to ``end`` (readings of :attr:`clock`).
 
         The primitive under :meth:`span`, :meth:`record` and the adapters' event timeline;
-        ``run_id`` None means "no run" here (no current-run lookup). A sample for a run that is
-        not open (never started, or finished) counts in the aggregate report only.
+        ``run_id`` None means "no run" and ``parent_id`` None "no parent" here (no context
+        lookup). A sample for a run that is not open (never started, or finished) counts in
+        the aggregate report only. Returns the sample's span id (``span_id`` or a new one).
         """
+        return self._store(stage, start, end, run_id, attributes, span_id, parent_id)
+
+    def _store(
+        self,
+        stage: str,
+        start: float,
+        end: float,
+        run_id: str | None,
+        attributes: Mapping[str, Any] | None,
+        span_id: int | None,
+        parent_id: int | None,
+    ) -> int:
+        """:meth:`record_interval` with positional arguments (the hot path of every span)."""
+        if span_id is None:
+            span_id = next(_SPAN_IDS)
+        else:
+            LatencyTracker.end_span(span_id)
         seconds = max(0.0, end - start)
         with self._lock:
             window = self._windows.get(stage)
@@ -376,12 +503,15 @@ class LatencyTracker:
                     record.counts[stage] = record.counts.get(stage, 0) + 1
             listeners = self._listeners
         if listeners:
-            sample = SpanRecord(stage, seconds, run_id, start, end, attributes or {})
+            sample = SpanRecord(
+                stage, seconds, run_id, start, end, attributes or {}, span_id, parent_id
+            )
             for listener in listeners:
                 try:
                     listener(sample)
                 except Exception:  # a broken exporter must not break the traced app
                     logger.exception("latency listener %r failed", listener)
+        return span_id
 
     def _trim_open(self) -> None:
         while len(self._open) > self.max_runs:
@@ -432,8 +562,10 @@ def optional_span(
     stage: str,
     run_id: str | None = None,
     attributes: Mapping[str, Any] | None = None,
+    *,
+    parent_id: int | None = None,
 ) -> AbstractContextManager[object]:
     """``tracker.span(...)`` when a tracker is given, else a no-op context manager."""
     if tracker is None:
         return nullcontext()
-    return tracker.span(stage, run_id=run_id, attributes=attributes)
+    return tracker.span(stage, run_id=run_id, attributes=attributes, parent_id=parent_id)
