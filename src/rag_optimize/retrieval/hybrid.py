@@ -48,6 +48,7 @@ from rag_optimize.retrieval.fusion import DEFAULT_RRF_K, Fused, check_weights, g
 from rag_optimize.retrieval.rerank import Reranker, _describe, aapply_reranker, apply_reranker
 from rag_optimize.retrieval.results import RetrievalResult, RetrievedDocument
 from rag_optimize.tracing import stages
+from rag_optimize.validation import check_query
 
 if TYPE_CHECKING:
     from rag_optimize.tracing.tracker import LatencyTracker
@@ -87,15 +88,6 @@ _HYBRID_FILE = "hybrid.json"
 _HYBRID_FORMAT = 1
 FilterSpec = Filter | Mapping[str, Any] | None
 Plan = Generator[_RunBranches | _Rerank, Any, RetrievalResult]
-
-
-def check_query(query: object) -> str:
-    """Return ``query`` if it is a non-blank string, else raise :class:`InvalidInputError`."""
-    if not isinstance(query, str):
-        raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
-    if not query.strip():
-        raise InvalidInputError("query is empty")
-    return query
 
 
 class FusionRetriever:
@@ -345,15 +337,38 @@ class FusionRetriever:
                 failures["reranker"] = failure
         timings["total"] = self.clock() - start
         if self.tracker is not None:
-            self._report(self.tracker, timings)
+            self._report(self.tracker, timings, request.k)
         return RetrievalResult(tuple(docs[: request.k]), bool(failures), failures, timings)
 
-    def _report(self, tracker: LatencyTracker, timings: Mapping[str, float]) -> None:
-        """Record this retrieval's stage times into ``tracker`` (the caller's current run)."""
-        for name, seconds in timings.items():
-            stage = self._stages.get(name)
-            if stage is not None:
-                tracker.record(stage, seconds)
+    def _report(self, tracker: LatencyTracker, timings: Mapping[str, float], k: int) -> None:
+        """Record this retrieval into ``tracker`` (the caller's current run) as a tree: a
+        ``retrieval`` span (attribute ``top_k``) with the branches, fusion and rerank under it
+        and the query embedding under the dense branch. Only durations were timed, so the
+        intervals are rebuilt: branches start with the retrieval, fusion follows the slowest
+        branch, rerank ends with the retrieval."""
+        end = tracker.clock()
+        total = timings.get("total", 0.0)
+        start = end - total
+        root = tracker.record(stages.RETRIEVAL, total, attributes={"top_k": k}, end=end)
+        spans: dict[str, int] = {}
+        slowest = 0.0
+        for branch in self.branches:
+            seconds = timings.get(branch.name)
+            if seconds is not None:
+                slowest = max(slowest, seconds)
+                spans[branch.name] = tracker.record(
+                    self._stages[branch.name], seconds, end=start + seconds, parent_id=root
+                )
+        if "embed" in timings:
+            dense = next((b.name for b in self.branches if isinstance(b, DenseBranch)), "")
+            seconds = timings["embed"]
+            parent = spans.get(dense, root)
+            tracker.record(stages.EMBEDDING, seconds, end=start + seconds, parent_id=parent)
+        if "fusion" in timings:
+            seconds = timings["fusion"]
+            tracker.record(stages.FUSION, seconds, end=start + slowest + seconds, parent_id=root)
+        if "rerank" in timings:
+            tracker.record(stages.RERANK, timings["rerank"], end=end, parent_id=root)
 
     def retrieve(
         self, query: str, k: int | None = None, *, filter: FilterSpec = None
