@@ -182,8 +182,15 @@ class EventTimeline:
                 self._runs[new_run].open_nodes += 1
         return new_run
 
-    def end(self, node_id: Hashable, error: BaseException | None = None) -> None:
-        """Register the end of an operation (``error`` when it failed)."""
+    def end(
+        self,
+        node_id: Hashable,
+        error: BaseException | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Register the end of an operation (``error`` when it failed); ``attributes`` known
+        only at the end (a cache lookup's ``hit``) are added to those given at the start."""
+        extra = attributes
         now = self.tracker.clock()
         with self._lock:
             node = self._nodes.pop(node_id, None)
@@ -204,8 +211,8 @@ class EventTimeline:
         LatencyTracker.end_span(node.span_id)
         if node.stage is not None:
             attributes = node.attributes
-            if error is not None or node.first_chunk is not None:
-                attributes = dict(attributes or {})
+            if error is not None or node.first_chunk is not None or extra:
+                attributes = {**(attributes or {}), **(extra or {})}
                 if error is not None:
                     attributes["error"] = type(error).__name__
                 if node.first_chunk is not None:
