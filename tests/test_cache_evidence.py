@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
@@ -31,8 +32,21 @@ def test_the_vote_counts_retrieved_documents_among_the_sources() -> None:
         sources_agree(["a"], ["a"], min_overlap=0)
 
 
+class _Embeddings(Embeddings):
+    """The hashing model as LangChain Embeddings (the base class adds the async methods)."""
+
+    def __init__(self) -> None:
+        self.model = HashingEmbedder(dim=256)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [list(v) for v in self.model.embed_documents(texts)]
+
+    def embed_query(self, text: str) -> list[float]:
+        return list(self.model.embed_query(text))
+
+
 def _retriever() -> Any:
-    store = InMemoryVectorStore(HashingEmbedder(dim=256))  # type: ignore[arg-type]
+    store = InMemoryVectorStore(_Embeddings())
     store.add_documents(
         [
             Document("Shipping to Canada takes 5 days.", id="ship-ca"),
