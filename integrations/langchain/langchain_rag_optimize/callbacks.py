@@ -8,6 +8,8 @@
 * chat model / LLM start/end   -> ``generation`` (model name from ``ls_model_name``)
 * first ``on_llm_new_token``   -> ``ttft`` of the run (streaming only)
 * tool start/end               -> ``tool``
+* ``with_semantic_cache`` lookup -> ``cache``, with ``hit`` True/False in its attributes
+  (a run whose metadata has ``rag_optimize_stage: "cache"``)
 * a chain or runnable          -> no stage, unless its run name is in ``stage_names``
   (``{"rerank": "rerank"}`` times a ``RunnableLambda(..., name="rerank")`` as ``rerank``)
 * the outermost run            -> ``total``; its LangChain run id is the tracker's run id
@@ -38,6 +40,10 @@ from langchain_core.tracers.context import register_configure_hook
 
 from rag_optimize.tracing import EventTimeline, LatencyReport, LatencyTracker, stages
 
+STAGE_METADATA_KEY = "rag_optimize_stage"
+"""Run metadata naming the stage a run is timed as; ``with_semantic_cache`` marks its lookup
+run ``"cache"`` (its output ``{"hit": bool}`` becomes the sample's ``hit`` attribute)."""
+
 
 class LatencyCallbackHandler(BaseCallbackHandler):
     """Records per-stage latency of LangChain runs into a :class:`LatencyTracker`."""
@@ -58,6 +64,7 @@ class LatencyCallbackHandler(BaseCallbackHandler):
         # step runs in (batch steps run in worker threads with copied contexts).
         self.timeline = EventTimeline(self.tracker, join_own_runs=False, track_current=True)
         self.stage_names = dict(stage_names or {})
+        self._cache_runs: set[UUID] = set()  # open runs timed as the cache stage
         for stage in self.stage_names.values():
             stages.check_stage(stage)
 
@@ -73,15 +80,28 @@ class LatencyCallbackHandler(BaseCallbackHandler):
         *,
         run_id: UUID,
         parent_run_id: UUID | None = None,
+        metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        stage = self.stage_names.get(kwargs.get("name") or "")
+        stage = (metadata or {}).get(STAGE_METADATA_KEY)
+        if stage == stages.CACHE:
+            self._cache_runs.add(run_id)
+        else:
+            stage = self.stage_names.get(kwargs.get("name") or "")
         self.timeline.start(run_id, stage, parent_run_id)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self.timeline.end(run_id)
+        attributes = None
+        if run_id in self._cache_runs:
+            self._cache_runs.discard(run_id)
+            if isinstance(outputs, dict) and isinstance(outputs.get("hit"), bool):
+                attributes = {"hit": outputs["hit"]}
+                if isinstance(outputs.get("matched_query"), str):
+                    attributes["matched_query"] = outputs["matched_query"]
+        self.timeline.end(run_id, attributes=attributes)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._cache_runs.discard(run_id)
         self.timeline.end(run_id, error=error)
 
     # -------------------------------------------------------------- retrievers

@@ -10,6 +10,13 @@ a repeated or paraphrased question before any retrieval or model call happens.
 - A miss runs the chain (streaming through when streamed) and stores the answer only if it
   finished without error and, when streamed, the caller consumed the whole stream. Partial
   or failed outputs are never stored.
+- A compiled LangGraph graph works the same way for ``invoke``, ``stream``/``astream`` in
+  the ``values``, ``updates``, ``messages`` and ``custom`` modes (and lists of them) and
+  ``astream_events``: a miss records the run in every mode, a hit replays it in the mode the
+  caller asked for (see ``langchain_rag_optimize._graph`` for what bypasses the cache).
+- Every call is a LangChain run of its own, with the lookup as a child run
+  (``semantic_cache_lookup``, output ``{"hit": ...}``), so tracers and
+  ``LatencyCallbackHandler`` (stage ``cache``, attribute ``hit``) see hits too.
 - The ids of the documents the answer used are stored as entry metadata ``source_ids`` (for
   ``cache.invalidate(source_ids=[...])``): every document any retriever inside the chain
   returned (seen through a callback handler) and every ``Document`` in the output (e.g. a
@@ -37,7 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID
 
-from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    BaseCallbackHandler,
+    BaseCallbackManager,
+    CallbackManagerForChainRun,
+)
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -45,25 +57,33 @@ from langchain_core.runnables.base import coerce_to_runnable
 from langchain_core.runnables.config import ensure_config, get_config_list
 from langchain_core.runnables.utils import AddableDict
 
+from langchain_rag_optimize._graph import (
+    RECORDED_MODES,
+    Recording,
+    StreamShape,
+    invoke_cacheable,
+    is_graph,
+    stream_shape,
+    with_question,
+)
 from langchain_rag_optimize._keys import (
     SCOPE_METADATA_KEY,
-    USER_SCOPE_KEY,
     ScopedKey,
     check_cache,
     fails_closed,
-    invalidate_user_scope,
     resolve_user_scope,
     scoped_key,
 )
 from langchain_rag_optimize._serialization import NotCacheable, decode_value, encode_value
+from langchain_rag_optimize.callbacks import STAGE_METADATA_KEY
+from rag_optimize import CacheHit, SemanticCache
+from rag_optimize.cache import digest
 from rag_optimize.cache.decision.evidence import (
     DEFAULT_MIN_OVERLAP,
     check_min_overlap,
     sources_agree,
 )
-from rag_optimize.cache.entry import CacheHit
-from rag_optimize.cache.keys import digest
-from rag_optimize.cache.semantic import SemanticCache
+from rag_optimize.tracing import stages
 
 logger = logging.getLogger("rag_optimize.langchain")
 
@@ -73,6 +93,10 @@ QUESTION_FIELDS = ("question", "input", "query")
 _WORD_CHUNK = re.compile(r"\s*\S+\s*|\s+")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _UNSTORABLE = object()
+_RECORD = list(RECORDED_MODES)
+
+LOOKUP_RUN_NAME = "semantic_cache_lookup"
+"""Name of the child run each cached call's lookup appears as (output: ``{"hit": ...}``)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +105,7 @@ class _Hit:
 
     value: Any
     hit: CacheHit
+    recording: Recording | None = None  # a LangGraph run, replayable to any stream mode
 
 
 @dataclass
@@ -169,6 +194,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         self.index_version = index_version
         self.ttl_seconds = ttl_seconds
         self.name = f"SemanticCache[{runnable.get_name()}]"
+        self._is_graph = is_graph(runnable)
 
     @property
     def InputType(self) -> Any:  # noqa: N802 - LangChain's name
@@ -181,26 +207,60 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         return self.runnable.OutputType
 
     # ---------------------------------------------------------------- invoke
+    # Every call is a LangChain run of its own (so tracers see hits, which never reach the
+    # wrapped chain), with the lookup as a child run whose output says ``hit``.
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """The cached answer to ``input``'s question, else the chain's (then stored)."""
-        key = self._key(input, config)
-        hit = self._get(key)
+        return self._call_with_config(self._invoke, input, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Async :meth:`invoke`."""
+        return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
+
+    def _invoke(
+        self,
+        input: Any,
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> Any:
+        graph = self._is_graph and invoke_cacheable(config, kwargs)
+        key = self._key(input, config) if graph or not self._is_graph else None
+        hit = self._lookup(key, run_manager)
         if hit is not None:
-            return hit.value
+            return self._answer(hit, input)
         miss = self._miss(key, config)
+        if graph:
+            recording = Recording()
+            for mode, chunk in self.runnable.stream(input, miss.config, stream_mode=_RECORD):
+                recording.add(mode, chunk)
+            self._store(miss, recording.final(), recording)
+            return recording.final()
         output = self.runnable.invoke(input, miss.config, **kwargs)
         self._store(miss, output)
         return output
 
-    async def ainvoke(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    async def _ainvoke(
+        self,
+        input: Any,
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
     ) -> Any:
-        """Async :meth:`invoke`."""
-        key = self._key(input, config)
-        hit = await self._aget(key)
+        graph = self._is_graph and invoke_cacheable(config, kwargs)
+        key = self._key(input, config) if graph or not self._is_graph else None
+        hit = await self._alookup(key, run_manager)
         if hit is not None:
-            return hit.value
+            return self._answer(hit, input)
         miss = self._miss(key, config)
+        if graph:
+            recording = Recording()
+            async for mode, chunk in self.runnable.astream(
+                input, miss.config, stream_mode=_RECORD
+            ):
+                recording.add(mode, chunk)
+            await self._astore(miss, recording.final(), recording)
+            return recording.final()
         output = await self.runnable.ainvoke(input, miss.config, **kwargs)
         await self._astore(miss, output)
         return output
@@ -209,35 +269,131 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        """Replay a hit in chunks, or stream the chain and store the complete answer."""
-        key = self._key(input, config)
-        hit = self._get(key)
+        """Replay a hit in chunks, or stream the chain and store the complete answer.
+
+        A LangGraph graph is replayed in the requested ``stream_mode`` (or list of modes),
+        whichever mode the stored run was consumed in (see ``_graph``)."""
+        yield from self._transform_stream_with_config(iter([input]), self._stream, config, **kwargs)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`stream`."""
+        async for chunk in self._atransform_stream_with_config(
+            _aiter_of(input), self._astream, config, **kwargs
+        ):
+            yield chunk
+
+    def _stream(
+        self,
+        inputs: Iterator[Any],
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> Iterator[Any]:
+        input = next(inputs)
+        shape = stream_shape(self.runnable, config, kwargs) if self._is_graph else None
+        key = self._key(input, config) if shape is not None or not self._is_graph else None
+        hit = self._lookup(key, run_manager, need_recording=shape is not None)
         if hit is not None:
-            yield from _replay(hit.value)
+            yield from self._replay_hit(hit, input, shape)
             return
         miss = self._miss(key, config)
+        if shape is not None:
+            recording = Recording()
+            options = {**kwargs, "stream_mode": _RECORD}
+            for mode, chunk in self.runnable.stream(input, miss.config, **options):
+                recording.add(mode, chunk)
+                if mode in shape.modes:
+                    yield (mode, chunk) if shape.pairs else chunk
+            self._store(miss, recording.final(), recording)
+            return
         total: Any = None
         for chunk in self.runnable.stream(input, miss.config, **kwargs):
             total = _add(total, chunk)
             yield chunk
         self._store(miss, total)
 
-    async def astream(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    async def _astream(
+        self,
+        inputs: AsyncIterator[Any],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
     ) -> AsyncIterator[Any]:
-        """Async :meth:`stream`."""
-        key = self._key(input, config)
-        hit = await self._aget(key)
+        input = await anext(inputs)
+        shape = stream_shape(self.runnable, config, kwargs) if self._is_graph else None
+        key = self._key(input, config) if shape is not None or not self._is_graph else None
+        hit = await self._alookup(key, run_manager, need_recording=shape is not None)
         if hit is not None:
-            for chunk in _replay(hit.value):
+            for chunk in self._replay_hit(hit, input, shape):
                 yield chunk
             return
         miss = self._miss(key, config)
+        if shape is not None:
+            recording = Recording()
+            options = {**kwargs, "stream_mode": _RECORD}
+            async for mode, chunk in self.runnable.astream(input, miss.config, **options):
+                recording.add(mode, chunk)
+                if mode in shape.modes:
+                    yield (mode, chunk) if shape.pairs else chunk
+            await self._astore(miss, recording.final(), recording)
+            return
         total: Any = None
         async for chunk in self.runnable.astream(input, miss.config, **kwargs):
             total = _add(total, chunk)
             yield chunk
         await self._astore(miss, total)
+
+    # ---------------------------------------------------------------- lookup
+    def _lookup(
+        self, key: ScopedKey | None, run_manager: CallbackManagerForChainRun,
+        need_recording: bool = False,
+    ) -> _Hit | None:
+        """The usable hit for ``key`` (or None), looked up as a child run of ``run_manager``."""
+        if key is None:
+            return None
+        run = _lookup_callbacks(run_manager.get_child()).on_chain_start(
+            None, {"question": key.question}, name=LOOKUP_RUN_NAME
+        )
+        try:
+            hit = _usable(self._get(key), need_recording)
+        except BaseException as exc:
+            run.on_chain_error(exc)
+            raise
+        run.on_chain_end(_lookup_output(hit))
+        return hit
+
+    async def _alookup(
+        self, key: ScopedKey | None, run_manager: AsyncCallbackManagerForChainRun,
+        need_recording: bool = False,
+    ) -> _Hit | None:
+        """Async :meth:`_lookup`."""
+        if key is None:
+            return None
+        run = await _lookup_callbacks(run_manager.get_child()).on_chain_start(
+            None, {"question": key.question}, name=LOOKUP_RUN_NAME
+        )
+        try:
+            hit = _usable(await self._aget(key), need_recording)
+        except BaseException as exc:
+            await run.on_chain_error(exc)
+            raise
+        await run.on_chain_end(_lookup_output(hit))
+        return hit
+
+    def _answer(self, hit: _Hit, input: Any) -> Any:
+        """What ``invoke`` returns for a hit: the stored value (a graph's final state, with
+        the caller's question in it)."""
+        if self._is_graph:
+            return with_question(hit.value, _question_field(input, self.key), self.key(input))
+        return hit.value
+
+    def _replay_hit(self, hit: _Hit, input: Any, shape: StreamShape | None) -> Iterator[Any]:
+        if shape is not None and hit.recording is not None:
+            field_name = _question_field(input, self.key)
+            return hit.recording.replay(shape, field_name, self.key(input))
+        return _replay(hit.value)
 
     # ----------------------------------------------------------------- batch
     def batch(
@@ -281,8 +437,13 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     # ---------------------------------------------------------------- extras
     def invalidate(self, scope: str | None = None) -> int:
         """Drop every entry written under user scope ``scope`` (``None``: the active
-        ``cache_scope`` or the default scope), for every chain and input; returns how many."""
-        return invalidate_user_scope(self.cache, scope)
+        ``cache_scope`` or the default scope), for every chain and input; returns how many
+        (``SemanticCache.invalidate(scope)``: a scope holds all its exact parts)."""
+        return self.cache.invalidate(scope)
+
+    async def ainvalidate(self, scope: str | None = None) -> int:
+        """Async :meth:`invalidate`."""
+        return await self.cache.ainvalidate(scope)
 
     # ------------------------------------------------------------- internals
     def _key(self, value: Any, config: RunnableConfig | None) -> ScopedKey | None:
@@ -297,8 +458,10 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         return scoped_key(question, user_scope, exact, self.index_version)
 
     def _get(self, key: ScopedKey | None) -> _Hit | None:
-        hit = _revive(self.cache.get(key.question, scope=key.scope) if key else None)
-        if hit is None or key is None or self.confirm_with is None or hit.hit.exact:
+        if key is None:
+            return None
+        hit = _revive(self.cache.get(key.question, scope=key.scope, exact=key.exact))
+        if hit is None or self.confirm_with is None or hit.hit.exact:
             return hit
         try:
             documents = self.confirm_with.invoke(key.question)
@@ -308,8 +471,10 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         return self._confirmed(hit, documents)
 
     async def _aget(self, key: ScopedKey | None) -> _Hit | None:
-        hit = _revive(await self.cache.aget(key.question, scope=key.scope) if key else None)
-        if hit is None or key is None or self.confirm_with is None or hit.hit.exact:
+        if key is None:
+            return None
+        hit = _revive(await self.cache.aget(key.question, scope=key.scope, exact=key.exact))
+        if hit is None or self.confirm_with is None or hit.hit.exact:
             return hit
         try:
             documents = await self.confirm_with.ainvoke(key.question)
@@ -345,36 +510,50 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
             miss.config = _with_handler(config, miss.sources)
         return miss
 
-    def _entry(self, miss: _Miss, output: Any) -> tuple[Any, dict[str, Any]] | None:
+    def _entry(
+        self, miss: _Miss, output: Any, recording: Recording | None = None
+    ) -> tuple[Any, dict[str, Any]] | None:
         if miss.key is None or output is _UNSTORABLE or output is None:
             return None
         if isinstance(output, BaseMessageChunk):
             output = message_chunk_to_message(output)
         try:
             response = {"text": _answer_text(output), "value": encode_value(output)}
+            if recording is not None:
+                response["graph"] = recording.encode()
         except NotCacheable as exc:
             logger.debug("semantic chain cache: answer not cached: %s", exc)
             return None
         sources = list(dict.fromkeys([*miss.sources.ids, *_document_ids(_documents_in(output))]))
-        metadata: dict[str, Any] = {USER_SCOPE_KEY: miss.key.user_scope, "source_ids": sources}
+        metadata: dict[str, Any] = {"source_ids": sources}
         if self.index_version is not None:
             metadata["index_version"] = self.index_version
         return response, metadata
 
-    def _store(self, miss: _Miss, output: Any) -> None:
-        entry = self._entry(miss, output)
+    def _store(self, miss: _Miss, output: Any, recording: Recording | None = None) -> None:
+        entry = self._entry(miss, output, recording)
         if entry is not None and miss.key is not None:
             self.cache.set(
-                miss.key.question, entry[0], scope=miss.key.scope,
-                metadata=entry[1], ttl_seconds=self.ttl_seconds,
+                miss.key.question,
+                entry[0],
+                scope=miss.key.scope,
+                exact=miss.key.exact,
+                metadata=entry[1],
+                ttl_seconds=self.ttl_seconds,
             )
 
-    async def _astore(self, miss: _Miss, output: Any) -> None:
-        entry = self._entry(miss, output)
+    async def _astore(
+        self, miss: _Miss, output: Any, recording: Recording | None = None
+    ) -> None:
+        entry = self._entry(miss, output, recording)
         if entry is not None and miss.key is not None:
             await self.cache.aset(
-                miss.key.question, entry[0], scope=miss.key.scope,
-                metadata=entry[1], ttl_seconds=self.ttl_seconds,
+                miss.key.question,
+                entry[0],
+                scope=miss.key.scope,
+                exact=miss.key.exact,
+                metadata=entry[1],
+                ttl_seconds=self.ttl_seconds,
             )
 
 
@@ -422,7 +601,15 @@ def with_semantic_cache(
     runnable: Any,
     cache: SemanticCache,
     key: Callable[[Any], str | None] | None = None,
-    **options: Any,
+    *,
+    exact_key: Callable[[Any], str] | None = None,
+    scope: str | None = None,
+    scope_metadata_key: str = SCOPE_METADATA_KEY,
+    namespace: str | None = None,
+    index_version: str | None = None,
+    ttl_seconds: float | None = None,
+    confirm_with: Any = None,
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
 ) -> SemanticCacheRunnable:
     """Wrap ``runnable`` (any LCEL chain, question in, answer out) with ``cache``.
 
@@ -431,20 +618,36 @@ def with_semantic_cache(
         cache: the :class:`~rag_optimize.SemanticCache` to answer from.
         key: extracts the question from the input (default :func:`default_key`). An input
             without a question bypasses the cache.
-        options: ``exact_key`` (input -> str that must match exactly), ``scope``,
-            ``scope_metadata_key``, ``namespace`` (chain identity; default: the chain's
-            ``repr`` with memory addresses removed), ``index_version``, ``ttl_seconds``,
-            ``confirm_with`` (a retriever: a semantic hit is served only when the new
-            question's retrieval returns the cached answer's sources, at least
-            ``min_overlap`` of them, default 0.5; see
-            :mod:`rag_optimize.cache.decision.evidence`).
+        exact_key: input -> str that must match exactly (default: every other field of a
+            dict input, with the default ``key``; nothing with a custom ``key``).
+        scope: a fixed user scope; ``None`` resolves it per call (see the module docs).
+        scope_metadata_key: the ``RunnableConfig`` metadata key holding a scope.
+        namespace: the chain's identity in the exact part (default: the chain's ``repr``
+            with memory addresses removed).
+        index_version: version of the data behind the chain; exact part and entry metadata.
+        ttl_seconds: lifetime of the entries written here (default: the cache's).
+        confirm_with: a retriever: a semantic hit is served only when the new question's
+            retrieval returns the cached answer's sources (at least ``min_overlap`` of the
+            retrieved documents, default 0.5); see :mod:`rag_optimize.cache.decision.evidence`.
 
     Example::
 
         cached = with_semantic_cache(prompt | llm | StrOutputParser(), cache)
         cached.invoke({"question": "How do I reset my password?"})
     """
-    return SemanticCacheRunnable(coerce_to_runnable(runnable), cache, key=key, **options)
+    return SemanticCacheRunnable(
+        coerce_to_runnable(runnable),
+        cache,
+        key=key,
+        exact_key=exact_key,
+        scope=scope,
+        scope_metadata_key=scope_metadata_key,
+        namespace=namespace,
+        index_version=index_version,
+        ttl_seconds=ttl_seconds,
+        confirm_with=confirm_with,
+        min_overlap=min_overlap,
+    )
 
 
 def _with_handler(config: RunnableConfig, handler: BaseCallbackHandler) -> RunnableConfig:
@@ -458,6 +661,43 @@ def _with_handler(config: RunnableConfig, handler: BaseCallbackHandler) -> Runna
     return cast(RunnableConfig, {**config, "callbacks": new_callbacks})
 
 
+def _lookup_callbacks(manager: Any) -> Any:
+    """``manager`` marked so latency handlers time its run as the ``cache`` stage."""
+    manager.add_metadata({STAGE_METADATA_KEY: stages.CACHE}, inherit=False)
+    return manager
+
+
+def _usable(hit: _Hit | None, need_recording: bool) -> _Hit | None:
+    """A graph stream can only replay an entry that holds a graph recording."""
+    if hit is not None and need_recording and hit.recording is None:
+        logger.debug("semantic chain cache: entry has no graph recording, treated as a miss")
+        return None
+    return hit
+
+
+def _lookup_output(hit: _Hit | None) -> dict[str, Any]:
+    """The lookup run's output, for tracers: ``hit`` and, on a hit, how close it was."""
+    if hit is None:
+        return {"hit": False}
+    return {
+        "hit": True,
+        "similarity": hit.hit.similarity,
+        "matched_query": hit.hit.matched_query,
+        "exact": hit.hit.exact,
+    }
+
+
+def _question_field(value: Any, key: Callable[[Any], str | None]) -> str | None:
+    """The input field the default ``key`` read the question from (None for a custom key)."""
+    if key is not default_key or not isinstance(value, dict):
+        return None
+    return next((n for n in QUESTION_FIELDS if isinstance(value.get(n), str)), None)
+
+
+async def _aiter_of(value: Any) -> AsyncIterator[Any]:
+    yield value
+
+
 def _revive(hit: CacheHit | None) -> _Hit | None:
     """The stored answer of ``hit``; a malformed entry counts as a miss (logged)."""
     if hit is None:
@@ -465,7 +705,9 @@ def _revive(hit: CacheHit | None) -> _Hit | None:
     try:
         if not isinstance(hit.response, dict) or "value" not in hit.response:
             raise ValueError("no 'value' field")
-        return _Hit(decode_value(hit.response["value"]), hit)
+        graph = hit.response.get("graph")
+        recording = Recording.decode(graph) if graph is not None else None
+        return _Hit(decode_value(hit.response["value"]), hit, recording)
     except (ValueError, TypeError, KeyError) as exc:
         logger.warning("semantic chain cache: ignoring a malformed entry: %s", exc)
         return None

@@ -13,21 +13,28 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.callbacks import CallbackManager
 from pydantic import PrivateAttr
 
-from rag_optimize.embedding.batch_stats import BatchStats
-from rag_optimize.embedding.batching import BatchingEmbedder, ClosesOnExit
+from rag_optimize.embedding import BatchingEmbedder, BatchStats, ClosesOnExit
 
 
 class _LlamaIndexModel:
-    """A LlamaIndex model seen through the core's embedder protocol."""
+    """A LlamaIndex model seen through the core's embedder protocol.
+
+    It calls the model's own hooks (``_get_query_embedding``, ``_get_text_embeddings``), not
+    its public methods: the public ones emit LlamaIndex's embedding events, which
+    :class:`BatchingEmbedding` already emits once in the caller's span; called again from the
+    batching thread they would report every embedding twice, the second time with no parent.
+    """
 
     def __init__(self, model: BaseEmbedding) -> None:
         self.model = model
 
     def embed_query(self, text: str) -> list[float]:
-        return list(self.model.get_query_embedding(text))
+        return list(self.model._get_query_embedding(text))
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [list(v) for v in self.model.get_text_embedding_batch(texts)]
+        if getattr(self.model, "embeddings_cache", None) is not None:
+            return [list(v) for v in self.model._get_text_embeddings_cached(texts)]
+        return [list(v) for v in self.model._get_text_embeddings(texts)]
 
 
 class BatchingEmbedding(ClosesOnExit, BaseEmbedding):

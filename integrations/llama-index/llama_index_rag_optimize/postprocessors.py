@@ -12,15 +12,21 @@ All logic lives in :mod:`rag_optimize.retrieval`; this module only translates.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from pydantic import Field, PrivateAttr
 
 from llama_index_rag_optimize.embedder import LlamaIndexEmbedder
 from llama_index_rag_optimize.retrievers import METADATA_KEY, with_provenance
+from rag_optimize.errors import InvalidInputError
 from rag_optimize.retrieval import (
     CohereReranker,
     ContextBudget,
@@ -29,6 +35,8 @@ from rag_optimize.retrieval import (
     aapply_reranker,
     apply_reranker,
 )
+
+dispatcher = get_dispatcher(__name__)
 
 
 def _as_retrieved(nodes: list[NodeWithScore]) -> list[RetrievedDocument]:
@@ -81,22 +89,59 @@ class CohereRerank(BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        if query_bundle is None:
-            raise ValueError("CohereRerank needs the query (query_bundle)")
-        items, failure = apply_reranker(
-            self._reranker, query_bundle.query_str, _as_retrieved(nodes), self.top_n
-        )
-        return _reranked(items, failure)
+        query = _require_query(query_bundle)
+        with self._rerank_events(query, nodes) as done:
+            items, failure = apply_reranker(
+                self._reranker, query.query_str, _as_retrieved(nodes), self.top_n
+            )
+            return done(_reranked(items, failure))
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        if query_bundle is None:
-            raise ValueError("CohereRerank needs the query (query_bundle)")
-        items, failure = await aapply_reranker(
-            self._reranker, query_bundle.query_str, _as_retrieved(nodes), self.top_n
+        query = _require_query(query_bundle)
+        with self._rerank_events(query, nodes) as done:
+            items, failure = await aapply_reranker(
+                self._reranker, query.query_str, _as_retrieved(nodes), self.top_n
+            )
+            return done(_reranked(items, failure))
+
+    @contextmanager
+    def _rerank_events(
+        self, query: QueryBundle, nodes: list[NodeWithScore]
+    ) -> Iterator[Callable[[list[NodeWithScore]], list[NodeWithScore]]]:
+        """The events LlamaIndex's own rerankers emit, once per call: ``ReRankStartEvent`` /
+        ``ReRankEndEvent`` (instrumentation) around a ``CBEventType.RERANKING`` event (the
+        legacy callback manager), both in the caller's span. ``done(nodes)`` ends them."""
+        model_name = self._model_name()
+        dispatcher.event(
+            ReRankStartEvent(query=query, nodes=nodes, top_n=self.top_n, model_name=model_name)
         )
-        return _reranked(items, failure)
+        payload: dict[str, Any] = {
+            EventPayload.NODES: nodes,
+            EventPayload.MODEL_NAME: model_name,
+            EventPayload.QUERY_STR: query.query_str,
+            EventPayload.TOP_K: self.top_n,
+        }
+        result: list[NodeWithScore] = []
+        with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
+
+            def done(reranked: list[NodeWithScore]) -> list[NodeWithScore]:
+                result.extend(reranked)
+                event.on_end(payload={EventPayload.NODES: reranked})
+                return reranked
+
+            yield done
+        dispatcher.event(ReRankEndEvent(nodes=result))
+
+    def _model_name(self) -> str:
+        return str(getattr(self._reranker, "model", None) or self.model)
+
+
+def _require_query(query_bundle: QueryBundle | None) -> QueryBundle:
+    if query_bundle is None:
+        raise InvalidInputError("CohereRerank needs the query (query_bundle), got None")
+    return query_bundle
 
 
 class ContextBudgetPostprocessor(BaseNodePostprocessor):

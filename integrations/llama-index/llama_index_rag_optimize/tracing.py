@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -88,6 +90,7 @@ _ENDS: tuple[tuple[type[BaseEvent], str], ...] = (
     (LLMChatEndEvent, "llm"),
     (LLMCompletionEndEvent, "llm"),
 )
+_MAX_OPEN_SPANS = 100_000
 _TOKENS = (LLMChatInProgressEvent, LLMCompletionInProgressEvent)
 _STREAMS = frozenset({"StreamingResponse", "AsyncStreamingResponse"})
 
@@ -110,13 +113,27 @@ def _release_abandoned_stream(timeline: EventTimeline) -> None:
 
 
 class LatencySpanHandler(BaseSpanHandler[BaseSpan]):
-    """Feeds the span tree (span id -> parent span id) into the timeline; keeps no spans."""
+    """Feeds the span tree (span id -> parent span id) into the timeline; keeps no spans.
+
+    It also remembers the parent of each open span, so the event handler can tell an LLM
+    call nested in another LLM call (``CustomLLM.acomplete`` calling ``complete``: LlamaIndex
+    emits a start/end pair for each) from a second call, and count the generation once.
+    """
 
     _timeline: EventTimeline = PrivateAttr()
+    _parents: dict[str, str | None] = PrivateAttr(default_factory=dict)
 
     def __init__(self, timeline: EventTimeline) -> None:
         super().__init__()
         self._timeline = timeline
+
+    def ancestors(self, span_id: str | None) -> Iterator[str]:
+        """``span_id`` and its open ancestors, innermost first."""
+        seen = 0
+        while span_id is not None and seen < 256:
+            yield span_id
+            span_id = self._parents.get(span_id)
+            seen += 1
 
     @classmethod
     def class_name(cls) -> str:
@@ -133,6 +150,9 @@ class LatencySpanHandler(BaseSpanHandler[BaseSpan]):
     ) -> None:
         if parent_id is None and isinstance(instance, BaseQueryEngine):
             _release_abandoned_stream(self._timeline)
+        self._parents[id_] = parent_id
+        if len(self._parents) > _MAX_OPEN_SPANS:  # spans whose exit never came
+            self._parents.pop(next(iter(self._parents)))
         self._timeline.start(id_, None, parent_id, opens_run=False)
 
     def span_exit(
@@ -143,6 +163,7 @@ class LatencySpanHandler(BaseSpanHandler[BaseSpan]):
         result: Any | None = None,
         **kwargs: Any,
     ) -> None:
+        self._parents.pop(id_, None)
         self._timeline.end(id_)
 
     def span_drop(
@@ -153,6 +174,7 @@ class LatencySpanHandler(BaseSpanHandler[BaseSpan]):
         err: BaseException | None = None,
         **kwargs: Any,
     ) -> None:
+        self._parents.pop(id_, None)
         self._timeline.end(id_, error=err)
 
     def new_span(self, *args: Any, **kwargs: Any) -> BaseSpan | None:
@@ -172,6 +194,8 @@ class LatencyEventHandler(BaseEventHandler):
     _timeline: EventTimeline = PrivateAttr()
     _span_handler: LatencySpanHandler = PrivateAttr()
     _dispatcher: Dispatcher | None = PrivateAttr(default=None)
+    _open_llm: dict[str, int] = PrivateAttr(default_factory=dict)  # span -> open LLM stages
+    _nested_llm: dict[str, int] = PrivateAttr(default_factory=dict)  # span -> nested starts
 
     def __init__(self, tracker: LatencyTracker | None = None) -> None:
         super().__init__()
@@ -226,10 +250,14 @@ class LatencyEventHandler(BaseEventHandler):
         if what == "token":
             self._timeline.token((kind, span_id))
         elif what == "start":
+            if kind == "llm" and not self._llm_started(span_id):
+                return  # an LLM call inside an LLM call: one generation, counted once
             self._timeline.start(
                 (kind, span_id), stage, span_id, _model_name(event), opens_run, span_id
             )
         elif what == "end":
+            if kind == "llm" and not self._llm_ended(span_id):
+                return
             run_id = self._timeline.run_of((kind, span_id))
             self._timeline.end((kind, span_id))
             if kind == "llm" and run_id is not None and self._timeline.held(run_id):
@@ -252,6 +280,31 @@ class LatencyEventHandler(BaseEventHandler):
                 # ends two queries with the same stream, whose one LLM call releases once.
                 self._timeline.hold(run_id)
             self._timeline.end(("query", span_id))
+
+
+    def _llm_started(self, span_id: str | None) -> bool:
+        """Note an LLM start event; False when it is nested in an open LLM call."""
+        if span_id is None:
+            return True
+        if any(self._open_llm.get(s) for s in self._span_handler.ancestors(span_id)):
+            self._nested_llm[span_id] = self._nested_llm.get(span_id, 0) + 1
+            return False
+        self._open_llm[span_id] = self._open_llm.get(span_id, 0) + 1
+        return True
+
+    def _llm_ended(self, span_id: str | None) -> bool:
+        """Note an LLM end event; False when it ends a nested call (not a stage)."""
+        if span_id is None:
+            return True
+        for table in (self._nested_llm, self._open_llm):
+            count = table.get(span_id, 0)
+            if count:
+                if count == 1:
+                    del table[span_id]
+                else:
+                    table[span_id] = count - 1
+                return table is self._open_llm
+        return True
 
 
 @functools.lru_cache(maxsize=512)
@@ -284,6 +337,9 @@ _LEGACY_STAGES: dict[CBEventType, tuple[str | None, bool]] = {
 }
 
 
+_LEGACY_OPEN_LLM: ContextVar[str | None] = ContextVar("rag_optimize_open_llm", default=None)
+
+
 class LegacyLatencyHandler(BaseCallbackHandler):
     """Records per-stage latency from LlamaIndex's legacy ``CallbackManager`` events."""
 
@@ -291,6 +347,7 @@ class LegacyLatencyHandler(BaseCallbackHandler):
         super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
         self.tracker = tracker if tracker is not None else LatencyTracker()
         self.timeline = EventTimeline(self.tracker)
+        self._open_llm: set[str] = set()  # LLM events that are a generation stage
 
     def report(self) -> LatencyReport:
         return self.tracker.report()
@@ -304,6 +361,15 @@ class LegacyLatencyHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> str:
         stage, opens_run = _LEGACY_STAGES.get(event_type, (None, False))
+        if event_type == CBEventType.LLM:
+            # LlamaIndex starts LLM events without a parent ("root"); an LLM call made inside
+            # another (CustomLLM.acomplete -> complete) is one generation, counted once.
+            outer = _LEGACY_OPEN_LLM.get()
+            if outer is not None and outer in self._open_llm:
+                stage = None
+            else:
+                self._open_llm.add(event_id)
+                _LEGACY_OPEN_LLM.set(event_id)
         self.timeline.start(event_id, stage, parent_id or None, opens_run=opens_run)
         return event_id
 
@@ -314,6 +380,7 @@ class LegacyLatencyHandler(BaseCallbackHandler):
         event_id: str = "",
         **kwargs: Any,
     ) -> None:
+        self._open_llm.discard(event_id)
         self.timeline.end(event_id)
 
     def start_trace(self, trace_id: str | None = None) -> None:

@@ -126,8 +126,10 @@ class EventTimeline:
             if self.track_current:
                 _set_current_run(current)
         elif opens_run:
+            # The root of a new run hangs under the run's root span, never under a current span
+            # a sibling left in this context (chain.batch starts its roots one after another).
             new_run = self.tracker.start_run(run_id or str(node_id), start=now)
-            node = _Node(stage, new_run, now, attributes, True, span_id, parent_span)
+            node = _Node(stage, new_run, now, attributes, True, span_id, None)
             _set_current_run(new_run)
         else:
             node = _Node(stage, None, now, attributes, False, span_id, parent_span)
@@ -180,8 +182,15 @@ class EventTimeline:
                 self._runs[new_run].open_nodes += 1
         return new_run
 
-    def end(self, node_id: Hashable, error: BaseException | None = None) -> None:
-        """Register the end of an operation (``error`` when it failed)."""
+    def end(
+        self,
+        node_id: Hashable,
+        error: BaseException | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Register the end of an operation (``error`` when it failed); ``attributes`` known
+        only at the end (a cache lookup's ``hit``) are added to those given at the start."""
+        extra = attributes
         now = self.tracker.clock()
         with self._lock:
             node = self._nodes.pop(node_id, None)
@@ -202,8 +211,8 @@ class EventTimeline:
         LatencyTracker.end_span(node.span_id)
         if node.stage is not None:
             attributes = node.attributes
-            if error is not None or node.first_chunk is not None:
-                attributes = dict(attributes or {})
+            if error is not None or node.first_chunk is not None or extra:
+                attributes = {**(attributes or {}), **(extra or {})}
                 if error is not None:
                     attributes["error"] = type(error).__name__
                 if node.first_chunk is not None:
@@ -292,6 +301,7 @@ class EventTimeline:
             self._runs[node.run_id].open_nodes += 1
         while len(self._nodes) > self.max_open:
             _, dropped = self._nodes.popitem(last=False)
+            LatencyTracker.end_span(dropped.span_id)
             if dropped.run_id is not None and dropped.run_id in self._runs:
                 self._runs[dropped.run_id].open_nodes -= 1
         while len(self._runs) > self.max_open:  # runs whose root never ended
