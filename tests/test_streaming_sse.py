@@ -1,16 +1,20 @@
 """SSE streaming: a real FastAPI app serving real LangChain chains and a LlamaIndex engine.
 
-In-process through httpx's ASGI transport (events, [DONE], error event, heartbeats, cache
-replay, tracker), then once through uvicorn in a subprocess over a real socket (the first
-event arrives long before the last; a client that leaves cancels the generation).
+In-process through httpx's ASGI transport (events and ids, [DONE], error event, heartbeats,
+meta event and headers with the run id and cache status, cache replay, tracker), then through
+uvicorn in a subprocess over a real socket (the first token reaches the client while the
+server is still generating; a client that leaves cancels the generation; SIGTERM drains the
+open streams and cancels their pipelines instead of waiting for them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,28 +35,47 @@ from langchain_core.runnables import RunnableLambda
 
 from rag_optimize import HashingEmbedder, LatencyTracker, SemanticCache
 from rag_optimize.errors import ConfigurationError
-from rag_optimize.streaming import DONE, format_event, sse, sse_events
+from rag_optimize.streaming import DONE, META_EVENT, format_event, sse, sse_events
 
 ANSWER = "Paris is the capital of France.\nIt lies on the Seine."
+
+
+def parse_blocks(body: str) -> list[dict[str, Any]]:
+    """Each SSE block as a dict: "comment", "id", "event", "retry", "data" (lines joined)."""
+    blocks: list[dict[str, Any]] = []
+    for block in body.split("\n\n"):
+        if not block:
+            continue
+        fields: dict[str, Any] = {}
+        data: list[str] = []
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                fields["comment"] = line[1:].strip()
+            elif line.startswith("data: "):
+                data.append(line[len("data: ") :])
+            else:
+                key, _, value = line.partition(": ")
+                fields[key] = value
+        if data:
+            fields["data"] = "\n".join(data)
+        blocks.append(fields)
+    return blocks
 
 
 def parse_events(body: str) -> list[tuple[str | None, str]]:
     """(event name, data) per SSE event; heartbeat comments come back as ("comment", text)."""
     events: list[tuple[str | None, str]] = []
-    for block in body.split("\n\n"):
-        if not block:
-            continue
-        name, data = None, []
-        for line in block.split("\n"):
-            if line.startswith(":"):
-                events.append(("comment", line[1:].strip()))
-            elif line.startswith("event: "):
-                name = line[len("event: ") :]
-            elif line.startswith("data: "):
-                data.append(line[len("data: ") :])
-        if data:
-            events.append((name, "\n".join(data)))
+    for block in parse_blocks(body):
+        if "comment" in block:
+            events.append(("comment", block["comment"]))
+        if "data" in block:
+            events.append((block.get("event"), block["data"]))
     return events
+
+
+def meta(response: httpx.Response) -> dict[str, Any]:
+    (data,) = [d for name, d in parse_events(response.text) if name == META_EVENT]
+    return dict(json.loads(data))
 
 
 class CountingModel(GenericFakeChatModel):
@@ -101,12 +124,26 @@ async def test_tokens_then_done() -> None:
     response = await get(make_app(make_chain()), "capital of France?")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert "x-rag-cache" not in response.headers  # no cache configured
     events = parse_events(response.text)
+    assert events[0][0] == META_EVENT
+    assert meta(response) == {"run_id": response.headers["x-rag-run-id"]}
     data = [d for name, d in events if name is None]
     assert data[-1] == DONE
     assert len(data) > 3  # streamed in several chunks, not one blob
     assert "".join(data[:-1]) == ANSWER  # newline inside a token survives the SSE framing
     assert not any(name == "error" for name, _ in events)
+    ids = [b["id"] for b in parse_blocks(response.text) if "data" in b]
+    assert ids == [str(i) for i in range(len(ids))]  # every event numbered, in order
+
+
+async def test_retry_is_sent_with_the_first_event() -> None:
+    response = await get(make_app(make_chain(), retry=15_000), "capital?")
+    blocks = [b for b in parse_blocks(response.text) if "data" in b]
+    assert blocks[0]["retry"] == "15000"
+    assert all("retry" not in b for b in blocks[1:])
 
 
 async def test_error_event_without_done() -> None:
@@ -120,31 +157,39 @@ async def test_error_event_without_done() -> None:
 async def test_heartbeats_while_retrieval_runs() -> None:
     app = make_app(make_chain(slow_retrieval_s=0.3), heartbeat_s=0.02)
     events = parse_events((await get(app, "capital?")).text)
+    assert events[0][0] == META_EVENT
     first_data = next(i for i, (name, _) in enumerate(events) if name is None)
-    assert first_data >= 1
-    assert all(name == "comment" for name, _ in events[:first_data])
+    assert first_data >= 2
+    assert all(name == "comment" for name, _ in events[1:first_data])
+    assert {text for name, text in events if name == "comment"} == {"heartbeat"}
 
 
 async def test_cache_hit_streams_stored_answer_without_running_chain() -> None:
-    cache = SemanticCache(HashingEmbedder(), threshold=0.9)
+    cache = SemanticCache(HashingEmbedder(), threshold=0.8)
     tracker = LatencyTracker()
     app = make_app(make_chain(), cache=cache, tracker=tracker)
     first = await get(app, "What is the capital of France?")
     assert CountingModel.calls == 1
-    second = await get(app, "what is the capital of france?")
+    assert first.headers["x-rag-cache"] == "MISS" and meta(first)["cache"] == "MISS"
+    second = await get(app, "what is the capital of france?")  # an exact repeat
     assert CountingModel.calls == 1  # answered from the cache
+    assert second.headers["x-rag-cache"] == "HIT" and meta(second)["cache"] == "HIT"
     data = [d for name, d in parse_events(second.text) if name is None]
     assert data[-1] == DONE and len(data) > 3
     assert "".join(data[:-1]) == ANSWER
-    assert [d for n, d in parse_events(first.text) if n is None][:-1] != []
-    assert cache.stats.hits == 1 and cache.stats.misses == 1
+    third = await get(app, "What's the capital of France?")  # a paraphrase
+    assert CountingModel.calls == 1
+    assert third.headers["x-rag-cache"] == "SEMANTIC_HIT"
+    assert meta(third) == {"run_id": third.headers["x-rag-run-id"], "cache": "SEMANTIC_HIT"}
+    assert cache.stats.hits == 2 and cache.stats.misses == 1
     report = tracker.report()
-    assert report["total"].count == 2 and report["ttft"].count == 2
-    assert report["cache"].count == 2
+    assert report["total"].count == 3 and report["ttft"].count == 3
+    assert report["cache"].count == 3
     run_id = second.headers["x-rag-run-id"]
     record = tracker.run_report(run_id)
     assert record is not None and record.total is not None
     assert 0 <= record.stages["ttft"] <= record.total
+    assert tracker.open_runs() == []
 
 
 async def test_cache_with_its_own_tracker_is_timed_once() -> None:
@@ -187,16 +232,50 @@ async def test_llamaindex_engine_streams() -> None:
 async def test_bad_arguments() -> None:
     with pytest.raises(ConfigurationError, match="heartbeat_s"):
         sse(make_chain(), "q", heartbeat_s=0)
+    with pytest.raises(ConfigurationError, match="send_timeout"):
+        sse(make_chain(), "q", send_timeout=-1)
+    with pytest.raises(ConfigurationError, match="retry"):
+        sse(make_chain(), "q", retry=-5)
     events = [e async for e in sse_events(object(), "q")]
-    assert len(events) == 1 and events[0].startswith("event: error")
-    assert "LangChain Runnable" in events[0]
+    assert len(events) == 2 and events[0].startswith("id: 0\nevent: meta\n")
+    assert events[1].startswith("id: 1\nevent: error\n")
+    assert "LangChain Runnable" in events[1]
     assert format_event("a\nb", event="x") == "event: x\ndata: a\ndata: b\n\n"
+    assert format_event("a", id="7", retry=100) == "id: 7\ndata: a\nretry: 100\n\n"
+
+
+async def test_sse_events_closed_early_cancels_the_pipeline_and_closes_the_run() -> None:
+    tracker = LatencyTracker()
+    cancelled = asyncio.Event()
+
+    async def endless(inputs: Any) -> Any:
+        async for _ in inputs:
+            pass
+        try:
+            while True:
+                await asyncio.sleep(0.005)
+                yield "tok "
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    from langchain_core.runnables import RunnableGenerator
+
+    stream = sse_events(RunnableGenerator(endless), "q", tracker=tracker)
+    seen = [await stream.__anext__() for _ in range(3)]  # meta and two tokens
+    assert seen[1].startswith("id: 1\ndata: tok")
+    await stream.aclose()  # what a server does when the client goes away
+    assert cancelled.is_set()
+    assert tracker.open_runs() == [] and tracker.report()["total"].count == 1
 
 
 # ---------------------------------------------------------------- through uvicorn
 SERVER_APP = textwrap.dedent(
     """
     import asyncio
+    import contextlib
+    import json
+    import os
     from typing import Any
 
     from fastapi import FastAPI
@@ -207,6 +286,13 @@ SERVER_APP = textwrap.dedent(
 
     state = {"produced": 0, "cancelled": 0, "finished": 0}
     tracker = LatencyTracker()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        yield
+        # runs after uvicorn drained the open connections on SIGTERM
+        with open(os.environ["SSE_STATE_FILE"], "w") as f:
+            json.dump({**state, "open_runs": len(tracker.open_runs())}, f)
 
     async def slow_tokens(inputs: Any) -> Any:
         async for _ in inputs:
@@ -222,7 +308,7 @@ SERVER_APP = textwrap.dedent(
             raise
 
     chain = RunnableGenerator(slow_tokens)
-    app = FastAPI()
+    app = FastAPI(lifespan=lifespan)
 
     @app.get("/ask")
     async def ask(n: int = 40) -> Any:
@@ -242,14 +328,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Server:
+    def __init__(self, base: str, proc: subprocess.Popen[bytes], state_file: Path) -> None:
+        self.base = base
+        self.proc = proc
+        self.state_file = state_file
+
+    def state(self) -> dict[str, int]:
+        return dict(httpx.get(f"{self.base}/state").json())
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+def server(tmp_path: Path) -> Iterator[Server]:
     (tmp_path / "sse_server_app.py").write_text(SERVER_APP)
     port = free_port()
+    state_file = tmp_path / "state.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "sse_server_app:app", "--app-dir", str(tmp_path),
-         "--port", str(port), "--log-level", "warning"],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "sse_server_app:app",
+            "--app-dir",
+            str(tmp_path),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--timeout-graceful-shutdown",
+            "30",
+        ],
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "SSE_STATE_FILE": str(state_file)},
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -262,41 +371,70 @@ def server(tmp_path: Path) -> Iterator[str]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("uvicorn did not start") from None
                 time.sleep(0.1)
-        yield base
+        yield Server(base, proc, state_file)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 @pytest.mark.slow
-def test_uvicorn_first_byte_early_and_disconnect_cancels(server: str) -> None:
-    # The first token reaches the client long before the whole answer is done.
-    start = time.perf_counter()
-    first = done = None
-    with httpx.stream("GET", f"{server}/ask", params={"n": 40}, timeout=30) as response:
+def test_uvicorn_streams_and_a_disconnect_cancels_the_pipeline(server: Server) -> None:
+    # The first token reaches the client while the server is still generating: streamed, not
+    # buffered (checked by the server's own count, not by a timing).
+    produced_at_first_token = None
+    done = False
+    with httpx.stream("GET", f"{server.base}/ask", params={"n": 200}, timeout=60) as response:
+        assert response.headers["x-accel-buffering"] == "no"
         for line in response.iter_lines():
-            if line.startswith("data: ") and first is None:
-                first = time.perf_counter() - start
+            if line.startswith("data: tok") and produced_at_first_token is None:
+                produced_at_first_token = server.state()["produced"]
             if line == f"data: {DONE}":
-                done = time.perf_counter() - start
-    assert first is not None and done is not None
-    assert first < 0.5 * done  # 40 tokens at 25 ms: ~1 s in total
+                done = True
+    assert done and produced_at_first_token is not None
+    assert produced_at_first_token < 200
+    assert server.state()["finished"] == 1
 
     # A client that leaves after two tokens cancels the generation on the server.
-    before = httpx.get(f"{server}/state").json()
-    with httpx.stream("GET", f"{server}/ask", params={"n": 400}, timeout=30) as response:
+    before = server.state()
+    with httpx.stream("GET", f"{server.base}/ask", params={"n": 400}, timeout=30) as response:
         seen = 0
         for line in response.iter_lines():
-            if line.startswith("data: "):
+            if line.startswith("data: tok"):
                 seen += 1
                 if seen == 2:
                     break
-    deadline = time.monotonic() + 10
-    state = httpx.get(f"{server}/state").json()
+    deadline = time.monotonic() + 20
+    state = server.state()
     while state["cancelled"] == before["cancelled"] and time.monotonic() < deadline:
         time.sleep(0.05)
-        state = httpx.get(f"{server}/state").json()
+        state = server.state()
     assert state["cancelled"] == before["cancelled"] + 1
     assert state["finished"] == before["finished"]
     assert state["produced"] - before["produced"] < 400
     assert state["open_runs"] == 0  # the tracker run was closed after the disconnect
+
+
+@pytest.mark.slow
+def test_uvicorn_shutdown_drains_open_streams(server: Server) -> None:
+    # SIGTERM while a 400-token answer streams to a client that keeps reading: sse-starlette
+    # ends the stream, the pipeline is cancelled and its run closed, instead of uvicorn
+    # waiting for the whole answer (a plain StreamingResponse would deliver all 400 tokens).
+    seen = 0
+    done = False
+    with (
+        contextlib.suppress(httpx.RemoteProtocolError, httpx.ReadError),
+        httpx.stream("GET", f"{server.base}/ask", params={"n": 400}, timeout=30) as response,
+    ):
+        for line in response.iter_lines():
+            if line.startswith("data: tok"):
+                seen += 1
+                if seen == 2:
+                    server.proc.send_signal(signal.SIGTERM)
+            done = done or line == f"data: {DONE}"
+    server.proc.wait(timeout=30)
+    assert 2 <= seen < 400 and not done
+    state = json.loads(server.state_file.read_text())
+    assert state["cancelled"] == 1 and state["finished"] == 0
+    assert state["produced"] < 400
+    assert state["open_runs"] == 0

@@ -1,4 +1,5 @@
-"""Prometheus text and OpenTelemetry spans produced from tracker samples."""
+"""OpenTelemetry spans under the default (legacy) conventions; Prometheus is in
+test_tracing_prometheus.py, the current conventions and metrics in test_tracing_otel.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client.parser import text_string_to_metric_families
 
 from rag_optimize.tracing import LatencyTracker, stages
 from rag_optimize.tracing.exporters.otel import OpenTelemetryExporter
-from rag_optimize.tracing.exporters.prometheus import PrometheusExporter
 
 
 def _pipeline(tracker: LatencyTracker, clock: Any, run_id: str) -> None:
@@ -26,44 +25,6 @@ def _pipeline(tracker: LatencyTracker, clock: Any, run_id: str) -> None:
             clock.advance(0.030)
         with tracker.span(stages.GENERATION, attributes={"model": "fake-chat"}):
             clock.advance(0.4)
-
-
-def test_prometheus_text_is_valid_and_counts_stages(clock: Any) -> None:
-    tracker = LatencyTracker(clock=clock)
-    exporter = PrometheusExporter(tracker)
-    for i in range(3):
-        _pipeline(tracker, clock, f"r{i}")
-    text = exporter.render()
-    families = {f.name: f for f in text_string_to_metric_families(text)}
-    family = families["rag_optimize_stage_latency_seconds"]
-    assert family.type == "histogram"
-    counts = {s.labels["stage"]: s.value for s in family.samples if s.name.endswith("_count")}
-    assert counts == {
-        "cache": 3.0,
-        "embedding": 3.0,
-        "retrieval.dense": 3.0,
-        "generation": 3.0,
-        "total": 3.0,
-    }
-    sums = {s.labels["stage"]: s.value for s in family.samples if s.name.endswith("_sum")}
-    assert sums["generation"] == pytest.approx(1.2)
-    # 0.4 s generation falls in the 0.5 bucket, not in the 0.3 one
-    buckets = {
-        s.labels["le"]: s.value
-        for s in family.samples
-        if s.name.endswith("_bucket") and s.labels["stage"] == "generation"
-    }
-    assert buckets["0.3"] == 0.0 and buckets["0.5"] == 3.0
-    exporter.detach()
-    _pipeline(tracker, clock, "after-detach")
-    families = {f.name: f for f in text_string_to_metric_families(exporter.render())}
-    after = families["rag_optimize_stage_latency_seconds"]
-    assert [s.value for s in after.samples if s.name.endswith("_count")][0] == 3.0
-
-
-def test_two_exporters_do_not_collide() -> None:
-    PrometheusExporter(LatencyTracker())
-    PrometheusExporter(LatencyTracker())
 
 
 def _otel() -> tuple[TracerProvider, InMemorySpanExporter]:

@@ -414,3 +414,42 @@ def test_timeline_nodes_are_spans_and_record_time_to_first_chunk(clock: Any) -> 
     assert spans["generation"].attributes["model"] == "m"
     assert "time_to_first_chunk" not in spans["retrieval"].attributes
     assert LatencyTracker.current_span() is None
+
+
+def test_a_span_ended_in_another_context_is_no_parent(clock: Any) -> None:
+    """A framework may end a span in a worker thread: the id left current in the caller's
+    context must not become the parent of the caller's next spans."""
+    tracker = LatencyTracker(clock=clock)
+    seen: list[Any] = []
+    tracker.add_listener(seen.append)
+    span_id = LatencyTracker.new_span_id()
+    token = LatencyTracker.set_current_span(span_id)
+    try:
+        assert LatencyTracker.current_span() == span_id
+
+        def worker() -> None:  # ends the span elsewhere, as a callback thread does
+            tracker.record(stages.RETRIEVAL, 0.01, span_id=span_id)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert LatencyTracker.current_span() is None
+        with tracker.span(stages.GENERATION):
+            clock.advance(0.1)
+    finally:
+        LatencyTracker.reset_current_span(token)
+    assert _by_stage(seen)["generation"].parent_id is None
+
+
+def test_timeline_sibling_roots_do_not_nest_under_each_other(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    seen: list[Any] = []
+    tracker.add_listener(seen.append)
+    tl = EventTimeline(tracker, join_own_runs=False, track_current=True)
+    tl.start("a", stages.RETRIEVAL)  # chain.batch: two roots started in the same context
+    tl.start("b", stages.RETRIEVAL)
+    tl.end("a")
+    tl.end("b")
+    retrievals = [s for s in seen if s.stage == stages.RETRIEVAL]
+    assert len(retrievals) == 2 and {s.run_id for s in retrievals} == {"a", "b"}
+    assert [s.parent_id for s in retrievals] == [None, None]

@@ -50,3 +50,7 @@ from rag_optimize.cache import ShadowReport as ShadowReport
 from rag_optimize.cache import ExactMatchJudge as ExactMatchJudge
 from rag_optimize.cache import EmbeddingJudge as EmbeddingJudge
 from rag_optimize.cache import MismatchVerifier as MismatchVerifier
+from rag_optimize.cache import ErrorBudgetSettings as ErrorBudgetSettings
+from rag_optimize.cache import StoreReport as StoreReport
+from rag_optimize.errors import InvalidTypeError as InvalidTypeError
+from rag_optimize.cache import DecisionPipeline as DecisionPipeline

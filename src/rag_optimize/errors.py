@@ -8,6 +8,18 @@ working.
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigurationError",
+    "EmbeddingError",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "InvalidVectorError",
+    "QueueFull",
+    "RagOptimizeError",
+    "RetrievalError",
+    "StoreError",
+]
+
 
 class RagOptimizeError(Exception):
     """Base class of every error rag-optimize raises on purpose."""
@@ -39,3 +51,9 @@ class QueueFull(RagOptimizeError):
 
 class RetrievalError(RagOptimizeError):
     """Retrieval could not produce any result (for example every branch failed)."""
+
+
+class InvalidTypeError(InvalidInputError, TypeError):
+    """A call received a value of the wrong type (a number where a str belongs, ...).
+
+    Also a ``TypeError``, so code that caught the built-in error keeps working."""

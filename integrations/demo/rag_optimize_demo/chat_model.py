@@ -151,14 +151,14 @@ def make_chat_model(
             pass
         else:
             key = os.environ.get("RAG_OPTIMIZE_OPENAI_API_KEY", "not-needed")
-            chat = ChatOpenAI(base_url=base_url, model=model, api_key=key,
-                              temperature=0, streaming=True)
+            chat = ChatOpenAI(
+                base_url=base_url, model=model, api_key=key, temperature=0, streaming=True
+            )
             return chat, f"{model} at {base_url} (OpenAI-compatible endpoint)"
         label_note = " (RAG_OPTIMIZE_OPENAI_BASE_URL is set but langchain-openai is not installed)"
     else:
         label_note = ""
-    chat = ExtractiveChatModel(first_token_delay_s=first_token_delay_s,
-                               token_delay_s=token_delay_s)
+    chat = ExtractiveChatModel(first_token_delay_s=first_token_delay_s, token_delay_s=token_delay_s)
     label = (
         "local extractive model (streams the best-matching sentences of the retrieved "
         f"context; simulated {first_token_delay_s * 1000:.0f} ms to first token, "

@@ -25,19 +25,39 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         ),
     )
     p.add_argument("--short", action="store_true", help="a few questions, fast (for tests)")
-    p.add_argument("--questions", type=_positive_int, default=None, metavar="N",
-                   help="questions in the stream (default 80, 12 with --short)")
-    p.add_argument("--concurrency", type=_positive_int, default=4,
-                   help="questions in flight at once (default 4)")
+    p.add_argument(
+        "--questions",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="questions in the stream (default 80, 12 with --short)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=4,
+        help="questions in flight at once (default 4)",
+    )
     p.add_argument("--seed", type=int, default=7, help="seed of the question stream")
-    p.add_argument("--threshold", type=float, default=0.9,
-                   help="semantic cache similarity threshold (default 0.9)")
-    p.add_argument("--out", type=Path, default=Path("rag_optimize_report"),
-                   help="report directory (default ./rag_optimize_report/)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.9,
+        help="semantic cache similarity threshold (default 0.9)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("rag_optimize_report"),
+        help="report directory (default ./rag_optimize_report/)",
+    )
     p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--verbose", action="store_true",
-                   help="one line per question: plain and optimized latency, cache hit")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="one line per question: plain and optimized latency, cache hit",
+    )
 
     def handler(args: argparse.Namespace) -> int:
         from rag_optimize_demo.runner import run_demo

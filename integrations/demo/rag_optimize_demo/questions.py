@@ -15,14 +15,31 @@ from dataclasses import dataclass
 from rag_optimize_demo.corpus import SERVICES, SYMPTOMS, TOPICS
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
-    "what": ("What is {x}?", "Can you explain what {x} is?", "what is {x}",
-             "Explain {x} to me.", "What does {x} mean?"),
-    "use": ("How should I use {x}?", "What is the best way to use {x}?",
-            "How do I use {x} in practice?", "how to use {x}"),
-    "pitfall": ("What are common mistakes with {x}?", "What should I watch out for with {x}?",
-                "What can go wrong with {x}?", "pitfalls of {x}"),
-    "runbook": ("What should I do when {x}?", "{x}: what should I do?",
-                "What do I do if {x}?", "what to do when {x}"),
+    "what": (
+        "What is {x}?",
+        "Can you explain what {x} is?",
+        "what is {x}",
+        "Explain {x} to me.",
+        "What does {x} mean?",
+    ),
+    "use": (
+        "How should I use {x}?",
+        "What is the best way to use {x}?",
+        "How do I use {x} in practice?",
+        "how to use {x}",
+    ),
+    "pitfall": (
+        "What are common mistakes with {x}?",
+        "What should I watch out for with {x}?",
+        "What can go wrong with {x}?",
+        "pitfalls of {x}",
+    ),
+    "runbook": (
+        "What should I do when {x}?",
+        "{x}: what should I do?",
+        "What do I do if {x}?",
+        "what to do when {x}",
+    ),
 }
 
 

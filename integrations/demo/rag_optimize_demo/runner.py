@@ -34,7 +34,7 @@ from langchain_rag_optimize.chain_cache import with_semantic_cache
 from langchain_rag_optimize.cli_plugin import runnable_target
 from langchain_rag_optimize.embeddings import BatchingEmbeddings
 from langchain_rag_optimize.retrievers import AsyncHybridRetriever
-from rag_optimize.cache import CacheHit, SemanticCache
+from rag_optimize.cache import CacheHit, ExactPart, SemanticCache
 from rag_optimize.cli import report
 from rag_optimize.cli.measure import PassResult, measure_pass
 from rag_optimize.cli.progress import progress_bar
@@ -70,8 +70,10 @@ class RecordingSemanticCache(SemanticCache):
         self.matches: list[tuple[str, str]] = []
         self.hit_by_run: dict[str, str] = {}
 
-    async def aget(self, query: str, scope: str | None = None) -> CacheHit | None:
-        hit = await super().aget(query, scope)
+    async def aget(
+        self, query: str, scope: str | None = None, *, exact: ExactPart = None
+    ) -> CacheHit | None:
+        hit = await super().aget(query, scope, exact=exact)
         if hit is not None:
             self.matches.append((query, hit.matched_query))
             run_id = LatencyTracker.current_run()
@@ -97,13 +99,16 @@ def print_questions(
     """One line per question of the stream: plain ms, optimized ms, and the cache decision."""
     for plain, fast in zip(before.per_call, after.per_call, strict=True):
         matched = hit_by_run.get(fast.run_id)
-        decision = "miss" if matched is None else (
-            "hit (exact)" if matched == fast.question else f"hit ~ {matched!r}"
+        decision = (
+            "miss"
+            if matched is None
+            else ("hit (exact)" if matched == fast.question else f"hit ~ {matched!r}")
         )
         console.print(
             f"{plain.seconds * 1000:7.1f} ms -> {fast.seconds * 1000:7.1f} ms  {decision:<12} "
             f"{fast.question}",
-            markup=False, highlight=False,
+            markup=False,
+            highlight=False,
         )
 
 
@@ -122,8 +127,13 @@ def rag_chain(retriever: BaseRetriever, model: BaseChatModel) -> Runnable[Any, s
 
 
 async def _pass(
-    label: str, chain: Runnable[Any, str], tracker: LatencyTracker, questions: list[str],
-    concurrency: int, show_progress: bool, after_warmup: Callable[[], None] | None = None,
+    label: str,
+    chain: Runnable[Any, str],
+    tracker: LatencyTracker,
+    questions: list[str],
+    concurrency: int,
+    show_progress: bool,
+    after_warmup: Callable[[], None] | None = None,
 ) -> PassResult:
     target = runnable_target(chain, tracker, None)
     await target.call(WARMUP_QUESTION)
@@ -208,7 +218,12 @@ async def _demo(args: argparse.Namespace) -> int:
     try:
         before = await _pass("plain", plain, plain_tracker, questions, args.concurrency, show)
         after = await _pass(  # the cache forgets the warm-up question and its counters
-            "optimized", optimized, opt_tracker, questions, args.concurrency, show,
+            "optimized",
+            optimized,
+            opt_tracker,
+            questions,
+            args.concurrency,
+            show,
             cache.forget,
         )
         after.extra["cache_hit_rate"] = cache.stats.hit_rate
@@ -238,8 +253,13 @@ async def _demo(args: argparse.Namespace) -> int:
     json_path = report.write_json(
         args.out / "demo.json",
         results,
-        options={"short": short, "questions": n, "concurrency": args.concurrency,
-                 "seed": args.seed, "threshold": args.threshold},
+        options={
+            "short": short,
+            "questions": n,
+            "concurrency": args.concurrency,
+            "seed": args.seed,
+            "threshold": args.threshold,
+        },
         generation=model_label,
         corpus_passages=len(documents),
         question_stream=stream_info,
@@ -250,7 +270,8 @@ async def _demo(args: argparse.Namespace) -> int:
     )
     console.print(f"JSON report: {json_path}")
     if not args.no_chart:
-        chart = report.write_chart(args.out / "demo.png", results,
-                                   title="rag-optimize demo: plain vs optimized")
+        chart = report.write_chart(
+            args.out / "demo.png", results, title="rag-optimize demo: plain vs optimized"
+        )
         console.print(f"chart: {chart}")
     return 0

@@ -2,6 +2,7 @@
 
 Public names are re-exported here, one `from ... import X as X` line each.
 """
+
 from langchain_rag_optimize.callbacks import LatencyCallbackHandler as LatencyCallbackHandler
 from langchain_rag_optimize.callbacks import TimedEmbeddings as TimedEmbeddings
 from langchain_rag_optimize.embeddings import BatchingEmbeddings as BatchingEmbeddings

@@ -52,9 +52,7 @@ def split_prompt(prompt: str, llm_string: str) -> PromptKey:
     messages = _parse_messages(prompt)
     if messages is None:
         return PromptKey(prompt, digest("text", llm_string))
-    last_human = max(
-        (i for i, m in enumerate(messages) if _class_name(m) in _HUMAN), default=None
-    )
+    last_human = max((i for i, m in enumerate(messages) if _class_name(m) in _HUMAN), default=None)
     if last_human is None:
         text = "\n".join(_text(m.get("kwargs", {}).get("content")) for m in messages)
         return PromptKey(text, digest("chat-no-human", llm_string, prompt))
@@ -68,9 +66,7 @@ def split_prompt(prompt: str, llm_string: str) -> PromptKey:
 def check_cache(cache: object) -> SemanticCache:
     """``cache`` if it is a :class:`~rag_optimize.SemanticCache`, else a clear ``TypeError``."""
     if not isinstance(cache, SemanticCache):
-        raise TypeError(
-            f"cache must be a rag_optimize.SemanticCache, got {type(cache).__name__}"
-        )
+        raise TypeError(f"cache must be a rag_optimize.SemanticCache, got {type(cache).__name__}")
     return cache
 
 

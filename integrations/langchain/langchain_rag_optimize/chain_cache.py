@@ -206,9 +206,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         """The cached answer to ``input``'s question, else the chain's (then stored)."""
         return self._call_with_config(self._invoke, input, config, **kwargs)
 
-    async def ainvoke(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Any:
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Async :meth:`invoke`."""
         return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
 
@@ -484,8 +482,11 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         entry = self._entry(miss, output, recording)
         if entry is not None and miss.key is not None:
             self.cache.set(
-                miss.key.question, entry[0], scope=miss.key.scope,
-                metadata=entry[1], ttl_seconds=self.ttl_seconds,
+                miss.key.question,
+                entry[0],
+                scope=miss.key.scope,
+                metadata=entry[1],
+                ttl_seconds=self.ttl_seconds,
             )
 
     async def _astore(
@@ -494,8 +495,11 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         entry = self._entry(miss, output, recording)
         if entry is not None and miss.key is not None:
             await self.cache.aset(
-                miss.key.question, entry[0], scope=miss.key.scope,
-                metadata=entry[1], ttl_seconds=self.ttl_seconds,
+                miss.key.question,
+                entry[0],
+                scope=miss.key.scope,
+                metadata=entry[1],
+                ttl_seconds=self.ttl_seconds,
             )
 
 

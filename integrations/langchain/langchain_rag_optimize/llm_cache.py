@@ -3,11 +3,15 @@
 ``set_llm_cache(SemanticLLMCache(cache))`` routes every ``invoke``/``ainvoke``/``batch`` of
 every LLM and chat model of an existing app through a :class:`rag_optimize.SemanticCache`.
 
-What is compared by meaning and what must match exactly (see ``_keys``): only the text of
-the last human message is embedded. The model identity and its parameters (LangChain's
-``llm_string``, which also holds bound tools and output schemas), the system prompt, earlier
-turns and non-text content are hashed into the exact part of the key, so prompts that differ
-in any of those never share an answer.
+What is compared by meaning and what must match exactly (see ``_keys``): only the user's
+question in the last human message is embedded. When that message is a rendered RAG prompt
+(instructions, retrieved context and the question in one message, as hub ``rlm/rag-prompt``),
+the question is the text after its ``Question:`` label and the rest of the message must match
+exactly; a long or multi-line message with no such label is matched exactly only (logged
+once). The rule: :func:`rag_optimize.cache.decision.prompt.find_question`. The model
+identity and its parameters (LangChain's ``llm_string``, which also holds bound tools and
+output schemas), the system prompt, earlier turns and non-text content are hashed into the
+exact part of the key, so prompts that differ in any of those never share an answer.
 
 Scope (tenant, user, retrieval filter), first found wins:
 
@@ -54,6 +58,8 @@ from langchain_rag_optimize._serialization import (
     decode_generations,
     encode_generations,
 )
+from rag_optimize.cache.decision.prompt import find_question
+from rag_optimize.cache.keys import digest
 from rag_optimize.cache.semantic import SemanticCache
 
 logger = logging.getLogger("rag_optimize.langchain")
@@ -98,6 +104,7 @@ class SemanticLLMCache(BaseCache):
         self.cache_tool_calls = cache_tool_calls
         self.index_version = index_version
         self.ttl_seconds = ttl_seconds
+        self._warned_exact = False
 
     # ------------------------------------------------------------- BaseCache API
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
@@ -122,8 +129,11 @@ class SemanticLLMCache(BaseCache):
         stored = None if key is None else self._stored(return_val)
         if key is not None and stored is not None:
             self.cache.set(
-                key.question, stored, scope=key.scope,
-                metadata=self._metadata(key), ttl_seconds=self.ttl_seconds,
+                key.question,
+                stored,
+                scope=key.scope,
+                metadata=self._metadata(key),
+                ttl_seconds=self.ttl_seconds,
             )
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
@@ -132,8 +142,11 @@ class SemanticLLMCache(BaseCache):
         stored = None if key is None else self._stored(return_val)
         if key is not None and stored is not None:
             await self.cache.aset(
-                key.question, stored, scope=key.scope,
-                metadata=self._metadata(key), ttl_seconds=self.ttl_seconds,
+                key.question,
+                stored,
+                scope=key.scope,
+                metadata=self._metadata(key),
+                ttl_seconds=self.ttl_seconds,
             )
 
     def clear(self, **kwargs: Any) -> None:
@@ -173,7 +186,24 @@ class SemanticLLMCache(BaseCache):
         user_scope = resolve_user_scope(self.scope, key=self.scope_metadata_key)
         if fails_closed(self.cache, user_scope):
             return None
-        return scoped_key(parts.question, user_scope, parts.context_digest, self.index_version)
+        question, exact = self._question(parts.question, parts.context_digest)
+        return scoped_key(question, user_scope, exact, self.index_version)
+
+    def _question(self, message: str, exact: str) -> tuple[str, str]:
+        """The question to compare by meaning and the exact-match digest (see the module
+        docs): a message with no findable question is matched exactly only."""
+        found = find_question(message)
+        if found.rule == "plain":
+            return found.question, exact
+        if found.rule == "exact" and not self._warned_exact:
+            self._warned_exact = True
+            logger.warning(
+                "semantic LLM cache: a prompt message holds more than a question and has no "
+                "'Question:' line, so it is matched exactly only (never by meaning over its "
+                "context); to cache a RAG chain by its question, wrap the chain with "
+                "langchain_rag_optimize.with_semantic_cache"
+            )
+        return found.question, digest(exact, found.rule, found.rest)
 
     def _stored(self, return_val: Sequence[Generation]) -> dict[str, Any] | None:
         if not return_val:

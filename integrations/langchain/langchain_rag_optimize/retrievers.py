@@ -5,9 +5,11 @@ already have (say a ``BM25Retriever`` and ``vectorstore.as_retriever()``) and ru
 same time in both ``invoke`` (threads) and ``ainvoke`` (tasks), each with a timeout, and
 keeps answering when one fails (LangChain's ``EnsembleRetriever`` runs them one after another
 in ``invoke`` and fails as a whole when one raises); or
-``from_documents`` builds rag-optimize's own BM25 and dense indexes. Each returned document's
-``metadata["rag_optimize"]`` holds its fused score, per-branch ranks and whether the result
-was degraded (a branch or the reranker failed and was skipped).
+``from_documents`` (or ``from_vectorstore``, reusing the vectors an ``InMemoryVectorStore`` or
+``FAISS`` store holds) builds rag-optimize's own BM25 and dense indexes, which take
+``add_documents`` / ``delete`` / ``update_documents`` and ``save`` / ``load``. Each returned
+document's ``metadata["rag_optimize"]`` holds its fused score, per-branch ranks and whether
+the result was degraded (a branch or the reranker failed and was skipped).
 
 ``CohereRerank`` is a ``BaseDocumentCompressor`` over Cohere's rerank API (or any rag-optimize
 ``Reranker``) that keeps the incoming order, flagged, when the API fails.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -30,9 +33,10 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
+from langchain_core.vectorstores import InMemoryVectorStore, VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from rag_optimize.errors import ConfigurationError
+from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.index import Hit
 from rag_optimize.retrieval import (
     CallableBranch,
@@ -48,7 +52,7 @@ from rag_optimize.retrieval import (
 )
 
 METADATA_KEY = "rag_optimize"
-_CALL_OPTIONS = frozenset({"k"})
+_CALL_OPTIONS = frozenset({"k", "filter"})
 # The callbacks of the current retriever run, read by the wrapped retrievers' branches (the
 # core copies the context into its worker threads and tasks).
 _child_callbacks: contextvars.ContextVar[Callbacks] = contextvars.ContextVar(
@@ -67,6 +71,36 @@ def _to_hits(documents: Sequence[Document]) -> list[Hit]:
             Hit(doc.id or doc.page_content, float(score), doc.page_content, doc.metadata, doc)
         )
     return hits
+
+
+def _stored(vectorstore: VectorStore) -> tuple[list[Document], list[Any]]:
+    """The documents a LangChain vector store holds and, where it has them, their vectors."""
+    table = getattr(vectorstore, "store", None)
+    if isinstance(vectorstore, InMemoryVectorStore) and isinstance(table, dict):
+        rows = list(table.values())
+        docs = [Document(r["text"], metadata=dict(r["metadata"]), id=r["id"]) for r in rows]
+        return docs, [r.get("vector") for r in rows]
+    index = getattr(vectorstore, "index", None)
+    mapping = getattr(vectorstore, "index_to_docstore_id", None)
+    docstore = getattr(vectorstore, "docstore", None)
+    if index is not None and isinstance(mapping, dict) and docstore is not None:  # FAISS
+        positions = sorted(mapping)
+        docs = []
+        for pos in positions:
+            doc = docstore.search(mapping[pos])
+            if not isinstance(doc, Document):
+                raise ConfigurationError(f"FAISS docstore has no document {mapping[pos]!r}")
+            docs.append(Document(doc.page_content, metadata=dict(doc.metadata), id=mapping[pos]))
+        try:
+            matrix = index.reconstruct_n(0, index.ntotal)
+            vectors: list[Any] = [matrix[pos] for pos in positions]
+        except RuntimeError:  # an index that cannot give its vectors back: embed again
+            vectors = [None] * len(docs)
+        return docs, vectors
+    raise ConfigurationError(
+        f"cannot read the documents of a {type(vectorstore).__name__}: use "
+        "InMemoryVectorStore or FAISS, or from_documents with your documents"
+    )
 
 
 def _to_document(result: RetrievalResult, item: RetrievedDocument) -> Document:
@@ -101,6 +135,9 @@ class AsyncHybridRetriever(BaseRetriever):
     ``"rrf"``, ``"weighted"`` or ``"relative_score"``; ``k`` results are returned;
     ``branch_timeout_ms`` abandons a slow branch; ``reranker`` is any rag-optimize
     ``Reranker`` (e.g. ``CohereReranker``). Index mode: :meth:`from_documents`.
+
+    Per call: ``invoke(query, k=3, filter={...})`` or ``search_kwargs={"k": .., "filter":
+    ..}``. Filters need index mode (a wrapped retriever filters with its own options).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -114,7 +151,10 @@ class AsyncHybridRetriever(BaseRetriever):
     branch_timeout_ms: float | None = None
     reranker: Any = None
     search_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Defaults for every call (``k``), overridden by ``invoke(query, k=..., ...)``."""
+    """Defaults for every call (``k``, ``filter``), overridden by ``invoke(query, k=..)``."""
+    filter: Any = None
+    """Default metadata filter: a rag-optimize ``Filter`` or the dict form LangChain vector
+    stores take (``{"source": "a", "year": {"$gte": 2020}}``, ``$in``, ``$and``, ``$or``...)."""
     engine: Any = None
     """A ready rag-optimize ``FusionRetriever`` / ``HybridRetriever`` (index mode)."""
 
@@ -160,12 +200,97 @@ class AsyncHybridRetriever(BaseRetriever):
         )
         return cls(engine=engine, k=engine.k, fusion=engine.fusion)
 
+    @classmethod
+    def from_vectorstore(
+        cls,
+        vectorstore: VectorStore,
+        embeddings: Embeddings | None = None,
+        **options: Any,
+    ) -> AsyncHybridRetriever:
+        """Build BM25 + dense indexes over what ``vectorstore`` holds, reusing its vectors.
+
+        ``InMemoryVectorStore`` and ``FAISS`` (flat indexes, or any that can reconstruct
+        their vectors) give their stored embeddings, so nothing is embedded again; only
+        vectors a store cannot give back are embedded. ``embeddings`` embeds queries
+        (default: the store's own, which must be the model its vectors came from).
+        ``options`` as for :meth:`from_documents`.
+        """
+        embeddings = embeddings or vectorstore.embeddings
+        if embeddings is None:
+            raise ConfigurationError(
+                f"{type(vectorstore).__name__} has no embeddings: pass embeddings=..."
+            )
+        documents, vectors = _stored(vectorstore)
+        engine = HybridRetriever.from_texts(
+            [d.page_content for d in documents],
+            embeddings,
+            ids=[str(d.id) for d in documents],
+            metadatas=[d.metadata for d in documents],
+            vectors=vectors,
+            **options,
+        )
+        return cls(engine=engine, k=engine.k, fusion=engine.fusion)
+
+    def _hybrid(self) -> HybridRetriever:
+        if not isinstance(self._engine, HybridRetriever):
+            raise ConfigurationError(
+                "this retriever wraps framework retrievers; adding, deleting and saving "
+                "documents needs index mode (from_documents / from_vectorstore / load)"
+            )
+        return self._engine
+
+    def add_documents(self, documents: Sequence[Document]) -> list[str]:
+        """Add documents to both indexes (ids from ``doc.id``, else numbered)."""
+        engine = self._hybrid()
+        base = len(engine.sparse or engine.dense or ())
+        return engine.add_texts(
+            [d.page_content for d in documents],
+            [d.id or str(base + i) for i, d in enumerate(documents)],
+            [d.metadata for d in documents],
+        )
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents by id from both indexes (every id must exist)."""
+        return self._hybrid().delete(ids)
+
+    def update_documents(self, documents: Sequence[Document]) -> list[str]:
+        """Replace documents by their ``doc.id`` (text, metadata and vector) in both indexes."""
+        missing = [d for d in documents if not d.id]
+        if missing:
+            raise InvalidInputError("update_documents needs documents with an id")
+        return self._hybrid().update(
+            [str(d.id) for d in documents],
+            [d.page_content for d in documents],
+            [d.metadata for d in documents],
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write the indexes and settings to directory ``path`` (no pickle)."""
+        self._hybrid().save(path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        embeddings: Embeddings,
+        *,
+        mmap: bool = False,
+        **options: Any,
+    ) -> AsyncHybridRetriever:
+        """Open a retriever saved with :meth:`save` without re-embedding anything.
+
+        ``embeddings`` embeds queries (the model the documents were embedded with);
+        ``mmap=True`` maps the arrays from disk; ``options`` override saved settings.
+        """
+        engine = HybridRetriever.load(path, embeddings, mmap=mmap, **options)
+        return cls(engine=engine, k=engine.k, fusion=engine.fusion)
+
     def _call_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Per-call options from ``invoke(query, **kwargs)``: ``k`` and ``search_kwargs``.
+        """Per-call options from ``invoke(query, **kwargs)``: ``k``, ``filter``, ``search_kwargs``.
 
         LangChain passes ``invoke``'s extra keywords here; ``search_kwargs`` (as in
-        ``VectorStoreRetriever``) may hold ``k`` too. Anything else is refused by name
-        rather than silently ignored.
+        ``VectorStoreRetriever``) may hold ``k`` and ``filter`` too. Anything else is refused
+        by name rather than silently ignored. The filter is applied inside both branches.
         """
         merged = {**self.search_kwargs, **dict(kwargs.pop("search_kwargs", None) or {}), **kwargs}
         unknown = sorted(set(merged) - _CALL_OPTIONS)
@@ -173,7 +298,8 @@ class AsyncHybridRetriever(BaseRetriever):
             raise ConfigurationError(
                 f"unknown retriever option(s) {unknown}: use {sorted(_CALL_OPTIONS)}"
             )
-        return {"k": merged.get("k", self.k)}
+        spec = merged.get("filter", self.filter)
+        return {"k": merged.get("k", self.k), **({"filter": spec} if spec is not None else {})}
 
     def retrieve_result(self, query: str, **kwargs: Any) -> RetrievalResult:
         """The full rag-optimize result (timings, failures) instead of documents."""

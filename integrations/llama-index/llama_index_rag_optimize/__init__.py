@@ -2,6 +2,7 @@
 
 Public names are re-exported here, one `from ... import X as X` line each.
 """
+
 from llama_index_rag_optimize.embeddings import BatchingEmbedding as BatchingEmbedding
 from llama_index_rag_optimize.tracing import LatencyEventHandler as LatencyEventHandler
 from llama_index_rag_optimize.tracing import LatencySpanHandler as LatencySpanHandler

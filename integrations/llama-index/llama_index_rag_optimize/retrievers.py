@@ -4,7 +4,9 @@
 already have (e.g. ``BM25Retriever`` and ``index.as_retriever()``) and runs them at the same
 time, in ``retrieve`` (threads) and in ``aretrieve`` (tasks on the loop, a real
 ``_aretrieve``), each with a timeout, answering from the others when one fails; or
-:meth:`AsyncHybridRetriever.from_nodes` builds rag-optimize's BM25 and dense indexes.
+:meth:`AsyncHybridRetriever.from_nodes` (or ``from_index``, reusing the vectors a
+``VectorStoreIndex`` holds) builds rag-optimize's BM25 and dense indexes, which take
+``insert_nodes`` / ``delete_nodes`` / ``update_nodes`` and ``save`` / ``load``.
 Each node's ``metadata["rag_optimize"]`` holds its fused score, per-branch ranks and whether
 the result was degraded; that key is excluded from what the LLM and embedder see.
 
@@ -14,26 +16,103 @@ All logic lives in :mod:`rag_optimize.retrieval`; this module only translates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from llama_index.core import VectorStoreIndex
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
+from llama_index.core.vector_stores import SimpleVectorStore
+from llama_index.core.vector_stores.types import (
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+)
 
 from llama_index_rag_optimize.embedder import LlamaIndexEmbedder
+from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.index import Hit
 from rag_optimize.retrieval import (
+    And,
     CallableBranch,
+    Eq,
+    Filter,
     FusionRetriever,
     HybridRetriever,
+    In,
+    Ne,
+    Not,
+    NotIn,
+    Or,
+    Range,
     RetrievalResult,
     RetrievedDocument,
+    parse_filter,
     wrap_retrievers,
 )
 
 METADATA_KEY = "rag_optimize"
+_NODES_FILE = "llama_index_nodes.json"
+_RANGES = {
+    FilterOperator.GT: "gt",
+    FilterOperator.GTE: "gte",
+    FilterOperator.LT: "lt",
+    FilterOperator.LTE: "lte",
+}
+
+
+def _one(item: MetadataFilter) -> Filter:
+    op, key, value = item.operator, item.key, item.value
+    if op == FilterOperator.EQ:
+        return Eq(key, value)  # type: ignore[arg-type]
+    if op == FilterOperator.NE:
+        return Ne(key, value)  # type: ignore[arg-type]
+    if op in _RANGES:
+        return Range(key, **{_RANGES[op]: value})  # type: ignore[arg-type]
+    if op in (FilterOperator.IN, FilterOperator.ANY):
+        return In(key, value)  # type: ignore[arg-type]
+    if op == FilterOperator.NIN:
+        return NotIn(key, value)  # type: ignore[arg-type]
+    if op == FilterOperator.CONTAINS:
+        return Eq(key, value)  # type: ignore[arg-type]  # a list field matches by element
+    if op == FilterOperator.ALL:
+        return And(tuple(Eq(key, v) for v in value))  # type: ignore[union-attr]
+    raise ConfigurationError(
+        f"unsupported filter operator {op.value!r} on {key!r}: use ==, !=, >, >=, <, <=, "
+        "in, nin, any, all or contains"
+    )
+
+
+def to_filter(filters: MetadataFilters | Filter | Mapping[str, Any] | None) -> Filter | None:
+    """LlamaIndex ``MetadataFilters`` (nested, and/or/not) as a rag-optimize filter.
+
+    A rag-optimize ``Filter`` or its dict form passes through. ``not`` matches when none
+    of its filters match, as LlamaIndex's simple vector store does.
+    """
+    if filters is None or isinstance(filters, Filter):
+        return filters
+    if not isinstance(filters, MetadataFilters):
+        return parse_filter(filters)
+    parts = tuple(
+        to_filter(f) if isinstance(f, MetadataFilters) else _one(f) for f in filters.filters
+    )
+    children = tuple(p for p in parts if p is not None)
+    if not children:
+        raise ConfigurationError("MetadataFilters holds no filter")
+    condition = filters.condition or FilterCondition.AND
+    if condition == FilterCondition.AND:
+        return children[0] if len(children) == 1 else And(children)
+    if condition == FilterCondition.OR:
+        return Or(children)
+    if condition == FilterCondition.NOT:
+        return Not(Or(children))
+    raise ConfigurationError(f"unsupported filter condition {condition!r}")
 
 
 def with_provenance(node: BaseNode, score: float, info: dict[str, Any]) -> NodeWithScore:
@@ -46,6 +125,19 @@ def with_provenance(node: BaseNode, score: float, info: dict[str, Any]) -> NodeW
     if METADATA_KEY not in copy.excluded_embed_metadata_keys:
         copy.excluded_embed_metadata_keys = [*copy.excluded_embed_metadata_keys, METADATA_KEY]
     return NodeWithScore(node=copy, score=score)
+
+
+def _node_columns(
+    nodes: Sequence[BaseNode],
+) -> tuple[list[str], list[str], list[dict[str, Any]], list[Any], list[str]]:
+    """Texts (for BM25), ids, metadata, stored embeddings and the texts to embed."""
+    return (
+        [n.get_content() for n in nodes],
+        [n.node_id for n in nodes],
+        [dict(n.metadata) for n in nodes],
+        [n.embedding for n in nodes],
+        [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes],
+    )
 
 
 def _to_hits(nodes: Sequence[NodeWithScore]) -> list[Hit]:
@@ -78,6 +170,8 @@ class AsyncHybridRetriever(BaseRetriever):
     names default to ``"r0", "r1", ...``. ``fusion`` is ``"rrf"``, ``"weighted"`` or
     ``"relative_score"``; ``k`` results; ``branch_timeout_ms`` abandons a slow branch;
     ``reranker`` is any rag-optimize ``Reranker``. Index mode: :meth:`from_nodes`.
+    ``filters`` (LlamaIndex ``MetadataFilters``, or a rag-optimize ``Filter``) is applied
+    inside both branches before their top-k (index mode only).
     """
 
     def __init__(
@@ -93,11 +187,13 @@ class AsyncHybridRetriever(BaseRetriever):
         reranker: Any = None,
         engine: FusionRetriever | None = None,
         nodes: Sequence[BaseNode] | None = None,
+        filters: MetadataFilters | Filter | Mapping[str, Any] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
         super().__init__(callback_manager=callback_manager, verbose=verbose)
         self._nodes = {n.node_id: n for n in nodes or ()}
+        self.filters = to_filter(filters)
         if engine is not None:
             self.engine = engine
             return
@@ -119,6 +215,7 @@ class AsyncHybridRetriever(BaseRetriever):
         nodes: Sequence[BaseNode],
         embed_model: BaseEmbedding,
         *,
+        filters: MetadataFilters | Filter | Mapping[str, Any] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
         **options: Any,
@@ -133,20 +230,131 @@ class AsyncHybridRetriever(BaseRetriever):
         ``reranker``, ``branch_timeout_ms``, ``quantization``, ``ann``, ``bm25_options``).
         """
         nodes = list(nodes)
+        texts, ids, metadatas, vectors, embed_texts = _node_columns(nodes)
         engine = HybridRetriever.from_texts(
-            [n.get_content() for n in nodes],
+            texts,
             LlamaIndexEmbedder(embed_model),
-            ids=[n.node_id for n in nodes],
-            metadatas=[n.metadata for n in nodes],
-            vectors=[n.embedding for n in nodes],
-            embed_texts=[n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes],
+            ids=ids,
+            metadatas=metadatas,
+            vectors=vectors,
+            embed_texts=embed_texts,
             **options,
         )
-        return cls(engine=engine, nodes=nodes, callback_manager=callback_manager, verbose=verbose)
+        return cls(
+            engine=engine,
+            nodes=nodes,
+            filters=filters,
+            callback_manager=callback_manager,
+            verbose=verbose,
+        )
 
-    def retrieve_result(self, query: str, k: int | None = None) -> RetrievalResult:
-        """The full rag-optimize result (timings, failures), with an optional per-call ``k``."""
-        return self.engine.retrieve(query, k)
+    @classmethod
+    def from_index(
+        cls,
+        index: VectorStoreIndex,
+        embed_model: BaseEmbedding | None = None,
+        **options: Any,
+    ) -> AsyncHybridRetriever:
+        """Build BM25 + dense indexes over a ``VectorStoreIndex``, reusing its vectors.
+
+        The nodes come from the index's docstore; their embeddings from its vector store
+        when that is LlamaIndex's simple (in-memory) store, so nothing is embedded again.
+        A node without a stored vector is embedded as the index would embed it (with its
+        embed metadata). ``embed_model`` defaults to the index's own. ``options`` as for
+        :meth:`from_nodes`.
+        """
+        store = index.vector_store
+        if store.stores_text:
+            raise ConfigurationError(
+                f"{type(store).__name__} keeps the nodes itself; build with from_nodes(nodes, ...)"
+            )
+        node_ids = list(index.index_struct.nodes_dict.values())
+        nodes = [n.model_copy() for n in index.docstore.get_nodes(node_ids)]
+        if isinstance(store, SimpleVectorStore):
+            stored = store.data.embedding_dict
+            for node in nodes:
+                node.embedding = node.embedding or stored.get(node.node_id)
+        return cls.from_nodes(nodes, embed_model or index._embed_model, **options)
+
+    def _hybrid(self) -> HybridRetriever:
+        if not isinstance(self.engine, HybridRetriever):
+            raise ConfigurationError(
+                "this retriever wraps framework retrievers; inserting, deleting and saving "
+                "nodes needs index mode (from_nodes / from_index / load)"
+            )
+        return self.engine
+
+    def insert_nodes(self, nodes: Sequence[BaseNode]) -> list[str]:
+        """Add nodes to both indexes (embedded like :meth:`from_nodes` embeds)."""
+        nodes = list(nodes)
+        texts, ids, metadatas, vectors, embed_texts = _node_columns(nodes)
+        ids = self._hybrid().add_texts(
+            texts, ids, metadatas, vectors=vectors, embed_texts=embed_texts
+        )
+        self._nodes.update((n.node_id, n) for n in nodes)
+        return ids
+
+    def delete_nodes(self, node_ids: Sequence[str]) -> int:
+        """Remove nodes by id from both indexes (every id must exist)."""
+        removed = self._hybrid().delete(node_ids)
+        for node_id in node_ids:
+            self._nodes.pop(node_id, None)
+        return removed
+
+    def update_nodes(self, nodes: Sequence[BaseNode]) -> list[str]:
+        """Replace nodes by id (text, metadata, vector) in both indexes."""
+        nodes = list(nodes)
+        texts, ids, metadatas, vectors, embed_texts = _node_columns(nodes)
+        updated = self._hybrid().update(
+            ids, texts, metadatas, vectors=vectors, embed_texts=embed_texts
+        )
+        self._nodes.update((n.node_id, n) for n in nodes)
+        return updated
+
+    def save(self, path: str | Path) -> None:
+        """Write the indexes, settings and the nodes (as LlamaIndex JSON) to ``path``."""
+        engine = self._hybrid()
+        engine.save(path)
+        rows = {  # vectors live in the dense index: not again in the nodes' JSON
+            node_id: doc_to_json(node.model_copy(update={"embedding": None}))
+            for node_id, node in self._nodes.items()
+        }
+        (Path(path) / _NODES_FILE).write_text(json.dumps(rows))
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        embed_model: BaseEmbedding,
+        *,
+        mmap: bool = False,
+        filters: MetadataFilters | Filter | Mapping[str, Any] | None = None,
+        callback_manager: CallbackManager | None = None,
+        **options: Any,
+    ) -> AsyncHybridRetriever:
+        """Open a retriever saved with :meth:`save` without re-embedding anything.
+
+        The saved nodes (relationships and all) come back as the retrieved nodes;
+        ``embed_model`` embeds queries; ``options`` override saved settings.
+        """
+        engine = HybridRetriever.load(path, LlamaIndexEmbedder(embed_model), mmap=mmap, **options)
+        nodes: list[BaseNode] = []
+        nodes_file = Path(path) / _NODES_FILE
+        if nodes_file.exists():
+            try:
+                nodes = [json_to_doc(row) for row in json.loads(nodes_file.read_text()).values()]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InvalidInputError(f"cannot load nodes from {nodes_file}: {exc}") from exc
+        return cls(engine=engine, nodes=nodes, filters=filters, callback_manager=callback_manager)
+
+    def retrieve_result(
+        self,
+        query: str,
+        k: int | None = None,
+        filters: MetadataFilters | Filter | Mapping[str, Any] | None = None,
+    ) -> RetrievalResult:
+        """The full rag-optimize result (timings, failures); per-call ``k`` and ``filters``."""
+        return self.engine.retrieve(query, k, filter=to_filter(filters) or self.filters)
 
     def _to_nodes(self, result: RetrievalResult) -> list[NodeWithScore]:
         out = []
@@ -163,7 +371,9 @@ class AsyncHybridRetriever(BaseRetriever):
         return TextNode(id_=item.id, text=item.text, metadata=dict(item.metadata))
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self._to_nodes(self.engine.retrieve(query_bundle.query_str))
+        result = self.engine.retrieve(query_bundle.query_str, filter=self.filters)
+        return self._to_nodes(result)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self._to_nodes(await self.engine.aretrieve(query_bundle.query_str))
+        result = await self.engine.aretrieve(query_bundle.query_str, filter=self.filters)
+        return self._to_nodes(result)

@@ -7,6 +7,8 @@ from typing import Any
 
 from rag_optimize.embedding.vectors import FloatVector
 
+__all__ = ["CacheEntry", "CacheHit", "Candidate"]
+
 
 @dataclass
 class CacheEntry:
@@ -15,6 +17,9 @@ class CacheEntry:
     ``response`` and ``metadata`` must be JSON-serialisable so the same entry can live in
     any store (in-process or Redis) unchanged. ``threshold`` is the entry's own decision
     threshold when it has one (learned from feedback), else the cache's is used.
+    ``partition`` is the digest of the call's exact part (``exact=``, see
+    :func:`~rag_optimize.cache.keys.exact_digest`), ``""`` when it had none: a store only
+    ever answers a lookup from entries of the same ``scope`` *and* ``partition``.
     """
 
     id: str
@@ -27,6 +32,7 @@ class CacheEntry:
     created_at: float = 0.0
     expires_at: float | None = None
     threshold: float | None = None
+    partition: str = ""
 
 
 @dataclass(frozen=True)

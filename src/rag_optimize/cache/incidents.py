@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 
+__all__ = ["IncidentLog"]
+
 
 class IncidentLog:
     """Tracks whether ``what`` is failing and logs only the transitions."""

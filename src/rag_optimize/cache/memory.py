@@ -2,7 +2,7 @@
 
 LRU order is an ``OrderedDict`` (O(1) touch and evict); TTL expiry pops a heap of expiry
 times (O(log n) per entry, never a scan); each scope has its own :class:`VectorTable`, so a
-lookup only ever sees its own scope's vectors.
+lookup only ever sees its own scope's vectors (one table per scope and partition).
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import threading
 from collections import OrderedDict
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
-from rag_optimize.cache.stats import StatsCounter
-from rag_optimize.cache.store import SyncStoreMixin
+from rag_optimize.cache.store import StoreReport, SyncStoreMixin
 from rag_optimize.cache.vector_table import IndexKind, VectorTable
 from rag_optimize.embedding.vectors import FloatVector
 from rag_optimize.errors import ConfigurationError, InvalidVectorError
+
+__all__ = ["InMemoryStore"]
+
+_Slot = tuple[str, str]  # (scope, partition): one vector table each
 
 
 class InMemoryStore(SyncStoreMixin):
@@ -36,37 +39,49 @@ class InMemoryStore(SyncStoreMixin):
         self.index: IndexKind = index
         self._lock = threading.RLock()
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
-        self._exact: dict[tuple[str, str], str] = {}
-        self._tables: dict[str, VectorTable] = {}
+        self._exact: dict[tuple[str, str, str], str] = {}
+        self._tables: dict[_Slot, VectorTable] = {}
         self._expiry: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._dim: int | None = None
-        self._stats = StatsCounter()
 
     @property
     def dim(self) -> int | None:
         """Dimension of the stored vectors (fixed by the first entry)."""
         return self._dim
 
-    def attach_stats(self, stats: StatsCounter) -> None:
-        """Report evictions and expirations into ``stats``."""
-        self._stats = stats
-
-    def get_exact(self, scope: str, query_key: str, now: float) -> CacheEntry | None:
+    def get_exact(
+        self,
+        scope: str,
+        query_key: str,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> CacheEntry | None:
         """The live entry for exactly this normalised query, marked as used."""
         with self._lock:
-            self._expire(now)
-            entry_id = self._exact.get((scope, query_key))
+            self._expire(now, report)
+            entry_id = self._exact.get((scope, partition, query_key))
             if entry_id is None:
                 return None
             self._entries.move_to_end(entry_id)
             return self._entries[entry_id]
 
-    def search(self, scope: str, vector: FloatVector, k: int, now: float) -> list[Candidate]:
-        """The ``k`` nearest live entries of ``scope``."""
+    def search(
+        self,
+        scope: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> list[Candidate]:
+        """The ``k`` nearest live entries of ``scope`` and ``partition``."""
         with self._lock:
-            self._expire(now)
-            table = self._tables.get(scope)
+            self._expire(now, report)
+            table = self._tables.get((scope, partition))
             if table is None:
                 return []
             return [
@@ -74,16 +89,18 @@ class InMemoryStore(SyncStoreMixin):
                 for entry_id, sim in table.search(vector, k)
             ]
 
-    def fetch(self, entry_id: str, now: float) -> CacheEntry | None:
+    def fetch(
+        self, entry_id: str, now: float, *, report: StoreReport | None = None
+    ) -> CacheEntry | None:
         """The entry, marked as used, or ``None`` if it is gone or expired."""
         with self._lock:
-            self._expire(now)
+            self._expire(now, report)
             entry = self._entries.get(entry_id)
             if entry is not None:
                 self._entries.move_to_end(entry_id)
             return entry
 
-    def put(self, entry: CacheEntry, now: float) -> None:
+    def put(self, entry: CacheEntry, now: float, *, report: StoreReport | None = None) -> None:
         """Insert or replace ``entry`` and evict least-recently-used entries past capacity."""
         with self._lock:
             if self._dim is None:
@@ -92,23 +109,26 @@ class InMemoryStore(SyncStoreMixin):
                 raise InvalidVectorError(
                     f"entry vector has dimension {entry.vector.shape[0]}, store holds {self._dim}"
                 )
-            self._expire(now)
-            old_id = self._exact.get((entry.scope, entry.query_key))
+            self._expire(now, report)
+            exact_key = (entry.scope, entry.partition, entry.query_key)
+            old_id = self._exact.get(exact_key)
             if old_id is not None and old_id != entry.id:
                 self._remove(old_id)
             self._remove(entry.id)
             self._entries[entry.id] = entry
-            self._exact[(entry.scope, entry.query_key)] = entry.id
-            table = self._tables.get(entry.scope)
+            self._exact[exact_key] = entry.id
+            slot = (entry.scope, entry.partition)
+            table = self._tables.get(slot)
             if table is None:
-                table = self._tables[entry.scope] = VectorTable(self._dim, self.index)
+                table = self._tables[slot] = VectorTable(self._dim, self.index)
             table.add(entry.id, entry.vector)
             if entry.expires_at is not None:
                 heapq.heappush(self._expiry, (entry.expires_at, next(self._seq), entry.id))
             while self.max_entries is not None and len(self._entries) > self.max_entries:
                 oldest = next(iter(self._entries))
                 self._remove(oldest)
-                self._stats.add("evictions")
+                if report is not None:
+                    report.evicted += 1
 
     def delete(self, entry_ids: list[str]) -> int:
         """Remove these entries; returns how many existed."""
@@ -116,10 +136,10 @@ class InMemoryStore(SyncStoreMixin):
             return sum(self._remove(entry_id) for entry_id in entry_ids)
 
     def invalidate(self, scope: str) -> int:
-        """Remove every entry of ``scope``."""
+        """Remove every entry of ``scope``, in every partition."""
         with self._lock:
-            table = self._tables.get(scope)
-            ids = table.ids() if table is not None else []
+            slots = [slot for slot in self._tables if slot[0] == scope]
+            ids = [entry_id for slot in slots for entry_id in self._tables[slot].ids()]
             for entry_id in ids:
                 self._remove(entry_id)
             return len(ids)
@@ -160,23 +180,25 @@ class InMemoryStore(SyncStoreMixin):
         entry = self._entries.pop(entry_id, None)
         if entry is None:
             return False
-        key = (entry.scope, entry.query_key)
+        key = (entry.scope, entry.partition, entry.query_key)
         if self._exact.get(key) == entry_id:
             del self._exact[key]
-        table = self._tables.get(entry.scope)
+        slot = (entry.scope, entry.partition)
+        table = self._tables.get(slot)
         if table is not None:
             table.remove(entry_id)
             if not len(table):
-                del self._tables[entry.scope]
+                del self._tables[slot]
         return True
 
-    def _expire(self, now: float) -> None:
+    def _expire(self, now: float, report: StoreReport | None) -> None:
         while self._expiry and self._expiry[0][0] <= now:
             expires_at, _, entry_id = heapq.heappop(self._expiry)
             entry = self._entries.get(entry_id)
             if entry is not None and entry.expires_at == expires_at:
                 self._remove(entry_id)
-                self._stats.add("expirations")
+                if report is not None:
+                    report.expired += 1
 
 
 def _matches(value: object, wanted: set[str]) -> bool:

@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rag_optimize.cache.keys import check_scope
+from rag_optimize.errors import InvalidTypeError
+
+__all__ = ["cache_scope", "current_scope"]
 
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "rag_optimize_cache_scope", default=None
@@ -23,7 +26,7 @@ _current: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 def cache_scope(scope: str) -> Iterator[str]:
     """Use ``scope`` for cache calls in this block that do not pass one explicitly."""
     if scope is None:
-        raise TypeError("cache_scope() needs a str scope, got None")
+        raise InvalidTypeError("cache_scope() needs a str scope, got None")
     token = _current.set(check_scope(scope))
     try:
         yield scope

@@ -15,7 +15,8 @@ near-miss questions ("when did ..." / "where did ...") reach 0.99 (see BENCHMARK
 ``cache_quality``). Use ``calibrate_threshold`` on pairs from your own traffic, or let the
 error budget learn it.
 
-Knowing when it is wrong: with ``max_error_rate=0.02`` instead of a fixed number, the cache
+Knowing when it is wrong: with ``error_budget=ErrorBudgetSettings(max_error_rate=0.02)``
+(or the older ``max_error_rate=0.02`` keyword) instead of a fixed number, the cache
 learns its threshold from verified outcomes (:meth:`SemanticCache.feedback`, shadow
 comparisons, and probes: on a miss, the nearest stored answer is compared with the model's
 real answer by the judge when the app stores it), and each entry that served a wrong answer
@@ -26,11 +27,25 @@ up without serving and reports what it would have done (:meth:`SemanticCache.sha
 ``require_scope=True`` makes a call with no scope fail closed. ``tracker=`` times each lookup
 as the ``"cache"`` stage of the current run (:mod:`rag_optimize.tracing`).
 
+Keys: a lookup matches on the query (by meaning, or exactly), the ``scope`` (tenant, user)
+and the *exact part* ``exact=`` (model identity, system prompt, tools, other inputs: a str,
+or a sequence/mapping hashed canonically, see :func:`~rag_optimize.cache.keys.exact_digest`).
+Entries with different exact parts never answer each other; ``invalidate(scope)`` drops a
+scope with all its exact parts. Adapters pass their framework's exact part here instead of
+folding it into the scope.
+
+One flow for sync and async: every operation is a plan (:mod:`rag_optimize.cache.flow`)
+written once and run by a blocking and an awaiting driver.
+
 Failure policy: the cache never fails the user's request because of itself. An embedder that
 raises or a store that is down turns the lookup into a miss and the write into a no-op, each
 counted in :attr:`SemanticCache.stats` and logged once per incident. Input that is wrong
 (empty query, wrong types, a model that returns NaN, zero or wrong-dimension vectors) raises
-a clear ``ValueError``/``TypeError``: that is a bug to fix, not an outage to ride out.
+a clear error from :mod:`rag_optimize.errors` (``InvalidInputError`` and its subclasses, still
+``ValueError``/``TypeError``): that is a bug to fix, not an outage to ride out.
+
+The constructor does no I/O and starts no thread (the default store is in-process; a
+``RedisStore`` is created by the app and owns its connections).
 """
 
 from __future__ import annotations
@@ -41,14 +56,14 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from rag_optimize.cache.decision.error_budget import EVIDENCE_KEY, ErrorBudget
 from rag_optimize.cache.decision.judges import EmbeddingJudge, Judge, check_judge
 from rag_optimize.cache.decision.learning import Mode, Nearest, OutcomeLearner
-from rag_optimize.cache.decision.shadow import Observation, ShadowReport
+from rag_optimize.cache.decision.shadow import ShadowReport
 from rag_optimize.cache.decision.verifiers import (
     MismatchVerifier,
     Verifier,
@@ -56,27 +71,90 @@ from rag_optimize.cache.decision.verifiers import (
     verifier_name,
 )
 from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
+from rag_optimize.cache.flow import Embed, EmbedMany, Faults, Plan, StoreCall, arun, run
+from rag_optimize.cache.flow import Judge as JudgeOp
 from rag_optimize.cache.incidents import IncidentLog
-from rag_optimize.cache.keys import check_query, check_scope, digest, normalise_query
+from rag_optimize.cache.keys import (
+    ExactPart,
+    check_query,
+    check_scope,
+    digest,
+    entry_id,
+    exact_digest,
+    normalise_query,
+)
 from rag_optimize.cache.memory import InMemoryStore
 from rag_optimize.cache.scopes import current_scope
 from rag_optimize.cache.stats import CacheStats, StatsCounter
 from rag_optimize.cache.store import Store
 from rag_optimize.cache.vector_table import IndexKind
-from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedder
+from rag_optimize.embedding.protocol import Embedder, check_embedder
 from rag_optimize.embedding.vectors import FloatVector, unit_vector
-from rag_optimize.errors import ConfigurationError, InvalidInputError, StoreError
+from rag_optimize.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    InvalidTypeError,
+    StoreError,
+)
 from rag_optimize.tracing.stages import CACHE
 from rag_optimize.tracing.tracker import LatencyTracker, optional_span
 
-logger = logging.getLogger("rag_optimize.cache")
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_VERIFIER",
+    "ErrorBudgetSettings",
+    "FeedbackAction",
+    "SemanticCache",
+]
 
-T = TypeVar("T")
+logger = logging.getLogger("rag_optimize.cache")
 
 DEFAULT_THRESHOLD = 0.9
 DEFAULT_VERIFIER = MismatchVerifier()
 _PENDING_VECTORS = 1024
+_FAILED = object()  # a store write's result when the store failed
 FeedbackAction = Literal["updated", "deleted", "missing"]
+Item = tuple[str, Any] | tuple[str, Any, dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class ErrorBudgetSettings:
+    """The error budget of a :class:`SemanticCache`, as one value (``error_budget=``).
+
+    Args:
+        max_error_rate: the fraction of served answers allowed to be wrong (e.g. ``0.02``).
+            The threshold is then learned from verified outcomes and entries that served a
+            wrong answer get their own higher threshold.
+        confidence: confidence of the error-budget certificate.
+        min_threshold: the error budget never lowers the threshold below this.
+        learn_from_misses: compare the nearest stored answer of a miss with the answer the
+            app then stores (by the cache's ``judge``): an outcome without serving anything.
+            Costs one store fetch per miss with a neighbour of similarity >=
+            ``min_threshold`` and one judge call per following ``set`` (the default judge
+            embeds both answers). Turn it off to learn from ``feedback`` only.
+    """
+
+    max_error_rate: float
+    confidence: float = 0.95
+    min_threshold: float = 0.5
+    learn_from_misses: bool = True
+
+
+@dataclass(slots=True)
+class _Key:
+    """A call's key, checked: the query, its normalised form, scope, partition, clock."""
+
+    query: str
+    key: str
+    scope: str
+    partition: str
+    now: float
+
+    @property
+    def slot(self) -> str:
+        """Where an observation of this lookup waits for the app's answer (scope is kept
+        apart by the learner; the partition is folded in here)."""
+        return self.key if not self.partition else digest(self.partition, self.key)
 
 
 class SemanticCache:
@@ -84,9 +162,9 @@ class SemanticCache:
 
     Args:
         embedder: anything with ``embed_query``/``embed_documents`` (LangChain shape);
-            ``aembed_query`` is used by the async methods when present.
-        threshold: minimum cosine similarity for a hit, in (0, 1]. With ``max_error_rate``
-            it is the starting threshold, used until outcomes certify another one (set it to
+            ``aembed_query``/``aembed_documents`` are used by the async methods when present.
+        threshold: minimum cosine similarity for a hit, in (0, 1]. With an error budget it
+            is the starting threshold, used until outcomes certify another one (set it to
             the calibrated value for your model, see ``calibrate_threshold``).
         ttl_seconds: default lifetime of an entry; ``None`` keeps entries until evicted.
         max_entries: capacity of the default in-process store (LRU eviction past it).
@@ -97,16 +175,11 @@ class SemanticCache:
             entries carry their own thresholds.
         clock: wall-clock seconds; injected in tests. Entries store absolute times, so all
             processes sharing a store must use the same clock (the default ``time.time``).
-        max_error_rate: turn on the error budget: the fraction of served answers allowed to be
-            wrong (e.g. ``0.02``). The threshold is then learned from verified outcomes and
-            entries that served a wrong answer get their own higher threshold.
-        confidence: confidence of the error-budget certificate (default 0.95).
-        min_threshold: the error budget never lowers the threshold below this.
-        learn_from_misses: with an error budget, compare the nearest stored answer of a miss
-            with the answer the app then stores (by ``judge``): an outcome without serving
-            anything. Costs one store fetch per miss with a neighbour of similarity
-            >= ``min_threshold`` and one judge call per following ``set`` (the default
-            judge embeds both answers). Turn it off to learn from ``feedback`` only.
+        error_budget: turn on the error budget (:class:`ErrorBudgetSettings`: the allowed
+            error rate, the certificate's confidence, the lowest threshold, probes of
+            misses). The older separate keywords ``max_error_rate``, ``confidence``,
+            ``min_threshold`` and ``learn_from_misses`` are still accepted and mean the
+            same; passing both forms is an error.
         mode: ``"live"`` serves hits; ``"shadow"`` never serves, records what it would have
             served and judges it against the model's real answer (:meth:`shadow_report`).
         judge: ``judge(query, cached_answer, fresh_answer) -> bool`` for shadow comparisons and
@@ -121,7 +194,9 @@ class SemanticCache:
             the threshold is served; a veto moves on to the next candidate. The default
             :class:`~rag_optimize.cache.MismatchVerifier` vetoes queries that differ
             in a number, a negation or the question word ("when" vs "where"), which the
-            embedding barely sees. ``None`` serves on similarity alone.
+            embedding barely sees. ``None`` serves on similarity alone. A verifier with a
+            method ``explain(query, cached_query)`` returning a mapping has it recorded in
+            ``hit.metadata["cache_decision"]["verifier_detail"]``.
     """
 
     def __init__(
@@ -135,10 +210,11 @@ class SemanticCache:
         index: IndexKind = "exact",
         candidates: int = 4,
         clock: Callable[[], float] = time.time,
+        error_budget: ErrorBudgetSettings | None = None,
         max_error_rate: float | None = None,
-        confidence: float = 0.95,
-        min_threshold: float = 0.5,
-        learn_from_misses: bool = True,
+        confidence: float | None = None,
+        min_threshold: float | None = None,
+        learn_from_misses: bool | None = None,
         mode: Mode = "live",
         judge: Judge | None = None,
         require_scope: bool = False,
@@ -158,32 +234,40 @@ class SemanticCache:
         self.candidates = candidates
         self.require_scope = bool(require_scope)
         self.tracker = tracker
+        settings = _budget_settings(
+            error_budget, max_error_rate, confidence, min_threshold, learn_from_misses
+        )
         budget: ErrorBudget | None = None
-        if max_error_rate is not None:
+        if settings is not None:
             budget = ErrorBudget(
-                max_error_rate,
+                settings.max_error_rate,
                 start_threshold=self.threshold,
-                confidence=confidence,
-                min_threshold=min(min_threshold, self.threshold),
+                confidence=settings.confidence,
+                min_threshold=min(settings.min_threshold, self.threshold),
             )
         self.store: Store = store if store is not None else InMemoryStore(max_entries, index)
         self._clock = clock
         self._stats = StatsCounter()
-        self.store.attach_stats(self._stats)
+        self._faults = Faults(self._stats)
         self._learner = OutcomeLearner(
             budget=budget,
             judge=check_judge(judge) if judge is not None else EmbeddingJudge(embedder),
             mode=mode,
-            learn_from_misses=bool(learn_from_misses),
+            learn_from_misses=True if settings is None else bool(settings.learn_from_misses),
             stats=self._stats,
         )
-        self._embed_incidents = IncidentLog(logger, "embedding model")
-        self._store_incidents = IncidentLog(logger, "cache store")
+        if settings is None and learn_from_misses is not None:
+            self._learner.learn_from_misses = bool(learn_from_misses)
         self._verifier_incidents = IncidentLog(logger, "cache verifier")
         self._pending: OrderedDict[str, FloatVector] = OrderedDict()
         self._pending_lock = threading.Lock()
 
     # ------------------------------------------------------- learning settings
+    @property
+    def learner(self) -> OutcomeLearner:
+        """The learning side (thresholds in force, observations, judging, outcomes)."""
+        return self._learner
+
     @property
     def mode(self) -> Mode:
         """``"live"`` serves hits; ``"shadow"`` only observes (may be switched at any time)."""
@@ -214,77 +298,59 @@ class SemanticCache:
         self._learner.learn_from_misses = bool(value)
 
     # ------------------------------------------------------------------ lookups
-    def get(self, query: str, scope: str | None = None) -> CacheHit | None:
-        """The cached answer for ``query`` in ``scope``, or ``None`` on a miss (always
-        ``None`` in shadow mode). Timed as the ``"cache"`` stage when a tracker is given."""
+    def get(
+        self, query: str, scope: str | None = None, *, exact: ExactPart = None
+    ) -> CacheHit | None:
+        """The cached answer for ``query`` in ``scope`` with the same exact part ``exact``,
+        or ``None`` on a miss (always ``None`` in shadow mode). Timed as the ``"cache"``
+        stage when a tracker is given."""
         outcome: dict[str, Any] = {}
         with optional_span(self.tracker, CACHE, attributes=outcome):
-            hit = self._get(query, scope)
+            hit = run(self._lookup(query, scope, exact), self, self._faults)
             outcome["hit"] = hit is not None
         return hit
 
-    async def aget(self, query: str, scope: str | None = None) -> CacheHit | None:
+    async def aget(
+        self, query: str, scope: str | None = None, *, exact: ExactPart = None
+    ) -> CacheHit | None:
         """Async :meth:`get`: never blocks the event loop on the model or the store."""
         outcome: dict[str, Any] = {}
         with optional_span(self.tracker, CACHE, attributes=outcome):
-            hit = await self._aget(query, scope)
+            hit = await arun(self._lookup(query, scope, exact), self, self._faults)
             outcome["hit"] = hit is not None
         return hit
 
-    def _get(self, query: str, scope: str | None) -> CacheHit | None:
-        query, key, scope_key, now = self._begin(query, scope)
+    def _lookup(self, query: str, scope: str | None, exact: ExactPart) -> Plan[CacheHit | None]:
+        """The lookup flow: exact path, then embed, search, fetch and decide."""
+        k = self._begin(query, scope, exact)
         if self._refuse_lookup(scope):
             return None
-        entry = self._guard(lambda: self.store.get_exact(scope_key, key, now), None)
+        entry = yield StoreCall(
+            "get_exact", k.scope, k.key, k.now, partition=k.partition, reports=True
+        )
         if entry is not None:
-            return self._found(entry, 1.0, None, key, None, now, exact=True)
-        vector = self._embed(query)
-        if vector is None:
+            return self._found(entry, 1.0, None, k, None, exact=True)
+        raw = yield Embed(k.query)
+        if raw is None:
             self._miss()
             return None
+        vector = unit_vector(raw, self._dim())
         empty: list[Candidate] = []
-        candidates = self._guard(
-            partial(self.store.search, scope_key, vector, self.candidates, now), empty
+        candidates = yield StoreCall(
+            "search", k.scope, vector, self.candidates, k.now,
+            default=empty, partition=k.partition, reports=True,
         )
         nearest: Nearest | None = None
         for candidate, threshold, accepted in self._learner.ranked(candidates, self.threshold):
             if not accepted and nearest is not None:
                 continue
-            found = self._guard(partial(self.store.fetch, candidate.entry_id, now), None)
-            if found is None or found.scope != scope_key or self._vetoed(query, found, accepted):
+            found = yield StoreCall("fetch", candidate.entry_id, k.now, reports=True)
+            if found is None or not _same_key(found, k) or self._vetoed(k.query, found, accepted):
                 continue
             if accepted:
-                return self._found(found, candidate.similarity, threshold, key, vector, now)
+                return self._found(found, candidate.similarity, threshold, k, vector)
             nearest = (found, candidate.similarity, threshold)
-        self._not_found(key, scope_key, vector, nearest)
-        return None
-
-    async def _aget(self, query: str, scope: str | None) -> CacheHit | None:
-        query, key, scope_key, now = self._begin(query, scope)
-        if self._refuse_lookup(scope):
-            return None
-        entry = await self._aguard(lambda: self.store.aget_exact(scope_key, key, now), None)
-        if entry is not None:
-            return self._found(entry, 1.0, None, key, None, now, exact=True)
-        vector = await self._aembed(query)
-        if vector is None:
-            self._miss()
-            return None
-        empty: list[Candidate] = []
-        candidates = await self._aguard(
-            partial(self.store.asearch, scope_key, vector, self.candidates, now), empty
-        )
-        nearest: Nearest | None = None
-        for candidate, threshold, accepted in self._learner.ranked(candidates, self.threshold):
-            if not accepted and nearest is not None:
-                continue
-            found = await self._aguard(partial(self.store.afetch, candidate.entry_id, now), None)
-            if found is None or found.scope != scope_key or self._vetoed(query, found, accepted):
-                continue
-            if accepted:
-                return self._found(found, candidate.similarity, threshold, key, vector, now)
-            nearest = (found, candidate.similarity, threshold)
-        self._not_found(key, scope_key, vector, nearest)
+        self._not_found(k, vector, nearest)
         return None
 
     # ------------------------------------------------------------------- writes
@@ -294,10 +360,12 @@ class SemanticCache:
         response: Any,
         scope: str | None = None,
         *,
+        exact: ExactPart = None,
         metadata: dict[str, Any] | None = None,
         ttl_seconds: float | None = None,
     ) -> bool:
-        """Store ``response`` for ``query`` in ``scope``; returns whether it was stored.
+        """Store ``response`` for ``query`` in ``scope`` under the exact part ``exact``;
+        returns whether it was stored.
 
         ``response`` and ``metadata`` must be JSON-serialisable (so every store can hold
         them). A query just missed is not embedded again. A failing model or store drops
@@ -307,29 +375,8 @@ class SemanticCache:
         document ids in ``metadata["source_ids"]`` and the index version in
         ``metadata["index_version"]`` for :meth:`invalidate`.
         """
-        query, key, scope_key, now = self._begin(query, scope)
-        _check_json(response, metadata)
-        if self._refuse_write(scope):
-            return False
-        vector = self._take_pending(key)
-        if vector is None:
-            vector = self._embed(query)
-        if vector is None:
-            self._stats.add("dropped_writes")
-            return False
-        entry = self._entry(query, key, scope_key, vector, response, metadata, ttl_seconds, now)
-
-        def put() -> bool:
-            self.store.put(entry, now)
-            return True
-
-        stored = self._guard(put, False)
-        self._count_write(stored)
-        observation = self._learner.take(scope_key, key)
-        if observation is not None:
-            correct = self._learner.judged(query, observation, response)
-            self._settle(observation, correct, entry.id, now)
-        return stored
+        plan = self._write([(query, response, metadata)], scope, exact, ttl_seconds, bulk=False)
+        return run(plan, self, self._faults) == 1
 
     async def aset(
         self,
@@ -337,33 +384,110 @@ class SemanticCache:
         response: Any,
         scope: str | None = None,
         *,
+        exact: ExactPart = None,
         metadata: dict[str, Any] | None = None,
         ttl_seconds: float | None = None,
     ) -> bool:
         """Async :meth:`set`."""
-        query, key, scope_key, now = self._begin(query, scope)
-        _check_json(response, metadata)
-        if self._refuse_write(scope):
-            return False
-        vector = self._take_pending(key)
-        if vector is None:
-            vector = await self._aembed(query)
-        if vector is None:
-            self._stats.add("dropped_writes")
-            return False
-        entry = self._entry(query, key, scope_key, vector, response, metadata, ttl_seconds, now)
+        plan = self._write([(query, response, metadata)], scope, exact, ttl_seconds, bulk=False)
+        return await arun(plan, self, self._faults) == 1
 
-        async def put() -> bool:
-            await self.store.aput(entry, now)
-            return True
+    def set_many(
+        self,
+        items: Iterable[Item],
+        scope: str | None = None,
+        *,
+        exact: ExactPart = None,
+        metadata: dict[str, Any] | None = None,
+        ttl_seconds: float | None = None,
+    ) -> int:
+        """Store many answers at once; returns how many were stored.
 
-        stored = await self._aguard(put, False)
-        self._count_write(stored)
-        observation = self._learner.take(scope_key, key)
-        if observation is not None:
-            correct = await self._learner.ajudged(query, observation, response)
-            await self._asettle(observation, correct, entry.id, now)
-        return stored
+        ``items`` are ``(query, response)`` or ``(query, response, metadata)`` pairs
+        (``metadata=`` applies to pairs without their own), all in ``scope`` under ``exact``.
+        The queries not just missed are embedded in one ``embed_documents`` batch and the
+        entries written with one ``Store.put_many``: the way to warm a cache. The same
+        checks and failure policy as :meth:`set` (a failing model or store drops the whole
+        batch, counted per item).
+        """
+        plan = self._write(_items(items, metadata), scope, exact, ttl_seconds, bulk=True)
+        return run(plan, self, self._faults)
+
+    async def aset_many(
+        self,
+        items: Iterable[Item],
+        scope: str | None = None,
+        *,
+        exact: ExactPart = None,
+        metadata: dict[str, Any] | None = None,
+        ttl_seconds: float | None = None,
+    ) -> int:
+        """Async :meth:`set_many` (``aembed_documents`` when the model has it)."""
+        plan = self._write(_items(items, metadata), scope, exact, ttl_seconds, bulk=True)
+        return await arun(plan, self, self._faults)
+
+    def _write(
+        self,
+        items: list[tuple[str, Any, dict[str, Any] | None]],
+        scope: str | None,
+        exact: ExactPart,
+        ttl_seconds: float | None,
+        *,
+        bulk: bool,
+    ) -> Plan[int]:
+        """The write flow: check, embed what is not pending, put, then learn from the
+        answers that observations were waiting for."""
+        keys = [self._begin(query, scope, exact) for query, _, _ in items]
+        for _, response, metadata in items:
+            _check_json(response, metadata)
+        if self._refuse_write(scope, len(items)):
+            return 0
+        vectors = [self._take_pending(k.key) for k in keys]
+        todo = [n for n, v in enumerate(vectors) if v is None]
+        if todo:
+            embedded = yield from self._embed_all([keys[n].query for n in todo], bulk)
+            if embedded is None:
+                self._stats.add("dropped_writes", len(items))
+                return 0
+            dim = self._dim()
+            for n, raw in zip(todo, embedded, strict=True):
+                vectors[n] = vector = unit_vector(raw, dim)
+                dim = int(vector.shape[0])
+        entries = [
+            self._entry(k, vector, response, metadata, ttl_seconds)
+            for k, vector, (_, response, metadata) in zip(keys, vectors, items, strict=True)
+            if vector is not None
+        ]
+        now = keys[0].now
+        if bulk:
+            result = yield StoreCall("put_many", entries, now, default=_FAILED, reports=True)
+        else:
+            result = yield StoreCall("put", entries[0], now, default=_FAILED, reports=True)
+        stored = result is not _FAILED
+        self._stats.add("sets" if stored else "dropped_writes", len(entries))
+        for k, entry, (_, response, _) in zip(keys, entries, items, strict=True):
+            yield from self._learn_from_answer(k, entry.id, response)
+        return len(entries) if stored else 0
+
+    def _embed_all(self, texts: list[str], bulk: bool) -> Plan[list[Any] | None]:
+        """The raw vectors of ``texts`` (one ``embed_documents`` batch when ``bulk``, else
+        ``embed_query`` of the one text), ``None`` if the model failed."""
+        if bulk:
+            return (yield EmbedMany(texts))
+        raw = yield Embed(texts[0])
+        return None if raw is None else [raw]
+
+    def _learn_from_answer(self, k: _Key, new_id: str, response: Any) -> Plan[None]:
+        """If a lookup of this query left an observation, judge it against ``response``; a
+        wrong probe gives the observed entry its floor."""
+        observation = self._learner.take(k.scope, k.slot)
+        if observation is None:
+            return
+        correct = yield JudgeOp(k.query, observation, response)
+        if self._learner.settle(observation, correct, new_id):
+            yield from self._outcome(
+                observation.entry_id, observation.similarity, False, False, k.now
+            )
 
     # ---------------------------------------------------------------- feedback
     def feedback(self, hit: CacheHit, correct: bool) -> FeedbackAction:
@@ -376,17 +500,37 @@ class SemanticCache:
         replaces it). A wrong exact-match hit always deletes (the answer itself is bad).
         Returns ``"updated"``, ``"deleted"`` or ``"missing"`` (entry already gone).
         """
-        _check_feedback(hit, correct)
-        self._count_feedback(hit, correct)
-        return self._apply_outcome(hit.entry_id, hit.similarity, correct, hit.exact, self._clock())
+        return run(self._feedback(hit, correct), self, self._faults)
 
     async def afeedback(self, hit: CacheHit, correct: bool) -> FeedbackAction:
         """Async :meth:`feedback`."""
+        return await arun(self._feedback(hit, correct), self, self._faults)
+
+    def _feedback(self, hit: CacheHit, correct: bool) -> Plan[FeedbackAction]:
         _check_feedback(hit, correct)
-        self._count_feedback(hit, correct)
-        return await self._aapply_outcome(
-            hit.entry_id, hit.similarity, correct, hit.exact, self._clock()
+        self._stats.add("feedback_correct" if correct else "feedback_wrong")
+        self._learner.learn(hit.similarity, correct, hit.exact)
+        return (
+            yield from self._outcome(
+                hit.entry_id, hit.similarity, correct, hit.exact, self._clock()
+            )
         )
+
+    def _outcome(
+        self, entry_id: str, similarity: float, correct: bool, exact: bool, now: float
+    ) -> Plan[FeedbackAction]:
+        """Record an outcome on the stored entry: update its evidence and floor, or delete it
+        (a tombstone) when :meth:`OutcomeLearner.revised` says so."""
+        entry = yield StoreCall("fetch", entry_id, now, reports=True)
+        if entry is None:
+            return "missing"
+        revised = self._learner.revised(entry, similarity, correct, exact)
+        if revised is None:
+            removed = yield StoreCall("delete", [entry_id], default=0)
+            self._stats.add("tombstones", int(removed))
+            return "deleted"
+        yield StoreCall("put", revised, now, reports=True)
+        return "updated"
 
     # ------------------------------------------------------------ invalidation
     def invalidate(
@@ -396,23 +540,16 @@ class SemanticCache:
         source_ids: Sequence[str] | None = None,
         index_version: str | Sequence[str] | None = None,
     ) -> int:
-        """Drop entries; returns how many.
+        """Drop entries; returns how many (also counted in ``stats.invalidated``).
 
-        ``invalidate(scope)``: every entry of ``scope`` (``None``: the active ``cache_scope``
-        or the default scope). ``invalidate(source_ids=[...])``: every entry whose answer used
-        one of these source documents (``metadata["source_ids"]``), in every scope unless
-        ``scope`` is given. ``invalidate(index_version="v3")``: every entry stored with that
+        ``invalidate(scope)``: every entry of ``scope``, whatever its exact part (``None``:
+        the active ``cache_scope`` or the default scope). ``invalidate(source_ids=[...])``:
+        every entry whose answer used one of these source documents
+        (``metadata["source_ids"]``), in every scope unless ``scope`` is given.
+        ``invalidate(index_version="v3")``: every entry stored with that
         ``metadata["index_version"]`` (a str or a list of versions), likewise.
         """
-        selectors = _selectors(source_ids, index_version)
-        if not selectors:
-            scope_key = self._scope(scope)
-            return int(self._guard(lambda: self.store.invalidate(scope_key), 0))
-        target = None if scope is None else check_scope(scope)
-        return sum(
-            int(self._guard(partial(self.store.delete_where, target, field, values), 0))
-            for field, values in selectors
-        )
+        return run(self._invalidate(scope, source_ids, index_version), self, self._faults)
 
     async def ainvalidate(
         self,
@@ -421,35 +558,52 @@ class SemanticCache:
         source_ids: Sequence[str] | None = None,
         index_version: str | Sequence[str] | None = None,
     ) -> int:
-        """Async :meth:`invalidate`."""
+        """Async :meth:`invalidate` (the store's async twins: never blocks the loop)."""
+        return await arun(self._invalidate(scope, source_ids, index_version), self, self._faults)
+
+    def _invalidate(
+        self,
+        scope: str | None,
+        source_ids: Sequence[str] | None,
+        index_version: str | Sequence[str] | None,
+    ) -> Plan[int]:
         selectors = _selectors(source_ids, index_version)
-        if not selectors:
-            scope_key = self._scope(scope)
-            return int(await self._aguard(lambda: self.store.ainvalidate(scope_key), 0))
-        target = None if scope is None else check_scope(scope)
         removed = 0
+        if not selectors:
+            removed = int((yield StoreCall("invalidate", self._scope(scope), default=0)))
+        target = None if scope is None else check_scope(scope)
         for field, values in selectors:
-            removed += int(
-                await self._aguard(partial(self.store.adelete_where, target, field, values), 0)
-            )
+            removed += int((yield StoreCall("delete_where", target, field, values, default=0)))
+        self._stats.add("invalidated", removed)
         return removed
 
     def clear(self) -> None:
         """Drop every entry of every scope and reset the counters (the error budget keeps
         what it learned: that is knowledge about the model and traffic, not about entries)."""
-        self._guard(lambda: self.store.clear(), None)
-        self._reset_local()
+        run(self._clear(), self, self._faults)
 
     async def aclear(self) -> None:
         """Async :meth:`clear`."""
-        await self._aguard(lambda: self.store.aclear(), None)
-        self._reset_local()
+        await arun(self._clear(), self, self._faults)
+
+    def _clear(self) -> Plan[None]:
+        yield StoreCall("clear")
+        with self._pending_lock:
+            self._pending.clear()
+        self._learner.reset()
+        self._drain_store_report()
+        self._stats.reset()
 
     # ----------------------------------------------------------------- reports
     @property
     def stats(self) -> CacheStats:
-        """A snapshot of the counters (hits, misses, exact_hits, evictions, ... hit_rate)."""
-        return self._stats.snapshot(entries=int(self._guard(self.store.count, 0)))
+        """A snapshot of the counters (hits, misses, exact_hits, evictions, ... hit_rate).
+
+        Evictions, expirations and corrupt entries are those this cache's calls caused,
+        plus what the store noticed on its own (background sweeps, loading) and handed to
+        this cache (each such event is handed to one cache only)."""
+        self._drain_store_report()
+        return self._stats.snapshot(entries=self._count())
 
     def shadow_report(self) -> ShadowReport:
         """What shadow mode saw: would-be hit rate and the judged precision of those hits."""
@@ -457,7 +611,7 @@ class SemanticCache:
 
     @property
     def error_budget(self) -> ErrorBudget | None:
-        """The threshold learner when ``max_error_rate`` was given (its :meth:`certificate`
+        """The threshold learner when an error budget was given (its :meth:`certificate`
         says which threshold is in force and why), else ``None``."""
         return self._learner.budget
 
@@ -467,12 +621,29 @@ class SemanticCache:
         return self._learner.current_threshold(self.threshold)
 
     def __len__(self) -> int:
-        return int(self._guard(self.store.count, 0))
+        return self._count()
 
     # ---------------------------------------------------------------- internals
-    def _begin(self, query: str, scope: str | None) -> tuple[str, str, str, float]:
+    def _count(self) -> int:
+        """Entries in the store; 0 (counted, logged) while the store fails."""
+        try:
+            count = int(self.store.count())
+        except StoreError as exc:
+            self._stats.add("store_errors")
+            self._faults.store.failure(exc)
+            return 0
+        self._faults.store.success()
+        return count
+
+    def _drain_store_report(self) -> None:
+        """Take over what the store noticed on its own (see :meth:`Store.drain_report`)."""
+        self._faults.count(self.store.drain_report())
+
+    def _begin(self, query: str, scope: str | None, exact: ExactPart) -> _Key:
         query = check_query(query)
-        return query, normalise_query(query), self._scope(scope), self._clock()
+        return _Key(
+            query, normalise_query(query), self._scope(scope), exact_digest(exact), self._clock()
+        )
 
     def _scope(self, scope: str | None) -> str:
         """The explicit scope, else the one of the active ``cache_scope`` block."""
@@ -488,11 +659,11 @@ class SemanticCache:
         self._stats.add("misses")
         return True
 
-    def _refuse_write(self, scope: str | None) -> bool:
+    def _refuse_write(self, scope: str | None, count: int = 1) -> bool:
         if not self._unscoped(scope):
             return False
-        self._stats.add("unscoped_writes")
-        self._stats.add("dropped_writes")
+        self._stats.add("unscoped_writes", count)
+        self._stats.add("dropped_writes", count)
         return True
 
     def _found(
@@ -500,29 +671,27 @@ class SemanticCache:
         entry: CacheEntry,
         similarity: float,
         threshold: float | None,
-        key: str,
+        k: _Key,
         vector: FloatVector | None,
-        now: float,
         *,
         exact: bool = False,
     ) -> CacheHit | None:
         """A lookup found an answer: serve it, or in shadow mode record it and miss."""
         if self.mode == "shadow":
-            self._learner.observe_would_hit(entry, similarity, threshold, key, exact)
-            self._miss(key, vector)
+            self._learner.observe_would_hit(entry, similarity, threshold, k.slot, exact)
+            self._miss(k.key, vector)
             return None
-        return self._hit(entry, similarity, now, exact=exact, threshold=threshold)
+        return self._hit(entry, similarity, k, exact=exact, threshold=threshold)
 
-    def _not_found(
-        self, key: str, scope: str, vector: FloatVector, nearest: Nearest | None
-    ) -> None:
-        self._learner.observe_miss(key, scope, nearest)
-        self._miss(key, vector)
+    def _not_found(self, k: _Key, vector: FloatVector, nearest: Nearest | None) -> None:
+        self._learner.observe_miss(k.slot, k.scope, nearest)
+        self._miss(k.key, vector)
 
     def _vetoed(self, query: str, entry: CacheEntry, accepted: bool) -> bool:
         """Whether the verifier forbids serving ``entry`` for ``query`` (a veto of a candidate
         above its threshold is counted; a vetoed entry is not probed either). A verifier
-        that raises vetoes: the lookup misses rather than fail or serve unchecked."""
+        that raises vetoes: the lookup misses rather than fail or serve unchecked. This is
+        the one place the verifier is asked."""
         if self.verifier is None:
             return False
         try:
@@ -538,87 +707,50 @@ class SemanticCache:
             self._stats.add("verifier_rejections")
         return True
 
+    def _verifier_detail(self, query: str, cached_query: str) -> dict[str, Any] | None:
+        """The verifier's own account of a served hit (``explain(query, cached_query)``, a
+        mapping), or ``None`` if it has none or it failed (logged, never raised)."""
+        explain = getattr(self.verifier, "explain", None)
+        if not callable(explain):
+            return None
+        try:
+            detail = explain(query, cached_query)
+        except Exception as exc:  # noqa: BLE001 - an explanation must never fail a hit
+            self._verifier_incidents.failure(exc)
+            return None
+        return dict(detail) if isinstance(detail, Mapping) else None
+
     def _hit(
         self,
         entry: CacheEntry,
         similarity: float,
-        now: float,
+        k: _Key,
         *,
         exact: bool = False,
         threshold: float | None = None,
     ) -> CacheHit:
+        """Serve ``entry``: count it and record why (``metadata["cache_decision"]``)."""
         self._stats.add("hits")
         if exact:
             self._stats.add("exact_hits")
-        metadata = {k: v for k, v in entry.metadata.items() if k != EVIDENCE_KEY}
+        metadata = {key: v for key, v in entry.metadata.items() if key != EVIDENCE_KEY}
         decision = self._learner.decision(entry, similarity, threshold, exact)
         decision["verifier"] = None if exact else verifier_name(self.verifier)
+        if not exact and self.verifier is not None:
+            detail = self._verifier_detail(k.query, entry.query)
+            if detail is not None:
+                decision["verifier_detail"] = detail
         metadata["cache_decision"] = decision
         return CacheHit(
             response=entry.response,
             similarity=similarity,
             matched_query=entry.query,
-            age_seconds=max(0.0, now - entry.created_at),
+            age_seconds=max(0.0, k.now - entry.created_at),
             metadata=metadata,
             entry_id=entry.id,
             scope=entry.scope,
             exact=exact,
         )
-
-    def _count_feedback(self, hit: CacheHit, correct: bool) -> None:
-        self._stats.add("feedback_correct" if correct else "feedback_wrong")
-        self._learner.learn(hit.similarity, correct, hit.exact)
-
-    def _settle(
-        self, observation: Observation, correct: bool | None, new_entry_id: str, now: float
-    ) -> None:
-        """Learn a judged observation; a wrong probe gives the observed entry its floor."""
-        if self._learner.settle(observation, correct, new_entry_id):
-            self._apply_outcome(observation.entry_id, observation.similarity, False, False, now)
-
-    async def _asettle(
-        self, observation: Observation, correct: bool | None, new_entry_id: str, now: float
-    ) -> None:
-        if self._learner.settle(observation, correct, new_entry_id):
-            await self._aapply_outcome(
-                observation.entry_id, observation.similarity, False, False, now
-            )
-
-    def _apply_outcome(
-        self, entry_id: str, similarity: float, correct: bool, exact: bool, now: float
-    ) -> FeedbackAction:
-        """Record an outcome on the stored entry: update its evidence and floor, or delete it
-        (a tombstone) when :meth:`OutcomeLearner.revised` says so."""
-        entry = self._guard(partial(self.store.fetch, entry_id, now), None)
-        if entry is None:
-            return "missing"
-        revised = self._learner.revised(entry, similarity, correct, exact)
-        if revised is None:
-            removed = self._guard(lambda: self.store.delete([entry_id]), 0)
-            self._stats.add("tombstones", int(removed))
-            return "deleted"
-        self._guard(partial(self.store.put, revised, now), None)
-        return "updated"
-
-    async def _aapply_outcome(
-        self, entry_id: str, similarity: float, correct: bool, exact: bool, now: float
-    ) -> FeedbackAction:
-        entry = await self._aguard(partial(self.store.afetch, entry_id, now), None)
-        if entry is None:
-            return "missing"
-        revised = self._learner.revised(entry, similarity, correct, exact)
-        if revised is None:
-            removed = await self._aguard(lambda: self.store.adelete([entry_id]), 0)
-            self._stats.add("tombstones", int(removed))
-            return "deleted"
-        await self._aguard(partial(self.store.aput, revised, now), None)
-        return "updated"
-
-    def _reset_local(self) -> None:
-        with self._pending_lock:
-            self._pending.clear()
-        self._learner.reset()
-        self._stats.reset()
 
     def _miss(self, key: str | None = None, vector: FloatVector | None = None) -> None:
         """Count a miss; keep the query's vector so a following ``set`` does not re-embed."""
@@ -636,32 +768,27 @@ class SemanticCache:
 
     def _entry(
         self,
-        query: str,
-        key: str,
-        scope: str,
+        k: _Key,
         vector: FloatVector,
         response: Any,
         metadata: dict[str, Any] | None,
         ttl_seconds: float | None,
-        now: float,
     ) -> CacheEntry:
         ttl = ttl_seconds if ttl_seconds is not None else self.ttl_seconds
         if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
             raise ConfigurationError(f"ttl_seconds must be > 0, got {ttl}")
         return CacheEntry(
-            id=digest(scope, key),
-            scope=scope,
-            query=query,
-            query_key=key,
+            id=entry_id(k.scope, k.key, k.partition),
+            scope=k.scope,
+            query=k.query,
+            query_key=k.key,
             vector=vector,
             response=response,
-            metadata={k: v for k, v in (metadata or {}).items() if k != EVIDENCE_KEY},
-            created_at=now,
-            expires_at=None if ttl is None else now + ttl,
+            metadata={key: v for key, v in (metadata or {}).items() if key != EVIDENCE_KEY},
+            created_at=k.now,
+            expires_at=None if ttl is None else k.now + ttl,
+            partition=k.partition,
         )
-
-    def _count_write(self, stored: bool) -> None:
-        self._stats.add("sets" if stored else "dropped_writes")
 
     def _dim(self) -> int | None:
         try:
@@ -669,50 +796,75 @@ class SemanticCache:
         except StoreError:
             return None
 
-    def _embed(self, query: str) -> FloatVector | None:
-        try:
-            raw = self.embedder.embed_query(query)
-        except Exception as exc:  # noqa: BLE001 - any model failure must fail open
-            self._stats.add("embedder_errors")
-            self._embed_incidents.failure(exc)
-            return None
-        self._embed_incidents.success()
-        return unit_vector(raw, self._dim())
 
-    async def _aembed(self, query: str) -> FloatVector | None:
-        try:
-            raw = await aembed_query(self.embedder, query)
-        except Exception as exc:  # noqa: BLE001 - any model failure must fail open
-            self._stats.add("embedder_errors")
-            self._embed_incidents.failure(exc)
-            return None
-        self._embed_incidents.success()
-        return unit_vector(raw, self._dim())
+def _same_key(entry: CacheEntry, k: _Key) -> bool:
+    """Whether a fetched entry belongs to the lookup's scope and partition (a store that
+    returned another's candidate must never leak it)."""
+    return entry.scope == k.scope and entry.partition == k.partition
 
-    def _guard(self, call: Callable[[], T], default: T) -> T:
-        try:
-            result = call()
-        except StoreError as exc:
-            self._stats.add("store_errors")
-            self._store_incidents.failure(exc)
-            return default
-        self._store_incidents.success()
-        return result
 
-    async def _aguard(self, call: Callable[[], Awaitable[T]], default: T) -> T:
-        try:
-            result = await call()
-        except StoreError as exc:
-            self._stats.add("store_errors")
-            self._store_incidents.failure(exc)
-            return default
-        self._store_incidents.success()
-        return result
+def _budget_settings(
+    error_budget: ErrorBudgetSettings | None,
+    max_error_rate: float | None,
+    confidence: float | None,
+    min_threshold: float | None,
+    learn_from_misses: bool | None,
+) -> ErrorBudgetSettings | None:
+    """One :class:`ErrorBudgetSettings` from ``error_budget=`` or the older keywords."""
+    if error_budget is not None:
+        if not isinstance(error_budget, ErrorBudgetSettings):
+            raise InvalidTypeError(
+                "error_budget must be an ErrorBudgetSettings, got "
+                f"{type(error_budget).__name__}"
+            )
+        old = {
+            "max_error_rate": max_error_rate,
+            "confidence": confidence,
+            "min_threshold": min_threshold,
+            "learn_from_misses": learn_from_misses,
+        }
+        given = sorted(name for name, value in old.items() if value is not None)
+        if given:
+            raise ConfigurationError(
+                f"pass the error budget either as error_budget= or as keywords, not both "
+                f"(also got {', '.join(given)})"
+            )
+        return error_budget
+    if max_error_rate is None:
+        return None
+    return ErrorBudgetSettings(
+        max_error_rate,
+        confidence=0.95 if confidence is None else confidence,
+        min_threshold=0.5 if min_threshold is None else min_threshold,
+        learn_from_misses=True if learn_from_misses is None else learn_from_misses,
+    )
+
+
+def _items(
+    items: Iterable[Item], metadata: dict[str, Any] | None
+) -> list[tuple[str, Any, dict[str, Any] | None]]:
+    """``set_many``'s items as ``(query, response, metadata)`` triples."""
+    if isinstance(items, (str, bytes, Mapping)):
+        raise InvalidTypeError(
+            f"items must be an iterable of (query, response) pairs, got {type(items).__name__}"
+        )
+    out = []
+    for item in items:
+        if not isinstance(item, tuple) or len(item) not in (2, 3):
+            raise InvalidTypeError(
+                f"each item must be a (query, response) or (query, response, metadata) "
+                f"tuple, got {item!r:.80}"
+            )
+        own = item[2] if len(item) == 3 else None
+        out.append((item[0], item[1], own if own is not None else metadata))
+    if not out:
+        raise InvalidInputError("set_many needs at least one (query, response) item")
+    return out
 
 
 def _check_threshold(threshold: float) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
+        raise InvalidTypeError(f"threshold must be a number, got {type(threshold).__name__}")
     if not (0.0 < threshold <= 1.0):
         raise ConfigurationError(f"threshold must be in (0, 1], got {threshold}")
     return float(threshold)
@@ -720,21 +872,25 @@ def _check_threshold(threshold: float) -> float:
 
 def _check_json(response: Any, metadata: dict[str, Any] | None) -> None:
     if metadata is not None and not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
-    try:
-        json.dumps(response)
-        json.dumps(metadata)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
+        raise InvalidTypeError(
+            f"metadata must be a dict or None, got {type(metadata).__name__}"
+        )
+    try:  # strict JSON (no NaN/inf), so every store accepts or refuses alike
+        json.dumps(response, allow_nan=False)
+        json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidTypeError(
             f"response and metadata must be JSON-serialisable (so any store can hold them): {exc}"
         ) from exc
 
 
 def _check_feedback(hit: object, correct: object) -> None:
     if not isinstance(hit, CacheHit):
-        raise TypeError(f"feedback needs the CacheHit a lookup returned, got {type(hit).__name__}")
+        raise InvalidTypeError(
+            f"feedback needs the CacheHit a lookup returned, got {type(hit).__name__}"
+        )
     if not isinstance(correct, bool):
-        raise TypeError(f"correct must be a bool, got {type(correct).__name__}")
+        raise InvalidTypeError(f"correct must be a bool, got {type(correct).__name__}")
     if not hit.entry_id:
         raise InvalidInputError("this CacheHit has no entry_id; it did not come from a lookup")
 
@@ -754,7 +910,7 @@ def _selectors(
 
 def _str_list(values: object, name: str) -> list[str]:
     if isinstance(values, str) or not isinstance(values, Sequence | set | frozenset):
-        raise TypeError(f"{name} must be a list of str, got {type(values).__name__}")
+        raise InvalidTypeError(f"{name} must be a list of str, got {type(values).__name__}")
     items = list(values)
     for item in items:
         if not isinstance(item, str) or not item:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, fields
 
+__all__ = ["CacheStats", "StatsCounter"]
+
 
 @dataclass(frozen=True)
 class CacheStats:
@@ -17,6 +19,9 @@ class CacheStats:
     ``tombstones`` the entries it deleted, ``judge_errors`` judges that raised.
     ``verifier_rejections`` counts candidates above the threshold that the verifier vetoed,
     ``verifier_errors`` verifier calls that raised (each counted as a veto).
+    ``invalidated`` counts the entries ``invalidate``/``ainvalidate`` removed.
+    ``evictions``/``expirations``/``corrupt_entries`` are what the store reported about this
+    cache's own calls plus the store's background events handed to this cache.
     """
 
     hits: int = 0
@@ -37,6 +42,7 @@ class CacheStats:
     judge_errors: int = 0
     verifier_rejections: int = 0
     verifier_errors: int = 0
+    invalidated: int = 0
     entries: int = 0
 
     @property

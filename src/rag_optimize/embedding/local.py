@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -107,6 +108,13 @@ class _OnnxBackend:
         self._inputs = {i.name for i in self._session.get_inputs()}
 
     def encode(self, texts: list[str]) -> FloatMatrix:
+        return self.forward(texts, with_words=False)[0]
+
+    def forward(
+        self, texts: list[str], *, with_words: bool = True
+    ) -> tuple[FloatMatrix, list[TokenVectors]]:
+        """The pooled unit rows and, per text, its words' contextual vectors (none unless
+        ``with_words``)."""
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
@@ -117,7 +125,72 @@ class _OnnxBackend:
         hidden = self._session.run(None, feeds)[0]
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        return _normalise(pooled)
+        tokens = [
+            _word_vectors(text, enc.word_ids, enc.offsets, hidden[i])
+            for i, (text, enc) in enumerate(zip(texts, encodings, strict=True))
+        ] if with_words else []
+        return _normalise(pooled), tokens
+
+
+class TokenVectors:
+    """The words of a text (lower case, as the model's tokenizer splits them) and one unit
+    contextual vector per word (the mean of its word pieces' last hidden states)."""
+
+    __slots__ = ("vectors", "words")
+
+    def __init__(self, words: tuple[str, ...], vectors: FloatMatrix) -> None:
+        self.words = words
+        self.vectors = vectors
+
+
+def _word_vectors(
+    text: str,
+    word_ids: Sequence[int | None],
+    offsets: Sequence[tuple[int, int]],
+    hidden: npt.NDArray[Any],
+) -> TokenVectors:
+    spans: dict[int, list[int]] = {}
+    for position, word in enumerate(word_ids):
+        if word is not None:
+            spans.setdefault(word, []).append(position)
+    words: list[str] = []
+    rows: list[npt.NDArray[Any]] = []
+    for positions in spans.values():
+        start, end = offsets[positions[0]][0], offsets[positions[-1]][1]
+        words.append(text[start:end].casefold())
+        rows.append(hidden[positions].mean(axis=0))
+    if not rows:
+        return TokenVectors((), np.zeros((0, DIMENSION), dtype=np.float32))
+    matrix = np.asarray(rows, dtype=np.float32)
+    matrix /= np.clip(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9, None)
+    return TokenVectors(tuple(words), matrix)
+
+
+class _TokenCache:
+    """The word vectors of recently embedded single texts, shared by every LocalEmbedder of a
+    backend (a lookup embeds its query once; the cache decision then reads its words here)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, int, str], TokenVectors] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int, str]) -> TokenVectors | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, int, str], value: TokenVectors) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_TOKENS = _TokenCache(2048)
 
 
 class _TorchBackend:
@@ -254,10 +327,58 @@ class LocalEmbedder:
         return out
 
     def embed_query(self, text: str) -> list[float]:
-        """Embed one query text."""
+        """Embed one query text (with the ONNX backend, its word vectors are kept for
+        :meth:`token_vectors`: the same forward pass, no extra cost)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
+        if isinstance(self._impl, _OnnxBackend):
+            return [float(x) for x in self._forward_one(text)[0]]
         return [float(x) for x in self.encode([text])[0]]
+
+    def token_vectors(self, text: str) -> TokenVectors:
+        """The words of ``text`` and their contextual vectors from the model's last layer
+        (read by the cache decision's token alignment). A text this process embedded with
+        :meth:`embed_query` recently costs nothing; another one forward pass. Needs the ONNX
+        backend."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        found = _TOKENS.get((self.backend, self.max_length, text))
+        if found is not None:
+            return found
+        if not isinstance(self._impl, _OnnxBackend):
+            raise ConfigurationError(
+                "token_vectors needs the onnx backend of LocalEmbedder "
+                "(pip install 'rag-optimize[local-model]')"
+            )
+        return self._forward_one(text)[1]
+
+    def encode_with_tokens(self, texts: Sequence[str]) -> tuple[FloatMatrix, list[TokenVectors]]:
+        """:meth:`encode` plus each text's :meth:`token_vectors` (ONNX backend), in batches;
+        for evaluating the cache decision over many texts at once."""
+        if not isinstance(self._impl, _OnnxBackend):
+            raise ConfigurationError("encode_with_tokens needs the onnx backend of LocalEmbedder")
+        texts = list(texts)
+        out = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        tokens: list[TokenVectors | None] = [None] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            pooled, words = self._impl.forward([texts[i] for i in chunk])
+            out[chunk] = pooled
+            for i, w in zip(chunk, words, strict=True):
+                tokens[i] = w
+        return out, [t for t in tokens if t is not None]
+
+    def _forward_one(self, text: str) -> tuple[npt.NDArray[np.float32], TokenVectors]:
+        assert isinstance(self._impl, _OnnxBackend)
+        try:
+            pooled, tokens = self._impl.forward([text])
+        except EmbeddingError:
+            raise
+        except Exception as exc:  # the runtime's own errors, wrapped with context
+            raise EmbeddingError(f"local {self.backend} model failed: {exc}") from exc
+        _TOKENS.put((self.backend, self.max_length, text), tokens[0])
+        return pooled[0], tokens[0]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed several texts in batches; an empty list gives an empty list."""

@@ -10,6 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol, runtime_checkable
 
+from rag_optimize.errors import InvalidTypeError
+
+__all__ = ["Embedder", "aembed_documents", "aembed_query", "check_embedder"]
+
 
 @runtime_checkable
 class Embedder(Protocol):
@@ -25,14 +29,15 @@ class Embedder(Protocol):
 
 
 def check_embedder(embedder: object) -> Embedder:
-    """Return ``embedder`` if it has the protocol's methods, else raise a clear ``TypeError``."""
+    """Return ``embedder`` if it has the protocol's methods, else raise a clear
+    :class:`~rag_optimize.errors.InvalidTypeError` (a ``TypeError``)."""
     missing = [
         name
         for name in ("embed_query", "embed_documents")
         if not callable(getattr(embedder, name, None))
     ]
     if missing:
-        raise TypeError(
+        raise InvalidTypeError(
             f"embedder {type(embedder).__name__} lacks {', '.join(missing)}(); expected an "
             "object with embed_query(str) and embed_documents(list[str]) such as a LangChain "
             "Embeddings (LlamaIndex models: use the llama_index_rag_optimize adapter)"
@@ -50,3 +55,15 @@ async def aembed_query(embedder: Embedder, text: str) -> list[float]:
     if native is not None and asyncio.iscoroutinefunction(native):
         return list(await native(text))
     return list(await asyncio.to_thread(embedder.embed_query, text))
+
+
+async def aembed_documents(embedder: Embedder, texts: list[str]) -> list[list[float]]:
+    """Embed ``texts`` in one batch without blocking the event loop.
+
+    Uses the model's own ``aembed_documents`` when it has one, else runs ``embed_documents``
+    in a worker thread.
+    """
+    native = getattr(embedder, "aembed_documents", None)
+    if native is not None and asyncio.iscoroutinefunction(native):
+        return list(await native(texts))
+    return list(await asyncio.to_thread(embedder.embed_documents, texts))

@@ -15,8 +15,6 @@ The graph only proposes candidates; the dense index rescores them exactly.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rag_optimize.errors import ConfigurationError
+from rag_optimize.index.quantization import import_onnxruntime_first
 
 ANN_BACKENDS = ("usearch",)
 
@@ -45,17 +44,6 @@ class AnnIndex(Protocol):
     def load(self, path: Path, *, view: bool) -> None: ...
 
 
-def _import_onnxruntime_first() -> None:
-    """Load onnxruntime (if installed) before usearch's compiled module.
-
-    Measured with usearch 2.26 and onnxruntime 1.32: when usearch's extension is loaded
-    first, creating any onnxruntime session afterwards (e.g. the local MiniLM embedder)
-    crashes the process with a segmentation fault; loaded the other way round both work.
-    """
-    if importlib.util.find_spec("onnxruntime") is not None:
-        importlib.import_module("onnxruntime")
-
-
 class UsearchAnn:
     """HNSW graph from usearch over inner product (= cosine on unit vectors).
 
@@ -65,7 +53,7 @@ class UsearchAnn:
     """
 
     def __init__(self, dim: int, options: Mapping[str, Any]) -> None:
-        _import_onnxruntime_first()
+        import_onnxruntime_first()
         try:
             from usearch.index import Index
         except ImportError as exc:  # pragma: no cover - depends on the environment

@@ -20,9 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from rag_optimize.errors import ConfigurationError, InvalidInputError
-from rag_optimize.index.documents import DocumentStore, Hit, check_k, check_texts, read_meta
+from rag_optimize.index.documents import (
+    DocumentStore,
+    Hit,
+    check_k,
+    check_mask,
+    check_rows,
+    check_texts,
+    loading,
+    read_meta,
+)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _META_FILE = "bm25.json"
@@ -152,18 +162,47 @@ class BM25Index:
                 self._bm25 = model
             return self._bm25
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        """The ``k`` best documents for ``query``, best first (only documents scoring > 0)."""
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents by id (all must exist); the next search rebuilds the matrix.
+
+        Rebuilding keeps BM25's statistics (document frequencies, average length) those of
+        the documents that remain. Returns how many were removed.
+        """
+        with self._lock:
+            rows = self.documents.delete(ids)
+            if not rows.size:
+                return 0
+            if self._tokens is None:  # loaded from disk: the remaining texts are tokenized
+                self._tokens = [self.tokenizer(t) for t in self.documents.texts]
+            else:
+                gone = set(rows.tolist())
+                self._tokens = [t for r, t in enumerate(self._tokens) if r not in gone]
+            self._bm25 = None
+        return int(rows.size)
+
+    def search(
+        self, query: str, k: int = 10, *, allowed: npt.NDArray[np.bool_] | None = None
+    ) -> list[Hit]:
+        """The ``k`` best documents for ``query``, best first (only documents scoring > 0).
+
+        ``allowed`` (a boolean row mask, e.g. from a metadata filter) limits the search to
+        those rows before the top-k, so no filtered-out document comes back, not even with
+        score 0.
+        """
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("query must be a non-empty string")
         check_k(k)
         if not len(self.documents):
             raise InvalidInputError("BM25 index is empty: add documents before searching")
+        if allowed is not None and not check_mask(allowed, len(self.documents)).any():
+            return []
         model = self._model()
         token_ids = model.get_tokens_ids(self.tokenizer(query))
         if not token_ids:
             return []
         scores = np.asarray(model.get_scores_from_ids(token_ids))
+        if allowed is not None:
+            scores = np.where(check_mask(allowed, scores.shape[0]), scores, 0.0)
         k = min(k, scores.shape[0])
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -189,9 +228,12 @@ class BM25Index:
         """
         directory = Path(path)
         meta = read_meta(directory, _META_FILE, "BM25Index", _FORMAT)
-        index = cls(**meta["tokenizer"], **meta["params"])
-        index.documents = DocumentStore.load(directory)
-        index._tokens = None
         bm25s = _import_bm25s()
-        index._bm25 = bm25s.BM25.load(str(directory), mmap=mmap, show_progress=False)
+        with loading("BM25Index", directory):
+            index = cls(**meta["tokenizer"], **meta["params"])
+            index.documents = DocumentStore.load(directory)
+            index._tokens = None
+            index._bm25 = bm25s.BM25.load(str(directory), mmap=mmap, show_progress=False)
+            rows = int(index._bm25.scores["num_docs"])
+            check_rows("BM25Index", "the bm25s score matrix", rows, len(index.documents))
         return index

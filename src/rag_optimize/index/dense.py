@@ -30,7 +30,15 @@ from rag_optimize.embedding.vectors import unit_matrix, unit_vector
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.index import quantization as q
 from rag_optimize.index.ann import ANN_BACKENDS, AnnIndex, make_ann
-from rag_optimize.index.documents import DocumentStore, Hit, check_k, read_meta
+from rag_optimize.index.documents import (
+    DocumentStore,
+    Hit,
+    check_k,
+    check_mask,
+    check_rows,
+    loading,
+    read_meta,
+)
 
 _META_FILE = "dense.json"
 _FORMAT = 1
@@ -112,9 +120,32 @@ class DenseIndex:
                 self._ann.add(np.arange(start, start + matrix.shape[0]), matrix)
         return new_ids
 
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents by id (all must exist); return how many were removed.
+
+        The rows after them move up; codes are recomputed on the next search and an ANN
+        graph is rebuilt from the remaining vectors (its keys are row numbers).
+        """
+        with self._lock:
+            rows = self.documents.delete(ids)
+            if not rows.size:
+                return 0
+            self._vectors = np.delete(np.asarray(self._vectors), rows, axis=0)
+            self._stale_codes = True
+            if self.ann_name is not None and self.dim is not None:
+                self._ann = make_ann(self.ann_name, self.dim, self.ann_options)
+                if len(self._vectors):
+                    self._ann.add(np.arange(len(self._vectors)), self._vectors)
+        return int(rows.size)
+
+    def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The stored (unit) vectors of ``ids``, one row each, for reuse or updates."""
+        rows = [self.documents.position(str(i)) for i in ids]
+        return np.asarray(self._vectors[rows], dtype=np.float32)
+
     def _ensure_codes(self) -> None:
-        """(Re)compute the quantized codes after documents were added."""
-        if not self._stale_codes or self.quantization is None:
+        """(Re)compute the quantized codes after documents were added or deleted."""
+        if not self._stale_codes or self.quantization is None or not len(self._vectors):
             return
         with self._lock:
             if self.quantization == "int8":
@@ -127,22 +158,75 @@ class DenseIndex:
 
     # -- searching --------------------------------------------------------------------------
 
-    def search(self, vector: Sequence[float] | npt.ArrayLike, k: int = 10) -> list[Hit]:
-        """The ``k`` documents most similar to ``vector`` (cosine), best first."""
+    def search(
+        self,
+        vector: Sequence[float] | npt.ArrayLike,
+        k: int = 10,
+        *,
+        allowed: npt.NDArray[np.bool_] | None = None,
+    ) -> list[Hit]:
+        """The ``k`` documents most similar to ``vector`` (cosine), best first.
+
+        ``allowed`` (a boolean mask over the rows, e.g. from a metadata filter) restricts the
+        search to those rows before the top-k is taken, so the result is the top-k of the
+        allowed documents (fewer only when fewer are allowed). A small allowed set is scanned
+        exactly, which costs less than an unfiltered search; a large one goes through the
+        usual codes or graph with the other rows masked out.
+        """
         check_k(k)
         if not len(self.documents):
             raise InvalidInputError("dense index is empty: add documents before searching")
         query = unit_vector(vector, self.dim)
         n = len(self.documents)
+        if allowed is not None:
+            allowed = check_mask(allowed, n)
+            kept = np.flatnonzero(allowed)
+            if kept.size == 0:
+                return []
+            if kept.size < n:
+                return self._search_allowed(query, k, allowed, kept)
         rows = self._candidates(query, k, n)
         if rows is None:
             scores = np.asarray(self._vectors @ query)
             order = _top_k(scores, k)
             return [self.documents.hit(int(i), float(scores[i])) for i in order]
-        rows = np.sort(rows)  # ascending rows read a memory-mapped matrix sequentially
+        return self._rescore(query, rows, k)
+
+    def _rescore(
+        self, query: npt.NDArray[np.float32], rows: npt.NDArray[np.intp], k: int
+    ) -> list[Hit]:
+        """Exact scores of ``rows`` (ascending, so a memory map is read in order); best ``k``."""
+        rows = np.sort(rows)
         exact = np.asarray(self._vectors[rows] @ query)
         order = _top_k(exact, k)
         return [self.documents.hit(int(rows[i]), float(exact[i])) for i in order]
+
+    def _search_allowed(
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        allowed: npt.NDArray[np.bool_],
+        rows: npt.NDArray[np.intp],
+    ) -> list[Hit]:
+        n = len(self.documents)
+        if self.quantization is None and self._ann is None:
+            if rows.size * 2 <= n:  # gathering the allowed rows reads less than a full scan
+                return self._rescore(query, rows, k)
+            scores = np.where(allowed, np.asarray(self._vectors @ query), -np.inf)
+            order = _top_k(scores, min(k, rows.size))
+            return [self.documents.hit(int(i), float(scores[i])) for i in order]
+        if rows.size * 4 <= n:  # few enough to score them all exactly
+            return self._rescore(query, rows, k)
+        wanted = min(rows.size, max(k * self.rescore_factor, _MIN_CANDIDATES[self.quantization], k))
+        if self._ann is not None:
+            # Ask the graph for enough neighbours that about `wanted` of them are allowed.
+            found = self._ann.search(query, min(n, int(wanted * n / rows.size) + k))
+            found = found[allowed[found]]
+            if found.size < min(k, rows.size):
+                return self._rescore(query, rows, k)
+            return self._rescore(query, found[:wanted], k)
+        first = np.where(allowed, self._code_scores(query), -np.inf)
+        return self._rescore(query, _top_k(first, wanted), k)
 
     def _candidates(
         self, query: npt.NDArray[np.float32], k: int, n: int
@@ -153,13 +237,17 @@ class DenseIndex:
             return self._ann.search(query, wanted)
         if self.quantization is None:
             return None
+        return _top_k(self._code_scores(query), wanted)
+
+    def _code_scores(self, query: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        """First-pass scores of every row from the quantized codes (higher is closer)."""
         self._ensure_codes()
         assert self._codes is not None
         if self.quantization == "int8":
             assert self._scales is not None
-            return _top_k(q.int8_scores(self._codes, self._scales, query), wanted)
+            return np.asarray(q.int8_scores(self._codes, self._scales, query))
         query_bits = q.binary_encode(query[None, :])
-        return _top_k(-q.hamming_distances(self._codes, query_bits), wanted)
+        return -np.asarray(q.hamming_distances(self._codes, query_bits)).astype(np.float64)
 
     def memory_usage(self) -> dict[str, Any]:
         """Bytes held: ``scan`` is what a search reads in full; ``rescore`` the float vectors.
@@ -213,28 +301,39 @@ class DenseIndex:
         """Read an index written by :meth:`save`; ``mmap=True`` maps the float vectors.
 
         With codes or ANN the float vectors are only read for rescoring, so mapping them keeps
-        just the codes in RAM. A mapped index is read-only until :meth:`add` copies it.
+        just the codes in RAM. A mapped index is read-only until :meth:`add` copies it. Files
+        that are truncated, unreadable or disagree with each other (row counts, dimension)
+        raise :class:`InvalidInputError` naming the directory; nothing is unpickled.
         """
         directory = Path(path)
         meta = read_meta(directory, _META_FILE, "DenseIndex", _FORMAT)
-        index = cls(
-            meta["dim"],
-            quantization=meta["quantization"],
-            rescore_factor=meta["rescore_factor"],
-            ann=None,
-            ann_options=meta["ann_options"],
-        )
-        index.documents = DocumentStore.load(directory)
-        index._vectors = np.load(
-            directory / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False
-        )
-        if (directory / "codes.npy").exists():
-            index._codes = np.load(directory / "codes.npy", allow_pickle=False)
-        if (directory / "scales.npy").exists():
-            index._scales = np.load(directory / "scales.npy", allow_pickle=False)
-        index._stale_codes = index.quantization is not None and index._codes is None
-        if meta["ann"] is not None:
-            index.ann_name = meta["ann"]
-            index._ann = make_ann(meta["ann"], meta["dim"], meta["ann_options"])
-            index._ann.load(directory / "ann.index", view=mmap)
+        with loading("DenseIndex", directory):
+            index = cls(
+                meta["dim"],
+                quantization=meta["quantization"],
+                rescore_factor=meta["rescore_factor"],
+                ann=None,
+                ann_options=meta["ann_options"],
+            )
+            index.documents = DocumentStore.load(directory)
+            n = len(index.documents)
+            index._vectors = np.load(
+                directory / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False
+            )
+            shape = index._vectors.shape
+            if index._vectors.dtype != np.float32 or len(shape) != 2:
+                raise InvalidInputError(f"vectors.npy holds {index._vectors.dtype} {shape}")
+            check_rows("DenseIndex", "vectors.npy", shape[0], n)
+            if n and meta["dim"] is not None and shape[1] != meta["dim"]:
+                raise InvalidInputError(f"vectors.npy has dimension {shape[1]}, not {meta['dim']}")
+            if (directory / "codes.npy").exists():
+                index._codes = np.load(directory / "codes.npy", allow_pickle=False)
+                check_rows("DenseIndex", "codes.npy", index._codes.shape[0], n)
+            if (directory / "scales.npy").exists():
+                index._scales = np.load(directory / "scales.npy", allow_pickle=False)
+            index._stale_codes = index.quantization is not None and index._codes is None
+            if meta["ann"] is not None:
+                index.ann_name = meta["ann"]
+                index._ann = make_ann(meta["ann"], meta["dim"], meta["ann_options"])
+                index._ann.load(directory / "ann.index", view=mmap)
         return index

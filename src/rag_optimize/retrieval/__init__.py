@@ -2,6 +2,18 @@
 
 from rag_optimize.retrieval.branches import Branch, CallableBranch, DenseBranch, SparseBranch
 from rag_optimize.retrieval.budget import ContextBudget, PackedContext, estimate_tokens
+from rag_optimize.retrieval.filters import (
+    And,
+    Eq,
+    Filter,
+    In,
+    Ne,
+    Not,
+    NotIn,
+    Or,
+    Range,
+    parse_filter,
+)
 from rag_optimize.retrieval.fusion import FUSIONS, relative_score, rrf, weighted
 from rag_optimize.retrieval.hybrid import FusionRetriever, HybridRetriever, wrap_retrievers
 from rag_optimize.retrieval.rerank import (
@@ -15,6 +27,16 @@ from rag_optimize.retrieval.results import RetrievalResult, RetrievedDocument
 
 __all__ = [
     "FUSIONS",
+    "And",
+    "Eq",
+    "Filter",
+    "In",
+    "Ne",
+    "Not",
+    "NotIn",
+    "Or",
+    "Range",
+    "parse_filter",
     "Branch",
     "CallableBranch",
     "CohereReranker",

@@ -4,6 +4,11 @@ A branch turns a query into a ranked list of :class:`~rag_optimize.index.Hit`. I
 ``search`` (run in a worker thread by the sync retriever) and an async ``asearch`` (awaited on
 the event loop by the async retriever). Each may write sub-stage seconds into ``timings``.
 Adapters wrap framework retrievers with :class:`CallableBranch`.
+
+A branch over one of our indexes is *filterable*: :meth:`SparseBranch.mask` turns a
+metadata filter into a row mask of its index (before the branches start, so a bad filter
+raises to the caller instead of degrading a branch) and ``search(..., allowed=mask)``
+searches only those rows. Wrapped framework retrievers cannot take our filters.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import Protocol, runtime_checkable
 from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedder
 from rag_optimize.index.bm25 import BM25Index
 from rag_optimize.index.dense import DenseIndex
-from rag_optimize.index.documents import Hit
+from rag_optimize.index.documents import Hit, Mask
+from rag_optimize.retrieval.filters import Filter, filter_mask
 
 Clock = Callable[[], float]
 SearchFn = Callable[[str, int], list[Hit]]
@@ -41,19 +47,36 @@ class Branch(Protocol):
 class SparseBranch:
     """BM25 keyword search; the async form runs it in a worker thread."""
 
+    filterable = True
+
     def __init__(self, index: BM25Index, name: str = "bm25") -> None:
         self.index = index
         self.name = name
 
-    def search(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
-        return self.index.search(query, k)
+    def mask(self, spec: Filter) -> Mask:
+        """The rows of this branch's index that ``spec`` allows."""
+        return filter_mask(spec, self.index.documents)
 
-    async def asearch(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
-        return await asyncio.to_thread(self.index.search, query, k)
+    def _search(self, query: str, k: int, allowed: Mask | None) -> list[Hit]:
+        if allowed is None:
+            return self.index.search(query, k)
+        return self.index.search(query, k, allowed=allowed)
+
+    def search(
+        self, query: str, k: int, timings: dict[str, float], allowed: Mask | None = None
+    ) -> list[Hit]:
+        return self._search(query, k, allowed)
+
+    async def asearch(
+        self, query: str, k: int, timings: dict[str, float], allowed: Mask | None = None
+    ) -> list[Hit]:
+        return await asyncio.to_thread(self._search, query, k, allowed)
 
 
 class DenseBranch:
     """Embed the query, then search the dense index (records ``timings["embed"]``)."""
+
+    filterable = True
 
     def __init__(
         self,
@@ -67,17 +90,25 @@ class DenseBranch:
         self.name = name
         self.clock = clock
 
-    def search(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
+    def mask(self, spec: Filter) -> Mask:
+        """The rows of this branch's index that ``spec`` allows."""
+        return filter_mask(spec, self.index.documents)
+
+    def search(
+        self, query: str, k: int, timings: dict[str, float], allowed: Mask | None = None
+    ) -> list[Hit]:
         start = self.clock()
         vector = self.embedder.embed_query(query)
         timings["embed"] = self.clock() - start
-        return self.index.search(vector, k)
+        return self.index.search(vector, k, allowed=allowed)
 
-    async def asearch(self, query: str, k: int, timings: dict[str, float]) -> list[Hit]:
+    async def asearch(
+        self, query: str, k: int, timings: dict[str, float], allowed: Mask | None = None
+    ) -> list[Hit]:
         start = self.clock()
         vector = await aembed_query(self.embedder, query)
         timings["embed"] = self.clock() - start
-        return await asyncio.to_thread(self.index.search, vector, k)
+        return await asyncio.to_thread(self.index.search, vector, k, allowed=allowed)
 
 
 class CallableBranch:

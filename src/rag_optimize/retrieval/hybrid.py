@@ -16,10 +16,13 @@ import asyncio
 import concurrent.futures as cf
 import contextvars
 import functools
+import json
+import shutil
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -30,12 +33,14 @@ from rag_optimize.embedding.vectors import unit_matrix
 from rag_optimize.errors import ConfigurationError, InvalidInputError, RetrievalError
 from rag_optimize.index.bm25 import BM25Index
 from rag_optimize.index.dense import DenseIndex
-from rag_optimize.index.documents import Hit, check_k, check_texts
+from rag_optimize.index.documents import Hit, Mask, check_k, check_texts, read_meta
 from rag_optimize.retrieval.branches import Branch, Clock, DenseBranch, SparseBranch
+from rag_optimize.retrieval.filters import Filter, parse_filter
 from rag_optimize.retrieval.fusion import DEFAULT_RRF_K, Fused, check_weights, get_fusion
 from rag_optimize.retrieval.rerank import Reranker, _describe, aapply_reranker, apply_reranker
 from rag_optimize.retrieval.results import RetrievalResult, RetrievedDocument
 from rag_optimize.tracing import stages
+from rag_optimize.validation import check_query
 
 if TYPE_CHECKING:
     from rag_optimize.tracing.tracker import LatencyTracker
@@ -51,6 +56,7 @@ class _Request:
     query: str
     k: int
     candidates: int
+    masks: Mapping[str, Mask] | None = None  # per branch, when a filter applies
 
 
 @dataclass(frozen=True)
@@ -70,16 +76,10 @@ class _Rerank:
 
 
 VectorLike = Sequence[float] | npt.NDArray[Any]
+_HYBRID_FILE = "hybrid.json"
+_HYBRID_FORMAT = 1
+FilterSpec = Filter | Mapping[str, Any] | None
 Plan = Generator[_RunBranches | _Rerank, Any, RetrievalResult]
-
-
-def check_query(query: object) -> str:
-    """Return ``query`` if it is a non-blank string, else raise :class:`InvalidInputError`."""
-    if not isinstance(query, str):
-        raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
-    if not query.strip():
-        raise InvalidInputError("query is empty")
-    return query
 
 
 class FusionRetriever:
@@ -92,7 +92,9 @@ class FusionRetriever:
     (one number for all, or per branch name) abandons a slow branch. ``clock`` measures the
     reported timings. ``tracker`` (a :class:`~rag_optimize.tracing.LatencyTracker`) receives
     every retrieval's stage times (``retrieval``, ``retrieval.sparse``/``dense``/``fusion``,
-    ``embedding``, ``rerank``) in the caller's current run.
+    ``embedding``, ``rerank``) in the caller's current run. ``filter`` is the default
+    metadata filter of every call (see :mod:`rag_optimize.retrieval.filters`); it needs
+    filterable branches (our own indexes).
     """
 
     def __init__(
@@ -109,8 +111,10 @@ class FusionRetriever:
         rrf_k: float = DEFAULT_RRF_K,
         clock: Clock = time.perf_counter,
         tracker: LatencyTracker | None = None,
+        filter: FilterSpec = None,
     ) -> None:
         self.branches = list(branches)
+        self.filter = parse_filter(filter)
         self.tracker = tracker
         self._stages = {**_TIMING_STAGES, **{b.name: _branch_stage(b) for b in self.branches}}
         names = [b.name for b in self.branches]
@@ -123,6 +127,7 @@ class FusionRetriever:
         self._fuse: Callable[..., Fused] = (
             functools.partial(fuse, c=rrf_k) if fusion == "rrf" else fuse
         )
+        self.rrf_k = float(rrf_k)
         self.weights = check_weights(names, weights)
         self.k = self._checked_k(k, "k")
         self.candidates = self._checked_k(candidates, "candidates")
@@ -181,7 +186,11 @@ class FusionRetriever:
     def _timed(self, branch: Branch, request: _Request, timings: dict[str, float]) -> list[Hit]:
         start = self.clock()
         try:
-            return branch.search(request.query, request.candidates, timings)
+            if request.masks is None:
+                return branch.search(request.query, request.candidates, timings)
+            return branch.search(  # type: ignore[call-arg]
+                request.query, request.candidates, timings, allowed=request.masks[branch.name]
+            )
         finally:
             timings[branch.name] = self.clock() - start
 
@@ -224,9 +233,13 @@ class FusionRetriever:
             start = self.clock()
             limit = self.timeouts[branch.name]
             try:
-                return await asyncio.wait_for(
-                    branch.asearch(request.query, request.candidates, timings), timeout=limit
-                )
+                if request.masks is None:
+                    search = branch.asearch(request.query, request.candidates, timings)
+                else:
+                    search = branch.asearch(  # type: ignore[call-arg]
+                        request.query, request.candidates, timings, request.masks[branch.name]
+                    )
+                return await asyncio.wait_for(search, timeout=limit)
             except asyncio.TimeoutError:
                 return TimeoutError(f"timed out after {limit * 1000:.0f} ms")  # type: ignore[operator]
             except Exception as exc:
@@ -278,18 +291,30 @@ class FusionRetriever:
 
     # -- one retrieval, written once ------------------------------------------------------
 
-    def _request(self, query: object, k: int | None) -> _Request:
+    def _request(self, query: object, k: int | None, spec: FilterSpec) -> _Request:
         query = check_query(query)
         k = self.k if k is None else check_k(k)
-        return _Request(query, k, max(self.candidates, k))
+        chosen = self.filter if spec is None else parse_filter(spec)
+        if chosen is None:
+            return _Request(query, k, max(self.candidates, k))
+        masks = {}
+        for branch in self.branches:
+            if not getattr(branch, "filterable", False):
+                raise ConfigurationError(
+                    f"branch {branch.name!r} cannot apply a metadata filter inside its search "
+                    "(a wrapped framework retriever): filter on rag-optimize's indexes, or "
+                    "configure the wrapped retriever's own filter"
+                )
+            masks[branch.name] = branch.mask(chosen)  # type: ignore[attr-defined]
+        return _Request(query, k, max(self.candidates, k), masks)
 
-    def _plan(self, query: object, k: int | None) -> Plan:
+    def _plan(self, query: object, k: int | None, spec: FilterSpec) -> Plan:
         """One retrieval as steps: run the branches, fuse, maybe rerank (no I/O of its own).
 
         It yields :class:`_RunBranches` and :class:`_Rerank` steps; :meth:`retrieve` performs
         them on threads, :meth:`aretrieve` on the event loop, so both do exactly the same.
         """
-        request = self._request(query, k)
+        request = self._request(query, k, spec)
         start = self.clock()
         outcomes, timings = yield _RunBranches(request)
         fuse_start = self.clock()
@@ -303,23 +328,50 @@ class FusionRetriever:
                 failures["reranker"] = failure
         timings["total"] = self.clock() - start
         if self.tracker is not None:
-            self._report(self.tracker, timings)
+            self._report(self.tracker, timings, request.k)
         return RetrievalResult(tuple(docs[: request.k]), bool(failures), failures, timings)
 
-    def _report(self, tracker: LatencyTracker, timings: Mapping[str, float]) -> None:
-        """Record this retrieval's stage times into ``tracker`` (the caller's current run)."""
-        for name, seconds in timings.items():
-            stage = self._stages.get(name)
-            if stage is not None:
-                tracker.record(stage, seconds)
+    def _report(self, tracker: LatencyTracker, timings: Mapping[str, float], k: int) -> None:
+        """Record this retrieval into ``tracker`` (the caller's current run) as a tree: a
+        ``retrieval`` span (attribute ``top_k``) with the branches, fusion and rerank under it
+        and the query embedding under the dense branch. Only durations were timed, so the
+        intervals are rebuilt: branches start with the retrieval, fusion follows the slowest
+        branch, rerank ends with the retrieval."""
+        end = tracker.clock()
+        total = timings.get("total", 0.0)
+        start = end - total
+        root = tracker.record(stages.RETRIEVAL, total, attributes={"top_k": k}, end=end)
+        spans: dict[str, int] = {}
+        slowest = 0.0
+        for branch in self.branches:
+            seconds = timings.get(branch.name)
+            if seconds is not None:
+                slowest = max(slowest, seconds)
+                spans[branch.name] = tracker.record(
+                    self._stages[branch.name], seconds, end=start + seconds, parent_id=root
+                )
+        if "embed" in timings:
+            dense = next((b.name for b in self.branches if isinstance(b, DenseBranch)), "")
+            seconds = timings["embed"]
+            parent = spans.get(dense, root)
+            tracker.record(stages.EMBEDDING, seconds, end=start + seconds, parent_id=parent)
+        if "fusion" in timings:
+            seconds = timings["fusion"]
+            tracker.record(stages.FUSION, seconds, end=start + slowest + seconds, parent_id=root)
+        if "rerank" in timings:
+            tracker.record(stages.RERANK, timings["rerank"], end=end, parent_id=root)
 
-    def retrieve(self, query: str, k: int | None = None) -> RetrievalResult:
+    def retrieve(
+        self, query: str, k: int | None = None, *, filter: FilterSpec = None
+    ) -> RetrievalResult:
         """Blocking retrieval: branches run in worker threads at the same time.
 
         ``k`` overrides the constructor's ``k`` for this call (each branch is then asked
-        for at least ``k`` candidates).
+        for at least ``k`` candidates). ``filter`` (a :class:`~rag_optimize.retrieval.Filter`
+        or its dict form) replaces the constructor's filter for this call; it is applied
+        inside every branch before its top-k.
         """
-        plan = self._plan(query, k)
+        plan = self._plan(query, k, filter)
         try:
             step = next(plan)
             while True:
@@ -332,9 +384,11 @@ class FusionRetriever:
             result: RetrievalResult = done.value
             return result
 
-    async def aretrieve(self, query: str, k: int | None = None) -> RetrievalResult:
+    async def aretrieve(
+        self, query: str, k: int | None = None, *, filter: FilterSpec = None
+    ) -> RetrievalResult:
         """Async retrieval: branches run as concurrent tasks on the running loop."""
-        plan = self._plan(query, k)
+        plan = self._plan(query, k, filter)
         try:
             step = next(plan)
             while True:
@@ -456,6 +510,149 @@ class HybridRetriever(FusionRetriever):
             texts, ids=ids, metadatas=metadatas, vectors=vectors, embed_texts=embed_texts
         )
         return retriever
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def _indexes(self) -> list[BM25Index | DenseIndex]:
+        return [i for i in (self.sparse, self.dense) if i is not None]
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents by id from both indexes; return how many were removed.
+
+        Every id must be in every index (else :class:`InvalidInputError` and nothing is
+        removed). Updates are not meant to run at the same time as searches on the same
+        retriever; build a new one (or load a saved copy) to swap a live index.
+        """
+        wanted = [str(i) for i in ids]
+        for index in self._indexes():
+            index.documents.check_known(wanted)
+        removed = 0
+        for index in self._indexes():
+            removed = index.delete(wanted)
+        return removed
+
+    def update(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        vectors: Sequence[VectorLike | None] | None = None,
+        embed_texts: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Replace existing documents (text, metadata, vector) by id in both indexes.
+
+        The new vectors are computed first, so a failing embedder leaves every index as it
+        was. Updated documents move to the end of the row order (ids are what count).
+        """
+        texts = check_texts(texts)
+        wanted = [str(i) for i in ids]
+        if len(wanted) != len(texts):
+            raise InvalidInputError(f"got {len(texts)} texts but {len(wanted)} ids")
+        for index in self._indexes():
+            index.documents.check_known(wanted)
+        fresh = (
+            list(self._vectors_for(texts, vectors, embed_texts)) if self.dense is not None else None
+        )
+        self.delete(wanted)
+        return self.add_texts(texts, wanted, metadatas, vectors=fresh)
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write both indexes and the retrieval settings to directory ``path``.
+
+        Numpy ``.npy`` arrays, JSON and bm25s' own files; nothing is pickled. The new copy is
+        written beside ``path`` and swapped in at the end, so a crash mid-save leaves the
+        previous save intact. The embedder, reranker, tracker and filter are not saved: pass
+        them to :meth:`load`.
+        """
+        target = Path(path)
+        staging = target.with_name(f".{target.name}.saving")
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        if self.sparse is not None:
+            self.sparse.save(staging / "bm25")
+        if self.dense is not None:
+            self.dense.save(staging / "dense")
+        settings = {
+            "format": _HYBRID_FORMAT,
+            "fusion": self.fusion,
+            "weights": self.weights,
+            "k": self.k,
+            "candidates": self.candidates,
+            "rerank_candidates": self.rerank_candidates,
+            "rrf_k": self.rrf_k,
+            "branch_timeout_ms": {
+                name: None if t is None else t * 1000.0 for name, t in self.timeouts.items()
+            },
+            "embedder": getattr(self.embedder, "model_name", None),
+            "documents": len(self._indexes()[0]),
+        }
+        (staging / _HYBRID_FILE).write_text(json.dumps(settings))
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            target.rename(old)
+        staging.rename(target)
+        if old.exists():
+            shutil.rmtree(old)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        embedder: Embedder | None = None,
+        *,
+        mmap: bool = False,
+        **options: Any,
+    ) -> HybridRetriever:
+        """Open a retriever written by :meth:`save`; no document is re-embedded.
+
+        ``embedder`` embeds queries (required when a dense index was saved; it must be the
+        model the documents were embedded with: a different ``model_name`` is refused).
+        ``mmap=True`` memory-maps the BM25 matrix and the float vectors, so opening is about
+        reading the documents' JSON. ``options`` override the saved settings (and give the
+        unsaved ones: ``reranker``, ``tracker``, ``filter``, ``clock``). A damaged save
+        raises :class:`InvalidInputError` saying what is wrong.
+        """
+        directory = Path(path)
+        settings = read_meta(directory, _HYBRID_FILE, "HybridRetriever", _HYBRID_FORMAT)
+        sparse = (
+            BM25Index.load(directory / "bm25", mmap=mmap) if (directory / "bm25").exists() else None
+        )
+        dense = (
+            DenseIndex.load(directory / "dense", mmap=mmap)
+            if (directory / "dense").exists()
+            else None
+        )
+        saved_model = settings.get("embedder")
+        given_model = getattr(embedder, "model_name", None)
+        if dense is not None and saved_model and given_model and saved_model != given_model:
+            raise ConfigurationError(
+                f"{directory} was embedded with {saved_model!r}, not {given_model!r}: "
+                "pass the same embedder, or rebuild the index"
+            )
+        indexes = [i for i in (sparse, dense) if i is not None]
+        if not indexes:
+            raise InvalidInputError(f"cannot load HybridRetriever from {directory}: no index")
+        for index in indexes:
+            if index.documents.ids != indexes[0].documents.ids or len(index) != settings.get(
+                "documents", len(index)
+            ):
+                raise InvalidInputError(
+                    f"cannot load HybridRetriever from {directory}: the BM25 and dense "
+                    "indexes hold different documents (an incomplete save?)"
+                )
+        saved: dict[str, Any] = {
+            key: settings[key]
+            for key in ("fusion", "weights", "k", "candidates", "rerank_candidates", "rrf_k")
+            if key in settings
+        }
+        saved["branch_timeout_ms"] = settings.get("branch_timeout_ms") or None
+        return cls(sparse, dense, embedder, **{**saved, **options})
 
     def add_texts(
         self,

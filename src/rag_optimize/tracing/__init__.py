@@ -1,11 +1,12 @@
 """Latency tracing: where the time of a RAG request goes, per stage and per run.
 
 ``LatencyTracker`` records stage spans (cache, embedding, retrieval, rerank, generation, ttft,
-total) keyed by run, and reports count / mean / p50 / p95 / p99 / max per stage as a rich
-table or JSON. ``EventTimeline`` turns framework callbacks into those spans (used by the
-LangChain and LlamaIndex adapters). Exporters for Prometheus and OpenTelemetry live in
-``rag_optimize.tracing.exporters`` and import their library only when used.
-``benchmark_pipeline`` measures a whole pipeline with warm-up and correct percentiles.
+total) keyed by run, nested by parent span, and reports count / mean / p50 / p95 / p99 / max
+per stage as a rich table or JSON. ``EventTimeline`` turns framework callbacks into those
+spans (used by the LangChain and LlamaIndex adapters). Exporters for Prometheus and
+OpenTelemetry (nested spans and GenAI histograms) live in ``rag_optimize.tracing.exporters``
+and import their library only when used. ``benchmark_pipeline`` measures a whole pipeline
+with warm-up and correct percentiles.
 """
 
 from rag_optimize.tracing import stages as stages

@@ -126,8 +126,10 @@ class EventTimeline:
             if self.track_current:
                 _set_current_run(current)
         elif opens_run:
+            # The root of a new run hangs under the run's root span, never under a current span
+            # a sibling left in this context (chain.batch starts its roots one after another).
             new_run = self.tracker.start_run(run_id or str(node_id), start=now)
-            node = _Node(stage, new_run, now, attributes, True, span_id, parent_span)
+            node = _Node(stage, new_run, now, attributes, True, span_id, None)
             _set_current_run(new_run)
         else:
             node = _Node(stage, None, now, attributes, False, span_id, parent_span)
@@ -206,6 +208,7 @@ class EventTimeline:
                     del self._runs[node.run_id]
         if self.track_current and _current_span() == node.span_id:
             _set_current_span(node.parent_span)
+        LatencyTracker.end_span(node.span_id)
         if node.stage is not None:
             attributes = node.attributes
             if error is not None or node.first_chunk is not None or extra:

@@ -78,6 +78,21 @@ _CURRENT_SPAN: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "rag_optimize_current_span", default=None
 )
 _SPAN_IDS = itertools.count(1)  # next() on a count is atomic under the GIL
+# Spans made current and not yet ended. A framework may end a span in another context than
+# the one it started in (LangChain runs callbacks in worker threads), which leaves the span id
+# in the caller's context: such a stale id is no parent, as a stale run is joined by no one.
+_OPEN_SPANS: set[int] = set()
+_OPEN_SPANS_LOCK = threading.Lock()
+
+
+def _open_span(span_id: int | None) -> None:
+    if span_id is not None:
+        with _OPEN_SPANS_LOCK:
+            _OPEN_SPANS.add(span_id)
+
+
+def _live_span(span_id: int | None) -> int | None:
+    return span_id if span_id is not None and span_id in _OPEN_SPANS else None
 
 
 @dataclass(frozen=True)
@@ -189,7 +204,7 @@ class _Span:
         self._run_id = run_id
         self._attributes = attributes
         self._start = 0.0
-        self.span_id = next(_SPAN_IDS)
+        self.span_id = LatencyTracker.new_span_id()
         self.parent_id = parent_id
         self._token: contextvars.Token[int | None] | None = None
 
@@ -197,7 +212,7 @@ class _Span:
         if self._run_id is None:
             self._run_id = _CURRENT_RUN.get()
         if self.parent_id is None:
-            self.parent_id = _CURRENT_SPAN.get()
+            self.parent_id = _live_span(_CURRENT_SPAN.get())
         self._token = _CURRENT_SPAN.set(self.span_id)
         self._start = self._tracker.clock()
         return self
@@ -218,14 +233,8 @@ class _Span:
         attributes = self._attributes
         if exc_type is not None:
             attributes = {**(attributes or {}), "error": exc_type.__name__}
-        self._tracker.record_interval(
-            self._stage,
-            self._start,
-            end,
-            self._run_id,
-            attributes,
-            span_id=self.span_id,
-            parent_id=self.parent_id,
+        self._tracker._store(
+            self._stage, self._start, end, self._run_id, attributes, self.span_id, self.parent_id
         )
 
     async def __aenter__(self) -> _Span:
@@ -279,13 +288,16 @@ class LatencyTracker:
 
     @staticmethod
     def current_span() -> int | None:
-        """The id of the span open around the caller in this context (see :meth:`span`)."""
-        return _CURRENT_SPAN.get()
+        """The id of the span open around the caller in this context (see :meth:`span`);
+        None when there is none, or when the span current here has already ended elsewhere."""
+        return _live_span(_CURRENT_SPAN.get())
 
     @staticmethod
     def set_current_span(span_id: int | None) -> contextvars.Token[int | None]:
         """Make ``span_id`` the parent of spans opened next in this context (adapters whose
-        framework reports start and end events use this); returns a token for ``reset``."""
+        framework reports start and end events use this); returns a token for ``reset``.
+        A span id from :meth:`new_span_id` is open until it is recorded or :meth:`end_span`
+        is called; an id that has ended is never taken as a parent."""
         return _CURRENT_SPAN.set(span_id)
 
     @staticmethod
@@ -294,10 +306,21 @@ class LatencyTracker:
         _CURRENT_SPAN.reset(token)
 
     @staticmethod
+    def end_span(span_id: int | None) -> None:
+        """Mark ``span_id`` ended without recording it (recording a span ends it too): from
+        now on no context takes it as the parent of new spans."""
+        if span_id is not None:
+            with _OPEN_SPANS_LOCK:
+                _OPEN_SPANS.discard(span_id)
+
+    @staticmethod
     def new_span_id() -> int:
         """A fresh span id, for a span recorded later with ``record(..., span_id=...)`` whose
-        children are recorded first (or elsewhere) with ``parent_id=`` it."""
-        return next(_SPAN_IDS)
+        children are recorded first (or elsewhere) with ``parent_id=`` it. The span is open
+        (a valid parent) until it is recorded or :meth:`end_span` is called."""
+        span_id = next(_SPAN_IDS)
+        _open_span(span_id)
+        return span_id
 
     # ----------------------------------------------------------------- runs
     def start_run(self, run_id: str | None = None, start: float | None = None) -> str:
@@ -411,10 +434,8 @@ class LatencyTracker:
         if run_id is None:
             run_id = _CURRENT_RUN.get()
         if parent_id is None:
-            parent_id = _CURRENT_SPAN.get()
-        return self.record_interval(
-            stage, end - seconds, end, run_id, attributes, span_id=span_id, parent_id=parent_id
-        )
+            parent_id = _live_span(_CURRENT_SPAN.get())
+        return self._store(stage, end - seconds, end, run_id, attributes, span_id, parent_id)
 
     def first_token(self, run_id: str | None = None, now: float | None = None) -> float | None:
         """Record ``ttft`` for the run (time since the run started) on its first token only.
@@ -452,8 +473,23 @@ class LatencyTracker:
         lookup). A sample for a run that is not open (never started, or finished) counts in
         the aggregate report only. Returns the sample's span id (``span_id`` or a new one).
         """
+        return self._store(stage, start, end, run_id, attributes, span_id, parent_id)
+
+    def _store(
+        self,
+        stage: str,
+        start: float,
+        end: float,
+        run_id: str | None,
+        attributes: Mapping[str, Any] | None,
+        span_id: int | None,
+        parent_id: int | None,
+    ) -> int:
+        """:meth:`record_interval` with positional arguments (the hot path of every span)."""
         if span_id is None:
             span_id = next(_SPAN_IDS)
+        else:
+            LatencyTracker.end_span(span_id)
         seconds = max(0.0, end - start)
         with self._lock:
             window = self._windows.get(stage)

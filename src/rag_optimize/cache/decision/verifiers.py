@@ -11,14 +11,15 @@ A verifier is any callable ``verifier(query, cached_query) -> bool`` (True: the 
 answer may be served for ``query``). It runs on the lookup path, once per candidate above
 the threshold, so it must be fast. A verifier that raises counts as a veto (the lookup
 misses; ``CacheStats.verifier_errors``, logged once per incident): the cache neither fails
-the request nor serves an unchecked answer. A cross-encoder or an NLI model fits this shape
-where its latency is acceptable.
+the request nor serves an unchecked answer. A verifier may also have
+``explain(query, cached_query) -> Mapping`` saying why it decided (the cache records it on a
+hit). ``verifier=`` also takes a sequence of verifiers: :class:`AllOf` asks them in order and
+the first veto wins.
 
-* :class:`MismatchVerifier` (the default of :class:`~rag_optimize.cache.SemanticCache`):
-  vetoes a pair that differs in a detail embeddings are known to blur: a number, a negation,
-  or the kind of question (when/where/who/why/how many/how old ...). It is a few regular
-  expressions over the two strings (about 12 us a pair on this 2-core machine, 0.3 us when
-  both were seen recently), only vetoes, and never adds a hit.
+* :class:`~rag_optimize.cache.decision.pipeline.DecisionPipeline` (the default of
+  :class:`~rag_optimize.cache.SemanticCache`): named signals, rules and token alignment.
+* :class:`MismatchVerifier`: the rule stage alone, three of its signals (numbers, negation,
+  question intent), a few microseconds a pair, no model.
 
 Verifier vetoes are counted in ``CacheStats.verifier_rejections``. With an error budget, the
 outcomes it learns from are those of the verified decision (a vetoed candidate is neither
@@ -27,37 +28,31 @@ served nor probed), so its certificate covers the cache as it actually serves.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import Any
+
+from rag_optimize.cache.decision.signals import (
+    NegationSignal,
+    NumbersSignal,
+    QuestionIntentSignal,
+    analyse,
+)
+
+__all__ = [
+    "AllOf",
+    "MismatchVerifier",
+    "QuerySignature",
+    "Verifier",
+    "check_verifier",
+    "signature",
+    "verifier_detail",
+    "verifier_name",
+]
 
 Verifier = Callable[[str, str], bool]
 """``verifier(query, cached_query) -> bool``: may the answer stored for ``cached_query`` be
 served for ``query``?"""
-
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_WORD = re.compile(r"[a-z0-9]+")
-_CARDINALS = {
-    w: str(i)
-    for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
-        "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
-    )
-}
-_CARDINALS.update(hundred="100", thousand="1000", million="1000000", billion="1000000000")
-_NEGATIONS = frozenset(
-    "not no never nothing none nobody neither nor without cannot".split()
-)
-_QUESTION_WORDS = {
-    "what": "what", "which": "what", "who": "who", "whom": "who", "whose": "whose",
-    "when": "when", "where": "where", "why": "why", "how": "how",
-}
-# After "how", these words do not change the kind of question ("how do I ..." = "how can I ...").
-_HOW_NEUTRAL = frozenset(
-    "is are was were do does did can could will would should shall may might must has have "
-    "had to i you we they he she it the a an this that these those one my your".split()
-)
 
 
 @dataclass(frozen=True)
@@ -69,46 +64,34 @@ class QuerySignature:
     question: str | None
 
 
-@lru_cache(maxsize=1024)
 def signature(text: str) -> QuerySignature:
-    """The numbers (digits, or cardinal words as digits), negation parity, and question kind
-    of ``text`` (the first question word; for "how", with the word after it when that word
-    names what is asked: "how many", "how old")."""
-    lowered = text.casefold().replace("n\u2019t", " not").replace("n't", " not")
-    numbers = {n.replace(",", "") for n in _NUMBER.findall(lowered)}
-    words = _WORD.findall(lowered)
-    numbers.update(_CARDINALS[w] for w in words if w in _CARDINALS)
-    negated = sum(w in _NEGATIONS for w in words) % 2 == 1
-    question = None
-    for i, word in enumerate(words):
-        kind = _QUESTION_WORDS.get(word)
-        if kind is None:
-            continue
-        nxt = words[i + 1] if i + 1 < len(words) else ""
-        if kind == "how" and nxt and nxt not in _HOW_NEUTRAL:
-            kind = f"how {nxt}"
-        question = kind
-        break
-    return QuerySignature(frozenset(numbers), negated, question)
+    """The numbers (digits, or number words as digits), negation parity, and question intent
+    of ``text`` (see :mod:`~rag_optimize.cache.decision.signals`)."""
+    found = analyse(text)
+    return QuerySignature(found.numbers, found.negated, found.intent)
+
+
+_DETAILS = (("numbers", NumbersSignal()), ("negation", NegationSignal()),
+            ("question_kind", QuestionIntentSignal()))
 
 
 @dataclass(frozen=True)
 class MismatchVerifier:
     """Veto a cached answer whose query differs from the new one in a number, a negation, or
-    the kind of question.
+    the question's intent: the rule stage of the decision, without a model.
 
     Args:
         numbers: veto when the sets of numbers differ ("in 1998" vs "in 2002"; "1,000" and
             "1000" are the same number, "two" and "2" too).
         negation: veto when one query is negated and the other is not ("is X safe" vs "is X
             not safe"; "isn't" counts as "is not").
-        question_kind: veto when both queries have a question word and the first ones differ
-            ("when did" vs "where did", "how many" vs "how often"; "which" counts as "what").
-            A query with no question word ("capital of France") matches any kind.
+        question_kind: veto when both queries have a question intent and they differ ("when
+            did" vs "where did", "how many" vs "how often"). Intents are classes of
+            equivalent forms ("what time" = "when", "how do I" = "what is the way to"); a
+            query with no question word ("capital of France") matches any intent.
 
     A veto costs a miss (the model answers), never a wrong answer, so it errs towards
-    vetoing: "two" vs "2" in different roles, or a paraphrase that changes "how many" to
-    "what number", is a miss.
+    vetoing.
     """
 
     numbers: bool = True
@@ -120,27 +103,72 @@ class MismatchVerifier:
 
     def mismatch(self, query: str, cached_query: str) -> str | None:
         """Which detail differs (``"numbers"``, ``"negation"``, ``"question_kind"``), or None."""
-        a, b = signature(query), signature(cached_query)
-        if self.numbers and a.numbers != b.numbers:
-            return "numbers"
-        if self.negation and a.negated != b.negated:
-            return "negation"
-        if (
-            self.question_kind
-            and a.question is not None
-            and b.question is not None
-            and a.question != b.question
-        ):
-            return "question_kind"
+        a, b = analyse(query), analyse(cached_query)
+        for name, signal in _DETAILS:
+            if getattr(self, name) and signal.check(a, b) is not None:
+                return name
         return None
+
+    def explain(self, query: str, cached_query: str) -> Mapping[str, Any]:
+        """The detail that differs, JSON-ready."""
+        detail = self.mismatch(query, cached_query)
+        return {"decision": "serve" if detail is None else "veto", "vetoed_by": detail}
+
+
+class AllOf:
+    """Several verifiers in order: the first veto wins (later ones are not asked)."""
+
+    def __init__(self, verifiers: Sequence[Verifier]) -> None:
+        self.verifiers = tuple(verifiers)
+        self.__name__ = "AllOf(" + ", ".join(_name(v) for v in self.verifiers) + ")"
+
+    def __repr__(self) -> str:
+        return self.__name__
+
+    def __call__(self, query: str, cached_query: str) -> bool:
+        return all(v(query, cached_query) for v in self.verifiers)
+
+    def explain(self, query: str, cached_query: str) -> Mapping[str, Any]:
+        """Each verifier's verdict (and its own ``explain`` when it has one), up to the first
+        veto."""
+        steps: list[dict[str, Any]] = []
+        for verifier in self.verifiers:
+            step: dict[str, Any] = {"verifier": _name(verifier)}
+            try:
+                allowed = bool(verifier(query, cached_query))
+                if hasattr(verifier, "explain"):
+                    step["detail"] = dict(verifier.explain(query, cached_query))
+            except Exception as exc:  # noqa: BLE001 - explain reports, never fails
+                allowed = False
+                step["error"] = f"{type(exc).__name__}: {exc}"
+            step["allowed"] = allowed
+            steps.append(step)
+            if not allowed:
+                return {"decision": "veto", "vetoed_by": step["verifier"], "verifiers": steps}
+        return {"decision": "serve", "vetoed_by": None, "verifiers": steps}
+
+
+def _name(verifier: object) -> str:
+    return str(getattr(verifier, "__name__", type(verifier).__name__))
 
 
 def check_verifier(verifier: object) -> Verifier | None:
-    """``verifier`` if it is callable (or None), else a clear error."""
+    """``verifier`` if it is callable (or None); a list or tuple of callables becomes
+    :class:`AllOf` (first veto wins); anything else is a clear error."""
+    if isinstance(verifier, (list, tuple)):
+        for i, item in enumerate(verifier):
+            if not callable(item):
+                raise TypeError(
+                    f"verifier[{i}] must be a callable verifier(query, cached_query) -> bool, "
+                    f"got {type(item).__name__}"
+                )
+        if not verifier:
+            raise TypeError("verifier must not be an empty sequence (use None for no verifier)")
+        return verifier[0] if len(verifier) == 1 else AllOf(verifier)
     if verifier is not None and not callable(verifier):
         raise TypeError(
-            "verifier must be a callable verifier(query, cached_query) -> bool or None, "
-            f"got {type(verifier).__name__}"
+            "verifier must be a callable verifier(query, cached_query) -> bool, a sequence "
+            f"of them, or None; got {type(verifier).__name__}"
         )
     return verifier
 
@@ -149,4 +177,16 @@ def verifier_name(verifier: Verifier | None) -> str | None:
     """How a hit's decision names the verifier that let it through (None: no verifier)."""
     if verifier is None:
         return None
-    return str(getattr(verifier, "__name__", type(verifier).__name__))
+    return _name(verifier)
+
+
+def verifier_detail(verifier: Verifier | None, query: str, cached_query: str) -> Any:
+    """What ``verifier.explain(query, cached_query)`` says (None when it has no ``explain``
+    or it raises): the detail a hit's decision records."""
+    explain = getattr(verifier, "explain", None)
+    if explain is None:
+        return None
+    try:
+        return dict(explain(query, cached_query))
+    except Exception:  # noqa: BLE001 - a record of the decision must never fail the lookup
+        return None

@@ -41,7 +41,7 @@ _HEX_ID = re.compile(r"[0-9a-f]{32}")
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 #: Hash fields the local vector index needs (read on load and on every change event).
-INDEX_FIELDS = (b"v", b"ns", b"scope", b"vec", b"ex", b"thr")
+INDEX_FIELDS = (b"v", b"ns", b"scope", b"vec", b"ex", b"thr", b"pt")
 
 
 class CorruptEntry(Exception):
@@ -162,6 +162,8 @@ def _json(raw: bytes | None, field: str) -> Any:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise CorruptEntry(f"field {field!r} is not valid JSON") from exc
+    except RecursionError as exc:  # nested deeper than the decoder can follow
+        raise CorruptEntry(f"field {field!r} is JSON nested too deep to read") from exc
 
 
 def _reject_constant(name: str) -> Any:
@@ -184,6 +186,7 @@ def encode_entry(entry: CacheEntry, namespace: str) -> dict[bytes, bytes]:
         b"cr": _num(entry.created_at),
         b"ex": _num(entry.expires_at),
         b"thr": _num(entry.threshold),
+        b"pt": entry.partition.encode(),
     }
 
 
@@ -212,6 +215,7 @@ def decode_entry(fields: dict[bytes, bytes], namespace: str, dim: int | None) ->
         created_at=0.0 if created is None else created,
         expires_at=_opt_float(fields.get(b"ex"), "ex"),
         threshold=_opt_float(fields.get(b"thr"), "thr"),
+        partition=_text(fields.get(b"pt", b""), "pt"),
     )
 
 
@@ -223,6 +227,7 @@ class IndexRecord:
     vector: FloatVector
     expires_at: float | None
     threshold: float | None
+    partition: str = ""
 
 
 def decode_index_record(
@@ -238,6 +243,7 @@ def decode_index_record(
         vector=decode_vector(fields.get(b"vec", b""), dim),
         expires_at=_opt_float(fields.get(b"ex"), "ex"),
         threshold=_opt_float(fields.get(b"thr"), "thr"),
+        partition=_text(fields.get(b"pt", b""), "pt"),
     )
 
 

@@ -35,10 +35,13 @@ local function remove(id)
   if sd then redis.call('SREM', P .. ':s:' .. sd, id) end
   return n
 end
+-- announce a change; under maxmemory noeviction Redis refuses the log write (pcall): other
+-- processes then learn of a removal when their fetch finds the entry gone (reads stay right)
 local function emit(op, ids)
-  local seq = redis.call('INCR', P .. ':seq')
-  redis.call('XADD', P .. ':log', 'MAXLEN', '~', MAXLEN, '*',
-             'op', op, 'seq', seq, 'ids', table.concat(ids, ' '))
+  local seq = redis.pcall('INCR', P .. ':seq')
+  if type(seq) == 'table' then return end
+  redis.pcall('XADD', P .. ':log', 'MAXLEN', '~', MAXLEN, '*',
+              'op', op, 'seq', seq, 'ids', table.concat(ids, ' '))
 end
 """
 
@@ -49,6 +52,9 @@ local id, sd, dim, now = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local expires, ttl, maxn = ARGV[7], ARGV[8], ARGV[9]
 local stored = redis.call('GET', P .. ':dim')
 if stored and stored ~= dim then return {'dim', stored} end
+-- a memory-using write first: under maxmemory noeviction it fails here, before any change
+-- (once a script has written, Redis lets its later writes through past maxmemory)
+redis.call('ZADD', P .. ':lru', 'XX', now, id)
 if not stored then redis.call('SET', P .. ':dim', dim) end
 local k = ekey(id)
 local oldsd = hget(k, 'sd')
@@ -81,7 +87,8 @@ emit('put', {id})
 return {'ok', evicted, gone}
 """
 
-# ARGV: P, MAXLEN, id, now -> the entry's HGETALL (empty if absent); touches LRU order
+# ARGV: P, MAXLEN (unused), id, now -> the entry's HGETALL (empty if absent); touches LRU
+# order. Shared by both search paths (the key names agree: P:e:<id>, P:lru).
 _FETCH = r"""
 local id, now = ARGV[3], ARGV[4]
 local kind = redis.call('TYPE', ekey(id)).ok
@@ -90,7 +97,8 @@ if kind ~= 'hash' then
   return {'!type', kind}  -- a foreign key: decodes as a corrupt entry
 end
 local h = redis.call('HGETALL', ekey(id))
-if #h > 0 then redis.call('ZADD', P .. ':lru', 'XX', 'GT', now, id) end
+-- the LRU touch is a write: when Redis refuses writes (maxmemory noeviction) skip it, still read
+if #h > 0 then redis.pcall('ZADD', P .. ':lru', 'XX', 'GT', now, id) end
 return h
 """
 
@@ -126,8 +134,27 @@ if #ids > 0 then emit('del', ids) end
 return {n, redis.call('SCARD', P .. ':s:' .. sd)}
 """
 
+#: Lua: whether the entry hash ``k`` has ``metadata[mkey]`` equal to, or a list containing, a
+#: value in the set ``wanted`` (bad JSON or another key type: no). Shared by both layouts.
+META_MATCHES = r"""
+local function meta_matches(k, mkey, wanted)
+  local meta = redis.pcall('HGET', k, 'meta')
+  if type(meta) ~= 'string' then return false end
+  local ok, obj = pcall(cjson.decode, meta)
+  if not ok or type(obj) ~= 'table' then return false end
+  local v = obj[mkey]
+  if type(v) == 'string' then return wanted[v] == true end
+  if type(v) == 'table' then
+    for _, item in ipairs(v) do
+      if type(item) == 'string' and wanted[item] then return true end
+    end
+  end
+  return false
+end
+"""
+
 # ARGV: P, MAXLEN, sd|'', cursor, count, metadata_key, value, ... -> {next cursor, removed ids}
-_DELETE_WHERE = r"""
+_DELETE_WHERE = META_MATCHES + r"""
 local sd, cursor, count, mkey = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local wanted = {}
 for i = 7, #ARGV do wanted[ARGV[i]] = true end
@@ -139,29 +166,25 @@ else
   reply = redis.call('ZSCAN', P .. ':lru', cursor, 'COUNT', count)
   step = 2
 end
-local function matches(v)
-  if type(v) == 'string' then return wanted[v] == true end
-  if type(v) == 'table' then
-    for _, item in ipairs(v) do
-      if type(item) == 'string' and wanted[item] then return true end
-    end
-  end
-  return false
-end
 local members, ids = reply[2], {}
 for i = 1, #members, step do
   local id = members[i]
-  local meta = hget(ekey(id), 'meta')
-  if meta then
-    local ok, obj = pcall(cjson.decode, meta)
-    if ok and type(obj) == 'table' and matches(obj[mkey]) then
-      remove(id)
-      ids[#ids + 1] = id
-    end
+  if meta_matches(ekey(id), mkey, wanted) then
+    remove(id)
+    ids[#ids + 1] = id
   end
 end
 if #ids > 0 then emit('del', ids) end
 return {reply[1], ids}
+"""
+
+# ARGV: P, MAXLEN -> {seq, last log entry id or false, dim}: where a snapshot starts, read
+# atomically (a script, not MULTI: Redis refuses transactions when it is out of memory)
+_HEAD = r"""
+local last = redis.call('XREVRANGE', P .. ':log', '+', '-', 'COUNT', 1)
+local id = false
+if #last > 0 then id = last[1][1] end
+return {redis.call('GET', P .. ':seq'), id, redis.call('GET', P .. ':dim')}
 """
 
 # ARGV: P, MAXLEN -> announces that the namespace was emptied
@@ -195,6 +218,7 @@ SWEEP = _script("sweep", _SWEEP)
 INVALIDATE = _script("invalidate", _INVALIDATE)
 DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
 CLEARED = _script("cleared", _CLEARED)
+HEAD = _script("head", _HEAD)
 
 
 def run_script(client: Any, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:

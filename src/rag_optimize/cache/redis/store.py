@@ -1,149 +1,116 @@
 """RedisStore: one semantic cache shared by every process pointed at the same Redis.
 
-Works on plain Redis 6.2+/7 (no modules: managed services often have none). Entries are
-hashes (JSON response/metadata, little-endian float32 vector); every change is one Lua
-script that also appends to a change-log stream. Each process keeps a local copy of the
-vectors (:mod:`~rag_optimize.cache.redis.mirror`), loaded at start and kept current by a
-background thread tailing the stream (:mod:`~rag_optimize.cache.redis.sync`), so a lookup
-is an in-process vector search plus one round trip to fetch the answer. The exact path is
-one round trip on a deterministic key, and none at all for a query the mirror has never
-seen.
+Two search paths, chosen when the store starts (by asking the server, see
+:mod:`~rag_optimize.cache.redis.server`):
+
+* **server-side** (Redis 8+, vector sets): a lookup is one round trip; nothing is mirrored in
+  the process, so a new replica answers from its first lookup and its memory stays flat. Works
+  on a standalone server and on a Redis Cluster (one hash tag per scope,
+  :mod:`~rag_optimize.cache.redis.vsets`).
+* **mirror** (Redis 6.2-7.4, Valkey without search; one Redis or one cluster slot): each
+  process keeps the namespace's vectors and a thread tails a change log
+  (:mod:`~rag_optimize.cache.redis.mirrored`).
+
+The constructor does no I/O and starts no thread. The store connects on first use, or when
+:meth:`RedisStore.start` is called (also by ``with RedisStore(...) as store``); on the mirror
+path ``start()`` also waits (at most ``startup_wait_ms``) for the mirror's first load.
 
 Fails open: every Redis call has a short socket timeout (``timeout_ms``, default 50 ms), no
 retries, and goes through a circuit breaker; any failure raises
 :class:`~rag_optimize.errors.StoreError`, which :class:`SemanticCache` turns into a miss or a
-dropped write. After an outage the follower reloads the namespace by itself.
-
-Each operation is written once as a *plan*: a generator that yields Redis calls and receives
-their replies. A sync driver and an async driver (``redis.asyncio``, one client per event
-loop) run the same plans, so the two APIs cannot drift (the httpx pattern).
-
-The search module (RediSearch ``FT.*``) is never required; :meth:`RedisStore.search_module`
-only reports whether the server has it.
+dropped write. Each operation is a plan (:mod:`~rag_optimize.cache.redis.plans`) run by a sync
+driver or an async driver (``redis.asyncio``, one client and connection pool per event loop).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, cast
 
-import numpy as np
-
 from rag_optimize.cache.entry import CacheEntry, Candidate
-from rag_optimize.cache.keys import digest
+from rag_optimize.cache.incidents import IncidentLog
 from rag_optimize.cache.redis.breaker import CircuitBreaker
-from rag_optimize.cache.redis.codec import (
-    CorruptEntry,
-    IndexRecord,
-    Keys,
-    check_namespace,
-    decode_entry,
-    encode_entry,
-    hex_id,
-    pairs_to_dict,
-    scope_digest,
+from rag_optimize.cache.redis.codec import check_namespace
+from rag_optimize.cache.redis.mirrored import MirrorPath
+from rag_optimize.cache.redis.options import (
+    ConnectionOptions,
+    MirrorOptions,
+    SearchMode,
+    check_count,
+    check_ms,
+    split_legacy,
 )
-from rag_optimize.cache.redis.mirror import LocalMirror
-from rag_optimize.cache.redis.scripts import (
-    CLEARED,
-    DELETE,
-    DELETE_WHERE,
-    FETCH,
-    INVALIDATE,
-    PUT,
-    LuaScript,
-    arun_script,
-    run_script,
+from rag_optimize.cache.redis.plans import (
+    Batch,
+    Call,
+    EntryRefused,
+    ForeignDimension,
+    Plan,
+    Script,
+    Shared,
 )
-from rag_optimize.cache.redis.sync import ChangeFollower
-from rag_optimize.cache.stats import StatsCounter
-from rag_optimize.cache.vector_table import IndexKind
+from rag_optimize.cache.redis.scripts import arun_script, run_script
+from rag_optimize.cache.redis.server import (
+    ServerInfo,
+    async_client,
+    detect,
+    is_cluster_client,
+    redis_module,
+    sync_client,
+)
+from rag_optimize.cache.redis.vsets import Quantization, VectorSetPath
+from rag_optimize.cache.store import StoreDefaults, StoreReport
 from rag_optimize.embedding.vectors import FloatVector
 from rag_optimize.errors import ConfigurationError, InvalidVectorError, StoreError
 
+__all__ = ["RedisStore"]
+
 T = TypeVar("T")
+logger = logging.getLogger("rag_optimize.cache.redis")
 
-_CHUNK = 1000
-_FRESH_SLACK = 0.25
-_MAX_ROUNDS = 100_000
-
-
-@dataclass(frozen=True)
-class _Script:
-    script: LuaScript
-    args: tuple[Any, ...]
+_DEFAULT_MAX_VALUE_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class _Command:
-    args: tuple[Any, ...]
-
-
-_Call = _Script | _Command
-Plan = Generator[_Call, Any, T]
-
-
-def _redis_module() -> Any:
-    try:
-        import redis
-        import redis.asyncio
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("RedisStore needs redis-py: pip install 'rag-optimize[redis]'") from exc
-    return redis
-
-
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigurationError(f"{name} must be a number > 0, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigurationError(f"{name} must be finite, got {value!r}")
-    return float(value)
-
-
-class RedisStore:
+class RedisStore(StoreDefaults):
     """A :class:`~rag_optimize.cache.store.Store` on Redis, shared across processes.
 
     Args:
-        url: ``redis://[user:password@]host:port/db``; ``rediss://`` for TLS; AUTH and ACL
-            users come from the URL (redis-py parses it).
+        url: ``redis://[user:password@]host:port/db``; ``rediss://`` for TLS. Any node of a
+            Redis Cluster works (the store notices and uses a cluster client).
         namespace: prefix of every key; stores with different namespaces never see each
             other's entries. Letters, digits, ``_ . : -``.
-        max_entries: capacity of the namespace (all processes together); past it the least
-            recently used entry is evicted, atomically on the server. ``None``: unbounded.
-        timeout_ms: socket timeout of every lookup/write round trip (connect too, unless
-            ``connect_timeout_ms``): the longest a request waits for the cache per round trip.
-        staleness_ms: how long the change-log reader blocks per ``XREAD``. Changes by
-            other processes wake it at once and reach this process's mirror about one round
-            trip after they happen (see BENCHMARKS.md); when the reader has not confirmed
-            the mirror for ``staleness_ms + timeout_ms + 250 ms`` (a stuck or failing
-            reader), exact lookups stop trusting the mirror and ask Redis.
-        index: ``"exact"`` or ``"ann"`` (usearch HNSW) for the local vector mirror.
-        failure_threshold / cooldown_ms: circuit breaker: after this many consecutive
-            failures, stop calling Redis for this long, then let one probe through.
-        stream_maxlen: approximate length of the change log; a reader that falls further
-            behind than this reloads the namespace.
-        sweep_interval_ms: how often this process deletes expired entries from Redis.
+        client: a ready redis-py client (``redis.Redis`` or ``redis.cluster.RedisCluster``,
+            sync) to use instead of ``url``; the caller keeps it (``close()`` leaves it open).
+            Async calls then run the sync client in a worker thread.
+        max_entries: capacity; past it the least recently used entry is evicted, atomically
+            on the server. On the mirror path it bounds the namespace, on the server-side path
+            each scope (one scope lives in one cluster slot). ``None``: unbounded.
+        max_value_bytes: largest answer + metadata + query text (JSON bytes) an entry may
+            carry; a bigger one is a dropped write (counted, logged), never sent to Redis.
         ttl_grace_ms: Redis TTL is the entry's TTL plus this grace; expiry is decided by
             the cache clock, Redis TTL only frees memory if nobody sweeps.
-        startup_wait_ms: how long the constructor waits for the first load of the mirror
-            (it never fails: an unreachable Redis means a cold cache until it answers).
+        search: ``"auto"`` (server-side when the server has vector sets, else the mirror),
+            ``"server"`` (require it) or ``"mirror"``.
+        quantization: how the server stores vectors for search (``"q8"``, ``"float32"``,
+            ``"binary"``); candidates are always rescored exactly from the stored float32.
+        connection: :class:`~rag_optimize.cache.redis.options.ConnectionOptions` (timeouts,
+            circuit breaker, extra client options).
+        mirror: :class:`~rag_optimize.cache.redis.options.MirrorOptions` (the mirror path).
         clock: wall-clock seconds used by the sweeper; must agree with the cache's clock.
-        client_options: extra keyword arguments for ``redis.Redis.from_url``.
+        **legacy: the flat keywords of earlier versions (``timeout_ms``, ``staleness_ms``,
+            ``index``, ...), folded into ``connection`` / ``mirror``.
 
     Consistency: Redis is the truth for answers. A deleted, invalidated, evicted or expired
-    entry is never answered (every hit is fetched from Redis), in any process, at once. A
-    new entry becomes findable in another process when the change log delivers it (about
-    one round trip). The one-round-trip exact path assumes entry ids are
-    ``digest(scope, query_key)``, as :class:`SemanticCache` makes them; other ids are still
-    found by the vector search. Keys of a namespace share one Redis Cluster hash tag, so
-    the scripts stay in one slot (cluster deployments are not tested).
+    entry is never answered, in any process, at once (every hit is read from Redis in the
+    lookup that serves it). On the server-side path a new entry is findable by every process
+    at once; on the mirror path when the change log delivers it (about one round trip).
     """
 
     def __init__(
@@ -151,237 +118,112 @@ class RedisStore:
         url: str = "redis://localhost:6379/0",
         namespace: str = "rag-optimize",
         *,
+        client: Any = None,
         max_entries: int | None = 10_000,
-        timeout_ms: float = 50,
-        connect_timeout_ms: float | None = None,
-        staleness_ms: float = 50,
-        index: IndexKind = "exact",
-        failure_threshold: int = 3,
-        cooldown_ms: float = 1000,
-        stream_maxlen: int = 10_000,
-        sweep_interval_ms: float = 1000,
+        max_value_bytes: int = _DEFAULT_MAX_VALUE_BYTES,
         ttl_grace_ms: int = 60_000,
-        startup_wait_ms: float = 2000,
+        search: SearchMode = "auto",
+        quantization: Quantization = "q8",
+        connection: ConnectionOptions | None = None,
+        mirror: MirrorOptions | None = None,
         clock: Callable[[], float] = time.time,
-        client_options: dict[str, Any] | None = None,
+        **legacy: Any,
     ) -> None:
-        if max_entries is not None and (isinstance(max_entries, bool) or max_entries < 1):
-            raise ConfigurationError(f"max_entries must be >= 1 or None, got {max_entries}")
-        if index not in ("exact", "ann"):
-            raise ConfigurationError(f"index must be 'exact' or 'ann', got {index!r}")
-        if stream_maxlen < 100:
-            raise ConfigurationError(f"stream_maxlen must be >= 100, got {stream_maxlen}")
-        if ttl_grace_ms < 0:
-            raise ConfigurationError(f"ttl_grace_ms must be >= 0, got {ttl_grace_ms}")
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        self.connection, self.mirror_options = split_legacy(connection, mirror, legacy)
+        if client is None and (
+            not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://"))
+        ):
             raise ConfigurationError(
                 f"url must start with redis://, rediss:// or unix://, got {url!r}"
             )
+        if search not in ("auto", "server", "mirror"):
+            raise ConfigurationError(f"search must be 'auto', 'server' or 'mirror', got {search!r}")
+        if quantization not in ("q8", "float32", "binary"):
+            raise ConfigurationError(
+                f"quantization must be 'q8', 'float32' or 'binary', got {quantization!r}"
+            )
+        if client is not None and not hasattr(client, "execute_command"):
+            raise ConfigurationError(f"client must be a redis-py client, got {client!r}")
         self.url = url
         self.namespace = check_namespace(namespace)
-        self.max_entries = max_entries
-        self.timeout = _positive("timeout_ms", timeout_ms) / 1000
-        connect = self.timeout if connect_timeout_ms is None else connect_timeout_ms / 1000
-        self.connect_timeout = _positive("connect_timeout_ms", connect * 1000) / 1000
-        self.staleness = _positive("staleness_ms", staleness_ms) / 1000
-        self.stream_maxlen = int(stream_maxlen)
-        self.ttl_grace_ms = int(ttl_grace_ms)
-        self._keys = Keys(self.namespace)
-        self._clock = clock
-        self._stats = StatsCounter()
-        self._dim: int | None = None
-        self._corrupt_seen: set[str] = set()
-        self._corrupt_lock = threading.Lock()
-        self._mirror = LocalMirror(index)
-        self.breaker = CircuitBreaker(
-            failure_threshold, _positive("cooldown_ms", cooldown_ms) / 1000
+        self.max_entries = (
+            None if max_entries is None else check_count("max_entries", max_entries)
         )
-        redis = _redis_module()
+        self.search_mode: SearchMode = search
+        self.quantization: Quantization = quantization
+        self._clock = clock
+        self._shared = Shared(
+            namespace=self.namespace,
+            max_entries=self.max_entries,
+            ttl_grace_ms=int(check_ms("ttl_grace_ms", ttl_grace_ms, allow_zero=True)),
+            max_value_bytes=check_count("max_value_bytes", max_value_bytes, maximum=512 * 2**20),
+        )
+        self.timeout = self.connection.timeout
+        self.connect_timeout = self.connection.connect_timeout
+        self.breaker = CircuitBreaker(
+            self.connection.failure_threshold, self.connection.cooldown_ms / 1000
+        )
         self._options: dict[str, Any] = {
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.connect_timeout,
             "driver_info": None,  # no CLIENT SETINFO round trips on connect
-            **(client_options or {}),
+            **self.connection.client_options,
         }
-        try:
-            self._client = redis.Redis.from_url(
-                url, retry=_no_retry(redis.retry.Retry), **self._options
-            )
-            follower_client = redis.Redis.from_url(
-                url,
-                retry=_no_retry(redis.retry.Retry),
-                **{
-                    **self._options,  # background thread: generous timeouts, nobody waits
-                    "socket_timeout": self.staleness + max(self.timeout, 1.0),
-                    "socket_connect_timeout": max(self.connect_timeout, 1.0),
-                },
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"invalid Redis url {url!r}: {exc}") from exc
+        self._given_client = client
+        self._client: Any = None
+        self._server: ServerInfo | None = None
+        self._path: VectorSetPath | MirrorPath | None = None
+        self._start_lock = threading.Lock()
+        self._start_incidents = IncidentLog(logger, f"RedisStore {self.namespace!r} start")
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
         self._aclients_lock = threading.Lock()
         self._agenerations: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._pool_generation = 0
-        me = weakref.ref(self)
-        self._follower = ChangeFollower(
-            follower_client,
-            self._keys,
-            self._mirror,
-            self.breaker,
-            block_ms=max(1, int(self.staleness * 1000)),
-            sweep_interval=_positive("sweep_interval_ms", sweep_interval_ms) / 1000,
-            stream_maxlen=self.stream_maxlen,
-            clock=clock,
-            # weak references: the thread must not keep a forgotten store alive
-            get_dim=lambda: getattr(me(), "_dim", None),
-            set_dim=lambda dim: _call(me, "_set_dim", dim),
-            on_corrupt=lambda hid, exc: _call(me, "_corrupt", hid, exc),
-            on_expired=lambda n: _call(me, "_expired", n),
-        )
-        self._follower_client = follower_client
         self._closed = False
-        self._follower.start()
-        # a store dropped without close() still stops its thread when collected
-        weakref.finalize(self, self._follower.stop, 0.0)
-        if startup_wait_ms > 0:
-            self._follower.wait_loaded(startup_wait_ms / 1000)
 
-    # ------------------------------------------------------------- properties
-    @property
-    def dim(self) -> int | None:
-        """Vector dimension of the namespace (as last seen; no I/O)."""
-        return self._dim
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> RedisStore:
+        """Connect, detect the server and pick the search path; on the mirror path start the
+        change-log thread and wait (at most ``startup_wait_ms``) for the first load.
 
-    def attach_stats(self, stats: StatsCounter) -> None:
-        """Report evictions, expirations and corrupt entries into ``stats`` (including what
-        was counted before, e.g. corrupt entries skipped while loading in the constructor)."""
-        before = self._stats.snapshot()
-        for name in ("evictions", "expirations", "corrupt_entries"):
-            if getattr(before, name):
-                stats.add(name, getattr(before, name))
-        self._stats = stats
-
-    def wait_synced(self, timeout: float = 5.0) -> bool:
-        """Block until the local mirror has been loaded once; returns whether it was."""
-        return self._follower.wait_loaded(timeout)
-
-    def status(self) -> dict[str, Any]:
-        """Diagnostics: breaker state, mirror size, change-log position, loads so far."""
-        last_id, seq = self._follower.position
-        return {
-            "breaker": self.breaker.state,
-            "mirror_entries": len(self._mirror),
-            "mirror_fresh": self._mirror_fresh(),
-            "log_id": last_id.decode(),
-            "log_seq": seq,
-            "loads": self._follower.loads,
-        }
-
-    def search_module(self) -> bool:
-        """Whether the server has the search module (``FT.*``, Redis Stack / Redis 8).
-        Informational only: this store never uses it and works the same without it."""
+        Idempotent. An unreachable Redis is not an error here (the cache stays cold until it
+        answers); a server that cannot serve the configuration (``search="server"`` without
+        vector sets, a cluster without them) raises :class:`ConfigurationError`."""
         try:
-            self._client.execute_command("FT._LIST")
-        except Exception:  # noqa: BLE001 - unknown command (or denied by ACL): no
-            return False
-        return True
+            path = self._ensure_path()
+        except ConfigurationError:
+            raise
+        except StoreError:
+            return self
+        if isinstance(path, MirrorPath) and self.mirror_options.startup_wait_ms > 0:
+            path.wait_loaded(self.mirror_options.startup_wait_ms / 1000)
+        return self
 
-    # ---------------------------------------------------------------- sync API
-    def get_exact(self, scope: str, query_key: str, now: float) -> CacheEntry | None:
-        """The live entry stored for exactly this normalised query in ``scope``."""
-        return self._drive(self._get_exact(scope, query_key, now))
+    @property
+    def server(self) -> ServerInfo | None:
+        """What the server turned out to be (``None`` until the store has connected)."""
+        return self._server
 
-    def search(self, scope: str, vector: FloatVector, k: int, now: float) -> list[Candidate]:
-        """Nearest entries of ``scope`` from the local mirror (no network).
+    @property
+    def search_path(self) -> str | None:
+        """``"server"`` or ``"mirror"`` once started, else ``None``."""
+        if self._path is None:
+            return None
+        return "server" if isinstance(self._path, VectorSetPath) else "mirror"
 
-        Raises :class:`StoreError` while Redis is known to be failing: every candidate would
-        need a fetch from Redis anyway, and a local success would read as a recovery."""
-        self._check_healthy()
-        return self._mirror.search(scope, vector, k, now)
-
-    def fetch(self, entry_id: str, now: float) -> CacheEntry | None:
-        """The full entry from Redis (touches its LRU time), ``None`` if gone/expired."""
-        return self._drive(self._fetch(hex_id(entry_id), now))
-
-    def put(self, entry: CacheEntry, now: float) -> None:
-        """Insert or replace ``entry`` (also how a changed threshold is published)."""
-        self._drive(self._put(entry, now))
-
-    def delete(self, entry_ids: list[str]) -> int:
-        """Remove these entries everywhere; returns how many existed."""
-        return self._drive(self._delete([hex_id(i) for i in entry_ids]))
-
-    def invalidate(self, scope: str) -> int:
-        """Remove every entry of ``scope`` in every process; returns how many."""
-        return self._drive(self._invalidate(scope))
-
-    def delete_where(self, scope: str | None, metadata_key: str, values: list[str]) -> int:
-        """Remove entries whose ``metadata[metadata_key]`` is or contains one of ``values``
-        (server-side, in chunks); returns how many."""
-        return self._drive(self._delete_where(scope, metadata_key, values))
-
-    def clear(self) -> None:
-        """Remove every key of the namespace and tell every process to drop its mirror."""
-        self._drive(self._clear())
-
-    def count(self) -> int:
-        """Entries in the namespace (entries past their TTL count until swept)."""
-        return int(self._drive(self._count()))
-
-    # --------------------------------------------------------------- async API
-    async def aget_exact(self, scope: str, query_key: str, now: float) -> CacheEntry | None:
-        """Async twin of :meth:`get_exact`."""
-        return await self._adrive(self._get_exact(scope, query_key, now), lookup=True)
-
-    async def asearch(
-        self, scope: str, vector: FloatVector, k: int, now: float
-    ) -> list[Candidate]:
-        """Async twin of :meth:`search` (in-process numpy, runs inline)."""
-        self._check_healthy()
-        return self._mirror.search(scope, vector, k, now)
-
-    async def afetch(self, entry_id: str, now: float) -> CacheEntry | None:
-        """Async twin of :meth:`fetch`."""
-        return await self._adrive(self._fetch(hex_id(entry_id), now), lookup=True)
-
-    async def aput(self, entry: CacheEntry, now: float) -> None:
-        """Async twin of :meth:`put`."""
-        await self._adrive(self._put(entry, now), lookup=True)
-
-    async def adelete(self, entry_ids: list[str]) -> int:
-        """Async twin of :meth:`delete`."""
-        return await self._adrive(self._delete([hex_id(i) for i in entry_ids]))
-
-    async def ainvalidate(self, scope: str) -> int:
-        """Async twin of :meth:`invalidate`."""
-        return await self._adrive(self._invalidate(scope))
-
-    async def adelete_where(
-        self, scope: str | None, metadata_key: str, values: list[str]
-    ) -> int:
-        """Async twin of :meth:`delete_where`."""
-        return await self._adrive(self._delete_where(scope, metadata_key, values))
-
-    async def aclear(self) -> None:
-        """Async twin of :meth:`clear`."""
-        await self._adrive(self._clear())
-
-    async def acount(self) -> int:
-        """Async twin of :meth:`count`."""
-        return int(await self._adrive(self._count()))
-
-    # --------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Stop the change-log thread and close the connections (idempotent)."""
+        """Stop the change-log thread (if any) and close the connections (idempotent); a
+        client passed in by the caller stays open."""
         if self._closed:
             return
         self._closed = True
-        self._follower.stop(self.staleness + max(self.timeout, 1.0) + 1.0)
-        for client in (self._client, self._follower_client):
+        if isinstance(self._path, MirrorPath):
+            self._path.stop()
+        if self._client is not None and self._client is not self._given_client:
             try:
-                client.close()
+                self._client.close()
             except Exception:  # noqa: BLE001, S110 - closing a dead connection
                 pass
         with self._aclients_lock:
@@ -398,169 +240,303 @@ class RedisStore:
         self.close()
 
     def __enter__(self) -> RedisStore:
-        return self
+        return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     async def __aenter__(self) -> RedisStore:
+        await asyncio.to_thread(self.start)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    # ------------------------------------------------------------------- plans
-    def _args(self, *rest: Any) -> tuple[Any, ...]:
-        return (self._keys.prefix, self.stream_maxlen, *rest)
+    # ------------------------------------------------------------- properties
+    @property
+    def dim(self) -> int | None:
+        """Dimension of the vectors this store has written (no I/O; ``None`` before its
+        first write). Vectors of another dimension found in the namespace (another model's
+        cache) are not this process's error: they make counted, logged misses."""
+        return self._shared.own_dim
 
-    def _get_exact(self, scope: str, query_key: str, now: float) -> Plan[CacheEntry | None]:
-        hid = digest(scope, query_key)
-        if hid not in self._mirror and self._mirror_fresh():
-            self._check_healthy()
-            return None  # nobody stored it (as of a moment ago): no round trip
-        entry = yield from self._fetch(hid, now)
-        if entry is None or entry.scope != scope or entry.query_key != query_key:
-            return None
-        return entry
+    def drain_report(self) -> StoreReport:
+        """What the change-log thread noticed since the last call (entries it swept as
+        expired, corrupt records it skipped while loading), handed over once."""
+        return self._shared.background.drain()
 
-    def _fetch(self, hid: str, now: float) -> Plan[CacheEntry | None]:
-        raw = yield _Script(FETCH, self._args(hid, repr(float(now))))
-        if not raw:
-            self._mirror.remove([hid])
-            return None
+    def wait_synced(self, timeout: float = 5.0) -> bool:
+        """Start if needed; on the mirror path block until the mirror was loaded once.
+        Returns whether the store is ready to serve (always true on the server-side path
+        once connected)."""
+        self.start()
+        path = self._path
+        if path is None:
+            return False
+        return path.wait_loaded(timeout) if isinstance(path, MirrorPath) else True
+
+    def status(self) -> dict[str, Any]:
+        """Diagnostics: search path, server, breaker state, and the mirror's state."""
+        out: dict[str, Any] = {
+            "search_path": self.search_path,
+            "server": None if self._server is None else self._server.version,
+            "breaker": self.breaker.state,
+        }
+        if isinstance(self._path, MirrorPath):
+            out.update(self._path.status())
+        return out
+
+    def search_module(self) -> bool:
+        """Whether the server has the Query Engine (``FT.*``). Informational: the server-side
+        path uses vector sets (see BENCHMARKS.md for why), the mirror path needs neither."""
         try:
-            entry = decode_entry(pairs_to_dict(raw), self.namespace, self._dim)
-        except CorruptEntry as exc:
-            self._corrupt(hid, exc)
-            self._mirror.remove([hid])
-            return None
-        if entry.expires_at is not None and entry.expires_at <= now:
-            removed = yield _Script(DELETE, self._args(hid))
-            if removed:
-                self._stats.add("expirations", int(removed))
-            self._mirror.remove([hid])
-            return None
-        return entry
+            self._ensure_path()
+        except (StoreError, ConfigurationError):
+            return False
+        return bool(self._server and self._server.search_module)
 
-    def _put(self, entry: CacheEntry, now: float) -> Plan[None]:
-        vector = np.asarray(entry.vector, dtype=np.float32)
-        dim = int(vector.shape[0])
-        if self._dim is not None and dim != self._dim:
-            raise InvalidVectorError(
-                f"entry vector has dimension {dim}, the Redis namespace "
-                f"{self.namespace!r} holds {self._dim}"
-            )
-        fields = encode_entry(entry, self.namespace)
-        hid = hex_id(entry.id)
-        ttl_ms = ""
-        expires = ""
-        if entry.expires_at is not None:
-            expires = repr(float(entry.expires_at))
-            ttl_ms = str(max(1, math.ceil((entry.expires_at - now) * 1000)) + self.ttl_grace_ms)
-        flat = [item for pair in fields.items() for item in pair]
-        reply = yield _Script(
-            PUT,
-            self._args(
-                hid,
-                scope_digest(entry.scope),
-                str(dim),
-                repr(float(now)),
-                expires,
-                ttl_ms,
-                "" if self.max_entries is None else str(self.max_entries),
-                *flat,
-            ),
+    # ---------------------------------------------------------------- sync API
+    def get_exact(
+        self,
+        scope: str,
+        query_key: str,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> CacheEntry | None:
+        """The live entry stored for exactly this normalised query in ``scope`` and
+        ``partition``."""
+        return self._drive(lambda p: p.get_exact(scope, query_key, now, partition, report))
+
+    def search(
+        self,
+        scope: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> list[Candidate]:
+        """Nearest entries of ``scope`` and ``partition``: one round trip on the server-side
+        path; from the local mirror on the mirror path (raises :class:`StoreError` while
+        Redis is known to be failing: every candidate would need a fetch from Redis anyway)."""
+        path = self._ensure_path()
+        if isinstance(path, MirrorPath):
+            self._check_healthy()
+            return path.local_search(scope, vector, k, now, partition)
+        return self._drive(
+            lambda p: cast(VectorSetPath, p).search(scope, vector, k, now, partition, report)
         )
-        if reply[0] == b"dim":
-            self._set_dim(int(reply[1]))
-            raise InvalidVectorError(
-                f"entry vector has dimension {dim}, the Redis namespace "
-                f"{self.namespace!r} holds {int(reply[1])}"
-            )
-        evicted, gone = int(reply[1]), int(reply[2])
-        if evicted:
-            self._stats.add("evictions", evicted)
-        if gone:
-            self._stats.add("expirations", gone)
-        self._set_dim(dim)
-        record = IndexRecord(entry.scope, vector, entry.expires_at, entry.threshold)
-        self._mirror.add(hid, record)
 
-    def _delete(self, hids: list[str]) -> Plan[int]:
-        if not hids:
-            return 0
-        removed = yield _Script(DELETE, self._args(*hids))
-        self._mirror.remove(hids)
-        return int(removed)
+    def fetch(
+        self, entry_id: str, now: float, *, report: StoreReport | None = None
+    ) -> CacheEntry | None:
+        """The full entry from Redis (touches its LRU time), ``None`` if gone/expired."""
+        return self._drive(lambda p: p.fetch(entry_id, now, report))
 
-    def _invalidate(self, scope: str) -> Plan[int]:
-        sd = scope_digest(scope)
-        total = 0
-        for _ in range(_MAX_ROUNDS):
-            removed, left = yield _Script(INVALIDATE, self._args(sd, _CHUNK))
-            total += int(removed)
-            if not int(left):
-                break
-        self._mirror.drop_scope(scope)
-        return total
+    def put(self, entry: CacheEntry, now: float, *, report: StoreReport | None = None) -> None:
+        """Insert or replace ``entry`` (also how a changed threshold is published)."""
+        self._drive(lambda p: p.put(entry, now, report))
 
-    def _delete_where(
+    def delete(self, entry_ids: list[str]) -> int:
+        """Remove these entries everywhere; returns how many existed."""
+        return self._drive(lambda p: p.delete(list(entry_ids)))
+
+    def invalidate(self, scope: str) -> int:
+        """Remove every entry of ``scope`` in every process; returns how many."""
+        return self._drive(lambda p: p.invalidate(scope))
+
+    def delete_where(self, scope: str | None, metadata_key: str, values: list[str]) -> int:
+        """Remove entries whose ``metadata[metadata_key]`` is or contains one of ``values``
+        (server-side, in chunks); returns how many."""
+        _check_where(metadata_key, values)
+        return self._drive(lambda p: p.delete_where(scope, metadata_key, list(values)))
+
+    def clear(self) -> None:
+        """Remove every key of the namespace (every process sees it at once)."""
+        self._drive(lambda p: p.clear())
+
+    def count(self) -> int:
+        """Entries in the namespace (entries past their TTL count until swept)."""
+        return int(self._drive(lambda p: p.count()))
+
+    # --------------------------------------------------------------- async API
+    async def aget_exact(
+        self,
+        scope: str,
+        query_key: str,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> CacheEntry | None:
+        """Async twin of :meth:`get_exact`."""
+        return await self._adrive(
+            lambda p: p.get_exact(scope, query_key, now, partition, report), lookup=True
+        )
+
+    async def asearch(
+        self,
+        scope: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> list[Candidate]:
+        """Async twin of :meth:`search`."""
+        path = await self._aensure_path()
+        if isinstance(path, MirrorPath):
+            call = partial(self.search, scope, vector, k, now, partition=partition)
+            if not path.follower.wait_loaded(0):  # may wait for the first load: off the loop
+                return await asyncio.to_thread(call)
+            return call()  # in-process numpy, runs inline
+        return await self._adrive(
+            lambda p: cast(VectorSetPath, p).search(scope, vector, k, now, partition, report),
+            lookup=True,
+        )
+
+    async def afetch(
+        self, entry_id: str, now: float, *, report: StoreReport | None = None
+    ) -> CacheEntry | None:
+        """Async twin of :meth:`fetch`."""
+        return await self._adrive(lambda p: p.fetch(entry_id, now, report), lookup=True)
+
+    async def aput(
+        self, entry: CacheEntry, now: float, *, report: StoreReport | None = None
+    ) -> None:
+        """Async twin of :meth:`put`."""
+        await self._adrive(lambda p: p.put(entry, now, report), lookup=True)
+
+    async def adelete(self, entry_ids: list[str]) -> int:
+        """Async twin of :meth:`delete`."""
+        return await self._adrive(lambda p: p.delete(list(entry_ids)))
+
+    async def ainvalidate(self, scope: str) -> int:
+        """Async twin of :meth:`invalidate`."""
+        return await self._adrive(lambda p: p.invalidate(scope))
+
+    async def adelete_where(
         self, scope: str | None, metadata_key: str, values: list[str]
-    ) -> Plan[int]:
-        if not isinstance(metadata_key, str) or not all(isinstance(v, str) for v in values):
-            raise TypeError("delete_where needs a str metadata_key and a list of str values")
-        if not values:
-            return 0
-        sd = "" if scope is None else scope_digest(scope)
-        cursor: Any = b"0"
-        total = 0
-        for _ in range(_MAX_ROUNDS):
-            cursor, ids = yield _Script(
-                DELETE_WHERE, self._args(sd, cursor, _CHUNK, metadata_key, *values)
-            )
-            hids = [i.decode() for i in ids]
-            self._mirror.remove(hids)
-            total += len(hids)
-            if cursor in (b"0", 0, "0"):
-                break
-        return total
+    ) -> int:
+        """Async twin of :meth:`delete_where`."""
+        _check_where(metadata_key, values)
+        return await self._adrive(lambda p: p.delete_where(scope, metadata_key, list(values)))
 
-    def _clear(self) -> Plan[None]:
-        keep = {self._keys.log.encode(), self._keys.seq.encode()}
-        cursor: Any = 0
-        for _ in range(_MAX_ROUNDS):
-            cursor, found = yield _Command(
-                ("SCAN", cursor, "MATCH", self._keys.pattern, "COUNT", _CHUNK)
-            )
-            doomed = [k for k in found if k not in keep]
-            if doomed:
-                yield _Command(("UNLINK", *doomed))
-            if int(cursor) == 0:
-                break
-        yield _Script(CLEARED, self._args())
-        self._mirror.clear()
-        self._set_dim(None)
+    async def aclear(self) -> None:
+        """Async twin of :meth:`clear`."""
+        await self._adrive(lambda p: p.clear())
 
-    def _count(self) -> Plan[int]:
-        return int((yield _Command(("ZCARD", self._keys.lru))))
+    async def acount(self) -> int:
+        """Async twin of :meth:`count`."""
+        return int(await self._adrive(lambda p: p.count()))
+
+    # ---------------------------------------------------------------- starting
+    def _ensure_path(self) -> VectorSetPath | MirrorPath:
+        """The search path, connecting first if needed (thread-safe; fails open)."""
+        path = self._path
+        if path is not None:
+            return path
+        self._check_open()
+        with self._start_lock:
+            if self._path is not None:
+                return self._path
+            if not self.breaker.allow():
+                raise StoreError(
+                    f"Redis circuit open for {self.breaker.cooldown:.1f}s after failures"
+                )
+            try:
+                client = self._given_client or sync_client(self.url, self._options, cluster=False)
+                info = detect(client)
+                if info.cluster and not is_cluster_client(client):
+                    if client is not self._given_client:
+                        client.close()
+                    client = sync_client(self.url, self._options, cluster=True)
+                self._client, self._server = client, info
+                path = self._make_path(client, info)
+            except ConfigurationError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - unreachable, denied, TLS...: fail open
+                self._failed()
+                self._start_incidents.failure(exc)
+                raise StoreError(f"Redis {type(exc).__name__}: {exc}") from exc
+            self.breaker.success()
+            self._start_incidents.success()
+            self._path = path
+            return path
+
+    def _make_path(self, client: Any, info: ServerInfo) -> VectorSetPath | MirrorPath:
+        if info.vector_sets and self.search_mode != "mirror":
+            vsets = VectorSetPath(self._shared, self.quantization)
+            vsets.load_dim(client)
+            return vsets
+        if self.search_mode == "server":
+            raise ConfigurationError(
+                f"search='server' needs vector sets (Redis 8+); {info.version} has none"
+            )
+        if info.cluster:
+            raise ConfigurationError(
+                "a Redis Cluster needs vector sets (Redis 8+) for this store: the mirror "
+                f"path keeps a namespace in one slot; {info.version} has none"
+            )
+        path = MirrorPath(
+            self._shared,
+            self.mirror_options,
+            self._follower_client(client),
+            self.breaker,
+            timeout=self.timeout,
+            clock=self._clock,
+        )
+        path.start()
+        # a store dropped without close() still stops its thread when collected
+        weakref.finalize(self, path.follower.stop, 0.0)
+        return path
+
+    def _follower_client(self, client: Any) -> Any:
+        """A second connection for the change-log thread: generous timeouts, nobody waits."""
+        options = {
+            **self._options,
+            "socket_timeout": self.mirror_options.staleness + max(self.timeout, 1.0),
+            "socket_connect_timeout": max(self.connect_timeout, 1.0),
+        }
+        if self._given_client is None:
+            return sync_client(self.url, options, cluster=False)
+        redis = redis_module()
+        pool = client.connection_pool
+        kwargs = {**pool.connection_kwargs, **{k: options[k] for k in (
+            "socket_timeout", "socket_connect_timeout")}}
+        return redis.Redis(connection_pool=type(pool)(pool.connection_class, **kwargs))
+
+    async def _aensure_path(self) -> VectorSetPath | MirrorPath:
+        path = self._path
+        if path is not None:
+            return path
+        return await asyncio.to_thread(self._ensure_path)  # connecting is blocking I/O
 
     # ----------------------------------------------------------------- drivers
-    def _drive(self, plan: Plan[T]) -> T:
+    def _drive(self, make: Callable[[VectorSetPath | MirrorPath], Plan[T]]) -> T:
+        plan = make(self._ensure_path())
         started, call = self._start(plan)
         if not started:
             return cast(T, call)
         with self._outcome():
             while True:
-                if isinstance(call, _Script):
-                    reply = run_script(self._client, call.script, (self._keys.log,), call.args)
-                else:
-                    reply = self._client.execute_command(*call.args)
+                reply = self._run(self._client, call)
                 try:
                     call = plan.send(reply)
                 except StopIteration as done:
                     return cast(T, done.value)
 
-    async def _adrive(self, plan: Plan[T], *, lookup: bool = False) -> T:
+    async def _adrive(
+        self, make: Callable[[VectorSetPath | MirrorPath], Plan[T]], *, lookup: bool = False
+    ) -> T:
+        path = await self._aensure_path()
+        if self._given_client is not None:  # the caller's sync client: run it off the loop
+            return await asyncio.to_thread(self._drive, lambda _p: make(path))
+        plan = make(path)
         started, call = self._start(plan)
         if not started:
             return cast(T, call)
@@ -570,20 +546,39 @@ class RedisStore:
             steps = self._asteps(plan, call)
             return await (steps if budget is None else asyncio.wait_for(steps, budget))
 
-    async def _asteps(self, plan: Plan[T], call: _Call) -> T:
+    async def _asteps(self, plan: Plan[T], call: Call) -> T:
         client = self._aclient()
         if self._agenerations.get(client) != self._pool_generation:
             self._agenerations[client] = self._pool_generation
             await client.connection_pool.disconnect(inuse_connections=False)
         while True:
-            if isinstance(call, _Script):
-                reply = await arun_script(client, call.script, (self._keys.log,), call.args)
-            else:
-                reply = await client.execute_command(*call.args)
+            reply = await self._arun(client, call)
             try:
                 call = plan.send(reply)
             except StopIteration as done:
                 return cast(T, done.value)
+
+    @staticmethod
+    def _run(client: Any, call: Call) -> Any:
+        if isinstance(call, Script):
+            return run_script(client, call.script, call.keys, call.args)
+        if isinstance(call, Batch):
+            pipe = client.pipeline(transaction=False)
+            for command in call.commands:
+                pipe.execute_command(*command)
+            return pipe.execute()
+        return client.execute_command(*call.args)
+
+    @staticmethod
+    async def _arun(client: Any, call: Call) -> Any:
+        if isinstance(call, Script):
+            return await arun_script(client, call.script, call.keys, call.args)
+        if isinstance(call, Batch):
+            pipe = client.pipeline(transaction=False)
+            for command in call.commands:
+                pipe.execute_command(*command)
+            return await pipe.execute()
+        return await client.execute_command(*call.args)
 
     def _start(self, plan: Plan[T]) -> tuple[bool, Any]:
         """Run ``plan`` to its first Redis call: ``(True, call)``, or ``(False, result)``
@@ -601,10 +596,11 @@ class RedisStore:
     @contextmanager
     def _outcome(self) -> Iterator[None]:
         """Report the outcome of a plan's Redis calls to the breaker; any client failure
-        becomes :class:`StoreError` (a wrong vector dimension stays an input error)."""
+        becomes :class:`StoreError`. A foreign dimension or a refused entry is the data's
+        fault, not the server's: the breaker counts a success."""
         try:
             yield
-        except InvalidVectorError:
+        except (ForeignDimension, EntryRefused, InvalidVectorError):
             self.breaker.success()
             raise
         except Exception as exc:  # noqa: BLE001 - any client failure fails open
@@ -619,22 +615,22 @@ class RedisStore:
         thread's call only adds errors."""
         if self.breaker.failure():
             self._pool_generation += 1
-            try:
-                self._client.connection_pool.disconnect(inuse_connections=False)
-            except Exception:  # noqa: BLE001, S110 - best effort on a failing pool
-                pass
+            pool = getattr(self._client, "connection_pool", None)
+            if pool is not None and self._client is not self._given_client:
+                try:
+                    pool.disconnect(inuse_connections=False)
+                except Exception:  # noqa: BLE001, S110 - best effort on a failing pool
+                    pass
 
     def _aclient(self) -> Any:
         loop = asyncio.get_running_loop()
         client = self._aclients.get(loop)
         if client is None:
-            redis = _redis_module()
             with self._aclients_lock:
                 client = self._aclients.get(loop)
                 if client is None:
-                    client = redis.asyncio.Redis.from_url(
-                        self.url, retry=_no_retry(redis.asyncio.retry.Retry), **self._options
-                    )
+                    cluster = bool(self._server and self._server.cluster)
+                    client = async_client(self.url, self._options, cluster=cluster)
                     self._aclients[loop] = client
                     self._agenerations[client] = self._pool_generation
         return client
@@ -649,36 +645,18 @@ class RedisStore:
         if not self.breaker.healthy:
             raise StoreError("Redis is failing: its last call failed or the circuit is open")
 
-    def _mirror_fresh(self) -> bool:
-        # Redis wakes timed-out XREADs on its 100 ms timer (hz 10), hence the slack
-        return self._follower.fresh(self.staleness + self.timeout + _FRESH_SLACK)
+    @property
+    def _mirror(self) -> Any:
+        """The local mirror on the mirror path (tests and diagnostics)."""
+        return self._path.mirror if isinstance(self._path, MirrorPath) else None
 
-    def _set_dim(self, dim: int | None) -> None:
-        self._dim = dim
-
-    def _expired(self, count: int) -> None:
-        self._stats.add("expirations", count)
-
-    def _corrupt(self, hid: str, exc: Exception) -> None:
-        """Count a corrupt or foreign entry once per process (it is skipped, never raised)."""
-        with self._corrupt_lock:
-            if hid in self._corrupt_seen:
-                return
-            if len(self._corrupt_seen) > 100_000:
-                self._corrupt_seen.clear()
-            self._corrupt_seen.add(hid)
-        self._stats.add("corrupt_entries")
+    @property
+    def _follower(self) -> Any:
+        return self._path.follower if isinstance(self._path, MirrorPath) else None
 
 
-def _call(ref: weakref.ReferenceType[RedisStore], method: str, *args: Any) -> None:
-    """Call ``method`` on the store behind ``ref`` if it still exists."""
-    store = ref()
-    if store is not None:
-        getattr(store, method)(*args)
-
-
-def _no_retry(retry_cls: Any) -> Any:
-    """A redis-py ``Retry`` that never retries: the breaker decides, the caller never waits."""
-    from redis.backoff import NoBackoff
-
-    return retry_cls(NoBackoff(), 0)
+def _check_where(metadata_key: object, values: object) -> None:
+    if not isinstance(metadata_key, str) or not isinstance(values, (list, tuple)) or not all(
+        isinstance(v, str) for v in values
+    ):
+        raise TypeError("delete_where needs a str metadata_key and a list of str values")

@@ -26,7 +26,7 @@ from rag_optimize.cache.redis.codec import (
     decode_index_record,
 )
 from rag_optimize.cache.redis.mirror import LocalMirror
-from rag_optimize.cache.redis.scripts import SWEEP, run_script
+from rag_optimize.cache.redis.scripts import HEAD, SWEEP, run_script
 
 logger = logging.getLogger("rag_optimize.cache.redis")
 
@@ -148,11 +148,9 @@ class ChangeFollower:
 
     def _read_snapshot(self) -> None:
         keys = self._keys
-        pipe = self._client.pipeline(transaction=True)
-        pipe.get(keys.seq)
-        pipe.xrevrange(keys.log, count=1)
-        pipe.get(keys.dim)
-        seq_raw, last, dim_raw = pipe.execute()
+        seq_raw, last_id, dim_raw = run_script(
+            self._client, HEAD, (keys.log,), (keys.prefix, self._maxlen)
+        )
         dim = _parse_dim(dim_raw)
         records: dict[str, IndexRecord] = {}
         cursor: int = 0
@@ -162,10 +160,10 @@ class ChangeFollower:
             self._read_records(hids, dim, records)
             if cursor == 0:
                 break
-        self._mirror.replace({hid: rec for hid, rec in records.items() if rec is not None})
+        self._mirror.replace(records)  # only decoded records are in it; replace() empties it
         self._set_dim(dim)
         self._seq = int(seq_raw or 0)
-        self._last_id = last[0][0] if last else b"0-0"
+        self._last_id = last_id or b"0-0"
         self._need_load = False
         self.loads += 1
         self._loaded.set()

@@ -1,4 +1,5 @@
-"""Optional exporters: Prometheus histograms and OpenTelemetry spans.
+"""Optional exporters: Prometheus metrics (``prometheus.PrometheusExporter``) and OpenTelemetry
+nested spans and GenAI histograms (``otel.OpenTelemetryExporter``).
 
 Each one imports its library only when constructed, so ``rag_optimize.tracing`` works without
 either installed (extras ``rag-optimize[prometheus]`` and ``rag-optimize[otel]``).
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+
+__all__ = ["require"]
 
 
 def require(module: str, feature: str, extra: str) -> ModuleType:

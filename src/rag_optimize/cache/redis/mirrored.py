@@ -1,0 +1,286 @@
+"""The mirror path: for servers without vector search (Redis 6.2-7.4, Valkey without search).
+
+Entries are hashes; every change is one Lua script (:mod:`~rag_optimize.cache.redis.scripts`)
+that also appends to a change-log stream. This process keeps a copy of the namespace's vectors
+(:class:`~rag_optimize.cache.redis.mirror.LocalMirror`), loaded at start and kept current by a
+background thread tailing the stream (:class:`~rag_optimize.cache.redis.sync.ChangeFollower`), so
+a lookup is an in-process vector search plus one round trip for the answer. The exact path is
+one round trip on a deterministic key, and none for a query the mirror has never seen.
+
+Every key of a namespace shares the hash tag ``{ns}`` (one cluster slot), which is why this path
+serves one Redis (or one slot of a cluster), and a least-privilege ACL user needs ``~{ns}:*``.
+Until the first load of the mirror finishes, a semantic lookup waits for it at most
+``startup_wait_ms``; past that it is a counted, logged store error, never a silent miss.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from rag_optimize.cache.entry import CacheEntry, Candidate
+from rag_optimize.cache.keys import entry_id
+from rag_optimize.cache.redis.breaker import CircuitBreaker
+from rag_optimize.cache.redis.codec import (
+    CorruptEntry,
+    IndexRecord,
+    Keys,
+    decode_entry,
+    hex_id,
+    pairs_to_dict,
+    scope_digest,
+)
+from rag_optimize.cache.redis.mirror import LocalMirror
+from rag_optimize.cache.redis.options import MirrorOptions
+from rag_optimize.cache.redis.plans import (
+    Command,
+    Plan,
+    Script,
+    Shared,
+    is_entry_for,
+    prepare_put,
+)
+from rag_optimize.cache.redis.scripts import (
+    CLEARED,
+    DELETE,
+    DELETE_WHERE,
+    FETCH,
+    INVALIDATE,
+    PUT,
+)
+from rag_optimize.cache.redis.sync import ChangeFollower
+from rag_optimize.cache.store import StoreReport
+from rag_optimize.embedding.vectors import FloatVector
+from rag_optimize.errors import StoreError
+
+__all__ = ["MirrorPath"]
+
+_CHUNK = 1000
+_FRESH_SLACK = 0.25
+_MAX_ROUNDS = 100_000
+
+
+class MirrorPath:
+    """Plans over the ``{ns}`` layout plus the local mirror and its follower thread."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        options: MirrorOptions,
+        follower_client: Any,
+        breaker: CircuitBreaker,
+        *,
+        timeout: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.shared = shared
+        self.options = options
+        self.keys = Keys(shared.namespace)
+        self.mirror = LocalMirror(options.index)
+        self.breaker = breaker
+        self.timeout = timeout
+        self.follower_client = follower_client
+        me = weakref.ref(shared)
+
+        def set_dim(dim: int | None) -> None:
+            target = me()
+            if target is not None and dim is None:
+                target.emptied()
+            elif target is not None:
+                target.dim = dim
+
+        self.follower = ChangeFollower(
+            follower_client,
+            self.keys,
+            self.mirror,
+            breaker,
+            block_ms=max(1, int(options.staleness * 1000)),
+            sweep_interval=options.sweep_interval_ms / 1000,
+            stream_maxlen=options.stream_maxlen,
+            clock=clock,
+            # weak references: the thread must not keep a forgotten store alive
+            get_dim=lambda: getattr(me(), "dim", None),
+            set_dim=set_dim,
+            on_corrupt=lambda hid, exc: _call(me, "corrupt", hid, exc),
+            on_expired=lambda n: _call(me, "expired", n),
+        )
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start the follower thread (it loads the namespace first)."""
+        self.follower.start()
+
+    def stop(self) -> None:
+        """Stop the follower and close its connection."""
+        self.follower.stop(self.options.staleness + max(self.timeout, 1.0) + 1.0)
+        try:
+            self.follower_client.close()
+        except Exception:  # noqa: BLE001, S110 - closing a dead connection
+            pass
+
+    def fresh(self) -> bool:
+        """Whether the mirror may answer "nobody stored this" without asking Redis."""
+        # Redis wakes timed-out XREADs on its 100 ms timer (hz 10), hence the slack
+        return self.follower.fresh(self.options.staleness + self.timeout + _FRESH_SLACK)
+
+    def wait_loaded(self, timeout: float) -> bool:
+        """Block until the mirror was loaded once (or ``timeout`` seconds)."""
+        return self.follower.wait_loaded(timeout)
+
+    # ------------------------------------------------------------------ lookups
+    def local_search(
+        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = ""
+    ) -> list[Candidate]:
+        """Nearest entries from the mirror; waits for its first load at most
+        ``startup_wait_ms``, then fails loudly (a :class:`StoreError`) instead of missing."""
+        if not self.follower.wait_loaded(self.options.startup_wait_ms / 1000):
+            raise StoreError(
+                f"the local mirror of namespace {self.shared.namespace!r} is still loading "
+                f"after startup_wait_ms={self.options.startup_wait_ms:g}"
+            )
+        dim = self.shared.dim
+        if dim is not None and vector.shape[0] != dim:
+            raise self.shared.foreign_dimension(int(vector.shape[0]), dim)
+        return self.mirror.search(scope, vector, k, now, partition)
+
+    def get_exact(
+        self, scope: str, query_key: str, now: float, partition: str, report: StoreReport | None
+    ) -> Plan[CacheEntry | None]:
+        hid = entry_id(scope, query_key, partition)
+        if hid not in self.mirror and self.fresh():
+            return None  # nobody stored it (as of a moment ago): no round trip
+        entry = yield from self.fetch(hid, now, report)
+        return entry if is_entry_for(entry, scope, query_key, partition) else None
+
+    def _args(self, *rest: Any) -> tuple[Any, ...]:
+        return (self.keys.prefix, self.options.stream_maxlen, *rest)
+
+    def _script(self, script: Any, *rest: Any) -> Script:
+        return Script(script, (self.keys.log,), self._args(*rest))
+
+    def fetch(
+        self, entry_id: str, now: float, report: StoreReport | None = None
+    ) -> Plan[CacheEntry | None]:
+        hid = hex_id(entry_id)
+        raw = yield self._script(FETCH, hid, repr(float(now)))
+        if not raw:
+            self.mirror.remove([hid])
+            return None
+        try:
+            entry = decode_entry(pairs_to_dict(raw), self.shared.namespace, self.shared.dim)
+        except CorruptEntry as exc:
+            self.shared.corrupt(hid, exc, report)
+            self.mirror.remove([hid])
+            return None
+        if entry.expires_at is not None and entry.expires_at <= now:
+            removed = yield self._script(DELETE, hid)
+            self.shared.expired(int(removed), report)
+            self.mirror.remove([hid])
+            return None
+        return entry
+
+    # ------------------------------------------------------------------- writes
+    def put(self, entry: CacheEntry, now: float, report: StoreReport | None) -> Plan[None]:
+        shared = self.shared
+        prepared = prepare_put(entry, now, shared)
+        reply = yield self._script(
+            PUT,
+            prepared.hid,
+            scope_digest(entry.scope),
+            str(prepared.dim),
+            repr(float(now)),
+            prepared.expires,
+            prepared.ttl_ms,
+            "" if shared.max_entries is None else str(shared.max_entries),
+            *prepared.flat_fields,
+        )
+        if reply[0] == b"dim":
+            shared.dim = int(reply[1])
+            raise shared.foreign_dimension(prepared.dim, int(reply[1]))
+        shared.evicted(int(reply[1]), report)
+        shared.expired(int(reply[2]), report)
+        shared.stored(prepared.dim)
+        vector = np.asarray(prepared.vector, dtype=np.float32)
+        record = IndexRecord(
+            entry.scope, vector, entry.expires_at, entry.threshold, entry.partition
+        )
+        self.mirror.add(prepared.hid, record)
+
+    def delete(self, entry_ids: list[str]) -> Plan[int]:
+        hids = [hex_id(i) for i in entry_ids]
+        if not hids:
+            return 0
+        removed = yield self._script(DELETE, *hids)
+        self.mirror.remove(hids)
+        return int(removed)
+
+    def invalidate(self, scope: str) -> Plan[int]:
+        sd = scope_digest(scope)
+        total = 0
+        for _ in range(_MAX_ROUNDS):
+            removed, left = yield self._script(INVALIDATE, sd, _CHUNK)
+            total += int(removed)
+            if not int(left):
+                break
+        self.mirror.drop_scope(scope)
+        return total
+
+    def delete_where(
+        self, scope: str | None, metadata_key: str, values: list[str]
+    ) -> Plan[int]:
+        if not values:
+            return 0
+        sd = "" if scope is None else scope_digest(scope)
+        cursor: Any = b"0"
+        total = 0
+        for _ in range(_MAX_ROUNDS):
+            cursor, ids = yield self._script(
+                DELETE_WHERE, sd, cursor, _CHUNK, metadata_key, *values
+            )
+            hids = [i.decode() for i in ids]
+            self.mirror.remove(hids)
+            total += len(hids)
+            if cursor in (b"0", 0, "0"):
+                break
+        return total
+
+    def clear(self) -> Plan[None]:
+        keep = {self.keys.log.encode(), self.keys.seq.encode()}
+        cursor: Any = 0
+        for _ in range(_MAX_ROUNDS):
+            cursor, found = yield Command(
+                ("SCAN", cursor, "MATCH", self.keys.pattern, "COUNT", _CHUNK)
+            )
+            doomed = [k for k in found if k not in keep]
+            if doomed:
+                yield Command(("UNLINK", *doomed))
+            if int(cursor) == 0:
+                break
+        yield self._script(CLEARED)
+        self.mirror.clear()
+        self.shared.emptied()
+
+    def count(self) -> Plan[int]:
+        return int((yield Command(("ZCARD", self.keys.lru))))
+
+    def status(self) -> dict[str, Any]:
+        """Mirror size, freshness, change-log position, loads so far."""
+        last_id, seq = self.follower.position
+        return {
+            "mirror_entries": len(self.mirror),
+            "mirror_fresh": self.fresh(),
+            "log_id": last_id.decode(),
+            "log_seq": seq,
+            "loads": self.follower.loads,
+        }
+
+
+def _call(ref: weakref.ReferenceType[Shared], method: str, *args: Any) -> None:
+    """Call ``method`` on the shared state behind ``ref`` if it still exists."""
+    target = ref()
+    if target is not None:
+        getattr(target, method)(*args)
+

@@ -1,0 +1,174 @@
+"""The options of :class:`~rag_optimize.cache.redis.store.RedisStore`, grouped and validated.
+
+A store has three kinds of settings: how it talks to Redis (:class:`ConnectionOptions`: timeouts
+and the circuit breaker), how the in-process mirror behaves on servers without vector search
+(:class:`MirrorOptions`), and what it stores (capacity, TTL grace, largest answer; plain keywords
+of the store). Every number is checked here, once: a NaN, an infinity, a fraction where a count is
+meant or an absurd magnitude raises :class:`~rag_optimize.errors.ConfigurationError` naming the
+option and the value, at construction, never later from a lookup.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rag_optimize.cache.vector_table import IndexKind
+from rag_optimize.errors import ConfigurationError
+
+__all__ = [
+    "ConnectionOptions",
+    "MirrorOptions",
+    "SearchMode",
+    "check_count",
+    "check_ms",
+]
+
+#: ``"auto"``: search on the server when it has vector sets (Redis 8+), else the mirror;
+#: ``"server"``: require server-side search; ``"mirror"``: always the in-process mirror.
+SearchMode = Literal["auto", "server", "mirror"]
+
+_MAX_MS = 86_400_000.0  # one day: longer than any sane timeout or interval
+_MAX_COUNT = 2**40
+
+
+def check_ms(name: str, value: object, *, minimum: float = 0.0, allow_zero: bool = False) -> float:
+    """``value`` as finite milliseconds in ``(minimum, one day]`` (``[0, ...]`` if
+    ``allow_zero``); raises :class:`ConfigurationError` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number of milliseconds, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigurationError(f"{name} must be finite, got {value!r}")
+    low_ok = number >= minimum if allow_zero else number > minimum
+    if not low_ok or number > _MAX_MS:
+        bound = ">=" if allow_zero else ">"
+        raise ConfigurationError(
+            f"{name} must be {bound} {minimum:g} and at most {_MAX_MS:g} ms, got {value!r}"
+        )
+    return number
+
+
+def check_count(
+    name: str, value: object, *, minimum: int = 1, maximum: int = _MAX_COUNT
+) -> int:
+    """``value`` as a whole number in ``[minimum, maximum]``: an ``int`` (or a float that is
+    exactly whole, e.g. ``1e4``); NaN, fractions and booleans raise :class:`ConfigurationError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise ConfigurationError(f"{name} must be a whole number, got {value!r}")
+    number = int(value)
+    if not minimum <= number <= maximum:
+        raise ConfigurationError(f"{name} must be in [{minimum}, {maximum}], got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How the store talks to Redis.
+
+    Args:
+        timeout_ms: socket timeout of every round trip (connect too, unless
+            ``connect_timeout_ms``): the longest a request waits for the cache per call.
+        connect_timeout_ms: socket connect timeout (default: ``timeout_ms``).
+        failure_threshold / cooldown_ms: circuit breaker: after this many consecutive
+            failures, stop calling Redis for this long, then let one probe through.
+        client_options: extra keyword arguments for ``redis.Redis.from_url`` (or
+            ``RedisCluster.from_url``), e.g. ``ssl_ca_certs``.
+    """
+
+    timeout_ms: float = 50
+    connect_timeout_ms: float | None = None
+    failure_threshold: int = 3
+    cooldown_ms: float = 1000
+    client_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_ms("timeout_ms", self.timeout_ms)
+        if self.connect_timeout_ms is not None:
+            check_ms("connect_timeout_ms", self.connect_timeout_ms)
+        check_count("failure_threshold", self.failure_threshold, maximum=1_000_000)
+        check_ms("cooldown_ms", self.cooldown_ms)
+        if not isinstance(self.client_options, dict):
+            raise ConfigurationError(
+                f"client_options must be a dict, got {type(self.client_options).__name__}"
+            )
+
+    @property
+    def timeout(self) -> float:
+        """Socket timeout in seconds."""
+        return float(self.timeout_ms) / 1000
+
+    @property
+    def connect_timeout(self) -> float:
+        """Connect timeout in seconds."""
+        ms = self.timeout_ms if self.connect_timeout_ms is None else self.connect_timeout_ms
+        return float(ms) / 1000
+
+
+@dataclass(frozen=True)
+class MirrorOptions:
+    """The in-process vector mirror, used when the server has no vector search (Redis <= 7.4,
+    Valkey without search) or when ``search="mirror"``.
+
+    Args:
+        staleness_ms: how long the change-log reader blocks per ``XREAD``; when it has not
+            confirmed the mirror for ``staleness_ms + timeout_ms + 250 ms``, exact lookups
+            stop trusting the mirror and ask Redis.
+        index: ``"exact"`` or ``"ann"`` (usearch HNSW) for the mirror's vector search.
+        stream_maxlen: approximate length of the change log; a reader further behind reloads.
+        sweep_interval_ms: how often this process deletes expired entries from Redis.
+        startup_wait_ms: the longest a semantic lookup waits for the first load of the
+            mirror (by :meth:`RedisStore.start` or the first lookup); past it the lookup is a
+            counted, logged store error (a miss), never a silent one.
+    """
+
+    staleness_ms: float = 50
+    index: IndexKind = "exact"
+    stream_maxlen: int = 10_000
+    sweep_interval_ms: float = 1000
+    startup_wait_ms: float = 2000
+
+    def __post_init__(self) -> None:
+        check_ms("staleness_ms", self.staleness_ms)
+        if self.index not in ("exact", "ann"):
+            raise ConfigurationError(f"index must be 'exact' or 'ann', got {self.index!r}")
+        check_count("stream_maxlen", self.stream_maxlen, minimum=100, maximum=100_000_000)
+        check_ms("sweep_interval_ms", self.sweep_interval_ms)
+        check_ms("startup_wait_ms", self.startup_wait_ms, allow_zero=True)
+
+    @property
+    def staleness(self) -> float:
+        """``staleness_ms`` in seconds."""
+        return float(self.staleness_ms) / 1000
+
+
+#: Keywords of the old flat constructor and the group each now belongs to.
+LEGACY_CONNECTION = ("timeout_ms", "connect_timeout_ms", "failure_threshold", "cooldown_ms",
+                     "client_options")
+LEGACY_MIRROR = ("staleness_ms", "index", "stream_maxlen", "sweep_interval_ms",
+                 "startup_wait_ms")
+
+
+def split_legacy(
+    connection: ConnectionOptions | None, mirror: MirrorOptions | None, legacy: dict[str, Any]
+) -> tuple[ConnectionOptions, MirrorOptions]:
+    """Fold the old flat keywords into the option groups (a keyword given both ways, or an
+    unknown one, is a :class:`ConfigurationError`)."""
+    unknown = sorted(set(legacy) - set(LEGACY_CONNECTION) - set(LEGACY_MIRROR))
+    if unknown:
+        raise ConfigurationError(f"RedisStore got unknown option(s) {', '.join(unknown)}")
+    conn = {k: v for k, v in legacy.items() if k in LEGACY_CONNECTION}
+    mirr = {k: v for k, v in legacy.items() if k in LEGACY_MIRROR}
+    if conn and connection is not None:
+        raise ConfigurationError(f"pass {sorted(conn)} inside connection=, not both ways")
+    if mirr and mirror is not None:
+        raise ConfigurationError(f"pass {sorted(mirr)} inside mirror=, not both ways")
+    if conn.get("client_options") is None:
+        conn.pop("client_options", None)
+    return (
+        connection if connection is not None else ConnectionOptions(**conn),
+        mirror if mirror is not None else MirrorOptions(**mirr),
+    )

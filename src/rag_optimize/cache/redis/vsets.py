@@ -1,0 +1,520 @@
+"""The server-side search path: one Redis vector set per scope (Redis 8+, ``VADD``/``VSIM``).
+
+A lookup is one round trip: a Lua script runs ``VSIM`` on the scope's vector set, reads the
+candidates' hashes, marks them used (LRU) and returns them; the store rescores each candidate
+exactly from its stored float32 vector, so the server's quantization (``Q8`` by default) can
+only cost recall, never change a similarity the cache decides on. Nothing is mirrored in the
+process, so a new replica serves hits from its first lookup and its memory does not grow with
+the namespace.
+
+Key layout for namespace ``ns``; ``sd`` = digest of the scope. Every key of one scope shares
+the hash tag ``{ns/sd}``, so each script touches one cluster slot while a namespace spreads
+over the cluster, one scope per slot::
+
+    {ns/sd}:e:<id>   hash     one entry (the same fields as on the mirror path)
+    {ns/sd}:v[:pt]   vset     entry id -> vector (quantized), one per partition ``pt``
+    {ns/sd}:parts    set      the partitions of the scope in use
+    {ns/sd}:lru      zset     entry id -> last use (eviction order, per scope)
+    {ns/sd}:exp      zset     entry id -> expiry time (entries with a TTL)
+    {ns/}:scopes     set      the scope digests in use (for clear, count, delete_where)
+    {ns/}:ids        hash     entry id -> scope digest (fetch/delete by bare id)
+    {ns/}:dim        string   vector dimension of the namespace
+
+A least-privilege ACL user needs the key pattern ``~{ns/*`` (every key above starts with it).
+
+Capacity: ``max_entries`` bounds each scope (a global LRU would need one slot for the whole
+namespace); past it the scope's least recently used entry is evicted atomically. Expired
+entries of a scope are deleted by the next write to that scope (and skipped by every read);
+Redis TTL (the entry's TTL plus a grace) frees entries nobody writes near.
+
+Reads work when Redis refuses writes (``maxmemory`` with ``noeviction``): the LRU touch and
+the removal of stale members are ``redis.pcall`` inside the read scripts, so a refused write
+is skipped and the read still answers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Literal
+
+import numpy as np
+
+from rag_optimize.cache.entry import CacheEntry, Candidate
+from rag_optimize.cache.keys import entry_id
+from rag_optimize.cache.redis.codec import (
+    INDEX_FIELDS,
+    CorruptEntry,
+    decode_entry,
+    decode_index_record,
+    encode_vector,
+    hex_id,
+    pairs_to_dict,
+    scope_digest,
+)
+from rag_optimize.cache.redis.plans import (
+    Batch,
+    Command,
+    Plan,
+    Script,
+    Shared,
+    is_entry_for,
+    prepare_put,
+)
+from rag_optimize.cache.redis.scripts import FETCH, META_MATCHES, LuaScript
+from rag_optimize.cache.store import StoreReport
+from rag_optimize.embedding.vectors import FloatVector
+
+__all__ = ["Quantization", "VectorSetPath", "VectorSetKeys"]
+
+#: How the server stores vectors: ``"q8"`` (int8, 4x smaller, the default), ``"float32"``
+#: (``NOQUANT``), ``"binary"`` (1 bit a dimension; candidates are rescored exactly anyway).
+Quantization = Literal["q8", "float32", "binary"]
+_QUANT = {"q8": "Q8", "float32": "NOQUANT", "binary": "BIN"}
+
+_CHUNK = 100  # entries per script call when dropping: VREM from HNSW is not free
+_MAX_ROUNDS = 100_000
+_SWEEP_PER_PUT = 16
+_EXTRA = 1  # a candidate beyond k, so one expired or corrupt entry does not shorten the answer
+# HNSW effort: VSIM explores 50 candidates (EF 200 cost 3x the time for the same top hits in
+# BENCHMARKS.md); VADD builds with EF 40 (Redis's default 200 made inserts 4x slower)
+_SEARCH_EF = 50
+_BUILD_EF = 40
+_PREFETCH = 1024
+_WHERE = 10_000
+
+_COMMON = r"""
+local P = ARGV[1]
+local LRU, EXP, PARTS = P .. ':lru', P .. ':exp', P .. ':parts'
+local function ekey(id) return P .. ':e:' .. id end
+-- one vector set per partition of the scope ('' = no exact part)
+local function vkey(pt) if pt == '' then return P .. ':v' end return P .. ':v:' .. pt end
+local function remove(id)
+  local pt = redis.pcall('HGET', ekey(id), 'pt')
+  if type(pt) ~= 'string' then pt = '' end
+  local n = redis.call('DEL', ekey(id))
+  redis.call('ZREM', LRU, id)
+  redis.call('ZREM', EXP, id)
+  redis.pcall('VREM', vkey(pt), id)
+  return n
+end
+"""
+
+# ARGV: P, id, dim, now, expires|'', ttl_ms|'', max|'', quant, blob, build_ef, partition,
+#       field, value, ... -> {'dim', held} on a dimension clash, else
+#       {'ok', evicted, expired, victim ids...}
+_PUT = r"""
+local id, dim, now = ARGV[2], ARGV[3], ARGV[4]
+local expires, ttl, maxn, quant, blob = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local V = vkey(ARGV[11])
+if redis.call('EXISTS', V) == 1 then
+  local held = redis.call('VDIM', V)
+  if tostring(held) ~= dim then return {'dim', tostring(held)} end
+end
+-- a memory-using write first: under maxmemory noeviction it fails here, before any change
+-- (once a script has written, Redis lets its later writes through past maxmemory)
+redis.call('ZADD', LRU, 'XX', now, id)
+local victims, evicted, expired = {}, 0, 0
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', EXP, '-inf', now, 'LIMIT', 0, 16)) do
+  if old ~= id then
+    remove(old)
+    expired = expired + 1
+    victims[#victims + 1] = old
+  end
+end
+local k = ekey(id)
+redis.call('DEL', k)
+redis.call('HSET', k, unpack(ARGV, 12))
+redis.call('SADD', PARTS, ARGV[11])
+redis.call('VADD', V, 'FP32', blob, id, quant, 'EF', ARGV[10])
+if ttl ~= '' then
+  redis.call('PEXPIRE', k, ttl)
+  redis.call('ZADD', EXP, expires, id)
+else
+  redis.call('ZREM', EXP, id)
+end
+redis.call('ZREM', LRU, id)
+if maxn ~= '' then
+  local room = tonumber(maxn) - 1
+  local over = redis.call('ZCARD', LRU) - room
+  if over > 0 then
+    local popped = redis.call('ZPOPMIN', LRU, over)
+    for i = 1, #popped, 2 do
+      if remove(popped[i]) == 1 then evicted = evicted + 1 else expired = expired + 1 end
+      victims[#victims + 1] = popped[i]
+    end
+  end
+end
+redis.call('ZADD', LRU, now, id)
+local out = {'ok', evicted, expired}
+for _, v in ipairs(victims) do out[#out + 1] = v end
+return out
+"""
+
+# ARGV: P, blob, count, now, ef, partition -> {'dim', message} | {'ok', id, score, {hash}, ...}
+_SEARCH = r"""
+local V = vkey(ARGV[6])
+local ok, found = pcall(redis.call, 'VSIM', V, 'FP32', ARGV[2], 'WITHSCORES',
+                        'COUNT', tonumber(ARGV[3]), 'EF', tonumber(ARGV[5]))
+if not ok then
+  local msg = type(found) == 'table' and (found.err or '') or tostring(found)
+  if string.find(msg, 'dimension') then return {'dim', msg} end
+  return redis.error_reply(msg)
+end
+local now, out = ARGV[4], {'ok'}
+for i = 1, #found, 2 do
+  local id = found[i]
+  local kind = redis.call('TYPE', ekey(id)).ok
+  if kind == 'hash' then
+    redis.pcall('ZADD', LRU, 'XX', 'GT', now, id)
+    out[#out + 1] = id
+    out[#out + 1] = found[i + 1]
+    out[#out + 1] = redis.call('HGETALL', ekey(id))
+  elseif kind == 'none' then  -- freed by Redis TTL: drop the stale member (if writes work)
+    redis.pcall('VREM', V, id)
+    redis.pcall('ZREM', LRU, id)
+    redis.pcall('ZREM', EXP, id)
+  else
+    out[#out + 1] = id
+    out[#out + 1] = found[i + 1]
+    out[#out + 1] = {'!type', kind}
+  end
+end
+return out
+"""
+
+# ARGV: P, id, ... -> how many of these entries existed
+_DELETE = r"""
+local n = 0
+for i = 2, #ARGV do n = n + remove(ARGV[i]) end
+return n
+"""
+
+# ARGV: P, limit -> {removed, left, ids...}: pops a chunk of the scope (LRU order)
+_DROP = r"""
+local popped = redis.call('ZPOPMIN', LRU, tonumber(ARGV[2]))
+local n, out = 0, {0, 0}
+for i = 1, #popped, 2 do
+  n = n + remove(popped[i])
+  out[#out + 1] = popped[i]
+end
+local left = redis.call('ZCARD', LRU)
+if left == 0 then
+  for _, pt in ipairs(redis.call('SMEMBERS', PARTS)) do redis.call('DEL', vkey(pt)) end
+  redis.call('DEL', PARTS, EXP)
+end
+out[1], out[2] = n, left
+return out
+"""
+
+# ARGV: P, cursor, count, metadata_key, value, ... -> {next cursor, removed ids}
+_DELETE_WHERE = META_MATCHES + r"""
+local cursor, count, mkey = ARGV[2], ARGV[3], ARGV[4]
+local wanted = {}
+for i = 5, #ARGV do wanted[ARGV[i]] = true end
+local reply = redis.call('ZSCAN', LRU, cursor, 'COUNT', count)
+local members, ids = reply[2], {}
+for i = 1, #members, 2 do
+  local id = members[i]
+  if meta_matches(ekey(id), mkey, wanted) then
+    remove(id)
+    ids[#ids + 1] = id
+  end
+end
+return {reply[1], ids}
+"""
+
+
+def _script(name: str, body: str) -> LuaScript:
+    return LuaScript("vset_" + name, _COMMON + body)
+
+
+PUT = _script("put", _PUT)
+SEARCH = _script("search", _SEARCH)
+DELETE = _script("delete", _DELETE)
+DROP = _script("drop", _DROP)
+DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
+
+
+class VectorSetKeys:
+    """Key names of one namespace on the server-side path (see the module docstring)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.meta = "{" + namespace + "/}"
+        self.scopes = self.meta + ":scopes"
+        self.ids = self.meta + ":ids"
+        self.dim = self.meta + ":dim"
+        self.acl_pattern = "{" + namespace + "/*"
+
+    def prefix(self, sd: str) -> str:
+        """``{ns/sd}``: the common prefix and cluster hash tag of one scope's keys."""
+        return "{" + self.namespace + "/" + sd + "}"
+
+    def lru(self, sd: str) -> str:
+        return self.prefix(sd) + ":lru"
+
+    def entry(self, sd: str, hid: str) -> str:
+        return self.prefix(sd) + ":e:" + hid
+
+    def vset(self, sd: str, partition: str = "") -> str:
+        return self.prefix(sd) + ":v" + (":" + partition if partition else "")
+
+
+class VectorSetPath:
+    """Plans for a server with vector sets; thread-safe (the only local state is two small
+    bounded maps: entries a search just read, and which scope recent entry ids live in)."""
+
+    def __init__(self, shared: Shared, quantization: Quantization = "q8") -> None:
+        self.shared = shared
+        self.keys = VectorSetKeys(shared.namespace)
+        self.quant = _QUANT[quantization]
+        self._lock = threading.Lock()
+        self._prefetched: OrderedDict[tuple[str, float], dict[bytes, bytes]] = OrderedDict()
+        self._where: OrderedDict[str, str] = OrderedDict()
+
+    def load_dim(self, client: Any) -> None:
+        """Read the namespace's dimension once at start (entries are checked against it)."""
+        raw = client.get(self.keys.dim)
+        if raw is not None and raw.isdigit() and int(raw) > 0:
+            self.shared.dim = int(raw)
+
+    # ------------------------------------------------------------------ lookups
+    def get_exact(
+        self, scope: str, query_key: str, now: float, partition: str, report: StoreReport | None
+    ) -> Plan[CacheEntry | None]:
+        hid = entry_id(scope, query_key, partition)
+        entry = yield from self._fetch_in(scope_digest(scope), hid, now, report)
+        return entry if is_entry_for(entry, scope, query_key, partition) else None
+
+    def search(
+        self,
+        scope: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> Plan[list[Candidate]]:
+        sd = scope_digest(scope)
+        query = np.asarray(vector, dtype=np.float32)
+        if self.shared.dim is not None and query.shape[0] != self.shared.dim:
+            raise self.shared.foreign_dimension(int(query.shape[0]), self.shared.dim)
+        args = (
+            self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)), _SEARCH_EF,
+            partition,
+        )
+        reply = yield Script(SEARCH, (self.keys.lru(sd),), args)
+        if reply[0] == b"dim":
+            raise self.shared.foreign_dimension(int(query.shape[0]), reply[1].decode())
+        # decode only what ranking needs (vector, expiry, threshold); the full entry (JSON)
+        # is decoded by fetch() for the candidate the cache actually reads
+        found: list[tuple[float, dict[bytes, bytes], str, float | None]] = []
+        for i in range(1, len(reply) - 2, 3):
+            hid = reply[i].decode()
+            fields = pairs_to_dict(reply[i + 2])
+            try:
+                record = decode_index_record(
+                    [fields.get(f) for f in INDEX_FIELDS], self.shared.namespace, None
+                )
+            except CorruptEntry as exc:
+                self.shared.corrupt(hid, exc, report)
+                continue
+            if (
+                record is None
+                or record.scope != scope
+                or record.partition != partition
+                or record.vector.shape != query.shape
+            ):
+                foreign = CorruptEntry("entry of another scope, partition or dimension")
+                self.shared.corrupt(hid, foreign, report)
+                continue
+            if record.expires_at is not None and record.expires_at <= now:
+                continue
+            found.append((float(np.dot(record.vector, query)), fields, hid, record.threshold))
+        found.sort(key=lambda item: -item[0])
+        out = []
+        with self._lock:
+            for similarity, fields, hid, threshold in found[:k]:
+                self._remember(hid, sd)
+                self._prefetched[(hid, float(now))] = fields
+                self._prefetched.move_to_end((hid, float(now)))
+                out.append(Candidate(hid, similarity, threshold))
+            while len(self._prefetched) > _PREFETCH:
+                self._prefetched.popitem(last=False)
+        self.shared.dimension_ok()
+        return out
+
+    def fetch(
+        self, entry_id: str, now: float, report: StoreReport | None = None
+    ) -> Plan[CacheEntry | None]:
+        hid = hex_id(entry_id)
+        with self._lock:
+            fields = self._prefetched.pop((hid, float(now)), None)
+        if fields is not None:  # read by the search of this very lookup
+            try:
+                return decode_entry(fields, self.shared.namespace, self.shared.dim)
+            except CorruptEntry as exc:
+                self.shared.corrupt(hid, exc, report)
+                return None
+        sd = yield from self._scope_of(hid)
+        if sd is None:
+            return None
+        return (yield from self._fetch_in(sd, hid, now, report))
+
+    def _fetch_in(
+        self, sd: str, hid: str, now: float, report: StoreReport | None
+    ) -> Plan[CacheEntry | None]:
+        raw = yield Script(FETCH, (self.keys.lru(sd),), (self.keys.prefix(sd), 0, hid, repr(now)))
+        if not raw:
+            return None
+        try:
+            entry = decode_entry(pairs_to_dict(raw), self.shared.namespace, self.shared.dim)
+        except CorruptEntry as exc:
+            self.shared.corrupt(hid, exc, report)
+            return None
+        if entry.expires_at is not None and entry.expires_at <= now:
+            removed = yield Script(DELETE, (self.keys.lru(sd),), (self.keys.prefix(sd), hid))
+            if removed:
+                self.shared.expired(int(removed), report)
+                yield Command(("HDEL", self.keys.ids, hid))
+            return None
+        with self._lock:
+            self._remember(hid, sd)
+        return entry
+
+    def _scope_of(self, hid: str) -> Plan[str | None]:
+        with self._lock:
+            sd = self._where.get(hid)
+        if sd is None:
+            raw = yield Command(("HGET", self.keys.ids, hid))
+            sd = raw.decode() if raw else None
+        return sd
+
+    def _remember(self, hid: str, sd: str) -> None:  # call with self._lock held
+        self._where[hid] = sd
+        self._where.move_to_end(hid)
+        while len(self._where) > _WHERE:
+            self._where.popitem(last=False)
+
+    # ------------------------------------------------------------------- writes
+    def put(self, entry: CacheEntry, now: float, report: StoreReport | None) -> Plan[None]:
+        shared = self.shared
+        prepared = prepare_put(entry, now, shared)
+        if shared.dim is None:
+            held = yield Command(("GET", self.keys.dim))
+            if held is not None and int(held) != prepared.dim:
+                shared.dim = int(held)
+                raise shared.foreign_dimension(prepared.dim, int(held))
+        sd = scope_digest(entry.scope)
+        args = (
+            self.keys.prefix(sd),
+            prepared.hid,
+            str(prepared.dim),
+            repr(float(now)),
+            prepared.expires,
+            prepared.ttl_ms,
+            "" if shared.max_entries is None else str(shared.max_entries),
+            self.quant,
+            encode_vector(prepared.vector),
+            _BUILD_EF,
+            entry.partition,
+            *prepared.flat_fields,
+        )
+        reply = yield Script(PUT, (self.keys.lru(sd),), args)
+        if reply[0] == b"dim":
+            raise shared.foreign_dimension(prepared.dim, reply[1].decode())
+        shared.evicted(int(reply[1]), report)
+        shared.expired(int(reply[2]), report)
+        victims = [v.decode() for v in reply[3:]]
+        # namespace bookkeeping lives in another slot: a second call (idempotent)
+        commands: list[tuple[Any, ...]] = [
+            ("HSET", self.keys.ids, prepared.hid, sd),
+            ("SADD", self.keys.scopes, sd),
+            ("SET", self.keys.dim, str(prepared.dim), "NX"),
+        ]
+        if victims:
+            commands.append(("HDEL", self.keys.ids, *victims))
+        yield Batch(tuple(commands))
+        with self._lock:
+            self._remember(prepared.hid, sd)
+        shared.stored(prepared.dim)
+
+    def delete(self, entry_ids: list[str]) -> Plan[int]:
+        total = 0
+        for hid in dict.fromkeys(hex_id(i) for i in entry_ids):
+            sd = yield from self._scope_of(hid)
+            if sd is None:
+                continue
+            total += int((yield Script(DELETE, (self.keys.lru(sd),), (self.keys.prefix(sd), hid))))
+            yield Command(("HDEL", self.keys.ids, hid))
+            self._forget([hid])
+        return total
+
+    def invalidate(self, scope: str) -> Plan[int]:
+        return (yield from self._drop_scope(scope_digest(scope)))
+
+    def _drop_scope(self, sd: str) -> Plan[int]:
+        total = 0
+        for _ in range(_MAX_ROUNDS):
+            reply = yield Script(DROP, (self.keys.lru(sd),), (self.keys.prefix(sd), _CHUNK))
+            total += int(reply[0])
+            ids = [i.decode() for i in reply[2:]]
+            if ids:
+                yield Command(("HDEL", self.keys.ids, *ids))
+                self._forget(ids)
+            if not int(reply[1]):
+                break
+        return total
+
+    def delete_where(
+        self, scope: str | None, metadata_key: str, values: list[str]
+    ) -> Plan[int]:
+        if not values:
+            return 0
+        if scope is None:
+            scopes = yield from self._scopes()
+        else:
+            scopes = [scope_digest(scope)]
+        total = 0
+        for sd in scopes:
+            cursor: Any = b"0"
+            for _ in range(_MAX_ROUNDS):
+                cursor, ids = yield Script(
+                    DELETE_WHERE,
+                    (self.keys.lru(sd),),
+                    (self.keys.prefix(sd), cursor, _CHUNK, metadata_key, *values),
+                )
+                hids = [i.decode() for i in ids]
+                if hids:
+                    yield Command(("HDEL", self.keys.ids, *hids))
+                    self._forget(hids)
+                total += len(hids)
+                if cursor in (b"0", 0, "0"):
+                    break
+        return total
+
+    def clear(self) -> Plan[None]:
+        for sd in (yield from self._scopes()):
+            yield from self._drop_scope(sd)
+        yield Batch((("DEL", self.keys.ids), ("DEL", self.keys.scopes), ("DEL", self.keys.dim)))
+        with self._lock:
+            self._where.clear()
+            self._prefetched.clear()
+        self.shared.emptied()
+
+    def count(self) -> Plan[int]:
+        scopes = yield from self._scopes()
+        if not scopes:
+            return 0
+        counts = yield Batch(tuple(("ZCARD", self.keys.lru(sd)) for sd in scopes))
+        return sum(int(c) for c in counts)
+
+    def _scopes(self) -> Plan[list[str]]:
+        members = yield Command(("SMEMBERS", self.keys.scopes))
+        return sorted(m.decode() for m in members)
+
+    def _forget(self, hids: list[str]) -> None:
+        with self._lock:
+            for hid in hids:
+                self._where.pop(hid, None)
