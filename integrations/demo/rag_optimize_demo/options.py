@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _positive_int(text: str) -> int:
-    from rag_optimize.cli.bench import positive_int
+    from rag_optimize.cli import positive_int
 
     return positive_int(text)
 

@@ -35,11 +35,9 @@ from langchain_rag_optimize.cli_plugin import runnable_target
 from langchain_rag_optimize.embeddings import BatchingEmbeddings
 from langchain_rag_optimize.retrievers import AsyncHybridRetriever
 from rag_optimize.cache import CacheHit, ExactPart, SemanticCache
-from rag_optimize.cli import report
-from rag_optimize.cli.measure import PassResult, measure_pass
-from rag_optimize.cli.progress import progress_bar
-from rag_optimize.embedding.local import default_embedder
-from rag_optimize.tracing.tracker import LatencyTracker
+from rag_optimize.cli import PassResult, measure_pass, progress_bar, report
+from rag_optimize.embedding import default_embedder
+from rag_optimize.tracing import LatencyTracker
 from rag_optimize_demo.chat_model import make_chat_model
 from rag_optimize_demo.corpus import passages
 from rag_optimize_demo.embeddings import PackagedEmbeddings

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rag_optimize.cli.plugins import BenchTarget, make_input
-from rag_optimize.tracing.tracker import LatencyTracker
+from rag_optimize.cli import BenchTarget, make_input
+from rag_optimize.tracing import LatencyTracker
 
 
 def runnable_target(runnable: Any, tracker: LatencyTracker, input_key: str | None) -> BenchTarget:

@@ -35,7 +35,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rag_optimize.errors import ConfigurationError, EmbeddingError
+from rag_optimize.errors import ConfigurationError, EmbeddingError, InvalidTypeError
+
+__all__ = ["DIMENSION", "MODEL_NAME", "LocalEmbedder", "default_embedder"]
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DIMENSION = 384
@@ -304,14 +306,14 @@ class LocalEmbedder:
         little; rows come back in input order.
         """
         if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"texts must be a list of str, got {type(texts).__name__}"
                 + (" (wrap a single text in a list or use embed_query)" if isinstance(texts, str)
                    else "")
             )
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}")
+                raise InvalidTypeError(f"texts[{i}] must be str, got {type(text).__name__}")
         out = np.empty((len(texts), DIMENSION), dtype=np.float32)
         if not texts:
             return out
@@ -330,7 +332,7 @@ class LocalEmbedder:
         """Embed one query text (with the ONNX backend, its word vectors are kept for
         :meth:`token_vectors`: the same forward pass, no extra cost)."""
         if not isinstance(text, str):
-            raise TypeError(f"text must be str, got {type(text).__name__}")
+            raise InvalidTypeError(f"text must be str, got {type(text).__name__}")
         if isinstance(self._impl, _OnnxBackend):
             return [float(x) for x in self._forward_one(text)[0]]
         return [float(x) for x in self.encode([text])[0]]
@@ -341,7 +343,7 @@ class LocalEmbedder:
         :meth:`embed_query` recently costs nothing; another one forward pass. Needs the ONNX
         backend."""
         if not isinstance(text, str):
-            raise TypeError(f"text must be str, got {type(text).__name__}")
+            raise InvalidTypeError(f"text must be str, got {type(text).__name__}")
         found = _TOKENS.get((self.backend, self.max_length, text))
         if found is not None:
             return found
