@@ -78,6 +78,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 BASELINE_COMMIT = "3c9b5d1"
+GRID_THRESHOLDS = (0.8, 0.85, 0.9)
+GRID_ALIGNMENT = (0.5, 0.55, 0.6, 0.65)
 Verifier = Callable[[str, str], bool]
 Pair = tuple[str, str, int, str]  # stored, new, label, kind
 QUESTION_FORM = [
@@ -218,8 +220,8 @@ def contenders(tokens: TableTokens) -> dict[str, tuple[float, Verifier | None]]:
         "baseline 0.9 + MismatchVerifier@3c9b5d1": (0.9, base),
         "rules 0.9": (0.9, DecisionPipeline(RULE_SIGNAL_NAMES)),
     }
-    for t in (0.8, 0.85, 0.9):
-        for tau in (0.5, 0.6, 0.7):
+    for t in GRID_THRESHOLDS:
+        for tau in GRID_ALIGNMENT:
             out[f"pipeline {t} align {tau}"] = (
                 t, DecisionPipeline(DEFAULT_SIGNALS, alignment_threshold=tau, token_source=tokens),
             )

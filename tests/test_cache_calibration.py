@@ -10,6 +10,7 @@ import pytest
 
 from rag_optimize import ConfigurationError, InvalidInputError
 from rag_optimize.cache.decision.calibration import (
+    calibrate_pipeline,
     calibrate_similarities,
     calibrate_threshold,
     read_pairs,
@@ -38,13 +39,13 @@ def _pairs() -> tuple[VectorBook, list[tuple[str, str, int]]]:
 def test_threshold_precision_and_recall_match_the_hand_computed_answer() -> None:
     book, pairs = _pairs()
     # at 0.80 all 40 positives and the 2 high negatives are hits: precision 40/42 = 0.952
-    result = calibrate_threshold(book, pairs, target_precision=0.95)
+    result = calibrate_threshold(book, pairs, target_precision=0.95, verifier=None)
     assert result.threshold == pytest.approx(0.80, abs=1e-5)
     assert result.precision == pytest.approx(40 / 42)
     assert result.recall == 1.0 and result.hits == 42
     assert (result.pairs, result.positives) == (122, 40)
     # one more negative (0.795) still gives 40/43 = 0.930 >= 0.93; the next gives 40/44
-    lower = calibrate_threshold(book, pairs, target_precision=0.93)
+    lower = calibrate_threshold(book, pairs, target_precision=0.93, verifier=None)
     assert lower.threshold == pytest.approx(0.795, abs=1e-5)
     assert lower.precision == pytest.approx(40 / 43)
 
@@ -52,17 +53,17 @@ def test_threshold_precision_and_recall_match_the_hand_computed_answer() -> None
 def test_unreachable_target_returns_none_with_the_best_precision() -> None:
     book, pairs = _pairs()
     # above 0.93 only 13 positives (< min_hits); at or below it the 0.93 negative is a hit
-    result = calibrate_threshold(book, pairs, target_precision=0.98)
+    result = calibrate_threshold(book, pairs, target_precision=0.98, verifier=None)
     assert result.threshold is None and not result.reached
     assert result.hits >= 20 and result.precision < 0.98
-    relaxed = calibrate_threshold(book, pairs, target_precision=0.98, min_hits=5)
+    relaxed = calibrate_threshold(book, pairs, target_precision=0.98, min_hits=5, verifier=None)
     assert relaxed.threshold == pytest.approx(0.935, abs=1e-5)
     assert relaxed.precision == 1.0 and relaxed.recall == pytest.approx(13 / 40)
 
 
 def test_curve_is_consistent() -> None:
     book, pairs = _pairs()
-    result = calibrate_threshold(book, pairs, target_precision=0.95)
+    result = calibrate_threshold(book, pairs, target_precision=0.95, verifier=None)
     thresholds = [p.threshold for p in result.curve]
     assert thresholds == sorted(thresholds, reverse=True)
     recalls = [p.recall for p in result.curve]
@@ -78,7 +79,7 @@ def test_curve_is_consistent() -> None:
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     book, pairs = _pairs()
-    out = calibrate_threshold(book, pairs, 0.95).plot(tmp_path / "sub" / "curve.png")
+    out = calibrate_threshold(book, pairs, 0.95, verifier=None).plot(tmp_path / "sub" / "curve.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -91,7 +92,7 @@ def test_ties_are_admitted_together() -> None:
 def test_bad_input_is_named() -> None:
     book, pairs = _pairs()
     with pytest.raises(ConfigurationError, match="target_precision"):
-        calibrate_threshold(book, pairs, target_precision=1.5)
+        calibrate_threshold(book, pairs, target_precision=1.5, verifier=None)
     with pytest.raises(InvalidInputError, match="no labelled pairs"):
         calibrate_threshold(book, [])
     with pytest.raises(InvalidInputError, match="label"):
@@ -127,7 +128,7 @@ def test_cli_calibrate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     png, js = tmp_path / "curve.png", tmp_path / "result.json"
     code = run_calibrate(
         ["--pairs", str(tsv), "--target-precision", "0.98", "--out", str(png),
-         "--json", str(js), "--embedder", "hashing"]
+         "--json", str(js), "--embedder", "hashing", "--verifier", "none"]
     )
     out = capsys.readouterr().out
     assert code == 0, out
@@ -142,7 +143,7 @@ def test_cli_unreachable_target_exits_1(tmp_path: Path, capsys: pytest.CaptureFi
     tsv = tmp_path / "noisy.tsv"
     rows = [f"{i % 2}\tsame words here {i}\tsame words here {i}" for i in range(40)]
     tsv.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    assert run_calibrate(["--pairs", str(tsv), "--embedder", "hashing"]) == 1
+    assert run_calibrate(["--pairs", str(tsv), "--embedder", "hashing", "--verifier", "none"]) == 1
     assert "no threshold" in capsys.readouterr().out
 
 
@@ -153,7 +154,7 @@ def test_a_verifier_calibrates_the_decision_the_cache_makes() -> None:
     def verifier(query: str, cached_query: str) -> bool:
         return cached_query not in high_negatives  # vetoes the two high negatives
 
-    plain = calibrate_threshold(book, pairs, target_precision=0.98)
+    plain = calibrate_threshold(book, pairs, target_precision=0.98, verifier=None)
     assert plain.threshold is None  # the 0.86 and 0.93 negatives spoil every threshold
     verified = calibrate_threshold(book, pairs, target_precision=0.98, verifier=verifier)
     assert verified.threshold == pytest.approx(0.80, abs=1e-5)
@@ -169,9 +170,49 @@ def test_cli_calibrate_with_the_mismatch_verifier(
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("\n".join(rows) + "\n", encoding="utf-8")
     base = ["--pairs", str(tsv), "--embedder", "hashing", "--target-precision", "0.98"]
-    assert run_calibrate(base) == 1  # on similarity alone the negatives rank above
+    assert run_calibrate([*base, "--verifier", "none"]) == 1  # similarity alone: negatives first
     assert "no threshold" in capsys.readouterr().out
     js = tmp_path / "verified.json"
     assert run_calibrate([*base, "--verifier", "mismatch", "--json", str(js)]) == 0
     result = json.loads(js.read_text())
     assert result["precision"] == 1.0 and result["recall"] == 1.0
+
+
+SUPPORT_PAIRS = [  # all-MiniLM-L6-v2 cosines 0.93-0.995 (positives), 0.76-0.99 (negatives)
+    ("How do I reset my password?", "What is the way to reset my password?", 1),
+    ("When does the store open?", "What time does the store open?", 1),
+    ("How can I cancel my subscription?", "How do I cancel my subscription?", 1),
+    ("Why was my card declined?", "What is the reason my card was declined?", 1),
+    ("How much does the premium plan cost?", "What is the price of the premium plan?", 1),
+    ("How long does delivery take?", "How long will delivery take?", 1),
+    ("Is the store open on Monday?", "Is the store open on Tuesday?", 0),
+    ("How do I enable notifications?", "How do I disable notifications?", 0),
+    ("Does shipping to Canada take long?", "Does shipping to Mexico take long?", 0),
+    ("Does the premium plan increase the storage limit?",
+     "Does the premium plan decrease the storage limit?", 0),
+    ("Is the first month free?", "Is the last month free?", 0),
+    ("Can I return an item after 30 days?", "Can I return an item after 60 days?", 0),
+]
+
+
+@pytest.mark.slow
+def test_the_default_calibrates_the_whole_decision_pipeline() -> None:
+    from rag_optimize.embedding.local import LocalEmbedder
+
+    model = LocalEmbedder()
+    plain = calibrate_threshold(model, SUPPORT_PAIRS, 0.98, min_hits=3, verifier=None)
+    whole = calibrate_threshold(model, SUPPORT_PAIRS, 0.98, min_hits=3)
+    assert whole.verifier == "DecisionPipeline" and plain.verifier is None
+    # the near-misses score as high as paraphrases; only the pipeline's vetoes separate them
+    assert whole.reached and whole.recall == 1.0 and whole.precision == 1.0
+    assert not plain.reached or plain.recall < whole.recall
+    tuned, pipeline = calibrate_pipeline(model, SUPPORT_PAIRS, 0.98, min_hits=3)
+    assert tuned.alignment_threshold is not None and tuned.recall == 1.0
+    assert pipeline.names[-1] == "alignment"
+    assert all(pipeline(b, a) == bool(y) for a, b, y in SUPPORT_PAIRS)
+
+
+def test_an_unknown_decision_name_is_refused() -> None:
+    book, pairs = _pairs()
+    with pytest.raises(ConfigurationError, match="'strict'"):
+        calibrate_threshold(book, pairs, verifier="strict")

@@ -69,6 +69,36 @@ FACTORIES = textwrap.dedent(
         return index.as_query_engine(llm=MockLLM(max_tokens=8), streaming=True)
 
 
+    def globally_cached():
+        # sets LangChain's process-wide LLM cache, as an optimized app may do
+        from langchain_core.globals import set_llm_cache
+        from langchain_rag_optimize import SemanticLLMCache
+        from rag_optimize import HashingEmbedder, SemanticCache
+
+        set_llm_cache(SemanticLLMCache(SemanticCache(HashingEmbedder(dim=256), threshold=0.8)))
+        return unstreamed_chain()
+
+
+    def unstreamed_chain():
+        # a model without token streaming: LangChain consults the LLM cache for it
+        from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+
+        prompt = ChatPromptTemplate.from_messages([("human", "{context} {question}")])
+        model = FakeMessagesListChatModel(responses=[AIMessage("Redis keeps data in memory.")] * 50)
+        return (
+            {"context": Docs(), "question": lambda q: q} | prompt | model | StrOutputParser()
+        )
+
+
+    def chain_cached():
+        from langchain_rag_optimize import with_semantic_cache
+        from rag_optimize import HashingEmbedder, SemanticCache
+
+        return with_semantic_cache(
+            chain(), SemanticCache(HashingEmbedder(dim=256), threshold=0.8)
+        )
+
+
     def plain_function():
         async def answer(question):
             await asyncio.sleep(0.001)
@@ -101,6 +131,10 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a subprocess: ``python -m rag_optimize.cli.main`` or the console script."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # the demo distribution from this checkout, whether or not it is installed
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "integrations" / "demo"), *filter(None, [env.get("PYTHONPATH")])]
+    )
     command = (
         [str(Path(sys.executable).parent / "rag-optimize")]
         if script
@@ -161,7 +195,7 @@ def test_demo_short(tmp_path: Path) -> None:
     assert "latency per stage" in text
     for row in ("retrieval", "generation", "ttft", "total", "cache"):
         assert row in text
-    assert "cache hit rate:" in text and "speed-up:" in text
+    assert "cache hit rate:" in text and "speed-up (plain / optimized):" in text
     assert "local extractive model" in text  # the generation stage is labelled
     report = json.loads((out / "demo.json").read_text())
     plain, optimized = report["passes"]
@@ -184,11 +218,57 @@ def test_bench_langchain_and_llamaindex_side_by_side(
     assert "latency per stage" in result.stdout and "speed-up p50" in result.stdout
     report = json.loads((workdir / "out" / "bench.json").read_text())
     chain, engine = report["passes"]
-    assert chain["kind"] == "LangChain runnable" and chain["calls"] == 6  # 3 questions x 2 runs
+    # the table is the first pass; the second pass is reported apart, labelled warm
+    assert chain["kind"] == "LangChain runnable" and chain["calls"] == 3
+    assert chain["warm"]["calls"] == 3 and chain["warm"]["label"] == "chain (warm)"
+    assert "warm passes 2..2" in result.stdout
     assert {"retrieval", "generation", "ttft", "total"} <= set(chain["stages"])
-    assert engine["kind"] == "LlamaIndex query engine" and engine["calls"] == 6
+    assert engine["kind"] == "LlamaIndex query engine" and engine["calls"] == 3
+    assert report["isolation"] == "each app in its own process"
     assert {"retrieval", "total"} <= set(engine["stages"])
     assert (workdir / "out" / "bench.png").exists()
+
+
+@pytest.mark.parametrize(
+    "order", [("globally_cached", "unstreamed_chain"), ("unstreamed_chain", "globally_cached")]
+)
+def test_bench_measures_each_app_in_isolation(
+    workdir: Path, cli: Callable[..., Outcome], order: tuple[str, str]
+) -> None:
+    # An app that sets the global LLM cache cannot serve the other app's calls, in either
+    # order: the plain chain sees no cache lookup and calls its model for every question.
+    apps = [a for name in order for a in ("--app", f"my_factories:{name}")]
+    result = cli("bench", *apps, "--questions", "questions.txt", "--no-progress",
+                 "--no-chart", "--out", "out")
+    assert result.returncode == 0, result.stderr
+    passes = {p["label"]: p for p in json.loads((workdir / "out" / "bench.json").read_text())
+              ["passes"]}
+    plain, cached = passes["unstreamed_chain"], passes["globally_cached"]
+    assert plain["cache_lookups"] == 0 and plain["cache_hit_rate"] is None
+    assert plain["stages"]["generation"]["count"] == 3
+    assert cached["cache_lookups"] == 3 and cached["cache_hits"] == 1  # "what is redis"
+    assert "cache" in cached["stages"]
+
+
+def test_bench_cache_stage_hit_rate_and_wrong_hits(
+    workdir: Path, cli: Callable[..., Outcome]
+) -> None:
+    # "What is Redis?" and "what is redis" are labelled as different answers: the hit
+    # between them is a wrong hit, and the bench says so.
+    (workdir / "expected.json").write_text(json.dumps({
+        "What is Redis?": "redis-definition", "what is redis": "redis-history",
+        "Where does Redis keep data?": "redis-memory",
+    }))
+    result = cli("bench", "--app", "my_factories:chain_cached", "--questions", "questions.txt",
+                 "--expected", "expected.json", "--no-progress", "--no-chart", "--out", "out")
+    assert result.returncode == 0, result.stderr
+    (cached,) = json.loads((workdir / "out" / "bench.json").read_text())["passes"]
+    assert cached["cache_lookups"] == 3 and cached["cache_hits"] == 1
+    assert cached["hits_checked"] == {"right": 0, "wrong": 1, "unchecked": 0}
+    hit = next(c for c in cached["per_call"] if c["hit"])
+    assert hit["question"] == "what is redis" and hit["matched"] == "What is Redis?"
+    assert "cache" in cached["stages"] and "hit rate 33%" in result.stdout
+    assert "1 wrong" in result.stdout
 
 
 def test_bench_plain_async_function(workdir: Path, cli: Callable[..., Outcome]) -> None:
@@ -241,7 +321,7 @@ def test_bench_input_key_and_failing_pipeline(cli: Callable[..., Outcome]) -> No
 def test_demo_generation_label_without_langchain_openai(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from langchain_rag_optimize.demo.chat_model import ExtractiveChatModel, make_chat_model
+    from rag_optimize_demo.chat_model import ExtractiveChatModel, make_chat_model
 
     monkeypatch.setenv("RAG_OPTIMIZE_OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("RAG_OPTIMIZE_MODEL", "some-model")
@@ -275,6 +355,35 @@ def test_console_script_bad_module_path(workdir: Path) -> None:
         "'no_such_module:chain'): no module named 'no_such_module'; run from the directory "
         "that contains it or fix PYTHONPATH"
     )
+
+
+WITHOUT_ADAPTERS = textwrap.dedent(
+    """
+    import sys
+    from importlib.abc import MetaPathFinder
+
+    class Hide(MetaPathFinder):  # as if only the core were installed
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("langchain_rag_optimize", "rag_optimize_demo"):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, Hide())
+    from rag_optimize.cli.main import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.parametrize("args", [["demo", "--short"], ["demo"], ["demo", "--verbose", "-x"]])
+def test_demo_without_the_demo_package_names_what_to_install(args: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_ADAPTERS, *args], capture_output=True, text=True,
+        timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "`pip install rag-optimize-demo`" in result.stderr
+    assert "unrecognized arguments" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_unknown_command_and_no_command(cli: Callable[..., Outcome]) -> None:

@@ -96,6 +96,8 @@ class LatencyCallbackHandler(BaseCallbackHandler):
             self._cache_runs.discard(run_id)
             if isinstance(outputs, dict) and isinstance(outputs.get("hit"), bool):
                 attributes = {"hit": outputs["hit"]}
+                if isinstance(outputs.get("matched_query"), str):
+                    attributes["matched_query"] = outputs["matched_query"]
         self.timeline.end(run_id, attributes=attributes)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

@@ -3,11 +3,15 @@
 ``set_llm_cache(SemanticLLMCache(cache))`` routes every ``invoke``/``ainvoke``/``batch`` of
 every LLM and chat model of an existing app through a :class:`rag_optimize.SemanticCache`.
 
-What is compared by meaning and what must match exactly (see ``_keys``): only the text of
-the last human message is embedded. The model identity and its parameters (LangChain's
-``llm_string``, which also holds bound tools and output schemas), the system prompt, earlier
-turns and non-text content are hashed into the exact part of the key, so prompts that differ
-in any of those never share an answer.
+What is compared by meaning and what must match exactly (see ``_keys``): only the user's
+question in the last human message is embedded. When that message is a rendered RAG prompt
+(instructions, retrieved context and the question in one message, as hub ``rlm/rag-prompt``),
+the question is the text after its ``Question:`` label and the rest of the message must match
+exactly; a long or multi-line message with no such label is matched exactly only (logged
+once). The rule: :func:`rag_optimize.cache.decision.prompt.find_question`. The model
+identity and its parameters (LangChain's ``llm_string``, which also holds bound tools and
+output schemas), the system prompt, earlier turns and non-text content are hashed into the
+exact part of the key, so prompts that differ in any of those never share an answer.
 
 Scope (tenant, user, retrieval filter), first found wins:
 
@@ -39,11 +43,9 @@ from langchain_core.outputs import ChatGeneration, Generation
 
 from langchain_rag_optimize._keys import (
     SCOPE_METADATA_KEY,
-    USER_SCOPE_KEY,
     ScopedKey,
     check_cache,
     fails_closed,
-    invalidate_user_scope,
     resolve_user_scope,
     scoped_key,
     split_prompt,
@@ -54,7 +56,10 @@ from langchain_rag_optimize._serialization import (
     decode_generations,
     encode_generations,
 )
-from rag_optimize.cache.semantic import SemanticCache
+from rag_optimize import SemanticCache
+from rag_optimize.cache import digest, find_question
+
+__all__ = ["SemanticLLMCache"]
 
 logger = logging.getLogger("rag_optimize.langchain")
 
@@ -98,6 +103,7 @@ class SemanticLLMCache(BaseCache):
         self.cache_tool_calls = cache_tool_calls
         self.index_version = index_version
         self.ttl_seconds = ttl_seconds
+        self._warned_exact = False
 
     # ------------------------------------------------------------- BaseCache API
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
@@ -105,7 +111,7 @@ class SemanticLLMCache(BaseCache):
         key = self._key(prompt, llm_string)
         if key is None:
             return None
-        hit = self.cache.get(key.question, scope=key.scope)
+        hit = self.cache.get(key.question, scope=key.scope, exact=key.exact)
         return None if hit is None else _revive(hit.response)
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
@@ -113,7 +119,7 @@ class SemanticLLMCache(BaseCache):
         key = self._key(prompt, llm_string)
         if key is None:
             return None
-        hit = await self.cache.aget(key.question, scope=key.scope)
+        hit = await self.cache.aget(key.question, scope=key.scope, exact=key.exact)
         return None if hit is None else _revive(hit.response)
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
@@ -125,7 +131,8 @@ class SemanticLLMCache(BaseCache):
                 key.question,
                 stored,
                 scope=key.scope,
-                metadata=self._metadata(key),
+                exact=key.exact,
+                metadata=self._metadata(),
                 ttl_seconds=self.ttl_seconds,
             )
 
@@ -138,7 +145,8 @@ class SemanticLLMCache(BaseCache):
                 key.question,
                 stored,
                 scope=key.scope,
-                metadata=self._metadata(key),
+                exact=key.exact,
+                metadata=self._metadata(),
                 ttl_seconds=self.ttl_seconds,
             )
 
@@ -150,9 +158,9 @@ class SemanticLLMCache(BaseCache):
             self.cache.clear()
 
     async def aclear(self, **kwargs: Any) -> None:
-        """Async :meth:`clear`."""
+        """Async :meth:`clear` (the store's async calls: never blocks the event loop)."""
         if "scope" in kwargs:
-            self.invalidate(kwargs["scope"])
+            await self.ainvalidate(kwargs["scope"])
         else:
             await self.cache.aclear()
 
@@ -160,9 +168,13 @@ class SemanticLLMCache(BaseCache):
     def invalidate(self, scope: str | None = None) -> int:
         """Drop every entry written under user scope ``scope`` (all models, system prompts
         and tools; ``None``: the active ``cache_scope`` or the default scope); returns how
-        many. ``SemanticCache.invalidate(scope)`` alone would miss them, since their core
-        scope also holds the exact-key digests."""
-        return invalidate_user_scope(self.cache, scope)
+        many. The same as ``SemanticCache.invalidate(scope)``: a scope holds every exact
+        part written under it."""
+        return self.cache.invalidate(scope)
+
+    async def ainvalidate(self, scope: str | None = None) -> int:
+        """Async :meth:`invalidate`."""
+        return await self.cache.ainvalidate(scope)
 
     # ---------------------------------------------------------------- internals
     def _key(self, prompt: str, llm_string: str) -> ScopedKey | None:
@@ -179,7 +191,24 @@ class SemanticLLMCache(BaseCache):
         user_scope = resolve_user_scope(self.scope, key=self.scope_metadata_key)
         if fails_closed(self.cache, user_scope):
             return None
-        return scoped_key(parts.question, user_scope, parts.context_digest, self.index_version)
+        question, exact = self._question(parts.question, parts.context_digest)
+        return scoped_key(question, user_scope, exact, self.index_version)
+
+    def _question(self, message: str, exact: str) -> tuple[str, str]:
+        """The question to compare by meaning and the exact-match digest (see the module
+        docs): a message with no findable question is matched exactly only."""
+        found = find_question(message)
+        if found.rule == "plain":
+            return found.question, exact
+        if found.rule == "exact" and not self._warned_exact:
+            self._warned_exact = True
+            logger.warning(
+                "semantic LLM cache: a prompt message holds more than a question and has no "
+                "'Question:' line, so it is matched exactly only (never by meaning over its "
+                "context); to cache a RAG chain by its question, wrap the chain with "
+                "langchain_rag_optimize.with_semantic_cache"
+            )
+        return found.question, digest(exact, found.rule, found.rest)
 
     def _stored(self, return_val: Sequence[Generation]) -> dict[str, Any] | None:
         if not return_val:
@@ -193,11 +222,10 @@ class SemanticLLMCache(BaseCache):
             logger.debug("semantic LLM cache: answer not cached: %s", exc)
             return None
 
-    def _metadata(self, key: ScopedKey) -> dict[str, Any]:
-        metadata: dict[str, Any] = {USER_SCOPE_KEY: key.user_scope}
-        if self.index_version is not None:
-            metadata["index_version"] = self.index_version
-        return metadata
+    def _metadata(self) -> dict[str, Any]:
+        if self.index_version is None:
+            return {}
+        return {"index_version": self.index_version}
 
 
 def _has_tool_calls(generation: Generation) -> bool:

@@ -10,22 +10,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from rag_optimize.cli.plugins import BenchTarget, make_input
-from rag_optimize.streaming.sse import stream_text
-from rag_optimize.tracing.tracker import LatencyTracker
+from rag_optimize.cli import BenchTarget, make_input
+from rag_optimize.streaming import stream_text
+from rag_optimize.tracing import LatencyTracker
 
 
 def engine_target(engine: Any, tracker: LatencyTracker, input_key: str | None) -> BenchTarget:
     """Query ``engine`` once per question with the latency handler instrumented."""
+    from llama_index_rag_optimize.query_engine import CachedQueryEngine
     from llama_index_rag_optimize.tracing import LatencyEventHandler
 
     handler = LatencyEventHandler(tracker).instrument()
+    # A CachedQueryEngine's lookups (the cache stage, hits) go to the bench's tracker.
+    cache = engine.cache if isinstance(engine, CachedQueryEngine) else None
+    borrowed = cache if cache is not None and cache.tracker is None else None
+    if borrowed is not None:
+        borrowed.tracker = tracker
 
     async def call(question: str) -> None:
         async for _ in stream_text(engine, make_input(question, input_key)):
             tracker.first_token()
 
-    return BenchTarget(call, "LlamaIndex query engine", close=handler.uninstrument)
+    def close() -> None:
+        handler.uninstrument()
+        if borrowed is not None:
+            borrowed.tracker = None
+
+    return BenchTarget(call, "LlamaIndex query engine", close=close)
 
 
 def bench_target(app: Any, tracker: LatencyTracker, input_key: str | None) -> BenchTarget | None:

@@ -5,8 +5,10 @@
 ``pairs.tsv`` holds ``label<TAB>text_a<TAB>text_b`` lines (label 1 when a cached answer for
 ``text_a`` would be right for ``text_b``; MRPC's train.tsv has this layout). Prints the
 calibrated threshold, the recall it costs and the curve at a few thresholds; saves the curve
-as a PNG (``--out``) and the numbers as JSON (``--json``). Exit status: 0 when the target is
-reached, 1 when no threshold reaches it, 2 on bad input.
+as a PNG (``--out``) and the numbers as JSON (``--json``). The threshold is calibrated for the
+cache's whole default decision (``--verifier default``: a pair its decision pipeline vetoes is
+never a hit); ``--tune-alignment`` also chooses the pipeline's alignment threshold. Exit
+status: 0 when the target is reached, 1 when no threshold reaches it, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -17,8 +19,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rag_optimize.cache.decision.calibration import calibrate_threshold, read_pairs
-from rag_optimize.cache.decision.verifiers import MismatchVerifier
+from rag_optimize.cache.decision.calibration import (
+    DEFAULT_DECISION,
+    calibrate_pipeline,
+    calibrate_threshold,
+    read_pairs,
+)
+from rag_optimize.cache.decision.verifiers import MismatchVerifier, Verifier
 from rag_optimize.embedding.protocol import Embedder
 
 
@@ -40,9 +47,13 @@ def build_parser(prog: str = "rag-optimize calibrate") -> argparse.ArgumentParse
     parser.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
                         help="backend of the local model")
     parser.add_argument(
-        "--verifier", choices=("none", "mismatch"), default="none",
-        help="mismatch: calibrate the cache's default decision, where MismatchVerifier's "
-        "vetoes are never hits; none: similarity alone",
+        "--verifier", choices=("default", "mismatch", "none"), default="default",
+        help="default: the cache's default decision pipeline (its vetoes are never hits); "
+        "mismatch: the rule stage alone (MismatchVerifier); none: similarity alone",
+    )
+    parser.add_argument(
+        "--tune-alignment", action="store_true",
+        help="with --verifier default: also choose the pipeline's alignment threshold",
     )
     return parser
 
@@ -62,23 +73,38 @@ def run_calibrate(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     try:
         pairs = read_pairs(args.pairs)
-        result = calibrate_threshold(
-            _embedder(args.embedder, args.backend),
-            pairs,
-            args.target_precision,
-            min_hits=args.min_hits,
-            verifier=MismatchVerifier() if args.verifier == "mismatch" else None,
-        )
+        embedder = _embedder(args.embedder, args.backend)
+        if args.tune_alignment and args.verifier == "default":
+            result = calibrate_pipeline(
+                embedder, pairs, args.target_precision, min_hits=args.min_hits
+            )[0]
+        else:
+            verifier: Verifier | str | None = None
+            if args.verifier == "default":
+                verifier = DEFAULT_DECISION
+            elif args.verifier == "mismatch":
+                verifier = MismatchVerifier()
+            result = calibrate_threshold(
+                embedder, pairs, args.target_precision, min_hits=args.min_hits,
+                verifier=verifier,
+            )
     except (OSError, ValueError) as exc:
         print(f"rag-optimize calibrate: {exc}", file=sys.stderr)
         return 2
     print(f"{result.pairs} pairs ({result.positives} positive) from {args.pairs}")
     print(result.table())
+    print(f"decision: {result.verifier or 'similarity only'}")
     if result.threshold is not None:
         print(
             f"calibrated threshold {result.threshold:.4f}: precision {result.precision:.4f}, "
             f"recall {result.recall:.4f} on these pairs (target {result.target_precision})"
         )
+        if result.alignment_threshold is not None:
+            print(
+                f"alignment threshold {result.alignment_threshold}: use "
+                f"SemanticCache(embedder, threshold={result.threshold:.4f}, "
+                f"verifier=DecisionPipeline(alignment_threshold={result.alignment_threshold}))"
+            )
     else:
         print(
             f"no threshold with >= {args.min_hits} hits reaches precision "

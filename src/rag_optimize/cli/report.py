@@ -1,13 +1,13 @@
 """Reports of measured passes: a rich table, a JSON file, a PNG chart (matplotlib).
 
 With two passes (before / after) the table gets a speed-up column per stage (p50 before
-divided by p50 after) and the chart shows both side by side, one panel per percentile.
+divided by p50 after). The chart shows each question's latency per app (hits and misses
+marked) beside a stage table whose rows say how many calls each stage covers.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -53,8 +53,7 @@ def print_table(
             row.extend(f"{getattr(s, p) * 1000:.1f}" if s else "-" for p in PERCENTILES)
         if len(results) == 2:
             a, b = (r.stages.stages.get(name) for r in results)
-            x = speedup(a.p50, b.p50) if a and b else None
-            row.append(f"{x:.1f}x" if x else "-")
+            row.append(_ratio(speedup(a.p50, b.p50) if a and b else None))
         table.add_row(*row)
     Console(file=file, width=24 + 13 * len(table.columns)).print(table)
 
@@ -74,11 +73,57 @@ def write_json(path: Path, results: Sequence[PassResult], **extra: Any) -> Path:
     return path
 
 
+def headline(results: Sequence[PassResult]) -> str:
+    """App names, question count, speed-up of the p50 total and hit rate, in one line."""
+    names = " vs ".join(r.label for r in results)
+    text = f"{names}: {results[0].calls} questions"
+    if len(results) == 2:
+        text += ", " + faster_text(*results)
+    rates = [f"{r.label} {rate:.0%}" for r in results if (rate := _hit_rate(r)) is not None]
+    if rates:
+        text += ", cache hit rate " + ", ".join(rates)
+    return text
+
+
+def faster_text(first: PassResult, second: PassResult) -> str:
+    """Which pass is faster at the p50 of ``total`` and by how much, whatever the order."""
+    x = speedup(first.total.p50, second.total.p50)
+    if x is None:
+        return "speed-up p50 -"
+    if x >= 1:
+        return f"{second.label} {x:.1f}x faster (p50)"
+    return f"{first.label} {1 / x:.1f}x faster (p50)"
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if not x else (f"{x:.1f}x" if x >= 0.095 else f"{x:.3f}x")
+
+
+def stage_rows(results: Sequence[PassResult]) -> list[list[str]]:
+    """The chart's stage table: stage, which calls it covers per app, p50 ms per app, and
+    the p50 speed-up. A stage's p50 is over the calls that had that stage (misses only for
+    retrieval and generation behind a cache), which the second column says."""
+    rows = []
+    for name in stage_order(results):
+        summaries = [r.stages.stages.get(name) for r in results]
+        covers = " / ".join(
+            f"{s.count if s else 0} of {r.calls}" for r, s in zip(results, summaries, strict=True)
+        )
+        values = [f"{s.p50 * 1000:.1f}" if s else "-" for s in summaries]
+        row = [name, covers, *values]
+        if len(results) == 2:
+            a, b = summaries
+            row.append(_ratio(speedup(a.p50, b.p50) if a and b else None))
+        rows.append(row)
+    return rows
+
+
 def write_chart(
     path: Path, results: Sequence[PassResult], title: str = "Latency per stage"
 ) -> Path:
-    """A PNG with one panel per statistic (mean, p50, p95, p99): a bar per stage and pass
-    (log scale, ms); a stage a pass does not have gets no bar."""
+    """A PNG a person reads at a glance: each question's end-to-end latency per app (cache
+    hits and misses marked, p50 and p95 printed), a title with the app names, question count,
+    speed-up and hit rate, and a stage table whose rows say which calls they cover."""
     try:
         import matplotlib
 
@@ -86,31 +131,67 @@ def write_chart(
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("the chart needs matplotlib: pip install 'rag-optimize[charts]'") from exc
-    names = stage_order(results)
-    panels = ("mean", *PERCENTILES)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5))
-    width = 0.8 / max(1, len(results))
-    for ax, p in zip(axes, panels, strict=True):
-        for i, r in enumerate(results):
-            values = [
-                getattr(r.stages.stages[n], p) * 1000 if n in r.stages.stages else math.nan
-                for n in names
-            ]
-            xs = [j + (i - (len(results) - 1) / 2) * width for j in range(len(names))]
-            ax.bar(xs, [max(v, 1e-3) for v in values], width, label=r.label)
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=35, ha="right")
-        ax.set_yscale("log")
-        ax.set_ylabel("ms (log scale)")
-        ax.set_title(p)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(title)
+    fig, (ax, table_ax) = plt.subplots(
+        1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.25]}
+    )
+    for i, r in enumerate(results):
+        calls = r.per_call or []
+        for kind, marker, colour in (("miss", "o", "tab:blue"), ("hit", "^", "tab:green"),
+                                     ("no lookup", "o", "tab:gray")):
+            picked = [c for c in calls if _kind(c.hit) == kind]
+            if not picked:
+                continue
+            xs = [i + 0.25 * (((j * 7919) % 101) / 100 - 0.5) for j in range(len(picked))]
+            ax.scatter(xs, [c.seconds * 1000 for c in picked], s=18, marker=marker,
+                       color=colour, alpha=0.7,
+                       label=kind if kind not in ax.get_legend_handles_labels()[1] else None)
+        for stat, style, align in (("p50", "-", "top"), ("p95", "--", "bottom")):
+            value = getattr(r.total, stat) * 1000
+            ax.hlines(value, i - 0.3, i + 0.3, colors="black", linestyles=style, linewidth=1)
+            ax.annotate(f"{stat} {value:.0f} ms", (i + 0.32, value), fontsize=8, va=align)
+    ax.set_xticks(range(len(results)))
+    ax.set_xticklabels([r.label for r in results])
+    ax.set_xlim(-0.5, len(results) - 0.5 + 0.45)
+    ax.set_yscale("log")
+    ax.set_ylabel("end-to-end latency per question, ms (log scale)")
+    ax.set_title("each question's latency")
+    ax.grid(axis="y", alpha=0.3, which="both")
+    handles, labels = ax.get_legend_handles_labels()
+    covered = "calls covered" + (f"\n({' / '.join(r.label for r in results)})"
+                                 if len(results) > 1 else "")
+    header = ["stage", covered, *[f"{r.label} p50 ms" for r in results]]
+    if len(results) == 2:
+        header.append("speed-up")
+    table_ax.axis("off")
+    table = table_ax.table(cellText=stage_rows(results), colLabels=header, loc="center",
+                           cellLoc="right", colLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.scale(1, 1.6)
+    for (row, _col), cell in table.get_celld().items():
+        if row == 0:
+            cell.set_height(cell.get_height() * 1.7)
+    table_ax.set_title("per stage: p50 over the calls that had the stage")
+    table_ax.legend(handles, labels, loc="lower center", ncol=3, fontsize=9,
+                    title="markers: each question's cache outcome", title_fontsize=9)
+    fig.suptitle(f"{title}\n{headline(results)}", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _kind(hit: bool | None) -> str:
+    return "no lookup" if hit is None else ("hit" if hit else "miss")
+
+
+def _hit_rate(result: PassResult) -> float | None:
+    rate = result.hit_rate
+    if rate is None:
+        extra = result.extra.get("cache_hit_rate")
+        rate = float(extra) if isinstance(extra, (int, float)) else None
+    return rate
 
 
 def summary_lines(results: Sequence[PassResult]) -> list[str]:
@@ -119,7 +200,7 @@ def summary_lines(results: Sequence[PassResult]) -> list[str]:
     for r in results:
         ttft = r.stages.stages.get(stage_names.TTFT)
         ttft_text = f", TTFT p50 {ttft.p50 * 1000:.1f} ms" if ttft else ""
-        extra = _extra_text(r.extra)
+        extra = _extra_text(r)
         lines.append(
             f"{r.label}: {r.calls} calls in {r.wall_seconds:.2f} s, total mean "
             f"{r.total.mean * 1000:.1f} ms, p95 {r.total.p95 * 1000:.1f} ms{ttft_text}, "
@@ -131,11 +212,19 @@ def summary_lines(results: Sequence[PassResult]) -> list[str]:
         x_wall = speedup(before.wall_seconds, after.wall_seconds)
         if x_mean and x_wall:
             lines.append(
-                f"speed-up: {x_mean:.1f}x mean latency per question, {x_wall:.1f}x wall time"
+                f"speed-up ({before.label} / {after.label}): {_ratio(x_mean)} mean latency "
+                f"per question, {_ratio(x_wall)} wall time; {faster_text(before, after)}"
             )
     return lines
 
 
-def _extra_text(extra: Mapping[str, Any]) -> str:
-    rate = extra.get("cache_hit_rate")
-    return f", cache hit rate {rate:.0%}" if isinstance(rate, (int, float)) else ""
+def _extra_text(result: PassResult) -> str:
+    rate = _hit_rate(result)
+    text = f", cache hit rate {rate:.0%} ({result.hits} of {result.lookups})" if (
+        rate is not None and result.lookups
+    ) else (f", cache hit rate {rate:.0%}" if rate is not None else "")
+    checked = result.extra.get("hits_checked")
+    if isinstance(checked, Mapping):
+        text += (f"; hits checked against --expected: {checked.get('wrong', 0)} wrong, "
+                 f"{checked.get('right', 0)} right, {checked.get('unchecked', 0)} unchecked")
+    return text

@@ -49,9 +49,17 @@ from typing import TypeVar
 from rag_optimize.embedding.batch_stats import BatchCounters, BatchStats
 from rag_optimize.embedding.lru import LRUCache
 from rag_optimize.embedding.protocol import Embedder, check_embedder
-from rag_optimize.errors import ConfigurationError, EmbeddingError, QueueFull, RagOptimizeError
+from rag_optimize.errors import (
+    ConfigurationError,
+    EmbeddingError,
+    InvalidTypeError,
+    QueueFull,
+    RagOptimizeError,
+)
 from rag_optimize.tracing import stages
 from rag_optimize.tracing.tracker import LatencyTracker, optional_span
+
+__all__ = ["BatchingEmbedder", "ClosesOnExit", "EmbedderClosedError"]
 
 Vector = Sequence[float]
 BatchFunction = Callable[[list[str]], Sequence[Vector]]
@@ -100,7 +108,7 @@ def _own_copy(vector: Vector) -> list[float]:
 
 def _check_text(text: object) -> str:
     if not isinstance(text, str):
-        raise TypeError(f"text to embed must be a str, got {type(text).__name__}")
+        raise InvalidTypeError(f"text to embed must be a str, got {type(text).__name__}")
     return text
 
 
@@ -179,6 +187,10 @@ class BatchingEmbedder(ClosesOnExit):
             documents (a query instruction or an ``input_type``), e.g.
             ``lambda texts: model.embed_documents(["query: " + t for t in texts])``.
         clock: seconds, monotonic; injected so waits can be tested without sleeping.
+        wait_when_idle: with False, a text that finds nothing queued and the model idle is
+            sent at once from the caller's thread (a lone caller never waits); texts that
+            arrive while a batch runs still queue and batch. For apps whose queries mostly
+            arrive one at a time; the default waits ``max_wait_ms`` for company.
         tracker: a :class:`~rag_optimize.tracing.LatencyTracker` that receives each query's
             ``embedding`` time (queue wait included) in the caller's current run.
     """
@@ -196,9 +208,11 @@ class BatchingEmbedder(ClosesOnExit):
         embed_batch: BatchFunction | None = None,
         clock: Callable[[], float] = time.monotonic,
         tracker: LatencyTracker | None = None,
+        wait_when_idle: bool = True,
     ) -> None:
         check_embedder(embedder)
         self.tracker = tracker
+        self.wait_when_idle = bool(wait_when_idle)
         for name, value, low in (
             ("max_batch_size", max_batch_size, 1),
             ("max_queue", max_queue, 1),
@@ -362,7 +376,16 @@ class BatchingEmbedder(ClosesOnExit):
                 slot = _Slot(text, self._clock())
                 self._queue[text] = slot
                 self._start_threads()
-                if len(self._queue) == 1 or len(self._queue) >= self.max_batch_size:
+                if not self.wait_when_idle and self._batches_running == 0 and len(
+                    self._queue
+                ) == 1:
+                    # Nothing else queued and the model idle: send it now, from this thread
+                    # (no wait, no dispatcher hop); later callers queue behind it and batch.
+                    assert self._workers is not None
+                    self._queue.popitem(last=False)
+                    self._launch([slot])
+                    self._workers.submit(self._run_batch, [slot])
+                elif len(self._queue) == 1 or len(self._queue) >= self.max_batch_size:
                     self._wakeup.notify()
             self._counters.requests += 1
             future: Future[Vector] = Future()
@@ -412,17 +435,21 @@ class BatchingEmbedder(ClosesOnExit):
                 batch = self._next_batch()
                 if batch is None:
                     return
-                now = self._clock()
-                for slot in batch:
-                    self._in_flight[slot.text] = slot
-                    self._counters.queue_waits.add(max(0.0, now - slot.arrived))
-                self._batches_running += 1
-                self._counters.batches += 1
-                self._counters.texts_embedded += len(batch)
+                self._launch(batch)
                 space = self._take_space_waiters()
             for waiter in space:
                 _resolve_space(waiter)
             workers.submit(self._run_batch, batch)
+
+    def _launch(self, batch: list[_Slot]) -> None:
+        """Count ``batch`` as in flight (lock held); the caller hands it to a worker."""
+        now = self._clock()
+        for slot in batch:
+            self._in_flight[slot.text] = slot
+            self._counters.queue_waits.add(max(0.0, now - slot.arrived))
+        self._batches_running += 1
+        self._counters.batches += 1
+        self._counters.texts_embedded += len(batch)
 
     def _next_batch(self) -> list[_Slot] | None:
         """Wait (lock held) until a batch may leave; ``None`` once closed and drained."""

@@ -7,6 +7,12 @@ computes the cosine similarity of each pair and returns the lowest threshold who
 reaches the target, the recall it costs, and the whole curve (:meth:`CalibrationResult.plot`
 draws it).
 
+The threshold is calibrated for the whole decision, not the similarity alone: by default
+each pair is also put to the cache's default decision pipeline (stage 2, see
+:mod:`~rag_optimize.cache.decision.pipeline`), and a pair it vetoes is never a hit, exactly
+as in the cache. :func:`calibrate_pipeline` also chooses the pipeline's alignment threshold
+(the pair of thresholds with the best recall at the target precision).
+
 Use pairs from your own traffic if you can (a few hundred labelled lookups), and check the
 result on pairs you did not calibrate on: the precision reached on the calibration pairs is
 optimistic, all the more the fewer pairs lie above the threshold (``min_hits`` keeps the
@@ -18,20 +24,31 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from rag_optimize.cache.decision.verifiers import Verifier, check_verifier
+from rag_optimize.cache.decision.alignment import AlignmentSignal, TokenSource
+from rag_optimize.cache.decision.pipeline import (
+    RULE_SIGNAL_NAMES,
+    DecisionPipeline,
+    default_pipeline,
+)
+from rag_optimize.cache.decision.signals import analyse
+from rag_optimize.cache.decision.verifiers import Verifier, check_verifier, verifier_name
 from rag_optimize.embedding.protocol import Embedder, check_embedder
 from rag_optimize.embedding.vectors import unit_matrix
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 
 LabelledPair = tuple[str, str, int | bool]
 _BATCH = 256
+DEFAULT_DECISION = "default"
+"""``verifier=DEFAULT_DECISION``: calibrate with the cache's default decision pipeline."""
+_VETOED = -1.0
+ALIGNMENT_GRID = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,8 @@ class CalibrationResult:
     pairs: int
     positives: int
     curve: tuple[CurvePoint, ...]
+    verifier: str | None = None
+    alignment_threshold: float | None = None
 
     @property
     def reached(self) -> bool:
@@ -88,6 +107,8 @@ class CalibrationResult:
             "target_precision": self.target_precision,
             "pairs": self.pairs,
             "positives": self.positives,
+            "verifier": self.verifier,
+            "alignment_threshold": self.alignment_threshold,
             "curve": [
                 [round(p.threshold, 5), round(p.precision, 5), round(p.recall, 5), p.hits]
                 for p in self.curve[::step]
@@ -164,7 +185,7 @@ def verified_similarities(
     if verify is None:
         return similarities
     vetoed = np.array([not verify(b, a) for a, b, _ in pairs], dtype=bool)
-    return np.where(vetoed, -1.0, similarities)
+    return np.where(vetoed, _VETOED, similarities)
 
 
 def calibrate_similarities(
@@ -198,7 +219,8 @@ def calibrate_similarities(
         CurvePoint(float(s[i]), float(tp[i] / hits[i]), float(tp[i] / positives), int(hits[i]))
         for i in np.flatnonzero(last_of_tie)
     )
-    eligible = [p for p in curve if p.hits >= min_hits]
+    # -1 marks a vetoed pair (verified_similarities): no threshold can admit it
+    eligible = [p for p in curve if p.hits >= min_hits and p.threshold > _VETOED]
     reaching = [p for p in eligible if p.precision >= target_precision]
     chosen = reaching[-1] if reaching else (eligible[0] if eligible else curve[-1])
     return CalibrationResult(
@@ -219,25 +241,99 @@ def calibrate_threshold(
     target_precision: float = 0.98,
     *,
     min_hits: int = 20,
-    verifier: Verifier | None = None,
+    verifier: Verifier | str | None = DEFAULT_DECISION,
 ) -> CalibrationResult:
     """The lowest similarity threshold whose precision on ``labelled_pairs`` reaches
-    ``target_precision`` (among thresholds with at least ``min_hits`` hits).
+    ``target_precision`` (among thresholds with at least ``min_hits`` hits), for the
+    decision the cache makes.
 
     ``labelled_pairs``: ``(text_a, text_b, label)`` with label 1/True when a cached answer
     for ``text_a`` would be right for ``text_b``. Pass the result's ``threshold`` to
-    ``SemanticCache(threshold=...)``. ``verifier``: the cache's verifier (e.g.
-    ``MismatchVerifier()``, the cache's default) to calibrate the decision the cache makes,
-    where a vetoed pair is never a hit; ``None`` calibrates on similarity alone.
+    ``SemanticCache(threshold=...)`` together with the same verifier. ``verifier``: the
+    cache's stage 2; ``"default"`` (the cache's default,
+    :func:`~rag_optimize.cache.decision.pipeline.default_pipeline`), any verifier (a pair it
+    vetoes is never a hit), or ``None`` for similarity alone.
     """
     _check_target(target_precision)
     pairs = [_check_pair(i, p) for i, p in enumerate(labelled_pairs)]
     if not pairs:
         raise InvalidInputError("no labelled pairs to calibrate on")
-    sims = verified_similarities(pair_similarities(embedder, pairs), pairs, verifier)
-    return calibrate_similarities(
+    verify = _decision(verifier)
+    sims = verified_similarities(pair_similarities(embedder, pairs), pairs, verify)
+    result = calibrate_similarities(
         sims, [bool(p[2]) for p in pairs], target_precision, min_hits=min_hits
     )
+    return replace(result, verifier=verifier_name(verify))
+
+
+def calibrate_pipeline(
+    embedder: Embedder,
+    labelled_pairs: Iterable[LabelledPair],
+    target_precision: float = 0.98,
+    *,
+    min_hits: int = 20,
+    alignment_thresholds: Sequence[float] = ALIGNMENT_GRID,
+    token_source: TokenSource | None = None,
+) -> tuple[CalibrationResult, DecisionPipeline]:
+    """Calibrate both thresholds of the default decision: the similarity threshold (stage 1)
+    and the pipeline's alignment threshold (stage 2), choosing among
+    ``alignment_thresholds`` the one whose calibrated similarity threshold serves the most
+    positive pairs at ``target_precision``.
+
+    Returns the result (``alignment_threshold`` set) and the pipeline to pass as
+    ``SemanticCache(embedder, threshold=result.threshold, verifier=pipeline)``. The rule
+    signals are asked once per pair and the alignment score computed once per pair, so the
+    grid costs little more than one calibration.
+    """
+    _check_target(target_precision)
+    pairs = [_check_pair(i, p) for i, p in enumerate(labelled_pairs)]
+    if not pairs:
+        raise InvalidInputError("no labelled pairs to calibrate on")
+    grid = sorted({float(t) for t in alignment_thresholds})
+    if not grid:
+        raise ConfigurationError("alignment_thresholds is empty")
+    sims = pair_similarities(embedder, pairs)
+    labels = [bool(p[2]) for p in pairs]
+    rules = DecisionPipeline(RULE_SIGNAL_NAMES)
+    ruled = np.array([rules.veto(b, a) is not None for a, b, _ in pairs], dtype=bool)
+    pipeline = DecisionPipeline(token_source=token_source)
+    signal = next(s for s in pipeline.signals if isinstance(s, AlignmentSignal))
+    scores = np.array(
+        [
+            1.0 if vetoed else signal.align(analyse(b), analyse(a)).score
+            for (a, b, _), vetoed in zip(pairs, ruled, strict=True)
+        ]
+    )
+    best: tuple[CalibrationResult, float] | None = None
+    for tau in grid:
+        vetoed = ruled | (scores < tau)
+        result = calibrate_similarities(
+            np.where(vetoed, _VETOED, sims), labels, target_precision, min_hits=min_hits
+        )
+        if best is None or _better(result, best[0]):
+            best = (result, tau)
+    assert best is not None
+    result, tau = best
+    chosen = DecisionPipeline(alignment_threshold=tau, token_source=token_source)
+    return replace(result, verifier=verifier_name(chosen), alignment_threshold=tau), chosen
+
+
+def _better(a: CalibrationResult, b: CalibrationResult) -> bool:
+    """Whether ``a`` is a better calibration than ``b``: it reaches the target when ``b``
+    does not, or serves more positives (then: is more precise)."""
+    if a.reached != b.reached:
+        return a.reached
+    return (a.recall, a.precision) > (b.recall, b.precision)
+
+
+def _decision(verifier: Verifier | str | None) -> Verifier | None:
+    if isinstance(verifier, str):
+        if verifier != DEFAULT_DECISION:
+            raise ConfigurationError(
+                f"verifier must be a callable, {DEFAULT_DECISION!r} or None, got {verifier!r}"
+            )
+        return default_pipeline()
+    return check_verifier(verifier)
 
 
 def read_pairs(path: str | Path) -> list[LabelledPair]:
