@@ -170,7 +170,9 @@ class SemanticCache:
         max_entries: capacity of the default in-process store (LRU eviction past it).
         store: where entries live; default :class:`InMemoryStore`. Use ``RedisStore`` to
             share one cache between processes.
-        index: ``"exact"`` or ``"ann"`` (usearch HNSW) for the default store.
+        index: search method of the default store's per-scope tables: ``"auto"`` (exact scan
+            while small, sign-bit codes with exact rescoring from 4,096 entries in a scope),
+            or ``"exact"``, ``"binary"``, ``"int8"``, ``"hnsw"`` (``"ann"``) to force one.
         candidates: how many nearest entries a lookup considers; more only matters when
             entries carry their own thresholds.
         clock: wall-clock seconds; injected in tests. Entries store absolute times, so all
@@ -207,7 +209,7 @@ class SemanticCache:
         max_entries: int | None = 10_000,
         *,
         store: Store | None = None,
-        index: IndexKind = "exact",
+        index: IndexKind = "auto",
         candidates: int = 4,
         clock: Callable[[], float] = time.time,
         error_budget: ErrorBudgetSettings | None = None,
