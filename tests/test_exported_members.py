@@ -76,6 +76,7 @@ EXPORTED = {
         "default_embedder",
     ],
     "rag_optimize.cache": [
+        "DEFAULT_MIN_OVERLAP",
         "DEFAULT_THRESHOLD",
         "CacheEntry",
         "CacheHit",
@@ -101,12 +102,14 @@ EXPORTED = {
         "Verifier",
         "cache_scope",
         "calibrate_threshold",
+        "check_min_overlap",
         "current_scope",
         "digest",
         "entry_id",
         "exact_digest",
         "find_question",
         "normalise_query",
+        "sources_agree",
     ],
     "langchain_rag_optimize": [
         "AsyncHybridRetriever",

@@ -8,6 +8,11 @@ a key (``exact_digest``, ``digest``), and scopes. Submodules not re-exported her
 
 from rag_optimize.cache.decision.calibration import CalibrationResult, calibrate_threshold
 from rag_optimize.cache.decision.error_budget import ErrorBudget
+from rag_optimize.cache.decision.evidence import (
+    DEFAULT_MIN_OVERLAP,
+    check_min_overlap,
+    sources_agree,
+)
 from rag_optimize.cache.decision.pipeline import DecisionPipeline
 from rag_optimize.cache.decision.prompt import PromptQuestion, find_question
 from rag_optimize.cache.decision.judges import EmbeddingJudge, ExactMatchJudge
@@ -22,6 +27,7 @@ from rag_optimize.cache.stats import CacheStats
 from rag_optimize.cache.store import ReportLog, Store, StoreDefaults, StoreReport, SyncStoreMixin
 
 __all__ = [
+    "DEFAULT_MIN_OVERLAP",
     "DEFAULT_THRESHOLD",
     "CacheEntry",
     "CacheHit",
@@ -47,10 +53,12 @@ __all__ = [
     "Verifier",
     "cache_scope",
     "calibrate_threshold",
+    "check_min_overlap",
     "current_scope",
     "digest",
     "entry_id",
     "exact_digest",
     "find_question",
     "normalise_query",
+    "sources_agree",
 ]
