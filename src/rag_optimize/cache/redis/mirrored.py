@@ -106,6 +106,7 @@ class MirrorPath:
             set_dim=set_dim,
             on_corrupt=lambda hid, exc: _call(me, "corrupt", hid, exc),
             on_expired=lambda n: _call(me, "expired", n),
+            on_cleared=lambda: _call(me, "emptied"),
         )
 
     # ------------------------------------------------------------- lifecycle

@@ -57,6 +57,7 @@ class ChangeFollower:
         set_dim: Callable[[int | None], None],
         on_corrupt: Callable[[str, Exception], None],
         on_expired: Callable[[int], None],
+        on_cleared: Callable[[], None],
     ) -> None:
         self._client = client
         self._keys = keys
@@ -70,6 +71,7 @@ class ChangeFollower:
         self._set_dim = set_dim
         self._on_corrupt = on_corrupt
         self._on_expired = on_expired
+        self._on_cleared = on_cleared
         self._incidents = IncidentLog(logger, f"Redis change log of {keys.namespace!r}")
         self._stop = threading.Event()
         self._loaded = threading.Event()
@@ -225,7 +227,7 @@ class ChangeFollower:
         hids = fields.get(b"ids", b"").decode().split()
         if op == b"clear":
             self._mirror.clear()
-            self._set_dim(None)
+            self._on_cleared()  # another process emptied the namespace: no dimension now
         elif op == b"del":
             self._mirror.remove(hids)
         elif op == b"put":

@@ -76,9 +76,13 @@ _CHUNK = 100  # entries per script call when dropping: VREM from HNSW is not fre
 _MAX_ROUNDS = 100_000
 _SWEEP_PER_PUT = 16
 _EXTRA = 1  # a candidate beyond k, so one expired or corrupt entry does not shorten the answer
-# HNSW effort: VSIM explores 50 candidates (EF 200 cost 3x the time for the same top hits in
-# BENCHMARKS.md); VADD builds with EF 40 (Redis's default 200 made inserts 4x slower)
-_SEARCH_EF = 50
+# HNSW effort (BENCHMARKS.md, random 384-d vectors, Q8, built with EF 40): VSIM with EF 50
+# found the near-duplicate for 99.7% of queries at 10k but 58.8% at 100k; EF 400 found 98.2%
+# at 100k for 6x the time. So the search effort grows with the set: EF = cardinality / 250,
+# within [50, 400]. VADD builds with EF 40 (Redis's default 200 made inserts 4x slower).
+_SEARCH_EF_MIN = 50
+_SEARCH_EF_MAX = 400
+_SEARCH_EF_PER = 250
 _BUILD_EF = 40
 _PREFETCH = 1024
 _WHERE = 10_000
@@ -151,11 +155,16 @@ for _, v in ipairs(victims) do out[#out + 1] = v end
 return out
 """
 
-# ARGV: P, blob, count, now, ef, partition -> {'dim', message} | {'ok', id, score, {hash}, ...}
+# ARGV: P, blob, count, now, 'min:max:per' (EF = VCARD / per, clamped), partition
+#       -> {'dim', message} | {'ok', id, score, {hash}, ...}
 _SEARCH = r"""
 local V = vkey(ARGV[6])
+local lo, hi, per = string.match(ARGV[5], '(%d+):(%d+):(%d+)')
+local size = redis.pcall('VCARD', V)
+if type(size) ~= 'number' then size = 0 end
+local ef = math.max(tonumber(lo), math.min(tonumber(hi), math.floor(size / tonumber(per))))
 local ok, found = pcall(redis.call, 'VSIM', V, 'FP32', ARGV[2], 'WITHSCORES',
-                        'COUNT', tonumber(ARGV[3]), 'EF', tonumber(ARGV[5]))
+                        'COUNT', tonumber(ARGV[3]), 'EF', ef)
 if not ok then
   local msg = type(found) == 'table' and (found.err or '') or tostring(found)
   if string.find(msg, 'dimension') then return {'dim', msg} end
@@ -301,8 +310,8 @@ class VectorSetPath:
         if self.shared.dim is not None and query.shape[0] != self.shared.dim:
             raise self.shared.foreign_dimension(int(query.shape[0]), self.shared.dim)
         args = (
-            self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)), _SEARCH_EF,
-            partition,
+            self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)),
+            f"{_SEARCH_EF_MIN}:{_SEARCH_EF_MAX}:{_SEARCH_EF_PER}", partition,
         )
         reply = yield Script(SEARCH, (self.keys.lru(sd),), args)
         if reply[0] == b"dim":
