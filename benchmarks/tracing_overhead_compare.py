@@ -12,6 +12,10 @@ directory holding ``src/`` and ``integrations/``), alternating which goes first:
   ``--head`` exporters that take one, a MeterProvider with an in-memory reader), against the
   same request with no exporter attached.
 
+* a CPU-time run (``time.thread_time``, the minimum of 30 rounds): one ``tracker.span``
+  enter + exit and one ``tracker.record``, which leaves out the time the process waits for
+  a core on a loaded machine.
+
 Each side is a separate process (two revisions of one package cannot share one), so the
 comparison is of medians over ``--pairs`` interleaved process pairs. Writes
 benchmarks/results/tracing_overhead_compare.json with every run and the load average.
@@ -88,6 +92,37 @@ EXPORTER_SNIPPET = textwrap.dedent(
 )
 
 
+CPU_SNIPPET = textwrap.dedent(
+    """
+    import json, sys, time
+    from rag_optimize.tracing import LatencyTracker
+
+    n, n_rounds = int(sys.argv[1]), int(sys.argv[2])
+    tracker = LatencyTracker()
+    run = tracker.start_run("cpu")
+
+    def span():
+        t0 = time.thread_time()
+        for _ in range(n):
+            with tracker.span("embedding", run_id=run):
+                pass
+        return (time.thread_time() - t0) / n * 1e6
+
+    def record():
+        t0 = time.thread_time()
+        for _ in range(n):
+            tracker.record("embedding", 0.001, run_id=run)
+        return (time.thread_time() - t0) / n * 1e6
+
+    spans, records = [], []
+    for _ in range(n_rounds):
+        spans.append(span())
+        records.append(record())
+    print(json.dumps({"span_cpu_us": min(spans), "record_cpu_us": min(records)}))
+    """
+)
+
+
 def run_side(root: Path, quick: bool, workdir: Path) -> dict[str, Any]:
     env = {
         **os.environ,
@@ -110,7 +145,14 @@ def run_side(root: Path, quick: bool, workdir: Path) -> dict[str, Any]:
         capture_output=True,
         text=True,
     ).stdout
-    return {"tracing_overhead": overhead, "exporter": json.loads(out)}
+    cpu = subprocess.run(
+        [sys.executable, "-c", CPU_SNIPPET, "20000", "30"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {"tracing_overhead": overhead, "exporter": json.loads(out), "cpu": json.loads(cpu)}
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -134,6 +176,8 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
         "llama_index_handler_per_callback_us": med(
             ("tracing_overhead", "llama_index", "handler_overhead_per_callback_us")
         ),
+        "cpu_span_us": med(("cpu", "span_cpu_us")),
+        "cpu_record_us": med(("cpu", "record_cpu_us")),
         "exporter_plain_request_us": med(("exporter", "request_s", "plain")) * 1e6,
         "exporter_otel_request_us": med(("exporter", "request_s", "otel")) * 1e6,
     }

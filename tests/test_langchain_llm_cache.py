@@ -17,7 +17,7 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_rag_optimize import SemanticLLMCache
 from langchain_rag_optimize._keys import split_prompt, temperature_of
-from rag_optimize.cache import SemanticCache, cache_scope
+from rag_optimize.cache import InMemoryStore, SemanticCache, cache_scope
 from rag_optimize.cache.decision.judges import ExactMatchJudge
 from rag_optimize.embedding import HashingEmbedder
 
@@ -328,3 +328,40 @@ def test_non_text_blocks_of_the_question_must_match_exactly() -> None:
     assert a.question == b.question == RESET
     assert a.context_digest == a_again.context_digest != b.context_digest
     assert split_prompt(RESET, "m").question == RESET  # a text LLM prompt is embedded whole
+
+
+class CallRecordingStore(InMemoryStore):
+    """An in-process store that records which of its methods ran (sync or async twin)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def invalidate(self, scope: str) -> int:
+        self.calls.append("invalidate")
+        return super().invalidate(scope)
+
+    async def ainvalidate(self, scope: str) -> int:
+        self.calls.append("ainvalidate")
+        return super().invalidate(scope)
+
+
+async def test_aclear_of_a_scope_uses_the_stores_async_path(
+    hashing_embedder: HashingEmbedder,
+) -> None:
+    store = CallRecordingStore()
+    cache = SemanticCache(hashing_embedder, threshold=0.8, store=store)
+    llm_cache = SemanticLLMCache(cache)
+    set_llm_cache(llm_cache)
+    model = FakeListChatModel(responses=answers(4))
+    with cache_scope("tenant-a"):
+        assert await chain_for(model).ainvoke({"question": RESET}) == "answer 0"
+        assert await chain_for(model, "Other prompt").ainvoke({"question": RESET}) == "answer 1"
+    with cache_scope("tenant-b"):
+        assert await chain_for(model).ainvoke({"question": RESET}) == "answer 2"
+    await llm_cache.aclear(scope="tenant-a")
+    assert store.calls == ["ainvalidate"]  # never the blocking twin on the event loop
+    assert len(cache) == 1 and cache.stats.invalidated == 2
+    with cache_scope("tenant-b"):
+        assert await chain_for(model).ainvoke({"question": RESET}) == "answer 2"
+    assert await llm_cache.ainvalidate("tenant-b") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,9 @@ from rag_optimize.embedding import HashingEmbedder
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.retrieval import HybridRetriever
 
-TEXTS = [
-    "Paris is the capital and largest city of France.",
-    "The Eiffel Tower is a wrought-iron lattice tower in Paris.",
-    "Berlin is the capital of Germany.",
-    "Photosynthesis converts light energy into chemical energy in plants.",
-    "The mitochondria is the powerhouse of the cell.",
-    "Mount Everest is Earth's highest mountain above sea level.",
-]
+sys.path.insert(0, str(Path(__file__).parent))  # tests use --import-mode=importlib
+from retrieval_corpus import TEXTS  # noqa: E402
+
 IDS = [f"d{i}" for i in range(len(TEXTS))]
 QUERIES = ["capital of France", "energy in plants", "highest mountain", "tower"]
 
@@ -143,13 +139,14 @@ def corrupt_cases() -> dict[str, object]:
     return {
         "truncated vectors": lambda d: truncate(d / "dense" / "vectors.npy"),
         "missing vectors": lambda d: (d / "dense" / "vectors.npy").unlink(),
-        "broken documents": lambda d: (d / "bm25" / "documents.json").write_text("{not json"),
+        "broken documents": lambda d: (d / "dense" / "documents.json").write_text("{not json"),
+        "edited documents": lambda d: (d / "dense" / "documents.json").write_text(
+            (d / "dense" / "documents.json").read_text().replace("Paris", "Lyon")
+        ),
         "documents disagree": lambda d: edit_json(
             d / "dense" / "documents.json", "ids", [f"x{i}" for i in range(len(TEXTS))]
         ),
-        "fewer documents": lambda d: edit_json(
-            d / "dense" / "documents.json", "ids", IDS[:3]
-        ),
+        "fewer documents": lambda d: edit_json(d / "dense" / "documents.json", "ids", IDS[:3]),
         "broken settings": lambda d: (d / "hybrid.json").write_text("[1, 2"),
         "vectors of another shape": lambda d: np.save(
             d / "dense" / "vectors.npy", np.zeros((len(TEXTS), 7), np.float32)
@@ -165,6 +162,16 @@ def test_a_damaged_save_fails_to_load_clearly(tmp_path: Path, case: str, mmap: b
     corrupt_cases()[case](tmp_path / "h")  # type: ignore[operator]
     with pytest.raises(InvalidInputError, match="cannot load|holds no|different documents"):
         HybridRetriever.load(tmp_path / "h", CountingEmbedder(), mmap=mmap)
+
+
+def test_each_index_checks_its_own_documents(tmp_path: Path) -> None:
+    from rag_optimize.index import BM25Index, DenseIndex
+
+    build().save(tmp_path / "h")
+    (tmp_path / "h" / "bm25" / "documents.json").write_text('{"ids": [1]}')
+    with pytest.raises(InvalidInputError, match="cannot load BM25Index"):
+        BM25Index.load(tmp_path / "h" / "bm25")
+    assert len(DenseIndex.load(tmp_path / "h" / "dense")) == len(TEXTS)
 
 
 def test_load_refuses_another_embedding_model(tmp_path: Path) -> None:

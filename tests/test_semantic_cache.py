@@ -16,8 +16,10 @@ from rag_optimize import (
     HashingEmbedder,
     InMemoryStore,
     InvalidInputError,
+    InvalidTypeError,
     InvalidVectorError,
     SemanticCache,
+    StoreError,
 )
 from rag_optimize.tracing import LatencyTracker
 from rag_optimize.tracing.tracker import SpanRecord
@@ -459,3 +461,262 @@ def test_no_tracker_records_nothing_and_lookups_still_work(clock: FakeClock) -> 
     assert cache.tracker is None
     cache.set("q one", "a")
     assert cache.get("q one") is not None
+
+
+# --------------------------------------------------------------------------------------
+# One flow, two drivers: the tests below run every call through the sync API and through
+# the async API (``mode``), so the async plans are exercised as much as the sync ones.
+
+
+class Api:
+    """A cache called through its sync methods or their async twins, one interface."""
+
+    def __init__(self, cache: SemanticCache, mode: str) -> None:
+        self.cache = cache
+        self.mode = mode
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - forwards any cache method
+        if self.mode == "sync":
+            return getattr(self.cache, name)
+        twin = getattr(self.cache, "a" + name)
+        return lambda *args, **kwargs: asyncio.run(twin(*args, **kwargs))
+
+
+@pytest.fixture(params=["sync", "async"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class FailingStore(InMemoryStore):
+    """An in-process store whose backend is 'down' while ``down`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreError("backend unreachable")
+
+    def get_exact(self, *args: object, **kwargs: object):  # noqa: ANN201
+        self._check()
+        return super().get_exact(*args, **kwargs)  # type: ignore[arg-type]
+
+    def search(self, *args: object, **kwargs: object):  # noqa: ANN201
+        self._check()
+        return super().search(*args, **kwargs)  # type: ignore[arg-type]
+
+    def put(self, *args: object, **kwargs: object) -> None:
+        self._check()
+        super().put(*args, **kwargs)  # type: ignore[arg-type]
+
+    def put_many(self, *args: object, **kwargs: object) -> None:
+        self._check()
+        super().put_many(*args, **kwargs)  # type: ignore[arg-type]
+
+    def invalidate(self, scope: str) -> int:
+        self._check()
+        return super().invalidate(scope)
+
+
+class BatchCountingEmbedder(HashingEmbedder):
+    """Counts embed_query and embed_documents calls (and the texts of each batch)."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=128)
+        self.queries: list[str] = []
+        self.batches: list[list[str]] = []
+
+    def embed_query(self, text: str) -> list[float]:
+        self.queries.append(text)
+        return super().embed_query(text)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.batches.append(list(texts))
+        return super().embed_documents(texts)
+
+
+def test_exact_parts_never_answer_each_other(mode: str) -> None:
+    cache = SemanticCache(HashingEmbedder(), threshold=0.8)
+    api = Api(cache, mode)
+    model_a = {"model": "model-a", "system": "You are terse."}
+    model_b = {"model": "model-b", "system": "You are terse."}
+    assert api.set("How do I reset my password?", "a says", "t", exact=model_a)
+    assert api.set("How do I reset my password?", "b says", "t", exact=model_b)
+    for exact, expected in ((model_a, "a says"), (model_b, "b says")):
+        hit = api.get("How do I reset my password?", "t", exact=exact)
+        assert hit is not None and hit.exact and hit.response == expected
+        near = api.get("how can I reset my password", "t", exact=exact)
+        assert near is not None and not near.exact and near.response == expected
+    assert api.get("How do I reset my password?", "t") is None  # no exact part: other entries
+    assert api.get("how can I reset my password", "t", exact={"model": "model-c"}) is None
+    assert api.get("How do I reset my password?", "u", exact=model_a) is None  # other scope
+    # mapping key order does not matter, the values do
+    reordered = {"system": "You are terse.", "model": "model-a"}
+    hit = api.get("How do I reset my password?", "t", exact=reordered)
+    assert hit is not None and hit.response == "a says"
+    assert len(cache) == 2
+    assert api.invalidate("t") == 2  # a scope goes with all its exact parts
+    assert api.get("How do I reset my password?", "t", exact=model_a) is None
+    assert cache.stats.invalidated == 2
+
+
+def test_exact_part_is_hashed_canonically() -> None:
+    from rag_optimize.cache import exact_digest
+
+    assert exact_digest(None) == ""
+    assert exact_digest({"a": 1, "b": [1, 2]}) == exact_digest({"b": [1, 2], "a": 1})
+    assert exact_digest([1, 2]) != exact_digest([2, 1])
+    assert exact_digest("x") != exact_digest(["x"])
+    assert len(exact_digest("model")) == 32
+    with pytest.raises(InvalidTypeError, match="JSON"):
+        exact_digest({"tool": object()})
+    with pytest.raises(TypeError, match="exact must be"):
+        exact_digest(42)
+    cache = SemanticCache(HashingEmbedder())
+    with pytest.raises(ValueError, match="exact must be"):
+        cache.get("a question", exact=b"bytes")  # type: ignore[arg-type]
+
+
+def test_set_many_embeds_in_one_batch(mode: str) -> None:
+    embedder = BatchCountingEmbedder()
+    cache = SemanticCache(embedder, threshold=0.8)
+    api = Api(cache, mode)
+    assert api.get("Who wrote Hamlet?", "s") is None  # its vector is kept for the write
+    items = [
+        ("Who wrote Hamlet?", "Shakespeare"),
+        ("What is the capital of France?", "Paris", {"source_ids": ["atlas"]}),
+        ("How tall is Mount Everest?", "8849 m"),
+    ]
+    assert api.set_many(items, "s", metadata={"source_ids": ["default"]}) == 3
+    assert embedder.batches == [["What is the capital of France?", "How tall is Mount Everest?"]]
+    assert embedder.queries == ["Who wrote Hamlet?"]  # the lookup, not the write
+    hit = api.get("what is the  capital of France?", "s")
+    assert hit is not None and hit.exact and hit.response == "Paris"
+    assert hit.metadata["source_ids"] == ["atlas"]
+    near = api.get("how tall is mount everest exactly", "s")
+    assert near is not None and near.response == "8849 m"
+    assert near.metadata["source_ids"] == ["default"]
+    assert cache.stats.sets == 3
+    assert api.invalidate(source_ids=["atlas"]) == 1
+    with pytest.raises(InvalidInputError, match="at least one"):
+        api.set_many([])
+    with pytest.raises(TypeError, match="pairs"):
+        api.set_many({"q": "a"})  # type: ignore[arg-type]
+
+
+def test_set_many_with_a_failing_model_or_store_drops_the_batch(mode: str) -> None:
+    class DownEmbedder(HashingEmbedder):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            raise RuntimeError("model server down")
+
+    cache = SemanticCache(DownEmbedder())
+    api = Api(cache, mode)
+    assert api.set_many([("one question", 1), ("two question", 2)]) == 0
+    assert (cache.stats.embedder_errors, cache.stats.dropped_writes) == (1, 2)
+    store = FailingStore()
+    cache = SemanticCache(HashingEmbedder(), store=store)
+    api = Api(cache, mode)
+    store.down = True
+    assert api.set_many([("one question", 1), ("two question", 2)]) == 0
+    assert (cache.stats.store_errors, cache.stats.dropped_writes, cache.stats.sets) == (1, 2, 0)
+    store.down = False
+    assert api.set_many([("one question", 1), ("two question", 2)]) == 2
+
+
+def test_store_outage_fails_open_in_both_modes(mode: str) -> None:
+    store = FailingStore()
+    cache = SemanticCache(HashingEmbedder(), store=store)
+    api = Api(cache, mode)
+    assert api.set("what is the refund policy", "30 days")
+    store.down = True
+    assert api.get("what is the refund policy") is None
+    assert api.set("another question", "x") is False
+    assert api.invalidate() == 0
+    stats = cache.stats
+    assert (stats.store_errors, stats.misses, stats.dropped_writes) == (4, 1, 1)
+    store.down = False
+    hit = api.get("what is the refund policy")
+    assert hit is not None and hit.response == "30 days"
+
+
+def test_ttl_and_eviction_counted_in_both_modes(mode: str, clock: FakeClock) -> None:
+    cache = SemanticCache(HashingEmbedder(), ttl_seconds=10, max_entries=2, clock=clock)
+    api = Api(cache, mode)
+    api.set("question alpha", "a")
+    api.set("question bravo", "b", ttl_seconds=100)
+    api.set("question charlie", "c", ttl_seconds=100)  # evicts alpha
+    assert cache.stats.evictions == 1
+    clock.advance(11)
+    api.set("question delta", "d")  # evicts bravo (charlie is newer)
+    clock.advance(11)
+    assert api.get("question delta") is None  # expired
+    assert (cache.stats.evictions, cache.stats.expirations) == (2, 1)
+
+
+def test_feedback_in_both_modes(mode: str) -> None:
+    cache = SemanticCache(HashingEmbedder(), threshold=0.8)
+    api = Api(cache, mode)
+    api.set("How do I reset my password?", "Settings")
+    hit = api.get("how can I reset my password")
+    assert hit is not None
+    assert api.feedback(hit, True) == "updated"
+    assert api.feedback(hit, False) == "deleted"
+    assert api.feedback(hit, False) == "missing"
+    stats = cache.stats
+    assert (stats.feedback_correct, stats.feedback_wrong, stats.tombstones) == (1, 2, 1)
+
+
+def test_error_budget_settings_object_and_old_keywords_agree() -> None:
+    from rag_optimize import ErrorBudgetSettings
+
+    settings = ErrorBudgetSettings(max_error_rate=0.05, confidence=0.9, min_threshold=0.6,
+                                   learn_from_misses=False)
+    grouped = SemanticCache(HashingEmbedder(), threshold=0.85, error_budget=settings)
+    old = SemanticCache(HashingEmbedder(), threshold=0.85, max_error_rate=0.05, confidence=0.9,
+                        min_threshold=0.6, learn_from_misses=False)
+    for cache in (grouped, old):
+        budget = cache.error_budget
+        assert budget is not None
+        assert (budget.max_error_rate, budget.confidence, budget.min_threshold) == (0.05, 0.9, 0.6)
+        assert cache.learn_from_misses is False
+    assert SemanticCache(HashingEmbedder()).error_budget is None
+    assert SemanticCache(HashingEmbedder(), learn_from_misses=False).learn_from_misses is False
+    with pytest.raises(ConfigurationError, match="not both.*confidence"):
+        SemanticCache(HashingEmbedder(), error_budget=settings, confidence=0.99)
+    with pytest.raises(TypeError, match="ErrorBudgetSettings"):
+        SemanticCache(HashingEmbedder(), error_budget=0.02)  # type: ignore[arg-type]
+
+
+def test_verifier_explanation_is_recorded_on_the_hit(mode: str) -> None:
+    class ExplainingVerifier:
+        def __call__(self, query: str, cached_query: str) -> bool:
+            return True
+
+        def explain(self, query: str, cached_query: str) -> dict[str, object]:
+            return {"compared": [query, cached_query], "vote": "allow"}
+
+    cache = SemanticCache(HashingEmbedder(), threshold=0.8, verifier=ExplainingVerifier())
+    api = Api(cache, mode)
+    api.set("How do I reset my password?", "Settings")
+    hit = api.get("how can I reset my password")
+    assert hit is not None
+    decision = hit.metadata["cache_decision"]
+    assert decision["verifier"] == "ExplainingVerifier"
+    assert decision["verifier_detail"] == {
+        "compared": ["how can I reset my password", "How do I reset my password?"],
+        "vote": "allow",
+    }
+    exact = api.get("How do I reset my password?")
+    assert exact is not None and "verifier_detail" not in exact.metadata["cache_decision"]
+
+
+def test_constructor_touches_no_store() -> None:
+    """No I/O in the constructor: the store is not called (not even for its dimension)."""
+
+    class Untouchable:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"the constructor used store.{name}")
+
+    cache = SemanticCache(HashingEmbedder(), store=Untouchable())  # type: ignore[arg-type]
+    assert isinstance(cache.store, Untouchable)

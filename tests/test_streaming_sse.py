@@ -362,7 +362,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine imports slowly
         while True:
             try:
                 httpx.get(f"{base}/state", timeout=1)

@@ -416,6 +416,18 @@ def test_timeline_nodes_are_spans_and_record_time_to_first_chunk(clock: Any) -> 
     assert LatencyTracker.current_span() is None
 
 
+def test_timeline_sibling_roots_do_not_nest_under_each_other(clock: Any) -> None:
+    tracker = LatencyTracker(clock=clock)
+    seen: list[Any] = []
+    tracker.add_listener(seen.append)
+    tl = EventTimeline(tracker, join_own_runs=False, track_current=True)
+    tl.start("a", stages.RETRIEVAL)  # chain.batch: two roots started in the same context
+    tl.start("b", stages.RETRIEVAL)
+    tl.end("a")
+    tl.end("b")
+    retrievals = [s for s in seen if s.stage == stages.RETRIEVAL]
+    assert len(retrievals) == 2 and {s.run_id for s in retrievals} == {"a", "b"}
+    assert [s.parent_id for s in retrievals] == [None, None]
 def test_a_span_ended_in_another_context_is_no_parent(clock: Any) -> None:
     """A framework may end a span in a worker thread: the id left current in the caller's
     context must not become the parent of the caller's next spans."""
@@ -441,15 +453,18 @@ def test_a_span_ended_in_another_context_is_no_parent(clock: Any) -> None:
     assert _by_stage(seen)["generation"].parent_id is None
 
 
-def test_timeline_sibling_roots_do_not_nest_under_each_other(clock: Any) -> None:
-    tracker = LatencyTracker(clock=clock)
-    seen: list[Any] = []
-    tracker.add_listener(seen.append)
-    tl = EventTimeline(tracker, join_own_runs=False, track_current=True)
-    tl.start("a", stages.RETRIEVAL)  # chain.batch: two roots started in the same context
-    tl.start("b", stages.RETRIEVAL)
-    tl.end("a")
-    tl.end("b")
-    retrievals = [s for s in seen if s.stage == stages.RETRIEVAL]
-    assert len(retrievals) == 2 and {s.run_id for s in retrievals} == {"a", "b"}
-    assert [s.parent_id for s in retrievals] == [None, None]
+def test_open_span_ids_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag_optimize.tracing import tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, "_MAX_OPEN_SPANS", 10)
+    leaked = [LatencyTracker.new_span_id() for _ in range(25)]  # never recorded or ended
+    assert len(tracker_module._OPEN_SPANS) <= 10
+    token = LatencyTracker.set_current_span(leaked[0])  # forgotten: no longer a parent
+    try:
+        assert LatencyTracker.current_span() is None
+        LatencyTracker.set_current_span(leaked[-1])
+        assert LatencyTracker.current_span() == leaked[-1]
+    finally:
+        LatencyTracker.reset_current_span(token)
+    for span_id in leaked:
+        LatencyTracker.end_span(span_id)

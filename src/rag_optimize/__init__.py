@@ -1,7 +1,11 @@
 """rag-optimize: drop-in speed for existing LangChain and LlamaIndex RAG apps.
 
-Public names are re-exported here (``X as X`` marks an explicit re-export); everything else
-may move between releases.
+Public names are re-exported here (``X as X`` marks an explicit re-export) and listed in
+``__all__`` (pinned by ``tests/test_exported_members.py``); the subpackages that define
+``__all__`` (``rag_optimize.cache``, ``rag_optimize.embedding``, ``rag_optimize.tracing``,
+``rag_optimize.retrieval``, ``rag_optimize.index``, ``rag_optimize.streaming``,
+``rag_optimize.cli``, ``rag_optimize.errors``, ``rag_optimize.validation``) are public too.
+Everything else may move between releases.
 """
 
 from rag_optimize.embedding import Embedder as Embedder
@@ -54,3 +58,54 @@ from rag_optimize.cache import ErrorBudgetSettings as ErrorBudgetSettings
 from rag_optimize.cache import StoreReport as StoreReport
 from rag_optimize.errors import InvalidTypeError as InvalidTypeError
 from rag_optimize.cache import DecisionPipeline as DecisionPipeline
+
+__all__ = [
+    "BM25Index",
+    "BatchingEmbedder",
+    "BenchmarkResult",
+    "CacheEntry",
+    "CacheHit",
+    "CacheStats",
+    "CalibrationResult",
+    "CohereReranker",
+    "DecisionPipeline",
+    "ConfigurationError",
+    "ContextBudget",
+    "DenseIndex",
+    "Embedder",
+    "EmbeddingError",
+    "EmbeddingJudge",
+    "ErrorBudget",
+    "ErrorBudgetSettings",
+    "ExactMatchJudge",
+    "FusionRetriever",
+    "HashingEmbedder",
+    "HybridRetriever",
+    "InMemoryStore",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "InvalidVectorError",
+    "LatencyReport",
+    "LatencyTracker",
+    "LocalEmbedder",
+    "MismatchVerifier",
+    "QueueFull",
+    "RagOptimizeError",
+    "RedisStore",
+    "Reranker",
+    "RetrievalError",
+    "RetrievalResult",
+    "RetrievedDocument",
+    "RunRecord",
+    "SemanticCache",
+    "ShadowReport",
+    "Store",
+    "StoreError",
+    "StoreReport",
+    "__version__",
+    "abenchmark_pipeline",
+    "benchmark_pipeline",
+    "cache_scope",
+    "calibrate_threshold",
+    "default_embedder",
+]

@@ -3,14 +3,15 @@
 A chat prompt is split into the *question* (the text of the last human message, the only
 part compared by meaning) and the *context* (system prompt, earlier turns, tool messages,
 non-text content blocks), which LangChain's ``llm_string`` joins (model identity, sampling
-parameters, bound tools and schemas). Everything but the question is hashed into the scope
-string given to the core, so two calls that differ in any of it can never share an answer.
+parameters, bound tools and schemas). Everything but the question is the *exact part* of the
+key, given to the core as ``exact=`` beside the user scope (``SemanticCache.get(question,
+scope, exact=...)``), so two calls that differ in any of it can never share an answer, and
+``SemanticCache.invalidate(scope)`` drops a user scope with all its exact parts.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,18 +19,11 @@ from typing import Any
 
 from langchain_core.runnables.config import var_child_runnable_config
 
-from rag_optimize.cache.keys import digest
-from rag_optimize.cache.scopes import current_scope
-from rag_optimize.cache.semantic import SemanticCache
-from rag_optimize.errors import StoreError
-
-logger = logging.getLogger("rag_optimize.langchain")
+from rag_optimize import InvalidTypeError, SemanticCache
+from rag_optimize.cache import current_scope, digest
 
 SCOPE_METADATA_KEY = "cache_scope"
 """The ``RunnableConfig`` metadata key read for a scope (``config={"metadata": {...}}``)."""
-
-USER_SCOPE_KEY = "user_scope"
-"""Entry metadata key recording the user-level scope (tenant) an entry was written under."""
 
 _HUMAN = frozenset({"HumanMessage", "HumanMessageChunk"})
 _TEMPERATURE = re.compile(r"""["']temperature["']\s*[:,]\s*(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)""")
@@ -64,22 +58,13 @@ def split_prompt(prompt: str, llm_string: str) -> PromptKey:
 
 
 def check_cache(cache: object) -> SemanticCache:
-    """``cache`` if it is a :class:`~rag_optimize.SemanticCache`, else a clear ``TypeError``."""
+    """``cache`` if it is a :class:`~rag_optimize.SemanticCache`, else a clear
+    :class:`~rag_optimize.InvalidTypeError` (a ``TypeError``)."""
     if not isinstance(cache, SemanticCache):
-        raise TypeError(f"cache must be a rag_optimize.SemanticCache, got {type(cache).__name__}")
+        raise InvalidTypeError(
+            f"cache must be a rag_optimize.SemanticCache, got {type(cache).__name__}"
+        )
     return cache
-
-
-def invalidate_user_scope(cache: SemanticCache, scope: str | None) -> int:
-    """Drop every entry an adapter wrote under user scope ``scope`` (``None``: the active
-    ``cache_scope`` or the default scope), whatever its exact-key digests; returns how many.
-    ``SemanticCache.invalidate(scope)`` alone misses them: their core scope is composite."""
-    target = scope if scope is not None else (current_scope() or "")
-    try:
-        return cache.store.delete_where(None, USER_SCOPE_KEY, [target])
-    except StoreError as exc:
-        logger.warning("semantic cache: invalidating scope %r failed: %s", target, exc)
-        return 0
 
 
 def fails_closed(cache: SemanticCache, user_scope: str | None) -> bool:
@@ -87,31 +72,22 @@ def fails_closed(cache: SemanticCache, user_scope: str | None) -> bool:
     return user_scope is None and bool(getattr(cache, "require_scope", False))
 
 
-def compose_scope(user_scope: str | None, *parts: str) -> str:
-    """The core scope: the user scope followed by the exact-match digests."""
-    return "|".join([user_scope or "", *parts])
-
-
 @dataclass(frozen=True)
 class ScopedKey:
-    """A call's cache key: the question (compared by meaning), the core scope (user scope
-    plus exact-match digests) and the user scope alone (stored as entry metadata, so
-    :func:`invalidate_user_scope` finds the entry)."""
+    """A call's cache key, as the core takes it: the question (compared by meaning), the
+    user scope and the exact part (``SemanticCache.get(question, scope, exact=exact)``)."""
 
     question: str
     scope: str
-    user_scope: str
+    exact: dict[str, str | None]
 
 
 def scoped_key(
-    question: str, user_scope: str | None, exact_digest: str, index_version: str | None
+    question: str, user_scope: str | None, exact: str, index_version: str | None
 ) -> ScopedKey:
     """The key of a call whose scope is resolved (and did not fail closed): the exact part
-    is ``exact_digest`` plus the ``index_version`` when one is set."""
-    exact = [exact_digest]
-    if index_version is not None:
-        exact.append(f"v={index_version}")
-    return ScopedKey(question, compose_scope(user_scope, *exact), user_scope or "")
+    is ``exact`` (the digest of everything but the question) and the ``index_version``."""
+    return ScopedKey(question, user_scope or "", {"key": exact, "index_version": index_version})
 
 
 def resolve_user_scope(

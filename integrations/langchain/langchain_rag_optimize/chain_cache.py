@@ -68,19 +68,21 @@ from langchain_rag_optimize._graph import (
 )
 from langchain_rag_optimize._keys import (
     SCOPE_METADATA_KEY,
-    USER_SCOPE_KEY,
     ScopedKey,
     check_cache,
     fails_closed,
-    invalidate_user_scope,
     resolve_user_scope,
     scoped_key,
 )
 from langchain_rag_optimize._serialization import NotCacheable, decode_value, encode_value
 from langchain_rag_optimize.callbacks import STAGE_METADATA_KEY
-from rag_optimize.cache.entry import CacheHit
-from rag_optimize.cache.keys import digest
-from rag_optimize.cache.semantic import SemanticCache
+from rag_optimize import CacheHit, SemanticCache
+from rag_optimize.cache import digest
+from rag_optimize.cache.decision.evidence import (
+    DEFAULT_MIN_OVERLAP,
+    check_min_overlap,
+    sources_agree,
+)
 from rag_optimize.tracing import stages
 
 logger = logging.getLogger("rag_optimize.langchain")
@@ -174,8 +176,13 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         namespace: str | None = None,
         index_version: str | None = None,
         ttl_seconds: float | None = None,
+        confirm_with: Any = None,
+        min_overlap: float = DEFAULT_MIN_OVERLAP,
     ) -> None:
         self.runnable = runnable
+        self.confirm_with = None if confirm_with is None else coerce_to_runnable(confirm_with)
+        self.min_overlap = check_min_overlap(min_overlap)
+        self.evidence_rejections = 0
         self.cache = check_cache(cache)
         self.key = key or default_key
         if exact_key is None:
@@ -430,8 +437,13 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     # ---------------------------------------------------------------- extras
     def invalidate(self, scope: str | None = None) -> int:
         """Drop every entry written under user scope ``scope`` (``None``: the active
-        ``cache_scope`` or the default scope), for every chain and input; returns how many."""
-        return invalidate_user_scope(self.cache, scope)
+        ``cache_scope`` or the default scope), for every chain and input; returns how many
+        (``SemanticCache.invalidate(scope)``: a scope holds all its exact parts)."""
+        return self.cache.invalidate(scope)
+
+    async def ainvalidate(self, scope: str | None = None) -> int:
+        """Async :meth:`invalidate`."""
+        return await self.cache.ainvalidate(scope)
 
     # ------------------------------------------------------------- internals
     def _key(self, value: Any, config: RunnableConfig | None) -> ScopedKey | None:
@@ -446,10 +458,50 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         return scoped_key(question, user_scope, exact, self.index_version)
 
     def _get(self, key: ScopedKey | None) -> _Hit | None:
-        return _revive(self.cache.get(key.question, scope=key.scope) if key else None)
+        if key is None:
+            return None
+        hit = _revive(self.cache.get(key.question, scope=key.scope, exact=key.exact))
+        if hit is None or self.confirm_with is None or hit.hit.exact:
+            return hit
+        try:
+            documents = self.confirm_with.invoke(key.question)
+        except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
+            self._unconfirmed(exc)
+            return None
+        return self._confirmed(hit, documents)
 
     async def _aget(self, key: ScopedKey | None) -> _Hit | None:
-        return _revive(await self.cache.aget(key.question, scope=key.scope) if key else None)
+        if key is None:
+            return None
+        hit = _revive(await self.cache.aget(key.question, scope=key.scope, exact=key.exact))
+        if hit is None or self.confirm_with is None or hit.hit.exact:
+            return hit
+        try:
+            documents = await self.confirm_with.ainvoke(key.question)
+        except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
+            self._unconfirmed(exc)
+            return None
+        return self._confirmed(hit, documents)
+
+    def _confirmed(self, hit: _Hit, documents: Any) -> _Hit | None:
+        """``hit`` if the new question's retrieval agrees with its sources (recorded in the
+        hit's decision), else None: the chain runs (rag_optimize.cache.decision.evidence)."""
+        retrieved = [_primary_id(d) for d in _documents_in(documents)]
+        vote = sources_agree(
+            hit.hit.metadata.get("source_ids"), [i for i in retrieved if i], self.min_overlap
+        )
+        decision = hit.hit.metadata.get("cache_decision")
+        if isinstance(decision, dict):
+            decision["evidence"] = vote.as_dict()
+        if vote.agree:
+            return hit
+        self.evidence_rejections += 1
+        logger.debug("semantic chain cache: retrieval does not confirm the hit: %s", vote.reason)
+        return None
+
+    def _unconfirmed(self, exc: Exception) -> None:
+        self.evidence_rejections += 1
+        logger.warning("semantic chain cache: confirming retriever failed, not served: %s", exc)
 
     def _miss(self, key: ScopedKey | None, config: RunnableConfig | None) -> _Miss:
         config = ensure_config(config)
@@ -473,7 +525,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
             logger.debug("semantic chain cache: answer not cached: %s", exc)
             return None
         sources = list(dict.fromkeys([*miss.sources.ids, *_document_ids(_documents_in(output))]))
-        metadata: dict[str, Any] = {USER_SCOPE_KEY: miss.key.user_scope, "source_ids": sources}
+        metadata: dict[str, Any] = {"source_ids": sources}
         if self.index_version is not None:
             metadata["index_version"] = self.index_version
         return response, metadata
@@ -485,6 +537,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
                 miss.key.question,
                 entry[0],
                 scope=miss.key.scope,
+                exact=miss.key.exact,
                 metadata=entry[1],
                 ttl_seconds=self.ttl_seconds,
             )
@@ -498,6 +551,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
                 miss.key.question,
                 entry[0],
                 scope=miss.key.scope,
+                exact=miss.key.exact,
                 metadata=entry[1],
                 ttl_seconds=self.ttl_seconds,
             )
@@ -547,7 +601,15 @@ def with_semantic_cache(
     runnable: Any,
     cache: SemanticCache,
     key: Callable[[Any], str | None] | None = None,
-    **options: Any,
+    *,
+    exact_key: Callable[[Any], str] | None = None,
+    scope: str | None = None,
+    scope_metadata_key: str = SCOPE_METADATA_KEY,
+    namespace: str | None = None,
+    index_version: str | None = None,
+    ttl_seconds: float | None = None,
+    confirm_with: Any = None,
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
 ) -> SemanticCacheRunnable:
     """Wrap ``runnable`` (any LCEL chain, question in, answer out) with ``cache``.
 
@@ -556,16 +618,36 @@ def with_semantic_cache(
         cache: the :class:`~rag_optimize.SemanticCache` to answer from.
         key: extracts the question from the input (default :func:`default_key`). An input
             without a question bypasses the cache.
-        options: ``exact_key`` (input -> str that must match exactly), ``scope``,
-            ``scope_metadata_key``, ``namespace`` (chain identity; default: the chain's
-            ``repr`` with memory addresses removed), ``index_version``, ``ttl_seconds``.
+        exact_key: input -> str that must match exactly (default: every other field of a
+            dict input, with the default ``key``; nothing with a custom ``key``).
+        scope: a fixed user scope; ``None`` resolves it per call (see the module docs).
+        scope_metadata_key: the ``RunnableConfig`` metadata key holding a scope.
+        namespace: the chain's identity in the exact part (default: the chain's ``repr``
+            with memory addresses removed).
+        index_version: version of the data behind the chain; exact part and entry metadata.
+        ttl_seconds: lifetime of the entries written here (default: the cache's).
+        confirm_with: a retriever: a semantic hit is served only when the new question's
+            retrieval returns the cached answer's sources (at least ``min_overlap`` of the
+            retrieved documents, default 0.5); see :mod:`rag_optimize.cache.decision.evidence`.
 
     Example::
 
         cached = with_semantic_cache(prompt | llm | StrOutputParser(), cache)
         cached.invoke({"question": "How do I reset my password?"})
     """
-    return SemanticCacheRunnable(coerce_to_runnable(runnable), cache, key=key, **options)
+    return SemanticCacheRunnable(
+        coerce_to_runnable(runnable),
+        cache,
+        key=key,
+        exact_key=exact_key,
+        scope=scope,
+        scope_metadata_key=scope_metadata_key,
+        namespace=namespace,
+        index_version=index_version,
+        ttl_seconds=ttl_seconds,
+        confirm_with=confirm_with,
+        min_overlap=min_overlap,
+    )
 
 
 def _with_handler(config: RunnableConfig, handler: BaseCallbackHandler) -> RunnableConfig:
@@ -693,6 +775,15 @@ def _document_ids(documents: Sequence[Any]) -> list[str]:
             if found is not None and str(found) not in ids:
                 ids.append(str(found))
     return ids
+
+
+def _primary_id(doc: Document) -> str | None:
+    """The id a retrieved document is matched by: ``Document.id``, else ``metadata["id"]``,
+    else ``metadata["source"]``."""
+    for found in (doc.id, doc.metadata.get("id"), doc.metadata.get("source")):
+        if found is not None:
+            return str(found)
+    return None
 
 
 def _stable_repr(value: Any) -> str:

@@ -11,8 +11,7 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
-from rag_optimize.embedding.batch_stats import BatchStats
-from rag_optimize.embedding.batching import BatchingEmbedder, ClosesOnExit
+from rag_optimize.embedding import BatchingEmbedder, BatchStats, ClosesOnExit
 
 
 class BatchingEmbeddings(ClosesOnExit, Embeddings):

@@ -43,11 +43,9 @@ from langchain_core.outputs import ChatGeneration, Generation
 
 from langchain_rag_optimize._keys import (
     SCOPE_METADATA_KEY,
-    USER_SCOPE_KEY,
     ScopedKey,
     check_cache,
     fails_closed,
-    invalidate_user_scope,
     resolve_user_scope,
     scoped_key,
     split_prompt,
@@ -58,9 +56,10 @@ from langchain_rag_optimize._serialization import (
     decode_generations,
     encode_generations,
 )
-from rag_optimize.cache.decision.prompt import find_question
-from rag_optimize.cache.keys import digest
-from rag_optimize.cache.semantic import SemanticCache
+from rag_optimize import SemanticCache
+from rag_optimize.cache import digest, find_question
+
+__all__ = ["SemanticLLMCache"]
 
 logger = logging.getLogger("rag_optimize.langchain")
 
@@ -112,7 +111,7 @@ class SemanticLLMCache(BaseCache):
         key = self._key(prompt, llm_string)
         if key is None:
             return None
-        hit = self.cache.get(key.question, scope=key.scope)
+        hit = self.cache.get(key.question, scope=key.scope, exact=key.exact)
         return None if hit is None else _revive(hit.response)
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
@@ -120,7 +119,7 @@ class SemanticLLMCache(BaseCache):
         key = self._key(prompt, llm_string)
         if key is None:
             return None
-        hit = await self.cache.aget(key.question, scope=key.scope)
+        hit = await self.cache.aget(key.question, scope=key.scope, exact=key.exact)
         return None if hit is None else _revive(hit.response)
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
@@ -132,7 +131,8 @@ class SemanticLLMCache(BaseCache):
                 key.question,
                 stored,
                 scope=key.scope,
-                metadata=self._metadata(key),
+                exact=key.exact,
+                metadata=self._metadata(),
                 ttl_seconds=self.ttl_seconds,
             )
 
@@ -145,7 +145,8 @@ class SemanticLLMCache(BaseCache):
                 key.question,
                 stored,
                 scope=key.scope,
-                metadata=self._metadata(key),
+                exact=key.exact,
+                metadata=self._metadata(),
                 ttl_seconds=self.ttl_seconds,
             )
 
@@ -157,9 +158,9 @@ class SemanticLLMCache(BaseCache):
             self.cache.clear()
 
     async def aclear(self, **kwargs: Any) -> None:
-        """Async :meth:`clear`."""
+        """Async :meth:`clear` (the store's async calls: never blocks the event loop)."""
         if "scope" in kwargs:
-            self.invalidate(kwargs["scope"])
+            await self.ainvalidate(kwargs["scope"])
         else:
             await self.cache.aclear()
 
@@ -167,9 +168,13 @@ class SemanticLLMCache(BaseCache):
     def invalidate(self, scope: str | None = None) -> int:
         """Drop every entry written under user scope ``scope`` (all models, system prompts
         and tools; ``None``: the active ``cache_scope`` or the default scope); returns how
-        many. ``SemanticCache.invalidate(scope)`` alone would miss them, since their core
-        scope also holds the exact-key digests."""
-        return invalidate_user_scope(self.cache, scope)
+        many. The same as ``SemanticCache.invalidate(scope)``: a scope holds every exact
+        part written under it."""
+        return self.cache.invalidate(scope)
+
+    async def ainvalidate(self, scope: str | None = None) -> int:
+        """Async :meth:`invalidate`."""
+        return await self.cache.ainvalidate(scope)
 
     # ---------------------------------------------------------------- internals
     def _key(self, prompt: str, llm_string: str) -> ScopedKey | None:
@@ -217,11 +222,10 @@ class SemanticLLMCache(BaseCache):
             logger.debug("semantic LLM cache: answer not cached: %s", exc)
             return None
 
-    def _metadata(self, key: ScopedKey) -> dict[str, Any]:
-        metadata: dict[str, Any] = {USER_SCOPE_KEY: key.user_scope}
-        if self.index_version is not None:
-            metadata["index_version"] = self.index_version
-        return metadata
+    def _metadata(self) -> dict[str, Any]:
+        if self.index_version is None:
+            return {}
+        return {"index_version": self.index_version}
 
 
 def _has_tool_calls(generation: Generation) -> bool:

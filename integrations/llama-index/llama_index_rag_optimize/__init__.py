@@ -1,6 +1,7 @@
 """llama_index_rag_optimize: thin adapters over rag_optimize.
 
-Public names are re-exported here, one `from ... import X as X` line each.
+Public names are re-exported here, one `from ... import X as X` line each, and listed in
+``__all__`` (pinned by ``tests/test_exported_members.py``).
 """
 
 from llama_index_rag_optimize.embeddings import BatchingEmbedding as BatchingEmbedding
@@ -14,3 +15,15 @@ from llama_index_rag_optimize.postprocessors import (
 from llama_index_rag_optimize.retrievers import AsyncHybridRetriever as AsyncHybridRetriever
 from llama_index_rag_optimize.query_engine import CachedQueryEngine as CachedQueryEngine
 from llama_index_rag_optimize.embedder import LlamaIndexEmbedder as LlamaIndexEmbedder
+
+__all__ = [
+    "AsyncHybridRetriever",
+    "BatchingEmbedding",
+    "CachedQueryEngine",
+    "CohereRerank",
+    "ContextBudgetPostprocessor",
+    "LatencyEventHandler",
+    "LatencySpanHandler",
+    "LegacyLatencyHandler",
+    "LlamaIndexEmbedder",
+]

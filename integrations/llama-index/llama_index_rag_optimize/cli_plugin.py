@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rag_optimize.cli.plugins import BenchTarget, make_input
-from rag_optimize.streaming.sse import stream_text
-from rag_optimize.tracing.tracker import LatencyTracker
+from rag_optimize.cli import BenchTarget, make_input
+from rag_optimize.streaming import stream_text
+from rag_optimize.tracing import LatencyTracker
 
 
 def engine_target(engine: Any, tracker: LatencyTracker, input_key: str | None) -> BenchTarget:

@@ -12,7 +12,7 @@ from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from rag_optimize.embedding.protocol import Embedder
+from rag_optimize.embedding import Embedder
 
 
 class LlamaIndexEmbedder:

@@ -13,8 +13,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.callbacks import CallbackManager
 from pydantic import PrivateAttr
 
-from rag_optimize.embedding.batch_stats import BatchStats
-from rag_optimize.embedding.batching import BatchingEmbedder, ClosesOnExit
+from rag_optimize.embedding import BatchingEmbedder, BatchStats, ClosesOnExit
 
 
 class _LlamaIndexModel:

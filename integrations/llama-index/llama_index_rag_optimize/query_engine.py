@@ -17,7 +17,9 @@ it wherever the wrapped engine was used (``query``, ``aquery``, tools, routers).
 
 Keys: the query string is compared by meaning; the exact part is ``namespace`` (default:
 the engine's class and prompt templates: give engines over different indexes sharing one
-cache their own namespace) and ``index_version``. Scope: ``scope=``, else the active
+cache their own namespace) and ``index_version``, given to the core as ``exact=`` beside the
+scope (so ``SemanticCache.invalidate(scope)`` drops every engine's entries of a scope). Scope:
+``scope=``, else the active
 ``cache_scope(...)`` block; with ``SemanticCache(..., require_scope=True)`` a query without
 either bypasses the cache.
 """
@@ -28,6 +30,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -48,16 +51,24 @@ from llama_index.core.schema import (
 )
 
 from llama_index_rag_optimize.embedder import as_embedder
-from rag_optimize.cache.entry import CacheHit
-from rag_optimize.cache.keys import digest
-from rag_optimize.cache.scopes import current_scope
-from rag_optimize.cache.semantic import SemanticCache
-from rag_optimize.errors import StoreError
+from rag_optimize import CacheHit, SemanticCache
+from rag_optimize.cache import current_scope
+
+__all__ = ["CachedQueryEngine"]
 
 logger = logging.getLogger("rag_optimize.llama_index")
 
 _WORD_CHUNK = re.compile(r"\s*\S+\s*|\s+")
 _HIT_KEY = "rag_optimize_cache"
+
+
+@dataclass(frozen=True)
+class _Key:
+    """A query's cache key as the core takes it: question, user scope and exact part."""
+
+    question: str
+    scope: str
+    exact: dict[str, str | None]
 
 
 class CachedQueryEngine(BaseQueryEngine):
@@ -132,7 +143,7 @@ class CachedQueryEngine(BaseQueryEngine):
     # engine would have, so callback-based tracers count fast answers too.
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         key = self._key(query_bundle)
-        hit = self.cache.get(key[0], scope=key[1]) if key else None
+        hit = self.cache.get(key.question, key.scope, exact=key.exact) if key else None
         if hit is not None and key is not None:
             return self._hit_event(query_bundle, self._replay(hit, asynchronous=False))
         response = self.query_engine._query(query_bundle)
@@ -140,7 +151,7 @@ class CachedQueryEngine(BaseQueryEngine):
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         key = self._key(query_bundle)
-        hit = await self.cache.aget(key[0], scope=key[1]) if key else None
+        hit = await self.cache.aget(key.question, key.scope, exact=key.exact) if key else None
         if hit is not None and key is not None:
             return self._hit_event(query_bundle, self._replay(hit, asynchronous=True))
         response = await self.query_engine._aquery(query_bundle)
@@ -154,29 +165,27 @@ class CachedQueryEngine(BaseQueryEngine):
 
     # ---------------------------------------------------------------- extras
     def invalidate(self, scope: str | None = None) -> int:
-        """Drop every entry this adapter wrote under ``scope`` (``None``: the active
-        ``cache_scope`` or the default scope), whatever the namespace; returns how many.
-        ``SemanticCache.invalidate(scope)`` alone misses them: their core scope also holds
-        the namespace digest."""
-        target = scope if scope is not None else (current_scope() or "")
-        try:
-            return self.cache.store.delete_where(None, "user_scope", [target])
-        except StoreError as exc:
-            logger.warning("semantic cache: invalidating scope %r failed: %s", target, exc)
-            return 0
+        """Drop every entry written under ``scope`` (``None``: the active ``cache_scope`` or
+        the default scope), whatever the namespace; returns how many
+        (``SemanticCache.invalidate(scope)``: a scope holds all its exact parts)."""
+        return self.cache.invalidate(scope)
+
+    async def ainvalidate(self, scope: str | None = None) -> int:
+        """Async :meth:`invalidate`."""
+        return await self.cache.ainvalidate(scope)
 
     # ------------------------------------------------------------- internals
-    def _key(self, query_bundle: QueryBundle) -> tuple[str, str, str] | None:
+    def _key(self, query_bundle: QueryBundle) -> _Key | None:
         question = query_bundle.query_str
         if not isinstance(question, str) or not question.strip():
             return None
         user_scope = self.scope if self.scope is not None else current_scope()
         if user_scope is None and getattr(self.cache, "require_scope", False):
             return None  # fail closed: no lookup, no write without a tenant
-        exact = digest("llama-index", self.namespace, self.index_version or "")
-        return question, f"{user_scope or ''}|{exact}", user_scope or ""
+        exact = {"llama-index": self.namespace, "index_version": self.index_version}
+        return _Key(question, user_scope or "", exact)
 
-    def _after_miss(self, key: tuple[str, str, str] | None, response: Any) -> Any:
+    def _after_miss(self, key: _Key | None, response: Any) -> Any:
         if key is None:
             return response
         if isinstance(response, Response):
@@ -192,7 +201,7 @@ class CachedQueryEngine(BaseQueryEngine):
         return response
 
     def _stored_stream(
-        self, key: tuple[str, str, str], tokens: Iterator[str], response: StreamingResponse
+        self, key: _Key, tokens: Iterator[str], response: StreamingResponse
     ) -> Generator[str, None, None]:
         parts: list[str] = []
         for token in tokens:
@@ -202,7 +211,7 @@ class CachedQueryEngine(BaseQueryEngine):
 
     async def _astored_stream(
         self,
-        key: tuple[str, str, str],
+        key: _Key,
         tokens: AsyncIterator[str],
         response: AsyncStreamingResponse,
     ) -> AsyncGenerator[str, None]:
@@ -210,19 +219,21 @@ class CachedQueryEngine(BaseQueryEngine):
         async for token in tokens:
             parts.append(token)
             yield token
-        entry = self._entry(key, "".join(parts), response.source_nodes)
+        response_, metadata = self._entry("".join(parts), response.source_nodes)
         await self.cache.aset(
-            key[0], entry[0], scope=key[1], metadata=entry[1], ttl_seconds=self.ttl_seconds
+            key.question, response_, key.scope, exact=key.exact, metadata=metadata,
+            ttl_seconds=self.ttl_seconds,
         )
 
-    def _store(self, key: tuple[str, str, str], text: str, nodes: list[NodeWithScore]) -> None:
-        response, metadata = self._entry(key, text, nodes)
+    def _store(self, key: _Key, text: str, nodes: list[NodeWithScore]) -> None:
+        response, metadata = self._entry(text, nodes)
         self.cache.set(
-            key[0], response, scope=key[1], metadata=metadata, ttl_seconds=self.ttl_seconds
+            key.question, response, key.scope, exact=key.exact, metadata=metadata,
+            ttl_seconds=self.ttl_seconds,
         )
 
     def _entry(
-        self, key: tuple[str, str, str], text: str, nodes: list[NodeWithScore]
+        self, text: str, nodes: list[NodeWithScore]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         source_ids: list[str] = []
         for node in nodes:
@@ -230,7 +241,7 @@ class CachedQueryEngine(BaseQueryEngine):
                 if found and found not in source_ids:
                     source_ids.append(found)
         stored_nodes = [_encode_node(n, self.store_source_nodes) for n in nodes]
-        metadata: dict[str, Any] = {"user_scope": key[2], "source_ids": source_ids}
+        metadata: dict[str, Any] = {"source_ids": source_ids}
         if self.index_version is not None:
             metadata["index_version"] = self.index_version
         return {"text": text, "source_nodes": stored_nodes}, metadata

@@ -9,6 +9,7 @@ a key (``exact_digest``, ``digest``), and scopes. Submodules not re-exported her
 from rag_optimize.cache.decision.calibration import CalibrationResult, calibrate_threshold
 from rag_optimize.cache.decision.error_budget import ErrorBudget
 from rag_optimize.cache.decision.pipeline import DecisionPipeline
+from rag_optimize.cache.decision.prompt import PromptQuestion, find_question
 from rag_optimize.cache.decision.judges import EmbeddingJudge, ExactMatchJudge
 from rag_optimize.cache.decision.shadow import ShadowReport
 from rag_optimize.cache.decision.verifiers import MismatchVerifier, Verifier
@@ -35,6 +36,7 @@ __all__ = [
     "ExactPart",
     "InMemoryStore",
     "MismatchVerifier",
+    "PromptQuestion",
     "ReportLog",
     "SemanticCache",
     "ShadowReport",
@@ -49,5 +51,6 @@ __all__ = [
     "digest",
     "entry_id",
     "exact_digest",
+    "find_question",
     "normalise_query",
 ]

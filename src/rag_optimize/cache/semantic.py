@@ -631,10 +631,9 @@ class SemanticCache:
         try:
             count = int(self.store.count())
         except StoreError as exc:
-            self._stats.add("store_errors")
-            self._faults.store.failure(exc)
+            self._faults.failure("store", "store_errors", exc)
             return 0
-        self._faults.store.success()
+        self._faults.success("store")
         return count
 
     def _drain_store_report(self) -> None:
@@ -643,9 +642,8 @@ class SemanticCache:
 
     def _begin(self, query: str, scope: str | None, exact: ExactPart) -> _Key:
         query = check_query(query)
-        return _Key(
-            query, normalise_query(query), self._scope(scope), exact_digest(exact), self._clock()
-        )
+        partition = "" if exact is None else exact_digest(exact)
+        return _Key(query, normalise_query(query), self._scope(scope), partition, self._clock())
 
     def _scope(self, scope: str | None) -> str:
         """The explicit scope, else the one of the active ``cache_scope`` block."""

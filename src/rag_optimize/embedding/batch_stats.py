@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from rag_optimize.tracing.percentiles import Window, percentiles
 
+__all__ = ["BatchCounters", "BatchStats"]
+
 
 @dataclass(frozen=True)
 class BatchStats:

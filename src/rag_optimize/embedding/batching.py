@@ -49,9 +49,17 @@ from typing import TypeVar
 from rag_optimize.embedding.batch_stats import BatchCounters, BatchStats
 from rag_optimize.embedding.lru import LRUCache
 from rag_optimize.embedding.protocol import Embedder, check_embedder
-from rag_optimize.errors import ConfigurationError, EmbeddingError, QueueFull, RagOptimizeError
+from rag_optimize.errors import (
+    ConfigurationError,
+    EmbeddingError,
+    InvalidTypeError,
+    QueueFull,
+    RagOptimizeError,
+)
 from rag_optimize.tracing import stages
 from rag_optimize.tracing.tracker import LatencyTracker, optional_span
+
+__all__ = ["BatchingEmbedder", "ClosesOnExit", "EmbedderClosedError"]
 
 Vector = Sequence[float]
 BatchFunction = Callable[[list[str]], Sequence[Vector]]
@@ -100,7 +108,7 @@ def _own_copy(vector: Vector) -> list[float]:
 
 def _check_text(text: object) -> str:
     if not isinstance(text, str):
-        raise TypeError(f"text to embed must be a str, got {type(text).__name__}")
+        raise InvalidTypeError(f"text to embed must be a str, got {type(text).__name__}")
     return text
 
 

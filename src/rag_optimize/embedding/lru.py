@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
+from rag_optimize.errors import ConfigurationError
+
+__all__ = ["LRUCache"]
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -18,7 +22,7 @@ class LRUCache(Generic[K, V]):
 
     def __init__(self, capacity: int) -> None:
         if capacity < 0:
-            raise ValueError(f"capacity must be >= 0, got {capacity}")
+            raise ConfigurationError(f"capacity must be >= 0, got {capacity}")
         self.capacity = capacity
         self._data: OrderedDict[K, V] = OrderedDict()
 

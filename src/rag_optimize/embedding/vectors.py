@@ -13,6 +13,8 @@ import numpy.typing as npt
 
 from rag_optimize.errors import InvalidVectorError
 
+__all__ = ["FloatMatrix", "FloatVector", "unit_matrix", "unit_vector"]
+
 FloatVector = npt.NDArray[np.float32]
 FloatMatrix = npt.NDArray[np.float32]
 

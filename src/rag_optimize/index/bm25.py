@@ -42,8 +42,12 @@ _FORMAT = 1
 def _import_bm25s() -> Any:
     try:
         import bm25s
+        import bm25s.stopwords
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("BM25Index needs bm25s: pip install 'rag-optimize[retrieval]'") from exc
+        raise ImportError(
+            "BM25 keyword search (BM25Index, HybridRetriever) needs bm25s: "
+            "pip install 'rag-optimize[retrieval]'"
+        ) from exc
     return bm25s
 
 
@@ -56,9 +60,8 @@ class Tokenizer:
 
     def __init__(self, stopwords: str | Iterable[str] | None = "en", stemmer: str | None = None):
         if stopwords == "en":
-            from bm25s.stopwords import STOPWORDS_EN
-
-            self.stopwords: frozenset[str] = frozenset(STOPWORDS_EN)
+            stopwords_en = _import_bm25s().stopwords.STOPWORDS_EN
+            self.stopwords: frozenset[str] = frozenset(stopwords_en)
             self._stopwords_spec: str | list[str] | None = "en"
         elif stopwords is None:
             self.stopwords = frozenset()
@@ -205,30 +208,47 @@ class BM25Index:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [self.documents.hit(int(i), float(scores[i])) for i in top if scores[i] > 0]
 
-    def save(self, path: str | Path) -> None:
-        """Write the index to directory ``path`` (numpy arrays + JSON, no pickle)."""
+    def save(self, path: str | Path) -> str:
+        """Write the index to directory ``path`` (numpy arrays + JSON, no pickle).
+
+        Returns the sha1 of the saved documents (checked again by :meth:`load`).
+        """
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         model = self._model()
         model.save(str(directory), show_progress=False)
-        self.documents.save(directory)
-        meta = {"format": _FORMAT, "tokenizer": self.tokenizer.config(), "params": self.params}
+        documents_sha1 = self.documents.save(directory)
+        meta = {
+            "format": _FORMAT,
+            "tokenizer": self.tokenizer.config(),
+            "params": self.params,
+            "documents_sha1": documents_sha1,
+        }
         (directory / _META_FILE).write_text(json.dumps(meta))
+        return documents_sha1
 
     @classmethod
-    def load(cls, path: str | Path, *, mmap: bool = False) -> BM25Index:
+    def load(
+        cls, path: str | Path, *, mmap: bool = False, documents: DocumentStore | None = None
+    ) -> BM25Index:
         """Read an index written by :meth:`save`.
 
         ``mmap=True`` maps the score matrix from disk instead of reading it, so a large index
         opens instantly and its pages are shared between processes. An index loaded this way
         can still take :meth:`add` (it rebuilds in memory from the stored texts).
+        ``documents``: an already loaded copy of the same documents (a hybrid index shares
+        one between its two indexes). A damaged save raises :class:`InvalidInputError`.
         """
         directory = Path(path)
         meta = read_meta(directory, _META_FILE, "BM25Index", _FORMAT)
         bm25s = _import_bm25s()
         with loading("BM25Index", directory):
             index = cls(**meta["tokenizer"], **meta["params"])
-            index.documents = DocumentStore.load(directory)
+            index.documents = (
+                documents.copy()
+                if documents is not None
+                else DocumentStore.load(directory, meta.get("documents_sha1"))
+            )
             index._tokens = None
             index._bm25 = bm25s.BM25.load(str(directory), mmap=mmap, show_progress=False)
             rows = int(index._bm25.scores["num_docs"])

@@ -310,8 +310,11 @@ class DenseIndex:
 
     # -- persistence ------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
-        """Write the index to directory ``path`` (``.npy`` arrays + JSON, no pickle)."""
+    def save(self, path: str | Path) -> str:
+        """Write the index to directory ``path`` (``.npy`` arrays + JSON, no pickle).
+
+        Returns the sha1 of the saved documents (checked again by :meth:`load`).
+        """
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         self._ensure_codes()
@@ -322,7 +325,7 @@ class DenseIndex:
             np.save(directory / "scales.npy", self._scales, allow_pickle=False)
         if self._ann is not None:
             self._ann.save(directory / "ann.index")
-        self.documents.save(directory)
+        documents_sha1 = self.documents.save(directory)
         meta = {
             "format": _FORMAT,
             "dim": self.dim,
@@ -330,15 +333,21 @@ class DenseIndex:
             "rescore_factor": self.rescore_factor,
             "ann": self.ann_name,
             "ann_options": self.ann_options,
+            "documents_sha1": documents_sha1,
         }
         (directory / _META_FILE).write_text(json.dumps(meta))
+        return documents_sha1
 
     @classmethod
-    def load(cls, path: str | Path, *, mmap: bool = False) -> DenseIndex:
+    def load(
+        cls, path: str | Path, *, mmap: bool = False, documents: DocumentStore | None = None
+    ) -> DenseIndex:
         """Read an index written by :meth:`save`; ``mmap=True`` maps the float vectors.
 
         With codes or ANN the float vectors are only read for rescoring, so mapping them keeps
-        just the codes in RAM. A mapped index is read-only until :meth:`add` copies it. Files
+        just the codes in RAM. A mapped index is read-only until :meth:`add` copies it.
+        ``documents``: an already loaded copy of the same documents (a hybrid index shares
+        one between its two indexes). Files
         that are truncated, unreadable or disagree with each other (row counts, dimension)
         raise :class:`InvalidInputError` naming the directory; nothing is unpickled.
         """
@@ -352,7 +361,11 @@ class DenseIndex:
                 ann=None,
                 ann_options=meta["ann_options"],
             )
-            index.documents = DocumentStore.load(directory)
+            index.documents = (
+                documents.copy()
+                if documents is not None
+                else DocumentStore.load(directory, meta.get("documents_sha1"))
+            )
             n = len(index.documents)
             index._vectors = np.load(
                 directory / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False

@@ -22,3 +22,19 @@ from rag_optimize.tracing.tracker import LatencyTracker as LatencyTracker
 from rag_optimize.tracing.tracker import RunRecord as RunRecord
 from rag_optimize.tracing.tracker import SpanRecord as SpanRecord
 from rag_optimize.tracing.tracker import optional_span as optional_span
+
+__all__ = [
+    "BenchmarkResult",
+    "EventTimeline",
+    "LatencyReport",
+    "LatencyTracker",
+    "RunRecord",
+    "SpanRecord",
+    "Summary",
+    "abenchmark_pipeline",
+    "benchmark_pipeline",
+    "optional_span",
+    "percentile",
+    "percentiles",
+    "stages",
+]

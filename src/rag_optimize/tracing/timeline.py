@@ -301,6 +301,7 @@ class EventTimeline:
             self._runs[node.run_id].open_nodes += 1
         while len(self._nodes) > self.max_open:
             _, dropped = self._nodes.popitem(last=False)
+            LatencyTracker.end_span(dropped.span_id)
             if dropped.run_id is not None and dropped.run_id in self._runs:
                 self._runs[dropped.run_id].open_nodes -= 1
         while len(self._runs) > self.max_open:  # runs whose root never ended

@@ -81,14 +81,26 @@ _SPAN_IDS = itertools.count(1)  # next() on a count is atomic under the GIL
 # Spans made current and not yet ended. A framework may end a span in another context than
 # the one it started in (LangChain runs callbacks in worker threads), which leaves the span id
 # in the caller's context: such a stale id is no parent, as a stale run is joined by no one.
-_OPEN_SPANS: set[int] = set()
+# Bounded: an id whose span never ends (a span object never entered, a framework event that
+# never arrives) is forgotten oldest first, which only means it is no longer taken as a parent.
+# Single dict operations are atomic under the GIL, so the hot path (one insert when a span
+# opens, one pop when it ends) takes no lock; only trimming does.
+_OPEN_SPANS: dict[int, None] = {}
 _OPEN_SPANS_LOCK = threading.Lock()
+_MAX_OPEN_SPANS = 100_000
 
 
 def _open_span(span_id: int | None) -> None:
     if span_id is not None:
-        with _OPEN_SPANS_LOCK:
-            _OPEN_SPANS.add(span_id)
+        _OPEN_SPANS[span_id] = None
+        if len(_OPEN_SPANS) > _MAX_OPEN_SPANS:
+            _trim_open_spans()
+
+
+def _trim_open_spans() -> None:
+    with _OPEN_SPANS_LOCK:
+        while len(_OPEN_SPANS) > _MAX_OPEN_SPANS:
+            _OPEN_SPANS.pop(next(iter(_OPEN_SPANS)), None)
 
 
 def _live_span(span_id: int | None) -> int | None:
@@ -204,15 +216,19 @@ class _Span:
         self._run_id = run_id
         self._attributes = attributes
         self._start = 0.0
-        self.span_id = LatencyTracker.new_span_id()
+        self.span_id = next(_SPAN_IDS)  # open (a valid parent) from __enter__ on
         self.parent_id = parent_id
         self._token: contextvars.Token[int | None] | None = None
 
     def __enter__(self) -> _Span:
         if self._run_id is None:
             self._run_id = _CURRENT_RUN.get()
-        if self.parent_id is None:
-            self.parent_id = _live_span(_CURRENT_SPAN.get())
+        if self.parent_id is None:  # _live_span and _open_span inlined: the hot path
+            current = _CURRENT_SPAN.get()
+            self.parent_id = current if current in _OPEN_SPANS else None
+        _OPEN_SPANS[self.span_id] = None
+        if len(_OPEN_SPANS) > _MAX_OPEN_SPANS:
+            _trim_open_spans()
         self._token = _CURRENT_SPAN.set(self.span_id)
         self._start = self._tracker.clock()
         return self
@@ -310,8 +326,7 @@ class LatencyTracker:
         """Mark ``span_id`` ended without recording it (recording a span ends it too): from
         now on no context takes it as the parent of new spans."""
         if span_id is not None:
-            with _OPEN_SPANS_LOCK:
-                _OPEN_SPANS.discard(span_id)
+            _OPEN_SPANS.pop(span_id, None)
 
     @staticmethod
     def new_span_id() -> int:
@@ -489,7 +504,7 @@ class LatencyTracker:
         if span_id is None:
             span_id = next(_SPAN_IDS)
         else:
-            LatencyTracker.end_span(span_id)
+            _OPEN_SPANS.pop(span_id, None)  # recorded: ended
         seconds = max(0.0, end - start)
         with self._lock:
             window = self._windows.get(stage)

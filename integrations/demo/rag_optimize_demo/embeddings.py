@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from langchain_core.embeddings import Embeddings
 
-from rag_optimize.embedding.protocol import Embedder
+from rag_optimize.embedding import Embedder
 
 
 class PackagedEmbeddings(Embeddings):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _positive_int(text: str) -> int:
-    from rag_optimize.cli.bench import positive_int
+    from rag_optimize.cli import positive_int
 
     return positive_int(text)
 
@@ -60,7 +60,7 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
 
     def handler(args: argparse.Namespace) -> int:
-        from langchain_rag_optimize.demo.runner import run_demo
+        from rag_optimize_demo.runner import run_demo
 
         return run_demo(args)
 
