@@ -54,6 +54,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -353,13 +354,12 @@ def free_port() -> int:
     return port if port != 6379 else free_port()
 
 
-def threaded_lookups(contender: CacheContender, threads: int, n: int) -> float:
-    """Lookups per second of ``n`` ``cache.get`` calls spread over ``threads`` threads."""
-    m = len(contender.query_texts)
+def per_second(lookup: Callable[[int], Any], threads: int, n: int) -> float:
+    """Calls per second of ``lookup(j)`` for ``j`` in ``range(n)`` spread over ``threads``."""
 
     def work(offset: int) -> None:
         for j in range(offset, n, threads):
-            contender.cache.get(contender.query_texts[j % m])
+            lookup(j)
 
     pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
     t0 = time.perf_counter()
@@ -367,7 +367,13 @@ def threaded_lookups(contender: CacheContender, threads: int, n: int) -> float:
         t.start()
     for t in pool:
         t.join()
-    return n / (time.perf_counter() - t0)
+    return round(n / (time.perf_counter() - t0), 1)
+
+
+def threaded_lookups(contender: CacheContender, threads: int, n: int) -> float:
+    """Lookups per second of ``n`` ``cache.get`` calls spread over ``threads`` threads."""
+    texts = contender.query_texts
+    return per_second(lambda j: contender.cache.get(texts[j % len(texts)]), threads, n)
 
 
 # ------------------------------------------------------------------------------ main

@@ -15,7 +15,7 @@ from rag_optimize.cache.vector_table import VectorTable
 from rag_optimize.embedding import HashingEmbedder
 from rag_optimize.errors import ConfigurationError, InvalidVectorError
 
-DIM = 32
+DIM = 128
 
 
 def vectors(n: int, seed: int = 0) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_put_many_checks_every_vector_before_writing() -> None:
     store = InMemoryStore()
     batch = entries(5)
     batch[3].vector = np.ones(DIM + 1, dtype=np.float32)
-    with pytest.raises(InvalidVectorError, match="dimension 33"):
+    with pytest.raises(InvalidVectorError, match="dimension 129"):
         store.put_many(batch, now=0.0)
     assert store.count() == 0
 

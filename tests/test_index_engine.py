@@ -13,7 +13,7 @@ from rag_optimize.errors import ConfigurationError, InvalidInputError, InvalidVe
 from rag_optimize.index import quantization as q
 from rag_optimize.index.engine import METHODS, SharedLock, VectorEngine
 
-DIM = 48
+DIM = 128
 CODED = ("binary", "int8", "hnsw")
 
 
@@ -151,7 +151,7 @@ def test_int8_storage_scores_close_to_float_and_smaller() -> None:
         rows, scores = small.search(query, 3)
         want_rows, want = exact.search(query, 3)
         assert rows[0] == want_rows[0]
-        assert np.allclose(scores[0], want[0], atol=2e-3)  # 48 dims; less at 384
+        assert np.allclose(scores[0], want[0], atol=2e-3)
     assert small.memory_usage()["vectors"] < exact.memory_usage()["vectors"] / 3
     vector = small.vector(7)
     assert vector is not None and float(vector @ x[7]) > 0.999
@@ -177,6 +177,7 @@ def test_faiss_and_numpy_hamming_kernels_agree() -> None:
 def test_sign_code_width_is_padded_for_the_kernel() -> None:
     assert q.sign_code_bytes(384) == 64
     assert q.sign_code_bytes(48) == 8
+    assert q.sign_code_bytes(128) == 16
     assert q.sign_code_bytes(1000) == 128
 
 
@@ -230,7 +231,7 @@ def test_corrupt_graph_file_fails_to_load(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("vector", "message"),
     [
-        (np.ones(DIM + 1), "dimension 49, expected 48"),
+        (np.ones(DIM + 1), "dimension 129, expected 128"),
         (np.full(DIM, np.nan), "NaN"),
         (np.r_[np.inf, np.ones(DIM - 1)], "NaN or inf"),
         (np.zeros(DIM), "zero vector"),
@@ -334,3 +335,30 @@ def test_concurrent_searches_and_writes_never_return_a_dead_row() -> None:
         t.join()
     assert seen_dead == []
     assert not set(e.search(x[0], 50)[0].tolist()) & gone
+
+
+def test_dense_index_default_is_the_engines_choice(tmp_path: Path) -> None:
+    from rag_optimize.index import DenseIndex
+
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((40, DIM))
+    x = unit(centres[rng.integers(0, 40, 5000)] + 0.9 * rng.standard_normal((5000, DIM)))
+    queries = unit(x[rng.integers(0, 5000, 30)] + 0.04 * rng.standard_normal((30, DIM)))
+    small, auto, exact = DenseIndex(), DenseIndex(), DenseIndex(quantization=None)
+    small.add(x[:1000])
+    auto.add(x)
+    exact.add(x)
+    assert small.memory_usage()["codes"] == 0  # below EXACT_BELOW: a plain exact scan
+    assert auto.memory_usage()["scan"] < exact.memory_usage()["scan"] / 20
+    allowed = rng.random(5000) < 0.5
+    recall = []
+    for query in queries:
+        want = {h.id for h in exact.search(query, 10)}
+        recall.append(len({h.id for h in auto.search(query, 10)} & want) / 10)
+        got = auto.search(query, 10, allowed=allowed)
+        assert len(got) == 10 and all(allowed[int(h.id)] for h in got)
+    assert np.mean(recall) >= 0.95
+    auto.save(tmp_path / "d")
+    back = DenseIndex.load(tmp_path / "d", mmap=True)
+    for query in queries[:5]:
+        assert [h.id for h in back.search(query, 10)] == [h.id for h in auto.search(query, 10)]

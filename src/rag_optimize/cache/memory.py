@@ -144,19 +144,8 @@ class InMemoryStore(SyncStoreMixin):
                     )
             self._dim = dim
             self._expire(now, report)
-            # Only the last entry of a batch per id or per exact key survives.
-            last: dict[str, CacheEntry] = {}
-            by_key: dict[tuple[str, str, str], str] = {}
-            for entry in entries:
-                exact_key = (entry.scope, entry.partition, entry.query_key)
-                earlier = by_key.get(exact_key)
-                if earlier is not None and earlier != entry.id:
-                    last.pop(earlier, None)
-                last.pop(entry.id, None)
-                last[entry.id] = entry
-                by_key[exact_key] = entry.id
             per_slot: dict[_Slot, list[CacheEntry]] = {}
-            for entry in last.values():
+            for entry in entries if len(entries) == 1 else _last_per_key(entries):
                 exact_key = (entry.scope, entry.partition, entry.query_key)
                 old_id = self._exact.get(exact_key)
                 if old_id is not None and old_id != entry.id:
@@ -252,6 +241,21 @@ class InMemoryStore(SyncStoreMixin):
                 self._remove(entry_id)
                 if report is not None:
                     report.expired += 1
+
+
+def _last_per_key(entries: Sequence[CacheEntry]) -> list[CacheEntry]:
+    """The entries of a batch that survive it: the last one per id and per exact key."""
+    last: dict[str, CacheEntry] = {}
+    by_key: dict[tuple[str, str, str], str] = {}
+    for entry in entries:
+        exact_key = (entry.scope, entry.partition, entry.query_key)
+        earlier = by_key.get(exact_key)
+        if earlier is not None and earlier != entry.id:
+            last.pop(earlier, None)
+        last.pop(entry.id, None)
+        last[entry.id] = entry
+        by_key[exact_key] = entry.id
+    return list(last.values())
 
 
 def _matches(value: object, wanted: set[str]) -> bool:

@@ -1,12 +1,15 @@
-"""Dense (embedding) index: exact search by default, optional int8/binary codes and ANN.
+"""Dense (embedding) index: picks exact search or binary codes by size; int8 codes and ANN.
 
 Vectors are L2-normalised float32 on entry, so similarity is a dot product.
 
+* ``quantization="auto"`` (default): the vector engine's choice, the same as the cache's:
+  exact below :data:`~rag_optimize.index.engine.EXACT_BELOW` documents, ``"binary"`` above.
 * ``quantization=None``: exact search, one matrix-vector product over the float32 matrix.
 * ``quantization="int8"``: the first pass scores 1-byte codes (4x less memory to scan), then
   the best ``k * rescore_factor`` candidates are rescored exactly with the float32 vectors.
-* ``quantization="binary"``: the first pass ranks sign-bit codes by Hamming distance (32x
-  less memory to scan), then the candidates are rescored exactly.
+* ``quantization="binary"``: the first pass ranks sign-bit codes (of the vector minus the
+  corpus mean) by Hamming distance with the engine's kernel (faiss when installed), about
+  24x less memory to scan, then the candidates are rescored exactly.
 * ``ann="usearch"``: an HNSW graph (usearch) proposes the candidates instead of a full scan,
   for corpora where even the code scan is too slow; they are rescored exactly too.
 
@@ -39,12 +42,21 @@ from rag_optimize.index.documents import (
     loading,
     read_meta,
 )
+from rag_optimize.index.engine import (
+    BINARY_MIN_DIM,
+    CANDIDATE_FACTOR,
+    EXACT_BELOW,
+    MIN_CANDIDATES,
+)
 
 _META_FILE = "dense.json"
 _FORMAT = 1
-_QUANTIZATIONS = (None, "int8", "binary")
-_DEFAULT_RESCORE = {None: 1, "int8": 4, "binary": 10}
-_MIN_CANDIDATES = {None: 0, "int8": 40, "binary": 100}
+_QUANTIZATIONS = (None, "auto", "int8", "binary")
+# Binary settings are the vector engine's (measured there): at least 128 candidates.
+_DEFAULT_RESCORE = {None: 1, "auto": CANDIDATE_FACTOR["binary"], "int8": 4,
+                    "binary": CANDIDATE_FACTOR["binary"]}
+_MIN_CANDIDATES = {None: 0, "auto": MIN_CANDIDATES["binary"], "int8": 40,
+                   "binary": MIN_CANDIDATES["binary"]}
 
 
 def _top_k(scores: npt.NDArray[Any], k: int) -> npt.NDArray[np.intp]:
@@ -61,14 +73,14 @@ class DenseIndex:
         self,
         dim: int | None = None,
         *,
-        quantization: str | None = None,
+        quantization: str | None = "auto",
         rescore_factor: int | None = None,
         ann: str | None = None,
         ann_options: Mapping[str, Any] | None = None,
     ) -> None:
         if quantization not in _QUANTIZATIONS:
             raise ConfigurationError(
-                f"unknown quantization {quantization!r}: use None, 'int8' or 'binary'"
+                f"unknown quantization {quantization!r}: use 'auto', None, 'int8' or 'binary'"
             )
         if ann is not None and ann not in ANN_BACKENDS:
             raise ConfigurationError(f"unknown ann backend {ann!r}: use None or {ANN_BACKENDS}")
@@ -89,6 +101,7 @@ class DenseIndex:
         self._vectors: npt.NDArray[np.float32] = np.zeros((0, dim or 0), dtype=np.float32)
         self._codes: npt.NDArray[Any] | None = None
         self._scales: npt.NDArray[np.float32] | None = None
+        self._center: npt.NDArray[np.float32] | None = None  # of the sign codes
         self._stale_codes = False
         self._lock = threading.Lock()
 
@@ -143,17 +156,34 @@ class DenseIndex:
         rows = [self.documents.position(str(i)) for i in ids]
         return np.asarray(self._vectors[rows], dtype=np.float32)
 
+    def _method(self) -> str | None:
+        """The first pass used now: ``"auto"`` is exact below the vector engine's
+        ``EXACT_BELOW`` documents and binary codes from there (the cache's choice too)."""
+        if self.quantization == "auto":
+            small = len(self._vectors) < EXACT_BELOW or (self.dim or 0) < BINARY_MIN_DIM
+            return None if small else "binary"
+        return self.quantization
+
     def _ensure_codes(self) -> None:
         """(Re)compute the quantized codes after documents were added or deleted."""
-        if not self._stale_codes or self.quantization is None or not len(self._vectors):
+        method = self._method()
+        if not self._stale_codes or method is None or not len(self._vectors):
             return
         with self._lock:
-            if self.quantization == "int8":
+            vectors = np.asarray(self._vectors)
+            if method == "int8":
                 # Scales come from the whole corpus, so codes are recomputed on growth.
-                self._scales = q.int8_scales(np.asarray(self._vectors))
-                self._codes = q.int8_encode(np.asarray(self._vectors), self._scales)
-            else:
-                self._codes = q.binary_encode(np.asarray(self._vectors))
+                self._scales = q.int8_scales(vectors)
+                self._codes = q.int8_encode(vectors, self._scales)
+            else:  # the engine's codes: signs of (vector - corpus mean), padded for the kernel
+                self._center = vectors.mean(axis=0).astype(np.float32)
+                width = q.sign_code_bytes(vectors.shape[1])
+                self._codes = np.concatenate(
+                    [
+                        q.sign_encode(vectors[i : i + 65_536], self._center, width)
+                        for i in range(0, len(vectors), 65_536)
+                    ]
+                )
             self._stale_codes = False
 
     # -- searching --------------------------------------------------------------------------
@@ -209,7 +239,7 @@ class DenseIndex:
         rows: npt.NDArray[np.intp],
     ) -> list[Hit]:
         n = len(self.documents)
-        if self.quantization is None and self._ann is None:
+        if self._method() is None and self._ann is None:
             if rows.size * 2 <= n:  # gathering the allowed rows reads less than a full scan
                 return self._rescore(query, rows, k)
             scores = np.where(allowed, np.asarray(self._vectors @ query), -np.inf)
@@ -217,7 +247,7 @@ class DenseIndex:
             return [self.documents.hit(int(i), float(scores[i])) for i in order]
         if rows.size * 4 <= n:  # few enough to score them all exactly
             return self._rescore(query, rows, k)
-        wanted = min(rows.size, max(k * self.rescore_factor, _MIN_CANDIDATES[self.quantization], k))
+        wanted = min(rows.size, max(k * self.rescore_factor, _MIN_CANDIDATES[self._method()], k))
         if self._ann is not None:
             # Ask the graph for enough neighbours that about `wanted` of them are allowed.
             found = self._ann.search(query, min(n, int(wanted * n / rows.size) + k))
@@ -225,29 +255,35 @@ class DenseIndex:
             if found.size < min(k, rows.size):
                 return self._rescore(query, rows, k)
             return self._rescore(query, found[:wanted], k)
-        first = np.where(allowed, self._code_scores(query), -np.inf)
-        return self._rescore(query, _top_k(first, wanted), k)
+        return self._rescore(query, self._code_candidates(query, wanted, allowed), k)
 
     def _candidates(
         self, query: npt.NDArray[np.float32], k: int, n: int
     ) -> npt.NDArray[np.intp] | None:
         """Rows to rescore exactly, or ``None`` for a plain exact scan."""
-        wanted = min(n, max(k * self.rescore_factor, _MIN_CANDIDATES[self.quantization], k))
+        method = self._method()
+        wanted = min(n, max(k * self.rescore_factor, _MIN_CANDIDATES[method], k))
         if self._ann is not None:
             return self._ann.search(query, wanted)
-        if self.quantization is None:
+        if method is None:
             return None
-        return _top_k(self._code_scores(query), wanted)
+        return self._code_candidates(query, wanted, None)
 
-    def _code_scores(self, query: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        """First-pass scores of every row from the quantized codes (higher is closer)."""
+    def _code_candidates(
+        self,
+        query: npt.NDArray[np.float32],
+        wanted: int,
+        allowed: npt.NDArray[np.bool_] | None,
+    ) -> npt.NDArray[np.intp]:
+        """The ``wanted`` best rows (of the ``allowed`` ones) by the quantized codes."""
         self._ensure_codes()
         assert self._codes is not None
-        if self.quantization == "int8":
+        if self._method() == "int8":
             assert self._scales is not None
-            return np.asarray(q.int8_scores(self._codes, self._scales, query))
-        query_bits = q.binary_encode(query[None, :])
-        return -np.asarray(q.hamming_distances(self._codes, query_bits)).astype(np.float64)
+            scores = np.asarray(q.int8_scores(self._codes, self._scales, query))
+            return _top_k(scores if allowed is None else np.where(allowed, scores, -np.inf), wanted)
+        code = q.sign_encode(query[None, :], self._center, self._codes.shape[1])
+        return q.hamming_nearest(self._codes, code, wanted, allowed)
 
     def memory_usage(self) -> dict[str, Any]:
         """Bytes held: ``scan`` is what a search reads in full; ``rescore`` the float vectors.
@@ -261,10 +297,11 @@ class DenseIndex:
         if self._scales is not None:
             codes += int(self._scales.nbytes)
         ann = self._ann.memory_bytes() if self._ann is not None else 0
-        scan = codes if self.quantization is not None else (0 if ann else floats)
+        coded = self._method() is not None
+        scan = codes if coded else (0 if ann else floats)
         return {
             "scan": scan + ann,
-            "rescore": floats if (self.quantization is not None or ann) else 0,
+            "rescore": floats if (coded or ann) else 0,
             "rescore_mmapped": isinstance(self._vectors, np.memmap),
             "float32": floats,
             "codes": codes,
@@ -282,7 +319,7 @@ class DenseIndex:
         directory.mkdir(parents=True, exist_ok=True)
         self._ensure_codes()
         np.save(directory / "vectors.npy", np.asarray(self._vectors), allow_pickle=False)
-        if self._codes is not None:
+        if self._codes is not None and self._method() == "int8":  # sign codes: rebuilt on load
             np.save(directory / "codes.npy", self._codes, allow_pickle=False)
         if self._scales is not None:
             np.save(directory / "scales.npy", self._scales, allow_pickle=False)
@@ -339,7 +376,7 @@ class DenseIndex:
             check_rows("DenseIndex", "vectors.npy", shape[0], n)
             if n and meta["dim"] is not None and shape[1] != meta["dim"]:
                 raise InvalidInputError(f"vectors.npy has dimension {shape[1]}, not {meta['dim']}")
-            if (directory / "codes.npy").exists():
+            if (directory / "codes.npy").exists() and index.quantization == "int8":
                 index._codes = np.load(directory / "codes.npy", allow_pickle=False)
                 check_rows("DenseIndex", "codes.npy", index._codes.shape[0], n)
             if (directory / "scales.npy").exists():

@@ -501,7 +501,7 @@ class HybridRetriever(FusionRetriever):
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         vectors: Sequence[VectorLike | None] | None = None,
         embed_texts: Sequence[str] | None = None,
-        quantization: str | None = None,
+        quantization: str | None = "auto",
         ann: str | None = None,
         bm25_options: Mapping[str, Any] | None = None,
         **options: Any,
