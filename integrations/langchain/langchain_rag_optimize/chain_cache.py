@@ -78,6 +78,11 @@ from langchain_rag_optimize._serialization import NotCacheable, decode_value, en
 from langchain_rag_optimize.callbacks import STAGE_METADATA_KEY
 from rag_optimize import CacheHit, SemanticCache
 from rag_optimize.cache import digest
+from rag_optimize.cache.decision.evidence import (
+    DEFAULT_MIN_OVERLAP,
+    check_min_overlap,
+    sources_agree,
+)
 from rag_optimize.tracing import stages
 
 logger = logging.getLogger("rag_optimize.langchain")
@@ -171,8 +176,13 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         namespace: str | None = None,
         index_version: str | None = None,
         ttl_seconds: float | None = None,
+        confirm_with: Any = None,
+        min_overlap: float = DEFAULT_MIN_OVERLAP,
     ) -> None:
         self.runnable = runnable
+        self.confirm_with = None if confirm_with is None else coerce_to_runnable(confirm_with)
+        self.min_overlap = check_min_overlap(min_overlap)
+        self.evidence_rejections = 0
         self.cache = check_cache(cache)
         self.key = key or default_key
         if exact_key is None:
@@ -450,12 +460,48 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
     def _get(self, key: ScopedKey | None) -> _Hit | None:
         if key is None:
             return None
-        return _revive(self.cache.get(key.question, scope=key.scope, exact=key.exact))
+        hit = _revive(self.cache.get(key.question, scope=key.scope, exact=key.exact))
+        if hit is None or self.confirm_with is None or hit.hit.exact:
+            return hit
+        try:
+            documents = self.confirm_with.invoke(key.question)
+        except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
+            self._unconfirmed(exc)
+            return None
+        return self._confirmed(hit, documents)
 
     async def _aget(self, key: ScopedKey | None) -> _Hit | None:
         if key is None:
             return None
-        return _revive(await self.cache.aget(key.question, scope=key.scope, exact=key.exact))
+        hit = _revive(await self.cache.aget(key.question, scope=key.scope, exact=key.exact))
+        if hit is None or self.confirm_with is None or hit.hit.exact:
+            return hit
+        try:
+            documents = await self.confirm_with.ainvoke(key.question)
+        except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
+            self._unconfirmed(exc)
+            return None
+        return self._confirmed(hit, documents)
+
+    def _confirmed(self, hit: _Hit, documents: Any) -> _Hit | None:
+        """``hit`` if the new question's retrieval agrees with its sources (recorded in the
+        hit's decision), else None: the chain runs (rag_optimize.cache.decision.evidence)."""
+        retrieved = [_primary_id(d) for d in _documents_in(documents)]
+        vote = sources_agree(
+            hit.hit.metadata.get("source_ids"), [i for i in retrieved if i], self.min_overlap
+        )
+        decision = hit.hit.metadata.get("cache_decision")
+        if isinstance(decision, dict):
+            decision["evidence"] = vote.as_dict()
+        if vote.agree:
+            return hit
+        self.evidence_rejections += 1
+        logger.debug("semantic chain cache: retrieval does not confirm the hit: %s", vote.reason)
+        return None
+
+    def _unconfirmed(self, exc: Exception) -> None:
+        self.evidence_rejections += 1
+        logger.warning("semantic chain cache: confirming retriever failed, not served: %s", exc)
 
     def _miss(self, key: ScopedKey | None, config: RunnableConfig | None) -> _Miss:
         config = ensure_config(config)
@@ -562,6 +608,8 @@ def with_semantic_cache(
     namespace: str | None = None,
     index_version: str | None = None,
     ttl_seconds: float | None = None,
+    confirm_with: Any = None,
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
 ) -> SemanticCacheRunnable:
     """Wrap ``runnable`` (any LCEL chain, question in, answer out) with ``cache``.
 
@@ -578,6 +626,9 @@ def with_semantic_cache(
             with memory addresses removed).
         index_version: version of the data behind the chain; exact part and entry metadata.
         ttl_seconds: lifetime of the entries written here (default: the cache's).
+        confirm_with: a retriever: a semantic hit is served only when the new question's
+            retrieval returns the cached answer's sources (at least ``min_overlap`` of the
+            retrieved documents, default 0.5); see :mod:`rag_optimize.cache.decision.evidence`.
 
     Example::
 
@@ -594,6 +645,8 @@ def with_semantic_cache(
         namespace=namespace,
         index_version=index_version,
         ttl_seconds=ttl_seconds,
+        confirm_with=confirm_with,
+        min_overlap=min_overlap,
     )
 
 
@@ -722,6 +775,15 @@ def _document_ids(documents: Sequence[Any]) -> list[str]:
             if found is not None and str(found) not in ids:
                 ids.append(str(found))
     return ids
+
+
+def _primary_id(doc: Document) -> str | None:
+    """The id a retrieved document is matched by: ``Document.id``, else ``metadata["id"]``,
+    else ``metadata["source"]``."""
+    for found in (doc.id, doc.metadata.get("id"), doc.metadata.get("source")):
+        if found is not None:
+            return str(found)
+    return None
 
 
 def _stable_repr(value: Any) -> str:
