@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -265,11 +266,13 @@ class DocumentStore:
         self._columns: dict[str, MetadataColumn] = {}
         self._fields: frozenset[str] | None = None
         self._memo: dict[Any, Any] = {}
+        self._memo_lock = threading.Lock()  # concurrent searches may filter at once
 
     def _changed(self) -> None:
-        self._columns.clear()
-        self._fields = None
-        self._memo.clear()
+        with self._memo_lock:
+            self._columns.clear()
+            self._fields = None
+            self._memo.clear()
 
     def fields(self) -> frozenset[str]:
         """Every metadata key at least one document has."""
@@ -279,19 +282,24 @@ class DocumentStore:
 
     def column(self, field: str) -> MetadataColumn:
         """``field`` of every row as a :class:`MetadataColumn` (cached until the next change)."""
-        col = self._columns.get(field)
-        if col is None:
-            col = MetadataColumn([meta.get(field, _MISSING) for meta in self.metadatas])
-            self._columns[field] = col
-        return col
+        with self._memo_lock:
+            col = self._columns.get(field)
+            if col is None:
+                col = MetadataColumn([meta.get(field, _MISSING) for meta in self.metadatas])
+                self._columns[field] = col
+            return col
 
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
         """``compute()`` cached under ``key`` until the store changes (filter masks)."""
-        if key not in self._memo:
+        with self._memo_lock:
+            if key in self._memo:
+                return self._memo[key]
+        value = compute()  # outside the lock: it may build columns (which take the lock)
+        with self._memo_lock:
             if len(self._memo) >= 64:
                 self._memo.pop(next(iter(self._memo)))
-            self._memo[key] = compute()
-        return self._memo[key]
+            self._memo[key] = value
+        return value
 
     def __len__(self) -> int:
         return len(self.ids)
