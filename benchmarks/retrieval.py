@@ -478,9 +478,13 @@ def filter_report(built: dict[str, Any], qtexts: list[str], lookup: Lookup) -> d
     for q in qtexts:
         vec = np.asarray(lookup.embed_query(q), dtype=np.float32)
         rows = np.flatnonzero(allowed)
-        scores = vectors[rows] @ vec
-        want = [dense.documents.ids[rows[i]] for i in np.argsort(-scores, kind="stable")[:10]]
-        exact_dense += [h.id for h in dense.search(vec, 10, allowed=allowed)] == want
+        scores = vectors[rows] @ (vec / np.linalg.norm(vec))
+        want = np.sort(scores)[::-1][:10]
+        hits = dense.search(vec, 10, allowed=allowed)
+        # Same scores as the brute-force top 10 (ids may swap only between equal scores).
+        exact_dense += np.allclose([h.score for h in hits], want, atol=1e-6) and all(
+            allowed[dense.documents.position(h.id)] for h in hits
+        )
         model = bm25._model()
         full = np.asarray(model.get_scores_from_ids(model.get_tokens_ids(bm25.tokenizer(q))))
         full = np.where(sparse_allowed, full, 0.0)

@@ -233,3 +233,25 @@ def test_wrapped_branches_refuse_a_filter() -> None:
     retriever = FusionRetriever([branch])
     with pytest.raises(ConfigurationError, match="branch 'framework' cannot apply"):
         retriever.retrieve("anything", filter={"topic": "a"})
+
+
+def test_concurrent_filtered_searches_agree_with_serial_ones(
+    hashing_embedder: HashingEmbedder,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    retriever = HybridRetriever.from_texts(
+        TEXTS * 20,
+        hashing_embedder,
+        metadatas=[{"topic": t, "n": i} for i, t in enumerate(TOPICS * 20)],
+        k=5,
+    )
+    specs = [{"topic": "bio"}, {"n": {"$lt": 30}}, {"topic": "geo", "n": {"$gte": 60}}] * 20
+    serial = [retriever.retrieve("capital energy", filter=s).ids for s in specs]
+    retriever.sparse.documents._changed()  # type: ignore[union-attr]  # drop cached masks
+    retriever.dense.documents._changed()  # type: ignore[union-attr]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(
+            pool.map(lambda s: retriever.retrieve("capital energy", filter=s).ids, specs)
+        )
+    assert parallel == serial

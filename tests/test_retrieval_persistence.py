@@ -140,8 +140,16 @@ def corrupt_cases() -> dict[str, object]:
         "truncated vectors": lambda d: truncate(d / "dense" / "vectors.npy"),
         "missing vectors": lambda d: (d / "dense" / "vectors.npy").unlink(),
         "broken documents": lambda d: (d / "dense" / "documents.json").write_text("{not json"),
-        "edited documents": lambda d: (d / "dense" / "documents.json").write_text(
-            (d / "dense" / "documents.json").read_text().replace("Paris", "Lyon")
+        "edited texts": lambda d: np.save(
+            d / "dense" / "texts.npy",
+            np.frombuffer(
+                np.load(d / "dense" / "texts.npy").tobytes().replace(b"Paris", b"Lyons"),
+                dtype=np.uint8,
+            ),
+        ),
+        "truncated texts": lambda d: truncate(d / "dense" / "texts.npy"),
+        "edited metadata": lambda d: (d / "dense" / "documents.json").write_text(
+            (d / "dense" / "documents.json").read_text().replace('"geo"', '"bio"')
         ),
         "documents disagree": lambda d: edit_json(
             d / "dense" / "documents.json", "ids", [f"x{i}" for i in range(len(TEXTS))]
