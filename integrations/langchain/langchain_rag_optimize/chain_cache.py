@@ -77,12 +77,7 @@ from langchain_rag_optimize._keys import (
 from langchain_rag_optimize._serialization import NotCacheable, decode_value, encode_value
 from langchain_rag_optimize.callbacks import STAGE_METADATA_KEY
 from rag_optimize import CacheHit, SemanticCache
-from rag_optimize.cache import digest
-from rag_optimize.cache.decision.evidence import (
-    DEFAULT_MIN_OVERLAP,
-    check_min_overlap,
-    sources_agree,
-)
+from rag_optimize.cache import DEFAULT_MIN_OVERLAP, check_min_overlap, digest, sources_agree
 from rag_optimize.tracing import stages
 
 logger = logging.getLogger("rag_optimize.langchain")

@@ -10,6 +10,12 @@ from rag_optimize.cache.decision.calibration import CalibrationResult, calibrate
 from rag_optimize.cache.decision.error_budget import ErrorBudget
 from rag_optimize.cache.decision.pipeline import DecisionPipeline
 from rag_optimize.cache.decision.prompt import PromptQuestion, find_question
+from rag_optimize.cache.decision.evidence import (
+    DEFAULT_MIN_OVERLAP,
+    EvidenceVote,
+    check_min_overlap,
+    sources_agree,
+)
 from rag_optimize.cache.decision.judges import EmbeddingJudge, ExactMatchJudge
 from rag_optimize.cache.decision.shadow import ShadowReport
 from rag_optimize.cache.decision.verifiers import MismatchVerifier, Verifier
@@ -22,6 +28,7 @@ from rag_optimize.cache.stats import CacheStats
 from rag_optimize.cache.store import ReportLog, Store, StoreDefaults, StoreReport, SyncStoreMixin
 
 __all__ = [
+    "DEFAULT_MIN_OVERLAP",
     "DEFAULT_THRESHOLD",
     "CacheEntry",
     "CacheHit",
@@ -32,6 +39,7 @@ __all__ = [
     "EmbeddingJudge",
     "ErrorBudget",
     "ErrorBudgetSettings",
+    "EvidenceVote",
     "ExactMatchJudge",
     "ExactPart",
     "InMemoryStore",
@@ -47,10 +55,12 @@ __all__ = [
     "Verifier",
     "cache_scope",
     "calibrate_threshold",
+    "check_min_overlap",
     "current_scope",
     "digest",
     "entry_id",
     "exact_digest",
     "find_question",
     "normalise_query",
+    "sources_agree",
 ]
