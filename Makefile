@@ -6,11 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck install clean
 
-$(STAMP): pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml requirements-dev.txt
+$(STAMP): pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml integrations/demo/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt \
-		-e ".[all]" -e integrations/langchain -e integrations/llama-index
+		-e ".[all]" -e integrations/langchain -e integrations/llama-index -e integrations/demo
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,7 +23,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src/rag_optimize integrations/langchain/langchain_rag_optimize \
-		integrations/llama-index/llama_index_rag_optimize
+		integrations/llama-index/llama_index_rag_optimize integrations/demo/rag_optimize_demo
 
 test: lint typecheck
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -39,13 +39,13 @@ from langchain_rag_optimize import (
     BatchingEmbeddings,
     LatencyCallbackHandler,
 )
-from langchain_rag_optimize.demo.chat_model import ExtractiveChatModel
-from langchain_rag_optimize.demo.corpus import passages
-from langchain_rag_optimize.demo.embeddings import PackagedEmbeddings
-from langchain_rag_optimize.demo.runner import rag_chain
 from rag_optimize import LatencyTracker, SemanticCache, default_embedder
 from rag_optimize.streaming import CACHE_HEADER, META_EVENT, sse
 from rag_optimize.tracing.exporters.prometheus import PrometheusExporter
+from rag_optimize_demo.chat_model import ExtractiveChatModel
+from rag_optimize_demo.corpus import passages
+from rag_optimize_demo.embeddings import PackagedEmbeddings
+from rag_optimize_demo.runner import rag_chain
 
 
 def build_chain(short: bool) -> tuple[Runnable[Any, str], SemanticCache]:

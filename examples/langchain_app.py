@@ -41,8 +41,8 @@ from langchain_rag_optimize import (
     LatencyCallbackHandler,
     with_semantic_cache,
 )
-from langchain_rag_optimize.demo.chat_model import ExtractiveChatModel
 from rag_optimize import LatencyTracker, SemanticCache, default_embedder
+from rag_optimize_demo.chat_model import ExtractiveChatModel
 
 DOCS = [
     "To reset your password, open Settings, choose Security and click Reset password.",

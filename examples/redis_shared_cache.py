@@ -32,7 +32,7 @@ NAMESPACE = "example-shared-cache"
 TENANT = "acme"
 
 
-def make_cache(url: str, short: bool) -> SemanticCache:
+def make_cache(url: str, short: bool, timeout_ms: float = 50) -> SemanticCache:
     """What every replica does at start: the same namespace, the same embedder."""
     if short:
         embedder: Any = HashingEmbedder(dim=256)
@@ -41,7 +41,7 @@ def make_cache(url: str, short: bool) -> SemanticCache:
         from rag_optimize import LocalEmbedder
 
         embedder, threshold = LocalEmbedder(), 0.85
-    store = RedisStore(url, NAMESPACE, max_entries=10_000, timeout_ms=50).start()
+    store = RedisStore(url, NAMESPACE, max_entries=10_000, timeout_ms=timeout_ms).start()
     print(f"[replica pid {os.getpid()}] Redis {store.status()['server']}, "
           f"search path: {store.search_path}", flush=True)
     return SemanticCache(embedder, threshold=threshold, ttl_seconds=3600, store=store)
@@ -69,9 +69,9 @@ def ask(cache: SemanticCache, llm: Callable[[str], str], who: str, question: str
     return hit is not None
 
 
-def replica_b(url: str, short: bool, conn: Any) -> None:
+def replica_b(url: str, short: bool, conn: Any, timeout_ms: float = 50) -> None:
     """The second replica (a separate OS process), driven step by step by replica A."""
-    cache = make_cache(url, short)
+    cache = make_cache(url, short, timeout_ms)
     llm = fake_llm(short)
     try:
         while True:
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=os.environ.get("REDIS_URL"))
     parser.add_argument("--short", action="store_true",
                         default=os.environ.get("RAG_OPTIMIZE_EXAMPLE_SHORT") == "1")
+    parser.add_argument("--timeout-ms", type=float, default=50.0,
+                        help="RedisStore socket timeout (default 50 ms)")
     args = parser.parse_args(argv)
     server = None
     url = args.url
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         url, proc, workdir = _start_redis()
         server = (proc, workdir)
     try:
-        return _demo(url, args.short)
+        return _demo(url, args.short, args.timeout_ms)
     finally:
         if server is not None:
             server[0].terminate()
@@ -147,13 +149,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(server[1], ignore_errors=True)
 
 
-def _demo(url: str, short: bool) -> int:
-    cache = make_cache(url, short)
+def _demo(url: str, short: bool, timeout_ms: float = 50) -> int:
+    cache = make_cache(url, short, timeout_ms)
     cache.invalidate(TENANT)  # start clean (a real app would not)
     llm = fake_llm(short)
     ctx = mp.get_context("spawn")
     ours, theirs = ctx.Pipe()
-    other = ctx.Process(target=replica_b, args=(url, short, theirs))
+    other = ctx.Process(target=replica_b, args=(url, short, theirs, timeout_ms))
     other.start()
     try:
         results = [

@@ -131,6 +131,10 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a subprocess: ``python -m rag_optimize.cli.main`` or the console script."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # the demo distribution from this checkout, whether or not it is installed
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "integrations" / "demo"), *filter(None, [env.get("PYTHONPATH")])]
+    )
     command = (
         [str(Path(sys.executable).parent / "rag-optimize")]
         if script
@@ -317,7 +321,7 @@ def test_bench_input_key_and_failing_pipeline(cli: Callable[..., Outcome]) -> No
 def test_demo_generation_label_without_langchain_openai(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from langchain_rag_optimize.demo.chat_model import ExtractiveChatModel, make_chat_model
+    from rag_optimize_demo.chat_model import ExtractiveChatModel, make_chat_model
 
     monkeypatch.setenv("RAG_OPTIMIZE_OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("RAG_OPTIMIZE_MODEL", "some-model")
@@ -351,6 +355,35 @@ def test_console_script_bad_module_path(workdir: Path) -> None:
         "'no_such_module:chain'): no module named 'no_such_module'; run from the directory "
         "that contains it or fix PYTHONPATH"
     )
+
+
+WITHOUT_ADAPTERS = textwrap.dedent(
+    """
+    import sys
+    from importlib.abc import MetaPathFinder
+
+    class Hide(MetaPathFinder):  # as if only the core were installed
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("langchain_rag_optimize", "rag_optimize_demo"):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, Hide())
+    from rag_optimize.cli.main import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.parametrize("args", [["demo", "--short"], ["demo"], ["demo", "--verbose", "-x"]])
+def test_demo_without_the_demo_package_names_what_to_install(args: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_ADAPTERS, *args], capture_output=True, text=True,
+        timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "`pip install rag-optimize-demo`" in result.stderr
+    assert "unrecognized arguments" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_unknown_command_and_no_command(cli: Callable[..., Outcome]) -> None:

@@ -201,22 +201,6 @@ def test_acl_line_of_the_readme_is_enough(
         raw.execute_command("ACL", "DELUSER", "least", "wrong")
 
 
-def test_readme_example_runs_as_written(any_server: RedisServer) -> None:  # noqa: F811
-    section = _readme_section()
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    assert "redis://localhost:6379/0" in code
-    # the same code, against this test's server instead of the machine's 6379
-    namespace_code = code.replace("redis://localhost:6379/0", any_server.url)
-    scope: dict[str, Any] = {}
-    exec(compile(namespace_code, "README.md", "exec"), scope)  # noqa: S102
-    assert scope["cache"].get("how can I reset my password", scope="tenant-a") is None  # closed
-    assert scope["cache"].stats.sets == 1 and scope["cache"].stats.store_errors >= 1
-    check = RedisStore(any_server.url, "myapp").start()
-    assert check.count() == 1
-    check.clear()
-    check.close()
-
-
 def test_concurrent_asyncio_tasks_and_threads_make_no_store_errors(
     stores: Any, clock: FakeClock
 ) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,14 +193,9 @@ def test_bm25_filter_never_leaks_zero_score_documents() -> None:
     assert index.search("apple", k=3, allowed=none) == []
 
 
-TEXTS = [
-    "Paris is the capital and largest city of France.",
-    "The Eiffel Tower is a wrought-iron lattice tower in Paris.",
-    "Berlin is the capital of Germany.",
-    "Photosynthesis converts light energy into chemical energy in plants.",
-    "The mitochondria is the powerhouse of the cell.",
-    "Mount Everest is Earth's highest mountain above sea level.",
-]
+sys.path.insert(0, str(Path(__file__).parent))  # tests use --import-mode=importlib
+from retrieval_corpus import TEXTS  # noqa: E402
+
 TOPICS = ["geo", "geo", "geo", "bio", "bio", "geo"]
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -18,14 +20,9 @@ from rag_optimize.retrieval import (
     RetrievalResult,
 )
 
-TEXTS = [
-    "Paris is the capital and largest city of France.",
-    "The Eiffel Tower is a wrought-iron lattice tower in Paris.",
-    "Berlin is the capital of Germany.",
-    "Photosynthesis converts light energy into chemical energy in plants.",
-    "The mitochondria is the powerhouse of the cell.",
-    "Mount Everest is Earth's highest mountain above sea level.",
-]
+sys.path.insert(0, str(Path(__file__).parent))  # tests use --import-mode=importlib
+from retrieval_corpus import TEXTS  # noqa: E402
+
 DELAY = 0.3
 
 
@@ -68,7 +65,7 @@ def build(sparse: BM25Index, embedder: HashingEmbedder, **options: object) -> Hy
 
 
 def test_fused_results_carry_per_branch_ranks(hashing_embedder: HashingEmbedder) -> None:
-    retriever = build(BM25Index(), hashing_embedder, k=3)
+    retriever = build(BM25Index(), hashing_embedder, k=3, fusion="rrf")
     result = retriever.retrieve("capital of France")
     assert not result.degraded and result.failures == {}
     assert result.ids[0] == "d0"
@@ -188,10 +185,12 @@ class BrokenReranker:
 
 
 def test_reranker_reorders_the_fused_pool(hashing_embedder: HashingEmbedder) -> None:
-    plain = build(BM25Index(), hashing_embedder, k=2, candidates=6)
+    plain = build(BM25Index(), hashing_embedder, k=2, candidates=6, fusion="rrf")
     fused = plain.retrieve("capital city").ids
     reranker = ReverseReranker()
-    retriever = build(BM25Index(), hashing_embedder, k=2, candidates=6, reranker=reranker)
+    retriever = build(
+        BM25Index(), hashing_embedder, k=2, candidates=6, reranker=reranker, fusion="rrf"
+    )
     result = retriever.retrieve("capital city")
     pool = plain.retrieve("capital city", k=6).ids
     assert len(reranker.seen[0]) == len(pool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,9 @@ from rag_optimize.embedding import HashingEmbedder
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.retrieval import HybridRetriever
 
-TEXTS = [
-    "Paris is the capital and largest city of France.",
-    "The Eiffel Tower is a wrought-iron lattice tower in Paris.",
-    "Berlin is the capital of Germany.",
-    "Photosynthesis converts light energy into chemical energy in plants.",
-    "The mitochondria is the powerhouse of the cell.",
-    "Mount Everest is Earth's highest mountain above sea level.",
-]
+sys.path.insert(0, str(Path(__file__).parent))  # tests use --import-mode=importlib
+from retrieval_corpus import TEXTS  # noqa: E402
+
 IDS = [f"d{i}" for i in range(len(TEXTS))]
 QUERIES = ["capital of France", "energy in plants", "highest mountain", "tower"]
 

@@ -709,3 +709,14 @@ def test_verifier_explanation_is_recorded_on_the_hit(mode: str) -> None:
     }
     exact = api.get("How do I reset my password?")
     assert exact is not None and "verifier_detail" not in exact.metadata["cache_decision"]
+
+
+def test_constructor_touches_no_store() -> None:
+    """No I/O in the constructor: the store is not called (not even for its dimension)."""
+
+    class Untouchable:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"the constructor used store.{name}")
+
+    cache = SemanticCache(HashingEmbedder(), store=Untouchable())  # type: ignore[arg-type]
+    assert isinstance(cache.store, Untouchable)

@@ -93,7 +93,9 @@ def make_store(
             fixture = "redis_server" if kind == "redis" else "redis8_server"
             server: RedisServer = request.getfixturevalue(fixture)
             ns = request.getfixturevalue("namespace") + f"-{len(made)}"
-            store = RedisStore(server.url, ns, max_entries=max_entries, clock=clock)
+            # 1 s timeouts: a loaded test machine is not an outage (outages have their tests)
+            store = RedisStore(server.url, ns, max_entries=max_entries, clock=clock,
+                               timeout_ms=1000)
         else:
             store = InMemoryStore(max_entries, index="ann" if kind == "memory-ann" else "exact")
         made.append(store)

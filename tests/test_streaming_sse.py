@@ -298,10 +298,11 @@ SERVER_APP = textwrap.dedent(
         async for _ in inputs:
             pass
         try:
+            pad = "x" * int(state.get("size", 0))
             for i in range(int(state.get("n", 40))):
-                await asyncio.sleep(0.025)  # a slow fake model
+                await asyncio.sleep(float(state.get("delay", 0.025)))  # a slow fake model
                 state["produced"] += 1
-                yield f"tok{i} "
+                yield f"tok{i} {pad}"
             state["finished"] += 1
         except asyncio.CancelledError:
             state["cancelled"] += 1
@@ -311,9 +312,11 @@ SERVER_APP = textwrap.dedent(
     app = FastAPI(lifespan=lifespan)
 
     @app.get("/ask")
-    async def ask(n: int = 40) -> Any:
-        state["n"] = n
-        return sse(chain, "question", tracker=tracker, heartbeat_s=1.0)
+    async def ask(
+        n: int = 40, size: int = 0, delay: float = 0.025, send_timeout: float = 30.0
+    ) -> Any:
+        state.update(n=n, size=size, delay=delay)
+        return sse(chain, "question", tracker=tracker, heartbeat_s=1.0, send_timeout=send_timeout)
 
     @app.get("/state")
     async def get_state() -> Any:
@@ -413,6 +416,27 @@ def test_uvicorn_streams_and_a_disconnect_cancels_the_pipeline(server: Server) -
     assert state["finished"] == before["finished"]
     assert state["produced"] - before["produced"] < 400
     assert state["open_runs"] == 0  # the tracker run was closed after the disconnect
+
+
+@pytest.mark.slow
+def test_uvicorn_a_client_that_stops_reading_is_dropped_after_send_timeout(server: Server) -> None:
+    # The client sends its request and never reads: once the socket buffers are full a send
+    # blocks; after send_timeout the stream is closed and the pipeline cancelled (without it
+    # the generation would stay parked on the full queue for as long as the socket is open).
+    port = int(server.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(
+            b"GET /ask?n=100000&size=65536&delay=0&send_timeout=1 HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\n\r\n"
+        )
+        deadline = time.monotonic() + 60
+        state = server.state()
+        while state["cancelled"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            state = server.state()
+        assert state["cancelled"] == 1 and state["finished"] == 0
+        assert state["produced"] < 100000
+        assert state["open_runs"] == 0
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The LangChain bench target of the ``rag-optimize`` CLI (entry point group
-``rag_optimize.bench_targets``; ``rag-optimize demo`` is the ``rag_optimize.commands`` entry
-point :func:`langchain_rag_optimize.demo.options.add_demo_parser`).
+``rag_optimize.bench_targets``; ``rag-optimize demo`` comes from the ``rag-optimize-demo``
+distribution).
 
 For a LangChain ``Runnable``, ``rag-optimize bench`` streams each question through it with a
 :class:`~langchain_rag_optimize.LatencyCallbackHandler` on the bench's tracker attached

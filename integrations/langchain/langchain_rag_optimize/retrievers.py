@@ -132,7 +132,9 @@ class AsyncHybridRetriever(BaseRetriever):
 
     Wrap mode: ``AsyncHybridRetriever(retrievers=[bm25, vector_retriever], weights=[0.5,
     0.5])``; branch names default to ``"r0", "r1", ...`` (set ``names``). ``fusion`` is
-    ``"rrf"``, ``"weighted"`` or ``"relative_score"``; ``k`` results are returned;
+    ``"rrf"`` (the default when wrapping: wrapped retrievers rarely give scores),
+    ``"weighted"``, ``"relative_score"`` or ``"auto"`` (the default of index mode, which
+    weighs each branch per query by its score evidence); ``k`` results are returned;
     ``branch_timeout_ms`` abandons a slow branch; ``reranker`` is any rag-optimize
     ``Reranker`` (e.g. ``CohereReranker``). Index mode: :meth:`from_documents`.
 

@@ -167,8 +167,9 @@ class AsyncHybridRetriever(BaseRetriever):
     """Run several retrievers (or our BM25 + dense indexes) concurrently and fuse them.
 
     Wrap mode: ``AsyncHybridRetriever([bm25, vector_retriever], weights=[1, 1])``; branch
-    names default to ``"r0", "r1", ...``. ``fusion`` is ``"rrf"``, ``"weighted"`` or
-    ``"relative_score"``; ``k`` results; ``branch_timeout_ms`` abandons a slow branch;
+    names default to ``"r0", "r1", ...``. ``fusion`` is ``"rrf"`` (default when wrapping),
+    ``"auto"`` (default of index mode), ``"weighted"`` or ``"relative_score"``; ``k`` results;
+    ``branch_timeout_ms`` abandons a slow branch;
     ``reranker`` is any rag-optimize ``Reranker``. Index mode: :meth:`from_nodes`.
     ``filters`` (LlamaIndex ``MetadataFilters``, or a rag-optimize ``Filter``) is applied
     inside both branches before their top-k (index mode only).

@@ -10,7 +10,7 @@ from rag_optimize.embedding.vectors import FloatVector
 __all__ = ["CacheEntry", "CacheHit", "Candidate"]
 
 
-@dataclass
+@dataclass(slots=True)
 class CacheEntry:
     """One cached answer.
 
@@ -35,7 +35,7 @@ class CacheEntry:
     partition: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """A nearest-neighbour match found by a store's vector search, before any decision."""
 
@@ -44,7 +44,7 @@ class Candidate:
     threshold: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CacheHit:
     """What a lookup that found an answer returns.
 

@@ -71,6 +71,20 @@ class Faults:
         self.store = IncidentLog(logger, "cache store")
         self.embedder = IncidentLog(logger, "embedding model")
         self.logs = {"store": self.store, "embedder": self.embedder}
+        self._seen_failure = False  # until the first failure no success needs logging
+
+    def failure(self, log: str, counter: str, exc: BaseException) -> None:
+        """Count a failure of ``log``'s dependency and log it if it starts an incident."""
+        self.stats.add(counter)
+        self._seen_failure = True
+        self.logs[log].failure(exc)
+
+    def success(self, log: str) -> None:
+        """Record a success of ``log``'s dependency (logs the end of an incident)."""
+        if self._seen_failure:  # the hot path skips the rest until something ever failed
+            incidents = self.logs.get(log)
+            if incidents is not None and incidents.failing:
+                incidents.success()
 
     def count(self, report: StoreReport) -> None:
         """Add a store's report to the counters."""
@@ -207,25 +221,19 @@ Plan = Generator[Op, Any, T]
 
 
 def _failed(op: Op, faults: Faults, exc: BaseException) -> Any:
-    faults.stats.add(op.counter)
-    faults.logs[op.log].failure(exc)
+    faults.failure(op.log, op.counter, exc)
     return op.default
-
-
-def _succeeded(op: Op, faults: Faults) -> None:
-    log = faults.logs.get(op.log)
-    if log is not None and log.failing:
-        log.success()
 
 
 def run(plan: Plan[T], runtime: Runtime, faults: Faults) -> T:
     """Run ``plan`` to its result, performing each operation with a blocking call."""
     report = StoreReport()
+    send = plan.send
     reply: Any = None
     try:
         while True:
             try:
-                op = plan.send(reply)
+                op = send(reply)
             except StopIteration as done:
                 return done.value
             try:
@@ -233,7 +241,7 @@ def run(plan: Plan[T], runtime: Runtime, faults: Faults) -> T:
             except op.absorbs as exc:
                 reply = _failed(op, faults, exc)
             else:
-                _succeeded(op, faults)
+                faults.success(op.log)
     finally:
         faults.count(report)
 
@@ -241,11 +249,12 @@ def run(plan: Plan[T], runtime: Runtime, faults: Faults) -> T:
 async def arun(plan: Plan[T], runtime: Runtime, faults: Faults) -> T:
     """Run ``plan`` to its result, awaiting each operation (never blocks the loop on I/O)."""
     report = StoreReport()
+    send = plan.send
     reply: Any = None
     try:
         while True:
             try:
-                op = plan.send(reply)
+                op = send(reply)
             except StopIteration as done:
                 return done.value
             try:
@@ -253,6 +262,6 @@ async def arun(plan: Plan[T], runtime: Runtime, faults: Faults) -> T:
             except op.absorbs as exc:
                 reply = _failed(op, faults, exc)
             else:
-                _succeeded(op, faults)
+                faults.success(op.log)
     finally:
         faults.count(report)

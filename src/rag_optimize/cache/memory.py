@@ -2,7 +2,10 @@
 
 LRU order is an ``OrderedDict`` (O(1) touch and evict); TTL expiry pops a heap of expiry
 times (O(log n) per entry, never a scan); each scope has its own :class:`VectorTable`, so a
-lookup only ever sees its own scope's vectors (one table per scope and partition).
+lookup only ever sees its own scope's vectors (one table per scope and partition). A table
+picks its search method by size (exact scan while small, sign-bit codes with exact rescoring
+above), and a vector search runs outside the store's lock, so lookups from several threads
+overlap.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import heapq
 import itertools
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
 from rag_optimize.cache.store import StoreReport, SyncStoreMixin
-from rag_optimize.cache.vector_table import IndexKind, VectorTable
+from rag_optimize.cache.vector_table import IndexKind, VectorTable, check_index
 from rag_optimize.embedding.vectors import FloatVector
 from rag_optimize.errors import ConfigurationError, InvalidVectorError
+from rag_optimize.index.engine import STORAGES, Storage
 
 __all__ = ["InMemoryStore"]
 
@@ -26,17 +31,25 @@ _Slot = tuple[str, str]  # (scope, partition): one vector table each
 class InMemoryStore(SyncStoreMixin):
     """Thread-safe in-process store with LRU eviction past ``max_entries`` and TTL expiry.
 
-    ``index="ann"`` adds a usearch HNSW graph per scope: use it past roughly 50k entries in
-    one scope, where an exact scan costs more than a millisecond.
+    ``index="auto"`` (default) lets each scope's table choose its method by size; ``"exact"``,
+    ``"binary"``, ``"int8"`` or ``"hnsw"`` (``"ann"``) force one. ``storage="int8"`` keeps the
+    vectors as int8 (3.9x less memory, scores within about 1e-3).
     """
 
-    def __init__(self, max_entries: int | None = 10_000, index: IndexKind = "exact") -> None:
+    def __init__(
+        self,
+        max_entries: int | None = 10_000,
+        index: IndexKind = "auto",
+        *,
+        storage: Storage = "float32",
+    ) -> None:
         if max_entries is not None and max_entries < 1:
             raise ConfigurationError(f"max_entries must be >= 1 or None, got {max_entries}")
-        if index not in ("exact", "ann"):
-            raise ConfigurationError(f"index must be 'exact' or 'ann', got {index!r}")
+        if storage not in STORAGES:
+            raise ConfigurationError(f"storage must be one of {STORAGES}, got {storage!r}")
         self.max_entries = max_entries
-        self.index: IndexKind = index
+        self.index: IndexKind = check_index(index)
+        self.storage: Storage = storage
         self._lock = threading.RLock()
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._exact: dict[tuple[str, str, str], str] = {}
@@ -82,11 +95,17 @@ class InMemoryStore(SyncStoreMixin):
         with self._lock:
             self._expire(now, report)
             table = self._tables.get((scope, partition))
-            if table is None:
-                return []
+        if table is None:
+            return []
+        found = table.search(vector, k)  # outside the store lock: searches overlap
+        with self._lock:
+            # An entry removed meanwhile is skipped (never a stale answer); one replaced
+            # meanwhile has the same id, i.e. the same question, and ``fetch`` returns the
+            # new answer.
             return [
-                Candidate(entry_id, sim, self._entries[entry_id].threshold)
-                for entry_id, sim in table.search(vector, k)
+                Candidate(entry_id, sim, entry.threshold)
+                for entry_id, sim in found
+                if (entry := self._entries.get(entry_id)) is not None
             ]
 
     def fetch(
@@ -102,31 +121,65 @@ class InMemoryStore(SyncStoreMixin):
 
     def put(self, entry: CacheEntry, now: float, *, report: StoreReport | None = None) -> None:
         """Insert or replace ``entry`` and evict least-recently-used entries past capacity."""
+        self.put_many([entry], now, report=report)
+
+    def put_many(
+        self, entries: Sequence[CacheEntry], now: float, *, report: StoreReport | None = None
+    ) -> None:
+        """Insert or replace ``entries`` (in order: a later one wins) under one lock, with one
+        vector-table update per scope and partition, then evict least-recently-used entries
+        past capacity.
+
+        Every vector is checked against the store's dimension before anything is written,
+        so a bad batch changes nothing.
+        """
+        if not entries:
+            return
         with self._lock:
-            if self._dim is None:
-                self._dim = int(entry.vector.shape[0])
-            elif entry.vector.shape[0] != self._dim:
-                raise InvalidVectorError(
-                    f"entry vector has dimension {entry.vector.shape[0]}, store holds {self._dim}"
-                )
+            dim = self._dim if self._dim is not None else int(entries[0].vector.shape[0])
+            for entry in entries:
+                if entry.vector.shape != (dim,):
+                    raise InvalidVectorError(
+                        f"entry vector has dimension {entry.vector.shape[0]}, store holds {dim}"
+                    )
+            self._dim = dim
             self._expire(now, report)
-            exact_key = (entry.scope, entry.partition, entry.query_key)
-            old_id = self._exact.get(exact_key)
-            if old_id is not None and old_id != entry.id:
-                self._remove(old_id)
-            self._remove(entry.id)
-            self._entries[entry.id] = entry
-            self._exact[exact_key] = entry.id
-            slot = (entry.scope, entry.partition)
-            table = self._tables.get(slot)
-            if table is None:
-                table = self._tables[slot] = VectorTable(self._dim, self.index)
-            table.add(entry.id, entry.vector)
-            if entry.expires_at is not None:
-                heapq.heappush(self._expiry, (entry.expires_at, next(self._seq), entry.id))
+            # Only the last entry of a batch per id or per exact key survives.
+            last: dict[str, CacheEntry] = {}
+            by_key: dict[tuple[str, str, str], str] = {}
+            for entry in entries:
+                exact_key = (entry.scope, entry.partition, entry.query_key)
+                earlier = by_key.get(exact_key)
+                if earlier is not None and earlier != entry.id:
+                    last.pop(earlier, None)
+                last.pop(entry.id, None)
+                last[entry.id] = entry
+                by_key[exact_key] = entry.id
+            per_slot: dict[_Slot, list[CacheEntry]] = {}
+            for entry in last.values():
+                exact_key = (entry.scope, entry.partition, entry.query_key)
+                old_id = self._exact.get(exact_key)
+                if old_id is not None and old_id != entry.id:
+                    self._remove(old_id)
+                old = self._entries.get(entry.id)
+                if old is not None and (old.scope, old.partition, old.query_key) != exact_key:
+                    self._remove(entry.id)
+                self._entries.pop(entry.id, None)
+                self._entries[entry.id] = entry
+                self._exact[exact_key] = entry.id
+                per_slot.setdefault((entry.scope, entry.partition), []).append(entry)
+                if entry.expires_at is not None:
+                    heapq.heappush(self._expiry, (entry.expires_at, next(self._seq), entry.id))
+            for slot, group in per_slot.items():
+                table = self._tables.get(slot)
+                if table is None:
+                    table = self._tables[slot] = VectorTable(dim, self.index, storage=self.storage)
+                if len(group) == 1:
+                    table.add(group[0].id, group[0].vector)
+                else:
+                    table.add_many([e.id for e in group], [e.vector for e in group])
             while self.max_entries is not None and len(self._entries) > self.max_entries:
-                oldest = next(iter(self._entries))
-                self._remove(oldest)
+                self._remove(next(iter(self._entries)))
                 if report is not None:
                     report.evicted += 1
 

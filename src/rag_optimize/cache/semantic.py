@@ -172,7 +172,9 @@ class SemanticCache:
         max_entries: capacity of the default in-process store (LRU eviction past it).
         store: where entries live; default :class:`InMemoryStore`. Use ``RedisStore`` to
             share one cache between processes.
-        index: ``"exact"`` or ``"ann"`` (usearch HNSW) for the default store.
+        index: search method of the default store's per-scope tables: ``"auto"`` (exact scan
+            while small, sign-bit codes with exact rescoring from 4,096 entries in a scope),
+            or ``"exact"``, ``"binary"``, ``"int8"``, ``"hnsw"`` (``"ann"``) to force one.
         candidates: how many nearest entries a lookup considers; more only matters when
             entries carry their own thresholds.
         clock: wall-clock seconds; injected in tests. Entries store absolute times, so all
@@ -211,7 +213,7 @@ class SemanticCache:
         max_entries: int | None = 10_000,
         *,
         store: Store | None = None,
-        index: IndexKind = "exact",
+        index: IndexKind = "auto",
         candidates: int = 4,
         clock: Callable[[], float] = time.time,
         error_budget: ErrorBudgetSettings | None = None,
@@ -633,10 +635,9 @@ class SemanticCache:
         try:
             count = int(self.store.count())
         except StoreError as exc:
-            self._stats.add("store_errors")
-            self._faults.store.failure(exc)
+            self._faults.failure("store", "store_errors", exc)
             return 0
-        self._faults.store.success()
+        self._faults.success("store")
         return count
 
     def _drain_store_report(self) -> None:
@@ -645,9 +646,8 @@ class SemanticCache:
 
     def _begin(self, query: str, scope: str | None, exact: ExactPart) -> _Key:
         query = check_query(query)
-        return _Key(
-            query, normalise_query(query), self._scope(scope), exact_digest(exact), self._clock()
-        )
+        partition = "" if exact is None else exact_digest(exact)
+        return _Key(query, normalise_query(query), self._scope(scope), partition, self._clock())
 
     def _scope(self, scope: str | None) -> str:
         """The explicit scope, else the one of the active ``cache_scope`` block."""

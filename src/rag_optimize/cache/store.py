@@ -41,7 +41,7 @@ from rag_optimize.embedding.vectors import FloatVector
 __all__ = ["ReportLog", "Store", "StoreDefaults", "StoreReport", "SyncStoreMixin"]
 
 
-@dataclass
+@dataclass(slots=True)
 class StoreReport:
     """What happened inside a store during one or more calls (filled in by the store)."""
 

@@ -60,7 +60,7 @@ def run_cache(args: argparse.Namespace) -> int:
             return 0
         stats: dict[str, Any] = {"namespace": args.namespace, "entries": store.count()}
         store.wait_synced(5.0)
-        stats["dimension"] = store.dim
+        stats["dimension"] = store.namespace_dim
         stats.update(store.status())
         if args.json:
             print(json.dumps(stats))

@@ -1,7 +1,7 @@
 """The ``rag-optimize`` command line.
 
-* ``rag-optimize demo``: the offline before/after demo (provided by ``langchain-rag-optimize``
-  through the ``rag_optimize.plugins`` entry point, since the core imports no framework);
+* ``rag-optimize demo``: the offline before/after demo (provided by ``rag-optimize-demo``
+  through the ``rag_optimize.commands`` entry point, since the core imports no framework);
 * ``rag-optimize bench --app module:factory --questions file.txt``: benchmark your pipeline;
 * ``rag-optimize cache stats|clear --redis URL --namespace NS``: inspect or empty a shared cache;
 * ``rag-optimize calibrate ...``: choose the cache threshold from labelled pairs.
@@ -14,6 +14,7 @@ failures), never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -25,11 +26,19 @@ from rag_optimize.cli.plugins import register_plugin_commands
 PROG = "rag-optimize"
 
 
+# Plugin commands the core names even when their distribution is missing: the distribution
+# to install, and the module that provides them (imported directly when it is on the path
+# without its distribution installed, as in a source checkout).
+PLUGIN_COMMANDS = {"demo": "rag-optimize-demo"}
+_PLUGIN_MODULES = {"demo": ("rag_optimize_demo.options", "add_demo_parser")}
+
+
 def _missing_command(name: str, errors: dict[str, str]) -> str:
     detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
+    dist = PLUGIN_COMMANDS.get(name, "langchain-rag-optimize")
     return (
-        f"the {name!r} command comes from the LangChain adapter; install it with "
-        "`pip install langchain-rag-optimize`" + (f" (plugin errors: {detail})" if detail else "")
+        f"the {name!r} command comes from the {dist} package; install it with "
+        f"`pip install {dist}`" + (f" (plugin errors: {detail})" if detail else "")
     )
 
 
@@ -40,9 +49,12 @@ def build_parser(run: str | None, errors: dict[str, str]) -> argparse.ArgumentPa
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    if run in _PLUGIN_MODULES:
+        _add_from_source(subparsers, run, errors)
     register_plugin_commands(subparsers, run, errors)
-    if "demo" not in subparsers.choices:  # named here so its absence gets a clear message
-        subparsers.add_parser("demo", help="the offline before/after demo (needs the adapter)")
+    for name, dist in PLUGIN_COMMANDS.items():  # named here so their absence is explained
+        if name not in subparsers.choices:
+            subparsers.add_parser(name, help=f"(needs `pip install {dist}`)", add_help=False)
     bench.add_parser(subparsers)
     cache_cmd.add_parser(subparsers)
     subparsers.add_parser(
@@ -50,6 +62,24 @@ def build_parser(run: str | None, errors: dict[str, str]) -> argparse.ArgumentPa
         add_help=False,
     )
     return parser
+
+
+def _add_from_source(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+    errors: dict[str, str],
+) -> None:
+    """Add command ``name`` from its module when it is importable: installed (the same module
+    its entry point names) or on the path of a source checkout."""
+    module_name, function = _PLUGIN_MODULES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return
+    try:
+        getattr(module, function)(subparsers)
+        errors.pop(name, None)
+    except Exception as exc:  # a broken plugin must not break the CLI
+        errors[name] = f"{type(exc).__name__}: {exc}"
 
 
 def _calibrate(argv: Sequence[str]) -> int:
@@ -70,13 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors: dict[str, str] = {}
         run = next((a for a in args_list if not a.startswith("-")), None)
         parser = build_parser(run, errors)
-        args = parser.parse_args(args_list)
+        # Unknown arguments are checked after the command: `demo --short` without the demo
+        # installed gets the install hint, not "unrecognized arguments: --short".
+        args, unknown = parser.parse_known_args(args_list)
         if args.command is None:
             parser.print_help()
             return USAGE
         handler = getattr(args, "handler", None)
         if handler is None:
             raise CliError(_missing_command(args.command, errors))
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         return int(handler(args))
     except CliError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -74,18 +74,30 @@ def register_plugin_commands(
     errors: dict[str, str],
 ) -> None:
     """Add the plugin subcommands: the full parser of ``run`` (loaded), placeholders else."""
+    by_name: dict[str, list[EntryPoint]] = {}
     for ep in _entry_points(COMMANDS):
-        if ep.name in subparsers.choices:
+        by_name.setdefault(ep.name, []).append(ep)
+    for name, candidates in by_name.items():
+        if name in subparsers.choices:
             continue
-        add_parser = _load(ep, errors) if ep.name == run else None
-        if add_parser is not None:
+        # Every entry point of that name is tried: a stale one (a distribution that no
+        # longer provides the command) must not hide the one that does.
+        for ep in candidates if name == run else []:
+            add_parser = _load(ep, errors)
+            if add_parser is None:
+                continue
             try:
                 add_parser(subparsers)
-                continue
+                errors.pop(name, None)
+                break
             except Exception as exc:
-                errors[ep.name] = f"{type(exc).__name__}: {exc}"
-        dist = ep.dist.name if ep.dist is not None else "a plugin"
-        subparsers.add_parser(ep.name, help=f"(from {dist}; see `rag-optimize {ep.name} -h`)")
+                errors[name] = f"{type(exc).__name__}: {exc}"
+        if name not in subparsers.choices:  # not asked for, or it failed to load
+            ep = candidates[0]
+            dist = ep.dist.name if ep.dist is not None else "a plugin"
+            subparsers.add_parser(
+                name, help=f"(from {dist}; see `rag-optimize {name} -h`)", add_help=False
+            )
 
 
 def load_bench_targets() -> LoadedPlugins:

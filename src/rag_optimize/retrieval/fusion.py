@@ -12,6 +12,11 @@ which documents were first seen (first branch first), so results are determinist
 * :func:`weighted`: each branch's scores standardised by their mean and standard deviation,
   mapped as ``(s - (mean - 3 std)) / (6 std)`` (a branch with one score or zero spread gives
   1.0), then ``sum_b w_b * scaled_b``. Less sensitive than min-max to one outlier score.
+* :func:`auto` (the default): each branch's scores as z-scores within its own candidate list,
+  weighted per query by how clearly that branch's best candidates stand out of its list (the
+  mean z-score of its top ``depth``). A branch whose top is no better than the rest of its
+  candidates (a keyword branch matching only a common topic word, say) counts for less on
+  that query; where both branches are sure, both count. See :func:`auto` for the rule.
 """
 
 from __future__ import annotations
@@ -96,7 +101,52 @@ def weighted(ranked: Ranked, weights: Mapping[str, float] | None = None) -> Fuse
     return _combine(ranked, weights, _distribution)
 
 
+AUTO_DEPTH = 10
+
+
+def _evidence(hits: Sequence[tuple[str, float]], depth: int) -> tuple[list[float], float, float]:
+    """z-scores of a branch's list, its confidence, and the z a missing document gets."""
+    scores = [s for _, s in hits]
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    if std <= 1e-12 * max(1.0, abs(mean)):  # one hit, or all equal: no spread to read
+        return [1.0] * len(scores), 1.0, 0.0
+    z = [(s - mean) / std for s in scores]
+    top = z[: min(depth, len(z))]
+    return z, max(0.0, sum(top) / len(top)), min(z)
+
+
+def auto(
+    ranked: Ranked, weights: Mapping[str, float] | None = None, *, depth: int = AUTO_DEPTH
+) -> Fused:
+    """Evidence-weighted score fusion, adapted per query to how sure each branch is.
+
+    For each branch: ``z = (s - mean) / std`` over its own candidate list (so BM25's
+    unbounded scores and cosine similarities meet on one scale, as in :func:`weighted`), and
+    ``confidence = mean(z of its top depth)``: large when the branch's best candidates stand
+    far above the rest of its list, near 0 when its ranking is flat (no candidate is
+    clearly better). Fused score: ``sum_b w_b * confidence_b * z_b``; a document a branch
+    did not return gets that branch's lowest z (it ranked below the whole list). Nothing is
+    fitted to a data set: ``depth`` is the cut-off nDCG@10 looks at.
+    """
+    w = check_weights(list(ranked), weights)
+    totals: dict[str, float] = {}
+    parts = []
+    for name, hits in ranked.items():
+        if not hits:
+            continue
+        z, confidence, floor = _evidence(hits, depth)
+        parts.append((w[name] * confidence, dict(zip([d for d, _ in hits], z, strict=True)), floor))
+        for doc_id, _ in hits:
+            totals.setdefault(doc_id, 0.0)
+    for weight, zs, floor in parts:
+        for doc_id in totals:
+            totals[doc_id] += weight * zs.get(doc_id, floor)
+    return sorted(totals.items(), key=lambda item: -item[1])
+
+
 FUSIONS: dict[str, Callable[..., Fused]] = {
+    "auto": auto,
     "rrf": rrf,
     "relative_score": relative_score,
     "weighted": weighted,

@@ -33,7 +33,15 @@ from rag_optimize.embedding.vectors import unit_matrix
 from rag_optimize.errors import ConfigurationError, InvalidInputError, RetrievalError
 from rag_optimize.index.bm25 import BM25Index
 from rag_optimize.index.dense import DenseIndex
-from rag_optimize.index.documents import Hit, Mask, check_k, check_texts, read_meta
+from rag_optimize.index.documents import (
+    DocumentStore,
+    Hit,
+    Mask,
+    check_k,
+    check_texts,
+    loading,
+    read_meta,
+)
 from rag_optimize.retrieval.branches import Branch, Clock, DenseBranch, SparseBranch
 from rag_optimize.retrieval.filters import Filter, parse_filter
 from rag_optimize.retrieval.fusion import DEFAULT_RRF_K, Fused, check_weights, get_fusion
@@ -85,7 +93,8 @@ Plan = Generator[_RunBranches | _Rerank, Any, RetrievalResult]
 class FusionRetriever:
     """Run ``branches`` concurrently and fuse their results.
 
-    ``fusion``: ``"rrf"`` (default), ``"weighted"`` or ``"relative_score"`` (see
+    ``fusion``: ``"auto"`` (default: z-scores weighted per query by each branch's evidence),
+    ``"rrf"``, ``"weighted"`` or ``"relative_score"`` (see
     :mod:`rag_optimize.retrieval.fusion`); ``weights`` per branch name. Each branch is asked
     for ``candidates`` hits; ``k`` fused documents are returned. ``reranker`` reorders the
     best ``rerank_candidates`` (default ``candidates``) fused documents. ``branch_timeout_ms``
@@ -101,7 +110,7 @@ class FusionRetriever:
         self,
         branches: Sequence[Branch],
         *,
-        fusion: str = "rrf",
+        fusion: str = "auto",
         weights: Mapping[str, float] | None = None,
         k: int = 10,
         candidates: int = 50,
@@ -434,7 +443,9 @@ def wrap_retrievers(
     """A :class:`FusionRetriever` over framework retrievers, for the adapters.
 
     ``to_branch(name, retriever)`` wraps one retriever; ``names`` default to ``"r0", "r1",
-    ...``; ``weights`` are given in retriever order. ``options`` as for FusionRetriever.
+    ...``; ``weights`` are given in retriever order. ``options`` as for FusionRetriever,
+    except that ``fusion`` defaults to ``"rrf"``: framework retrievers mostly return no
+    scores (ranks stand in for them), so there is no score evidence for ``"auto"`` to read.
     """
     if not retrievers:
         raise ConfigurationError("pass at least one retriever to wrap")
@@ -442,6 +453,7 @@ def wrap_retrievers(
     for label, values in (("names", names), ("weights", weights)):
         if values is not None and len(values) != len(retrievers):
             raise ConfigurationError(f"{len(retrievers)} retrievers but {len(values)} {label}")
+    options.setdefault("fusion", "rrf")
     return FusionRetriever(
         [to_branch(name, r) for name, r in zip(names, retrievers, strict=True)],
         weights=None if weights is None else dict(zip(names, weights, strict=True)),
@@ -572,11 +584,14 @@ class HybridRetriever(FusionRetriever):
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
+        digests = set()
         if self.sparse is not None:
-            self.sparse.save(staging / "bm25")
+            digests.add(self.sparse.save(staging / "bm25"))
         if self.dense is not None:
-            self.dense.save(staging / "dense")
+            digests.add(self.dense.save(staging / "dense"))
         settings = {
+            # Both indexes hold the same documents: load parses them once.
+            "shared_documents_sha1": next(iter(digests)) if len(digests) == 1 else None,
             "format": _HYBRID_FORMAT,
             "fusion": self.fusion,
             "weights": self.weights,
@@ -620,14 +635,17 @@ class HybridRetriever(FusionRetriever):
         """
         directory = Path(path)
         settings = read_meta(directory, _HYBRID_FILE, "HybridRetriever", _HYBRID_FORMAT)
-        sparse = (
-            BM25Index.load(directory / "bm25", mmap=mmap) if (directory / "bm25").exists() else None
-        )
-        dense = (
-            DenseIndex.load(directory / "dense", mmap=mmap)
-            if (directory / "dense").exists()
-            else None
-        )
+        shared = None
+        digest = settings.get("shared_documents_sha1")
+        first = next((directory / d for d in ("dense", "bm25") if (directory / d).exists()), None)
+        if digest and first is not None:
+            with loading("HybridRetriever", first):
+                shared = DocumentStore.load(first, digest)
+        sparse = dense = None
+        if (directory / "bm25").exists():
+            sparse = BM25Index.load(directory / "bm25", mmap=mmap, documents=shared)
+        if (directory / "dense").exists():
+            dense = DenseIndex.load(directory / "dense", mmap=mmap, documents=shared)
         saved_model = settings.get("embedder")
         given_model = getattr(embedder, "model_name", None)
         if dense is not None and saved_model and given_model and saved_model != given_model:

@@ -18,7 +18,14 @@ from rag_optimize.streaming.sse import sse_events as sse_events
 from rag_optimize.streaming.sse import stream_text as stream_text
 
 __all__ = [
+    "CACHE_HEADER",
+    "CACHE_HIT",
+    "CACHE_MISS",
+    "CACHE_SEMANTIC_HIT",
     "DONE",
+    "META_EVENT",
+    "RUN_ID_HEADER",
+    "cache_status",
     "chunk_text",
     "format_event",
     "question_text",

@@ -86,11 +86,11 @@ class MirrorPath:
         me = weakref.ref(shared)
 
         def set_dim(dim: int | None) -> None:
+            # a snapshot read just before this process's first put may say "no dimension":
+            # what this store wrote itself stays known (own_dim is only reset by its clear())
             target = me()
-            if target is not None and dim is None:
-                target.emptied()
-            elif target is not None:
-                target.dim = dim
+            if target is not None:
+                target.dim = dim if dim is not None else target.own_dim
 
         self.follower = ChangeFollower(
             follower_client,

@@ -260,6 +260,12 @@ class RedisStore(StoreDefaults):
         cache) are not this process's error: they make counted, logged misses."""
         return self._shared.own_dim
 
+    @property
+    def namespace_dim(self) -> int | None:
+        """Dimension of the vectors the namespace holds, as last seen (read at start; no
+        I/O here), whoever wrote them."""
+        return self._shared.dim
+
     def drain_report(self) -> StoreReport:
         """What the change-log thread noticed since the last call (entries it swept as
         expired, corrupt records it skipped while loading), handed over once."""

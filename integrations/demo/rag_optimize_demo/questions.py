@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from langchain_rag_optimize.demo.corpus import SERVICES, SYMPTOMS, TOPICS
+from rag_optimize_demo.corpus import SERVICES, SYMPTOMS, TOPICS
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "what": (

@@ -60,7 +60,7 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
 
     def handler(args: argparse.Namespace) -> int:
-        from langchain_rag_optimize.demo.runner import run_demo
+        from rag_optimize_demo.runner import run_demo
 
         return run_demo(args)
 
