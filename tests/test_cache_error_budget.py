@@ -17,6 +17,7 @@ from rag_optimize.cache.decision.error_budget import (
     outcomes_needed,
 )
 from rag_optimize.cache.decision.judges import ExactMatchJudge
+from rag_optimize.cache.decision.verifiers import MismatchVerifier
 
 
 class VectorBook:
@@ -170,6 +171,8 @@ def _pair_cache(**options: object) -> tuple[SemanticCache, VectorBook]:
     book.add("base", base)
     book.add("close", _at_similarity(rng, base, 0.9))
     book.add("closer", _at_similarity(rng, base, 0.95))
+    # labels, not questions: the rule stage only (token alignment would veto "close"/"base")
+    options.setdefault("verifier", MismatchVerifier())
     cache = SemanticCache(book, threshold=0.85, judge=ExactMatchJudge(), **options)  # type: ignore[arg-type]
     cache.set("base", "answer")
     return cache, book

@@ -6,9 +6,12 @@ import pytest
 
 from rag_optimize import HashingEmbedder, SemanticCache
 from rag_optimize.cache.decision.judges import EmbeddingJudge, ExactMatchJudge, answer_text
+from rag_optimize.cache.decision.verifiers import MismatchVerifier
 
 
 def _shadow(**options: object) -> SemanticCache:
+    # the rule stage only: these tests need the near-miss "... for gifts" to be a would-be hit
+    options.setdefault("verifier", MismatchVerifier())
     return SemanticCache(
         HashingEmbedder(), threshold=0.6, mode="shadow", judge=ExactMatchJudge(), **options  # type: ignore[arg-type]
     )

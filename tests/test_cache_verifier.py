@@ -82,7 +82,7 @@ def test_signature_reads_numbers_negation_and_question_kind() -> None:
 @pytest.fixture
 def loose_cache() -> SemanticCache:
     # a low threshold so the hashing embedder's near-duplicates are candidates
-    return SemanticCache(HashingEmbedder(dim=256), threshold=0.5)
+    return SemanticCache(HashingEmbedder(dim=256), threshold=0.5, verifier=MismatchVerifier())
 
 
 def test_cache_vetoes_a_near_duplicate_with_another_number(loose_cache: SemanticCache) -> None:

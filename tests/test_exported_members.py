@@ -87,6 +87,7 @@ EXPORTED = {
         "EmbeddingJudge",
         "ErrorBudget",
         "ErrorBudgetSettings",
+        "EvidenceVote",
         "ExactMatchJudge",
         "ExactPart",
         "InMemoryStore",

@@ -3,9 +3,11 @@
 A lookup first tries the exact path (the normalised query text as a hash key: no embedding),
 then embeds the query and asks the store for the nearest entries of the same scope; the best
 one whose cosine similarity reaches the decision threshold, and that the verifier does not
-veto, is a hit. The default verifier (:class:`~rag_optimize.cache.MismatchVerifier`)
-vetoes a stored query that differs from the new one in a number, a negation or the question
-word, the near-misses an embedding scores as paraphrases.
+veto, is a hit. The default verifier is the decision pipeline
+(:func:`~rag_optimize.cache.decision.pipeline.default_pipeline`, stage 2): it vetoes a stored
+query that differs from the new one in a number, a negation, the question's intent, an
+opposite word, a date, a unit, or a content word with no counterpart: the near-misses an
+embedding scores as paraphrases.
 
 Choosing ``threshold``: it is the minimum cosine similarity for a hit. Higher means fewer
 wrong answers and fewer hits; lower means more hits and more answers to questions that were
@@ -63,9 +65,9 @@ from typing import Any, Literal
 from rag_optimize.cache.decision.error_budget import EVIDENCE_KEY, ErrorBudget
 from rag_optimize.cache.decision.judges import EmbeddingJudge, Judge, check_judge
 from rag_optimize.cache.decision.learning import Mode, Nearest, OutcomeLearner
+from rag_optimize.cache.decision.pipeline import default_pipeline
 from rag_optimize.cache.decision.shadow import ShadowReport
 from rag_optimize.cache.decision.verifiers import (
-    MismatchVerifier,
     Verifier,
     check_verifier,
     verifier_name,
@@ -110,7 +112,7 @@ __all__ = [
 logger = logging.getLogger("rag_optimize.cache")
 
 DEFAULT_THRESHOLD = 0.9
-DEFAULT_VERIFIER = MismatchVerifier()
+DEFAULT_VERIFIER = default_pipeline()
 _PENDING_VECTORS = 1024
 _FAILED = object()  # a store write's result when the store failed
 FeedbackAction = Literal["updated", "deleted", "missing"]
@@ -193,9 +195,11 @@ class SemanticCache:
             record the stage ``"cache"`` (in the current run, see ``tracker.run()``) with the
             attribute ``hit`` (True/False) for listeners and exporters.
         verifier: ``verifier(query, cached_query) -> bool``, asked before a candidate above
-            the threshold is served; a veto moves on to the next candidate. The default
-            :class:`~rag_optimize.cache.MismatchVerifier` vetoes queries that differ
-            in a number, a negation or the question word ("when" vs "where"), which the
+            the threshold is served; a veto moves on to the next candidate. A list of
+            verifiers asks each in turn (the first veto wins). The default
+            :class:`~rag_optimize.cache.DecisionPipeline` vetoes queries that differ in a
+            number, a negation, the question's intent ("when" vs "where"; "what time" and
+            "when" are one intent), an opposite, a date, a unit or a content word, which the
             embedding barely sees. ``None`` serves on similarity alone. A verifier with a
             method ``explain(query, cached_query)`` returning a mapping has it recorded in
             ``hit.metadata["cache_decision"]["verifier_detail"]``.
@@ -221,7 +225,7 @@ class SemanticCache:
         judge: Judge | None = None,
         require_scope: bool = False,
         tracker: LatencyTracker | None = None,
-        verifier: Verifier | None = DEFAULT_VERIFIER,
+        verifier: Verifier | Sequence[Verifier] | None = DEFAULT_VERIFIER,
     ) -> None:
         self.embedder = check_embedder(embedder)
         self.verifier = check_verifier(verifier)

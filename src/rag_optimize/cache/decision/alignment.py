@@ -32,7 +32,9 @@ from rag_optimize.errors import ConfigurationError
 
 __all__ = ["AlignmentSignal", "TokenSource", "alignment_score"]
 
-DEFAULT_ALIGNMENT_THRESHOLD = 0.7
+DEFAULT_ALIGNMENT_THRESHOLD = 0.55
+"""The lowest alignment threshold (the most paraphrases served) that kept the dev question
+streams below 1% wrong answers (benchmarks/cache_decision.py ``--split dev``)."""
 
 
 class _Tokens(Protocol):

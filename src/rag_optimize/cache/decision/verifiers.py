@@ -46,7 +46,6 @@ __all__ = [
     "Verifier",
     "check_verifier",
     "signature",
-    "verifier_detail",
     "verifier_name",
 ]
 
@@ -179,14 +178,3 @@ def verifier_name(verifier: Verifier | None) -> str | None:
         return None
     return _name(verifier)
 
-
-def verifier_detail(verifier: Verifier | None, query: str, cached_query: str) -> Any:
-    """What ``verifier.explain(query, cached_query)`` says (None when it has no ``explain``
-    or it raises): the detail a hit's decision records."""
-    explain = getattr(verifier, "explain", None)
-    if explain is None:
-        return None
-    try:
-        return dict(explain(query, cached_query))
-    except Exception:  # noqa: BLE001 - a record of the decision must never fail the lookup
-        return None

@@ -1,0 +1,1 @@
+"""Word lists the cache decision reads (see rag_optimize.cache.decision.lexicon)."""
