@@ -16,10 +16,7 @@ from rag_optimize.cache.decision.evidence import (
 from rag_optimize.cache.decision.pipeline import DecisionPipeline
 from rag_optimize.cache.decision.prompt import PromptQuestion, find_question
 from rag_optimize.cache.decision.evidence import (
-    DEFAULT_MIN_OVERLAP,
     EvidenceVote,
-    check_min_overlap,
-    sources_agree,
 )
 from rag_optimize.cache.decision.judges import EmbeddingJudge, ExactMatchJudge
 from rag_optimize.cache.decision.shadow import ShadowReport
