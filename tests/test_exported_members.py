@@ -247,3 +247,21 @@ def test_adapters_pin_the_core_to_a_compatible_range(adapter: str) -> None:
 
     assert spec.contains(rag_optimize.__version__)
     assert not spec.contains("0.2.0") and not spec.contains("1.0.0")
+
+
+def test_every_public_adapter_module_declares_its_public_names() -> None:
+    """Each non-underscore module of the adapters lists its public names in ``__all__``, and
+    every listed name exists (so ``from module import *`` and the docs agree with the code)."""
+    checked = 0
+    for package, root in ADAPTERS.items():
+        for path in sorted(root.rglob("*.py")):
+            if path.name.startswith("_") and path.name != "__init__.py":
+                continue
+            relative = path.relative_to(root).with_suffix("")
+            parts = [p for p in relative.parts if p != "__init__"]
+            module = importlib.import_module(".".join([package, *parts]))
+            assert hasattr(module, "__all__"), f"{module.__name__} has no __all__"
+            missing = [name for name in module.__all__ if not hasattr(module, name)]
+            assert missing == [], f"{module.__name__}.__all__ lists missing names {missing}"
+            checked += 1
+    assert checked >= 10

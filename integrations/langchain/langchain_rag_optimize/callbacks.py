@@ -40,6 +40,8 @@ from langchain_core.tracers.context import register_configure_hook
 
 from rag_optimize.tracing import EventTimeline, LatencyReport, LatencyTracker, stages
 
+__all__ = ["STAGE_METADATA_KEY", "LatencyCallbackHandler", "TimedEmbeddings", "latency_tracing"]
+
 STAGE_METADATA_KEY = "rag_optimize_stage"
 """Run metadata naming the stage a run is timed as; ``with_semantic_cache`` marks its lookup
 run ``"cache"`` (its output ``{"hit": bool}`` becomes the sample's ``hit`` attribute)."""

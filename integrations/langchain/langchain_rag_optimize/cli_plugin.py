@@ -15,6 +15,8 @@ from typing import Any
 from rag_optimize.cli import BenchTarget, make_input
 from rag_optimize.tracing import LatencyTracker
 
+__all__ = ["bench_target", "runnable_target"]
+
 
 def runnable_target(runnable: Any, tracker: LatencyTracker, input_key: str | None) -> BenchTarget:
     """Stream one question through ``runnable`` with the latency handler attached.

@@ -13,6 +13,8 @@ from langchain_core.embeddings import Embeddings
 
 from rag_optimize.embedding import BatchingEmbedder, BatchStats, ClosesOnExit
 
+__all__ = ["BatchingEmbeddings"]
+
 
 class BatchingEmbeddings(ClosesOnExit, Embeddings):
     """Wrap ``embeddings`` so concurrent ``embed_query``/``aembed_query`` calls share batches.

@@ -59,6 +59,8 @@ _child_callbacks: contextvars.ContextVar[Callbacks] = contextvars.ContextVar(
     "rag_optimize_langchain_callbacks", default=None
 )
 
+__all__ = ["AsyncHybridRetriever", "CohereRerank"]
+
 
 def _to_hits(documents: Sequence[Document]) -> list[Hit]:
     """LangChain documents -> hits; the key is ``doc.id`` or else the text (like Ensemble)."""

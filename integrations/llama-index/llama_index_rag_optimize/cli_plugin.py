@@ -14,6 +14,8 @@ from rag_optimize.cli import BenchTarget, make_input
 from rag_optimize.streaming import stream_text
 from rag_optimize.tracing import LatencyTracker
 
+__all__ = ["bench_target", "engine_target"]
+
 
 def engine_target(engine: Any, tracker: LatencyTracker, input_key: str | None) -> BenchTarget:
     """Query ``engine`` once per question with the latency handler instrumented."""

@@ -14,6 +14,8 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from rag_optimize.embedding import Embedder
 
+__all__ = ["LlamaIndexEmbedder", "as_embedder"]
+
 
 class LlamaIndexEmbedder:
     """Present ``model`` (any LlamaIndex ``BaseEmbedding``) as a rag_optimize embedder.

@@ -15,6 +15,8 @@ from pydantic import PrivateAttr
 
 from rag_optimize.embedding import BatchingEmbedder, BatchStats, ClosesOnExit
 
+__all__ = ["BatchingEmbedding"]
+
 
 class _LlamaIndexModel:
     """A LlamaIndex model seen through the core's embedder protocol.

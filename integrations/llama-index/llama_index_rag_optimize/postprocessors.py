@@ -36,6 +36,8 @@ from rag_optimize.retrieval import (
     apply_reranker,
 )
 
+__all__ = ["CohereRerank", "ContextBudgetPostprocessor"]
+
 dispatcher = get_dispatcher(__name__)
 
 

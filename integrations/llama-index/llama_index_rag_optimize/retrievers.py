@@ -57,6 +57,8 @@ from rag_optimize.retrieval import (
     wrap_retrievers,
 )
 
+__all__ = ["AsyncHybridRetriever", "to_filter", "with_provenance"]
+
 METADATA_KEY = "rag_optimize"
 _NODES_FILE = "llama_index_nodes.json"
 _RANGES = {

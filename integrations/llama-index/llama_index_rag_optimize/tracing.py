@@ -90,6 +90,9 @@ _ENDS: tuple[tuple[type[BaseEvent], str], ...] = (
     (LLMChatEndEvent, "llm"),
     (LLMCompletionEndEvent, "llm"),
 )
+
+__all__ = ["LatencyEventHandler", "LatencySpanHandler", "LegacyLatencyHandler"]
+
 _MAX_OPEN_SPANS = 100_000
 _TOKENS = (LLMChatInProgressEvent, LLMCompletionInProgressEvent)
 _STREAMS = frozenset({"StreamingResponse", "AsyncStreamingResponse"})
