@@ -123,7 +123,8 @@ class MirrorPath:
             pass
 
     def fresh(self) -> bool:
-        """Whether the mirror may answer "nobody stored this" without asking Redis."""
+        """Whether the change-log reader confirmed the mirror current recently (reported in
+        :meth:`status`; exact lookups ask Redis either way)."""
         # Redis wakes timed-out XREADs on its 100 ms timer (hz 10), hence the slack
         return self.follower.fresh(self.options.staleness + self.timeout + _FRESH_SLACK)
 

@@ -114,9 +114,9 @@ class MirrorOptions:
     Valkey without search) or when ``search="mirror"``.
 
     Args:
-        staleness_ms: how long the change-log reader blocks per ``XREAD``; when it has not
-            confirmed the mirror for ``staleness_ms + timeout_ms + 250 ms``, exact lookups
-            stop trusting the mirror and ask Redis.
+        staleness_ms: how long the change-log reader blocks per ``XREAD``; a mirror not
+            confirmed for ``staleness_ms + timeout_ms + 250 ms`` is reported as not fresh
+            (``status()["mirror_fresh"]``). Exact lookups always ask Redis.
         index: ``"exact"`` or ``"ann"`` (usearch HNSW) for the mirror's vector search.
         stream_maxlen: approximate length of the change log; a reader further behind reloads.
         sweep_interval_ms: how often this process deletes expired entries from Redis.
