@@ -72,8 +72,21 @@ from rag_optimize.cache.decision.verifiers import (
     check_verifier,
     verifier_name,
 )
-from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
-from rag_optimize.cache.flow import Embed, EmbedMany, Faults, Plan, StoreCall, arun, run
+from rag_optimize.cache.entry import CacheEntry, CacheHit
+from rag_optimize.cache.flow import (
+    Embed,
+    EmbedMany,
+    Faults,
+    Fetch,
+    GetExact,
+    Plan,
+    Put,
+    PutMany,
+    Search,
+    StoreCall,
+    arun,
+    run,
+)
 from rag_optimize.cache.flow import Judge as JudgeOp
 from rag_optimize.cache.incidents import IncidentLog
 from rag_optimize.cache.keys import (
@@ -99,7 +112,7 @@ from rag_optimize.errors import (
     StoreError,
 )
 from rag_optimize.tracing.stages import CACHE
-from rag_optimize.tracing.tracker import LatencyTracker, optional_span
+from rag_optimize.tracing.tracker import LatencyTracker
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -310,9 +323,12 @@ class SemanticCache:
         """The cached answer for ``query`` in ``scope`` with the same exact part ``exact``,
         or ``None`` on a miss (always ``None`` in shadow mode). Timed as the ``"cache"``
         stage when a tracker is given."""
+        plan = self._lookup(query, scope, exact)
+        if self.tracker is None:  # the hot path: no span to open
+            return run(plan, self, self._faults)
         outcome: dict[str, Any] = {}
-        with optional_span(self.tracker, CACHE, attributes=outcome):
-            hit = run(self._lookup(query, scope, exact), self, self._faults)
+        with self.tracker.span(CACHE, attributes=outcome):
+            hit = run(plan, self, self._faults)
             outcome["hit"] = hit is not None
         return hit
 
@@ -320,9 +336,12 @@ class SemanticCache:
         self, query: str, scope: str | None = None, *, exact: ExactPart = None
     ) -> CacheHit | None:
         """Async :meth:`get`: never blocks the event loop on the model or the store."""
+        plan = self._lookup(query, scope, exact)
+        if self.tracker is None:
+            return await arun(plan, self, self._faults)
         outcome: dict[str, Any] = {}
-        with optional_span(self.tracker, CACHE, attributes=outcome):
-            hit = await arun(self._lookup(query, scope, exact), self, self._faults)
+        with self.tracker.span(CACHE, attributes=outcome):
+            hit = await arun(plan, self, self._faults)
             outcome["hit"] = hit is not None
         return hit
 
@@ -331,9 +350,7 @@ class SemanticCache:
         k = self._begin(query, scope, exact)
         if self.require_scope and self._refuse_lookup(scope):
             return None
-        entry = yield StoreCall(
-            "get_exact", k.scope, k.key, k.now, partition=k.partition, reports=True
-        )
+        entry = yield GetExact(k.scope, k.key, k.now, k.partition)
         if entry is not None:
             return self._found(entry, 1.0, None, k, None, exact=True)
         raw = yield Embed(k.query)
@@ -341,16 +358,12 @@ class SemanticCache:
             self._miss()
             return None
         vector = unit_vector(raw, self._dim())
-        empty: list[Candidate] = []
-        candidates = yield StoreCall(
-            "search", k.scope, vector, self.candidates, k.now,
-            default=empty, partition=k.partition, reports=True,
-        )
+        candidates = yield Search(k.scope, vector, self.candidates, k.now, k.partition)
         nearest: Nearest | None = None
         for candidate, threshold, accepted in self._learner.ranked(candidates, self.threshold):
             if not accepted and nearest is not None:
                 continue
-            found = yield StoreCall("fetch", candidate.entry_id, k.now, reports=True)
+            found = yield Fetch(candidate.entry_id, k.now)
             if found is None or not _same_key(found, k) or self._vetoed(k.query, found, accepted):
                 continue
             if accepted:
@@ -466,9 +479,9 @@ class SemanticCache:
         ]
         now = keys[0].now
         if bulk:
-            result = yield StoreCall("put_many", entries, now, default=_FAILED, reports=True)
+            result = yield PutMany(entries, now, default=_FAILED)
         else:
-            result = yield StoreCall("put", entries[0], now, default=_FAILED, reports=True)
+            result = yield Put(entries[0], now, default=_FAILED)
         stored = result is not _FAILED
         self._stats.add("sets" if stored else "dropped_writes", len(entries))
         for k, entry, (_, response, _) in zip(keys, entries, items, strict=True):
@@ -527,7 +540,7 @@ class SemanticCache:
     ) -> Plan[FeedbackAction]:
         """Record an outcome on the stored entry: update its evidence and floor, or delete it
         (a tombstone) when :meth:`OutcomeLearner.revised` says so."""
-        entry = yield StoreCall("fetch", entry_id, now, reports=True)
+        entry = yield Fetch(entry_id, now)
         if entry is None:
             return "missing"
         revised = self._learner.revised(entry, similarity, correct, exact)
@@ -535,7 +548,7 @@ class SemanticCache:
             removed = yield StoreCall("delete", [entry_id], default=0)
             self._stats.add("tombstones", int(removed))
             return "deleted"
-        yield StoreCall("put", revised, now, reports=True)
+        yield Put(revised, now)
         return "updated"
 
     # ------------------------------------------------------------ invalidation
@@ -734,9 +747,10 @@ class SemanticCache:
         threshold: float | None = None,
     ) -> CacheHit:
         """Serve ``entry``: count it and record why (``metadata["cache_decision"]``)."""
-        self._stats.add("hits")
         if exact:
-            self._stats.add("exact_hits")
+            self._stats.add_each("hits", "exact_hits")
+        else:
+            self._stats.add("hits")
         metadata = dict(entry.metadata)
         metadata.pop(EVIDENCE_KEY, None)
         decision = self._learner.decision(entry, similarity, threshold, exact)
