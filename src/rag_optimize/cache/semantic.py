@@ -658,9 +658,14 @@ class SemanticCache:
         self._faults.count(self.store.drain_report())
 
     def _begin(self, query: str, scope: str | None, exact: ExactPart) -> _Key:
-        query = check_query(query)
+        key = normalise_query(query) if type(query) is str else ""
+        if not key:  # not a plain str, or blank: check_query names the fault
+            query = check_query(query)
+            key = normalise_query(query)
         partition = "" if exact is None else exact_digest(exact)
-        return _Key(query, normalise_query(query), self._scope(scope), partition, self._clock())
+        if type(scope) is not str:  # None (the active cache_scope) or a wrong type
+            scope = self._scope(scope)
+        return _Key(query, key, scope, partition, self._clock())
 
     def _scope(self, scope: str | None) -> str:
         """The explicit scope, else the one of the active ``cache_scope`` block."""
