@@ -95,6 +95,7 @@ EXPORTED = {
         "PromptQuestion",
         "ReportLog",
         "SemanticCache",
+        "SemanticCacheOptions",
         "ShadowReport",
         "Store",
         "StoreDefaults",

@@ -49,10 +49,13 @@ from llama_index.core.schema import (
     RelatedNodeInfo,
     TextNode,
 )
+from typing_extensions import Unpack
 
 from llama_index_rag_optimize.embedder import as_embedder
 from rag_optimize import CacheHit, SemanticCache
-from rag_optimize.cache import current_scope
+from rag_optimize.cache import SemanticCacheOptions, current_scope
+from rag_optimize.errors import InvalidTypeError, UnknownOptionError
+from rag_optimize.validation import check_options
 
 __all__ = ["CachedQueryEngine"]
 
@@ -78,7 +81,7 @@ class CachedQueryEngine(BaseQueryEngine):
         query_engine: the engine to wrap.
         cache: a :class:`~rag_optimize.SemanticCache`, or an embedding model (a LlamaIndex
             ``BaseEmbedding`` or a rag_optimize embedder) to build one from
-            ``cache_options`` (``threshold``, ``ttl_seconds``, ``max_entries`` ...).
+            ``cache_options``.
         scope: fixed scope (tenant); ``None`` uses the active ``cache_scope`` block.
         namespace: exact-match identity of the engine (see the module docs).
         index_version: version of the index behind the engine; exact part of the key and
@@ -87,6 +90,13 @@ class CachedQueryEngine(BaseQueryEngine):
         store_source_nodes: keep source node text and metadata with the answer so hits
             return them (ids are always kept).
         ttl_seconds: lifetime of the entries written here (default: the cache's).
+        callback_manager: LlamaIndex callbacks (default: the wrapped engine's).
+        cache_options: :class:`~rag_optimize.SemanticCache`'s keyword options, typed as
+            :class:`rag_optimize.cache.SemanticCacheOptions` (``threshold``, ``max_entries``,
+            ``store``, ``verifier`` ...), used only when ``cache`` is an embedding model
+            (``ttl_seconds`` here is the entries' lifetime, so the cache's default lifetime
+            is not among them). Any other keyword raises
+            :class:`~rag_optimize.errors.UnknownOptionError` naming it.
     """
 
     def __init__(
@@ -101,16 +111,17 @@ class CachedQueryEngine(BaseQueryEngine):
         store_source_nodes: bool = True,
         ttl_seconds: float | None = None,
         callback_manager: CallbackManager | None = None,
-        **cache_options: Any,
+        **cache_options: Unpack[SemanticCacheOptions],
     ) -> None:
         if not isinstance(query_engine, BaseQueryEngine):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"query_engine must be a llama_index BaseQueryEngine, "
                 f"got {type(query_engine).__name__}"
             )
+        check_options(cache_options, SemanticCacheOptions, "CachedQueryEngine")
         if isinstance(cache, SemanticCache):
             if cache_options:
-                raise TypeError(
+                raise UnknownOptionError(
                     f"cache options {sorted(cache_options)} apply only when building a cache "
                     "from an embedding model"
                 )

@@ -60,7 +60,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from rag_optimize.cache.decision.error_budget import EVIDENCE_KEY, ErrorBudget
 from rag_optimize.cache.decision.judges import EmbeddingJudge, Judge, check_judge
@@ -120,6 +120,7 @@ __all__ = [
     "ErrorBudgetSettings",
     "FeedbackAction",
     "SemanticCache",
+    "SemanticCacheOptions",
 ]
 
 logger = logging.getLogger("rag_optimize.cache")
@@ -153,6 +154,31 @@ class ErrorBudgetSettings:
     confidence: float = 0.95
     min_threshold: float = 0.5
     learn_from_misses: bool = True
+
+
+class SemanticCacheOptions(TypedDict, total=False):
+    """The options of :class:`SemanticCache` (each described there) besides the embedder
+    and ``ttl_seconds``, as one type: adapters that build a cache from an embedding model
+    (e.g. ``CachedQueryEngine(engine, embed_model, threshold=0.95)``) take exactly these and
+    refuse any other with :class:`~rag_optimize.errors.UnknownOptionError`. ``ttl_seconds``
+    is left out because every adapter has its own (the lifetime of the entries it writes)."""
+
+    threshold: float
+    max_entries: int | None
+    store: Store | None
+    index: IndexKind
+    candidates: int
+    clock: Callable[[], float]
+    error_budget: ErrorBudgetSettings | None
+    max_error_rate: float | None
+    confidence: float | None
+    min_threshold: float | None
+    learn_from_misses: bool | None
+    mode: Mode
+    judge: Judge | None
+    require_scope: bool
+    tracker: LatencyTracker | None
+    verifier: Verifier | Sequence[Verifier] | None
 
 
 @dataclass(slots=True)
