@@ -78,6 +78,7 @@ from langchain_rag_optimize._serialization import NotCacheable, decode_value, en
 from langchain_rag_optimize.callbacks import STAGE_METADATA_KEY
 from rag_optimize import CacheHit, SemanticCache
 from rag_optimize.cache import DEFAULT_MIN_OVERLAP, check_min_overlap, digest, sources_agree
+from rag_optimize.errors import InvalidInputError
 from rag_optimize.tracing import stages
 
 logger = logging.getLogger("rag_optimize.langchain")
@@ -665,7 +666,7 @@ def _revive(hit: CacheHit | None) -> _Hit | None:
         return None
     try:
         if not isinstance(hit.response, dict) or "value" not in hit.response:
-            raise ValueError("no 'value' field")
+            raise InvalidInputError("no 'value' field")
         graph = hit.response.get("graph")
         recording = Recording.decode(graph) if graph is not None else None
         return _Hit(decode_value(hit.response["value"]), hit, recording)
