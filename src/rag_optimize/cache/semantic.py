@@ -66,7 +66,7 @@ from rag_optimize.cache.decision.error_budget import EVIDENCE_KEY, ErrorBudget
 from rag_optimize.cache.decision.judges import EmbeddingJudge, Judge, check_judge
 from rag_optimize.cache.decision.learning import Mode, Nearest, OutcomeLearner
 from rag_optimize.cache.decision.pipeline import default_pipeline
-from rag_optimize.cache.decision.shadow import ShadowReport
+from rag_optimize.cache.decision.shadow import Observation, ShadowReport
 from rag_optimize.cache.decision.verifiers import (
     Verifier,
     check_verifier,
@@ -490,7 +490,10 @@ class SemanticCache:
         vectors = [self._take_pending(k.key) for k in keys]
         todo = [n for n, v in enumerate(vectors) if v is None]
         if todo:
-            embedded = yield from self._embed_all([keys[n].query for n in todo], bulk)
+            texts = [keys[n].query for n in todo]
+            embedded = yield (EmbedMany(texts) if bulk else Embed(texts[0]))
+            if not bulk and embedded is not None:
+                embedded = [embedded]
             if embedded is None:
                 self._stats.add("dropped_writes", len(items))
                 return 0
@@ -511,23 +514,16 @@ class SemanticCache:
         stored = result is not _FAILED
         self._stats.add("sets" if stored else "dropped_writes", len(entries))
         for k, entry, (_, response, _) in zip(keys, entries, items, strict=True):
-            yield from self._learn_from_answer(k, entry.id, response)
+            observation = self._learner.take(k.scope, k.slot)
+            if observation is not None:  # a lookup of this query waits for its answer
+                yield from self._learn_from_answer(k, observation, entry.id, response)
         return len(entries) if stored else 0
 
-    def _embed_all(self, texts: list[str], bulk: bool) -> Plan[list[Any] | None]:
-        """The raw vectors of ``texts`` (one ``embed_documents`` batch when ``bulk``, else
-        ``embed_query`` of the one text), ``None`` if the model failed."""
-        if bulk:
-            return (yield EmbedMany(texts))
-        raw = yield Embed(texts[0])
-        return None if raw is None else [raw]
-
-    def _learn_from_answer(self, k: _Key, new_id: str, response: Any) -> Plan[None]:
-        """If a lookup of this query left an observation, judge it against ``response``; a
-        wrong probe gives the observed entry its floor."""
-        observation = self._learner.take(k.scope, k.slot)
-        if observation is None:
-            return
+    def _learn_from_answer(
+        self, k: _Key, observation: Observation, new_id: str, response: Any
+    ) -> Plan[None]:
+        """Judge the observation a lookup of this query left against ``response``; a wrong
+        probe gives the observed entry its floor."""
         correct = yield JudgeOp(k.query, observation, response)
         if self._learner.settle(observation, correct, new_id):
             yield from self._outcome(
