@@ -147,8 +147,8 @@ def test_in_process_entry_carries_words_and_a_cold_lookup_runs_one_forward_pass(
     assert votes["alignment"] == "pass"
 
 
-def _redis_cache(server: Any, namespace: str, embedder: LocalEmbedder) -> SemanticCache:
-    return SemanticCache(embedder, store=RedisStore(server.url, namespace, timeout_ms=2000))
+def _redis_cache(server: Any, ns: str, embedder: LocalEmbedder) -> SemanticCache:
+    return SemanticCache(embedder, store=RedisStore(server.url, ns, timeout_ms=2000))
 
 
 def test_redis_entry_carries_words_to_a_new_replica(
