@@ -281,9 +281,92 @@ def run_cold(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+class MemoEmbedder:
+    """The real model, each text embedded once (``embed_query`` keeps its word vectors)."""
+
+    def __init__(self) -> None:
+        from rag_optimize.embedding.local import default_embedder
+
+        self.model = default_embedder()
+        self.table: dict[str, list[float]] = {}
+
+    def embed_query(self, text: str) -> list[float]:
+        if text not in self.table:
+            self.table[text] = self.model.embed_query(text)
+        return self.table[text]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self.embed_query(t) for t in texts]
+
+
+def run_evidence(args: argparse.Namespace) -> dict[str, Any]:
+    """CachedQueryEngine over a real BM25 retriever on the SciFact corpus, with and without
+    ``confirm_with``: wrong% of served answers and served% of paraphrases."""
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.query_engine import RetrieverQueryEngine
+    from llama_index.core.schema import TextNode
+    from llama_index.retrievers.bm25 import BM25Retriever
+
+    from llama_index_rag_optimize import CachedQueryEngine
+    from rag_optimize import SemanticCache
+
+    corpus = cd.DATA / "scifact-subset" / "corpus.jsonl"
+    with open(corpus, encoding="utf-8") as fh:
+        docs = [json.loads(line) for line in fh if line.strip()]
+    nodes = [TextNode(id_=str(d["_id"]), text=(d.get("title", "") + " " + d["text"]).strip())
+             for d in docs]
+    retriever = BM25Retriever.from_defaults(nodes=nodes, similarity_top_k=args.top_k)
+    claims = cd.load_claims()
+    embedder = MemoEmbedder()
+    out: dict[str, Any] = {"corpus_docs": len(nodes), "claims": len(claims),
+                           "retriever": f"BM25Retriever top_k={args.top_k}"}
+    streams = {"hard": build_stream(claims, 100, 1.0), "typical": build_stream(claims, 101, 0.2)}
+    contenders = {
+        "similarity only (0.9, verifier=None)": (None, False),
+        "similarity only + confirm_with": (None, True),
+        "default pipeline": ("default", False),
+        "default pipeline + confirm_with": ("default", True),
+    }
+    for mix, (queries, answer, kind) in streams.items():
+        base = {q: answer[q] for q in queries}
+        for name, (verifier, confirm) in contenders.items():
+            options: dict[str, Any] = {"threshold": 0.9, "max_entries": None}
+            if verifier is None:
+                options["verifier"] = None
+            cache = SemanticCache(embedder, **options)
+            engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM())
+            cached = CachedQueryEngine(engine, cache, confirm_with=retriever if confirm else None)
+            hits = wrong = para = para_served = 0
+            retrieval_ms: list[float] = []
+            for q in queries:
+                t0 = time.perf_counter()
+                response = cached.query(q)
+                info = (response.metadata or {}).get("rag_optimize_cache")
+                para += kind[q] == "paraphrase"
+                if info is None:
+                    continue
+                retrieval_ms.append(1e3 * (time.perf_counter() - t0))
+                hits += 1
+                ok = base.get(info["matched_query"]) == base[q]
+                wrong += not ok
+                para_served += ok and kind[q] == "paraphrase"
+            row = {
+                "lookups": len(queries), "hits": hits, "wrong": wrong,
+                "wrong_pct": round(100 * wrong / hits, 2) if hits else 0.0,
+                "paraphrases_served_pct": round(100 * para_served / para, 2) if para else None,
+                "evidence_rejections": cached.evidence_rejections,
+                "hit_p50_ms": round(float(np.median(retrieval_ms)), 3) if retrieval_ms else None,
+            }
+            out[f"{mix}: {name}"] = row
+            print(mix, name, json.dumps(row), flush=True)
+    out["load_average"] = os.getloadavg()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("models", "cold", "all"), default="all")
+    parser.add_argument("--part", choices=("models", "cold", "evidence", "all"), default="all")
+    parser.add_argument("--top-k", type=int, default=3, help="evidence: retriever top k")
     parser.add_argument("--split", choices=("dev", "heldout"), default="heldout")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--no-streams", action="store_true")
@@ -297,10 +380,10 @@ def main() -> None:
     if args.e5_path is not None:
         sys.path.append(str(args.e5_path))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    parts = ("models", "cold") if args.part == "all" else (args.part,)
+    parts = ("models", "cold", "evidence") if args.part == "all" else (args.part,)
     for part in parts:
         started = time.perf_counter()
-        result = run_models(args) if part == "models" else run_cold(args)
+        result = {"models": run_models, "cold": run_cold, "evidence": run_evidence}[part](args)
         result.update(part=part, split=args.split if part == "models" else "dev",
                       seconds=round(time.perf_counter() - started, 1),
                       load_average_end=os.getloadavg())
