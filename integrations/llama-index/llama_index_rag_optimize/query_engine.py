@@ -176,7 +176,8 @@ class CachedQueryEngine(BaseQueryEngine):
             try:
                 nodes = self.confirm_with.retrieve(query_bundle)
             except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
-                hit = self._unconfirmed(exc)
+                hit = None
+                self._unconfirmed(exc)
             else:
                 hit = self._confirmed(hit, nodes)
         if hit is not None and key is not None:
@@ -191,7 +192,8 @@ class CachedQueryEngine(BaseQueryEngine):
             try:
                 nodes = await self.confirm_with.aretrieve(query_bundle)
             except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
-                hit = self._unconfirmed(exc)
+                hit = None
+                self._unconfirmed(exc)
             else:
                 hit = self._confirmed(hit, nodes)
         if hit is not None and key is not None:

@@ -71,6 +71,18 @@ class QueryWords:
         codes = np.rint(matrix / scales[:, None]).astype(np.int8)
         return cls(model, tuple(words), codes, scales)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QueryWords):
+            return NotImplemented
+        return (
+            self.model == other.model
+            and self.words == other.words
+            and np.array_equal(self.codes, other.codes)
+            and np.array_equal(self.scales, other.scales)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
     @property
     def nbytes(self) -> int:
         """The bytes its vectors take (codes and scales)."""
