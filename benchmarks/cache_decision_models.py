@@ -350,6 +350,7 @@ def run_evidence(args: argparse.Namespace) -> dict[str, Any]:
             engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM())
             cached = CachedQueryEngine(engine, cache, confirm_with=retriever if confirm else None)
             hits = wrong = para = para_served = 0
+            examples: list[list[str]] = []
             for q in queries:
                 response = cached.query(q)
                 info = (response.metadata or {}).get("rag_optimize_cache")
@@ -359,15 +360,19 @@ def run_evidence(args: argparse.Namespace) -> dict[str, Any]:
                 hits += 1
                 ok = base.get(info["matched_query"]) == base[q]
                 wrong += not ok
+                if not ok and len(examples) < 12:
+                    examples.append([info["matched_query"], q, kind[q]])
                 para_served += ok and kind[q] == "paraphrase"
             row = {
                 "lookups": len(queries), "hits": hits, "wrong": wrong,
                 "wrong_pct": round(100 * wrong / hits, 2) if hits else 0.0,
                 "paraphrases_served_pct": round(100 * para_served / para, 2) if para else None,
                 "evidence_rejections": cached.evidence_rejections,
+                "served_wrong_examples": examples,
             }
             out[f"{mix}: {name}"] = row
-            print(mix, name, json.dumps(row), flush=True)
+            brief = {k: v for k, v in row.items() if k != "served_wrong_examples"}
+            print(mix, name, json.dumps(brief), flush=True)
     timed = []
     for q in claims[:100]:  # what confirming a hit adds: one retrieval
         t0 = time.perf_counter()
@@ -399,7 +404,8 @@ def main() -> None:
     for part in parts:
         started = time.perf_counter()
         result = {"models": run_models, "cold": run_cold, "evidence": run_evidence}[part](args)
-        result.update(part=part, split=args.split if part == "models" else "dev",
+        data = {"models": args.split, "cold": "dev pairs", "evidence": "scifact claims"}[part]
+        result.update(part=part, split=data,
                       seconds=round(time.perf_counter() - started, 1),
                       load_average_end=os.getloadavg())
         name = f"cache_decision_models_{part}" + (f"_{args.split}" if part == "models" else "")
