@@ -224,3 +224,13 @@ def test_codec_round_trips_words(embedder: LocalEmbedder) -> None:
     assert back.words.words == entry.words.words
     del fields[b"wv"]
     assert decode_entry(fields, "ns", local.DIMENSION).words is None
+
+
+def test_words_under_a_foreign_model_name_are_ignored(embedder: LocalEmbedder) -> None:
+    tokens = embedder.token_vectors(STORED)
+    text = "a question written by a replica running another model"
+    for name in ("other-model", local.token_model_name(256) + "0", "x:onnx-int8:256"):
+        local.remember_token_vectors(name, text, tokens)
+        assert local.known_token_vectors(text) is None
+    local.remember_token_vectors(local.token_model_name(256), text, tokens)
+    assert local.known_token_vectors(text) == (local.token_model_name(256), tokens)

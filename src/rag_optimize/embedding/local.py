@@ -236,10 +236,20 @@ def remember_token_vectors(
     """Hand this process the word vectors of ``text`` under the token model ``model`` (for
     example, read back with a cache entry): :meth:`LocalEmbedder.token_vectors` of that model
     then returns them without a forward pass. ``tokens`` may be a zero-argument callable,
-    called only when the text is not already held (a text already held is left as it is)."""
+    called only when the text is not already held (a text already held is left as it is).
+    A name no LocalEmbedder computes (see :func:`token_model_name`) is ignored."""
+    if not _is_token_model(model):
+        return  # not word vectors any LocalEmbedder computes: of no use here
     key = (model, text)
     if _TOKENS.get(key) is None:
         _TOKENS.put(key, tokens if isinstance(tokens, TokenVectors) else tokens())
+
+
+def _is_token_model(name: str) -> bool:
+    prefix = f"{MODEL_NAME}:onnx-int8:"
+    if not name.startswith(prefix) or not name[len(prefix):].isdigit():
+        return False
+    return 8 <= int(name[len(prefix):]) <= 512
 
 
 class _TorchBackend:
