@@ -170,20 +170,21 @@ class MirrorPath:
         self, entry_id: str, now: float, report: StoreReport | None = None
     ) -> Plan[CacheEntry | None]:
         hid = hex_id(entry_id)
+        seen = self.mirror.version(hid)  # what the mirror knew before asking Redis
         raw = yield self._script(FETCH, hid, repr(float(now)))
         if not raw:
-            self.mirror.remove([hid])
+            self.mirror.forget(hid, seen)  # unless it was (re)written meanwhile
             return None
         try:
             entry = decode_entry(pairs_to_dict(raw), self.shared.namespace, self.shared.dim)
         except CorruptEntry as exc:
             self.shared.corrupt(hid, exc, report)
-            self.mirror.remove([hid])
+            self.mirror.forget(hid, seen)
             return None
         if entry.expires_at is not None and entry.expires_at <= now:
-            removed = yield self._script(DELETE, hid)
+            removed, seq = yield self._script(DELETE, hid)
             self.shared.expired(int(removed), report)
-            self.mirror.remove([hid])
+            self.mirror.remove([hid], _seq(seq))
             return None
         return entry
 
@@ -205,32 +206,36 @@ class MirrorPath:
         if reply[0] == b"dim":
             shared.dim = int(reply[1])
             raise shared.foreign_dimension(prepared.dim, int(reply[1]))
-        shared.evicted(int(reply[1]), report)
-        shared.expired(int(reply[2]), report)
+        _ok, evicted, gone, put_seq, evict_seq, victims = reply
+        shared.evicted(int(evicted), report)
+        shared.expired(int(gone), report)
         shared.stored(prepared.dim)
+        if victims:
+            self.mirror.remove([v.decode() for v in victims], _seq(evict_seq))
         vector = np.asarray(prepared.vector, dtype=np.float32)
         record = IndexRecord(
             entry.scope, vector, entry.expires_at, entry.threshold, entry.partition
         )
-        self.mirror.add(prepared.hid, record)
+        self.mirror.add(prepared.hid, record, _seq(put_seq))
 
     def delete(self, entry_ids: list[str]) -> Plan[int]:
         hids = [hex_id(i) for i in entry_ids]
         if not hids:
             return 0
-        removed = yield self._script(DELETE, *hids)
-        self.mirror.remove(hids)
+        removed, seq = yield self._script(DELETE, *hids)
+        self.mirror.remove(hids, _seq(seq))
         return int(removed)
 
     def invalidate(self, scope: str) -> Plan[int]:
         sd = scope_digest(scope)
-        total = 0
+        total, seq = 0, None
         for _ in range(_MAX_ROUNDS):
-            removed, left = yield self._script(INVALIDATE, sd, _CHUNK)
+            removed, left, seq = yield self._script(INVALIDATE, sd, _CHUNK)
             total += int(removed)
             if not int(left):
                 break
-        self.mirror.drop_scope(scope)
+        # entries of the scope written since (by any process) stay
+        self.mirror.drop_scope(scope, _seq(seq))
         return total
 
     def delete_where(
@@ -242,11 +247,11 @@ class MirrorPath:
         cursor: Any = b"0"
         total = 0
         for _ in range(_MAX_ROUNDS):
-            cursor, ids = yield self._script(
+            cursor, ids, seq = yield self._script(
                 DELETE_WHERE, sd, cursor, _CHUNK, metadata_key, *values
             )
             hids = [i.decode() for i in ids]
-            self.mirror.remove(hids)
+            self.mirror.remove(hids, _seq(seq))
             total += len(hids)
             if cursor in (b"0", 0, "0"):
                 break
@@ -264,9 +269,14 @@ class MirrorPath:
                 yield Command(("UNLINK", *doomed))
             if int(cursor) == 0:
                 break
-        yield self._script(CLEARED)
-        self.mirror.clear()
+        seq = yield self._script(CLEARED)
+        self.mirror.clear(_seq(seq))
         self.shared.emptied()
+
+    def head(self) -> Plan[int]:
+        """The namespace's change counter now: the number of the latest change."""
+        raw = yield Command(("GET", self.keys.seq))
+        return int(raw or 0)
 
     def count(self) -> Plan[int]:
         return int((yield Command(("ZCARD", self.keys.lru))))
@@ -281,6 +291,11 @@ class MirrorPath:
             "log_seq": seq,
             "loads": self.follower.loads,
         }
+
+
+def _seq(raw: Any) -> int | None:
+    """A change number from a script's reply (``None``: Redis could not number the change)."""
+    return None if raw is None or raw is False else int(raw)
 
 
 def _call(ref: weakref.ReferenceType[Shared], method: str, *args: Any) -> None:

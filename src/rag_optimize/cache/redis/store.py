@@ -272,14 +272,24 @@ class RedisStore(StoreDefaults):
         return self._shared.background.drain()
 
     def wait_synced(self, timeout: float = 5.0) -> bool:
-        """Start if needed; on the mirror path block until the mirror was loaded once.
-        Returns whether the store is ready to serve (always true on the server-side path
-        once connected)."""
+        """Start if needed; on the mirror path block (at most ``timeout`` seconds) until the
+        mirror reflects every change made before this call, by any process: a write another
+        process finished is then found by a semantic lookup here. Returns whether it does
+        (always true on the server-side path once connected: it has no mirror)."""
+        deadline = time.monotonic() + timeout
         self.start()
         path = self._path
         if path is None:
             return False
-        return path.wait_loaded(timeout) if isinstance(path, MirrorPath) else True
+        if not isinstance(path, MirrorPath):
+            return True
+        if not path.wait_loaded(timeout):
+            return False
+        try:
+            head = self._drive(lambda p: cast(MirrorPath, p).head())
+        except StoreError:
+            return False
+        return path.follower.wait_applied(head, max(0.0, deadline - time.monotonic()))
 
     def status(self) -> dict[str, Any]:
         """Diagnostics: search path, server, breaker state, and the mirror's state."""

@@ -75,6 +75,7 @@ class ChangeFollower:
         self._incidents = IncidentLog(logger, f"Redis change log of {keys.namespace!r}")
         self._stop = threading.Event()
         self._loaded = threading.Event()
+        self._progress = threading.Condition()  # notified whenever the position moves
         self._last_id: bytes = b"0-0"
         self._seq = 0
         self._need_load = True
@@ -99,6 +100,14 @@ class ChangeFollower:
     def wait_loaded(self, timeout: float) -> bool:
         """Block until the first full load finished (or ``timeout``); returns whether it did."""
         return self._loaded.wait(timeout)
+
+    def wait_applied(self, seq: int, timeout: float) -> bool:
+        """Block until the mirror reflects every change numbered up to ``seq`` (or
+        ``timeout``); returns whether it does."""
+        with self._progress:
+            return self._progress.wait_for(
+                lambda: not self._need_load and self._seq >= seq, timeout
+            )
 
     def fresh(self, bound: float) -> bool:
         """Whether the mirror is loaded and was confirmed current within ``bound`` seconds."""
@@ -162,11 +171,15 @@ class ChangeFollower:
             self._read_records(hids, dim, records)
             if cursor == 0:
                 break
-        self._mirror.replace(records)  # only decoded records are in it; replace() empties it
+        head = int(seq_raw or 0)
+        # only decoded records are in it; replace() empties it
+        self._mirror.replace(records, head, counter_reset=head < self._seq)
         self._set_dim(dim)
-        self._seq = int(seq_raw or 0)
-        self._last_id = last_id or b"0-0"
-        self._need_load = False
+        with self._progress:
+            self._seq = head
+            self._last_id = last_id or b"0-0"
+            self._need_load = False
+            self._progress.notify_all()
         self.loads += 1
         self._loaded.set()
 
@@ -216,27 +229,34 @@ class ChangeFollower:
             seq = int(fields.get(b"seq", b"0"))
             if seq != self._seq + 1:
                 raise _Gap(f"change log jumped from {self._seq} to {seq}")
-            self._apply(fields, states)
+            self._apply(fields, states, seq)
             self._seq = seq
             self._last_id = event_id
+        self._mirror.advance(self._seq)
+        with self._progress:
+            self._progress.notify_all()
         if puts:
             self._set_dim(dim)
 
-    def _apply(self, fields: dict[bytes, bytes], states: dict[str, IndexRecord | None]) -> None:
+    def _apply(
+        self, fields: dict[bytes, bytes], states: dict[str, IndexRecord | None], seq: int
+    ) -> None:
+        """Apply one event, numbered ``seq``: the mirror ignores it for an entry this process
+        changed later (the states were read a moment ago, before such a change perhaps)."""
         op = fields.get(b"op")
         hids = fields.get(b"ids", b"").decode().split()
         if op == b"clear":
-            self._mirror.clear()
+            self._mirror.clear(seq)
             self._on_cleared()  # another process emptied the namespace: no dimension now
         elif op == b"del":
-            self._mirror.remove(hids)
+            self._mirror.remove(hids, seq)
         elif op == b"put":
             for hid in hids:
                 record = states.get(hid)
                 if record is None:
-                    self._mirror.remove([hid])
+                    self._mirror.remove([hid], seq)
                 else:
-                    self._mirror.add(hid, record)
+                    self._mirror.add(hid, record, seq)
 
     def _maybe_sweep(self) -> None:
         now = time.monotonic()
