@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from rag_optimize import RedisStore
+from rag_optimize import ConfigurationError, RedisStore
 from rag_optimize.cache.redis.codec import hex_id
+from rag_optimize.cache.redis.options import MirrorOptions
 from tests.conftest import FakeClock
 from tests.redis_server import RedisServer, namespace, redis_server  # noqa: F401
 from tests.test_redis_store import MakeStore, _vec, make_entry, make_mirror_store  # noqa: F401
@@ -188,3 +189,32 @@ def test_own_writes_are_seen_at_once_while_the_log_and_reloads_race(
     assert store.wait_synced()
     held = {m.decode() for m, _ in store._client.zscan_iter("{" + store.namespace + "}:lru")}
     assert set(store._mirror._info) == held  # converged to exactly what Redis holds
+
+
+def test_an_int8_mirror_scores_exactly_like_a_float32_one(
+    make_mirror_store: MakeStore, clock: FakeClock  # noqa: F811
+) -> None:
+    small = make_mirror_store(mirror=MirrorOptions(storage="int8"))
+    full = make_mirror_store(mirror=MirrorOptions(storage="float32"))
+    for i in range(40):
+        small.put(make_entry(f"how do I configure feature {i}", i), clock())
+    assert full.wait_synced()
+    table = next(iter(small._mirror._tables.values()))
+    assert table.storage == "int8" and len(table) == 40
+    for i in range(0, 40, 3):
+        query = _vec(f"how can I configure feature {i} quickly")
+        approx = small._mirror.search("", query, 3, clock())
+        rescored, exact = small.search("", query, 3, clock()), full.search("", query, 3, clock())
+        assert rescored[0].entry_id == exact[0].entry_id  # (lower ranks may hold exact ties)
+        # the rescored scores are the float32 ones; the mirror's own int8 scores are not
+        assert [c.similarity for c in rescored] == pytest.approx(
+            [c.similarity for c in exact], abs=1e-6
+        )
+        assert approx[0].similarity != exact[0].similarity
+
+
+def test_mirror_storage_is_validated() -> None:
+    with pytest.raises(ConfigurationError, match="storage must be 'int8' or 'float32'"):
+        MirrorOptions(storage="float16")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="index must be"):
+        MirrorOptions(index="binary")  # type: ignore[arg-type]

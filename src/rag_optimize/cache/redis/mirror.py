@@ -48,6 +48,7 @@ class _Info:
 
 
 Change = Callable[["LocalMirror"], None]
+_SNAPSHOT_BATCH = 4096
 
 
 class LocalMirror:
@@ -145,9 +146,8 @@ class LocalMirror:
             sizes[(r.scope, r.partition)] += 1
             dims.setdefault((r.scope, r.partition), int(r.vector.shape[0]))
         for slot, size in sizes.items():  # tables sized once: no doubling, no copies
-            fresh._tables[slot] = fresh._table(dims[slot], size + size // 16)
-        for hid, record in records.items():
-            fresh._put(hid, record, None)
+            fresh._tables[slot] = fresh._table(dims[slot], size + size // 64)
+        fresh._put_snapshot(records, head)
         records.clear()
         _release_freed_memory()
         with self._lock:
@@ -218,6 +218,32 @@ class LocalMirror:
         self._info[hid] = _Info(
             record.scope, record.expires_at, record.threshold, record.partition, version
         )
+
+    def _put_snapshot(self, records: dict[str, IndexRecord], version: int) -> None:
+        """Insert a snapshot's records into the (empty, pre-sized) tables, in batches: one
+        engine update (and one int8 encoding) per batch instead of one per entry."""
+        batch: dict[tuple[str, str], list[str]] = {}
+        for hid, record in records.items():
+            slot = (record.scope, record.partition)
+            table = self._tables[slot]
+            if table.dim != record.vector.shape[0]:  # never mix dimensions in a table
+                continue
+            self._info[hid] = _Info(
+                record.scope, record.expires_at, record.threshold, record.partition, version
+            )
+            pending = batch.setdefault(slot, [])
+            pending.append(hid)
+            if len(pending) == _SNAPSHOT_BATCH:
+                self._flush(slot, pending, records)
+        for slot, pending in batch.items():
+            self._flush(slot, pending, records)
+
+    def _flush(
+        self, slot: tuple[str, str], pending: list[str], records: dict[str, IndexRecord]
+    ) -> None:
+        if pending:
+            self._tables[slot].add_many(pending, [records[h].vector for h in pending])
+            pending.clear()
 
     def _remove_many(self, hids: list[str], seq: int | None) -> None:
         for hid in hids:

@@ -50,6 +50,7 @@ from rag_optimize.cache.redis.scripts import (
     FETCH,
     INVALIDATE,
     PUT,
+    VECTORS,
 )
 from rag_optimize.cache.redis.sync import ChangeFollower
 from rag_optimize.cache.store import StoreReport
@@ -61,6 +62,7 @@ __all__ = ["MirrorPath"]
 _CHUNK = 1000
 _FRESH_SLACK = 0.25
 _MAX_ROUNDS = 100_000
+_RESCORE_EXTRA = 4  # int8 mirror: candidates rescored beyond k (a near tie can swap order)
 
 
 class MirrorPath:
@@ -79,7 +81,7 @@ class MirrorPath:
         self.shared = shared
         self.options = options
         self.keys = Keys(shared.namespace)
-        self.mirror = LocalMirror(options.index)
+        self.mirror = LocalMirror(options.index, options.storage)
         self.breaker = breaker
         self.timeout = timeout
         self.follower_client = follower_client
@@ -147,6 +149,29 @@ class MirrorPath:
         if dim is not None and vector.shape[0] != dim:
             raise self.shared.foreign_dimension(int(vector.shape[0]), dim)
         return self.mirror.search(scope, vector, k, now, partition)
+
+    def search(
+        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = ""
+    ) -> Plan[list[Candidate]]:
+        """Nearest entries from the mirror. With ``storage="int8"`` the mirror's scores are
+        approximate (within about 1e-3), so its ``k + 4`` best are rescored exactly from the
+        float32 vectors in Redis (one round trip) and the ``k`` best of those returned:
+        quantization can cost a candidate, never a decision. ``float32``: no round trip."""
+        if self.options.storage == "float32":
+            return self.local_search(scope, vector, k, now, partition)
+        found = self.local_search(scope, vector, k + _RESCORE_EXTRA, now, partition)
+        if not found:
+            return []
+        blobs = yield self._script(VECTORS, *(c.entry_id for c in found))
+        query = np.asarray(vector, dtype=np.float32)
+        rescored = []
+        for candidate, blob in zip(found, blobs, strict=True):
+            if not isinstance(blob, bytes) or len(blob) != 4 * query.shape[0]:
+                continue  # gone since, or not a vector of this dimension: the fetch would miss
+            exact = float(np.frombuffer(blob, dtype="<f4") @ query)
+            rescored.append(Candidate(candidate.entry_id, exact, candidate.threshold))
+        rescored.sort(key=lambda c: -c.similarity)
+        return rescored[:k]
 
     def get_exact(
         self, scope: str, query_key: str, now: float, partition: str, report: StoreReport | None

@@ -187,6 +187,17 @@ if #ids > 0 then seq = emit('del', ids) end
 return {reply[1], ids, seq}
 """
 
+# ARGV: P, MAXLEN, id, ... -> the float32 vector blob of each entry (false: gone or foreign);
+# a read only (int8 mirror candidates are rescored from these)
+_VECTORS = r"""
+local out = {}
+for i = 3, #ARGV do
+  local v = hget(ekey(ARGV[i]), 'vec')
+  out[#out + 1] = v or false
+end
+return out
+"""
+
 # ARGV: P, MAXLEN -> {seq, last log entry id or false, dim}: where a snapshot starts, read
 # atomically (a script, not MULTI: Redis refuses transactions when it is out of memory)
 _HEAD = r"""
@@ -227,6 +238,7 @@ INVALIDATE = _script("invalidate", _INVALIDATE)
 DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
 CLEARED = _script("cleared", _CLEARED)
 HEAD = _script("head", _HEAD)
+VECTORS = _script("vectors", _VECTORS)
 
 
 def run_script(client: Any, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:

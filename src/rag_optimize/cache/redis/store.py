@@ -31,7 +31,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from typing import Any, TypeVar, cast
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
@@ -336,12 +335,13 @@ class RedisStore(StoreDefaults):
         report: StoreReport | None = None,
     ) -> list[Candidate]:
         """Nearest entries of ``scope`` and ``partition``: one round trip on the server-side
-        path; from the local mirror on the mirror path (raises :class:`StoreError` while
-        Redis is known to be failing: every candidate would need a fetch from Redis anyway)."""
+        path; from the local mirror on the mirror path (plus one round trip to rescore with
+        ``storage="int8"``; raises :class:`StoreError` while Redis is known to be failing:
+        every candidate would need a fetch from Redis anyway)."""
         path = self._ensure_path()
         if isinstance(path, MirrorPath):
             self._check_healthy()
-            return path.local_search(scope, vector, k, now, partition)
+            return self._drive(lambda _p: path.search(scope, vector, k, now, partition))
         return self._drive(
             lambda p: cast(VectorSetPath, p).search(scope, vector, k, now, partition, report)
         )
@@ -406,10 +406,15 @@ class RedisStore(StoreDefaults):
         """Async twin of :meth:`search`."""
         path = await self._aensure_path()
         if isinstance(path, MirrorPath):
-            call = partial(self.search, scope, vector, k, now, partition=partition)
             if not path.follower.wait_loaded(0):  # may wait for the first load: off the loop
-                return await asyncio.to_thread(call)
-            return call()  # in-process numpy, runs inline
+                await asyncio.to_thread(
+                    path.wait_loaded, self.mirror_options.startup_wait_ms / 1000
+                )
+            self._check_healthy()
+            # the mirror's search runs inline (in-process numpy); int8's rescoring is awaited
+            return await self._adrive(
+                lambda _p: path.search(scope, vector, k, now, partition), lookup=True
+            )
         return await self._adrive(
             lambda p: cast(VectorSetPath, p).search(scope, vector, k, now, partition, report),
             lookup=True,
