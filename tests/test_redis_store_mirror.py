@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from rag_optimize import ConfigurationError, RedisStore
+from rag_optimize import ConfigurationError, InvalidTypeError, RedisStore
 from rag_optimize.cache.redis.codec import hex_id
 from rag_optimize.cache.redis.options import MirrorOptions
 from tests.conftest import FakeClock
@@ -42,8 +42,8 @@ def after_state_read(follower: Any, action: Callable[[], None]) -> None:
     applies the events it read them for)."""
     real = follower._read_records
 
-    def read_then_act(hids: list[str], dim: int | None, into: dict[str, Any]) -> Any:
-        out = real(hids, dim, into)
+    def read_then_act(hids: list[str], dim: int | None, *rest: Any) -> Any:
+        out = real(hids, dim, *rest)
         follower._read_records = real
         action()
         return out
@@ -218,3 +218,23 @@ def test_mirror_storage_is_validated() -> None:
         MirrorOptions(storage="float16")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="index must be"):
         MirrorOptions(index="binary")  # type: ignore[arg-type]
+
+
+def test_bad_arguments_are_project_errors_that_are_still_type_errors(
+    make_mirror_store: MakeStore, clock: FakeClock  # noqa: F811
+) -> None:
+    store = make_mirror_store()
+    calls = [
+        lambda: store.delete_where(None, "source_ids", "d1"),  # a str, not a list of str
+        lambda: store.delete_where(7, "source_ids", ["d1"]),
+        lambda: store.delete("0" * 32),
+        lambda: store.delete([b"raw bytes id"]),
+        lambda: store.fetch(12345, clock()),
+        lambda: store.invalidate(None),
+        lambda: store.get_exact("", 3.5, clock()),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidTypeError) as caught:
+            call()
+        assert isinstance(caught.value, TypeError)  # old callers caught TypeError
+    assert store.count() == 0

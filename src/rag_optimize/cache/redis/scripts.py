@@ -198,13 +198,14 @@ end
 return out
 """
 
-# ARGV: P, MAXLEN -> {seq, last log entry id or false, dim}: where a snapshot starts, read
+# ARGV: P, MAXLEN -> {seq, last log entry id or false, dim, entries}: where a snapshot starts, read
 # atomically (a script, not MULTI: Redis refuses transactions when it is out of memory)
 _HEAD = r"""
 local last = redis.call('XREVRANGE', P .. ':log', '+', '-', 'COUNT', 1)
 local id = false
 if #last > 0 then id = last[1][1] end
-return {redis.call('GET', P .. ':seq'), id, redis.call('GET', P .. ':dim')}
+return {redis.call('GET', P .. ':seq'), id, redis.call('GET', P .. ':dim'),
+        redis.call('ZCARD', P .. ':lru')}
 """
 
 # ARGV: P, MAXLEN -> announces that the namespace was emptied; returns the clear's seq|false

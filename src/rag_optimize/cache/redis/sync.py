@@ -11,10 +11,13 @@ triggers a full reload once Redis answers again. The same thread sweeps expired 
 from __future__ import annotations
 
 import logging
+import mmap
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from rag_optimize.cache.incidents import IncidentLog
 from rag_optimize.cache.redis.breaker import CircuitBreaker
@@ -159,16 +162,17 @@ class ChangeFollower:
 
     def _read_snapshot(self) -> None:
         keys = self._keys
-        seq_raw, last_id, dim_raw = run_script(
+        seq_raw, last_id, dim_raw, entries = run_script(
             self._client, HEAD, (keys.log,), (keys.prefix, self._maxlen)
         )
         dim = _parse_dim(dim_raw)
         records: dict[str, IndexRecord] = {}
+        staging = _Staging(int(entries) + _LOAD_CHUNK)
         cursor: int = 0
         while True:
             cursor, pairs = self._client.zscan(keys.lru, cursor, count=_LOAD_CHUNK)
             hids = [member.decode() for member, _score in pairs]
-            self._read_records(hids, dim, records)
+            self._read_records(hids, dim, records, staging)
             if cursor == 0:
                 break
         head = int(seq_raw or 0)
@@ -184,9 +188,14 @@ class ChangeFollower:
         self._loaded.set()
 
     def _read_records(
-        self, hids: list[str], dim: int | None, into: dict[str, IndexRecord]
+        self,
+        hids: list[str],
+        dim: int | None,
+        into: dict[str, IndexRecord],
+        staging: _Staging | None = None,
     ) -> dict[str, IndexRecord | None]:
-        """HMGET the index fields of ``hids``; ``None`` for gone or corrupt entries."""
+        """HMGET the index fields of ``hids``; ``None`` for gone or corrupt entries. With
+        ``staging`` (a snapshot load) each vector is copied there at once."""
         if not hids:
             return {}
         pipe = self._client.pipeline(transaction=False)
@@ -201,6 +210,8 @@ class ChangeFollower:
             except CorruptEntry as exc:
                 self._on_corrupt(hid, exc)
                 record = None
+            if record is not None and staging is not None:
+                record = staging.keep(record)
             out[hid] = record
             if record is not None:
                 into[hid] = record
@@ -268,6 +279,41 @@ class ChangeFollower:
         removed = int(run_script(self._client, SWEEP, (keys.log,), args))
         if removed:
             self._on_expired(removed)
+
+
+class _Staging:
+    """One float32 matrix a snapshot's vectors are copied into as they are decoded.
+
+    Decoded vectors are views of the reply's bytes; kept until the swap, every reply of the
+    scan would stay alive at once, in many small blocks the thread's malloc arena keeps as
+    fragmentation after they are freed (measured: 10-20 MB of RSS at 12k x 384 that
+    ``malloc_trim`` did not return). Copied here, each reply is freed within its chunk, and
+    the matrix (one allocation, sized from the entry count read with the head) is freed in
+    one piece after the swap. Vectors past its size or of another width get their own copy.
+    """
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.matrix: np.ndarray | None = None
+        self.used = 0
+
+    def keep(self, record: IndexRecord) -> IndexRecord:
+        vector = record.vector
+        if self.matrix is None:
+            # anonymous mmap, not malloc: unmapped when the last view goes (a big malloc block
+            # can land in the thread's arena, which glibc does not return to the OS)
+            width = int(vector.shape[0])
+            pages = mmap.mmap(-1, max(1, self.rows * width * 4))
+            self.matrix = np.frombuffer(pages, dtype=np.float32).reshape(-1, width)[: self.rows]
+        if vector.shape[0] != self.matrix.shape[1] or self.used == self.rows:
+            kept = np.array(vector, dtype=np.float32)
+        else:
+            kept = self.matrix[self.used]
+            kept[:] = vector
+            self.used += 1
+        return IndexRecord(
+            record.scope, kept, record.expires_at, record.threshold, record.partition
+        )
 
 
 def _parse_dim(raw: bytes | None) -> int | None:
