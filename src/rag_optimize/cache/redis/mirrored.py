@@ -4,8 +4,11 @@ Entries are hashes; every change is one Lua script (:mod:`~rag_optimize.cache.re
 that also appends to a change-log stream. This process keeps a copy of the namespace's vectors
 (:class:`~rag_optimize.cache.redis.mirror.LocalMirror`), loaded at start and kept current by a
 background thread tailing the stream (:class:`~rag_optimize.cache.redis.sync.ChangeFollower`), so
-a lookup is an in-process vector search plus one round trip for the answer. The exact path is
-one round trip on a deterministic key, and none for a query the mirror has never seen.
+a lookup is an in-process vector search (plus, with the default int8 copy, one round trip that
+rescores its few candidates from the float32 in Redis) and one round trip for the answer. The
+exact path is one round trip on a deterministic key. Every change this process makes reaches
+its mirror with the change-log number its script returned, so its own writes and the
+follower's events can arrive in any order (see :mod:`~rag_optimize.cache.redis.mirror`).
 
 Every key of a namespace shares the hash tag ``{ns}`` (one cluster slot), which is why this path
 serves one Redis (or one slot of a cluster), and a least-privilege ACL user needs ``~{ns}:*``.
