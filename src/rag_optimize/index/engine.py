@@ -9,11 +9,15 @@ Methods (``method=``; ``"auto"`` is the default and the user configures nothing)
 
 * ``"exact"``: one matrix-vector product over the stored vectors. Fastest while the table is
   small (below ``exact_below`` live rows, measured crossover; see BENCHMARKS.md).
-* ``"binary"``: a first pass ranks one sign bit per dimension (of the vector minus a fixed
-  centre, which spreads anisotropic embeddings over both signs) by Hamming distance with
+* ``"binary"``: one sign bit per dimension (of the vector minus a fixed centre, which
+  spreads anisotropic embeddings over both signs) ranks rows by Hamming distance with
   faiss's popcount kernel (numpy when faiss is absent), then the best ``candidates`` rows
-  are rescored exactly. 100k x 384 codes are 6.4 MB instead of 154 MB of float32.
-  ``"auto"`` switches to it at ``exact_below`` rows.
+  are rescored exactly. 100k x 384 codes are 4.8 MB instead of 154 MB of float32. From
+  :data:`COARSE_FROM` rows a shorter code goes first: 128 random-hyperplane sign bits
+  (16 bytes a row, a third of the full code's memory traffic) pick the best
+  ``8 x candidates`` (at least 1024) rows, their full codes pick ``candidates``, and those
+  are rescored. A scan of 1M full codes is memory-bound (3 ms here); of the short ones 1 ms.
+  ``"auto"`` switches to ``"binary"`` at ``exact_below`` rows.
 * ``"int8"``: the first pass scores int8 codes (one scale per row), then rescoring.
 * ``"hnsw"``: a usearch HNSW graph proposes the candidates (override; slower to fill and,
   measured, lower recall on near-duplicates than ``"binary"``).
@@ -44,6 +48,7 @@ from rag_optimize.index.ann import AnnIndex, make_ann
 
 __all__ = [
     "BINARY_MIN_DIM",
+    "COARSE_FROM",
     "EXACT_BELOW",
     "METHODS",
     "STORAGES",
@@ -65,10 +70,15 @@ BINARY_MIN_DIM = 128
 #: Candidates rescored exactly: ``max(MIN_CANDIDATES, CANDIDATE_FACTOR * k)``.
 MIN_CANDIDATES = {"binary": 128, "int8": 40, "hnsw": 64}
 CANDIDATE_FACTOR = {"binary": 16, "int8": 4, "hnsw": 8}
+#: Rows from which ``"binary"`` scans the short random-hyperplane codes first.
+COARSE_FROM = 32_768
+# Candidates the short codes pass to the full codes: max(_COARSE_MIN, _COARSE_FACTOR * n).
+_COARSE_MIN = 1_024
+_COARSE_FACTOR = 8
 # Up to this many dead rows are skipped by fetching that many more candidates; beyond it
 # the scan is given a live-rows bitmap (slightly slower per lookup).
 _DEAD_SLACK = 256
-_FORMAT = 1
+_FORMAT = 2  # 2: unpadded full codes, short codes and their hyperplanes saved too
 _META = "engine.json"
 Rows = npt.NDArray[np.intp]
 Scores = npt.NDArray[np.float32]
@@ -203,6 +213,8 @@ class VectorEngine:
         self._n_live = 0
         self._width = q.sign_code_bytes(dim)
         self._bits: q.BitMatrix | None = None  # binary codes, built when first needed
+        self._coarse: q.BitMatrix | None = None  # short first-pass codes, built with them
+        self._projection: npt.NDArray[np.float32] | None = None
         self._mean: npt.NDArray[np.float32] | None = None
         self._int8: q.Int8Matrix | None = None  # int8 first-pass codes (float32 storage)
         self._int8_scale: npt.NDArray[np.float32] | None = None
@@ -285,10 +297,22 @@ class VectorEngine:
         self._high = max(self._high, int(at.max()) + 1)
         if self._bits is not None:
             self._bits[at] = q.sign_encode(matrix, self._mean, self._width)
+            hyperplanes = self._coarse_hyperplanes()
+            self._coarse_codes()[at] = q.coarse_encode(matrix, self._mean, hyperplanes)
         if self._int8 is not None and self._int8_scale is not None:
             self._int8[at], self._int8_scale[at] = q.row_int8_encode(matrix)
         if self._hnsw is not None:
             self._hnsw.add(at.astype(np.int64), matrix)
+        self._build_codes_when_due()
+
+    def _build_codes_when_due(self) -> None:
+        """Build the binary codes in the write that makes them the method (not in a search)."""
+        if (
+            self._bits is None
+            and self._n_live >= self.exact_below
+            and self.active_method() == "binary"
+        ):
+            self._sign_codes()
 
     def _add_one(self, row: int, vector: npt.NDArray[np.float32]) -> None:
         """:meth:`add` of one checked unit vector into existing capacity (the cache's path)."""
@@ -304,6 +328,11 @@ class VectorEngine:
             self._high = row + 1
         if self._bits is not None:
             self._bits[row] = q.sign_encode(vector[None, :], self._mean, self._width)[0]
+            self._coarse_codes()[row] = q.coarse_encode(
+                vector[None, :], self._mean, self._coarse_hyperplanes()
+            )[0]
+        elif self._n_live >= self.exact_below:
+            self._build_codes_when_due()
         if self._int8 is not None and self._int8_scale is not None:
             codes, scale = q.row_int8_encode(vector[None, :])
             self._int8[row], self._int8_scale[row] = codes[0], scale[0]
@@ -375,6 +404,8 @@ class VectorEngine:
             self._scale = _grown(self._scale, new)
         if self._bits is not None:
             self._bits = _grown(self._bits, new)
+        if self._coarse is not None:
+            self._coarse = _grown(self._coarse, new)
         if self._int8 is not None and self._int8_scale is not None:
             self._int8 = _grown(self._int8, new)
             self._int8_scale = _grown(self._int8_scale, new)
@@ -472,13 +503,29 @@ class VectorEngine:
             return _top_k(scores, wanted)
         bits = self._sign_codes()[: self._high]
         query_code = q.sign_encode(query[None, :], self._mean, self._width)
+        if self._high < COARSE_FROM:
+            return self._hamming_candidates(bits, query_code, wanted, valid)
+        coarse = self._coarse_codes()[: self._high]
+        query_coarse = q.coarse_encode(query[None, :], self._mean, self._coarse_hyperplanes())
+        first = max(_COARSE_MIN, _COARSE_FACTOR * wanted)
+        found = self._hamming_candidates(coarse, query_coarse, first, valid)
+        return found[q.hamming_rerank(bits[found], query_code, wanted)]
+
+    def _hamming_candidates(
+        self,
+        codes: q.BitMatrix,
+        query_code: q.BitMatrix,
+        wanted: int,
+        valid: npt.NDArray[np.bool_] | None,
+    ) -> Rows:
+        """The ``wanted`` live (and allowed) rows nearest by these codes."""
         dead = self._high - self._n_live
         if valid is None and dead <= _DEAD_SLACK:
             # At most ``dead`` of the best ``wanted + dead`` rows are dead: drop them after.
-            found = q.hamming_nearest(bits, query_code, wanted + dead)
+            found = q.hamming_nearest(codes, query_code, wanted + dead)
             return found[self._live[found]][:wanted]
         mask = self._live[: self._high] if valid is None else valid
-        return q.hamming_nearest(bits, query_code, wanted, mask)
+        return q.hamming_nearest(codes, query_code, wanted, mask)
 
     def _hnsw_candidates(
         self,
@@ -504,19 +551,36 @@ class VectorEngine:
         return rows[order], scores[order]
 
     def _sign_codes(self) -> q.BitMatrix:
-        """The binary codes, built over every written row the first time they are needed."""
+        """The binary codes (full and short), built over every written row the first time
+        they are needed; the centre is the mean of the live rows then, and stays fixed."""
         if self._bits is None:
-            floats = self._float_rows()
-            live = floats[self._live[: self._high]]
-            self._mean = (
-                live.mean(axis=0).astype(np.float32) if self.center and live.shape[0] else None
-            )
+            if self._mean is None and self.center and self._n_live:
+                total = np.zeros(self.dim, dtype=np.float64)
+                for start, stop in _chunks(self._high):
+                    block = self._float_rows(start, stop)
+                    total += block[self._live[start:stop]].sum(axis=0)
+                self._mean = (total / self._n_live).astype(np.float32)
             bits = np.zeros((self._live.shape[0], self._width), dtype=np.uint8)
-            for start in range(0, self._high, 65_536):
-                stop = min(self._high, start + 65_536)
-                bits[start:stop] = q.sign_encode(floats[start:stop], self._mean, self._width)
-            self._bits = bits
+            coarse = np.zeros((self._live.shape[0], q.COARSE_BITS // 8), dtype=np.uint8)
+            hyperplanes = self._coarse_hyperplanes()
+            for start, stop in _chunks(self._high):
+                block = self._float_rows(start, stop)
+                bits[start:stop] = q.sign_encode(block, self._mean, self._width)
+                coarse[start:stop] = q.coarse_encode(block, self._mean, hyperplanes)
+            self._bits, self._coarse = bits, coarse
         return self._bits
+
+    def _coarse_codes(self) -> q.BitMatrix:
+        if self._coarse is None:
+            self._bits = None  # rebuild both (e.g. after loading a save without them)
+            self._sign_codes()
+        assert self._coarse is not None
+        return self._coarse
+
+    def _coarse_hyperplanes(self) -> npt.NDArray[np.float32]:
+        if self._projection is None:
+            self._projection = q.coarse_projection(self.dim)
+        return self._projection
 
     def _int8_codes(self) -> tuple[q.Int8Matrix, npt.NDArray[np.float32]]:
         if self._scale is not None:  # int8 storage: the stored rows are the codes
@@ -530,10 +594,11 @@ class VectorEngine:
                 self._int8[: self._high], self._int8_scale[: self._high] = codes, scale
         return self._int8, self._int8_scale
 
-    def _float_rows(self) -> npt.NDArray[np.float32]:
+    def _float_rows(self, start: int = 0, stop: int | None = None) -> npt.NDArray[np.float32]:
+        stop = self._high if stop is None else stop
         if self._scale is None:
-            return np.asarray(self._vectors[: self._high], dtype=np.float32)
-        return (self._vectors[: self._high] * self._scale[: self._high, None]).astype(np.float32)
+            return np.asarray(self._vectors[start:stop], dtype=np.float32)
+        return (self._vectors[start:stop] * self._scale[start:stop, None]).astype(np.float32)
 
     # -- memory and persistence ---------------------------------------------------------------
 
@@ -543,7 +608,9 @@ class VectorEngine:
             int(self._scale.nbytes) if self._scale is not None else 0
         )
         codes = sum(
-            int(a.nbytes) for a in (self._bits, self._int8, self._int8_scale) if a is not None
+            int(a.nbytes)
+            for a in (self._bits, self._coarse, self._int8, self._int8_scale)
+            if a is not None
         )
         graph = self._hnsw.memory_bytes() if self._hnsw is not None else 0
         return {
@@ -567,8 +634,10 @@ class VectorEngine:
         np.save(directory / "live.npy", self._live[:high], allow_pickle=False)
         if self._scale is not None:
             np.save(directory / "scale.npy", self._scale[:high], allow_pickle=False)
-        if self._bits is not None:
+        if self._bits is not None and self._coarse is not None:
             np.save(directory / "codes.npy", self._bits[:high], allow_pickle=False)
+            np.save(directory / "coarse.npy", self._coarse[:high], allow_pickle=False)
+            np.save(directory / "hyperplanes.npy", self._coarse_hyperplanes(), allow_pickle=False)
         if self._mean is not None:
             np.save(directory / "center.npy", self._mean, allow_pickle=False)
         if self._hnsw is not None:
@@ -623,7 +692,15 @@ class VectorEngine:
             )
         if (directory / "codes.npy").exists():
             bits = _read_array(directory / "codes.npy", (rows, engine._width), np.uint8, False)
-            engine._bits = np.ascontiguousarray(bits)
+            coarse = _read_array(
+                directory / "coarse.npy", (rows, q.COARSE_BITS // 8), np.uint8, False
+            )
+            engine._projection = np.array(
+                _read_array(
+                    directory / "hyperplanes.npy", (engine.dim, q.COARSE_BITS), np.float32, False
+                )
+            )
+            engine._bits, engine._coarse = np.array(bits), np.array(coarse)
         if (directory / "center.npy").exists():
             engine._mean = np.array(
                 _read_array(directory / "center.npy", (engine.dim,), np.float32, False)
@@ -637,6 +714,11 @@ class VectorEngine:
             except Exception as exc:  # usearch raises RuntimeError on a bad file
                 raise InvalidInputError(f"{graph} is corrupt: {exc}") from exc
         return engine
+
+
+def _chunks(rows: int, size: int = 65_536) -> list[tuple[int, int]]:
+    """``[start, stop)`` blocks covering ``rows`` (bounded temporaries when encoding)."""
+    return [(start, min(rows, start + size)) for start in range(0, rows, size)]
 
 
 def _grown(array: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
