@@ -166,6 +166,8 @@ class VectorEngine:
         storage: ``"float32"`` (exact scores) or ``"int8"`` (one byte per dimension plus a
             per-row scale: 3.9x less memory, scores within about 1e-3 of the float ones).
         candidates: rows rescored per search (default: by method, at least 16 per result).
+        candidate_factor: rows rescored per result wanted instead of the method's default
+            (``max(minimum, factor * k)``; ignored when ``candidates`` is given).
         exact_below: where ``"auto"`` switches from the exact scan to binary codes.
         center: binary codes are signs of ``vector - mean`` (mean of the rows present when
             the codes are first built, then fixed); ``False`` uses the raw signs.
@@ -179,6 +181,7 @@ class VectorEngine:
         method: str = "auto",
         storage: str = "float32",
         candidates: int | None = None,
+        candidate_factor: int | None = None,
         exact_below: int = EXACT_BELOW,
         center: bool = True,
         hnsw_options: Mapping[str, Any] | None = None,
@@ -193,12 +196,21 @@ class VectorEngine:
             raise ConfigurationError(f"unknown vector storage {storage!r}: use one of {STORAGES}")
         if candidates is not None and (isinstance(candidates, bool) or candidates < 1):
             raise ConfigurationError(f"candidates must be a positive int, got {candidates!r}")
+        if candidate_factor is not None and (
+            isinstance(candidate_factor, bool)
+            or not isinstance(candidate_factor, int)
+            or candidate_factor < 1
+        ):
+            raise ConfigurationError(
+                f"candidate_factor must be a positive int, got {candidate_factor!r}"
+            )
         if isinstance(exact_below, bool) or exact_below < 0:
             raise ConfigurationError(f"exact_below must be >= 0, got {exact_below!r}")
         self.dim = dim
         self.method = method
         self.storage = storage
         self.candidates = candidates
+        self.candidate_factor = candidate_factor
         self.exact_below = int(exact_below)
         self.center = bool(center)
         self.hnsw_options = dict(hnsw_options or {})
@@ -297,8 +309,8 @@ class VectorEngine:
         self._high = max(self._high, int(at.max()) + 1)
         if self._bits is not None:
             self._bits[at] = q.sign_encode(matrix, self._mean, self._width)
-            hyperplanes = self._coarse_hyperplanes()
-            self._coarse_codes()[at] = q.coarse_encode(matrix, self._mean, hyperplanes)
+        if self._coarse is not None:
+            self._coarse[at] = q.coarse_encode(matrix, self._mean, self._coarse_hyperplanes())
         if self._int8 is not None and self._int8_scale is not None:
             self._int8[at], self._int8_scale[at] = q.row_int8_encode(matrix)
         if self._hnsw is not None:
@@ -306,13 +318,13 @@ class VectorEngine:
         self._build_codes_when_due()
 
     def _build_codes_when_due(self) -> None:
-        """Build the binary codes in the write that makes them the method (not in a search)."""
-        if (
-            self._bits is None
-            and self._n_live >= self.exact_below
-            and self.active_method() == "binary"
-        ):
-            self._sign_codes()
+        """Build the binary codes in the write that makes them the method, and the short
+        codes in the write that reaches :data:`COARSE_FROM` rows (not in a search)."""
+        if self._bits is None:
+            if self._n_live >= self.exact_below and self.active_method() == "binary":
+                self._sign_codes()
+        if self._bits is not None and self._coarse is None and self._high >= COARSE_FROM:
+            self._coarse_codes()
 
     def _add_one(self, row: int, vector: npt.NDArray[np.float32]) -> None:
         """:meth:`add` of one checked unit vector into existing capacity (the cache's path)."""
@@ -328,10 +340,11 @@ class VectorEngine:
             self._high = row + 1
         if self._bits is not None:
             self._bits[row] = q.sign_encode(vector[None, :], self._mean, self._width)[0]
-            self._coarse_codes()[row] = q.coarse_encode(
+        if self._coarse is not None:
+            self._coarse[row] = q.coarse_encode(
                 vector[None, :], self._mean, self._coarse_hyperplanes()
             )[0]
-        elif self._n_live >= self.exact_below:
+        elif self._high >= COARSE_FROM or (self._bits is None and self._n_live >= self.exact_below):
             self._build_codes_when_due()
         if self._int8 is not None and self._int8_scale is not None:
             codes, scale = q.row_int8_encode(vector[None, :])
@@ -366,6 +379,57 @@ class VectorEngine:
         if self._scale is not None:
             return (self._vectors[row].astype(np.float32) * self._scale[row]).astype(np.float32)
         return np.array(self._vectors[row], dtype=np.float32)
+
+    def vectors_of(self, rows: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Float32 copies of the vectors at ``rows`` (all must hold one), one row each."""
+        at = np.asarray(rows, dtype=np.intp).reshape(-1)
+        inside = not at.size or (int(at.min()) >= 0 and int(at.max()) < self._high)
+        if not inside or not self._live[at].all():
+            raise InvalidInputError(f"rows {at.tolist()} include one that holds no vector")
+        if self._scale is not None:
+            return (self._vectors[at] * self._scale[at, None]).astype(np.float32)
+        return np.array(self._vectors[at], dtype=np.float32)
+
+    @classmethod
+    def from_matrix(cls, matrix: npt.NDArray[np.float32], **options: Any) -> VectorEngine:
+        """An engine over the unit rows of ``matrix`` (rows ``0..n-1``) without copying it.
+
+        For an already checked float32 matrix, e.g. memory-mapped from a saved index: it is
+        only read (codes are built from it now if the method needs them; a later write
+        copies it in). ``options`` are the constructor's; with ``method="hnsw"`` the graph
+        starts empty (searches are exact) until :meth:`load_graph` reads the saved one.
+        """
+        if matrix.ndim != 2 or matrix.dtype != np.float32:
+            raise InvalidInputError(
+                f"from_matrix needs a float32 matrix, got {matrix.dtype} {matrix.shape}"
+            )
+        engine = cls(int(matrix.shape[1]), **options)
+        if engine.storage != "float32":
+            engine.add(np.arange(matrix.shape[0]), np.asarray(matrix), normalized=True)
+            return engine
+        n = int(matrix.shape[0])
+        engine._vectors, engine._live = matrix, np.ones(n, dtype=bool)
+        engine._high = engine._n_live = n
+        engine._build_codes_when_due()
+        return engine
+
+    def save_graph(self, path: str | Path) -> None:
+        """Write the HNSW graph alone (method ``"hnsw"``) to the file ``path``."""
+        if self._hnsw is None:
+            raise ConfigurationError(f"this engine has no graph (method {self.method!r})")
+        self._hnsw.save(Path(path))
+
+    def load_graph(self, path: str | Path, *, view: bool = False) -> None:
+        """Read a graph written by :meth:`save_graph` (``view=True`` maps it from disk)."""
+        if self._hnsw is None:
+            raise ConfigurationError(f"this engine has no graph (method {self.method!r})")
+        graph = Path(path)
+        if not graph.exists():
+            raise InvalidInputError(f"{graph} is missing")
+        try:
+            self._hnsw.load(graph, view=view)
+        except Exception as exc:  # usearch raises RuntimeError on a bad file
+            raise InvalidInputError(f"{graph} is corrupt: {exc}") from exc
 
     def _check_rows(self, rows: npt.ArrayLike) -> Rows:
         if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0:
@@ -445,7 +509,8 @@ class VectorEngine:
     def _candidate_count(self, method: str, k: int) -> int:
         if self.candidates is not None:
             return max(self.candidates, k)
-        return max(MIN_CANDIDATES.get(method, 0), k * CANDIDATE_FACTOR.get(method, 1))
+        factor = self.candidate_factor or CANDIDATE_FACTOR.get(method, 1)
+        return max(MIN_CANDIDATES.get(method, 0), k * factor)
 
     def _valid(self, allowed: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.bool_] | None:
         """Live-and-allowed mask over ``[0, high)``, or ``None`` for "every live row"."""
@@ -561,20 +626,23 @@ class VectorEngine:
                     total += block[self._live[start:stop]].sum(axis=0)
                 self._mean = (total / self._n_live).astype(np.float32)
             bits = np.zeros((self._live.shape[0], self._width), dtype=np.uint8)
-            coarse = np.zeros((self._live.shape[0], q.COARSE_BITS // 8), dtype=np.uint8)
-            hyperplanes = self._coarse_hyperplanes()
             for start, stop in _chunks(self._high):
-                block = self._float_rows(start, stop)
-                bits[start:stop] = q.sign_encode(block, self._mean, self._width)
-                coarse[start:stop] = q.coarse_encode(block, self._mean, hyperplanes)
-            self._bits, self._coarse = bits, coarse
+                bits[start:stop] = q.sign_encode(
+                    self._float_rows(start, stop), self._mean, self._width
+                )
+            self._bits = bits
         return self._bits
 
     def _coarse_codes(self) -> q.BitMatrix:
+        """The short first-pass codes, built over every written row when first needed."""
         if self._coarse is None:
-            self._bits = None  # rebuild both (e.g. after loading a save without them)
-            self._sign_codes()
-        assert self._coarse is not None
+            self._sign_codes()  # fixes the centre
+            hyperplanes = self._coarse_hyperplanes()
+            coarse = np.zeros((self._live.shape[0], q.COARSE_BITS // 8), dtype=np.uint8)
+            for start, stop in _chunks(self._high):
+                block = self._float_rows(start, stop)
+                coarse[start:stop] = q.coarse_encode(block, self._mean, hyperplanes)
+            self._coarse = coarse
         return self._coarse
 
     def _coarse_hyperplanes(self) -> npt.NDArray[np.float32]:
@@ -634,20 +702,22 @@ class VectorEngine:
         np.save(directory / "live.npy", self._live[:high], allow_pickle=False)
         if self._scale is not None:
             np.save(directory / "scale.npy", self._scale[:high], allow_pickle=False)
-        if self._bits is not None and self._coarse is not None:
+        if self._bits is not None:
             np.save(directory / "codes.npy", self._bits[:high], allow_pickle=False)
+        if self._coarse is not None:
             np.save(directory / "coarse.npy", self._coarse[:high], allow_pickle=False)
             np.save(directory / "hyperplanes.npy", self._coarse_hyperplanes(), allow_pickle=False)
         if self._mean is not None:
             np.save(directory / "center.npy", self._mean, allow_pickle=False)
         if self._hnsw is not None:
-            self._hnsw.save(directory / "hnsw.usearch")
+            self.save_graph(directory / "hnsw.usearch")
         meta = {
             "format": _FORMAT,
             "dim": self.dim,
             "method": self.method,
             "storage": self.storage,
             "candidates": self.candidates,
+            "candidate_factor": self.candidate_factor,
             "exact_below": self.exact_below,
             "center": self.center,
             "hnsw_options": self.hnsw_options,
@@ -672,6 +742,7 @@ class VectorEngine:
                 method=str(meta["method"]),
                 storage=str(meta["storage"]),
                 candidates=meta["candidates"],
+                candidate_factor=meta.get("candidate_factor"),
                 exact_below=int(meta["exact_below"]),
                 center=bool(meta["center"]),
                 hnsw_options=meta["hnsw_options"],
@@ -692,6 +763,8 @@ class VectorEngine:
             )
         if (directory / "codes.npy").exists():
             bits = _read_array(directory / "codes.npy", (rows, engine._width), np.uint8, False)
+            engine._bits = np.array(bits)
+        if (directory / "coarse.npy").exists():
             coarse = _read_array(
                 directory / "coarse.npy", (rows, q.COARSE_BITS // 8), np.uint8, False
             )
@@ -700,19 +773,13 @@ class VectorEngine:
                     directory / "hyperplanes.npy", (engine.dim, q.COARSE_BITS), np.float32, False
                 )
             )
-            engine._bits, engine._coarse = np.array(bits), np.array(coarse)
+            engine._coarse = np.array(coarse)
         if (directory / "center.npy").exists():
             engine._mean = np.array(
                 _read_array(directory / "center.npy", (engine.dim,), np.float32, False)
             )
         if engine._hnsw is not None:
-            graph = directory / "hnsw.usearch"
-            if not graph.exists():
-                raise InvalidInputError(f"{graph} is missing")
-            try:
-                engine._hnsw.load(graph, view=mmap)
-            except Exception as exc:  # usearch raises RuntimeError on a bad file
-                raise InvalidInputError(f"{graph} is corrupt: {exc}") from exc
+            engine.load_graph(directory / "hnsw.usearch", view=mmap)
         return engine
 
 
