@@ -45,6 +45,7 @@ from rag_optimize.embedding.vectors import unit_matrix, unit_vector
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.index import quantization as q
 from rag_optimize.index.ann import AnnIndex, make_ann
+from rag_optimize.index.row_blocks import RowBlocks
 
 __all__ = [
     "BINARY_MIN_DIM",
@@ -214,9 +215,8 @@ class VectorEngine:
         self.exact_below = int(exact_below)
         self.center = bool(center)
         self.hnsw_options = dict(hnsw_options or {})
-        self._vectors: npt.NDArray[Any] = np.zeros(
-            (0, dim), dtype=np.int8 if storage == "int8" else np.float32
-        )
+        # The stored vectors (float32, or int8 codes): in blocks, so growth never copies them.
+        self._store = RowBlocks(dim, np.int8 if storage == "int8" else np.float32)
         self._scale: npt.NDArray[np.float32] | None = (
             np.zeros(0, dtype=np.float32) if storage == "int8" else None
         )
@@ -279,7 +279,7 @@ class VectorEngine:
             and vectors.shape == (self.dim,)
             and self._hnsw is None
             and 0 <= rows < self._live.shape[0]
-            and self._vectors.flags.writeable
+            and rows < self._store.capacity
         ):
             self._add_one(rows, vectors)
             return
@@ -300,10 +300,10 @@ class VectorEngine:
         self._ensure_capacity(int(at.max()) + 1)
         if self._scale is not None:
             codes, scale = q.row_int8_encode(matrix)
-            self._vectors[at] = codes
+            self._store.write(at, codes)
             self._scale[at] = scale
         else:
-            self._vectors[at] = matrix
+            self._store.write(at, matrix)
         self._n_live += int(at.shape[0] - np.count_nonzero(self._live[at]))
         self._live[at] = True
         self._high = max(self._high, int(at.max()) + 1)
@@ -330,9 +330,10 @@ class VectorEngine:
         """:meth:`add` of one checked unit vector into existing capacity (the cache's path)."""
         if self._scale is not None:
             codes, scale = q.row_int8_encode(vector[None, :])
-            self._vectors[row], self._scale[row] = codes[0], scale[0]
+            self._store.set(row, codes[0])
+            self._scale[row] = scale[0]
         else:
-            self._vectors[row] = vector
+            self._store.set(row, vector)
         if not self._live[row]:
             self._live[row] = True
             self._n_live += 1
@@ -376,9 +377,7 @@ class VectorEngine:
         """A float32 copy of the vector at ``row``, or ``None`` if it is empty."""
         if not self.is_live(row):
             return None
-        if self._scale is not None:
-            return (self._vectors[row].astype(np.float32) * self._scale[row]).astype(np.float32)
-        return np.array(self._vectors[row], dtype=np.float32)
+        return self._decoded(np.array([row], dtype=np.intp))[0]
 
     def vectors_of(self, rows: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Float32 copies of the vectors at ``rows`` (all must hold one), one row each."""
@@ -386,9 +385,13 @@ class VectorEngine:
         inside = not at.size or (int(at.min()) >= 0 and int(at.max()) < self._high)
         if not inside or not self._live[at].all():
             raise InvalidInputError(f"rows {at.tolist()} include one that holds no vector")
-        if self._scale is not None:
-            return (self._vectors[at] * self._scale[at, None]).astype(np.float32)
-        return np.array(self._vectors[at], dtype=np.float32)
+        return self._decoded(at)
+
+    def _decoded(self, rows: Rows) -> npt.NDArray[np.float32]:
+        stored = self._store.gather(rows)
+        if self._scale is None:
+            return np.asarray(stored, dtype=np.float32)
+        return (stored * self._scale[rows, None]).astype(np.float32)
 
     @classmethod
     def from_matrix(cls, matrix: npt.NDArray[np.float32], **options: Any) -> VectorEngine:
@@ -408,7 +411,7 @@ class VectorEngine:
             engine.add(np.arange(matrix.shape[0]), np.asarray(matrix), normalized=True)
             return engine
         n = int(matrix.shape[0])
-        engine._vectors, engine._live = matrix, np.ones(n, dtype=bool)
+        engine._store, engine._live = RowBlocks.adopt(matrix), np.ones(n, dtype=bool)
         engine._high = engine._n_live = n
         engine._build_codes_when_due()
         return engine
@@ -448,21 +451,21 @@ class VectorEngine:
 
     def reserve(self, rows: int) -> None:
         """Make room for ``rows`` rows now (one allocation when the final size is known)."""
+        self._store.reserve(rows)
         if rows > self._live.shape[0]:
             self._resize(rows)
 
     def _ensure_capacity(self, needed: int) -> None:
+        self._store.reserve(needed)  # the vectors: block by block, never copied wholesale
         capacity = self._live.shape[0]
         if needed <= capacity:
-            if not self._vectors.flags.writeable:  # memory-mapped after load: copy in
-                self._vectors = np.array(self._vectors)
             return
-        # Grow by a quarter (at least 64 rows): amortised O(1) per row, and the slack stays
-        # under 25% of the vectors (doubling could leave the table 2x the raw size).
+        # The per-row arrays (flags, codes: a few dozen bytes a row) grow by a quarter (at
+        # least 64 rows): amortised O(1) per row, slack under 25% of their small size.
         self._resize(max(needed, capacity + max(capacity // 4, 64)))
 
     def _resize(self, new: int) -> None:
-        self._vectors = _grown(self._vectors, new)
+        """Grow the per-row arrays (not the vectors: :class:`RowBlocks` grows those)."""
         self._live = _grown(self._live, new)
         if self._scale is not None:
             self._scale = _grown(self._scale, new)
@@ -528,11 +531,19 @@ class VectorEngine:
 
     def _scores(self, rows: Rows | None, query: npt.NDArray[np.float32]) -> Scores:
         """Scores of ``rows`` (ascending for memory-mapped reads), or of ``[0, high)``."""
-        stored = self._vectors[: self._high] if rows is None else self._vectors[rows]
-        if self._scale is None:
-            return np.asarray(stored @ query, dtype=np.float32)
-        scale = self._scale[: self._high] if rows is None else self._scale[rows]
-        return q.row_int8_scores(stored, scale, query)
+        if rows is not None:
+            stored = self._store.gather(rows)
+            if self._scale is None:
+                return np.asarray(stored @ query, dtype=np.float32)
+            return q.row_int8_scores(stored, self._scale[rows], query)
+        out = np.empty(self._high, dtype=np.float32)
+        for start, view in self._store.views(self._high):
+            stop = start + view.shape[0]
+            if self._scale is None:
+                np.dot(view, query, out=out[start:stop])
+            else:
+                out[start:stop] = q.row_int8_scores(view, self._scale[start:stop], query)
+        return out
 
     def _exact(
         self,
@@ -561,8 +572,11 @@ class VectorEngine:
         valid: npt.NDArray[np.bool_] | None,
     ) -> Rows:
         if method == "int8":
-            codes, scale = self._int8_codes()
-            scores = q.row_int8_scores(codes[: self._high], scale[: self._high], query)
+            if self._scale is not None:  # int8 storage: the stored rows are the codes
+                scores = self._scores(None, query)
+            else:
+                codes, scale = self._int8_codes()
+                scores = q.row_int8_scores(codes[: self._high], scale[: self._high], query)
             mask = self._live[: self._high] if valid is None else valid
             scores = np.where(mask, scores, -np.inf).astype(np.float32)
             return _top_k(scores, wanted)
@@ -621,12 +635,12 @@ class VectorEngine:
         if self._bits is None:
             if self._mean is None and self.center and self._n_live:
                 total = np.zeros(self.dim, dtype=np.float64)
-                for start, stop in _chunks(self._high):
+                for start, stop in _chunks(self._high, self._store.block_rows):
                     block = self._float_rows(start, stop)
                     total += block[self._live[start:stop]].sum(axis=0)
                 self._mean = (total / self._n_live).astype(np.float32)
             bits = np.zeros((self._live.shape[0], self._width), dtype=np.uint8)
-            for start, stop in _chunks(self._high):
+            for start, stop in _chunks(self._high, self._store.block_rows):
                 bits[start:stop] = q.sign_encode(
                     self._float_rows(start, stop), self._mean, self._width
                 )
@@ -639,7 +653,7 @@ class VectorEngine:
             self._sign_codes()  # fixes the centre
             hyperplanes = self._coarse_hyperplanes()
             coarse = np.zeros((self._live.shape[0], q.COARSE_BITS // 8), dtype=np.uint8)
-            for start, stop in _chunks(self._high):
+            for start, stop in _chunks(self._high, self._store.block_rows):
                 block = self._float_rows(start, stop)
                 coarse[start:stop] = q.coarse_encode(block, self._mean, hyperplanes)
             self._coarse = coarse
@@ -651,30 +665,33 @@ class VectorEngine:
         return self._projection
 
     def _int8_codes(self) -> tuple[q.Int8Matrix, npt.NDArray[np.float32]]:
-        if self._scale is not None:  # int8 storage: the stored rows are the codes
-            return self._vectors, self._scale
+        """int8 first-pass codes of float32 storage, built over every row when first needed."""
         if self._int8 is None or self._int8_scale is None:
             capacity = self._live.shape[0]
             self._int8 = np.zeros((capacity, self.dim), dtype=np.int8)
             self._int8_scale = np.ones(capacity, dtype=np.float32)
-            if self._high:
-                codes, scale = q.row_int8_encode(np.asarray(self._vectors[: self._high]))
-                self._int8[: self._high], self._int8_scale[: self._high] = codes, scale
+            for start, stop in _chunks(self._high, self._store.block_rows):
+                codes, scale = q.row_int8_encode(self._float_rows(start, stop))
+                self._int8[start:stop], self._int8_scale[start:stop] = codes, scale
         return self._int8, self._int8_scale
 
     def _float_rows(self, start: int = 0, stop: int | None = None) -> npt.NDArray[np.float32]:
+        """Rows ``[start, stop)`` as float32 (a view when they lie in one float32 block)."""
         stop = self._high if stop is None else stop
+        pieces = [view for _, view in self._store.views(stop, start)]
+        block = pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces else (
+            np.zeros((0, self.dim), dtype=self._store.dtype)
+        )
         if self._scale is None:
-            return np.asarray(self._vectors[start:stop], dtype=np.float32)
-        return (self._vectors[start:stop] * self._scale[start:stop, None]).astype(np.float32)
+            return np.asarray(block, dtype=np.float32)
+        return (block * self._scale[start:stop, None]).astype(np.float32)
 
     # -- memory and persistence ---------------------------------------------------------------
 
     def memory_usage(self) -> dict[str, Any]:
         """Bytes held, by part: ``vectors`` (rescoring), ``codes`` (first pass), ``graph``."""
-        vectors = int(self._vectors.nbytes) + (
-            int(self._scale.nbytes) if self._scale is not None else 0
-        )
+        vectors = self._store.nbytes + (int(self._scale.nbytes) if self._scale is not None else 0)
+        mapped = self._store.mapped
         codes = sum(
             int(a.nbytes)
             for a in (self._bits, self._coarse, self._int8, self._int8_scale)
@@ -683,10 +700,10 @@ class VectorEngine:
         graph = self._hnsw.memory_bytes() if self._hnsw is not None else 0
         return {
             "vectors": vectors,
-            "vectors_mmapped": isinstance(self._vectors, np.memmap),
+            "vectors_mmapped": mapped,
             "codes": codes,
             "graph": graph,
-            "total_in_ram": (0 if isinstance(self._vectors, np.memmap) else vectors)
+            "total_in_ram": (0 if mapped else vectors)
             + codes
             + graph
             + int(self._live.nbytes),
@@ -698,7 +715,13 @@ class VectorEngine:
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         high = self._high
-        np.save(directory / "vectors.npy", np.asarray(self._vectors[:high]), allow_pickle=False)
+        stored = np.lib.format.open_memmap(
+            directory / "vectors.npy", mode="w+", dtype=self._store.dtype, shape=(high, self.dim)
+        )
+        for start, view in self._store.views(high):  # block by block: no full-size temporary
+            stored[start : start + view.shape[0]] = view
+        stored.flush()
+        del stored
         np.save(directory / "live.npy", self._live[:high], allow_pickle=False)
         if self._scale is not None:
             np.save(directory / "scale.npy", self._scale[:high], allow_pickle=False)
@@ -755,7 +778,7 @@ class VectorEngine:
         live = _read_array(directory / "live.npy", (rows,), np.bool_, False)
         if int(np.count_nonzero(live)) != live_count:
             raise InvalidInputError(f"{directory / 'live.npy'} is corrupt: live count differs")
-        engine._vectors, engine._live = vectors, np.array(live)
+        engine._store, engine._live = RowBlocks.adopt(vectors), np.array(live)
         engine._high, engine._n_live = rows, live_count
         if engine.storage == "int8":
             engine._scale = np.array(

@@ -138,9 +138,10 @@ def coarse_encode(
     center: npt.NDArray[np.float32] | None,
     projection: npt.NDArray[np.float32],
 ) -> BitMatrix:
-    """Signs of ``(vectors - center) @ projection``, packed 8 per byte."""
-    shifted = vectors if center is None else vectors - center
-    return np.packbits((shifted @ projection) > 0, axis=1)
+    """Signs of ``(vectors - center) @ projection``, packed 8 per byte (computed as
+    ``vectors @ projection > center @ projection``: no centred copy of the rows)."""
+    offset = np.float32(0.0) if center is None else center @ projection
+    return np.packbits((vectors @ projection) > offset, axis=1)
 
 
 def hamming_rerank(
@@ -160,8 +161,9 @@ def sign_encode(
     vectors: npt.NDArray[np.float32], center: npt.NDArray[np.float32] | None, width: int
 ) -> BitMatrix:
     """Sign bits of ``vectors - center``, packed 8 per byte and zero padded to ``width``."""
-    shifted = vectors if center is None else vectors - center
-    bits = np.packbits(shifted > 0, axis=1)
+    bits = np.packbits(vectors > (np.float32(0.0) if center is None else center), axis=1)
+    if bits.shape[1] == width:
+        return bits
     out = np.zeros((bits.shape[0], width), dtype=np.uint8)
     out[:, : bits.shape[1]] = bits
     return out
