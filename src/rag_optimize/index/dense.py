@@ -10,7 +10,7 @@ itself is the vector engine's, the same one that serves the semantic cache's tab
   the best candidates are rescored exactly with the float32 vectors.
 * ``quantization="binary"``: the first pass ranks sign-bit codes (of the vector minus the
   corpus mean) by Hamming distance (faiss when installed), about 32x less memory to scan;
-  from 32k documents a shorter random-hyperplane code goes first. Candidates are rescored
+  from 262,144 documents a shorter random-hyperplane code goes first. Candidates are rescored
   exactly.
 * ``ann="usearch"``: an HNSW graph (usearch) proposes the candidates instead of a full scan;
   they are rescored exactly too.

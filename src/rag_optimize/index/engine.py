@@ -15,8 +15,9 @@ Methods (``method=``; ``"auto"`` is the default and the user configures nothing)
   are rescored exactly. 100k x 384 codes are 4.8 MB instead of 154 MB of float32. From
   :data:`COARSE_FROM` rows a shorter code goes first: 128 random-hyperplane sign bits
   (16 bytes a row, a third of the full code's memory traffic) pick the best
-  ``8 x candidates`` (at least 1024) rows, their full codes pick ``candidates``, and those
-  are rescored. A scan of 1M full codes is memory-bound (3 ms here); of the short ones 1 ms.
+  ``8 x candidates`` (at least 1024, and at least 1 row in 256) rows, their full codes pick
+  ``candidates``, and those are rescored. A scan of 1M full codes is memory-bound (3 ms on
+  a quiet machine); of the short ones 1 ms.
   ``"auto"`` switches to ``"binary"`` at ``exact_below`` rows.
 * ``"int8"``: the first pass scores int8 codes (one scale per row), then rescoring.
 * ``"hnsw"``: a usearch HNSW graph proposes the candidates (override; slower to fill and,
@@ -71,11 +72,17 @@ BINARY_MIN_DIM = 128
 #: Candidates rescored exactly: ``max(MIN_CANDIDATES, CANDIDATE_FACTOR * k)``.
 MIN_CANDIDATES = {"binary": 128, "int8": 40, "hnsw": 64}
 CANDIDATE_FACTOR = {"binary": 16, "int8": 4, "hnsw": 8}
-#: Rows from which ``"binary"`` scans the short random-hyperplane codes first.
-COARSE_FROM = 32_768
-# Candidates the short codes pass to the full codes: max(_COARSE_MIN, _COARSE_FACTOR * n).
+#: Rows from which ``"binary"`` scans the short random-hyperplane codes first. Below it the
+#: full codes alone: measured on WikiQA x5 (103,890 MiniLM rows, 873 real questions), the
+#: retriever's recall@10 against exact was 0.993 with the full codes and 0.972 with the short
+#: codes first (1,280 candidates), while near-duplicates were found either way; at 100k the
+#: full-code scan takes 0.3-0.4 ms, at 1M 3 ms on a quiet machine and 55 ms under load.
+COARSE_FROM = 262_144
+# Candidates the short codes pass to the full codes:
+# max(_COARSE_MIN, _COARSE_FACTOR * wanted, rows // _COARSE_SHARE).
 _COARSE_MIN = 1_024
 _COARSE_FACTOR = 8
+_COARSE_SHARE = 256
 # Up to this many dead rows are skipped by fetching that many more candidates; beyond it
 # the scan is given a live-rows bitmap (slightly slower per lookup).
 _DEAD_SLACK = 256
@@ -586,7 +593,7 @@ class VectorEngine:
             return self._hamming_candidates(bits, query_code, wanted, valid)
         coarse = self._coarse_codes()[: self._high]
         query_coarse = q.coarse_encode(query[None, :], self._mean, self._coarse_hyperplanes())
-        first = max(_COARSE_MIN, _COARSE_FACTOR * wanted)
+        first = max(_COARSE_MIN, _COARSE_FACTOR * wanted, self._high // _COARSE_SHARE)
         found = self._hamming_candidates(coarse, query_coarse, first, valid)
         return found[q.hamming_rerank(bits[found], query_code, wanted)]
 
