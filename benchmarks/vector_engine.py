@@ -28,7 +28,8 @@ nearest row has cosine 0.95-0.98. Also the retriever's dense branch there: ``Den
 recall@10 against ``DenseIndex(quantization=None)`` on the 873 WikiQA questions.
 
 Run: PYTHONPATH=src python benchmarks/vector_engine.py --sizes 100000,1000000 --real
-     --redisvl-python /tmp/h15-venv/bin/python   (writes benchmarks/results/vector_engine.json)
+     --redisvl-python /tmp/h15-venv/bin/python
+(writes benchmarks/results/vector_engine.json, or ``--out``)
 """
 
 from __future__ import annotations
@@ -284,12 +285,13 @@ def main() -> None:
     parser.add_argument("--real", action="store_true")
     parser.add_argument("--real-queries", type=int, default=600)
     parser.add_argument("--skip-cache-fill", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     report: dict[str, Any] = {"command": " ".join(sys.argv), "sizes": {}}
 
     def write() -> None:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
 
     if args.real:
         report["real_minilm"] = run_real(args)
