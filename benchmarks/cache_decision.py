@@ -24,8 +24,11 @@ Data (``benchmarks/data/`` is written by hand for this benchmark; nothing is tun
    (opposites, negation, another day/number/unit/entity, another question intent).
    ``decision_pairs_dev.tsv`` was used while writing rules and data; ``decision_pairs_heldout.tsv``
    was written before tuning and is reported, not tuned on. Each pair: store the first,
-   look up the second (own scope).
-2. ``question_form``: the issue's paraphrases that differ only in the question form.
+   look up the second (own scope). ``claim_pairs_dev.tsv`` (dev only): hand-written
+   SciFact-style claims, each with a near-miss (an opposite verb or degree, a comparative, the
+   sides of a relation swapped) or a paraphrase.
+2. ``question_form``: the issue's paraphrases that differ only in the question form (must hit)
+   and its two near-misses (increase/decrease, Saturday/Sunday: must not).
 3. ``scifact``: the SciFact claims (``shared/data/scifact-subset/queries.jsonl``) asked one after
    another as questions, each miss storing its own answer: every hit serves another claim's
    answer (claims come in near-opposite pairs such as "ART has no effect on ..." / "ART
@@ -83,9 +86,12 @@ GRID_THRESHOLDS = (0.8, 0.9)
 GRID_ALIGNMENT = (0.5, 0.55, 0.6)
 Verifier = Callable[[str, str], bool]
 Pair = tuple[str, str, int, str]  # stored, new, label, kind
-QUESTION_FORM = [
-    ("What time does the store open?", "When does the store open?"),
-    ("How do I reset my password?", "What is the way to change my password?"),
+QUESTION_FORM = [  # the issue's examples: (stored, new, 1 = must hit / 0 = must not)
+    ("What time does the store open?", "When does the store open?", 1),
+    ("How do I reset my password?", "What is the way to change my password?", 1),
+    ("Does the premium plan increase the storage limit?",
+     "Does the premium plan decrease the storage limit?", 0),
+    ("What are the opening hours on Saturday?", "What are the opening hours on Sunday?", 0),
 ]
 
 
@@ -152,8 +158,19 @@ def pair_decisions(
     wrong_by_kind: dict[str, int] = {}
     missed: list[list[str]] = []
     served_wrong: list[list[str]] = []
+    # which signal vetoed candidates above the threshold: {signal: [right answers lost,
+    # wrong answers stopped]}
+    vetoes: dict[str, list[int]] = {}
+    explain = getattr(verify, "veto", None)
     for a, b, label, kind in pairs:
         hit = sims[(a, b)] >= threshold and (verify is None or _safe(verify, b, a))
+        if not hit and explain is not None and sims[(a, b)] >= threshold:
+            try:
+                found = explain(b, a)
+                name = found[0] if found else "?"
+            except Exception:  # noqa: BLE001 - a raising signal vetoes
+                name = "error"
+            vetoes.setdefault(name, [0, 0])[0 if label else 1] += 1
         if hit:
             hits += 1
             if label:
@@ -169,6 +186,7 @@ def pair_decisions(
         "precision": round((hits - wrong) / hits, 4) if hits else None,
         "recall": round(caught / positives, 4) if positives else None,
         "wrong_by_kind": wrong_by_kind, "served_wrong": served_wrong[:12],
+        "vetoes_by_signal_right_lost_wrong_stopped": vetoes,
         "missed_paraphrases": missed[:12],
     }
 
@@ -337,6 +355,7 @@ def main() -> None:
     claims: list[str] = []
     if args.split == "dev":
         support["support_dev"] = read_pairs("decision_pairs_dev.tsv")
+        support["claims_dev"] = read_pairs("claim_pairs_dev.tsv")
         support["mrpc_calibration_half"] = mrpc_calibration
         seeds = list(range(args.seeds))
     else:
@@ -346,7 +365,7 @@ def main() -> None:
             support["scifact_flips"] = read_pairs("scifact_flips.tsv")
         claims = load_claims()
         seeds = list(range(100, 100 + args.seeds))
-    support["question_form"] = [(a, b, 1, "form") for a, b in QUESTION_FORM]
+    support["question_form"] = [(a, b, y, "form") for a, b, y in QUESTION_FORM]
     streams = {}
     if not args.no_streams:
         questions = load_questions()

@@ -9,13 +9,13 @@ and why (the cache records it on a hit).
 
 The signals, cheapest first (see :mod:`~rag_optimize.cache.decision.signals` and
 :mod:`~rag_optimize.cache.decision.alignment`): ``numbers``, ``negation``,
-``question_intent``, ``polarity``, ``dates``, ``units`` (rules over the two texts, a few
-microseconds) and ``alignment`` (every content word needs a counterpart in the other text,
-on the model's word vectors; tens of microseconds when the words' vectors are at hand, one
-forward pass of the packaged model when not).
+``question_intent``, ``polarity``, ``order``, ``dates``, ``units`` (rules over the two
+texts, a few microseconds) and ``alignment`` (every content word needs a counterpart in the
+other text, on the model's word vectors; tens of microseconds when the words' vectors are at
+hand, one forward pass of the packaged model when not).
 
-:func:`default_pipeline` is the cache's default: all seven when the packaged model is
-installed, the six rules when it is not.
+:func:`default_pipeline` is the cache's default: all eight when the packaged model is
+installed, the seven rules when it is not.
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ from rag_optimize.cache.decision.alignment import (
 )
 from rag_optimize.cache.decision.alignment import TokenSource as TokenSource
 from rag_optimize.cache.decision.lexicon import Lexicon
-from rag_optimize.cache.decision.signals import RULE_SIGNALS, PolaritySignal, Signal, analyse
+from rag_optimize.cache.decision.signals import (
+    RULE_SIGNALS,
+    OrderSignal,
+    PolaritySignal,
+    Signal,
+    analyse,
+)
 from rag_optimize.errors import ConfigurationError
 
 __all__ = [
@@ -43,6 +49,10 @@ __all__ = [
 RULE_SIGNAL_NAMES = tuple(RULE_SIGNALS)
 DEFAULT_SIGNALS = (*RULE_SIGNAL_NAMES, "alignment")
 SIGNAL_NAMES = DEFAULT_SIGNALS
+_LEXICON_SIGNALS: dict[str, Callable[[Lexicon | None], Signal]] = {
+    "polarity": PolaritySignal,
+    "order": OrderSignal,
+}
 
 
 class DecisionPipeline:
@@ -144,8 +154,8 @@ def _build(
 ) -> Signal:
     if name == "alignment":
         return AlignmentSignal(alignment_threshold, token_source, lexicon)
-    if name == "polarity":
-        return PolaritySignal(lexicon)
+    if name in _LEXICON_SIGNALS:
+        return _LEXICON_SIGNALS[name](lexicon)
     factory = RULE_SIGNALS.get(name)
     if factory is None:
         raise ConfigurationError(
