@@ -67,7 +67,14 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cache_quality import DATA, TableEmbedder, build_stream, load_questions  # noqa: E402
+from cache_quality import (  # noqa: E402
+    DATA,
+    TableEmbedder,
+    TableTokens,
+    build_stream,
+    embed_with_words,
+    load_questions,
+)
 
 from rag_optimize import SemanticCache  # noqa: E402
 from rag_optimize.cache.decision.pipeline import (  # noqa: E402
@@ -75,15 +82,15 @@ from rag_optimize.cache.decision.pipeline import (  # noqa: E402
     RULE_SIGNAL_NAMES,
     DecisionPipeline,
 )
-from rag_optimize.cache.semantic import DEFAULT_THRESHOLD  # noqa: E402
-from rag_optimize.embedding.local import LocalEmbedder, TokenVectors  # noqa: E402
+from rag_optimize.cache.semantic import _candidate_threshold  # noqa: E402
+from rag_optimize.embedding.local import LocalEmbedder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 BASELINE_COMMIT = "3c9b5d1"
-GRID_THRESHOLDS = (0.8, 0.9)
-GRID_ALIGNMENT = (0.5, 0.55, 0.6)
+GRID_THRESHOLDS = (0.8, 0.85, 0.9)
+GRID_ALIGNMENT = (0.55, 0.6, 0.65)
 Verifier = Callable[[str, str], bool]
 Pair = tuple[str, str, int, str]  # stored, new, label, kind
 QUESTION_FORM = [  # the issue's examples: (stored, new, 1 = must hit / 0 = must not)
@@ -93,16 +100,6 @@ QUESTION_FORM = [  # the issue's examples: (stored, new, 1 = must hit / 0 = must
      "Does the premium plan decrease the storage limit?", 0),
     ("What are the opening hours on Saturday?", "What are the opening hours on Sunday?", 0),
 ]
-
-
-class TableTokens:
-    """A token source over precomputed word vectors (every text's from one batched pass)."""
-
-    def __init__(self, table: dict[str, TokenVectors]) -> None:
-        self.table = table
-
-    def token_vectors(self, text: str) -> TokenVectors:
-        return self.table[text]
 
 
 def baseline_verifier() -> Verifier:
@@ -238,10 +235,12 @@ def contenders(tokens: TableTokens) -> dict[str, tuple[float, Verifier | None]]:
         "similarity only 0.9": (0.9, None),
         "baseline 0.9 + MismatchVerifier@3c9b5d1": (0.9, base),
         "rules 0.9": (0.9, DecisionPipeline(RULE_SIGNAL_NAMES)),
-        "default: SemanticCache(LocalEmbedder()) (0.9, default_pipeline)": (
-            DEFAULT_THRESHOLD, DecisionPipeline(token_source=tokens),
-        ),
     }
+    default = DecisionPipeline(token_source=tokens)  # the default signals and thresholds
+    threshold = _candidate_threshold(default)
+    out[f"default: SemanticCache(LocalEmbedder()) ({threshold}, default_pipeline)"] = (
+        threshold, default,
+    )
     for t in GRID_THRESHOLDS:
         for tau in GRID_ALIGNMENT:
             out[f"pipeline {t} align {tau}"] = (
@@ -301,43 +300,6 @@ def timing(samples: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
-def embed(texts: list[str], saved: Path | None) -> tuple[
-    dict[str, np.ndarray], dict[str, TokenVectors]
-]:
-    """Sentence and word vectors of ``texts``; ``saved`` (an .npz outside the repo) keeps
-    them between runs (word vectors as float16)."""
-    table: dict[str, np.ndarray] = {}
-    words: dict[str, TokenVectors] = {}
-    if saved is not None and saved.exists():
-        data = np.load(saved, allow_pickle=False)
-        names, matrix = data["texts"], data["matrix"]
-        counts, flat, word_rows = data["counts"], data["words"], data["word_matrix"]
-        ends = np.cumsum(counts)
-        for i, text in enumerate(names):
-            start = int(ends[i] - counts[i])
-            table[str(text)] = matrix[i]
-            words[str(text)] = TokenVectors(
-                tuple(str(w) for w in flat[start : ends[i]]),
-                word_rows[start : ends[i]].astype(np.float32),
-            )
-    missing = [t for t in texts if t not in table]
-    if missing:
-        started = time.perf_counter()
-        matrix, found = LocalEmbedder().encode_with_tokens(missing)
-        print(f"embedded {len(missing)} texts in {time.perf_counter() - started:.1f}s")
-        for i, text in enumerate(missing):
-            table[text], words[text] = matrix[i], found[i]
-        if saved is not None:
-            names = sorted(table)
-            np.savez(
-                saved, texts=np.array(names), matrix=np.stack([table[t] for t in names]),
-                counts=np.array([len(words[t].words) for t in names]),
-                words=np.array([w for t in names for w in words[t].words]),
-                word_matrix=np.concatenate([words[t].vectors for t in names]).astype(np.float16),
-            )
-    return table, words
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=2)
@@ -377,7 +339,8 @@ def main() -> None:
         for queries, _, _ in runs:
             texts.update(queries)
     ordered = sorted(texts)
-    table, word_table = embed(ordered, None if str(args.vectors) in ("", ".") else args.vectors)
+    saved = None if str(args.vectors) in ("", ".") else args.vectors
+    table, word_table = embed_with_words(ordered, saved)
     tokens = TableTokens(word_table)
     emb = TableEmbedder(table)
     sims = {(a, b): float(table[a] @ table[b]) for ps in support.values() for a, b, _, _ in ps}

@@ -259,3 +259,20 @@ def test_a_custom_synonym_list_changes_the_alignment(tmp_path: Path) -> None:
     mine.write_text("reset,change\n")
     groups = load_lexicon(synonyms=mine).synonyms
     assert alignment_score(a, b, frozenset(), synonyms=groups).score == 1.0
+
+
+# ------------------------------------------------------------- the pipeline's stage-1 threshold
+def test_the_cache_takes_the_pipelines_candidate_threshold() -> None:
+    from rag_optimize import HashingEmbedder, SemanticCache
+    from rag_optimize.cache import DEFAULT_THRESHOLD
+    from rag_optimize.cache.decision.pipeline import DEFAULT_CANDIDATE_THRESHOLD
+
+    embedder = HashingEmbedder(dim=64)
+    assert SemanticCache(embedder).threshold == DEFAULT_CANDIDATE_THRESHOLD == 0.8
+    assert SemanticCache(embedder, verifier=None).threshold == DEFAULT_THRESHOLD == 0.9
+    assert SemanticCache(embedder, verifier=RULES).threshold == 0.9  # rules only: none
+    assert SemanticCache(embedder, threshold=0.95).threshold == 0.95
+    tuned = DecisionPipeline(DEFAULT_SIGNALS, candidate_threshold=0.85)
+    assert SemanticCache(embedder, verifier=tuned).threshold == 0.85
+    with pytest.raises(ConfigurationError, match="candidate_threshold"):
+        DecisionPipeline(DEFAULT_SIGNALS, candidate_threshold=1.5)

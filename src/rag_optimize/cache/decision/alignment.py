@@ -34,9 +34,10 @@ from rag_optimize.errors import ConfigurationError
 
 __all__ = ["AlignmentSignal", "TokenSource", "alignment_score"]
 
-DEFAULT_ALIGNMENT_THRESHOLD = 0.55
-"""The lowest alignment threshold (the most paraphrases served) that kept the dev question
-streams below 1% wrong answers (benchmarks/cache_decision.py ``--split dev``)."""
+DEFAULT_ALIGNMENT_THRESHOLD = 0.6
+"""The alignment threshold chosen on the dev split of benchmarks/cache_decision.py with the
+pipeline's candidate threshold 0.8: 0.55 left the hard dev stream at 0.9% wrong answers, too
+close to the 1% budget; 0.6 gave 0.5% while serving 95% of its paraphrases."""
 
 
 class _Tokens(Protocol):

@@ -453,9 +453,12 @@ def swapped_relation(a: Analysis, b: Analysis, lexicon: Lexicon) -> tuple[str, s
     # the gaps between the blocks, in each text: A = X .. Y, B = Y .. X
     gap_a = (x_block[-1][0], y_block[0][0])
     gap_b = (y_block[-1][1], x_block[0][1])
+    lowered = (a.text.casefold(), b.text.casefold())
     relation = next(
         (a.words[i] for i, _ in middle
-         if a.words[i] not in symmetric and symmetric.isdisjoint(_base_forms(a.words[i]))),
+         if a.words[i] not in symmetric and symmetric.isdisjoint(_base_forms(a.words[i]))
+         # the tail of a hyphenated modifier ("Paris-based") names no relation
+         and not any(f"-{a.words[i]}" in t for t in lowered)),
         None,
     )
     if relation is None:
