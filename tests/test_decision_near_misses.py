@@ -109,6 +109,8 @@ def test_swapped_sides_of_a_relation_veto(a: str, b: str) -> None:
         # a passive on one side only turns the sides round again
         ("Does smoking cause cancer?", "Is cancer caused by smoking?"),
         ("Did Edison invent the phonograph?", "Was the phonograph invented by Edison?"),
+        ("Does the rent include heating?", "Is heating included in the rent?"),
+        ('"The gloves are off," said the official.', 'The official said: "The gloves are off."'),
         # symmetric relations
         ("Is obesity associated with depression?", "Is depression associated with obesity?"),
         (
@@ -276,3 +278,9 @@ def test_the_cache_takes_the_pipelines_candidate_threshold() -> None:
     assert SemanticCache(embedder, verifier=tuned).threshold == 0.85
     with pytest.raises(ConfigurationError, match="candidate_threshold"):
         DecisionPipeline(DEFAULT_SIGNALS, candidate_threshold=1.5)
+
+
+def test_compound_number_words_are_one_number() -> None:
+    assert analyse("Fifty-seven senators signed").numbers == frozenset({"57"})
+    assert vetoed_by("Fifty-seven senators signed.", "57 senators signed.") is None
+    assert vetoed_by("Is it twenty one days?", "Is it twenty two days?") == "numbers"

@@ -92,6 +92,9 @@ _SUFFIXES = (
 # "less X": the opposite of "X" (the sign of the mention is flipped, the word is consumed).
 _DIMINISHERS = frozenset(("less", "fewer", "least"))
 _PASSIVE_MARK = "by"
+_BE = frozenset("is are was were be been being am get gets got".split())
+_ORDER_BLOCK = 4  # the longest side of a relation the order signal compares, in shared words
+_QUOTES = frozenset('"\u201c\u201d')
 # Degree words modify a relation ("more beneficial"); they are never one of its sides.
 _DEGREE = frozenset("more most less least fewer much many very".split())
 
@@ -133,6 +136,24 @@ def _base_forms(word: str) -> Iterable[str]:
                         yield stem[:-1]  # stopped -> stop, planning -> plan
                 else:
                     yield stem + ending
+
+
+_TENS = frozenset("twenty thirty forty fifty sixty seventy eighty ninety".split())
+_UNITS = frozenset("one two three four five six seven eight nine".split())
+
+
+def _number_words(words: tuple[str, ...]) -> Iterable[str]:
+    """The numbers that number words name, as digits ("fifty-seven" and "fifty seven": 57)."""
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in _TENS and i + 1 < len(words) and words[i + 1] in _UNITS:
+            yield str(int(_CARDINALS[word]) + int(_CARDINALS[words[i + 1]]))
+            i += 2
+            continue
+        if word in _CARDINALS:
+            yield _CARDINALS[word]
+        i += 1
 
 
 def _intent(words: tuple[str, ...], lexicon: Lexicon) -> tuple[str | None, frozenset[str]]:
@@ -290,7 +311,7 @@ def _analyse(text: str, lexicon: Lexicon) -> Analysis:
     replaced = text.replace("n\u2019t", " not").replace("n't", " not").replace("annot", "an not")
     original = tuple(_ORIGINAL_TOKEN.findall(replaced))
     numbers = {n.replace(",", "") for n in _NUMBER.findall(text.casefold())}
-    numbers.update(_CARDINALS[w] for w in words if w in _CARDINALS)
+    numbers.update(_number_words(words))
     negated = sum(w in _NEGATIONS for w in words) % 2 == 1
     intent, form_words = _intent(words, lexicon)
     polar = _polar(words, lexicon)
@@ -398,9 +419,16 @@ def _aligned(a: tuple[str, ...], b: tuple[str, ...]) -> list[tuple[int, int]]:
     return pairs
 
 
-def _passive_between(words: tuple[str, ...], start: int, end: int) -> bool:
-    """Whether the passive's "by" stands between positions ``start`` and ``end``."""
-    return _PASSIVE_MARK in words[start + 1 : end]
+def _passive(words: tuple[str, ...], start: int, end: int, relation: int | None) -> bool:
+    """Whether the relation between positions ``start`` and ``end`` is in the passive: a
+    "by" between them, or the relation word (at ``relation``) a participle ("-ed", "-en")
+    after a form of "be" ("is Wi-Fi included in the rent")."""
+    if _PASSIVE_MARK in words[start + 1 : end]:
+        return True
+    if relation is None:
+        return False
+    word = words[relation]
+    return word.endswith(("ed", "en")) and not _BE.isdisjoint(words[:relation])
 
 
 def _block_swap(order: list[int]) -> tuple[int, int, int, int] | None:
@@ -430,9 +458,11 @@ def swapped_relation(a: Analysis, b: Analysis, lexicon: Lexicon) -> tuple[str, s
     blocks exchanged around a relation that stays in place ("A inhibits B" / "B inhibits A";
     "from A to B" / "from B to A"); None otherwise. The relation is a shared content word
     between the blocks that is not listed symmetric, or a directional function word
-    (``data/order_words.tsv``) between them in both texts. A passive "by" between the
-    relation and the second block in one text only swaps the blocks back ("A causes B" /
-    "B is caused by A")."""
+    (``data/order_words.tsv``) between them in both texts; each block at most
+    :data:`_ORDER_BLOCK` words. A passive in one text only ("by" between the blocks, or the
+    relation a participle after "is"/"was"/...) swaps the blocks back ("A causes B" / "B is
+    caused by A"; "does the rent include Wi-Fi" / "is Wi-Fi included in the rent"). Texts
+    with a quotation are not compared (quote and speaker change places freely)."""
     function_words = lexicon.function_words
     symmetric = lexicon.symmetric_words
     pairs = [
@@ -440,13 +470,15 @@ def swapped_relation(a: Analysis, b: Analysis, lexicon: Lexicon) -> tuple[str, s
         if a.words[i].isalpha() and len(a.words[i]) > 1
         and a.words[i] not in function_words and a.words[i] not in _DEGREE
     ]
-    if len(pairs) < 2:
-        return None
+    if len(pairs) < 2 or any(q in t for t in (a.text, b.text) for q in _QUOTES):
+        return None  # a quotation and its speaker change places freely
     by_b = sorted(range(len(pairs)), key=lambda k: pairs[k][1])
     swap = _block_swap(by_b)
     if swap is None:
         return None
     p, x_len, m_len, y_len = swap
+    if max(x_len, y_len) > _ORDER_BLOCK:
+        return None  # clauses moved around, not the two sides of one relation
     x_block = pairs[p : p + x_len]
     middle = pairs[p + x_len : p + x_len + m_len]
     y_block = pairs[p + x_len + m_len : p + x_len + m_len + y_len]
@@ -454,13 +486,16 @@ def swapped_relation(a: Analysis, b: Analysis, lexicon: Lexicon) -> tuple[str, s
     gap_a = (x_block[-1][0], y_block[0][0])
     gap_b = (y_block[-1][1], x_block[0][1])
     lowered = (a.text.casefold(), b.text.casefold())
-    relation = next(
-        (a.words[i] for i, _ in middle
+    found = next(
+        ((i, j) for i, j in middle
          if a.words[i] not in symmetric and symmetric.isdisjoint(_base_forms(a.words[i]))
+         and a.words[i] not in _CARDINALS
          # the tail of a hyphenated modifier ("Paris-based") names no relation
          and not any(f"-{a.words[i]}" in t for t in lowered)),
         None,
     )
+    at_a, at_b = found if found is not None else (None, None)
+    relation = None if at_a is None else a.words[at_a]
     if relation is None:
         between_a = set(a.words[gap_a[0] + 1 : gap_a[1]])
         between_b = set(b.words[gap_b[0] + 1 : gap_b[1]])
@@ -469,7 +504,7 @@ def swapped_relation(a: Analysis, b: Analysis, lexicon: Lexicon) -> tuple[str, s
         relation = next(iter(sorted(between_a & between_b & lexicon.directional_words)), None)
         if relation is None:
             return None
-    if _passive_between(a.words, *gap_a) != _passive_between(b.words, *gap_b):
+    if _passive(a.words, *gap_a, at_a) != _passive(b.words, *gap_b, at_b):
         return None
     return relation, a.words[x_block[0][0]], a.words[y_block[0][0]]
 
