@@ -683,7 +683,8 @@ def main() -> None:
     table, model_info = embed_all(texts, args.backend, saved)
     print(f"model: {model_info}")
     # the word vectors the default pipeline's token alignment reads (packaged ONNX model)
-    words_file = None if saved is None else saved.with_name(saved.stem + "_words.npz")
+    # (kept in the file cache_decision.py uses: same layout, so the two share the vectors)
+    words_file = None if saved is None else saved.with_name("rag_optimize_cache_decision.npz")
     _, words = embed_with_words(sorted(texts), words_file)
     global VERIFIER
     VERIFIER = DecisionPipeline(token_source=TableTokens(words))
