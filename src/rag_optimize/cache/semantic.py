@@ -212,9 +212,10 @@ class SemanticCache:
             verifiers asks each in turn (the first veto wins). The default
             :class:`~rag_optimize.cache.DecisionPipeline` vetoes queries that differ in a
             number, a negation, the question's intent ("when" vs "where"; "what time" and
-            "when" are one intent), an opposite, a date, a unit or a content word, which the
-            embedding barely sees. ``None`` serves on similarity alone. A verifier with a
-            method ``explain(query, cached_query)`` returning a mapping has it recorded in
+            "when" are one intent), an opposite, the order of a relation's two sides, a date,
+            a unit or a content word, which the embedding barely sees. ``None`` serves on
+            similarity alone. A verifier with a method ``explain(query, cached_query)``
+            returning a mapping has it recorded in
             ``hit.metadata["cache_decision"]["verifier_detail"]``.
     """
 
