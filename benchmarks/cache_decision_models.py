@@ -59,7 +59,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import cache_decision as cd  # noqa: E402
-from cache_quality import TableEmbedder, build_stream, load_questions  # noqa: E402
+from cache_quality import (  # noqa: E402
+    TableEmbedder,
+    TableTokens,
+    build_stream,
+    embed_with_words,
+    load_questions,
+)
 
 from rag_optimize.cache.decision.models import EmbeddingVerifier  # noqa: E402
 from rag_optimize.cache.decision.pipeline import DecisionPipeline  # noqa: E402
@@ -119,7 +125,7 @@ def load_sets(split: str, seeds_n: int, streams_on: bool) -> dict[str, Any]:
             support["scifact_flips"] = cd.read_pairs("scifact_flips.tsv")
         claims = cd.load_claims()
         seeds = list(range(100, 100 + seeds_n))
-    support["question_form"] = [(a, b, 1, "form") for a, b in cd.QUESTION_FORM]
+    support["question_form"] = [(a, b, y, "form") for a, b, y in cd.QUESTION_FORM]
     streams: dict[str, list[Any]] = {}
     if streams_on:
         questions = load_questions()
@@ -135,8 +141,8 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
     for runs in streams.values():
         for queries, _, _ in runs:
             texts.update(queries)
-    table, words = cd.embed(sorted(texts), args.vectors)
-    tokens = cd.TableTokens(words)
+    table, words = embed_with_words(sorted(texts), args.vectors)
+    tokens = TableTokens(words)
     emb = TableEmbedder(table)
     sims = {(a, b): float(table[a] @ table[b]) for ps in support.values() for a, b, _, _ in ps}
     e5 = MemoE5(args.e5_vectors)

@@ -44,8 +44,11 @@ what ``max_error_rate`` bounds).
    not freeze. Repeated for ``--seeds`` streams.
 
 Every fixed threshold and the error budget run twice: with the cache's default verifier
-(``MismatchVerifier``: a veto when the two queries differ in a number, a negation or the
-question word) and with ``verifier=None`` ("similarity only"). Also reported: the best fixed
+(the :class:`DecisionPipeline` of ``SemanticCache(LocalEmbedder())``: rule signals and token
+alignment on the packaged model's word vectors) and with ``verifier=None`` ("similarity
+only"). ``default`` is the cache as constructed by default (the pipeline's candidate
+threshold); ``fixed+MismatchVerifier (rules only)`` is the old default verifier at 0.9, kept
+for comparison and labelled so. Also reported: the best fixed
 threshold chosen with hindsight on the held-out half (0.75 to 0.99 in steps of 0.01, with and
 without the verifier; no real deployment can pick it), the uncertified per-stream
 calibration (the calibrated threshold on the warm-up lookups' nearest-neighbour outcomes),
@@ -86,8 +89,11 @@ from rag_optimize.cache.decision.calibration import (  # noqa: E402
 )
 from rag_optimize.cache.decision.error_budget import binomial_upper_bound  # noqa: E402
 from rag_optimize.cache.decision.judges import ExactMatchJudge  # noqa: E402
-from rag_optimize.cache.decision.verifiers import MismatchVerifier  # noqa: E402
+from rag_optimize.cache.decision.pipeline import DecisionPipeline  # noqa: E402
+from rag_optimize.cache.decision.verifiers import MismatchVerifier, Verifier  # noqa: E402
 from rag_optimize.cache.keys import normalise_query  # noqa: E402
+from rag_optimize.cache.semantic import _candidate_threshold  # noqa: E402
+from rag_optimize.embedding.local import LocalEmbedder, TokenVectors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("RAG_OPTIMIZE_DATA", ROOT.parent / "shared" / "data"))
@@ -95,7 +101,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 FIXED = [0.80, 0.85, 0.90, 0.95]
 BUDGET = 0.02
 EVIDENCE_THRESHOLDS = [0.90, 0.95, 0.97, 0.98, 0.99]
-VERIFIER = MismatchVerifier()
+VERIFIER: Verifier = MismatchVerifier()  # main() sets the default pipeline
+MISMATCH = MismatchVerifier()  # rules only (numbers, negation, question word): the old default
 
 STOP = set(
     "a an the of to in on at for and or is are was were be been do does did i my me you your "
@@ -152,7 +159,6 @@ def embed_all(
     texts: set[str], backend: str, saved: Path | None
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Embed every text once; ``saved`` (an .npz outside the repo) keeps vectors for reruns."""
-    from rag_optimize.embedding.local import LocalEmbedder
 
     table: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {"backend": backend}
@@ -176,6 +182,53 @@ def embed_all(
                      backend=backend, model_backend=model.backend)
     info["texts"] = len(texts)
     return table, info
+
+
+class TableTokens:
+    """A token source over precomputed word vectors (every text's from one batched pass)."""
+
+    def __init__(self, table: dict[str, TokenVectors]) -> None:
+        self.table = table
+
+    def token_vectors(self, text: str) -> TokenVectors:
+        return self.table[text]
+
+
+def embed_with_words(texts: list[str], saved: Path | None) -> tuple[
+    dict[str, np.ndarray], dict[str, TokenVectors]
+]:
+    """Sentence and word vectors of ``texts``; ``saved`` (an .npz outside the repo) keeps
+    them between runs (word vectors as float16)."""
+    table: dict[str, np.ndarray] = {}
+    words: dict[str, TokenVectors] = {}
+    if saved is not None and saved.exists():
+        data = np.load(saved, allow_pickle=False)
+        names, matrix = data["texts"], data["matrix"]
+        counts, flat, word_rows = data["counts"], data["words"], data["word_matrix"]
+        ends = np.cumsum(counts)
+        for i, text in enumerate(names):
+            start = int(ends[i] - counts[i])
+            table[str(text)] = matrix[i]
+            words[str(text)] = TokenVectors(
+                tuple(str(w) for w in flat[start : ends[i]]),
+                word_rows[start : ends[i]].astype(np.float32),
+            )
+    missing = [t for t in texts if t not in table]
+    if missing:
+        started = time.perf_counter()
+        matrix, found = LocalEmbedder().encode_with_tokens(missing)
+        print(f"embedded {len(missing)} texts in {time.perf_counter() - started:.1f}s")
+        for i, text in enumerate(missing):
+            table[text], words[text] = matrix[i], found[i]
+        if saved is not None:
+            names = sorted(table)
+            np.savez(
+                saved, texts=np.array(names), matrix=np.stack([table[t] for t in names]),
+                counts=np.array([len(words[t].words) for t in names]),
+                words=np.array([w for t in names for w in words[t].words]),
+                word_matrix=np.concatenate([words[t].vectors for t in names]).astype(np.float16),
+            )
+    return table, words
 
 
 # ------------------------------------------------------------------------------------ MRPC
@@ -202,7 +255,7 @@ def pair_rates(sims: np.ndarray, labels: np.ndarray, threshold: float | None) ->
 
 def mrpc_budget(
     table: dict[str, np.ndarray], warm: list[tuple[str, str, int]],
-    held: list[tuple[str, str, int]], start: float, verifier: MismatchVerifier | None,
+    held: list[tuple[str, str, int]], start: float, verifier: Verifier | None,
 ) -> dict[str, Any]:
     """Error-budget cache over pairs: each pair in its own scope, feedback/probes in warm-up."""
     cache = SemanticCache(TableEmbedder(table), threshold=start, max_error_rate=BUDGET,
@@ -418,7 +471,7 @@ def nearest_outcomes(table: dict[str, np.ndarray], queries: list[str],
 
 
 def evidence(table: dict[str, np.ndarray], queries: list[str], answer: dict[str, str],
-             half: int, verifier: MismatchVerifier | None = None) -> dict[str, Any]:
+             half: int, verifier: Verifier | None = None) -> dict[str, Any]:
     """What the outcomes can support, independent of any cache implementation.
 
     ``warm_up``: per threshold, the nearest-neighbour outcomes of the warm-up lookups above it
@@ -474,7 +527,7 @@ def run_stream(table: dict[str, np.ndarray], queries: list[str], answer: dict[st
     warm, held = queries[:half], queries[half:]
     emb = TableEmbedder(table)
 
-    def fixed(t: float, verifier: MismatchVerifier | None = None) -> dict[str, Any]:
+    def fixed(t: float, verifier: Verifier | None = None) -> dict[str, Any]:
         cache = SemanticCache(emb, threshold=t, max_entries=None, verifier=verifier)
         replay(cache, warm, answer, feedback=False)
         return {"threshold": t, **replay(cache, held, answer, feedback=False)}
@@ -482,6 +535,8 @@ def run_stream(table: dict[str, np.ndarray], queries: list[str], answer: dict[st
     out: dict[str, Any] = {"lookups_warm": len(warm), "lookups_held_out": len(held)}
     out["fixed"] = {str(t): fixed(t) for t in FIXED}
     out["fixed_verified"] = {str(t): fixed(t, VERIFIER) for t in FIXED}
+    out["fixed_mismatch_verifier"] = {"0.9": fixed(0.9, MISMATCH)}
+    out["default"] = fixed(_candidate_threshold(VERIFIER), VERIFIER)
     if mrpc_calibrated is not None:
         out["calibrated_mrpc"] = fixed(round(mrpc_calibrated, 4))
     ws, wo = nearest_outcomes(table, warm, answer)
@@ -524,7 +579,7 @@ def run_stream(table: dict[str, np.ndarray], queries: list[str], answer: dict[st
     for key, verifier in (("oracle_fixed", None), ("oracle_fixed_verified", VERIFIER)):
         grid: dict[float, dict[str, Any]] = {}
 
-        def at(t: float, v: MismatchVerifier | None = verifier,
+        def at(t: float, v: Verifier | None = verifier,
                g: dict[float, dict[str, Any]] = grid) -> dict[str, Any]:
             if t not in g:
                 g[t] = fixed(t, v)
@@ -554,8 +609,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     methods: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         for key, value in run.items():
-            if key in ("fixed", "fixed_verified"):
-                label = "fixed" if key == "fixed" else "fixed+verifier"
+            if key in ("fixed", "fixed_verified", "fixed_mismatch_verifier"):
+                label = {"fixed": "fixed", "fixed_verified": "fixed+default pipeline",
+                         "fixed_mismatch_verifier": "fixed+MismatchVerifier (rules only)"}[key]
                 for t, r in value.items():
                     methods.setdefault(f"{label} {t}", []).append(r)
             elif isinstance(value, dict) and value.get("false_hit_rate") is not None:
@@ -626,6 +682,12 @@ def main() -> None:
     saved = None if str(args.vectors) in ("", ".") else args.vectors
     table, model_info = embed_all(texts, args.backend, saved)
     print(f"model: {model_info}")
+    # the word vectors the default pipeline's token alignment reads (packaged ONNX model)
+    # (kept in the file cache_decision.py uses: same layout, so the two share the vectors)
+    words_file = None if saved is None else saved.with_name("rag_optimize_cache_decision.npz")
+    _, words = embed_with_words(sorted(texts), words_file)
+    global VERIFIER
+    VERIFIER = DecisionPipeline(token_source=TableTokens(words))
 
     mrpc_result, curve = run_mrpc(table, mrpc, seed=0)
     curve.plot(RESULTS / "cache_quality_curve.png",

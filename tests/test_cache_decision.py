@@ -223,11 +223,37 @@ def test_alignment_vetoes_a_content_word_without_counterpart(model, a: str, b: s
         ("What time does the store open?", "When does the store open?"),
         ("How can I cancel my subscription?", "How do I cancel my subscription?"),
         ("Who founded the company?", "Who is the founder of the company?"),
+        # synonyms (data/synonyms.tsv) in a question-form paraphrase
+        ("How do I reset my password?", "What is the way to change my password?"),
+        ("How do I book a table?", "How can I reserve a table?"),
+        ("How do I delete my account?", "How can I remove my account?"),
     ],
 )
 def test_alignment_passes_paraphrases(model, a: str, b: str) -> None:  # type: ignore[no-untyped-def]
     pipeline = DecisionPipeline(DEFAULT_SIGNALS, token_source=model)
     assert pipeline(a, b), pipeline.explain(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("a", "b", "signal"),
+    [
+        (
+            "Does the premium plan increase the storage limit?",
+            "Does the premium plan decrease the storage limit?",
+            "polarity",
+        ),
+        (
+            "What are the opening hours on Saturday?",
+            "What are the opening hours on Sunday?",
+            "dates",
+        ),
+        ("How do I reset my password?", "How do I change my username?", "alignment"),
+    ],
+)
+def test_synonyms_do_not_let_near_misses_through(model, a: str, b: str, signal: str) -> None:  # type: ignore[no-untyped-def]
+    pipeline = DecisionPipeline(DEFAULT_SIGNALS, token_source=model)
+    assert vetoed_by(a, b, pipeline) == signal
 
 
 @pytest.mark.slow

@@ -11,11 +11,13 @@ embedding scores as paraphrases.
 
 Choosing ``threshold``: it is the minimum cosine similarity for a hit. Higher means fewer
 wrong answers and fewer hits; lower means more hits and more answers to questions that were
-only similar. 0.9 is the default. For the packaged all-MiniLM-L6-v2 on MRPC (held-out
-half) 0.9 serves about 10% wrong answers and a 98% precision target calibrates to 0.976;
-near-miss questions ("when did ..." / "where did ...") reach 0.99 (see BENCHMARKS.md,
-``cache_quality``). Use ``calibrate_threshold`` on pairs from your own traffic, or let the
-error budget learn it.
+only similar. The default is the verifier's own candidate threshold when it proposes one
+(the default :class:`~rag_optimize.cache.DecisionPipeline` with token alignment: 0.8, its
+signals doing the rest), else 0.9 (:data:`DEFAULT_THRESHOLD`). For the packaged
+all-MiniLM-L6-v2 on MRPC (held-out half) similarity alone at 0.9 serves about 10% wrong
+answers and a 98% precision target calibrates to 0.976; near-miss questions ("when did ..."
+/ "where did ...") reach 0.99 (see BENCHMARKS.md, ``cache_quality``). Use
+``calibrate_threshold`` on pairs from your own traffic, or let the error budget learn it.
 
 Knowing when it is wrong: with ``error_budget=ErrorBudgetSettings(max_error_rate=0.02)``
 (or the older ``max_error_rate=0.02`` keyword) instead of a fixed number, the cache
@@ -127,6 +129,15 @@ __all__ = [
 logger = logging.getLogger("rag_optimize.cache")
 
 DEFAULT_THRESHOLD = 0.9
+"""The similarity threshold when the verifier proposes none (``verifier=None``, a rule-only
+pipeline, a custom callable)."""
+
+
+def _candidate_threshold(verifier: object) -> float:
+    """The stage-1 threshold ``verifier`` was measured with (its ``candidate_threshold``),
+    else :data:`DEFAULT_THRESHOLD`."""
+    proposed = getattr(verifier, "candidate_threshold", None)
+    return DEFAULT_THRESHOLD if proposed is None else float(proposed)
 DEFAULT_VERIFIER = default_pipeline()
 _PENDING_VECTORS = 1024
 _FAILED = object()  # a store write's result when the store failed
@@ -207,7 +218,9 @@ class SemanticCache:
             ``aembed_query``/``aembed_documents`` are used by the async methods when present.
         threshold: minimum cosine similarity for a hit, in (0, 1]. With an error budget it
             is the starting threshold, used until outcomes certify another one (set it to
-            the calibrated value for your model, see ``calibrate_threshold``).
+            the calibrated value for your model, see ``calibrate_threshold``). ``None``
+            (default): the verifier's ``candidate_threshold`` if it has one (the default
+            pipeline: 0.8), else :data:`DEFAULT_THRESHOLD` (0.9).
         ttl_seconds: default lifetime of an entry; ``None`` keeps entries until evicted.
         max_entries: capacity of the default in-process store (LRU eviction past it).
         store: where entries live; default :class:`InMemoryStore`. Use ``RedisStore`` to
@@ -239,16 +252,17 @@ class SemanticCache:
             verifiers asks each in turn (the first veto wins). The default
             :class:`~rag_optimize.cache.DecisionPipeline` vetoes queries that differ in a
             number, a negation, the question's intent ("when" vs "where"; "what time" and
-            "when" are one intent), an opposite, a date, a unit or a content word, which the
-            embedding barely sees. ``None`` serves on similarity alone. A verifier with a
-            method ``explain(query, cached_query)`` returning a mapping has it recorded in
+            "when" are one intent), an opposite, the order of a relation's two sides, a date,
+            a unit or a content word, which the embedding barely sees. ``None`` serves on
+            similarity alone. A verifier with a method ``explain(query, cached_query)``
+            returning a mapping has it recorded in
             ``hit.metadata["cache_decision"]["verifier_detail"]``.
     """
 
     def __init__(
         self,
         embedder: Embedder,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | None = None,
         ttl_seconds: float | None = None,
         max_entries: int | None = 10_000,
         *,
@@ -269,7 +283,9 @@ class SemanticCache:
     ) -> None:
         self.embedder = check_embedder(embedder)
         self.verifier = check_verifier(verifier)
-        self.threshold = _check_threshold(threshold)
+        self.threshold = _check_threshold(
+            threshold if threshold is not None else _candidate_threshold(self.verifier)
+        )
         if ttl_seconds is not None and not (ttl_seconds > 0 and math.isfinite(ttl_seconds)):
             raise ConfigurationError(f"ttl_seconds must be > 0 or None, got {ttl_seconds}")
         if candidates < 1:

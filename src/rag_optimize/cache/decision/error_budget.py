@@ -102,7 +102,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_optimize.errors import ConfigurationError
+from rag_optimize.errors import ConfigurationError, InvalidInputError
 
 EVIDENCE_KEY = "rag_optimize_evidence"
 """Reserved entry-metadata key holding the entry's own verified outcomes."""
@@ -312,7 +312,7 @@ class ErrorBudget:
     def record(self, similarity: float, correct: bool) -> None:
         """Add one verified outcome: a lookup at ``similarity`` whose answer was (not) right."""
         if not math.isfinite(similarity):
-            raise ValueError(f"similarity must be finite, got {similarity}")
+            raise InvalidInputError(f"similarity must be finite, got {similarity}")
         with self._lock:
             self._outcomes.append((float(similarity), bool(correct)))
             self._certificate = None

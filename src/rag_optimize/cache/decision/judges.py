@@ -26,7 +26,7 @@ import numpy as np
 
 from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedder
 from rag_optimize.embedding.vectors import unit_vector
-from rag_optimize.errors import ConfigurationError
+from rag_optimize.errors import ConfigurationError, InvalidTypeError
 
 Judge = Callable[[str, Any, Any], bool | Awaitable[bool]]
 """``judge(query, cached_answer, fresh_answer) -> bool``: was the cached answer right?
@@ -113,14 +113,16 @@ def judge_now(judge: Judge, query: str, cached: Any, fresh: Any) -> bool:
         close = getattr(verdict, "close", None)
         if close is not None:
             close()
-        raise TypeError("this judge is async; it can only judge writes made with aset()")
+        raise InvalidTypeError(
+            "this judge is async; it can only judge writes made with aset(), not set()"
+        )
     return bool(verdict)
 
 
 def check_judge(judge: object) -> Judge:
     """``judge`` if it is callable, else a clear error."""
     if not callable(judge):
-        raise TypeError(
+        raise InvalidTypeError(
             f"judge must be a callable judge(query, cached_answer, fresh_answer) -> bool, "
             f"got {type(judge).__name__}"
         )

@@ -9,13 +9,13 @@ and why (the cache records it on a hit).
 
 The signals, cheapest first (see :mod:`~rag_optimize.cache.decision.signals` and
 :mod:`~rag_optimize.cache.decision.alignment`): ``numbers``, ``negation``,
-``question_intent``, ``polarity``, ``dates``, ``units`` (rules over the two texts, a few
-microseconds) and ``alignment`` (every content word needs a counterpart in the other text,
-on the model's word vectors; tens of microseconds when the words' vectors are at hand, one
-forward pass of the packaged model when not).
+``question_intent``, ``polarity``, ``order``, ``dates``, ``units`` (rules over the two
+texts, a few microseconds) and ``alignment`` (every content word needs a counterpart in the
+other text, on the model's word vectors; tens of microseconds when the words' vectors are at
+hand, one forward pass of the packaged model when not).
 
-:func:`default_pipeline` is the cache's default: all seven when the packaged model is
-installed, the six rules when it is not.
+:func:`default_pipeline` is the cache's default: all eight when the packaged model is
+installed, the seven rules when it is not.
 """
 
 from __future__ import annotations
@@ -30,10 +30,17 @@ from rag_optimize.cache.decision.alignment import (
 )
 from rag_optimize.cache.decision.alignment import TokenSource as TokenSource
 from rag_optimize.cache.decision.lexicon import Lexicon
-from rag_optimize.cache.decision.signals import RULE_SIGNALS, PolaritySignal, Signal, analyse
+from rag_optimize.cache.decision.signals import (
+    RULE_SIGNALS,
+    OrderSignal,
+    PolaritySignal,
+    Signal,
+    analyse,
+)
 from rag_optimize.errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_CANDIDATE_THRESHOLD",
     "DEFAULT_SIGNALS",
     "DecisionPipeline",
     "RULE_SIGNAL_NAMES",
@@ -43,6 +50,16 @@ __all__ = [
 RULE_SIGNAL_NAMES = tuple(RULE_SIGNALS)
 DEFAULT_SIGNALS = (*RULE_SIGNAL_NAMES, "alignment")
 SIGNAL_NAMES = DEFAULT_SIGNALS
+DEFAULT_CANDIDATE_THRESHOLD = 0.8
+"""The stage-1 similarity threshold of a pipeline with token alignment: candidates from 0.8
+up, the signals decide. On the dev split of benchmarks/cache_decision.py it served 95% of the
+stream paraphrases at 0.5% wrong answers (0.9: 75% at 0.3%), and the question-form
+paraphrases ("How do I reset my password?" / "What is the way to change my password?",
+cosine 0.83) reach it."""
+_LEXICON_SIGNALS: dict[str, Callable[[Lexicon | None], Signal]] = {
+    "polarity": PolaritySignal,
+    "order": OrderSignal,
+}
 
 
 class DecisionPipeline:
@@ -55,6 +72,10 @@ class DecisionPipeline:
             unknown name raises ConfigurationError naming it.
         alignment_threshold: the ``alignment`` signal's minimum word match (see
             :class:`~rag_optimize.cache.decision.alignment.AlignmentSignal`).
+        candidate_threshold: the similarity threshold a cache using this pipeline gets
+            unless it is given one (``SemanticCache(threshold=None)``); default
+            :data:`DEFAULT_CANDIDATE_THRESHOLD` with ``alignment``, None (the cache's 0.9)
+            with rules only, which let more near-misses through.
         token_source: where ``alignment`` gets word vectors (default: the packaged model).
         lexicon: word lists other than the packaged ones
             (:func:`~rag_optimize.cache.decision.lexicon.load_lexicon`).
@@ -69,6 +90,7 @@ class DecisionPipeline:
         alignment_threshold: float = DEFAULT_ALIGNMENT_THRESHOLD,
         token_source: TokenSource | Callable[[], TokenSource] | None = None,
         lexicon: Lexicon | None = None,
+        candidate_threshold: float | None = DEFAULT_CANDIDATE_THRESHOLD,
     ) -> None:
         if isinstance(signals, str) or not isinstance(signals, Sequence):
             raise ConfigurationError(
@@ -90,6 +112,19 @@ class DecisionPipeline:
             raise ConfigurationError(f"a signal is listed twice in {names}")
         self.signals: tuple[Signal, ...] = tuple(built)
         self.lexicon = lexicon
+        if candidate_threshold is not None and (
+            isinstance(candidate_threshold, bool)
+            or not isinstance(candidate_threshold, (int, float))
+            or not 0.0 < candidate_threshold <= 1.0
+        ):
+            raise ConfigurationError(
+                f"candidate_threshold must be in (0, 1] or None, got {candidate_threshold!r}"
+            )
+        self.candidate_threshold: float | None = (
+            float(candidate_threshold)
+            if candidate_threshold is not None and "alignment" in self.names
+            else None
+        )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -144,8 +179,8 @@ def _build(
 ) -> Signal:
     if name == "alignment":
         return AlignmentSignal(alignment_threshold, token_source, lexicon)
-    if name == "polarity":
-        return PolaritySignal(lexicon)
+    if name in _LEXICON_SIGNALS:
+        return _LEXICON_SIGNALS[name](lexicon)
     factory = RULE_SIGNALS.get(name)
     if factory is None:
         raise ConfigurationError(

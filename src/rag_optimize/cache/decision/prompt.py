@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from rag_optimize.errors import InvalidTypeError
+
 __all__ = ["PLAIN_MAX_CHARS", "PromptQuestion", "find_question"]
 
 PLAIN_MAX_CHARS = 500
@@ -61,7 +63,7 @@ class PromptQuestion:
 def find_question(message: str) -> PromptQuestion:
     """Split a rendered prompt message by the rule in this module's docs."""
     if not isinstance(message, str):
-        raise TypeError(f"message must be str, got {type(message).__name__}")
+        raise InvalidTypeError(f"message must be str, got {type(message).__name__}")
     labels = list(_QUESTION_LABEL.finditer(message))
     if labels:
         label = labels[-1]

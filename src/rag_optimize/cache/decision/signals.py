@@ -16,7 +16,16 @@ for one such detail and either passes or vetoes, with a reason:
     or "how do I" and "what is the way to", do not veto each other.
 ``polarity``
     one text holds a word and the other its opposite (``data/opposites.tsv``:
-    increase/decrease, promotes/prevents, enable/disable, first/last, ...).
+    increase/decrease, raise/lower, promotes/prevents, enable/disable, first/last, ...;
+    comparatives from their base form: heavier/lighter, greater/smaller; "less X" is the
+    opposite of "X" and of "X-er"), or two words that differ in an opposite prefix
+    (``data/opposite_prefixes.tsv``: upload/download, lock/unlock). Mentions are counted, so
+    "upregulation of A causes downregulation of B" vs "... upregulation of B" is vetoed too.
+``order``
+    the two texts hold the same relation with its two sides swapped ("A inhibits B" vs "B
+    inhibits A", "A is larger than B" vs "B is larger than A"); a passive on one side only
+    ("B is inhibited by A") swaps them back, and relations listed symmetric in
+    ``data/order_words.tsv`` ("associated with", "and") never veto.
 ``dates``
     the texts name different days, months, holidays or parts of the day (``data/dates.tsv``).
 ``units``
@@ -30,6 +39,7 @@ once per text and kept in a small LRU, so a pair costs a few microseconds.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -75,9 +85,18 @@ _ORIGINAL_TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.'’][A-Za-z0-9]+)*|[$€£¥%°
 _SUFFIXES = (
     ("ing", ("", "e", "-")), ("ed", ("", "e", "-")), ("est", ("", "e", "-")),
     ("er", ("", "e", "-")), ("es", ("", "e")), ("s", ("",)), ("ly", ("",)), ("d", ("",)),
+    # heavier/heaviest -> heavy, easily -> easy, studies/studied -> study, dramatically
+    ("ier", ("y",)), ("iest", ("y",)), ("ily", ("y",)), ("ies", ("y",)), ("ied", ("y",)),
+    ("ally", ("",)),
 )
-# A word made from another by a negating prefix is its opposite (lock/unlock, valid/invalid).
-_NEGATING_PREFIXES = ("un", "non", "dis", "in", "im", "ir", "il")
+# "less X": the opposite of "X" (the sign of the mention is flipped, the word is consumed).
+_DIMINISHERS = frozenset(("less", "fewer", "least"))
+_PASSIVE_MARK = "by"
+_BE = frozenset("is are was were be been being am get gets got".split())
+_ORDER_BLOCK = 4  # the longest side of a relation the order signal compares, in shared words
+_QUOTES = frozenset('"\u201c\u201d')
+# Degree words modify a relation ("more beneficial"); they are never one of its sides.
+_DEGREE = frozenset("more most less least fewer much many very".split())
 
 
 @dataclass(frozen=True)
@@ -91,6 +110,10 @@ class Analysis:
     intent: str | None
     form_words: frozenset[str]
     polar: frozenset[tuple[str, ...]]
+    polar_counts: Counter[tuple[tuple[str, ...], int]]
+    """Each opposite-list mention with its sign (-1 after "less"/"fewer"), counted."""
+    diminished: frozenset[str]
+    """Words right after "less"/"fewer"/"least" ("less likely": "likely")."""
     dates: frozenset[str]
     units: frozenset[str]
 
@@ -113,6 +136,24 @@ def _base_forms(word: str) -> Iterable[str]:
                         yield stem[:-1]  # stopped -> stop, planning -> plan
                 else:
                     yield stem + ending
+
+
+_TENS = frozenset("twenty thirty forty fifty sixty seventy eighty ninety".split())
+_UNITS = frozenset("one two three four five six seven eight nine".split())
+
+
+def _number_words(words: tuple[str, ...]) -> Iterable[str]:
+    """The numbers that number words name, as digits ("fifty-seven" and "fifty seven": 57)."""
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in _TENS and i + 1 < len(words) and words[i + 1] in _UNITS:
+            yield str(int(_CARDINALS[word]) + int(_CARDINALS[words[i + 1]]))
+            i += 2
+            continue
+        if word in _CARDINALS:
+            yield _CARDINALS[word]
+        i += 1
 
 
 def _intent(words: tuple[str, ...], lexicon: Lexicon) -> tuple[str | None, frozenset[str]]:
@@ -169,26 +210,86 @@ def _concepts(
     return frozenset(found)
 
 
-def _polar(words: tuple[str, ...], lexicon: Lexicon) -> frozenset[tuple[str, ...]]:
+def _polar(
+    words: tuple[str, ...], lexicon: Lexicon
+) -> Counter[tuple[tuple[str, ...], int]]:
+    """The opposite-list mentions of ``words`` with their sign: +1, or -1 right after a
+    diminisher ("less expensive": ("expensive",), -1; the diminisher is then not counted)."""
     opposites = lexicon.opposites
-    found: set[tuple[str, ...]] = set()
+    found: Counter[tuple[tuple[str, ...], int]] = Counter()
+    skip = -1
     for i, word in enumerate(words):
+        if i == skip:
+            continue
+        if word in _DIMINISHERS and i + 1 < len(words):
+            after = {(base,) for base in _base_forms(words[i + 1]) if (base,) in opposites}
+            if after:
+                found.update((phrase, -1) for phrase in after)
+                skip = i + 1
+                continue
         if i + 1 < len(words) and (word, words[i + 1]) in opposites:
-            found.add((word, words[i + 1]))
-        found.update((base,) for base in _base_forms(word) if (base,) in opposites)
-    return frozenset(found)
+            found[((word, words[i + 1]), 1)] += 1
+        for base in {b for b in _base_forms(word) if (b,) in opposites}:
+            found[((base,), 1)] += 1
+    return found
 
 
-def _prefixed_opposite(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, str] | None:
-    """A word only one text holds that is, with a negating prefix removed, a word only the
-    other text holds ("unlock" / "lock"), or None."""
+def _opposed_mention(
+    a: Counter[tuple[tuple[str, ...], int]],
+    b: Counter[tuple[tuple[str, ...], int]],
+    opposites: dict[tuple[str, ...], frozenset[tuple[str, ...]]],
+) -> tuple[str, str] | None:
+    """A mention ``a`` holds more often than ``b`` while ``b`` holds one of its opposites more
+    often than ``a`` (an opposite: an opposite word with the same sign, or the same word with
+    the other sign), as two readable strings, or None."""
+
+    def show(phrase: tuple[str, ...], sign: int) -> str:
+        return ("less " if sign < 0 else "") + " ".join(phrase)
+
+    for (phrase, sign), count in sorted(a.items()):
+        if count <= b[(phrase, sign)]:
+            continue
+        rivals = [(other, sign) for other in sorted(opposites.get(phrase, ()))]
+        rivals.append((phrase, -sign))
+        for rival in rivals:
+            if b[rival] > a[rival]:
+                return show(phrase, sign), show(*rival)
+    return None
+
+
+def _prefixed_opposite(
+    a: tuple[str, ...], b: tuple[str, ...], prefixes: tuple[tuple[str, str], ...]
+) -> tuple[str, str] | None:
+    """A word only one text holds that, with its prefix swapped for the opposite one (or a
+    negating prefix removed), is a word only the other text holds ("download" / "upload",
+    "unlock" / "lock"), or None."""
     only_a, only_b = set(a) - set(b), set(b) - set(a)
     for x, y in ((only_a, only_b), (only_b, only_a)):
         for word in sorted(x):
-            for prefix in _NEGATING_PREFIXES:
+            for prefix, other in prefixes:
                 rest = word[len(prefix) :]
-                if word.startswith(prefix) and len(rest) >= 4 and rest in y:
-                    return word, rest
+                if word.startswith(prefix) and len(rest) >= 4 and other + rest in y:
+                    return word, other + rest
+    return None
+
+
+def _comparative_against_less(a: Analysis, b: Analysis) -> tuple[str, str] | None:
+    """A comparative in ``a`` ("likelier", "heavier") whose base ``b`` has after "less"
+    ("less likely"): the opposite comparison. None if there is none."""
+    if not b.diminished:
+        return None
+    for word in a.words:
+        if word in b.words:
+            continue
+        for suffix, endings in (("ier", ("y",)), ("er", ("", "e", "-"))):
+            if not word.endswith(suffix) or len(word) - len(suffix) < 3:
+                continue
+            stem = word[: -len(suffix)]
+            for ending in endings:
+                base = (stem[:-1] if ending == "-" and stem[-1:] == stem[-2:-1]
+                        else stem + ending.strip("-"))
+                if base in b.diminished and base not in a.diminished:
+                    return word, f"less {base}"
     return None
 
 
@@ -210,9 +311,10 @@ def _analyse(text: str, lexicon: Lexicon) -> Analysis:
     replaced = text.replace("n\u2019t", " not").replace("n't", " not").replace("annot", "an not")
     original = tuple(_ORIGINAL_TOKEN.findall(replaced))
     numbers = {n.replace(",", "") for n in _NUMBER.findall(text.casefold())}
-    numbers.update(_CARDINALS[w] for w in words if w in _CARDINALS)
+    numbers.update(_number_words(words))
     negated = sum(w in _NEGATIONS for w in words) % 2 == 1
     intent, form_words = _intent(words, lexicon)
+    polar = _polar(words, lexicon)
     return Analysis(
         text=text,
         words=words,
@@ -220,7 +322,11 @@ def _analyse(text: str, lexicon: Lexicon) -> Analysis:
         negated=negated,
         intent=intent,
         form_words=form_words,
-        polar=_polar(words, lexicon),
+        polar=frozenset(phrase for phrase, _ in polar),
+        polar_counts=polar,
+        diminished=frozenset(
+            words[i + 1] for i in range(len(words) - 1) if words[i] in _DIMINISHERS
+        ),
         dates=_concepts(words, original, lexicon.dates, ambiguous=_AMBIGUOUS_DATES),
         units=_concepts(words, original, lexicon.units, need_number_below=4),
     )
@@ -283,15 +389,141 @@ class PolaritySignal:
         self._lexicon = lexicon
 
     def check(self, a: Analysis, b: Analysis) -> str | None:
-        opposites = (self._lexicon or default_lexicon()).opposites
-        only_a, only_b = a.polar - b.polar, b.polar - a.polar
-        for x in sorted(only_a):
-            for y in sorted(opposites[x] & only_b):
-                return f"opposites {' '.join(x)!r} vs {' '.join(y)!r}"
-        prefixed = _prefixed_opposite(a.words, b.words)
-        if prefixed is not None:
-            return f"opposites {prefixed[0]!r} vs {prefixed[1]!r}"
+        lexicon = self._lexicon or default_lexicon()
+        found = (
+            _opposed_mention(a.polar_counts, b.polar_counts, lexicon.opposites)
+            or _prefixed_opposite(a.words, b.words, lexicon.opposite_prefixes)
+            or _comparative_against_less(a, b)
+        )
+        if found is None:
+            swapped = _comparative_against_less(b, a)
+            found = None if swapped is None else (swapped[1], swapped[0])
+        if found is None:
+            return None
+        return f"opposites {found[0]!r} vs {found[1]!r}"
+
+
+def _aligned(a: tuple[str, ...], b: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Positions ``(i, j)`` of words that occur once in each text (or two inflections of one
+    word, "causes"/"caused"), in ``a``'s order."""
+    forms_a = [frozenset(_base_forms(w)) for w in a]
+    forms_b = [frozenset(_base_forms(w)) for w in b]
+    pairs = []
+    for i, fa in enumerate(forms_a):
+        matches = [j for j, fb in enumerate(forms_b) if fa & fb]
+        if len(matches) != 1:
+            continue
+        j = matches[0]
+        if sum(1 for f in forms_a if f & forms_b[j]) == 1:
+            pairs.append((i, j))
+    return pairs
+
+
+def _passive(words: tuple[str, ...], start: int, end: int, relation: int | None) -> bool:
+    """Whether the relation between positions ``start`` and ``end`` is in the passive: a
+    "by" between them, or the relation word (at ``relation``) a participle ("-ed", "-en")
+    after a form of "be" ("is Wi-Fi included in the rent")."""
+    if _PASSIVE_MARK in words[start + 1 : end]:
+        return True
+    if relation is None:
+        return False
+    word = words[relation]
+    return word.endswith(("ed", "en")) and not _BE.isdisjoint(words[:relation])
+
+
+def _block_swap(order: list[int]) -> tuple[int, int, int, int] | None:
+    """``order`` (a permutation of ``0..n-1``) as P X M Y S -> P Y M X S with X and Y not
+    empty: ``(p, x_len, m_len, y_len)``; None if it is not one. When several splits fit, the
+    one with the shortest middle."""
+    n = len(order)
+    p = next((i for i in range(n) if order[i] != i), None)
+    if p is None:
         return None
+    s = max(i for i in range(n) if order[i] != i)
+    segment = order[p : s + 1]
+    size = s - p + 1
+    for m_len in range(size - 1):
+        for x_len in range(1, size - m_len):
+            y_len = size - m_len - x_len
+            x = list(range(p, p + x_len))
+            m = list(range(p + x_len, p + x_len + m_len))
+            y = list(range(p + x_len + m_len, s + 1))
+            if segment == y + m + x:
+                return p, x_len, m_len, y_len
+    return None
+
+
+def swapped_relation(a: Analysis, b: Analysis, lexicon: Lexicon) -> tuple[str, str, str] | None:
+    """``(relation, x, y)`` when the shared content words of ``b`` are those of ``a`` with two
+    blocks exchanged around a relation that stays in place ("A inhibits B" / "B inhibits A";
+    "from A to B" / "from B to A"); None otherwise. The relation is a shared content word
+    between the blocks that is not listed symmetric, or a directional function word
+    (``data/order_words.tsv``) between them in both texts; each block at most
+    :data:`_ORDER_BLOCK` words. A passive in one text only ("by" between the blocks, or the
+    relation a participle after "is"/"was"/...) swaps the blocks back ("A causes B" / "B is
+    caused by A"; "does the rent include Wi-Fi" / "is Wi-Fi included in the rent"). Texts
+    with a quotation are not compared (quote and speaker change places freely)."""
+    function_words = lexicon.function_words
+    symmetric = lexicon.symmetric_words
+    pairs = [
+        (i, j) for i, j in _aligned(a.words, b.words)
+        if a.words[i].isalpha() and len(a.words[i]) > 1
+        and a.words[i] not in function_words and a.words[i] not in _DEGREE
+    ]
+    if len(pairs) < 2 or any(q in t for t in (a.text, b.text) for q in _QUOTES):
+        return None  # a quotation and its speaker change places freely
+    by_b = sorted(range(len(pairs)), key=lambda k: pairs[k][1])
+    swap = _block_swap(by_b)
+    if swap is None:
+        return None
+    p, x_len, m_len, y_len = swap
+    if max(x_len, y_len) > _ORDER_BLOCK:
+        return None  # clauses moved around, not the two sides of one relation
+    x_block = pairs[p : p + x_len]
+    middle = pairs[p + x_len : p + x_len + m_len]
+    y_block = pairs[p + x_len + m_len : p + x_len + m_len + y_len]
+    # the gaps between the blocks, in each text: A = X .. Y, B = Y .. X
+    gap_a = (x_block[-1][0], y_block[0][0])
+    gap_b = (y_block[-1][1], x_block[0][1])
+    lowered = (a.text.casefold(), b.text.casefold())
+    found = next(
+        ((i, j) for i, j in middle
+         if a.words[i] not in symmetric and symmetric.isdisjoint(_base_forms(a.words[i]))
+         and a.words[i] not in _CARDINALS
+         # the tail of a hyphenated modifier ("Paris-based") names no relation
+         and not any(f"-{a.words[i]}" in t for t in lowered)),
+        None,
+    )
+    at_a, at_b = found if found is not None else (None, None)
+    relation = None if at_a is None else a.words[at_a]
+    if relation is None:
+        between_a = set(a.words[gap_a[0] + 1 : gap_a[1]])
+        between_b = set(b.words[gap_b[0] + 1 : gap_b[1]])
+        if between_a & symmetric or between_b & symmetric:
+            return None
+        relation = next(iter(sorted(between_a & between_b & lexicon.directional_words)), None)
+        if relation is None:
+            return None
+    if _passive(a.words, *gap_a, at_a) != _passive(b.words, *gap_b, at_b):
+        return None
+    return relation, a.words[x_block[0][0]], a.words[y_block[0][0]]
+
+
+class OrderSignal:
+    """Veto when the texts hold one relation with its two sides swapped ("A inhibits B" vs
+    "B inhibits A"; see :func:`swapped_relation`)."""
+
+    name = "order"
+
+    def __init__(self, lexicon: Lexicon | None = None) -> None:
+        self._lexicon = lexicon
+
+    def check(self, a: Analysis, b: Analysis) -> str | None:
+        found = swapped_relation(a, b, self._lexicon or default_lexicon())
+        if found is None:
+            return None
+        relation, x, y = found
+        return f"sides of {relation!r} swapped: {x!r} and {y!r}"
 
 
 class DatesSignal:
@@ -321,6 +553,7 @@ RULE_SIGNALS: dict[str, type[Signal]] = {
     "negation": NegationSignal,
     "question_intent": QuestionIntentSignal,
     "polarity": PolaritySignal,
+    "order": OrderSignal,
     "dates": DatesSignal,
     "units": UnitsSignal,
 }
