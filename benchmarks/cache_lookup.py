@@ -30,6 +30,13 @@ RedisVL, run one after the other, twice, alternating).
 
 Run: PYTHONPATH=src python benchmarks/cache_lookup.py --data random --sizes 100000
      --redisvl-python /tmp/redisvl-venv/bin/python   (writes benchmarks/results/)
+
+``--hot-paths`` measures something else: the exact-repeat, semantic-hit and miss paths of
+``SemanticCache`` at small sizes, interleaved, with the Python-loop baseline
+(``--loop-queries``); it runs against whichever tree is on ``PYTHONPATH``, to compare two
+commits side by side:
+     PYTHONPATH=<tree>/src python benchmarks/cache_lookup.py --hot-paths --sizes 1000,10000
+     --queries 1000 --loop-queries 10 --out <json>
 """
 
 from __future__ import annotations
@@ -457,6 +464,111 @@ def run_size(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------------- hot paths
+def bench_hot_paths(n: int, n_queries: int, loop_queries: int) -> dict[str, Any]:
+    """The three lookup paths of ``SemanticCache`` at ``n`` entries, one query of each kind
+    after the other (interleaved, so load drifts hit all three alike):
+
+    * exact repeat: a stored text with other case and spacing (no embedding, hash lookup);
+    * semantic hit: a near-duplicate (cosine 0.95-0.98) of a stored vector;
+    * miss: a random unit vector (nothing within the threshold);
+
+    plus the build (``set`` one at a time) and the straightforward Python loop over ``n``
+    vectors (``loop_queries`` near-duplicates). The verifier is off (``verifier=None``): the
+    synthetic texts differ in a number, which the default verifier rightly vetoes, and what
+    is compared here is the lookup flow itself. Runs against any tree put on ``PYTHONPATH``
+    (it only uses ``SemanticCache(...)``, ``set`` and ``get``), so two commits can be
+    compared by alternating runs.
+    """
+    from rag_optimize.cache import SemanticCache
+
+    data = random_data(n, n_queries, seed=1)
+    rng = np.random.default_rng(2)
+    stored_texts = [f"stored question {i}" for i in range(n)]
+    hit_texts = [f"near duplicate {j}" for j in range(n_queries)]
+    miss_texts = [f"unrelated question {j}" for j in range(n_queries)]
+    vectors = dict(zip(stored_texts, data["stored"], strict=True))
+    vectors.update(zip(hit_texts, data["queries"], strict=True))
+    vectors.update(zip(miss_texts, unit_rows(rng, n_queries), strict=True))
+    embedder = StubEmbedder(vectors)
+    cache = SemanticCache(
+        embedder, threshold=THRESHOLD, max_entries=None, verifier=None  # type: ignore[arg-type]
+    )
+    t0 = time.perf_counter()
+    for text in stored_texts:
+        cache.set(text, "answer to " + text)
+    build_s = time.perf_counter() - t0
+    repeats = ["  " + stored_texts[int(i)].upper() for i in data["truth"]]
+    cache.get(repeats[0])  # warm up each path once
+    cache.get(hit_texts[0])
+    samples: dict[str, list[int]] = {"exact_repeat": [], "semantic_hit": [], "miss": []}
+    outcome = {"exact_repeat": 0, "semantic_hit": 0, "miss": 0}
+    for j in range(n_queries):
+        for kind, text in (
+            ("exact_repeat", repeats[j]),
+            ("semantic_hit", hit_texts[j]),
+            ("miss", miss_texts[j]),
+        ):
+            t1 = time.perf_counter_ns()
+            hit = cache.get(text)
+            samples[kind].append(time.perf_counter_ns() - t1)
+            if kind == "exact_repeat":
+                outcome[kind] += hit is not None and hit.exact
+            elif kind == "semantic_hit":
+                outcome[kind] += hit is not None and hit.matched_query == stored_texts[
+                    int(data["truth"][j])
+                ]
+            else:
+                outcome[kind] += hit is None
+    row: dict[str, Any] = {
+        "entries": n,
+        "build_seconds": round(build_s, 3),
+        **{kind: {**percentiles(s), "as_expected": outcome[kind]} for kind, s in samples.items()},
+    }
+    if loop_queries:
+        row["python_loop"] = bench_python_loop(data, loop_queries)
+    return row
+
+
+def bench_python_loop(data: dict[str, Any], n_queries: int) -> dict[str, Any]:
+    """The straightforward approach: a dict of vectors and a Python loop of cosines."""
+    store = {i: (vec, f"answer {i}") for i, vec in enumerate(data["stored"])}
+
+    def lookup(query: np.ndarray) -> str | None:
+        best, best_sim = None, THRESHOLD
+        for vec, answer in store.values():
+            sim = float(np.dot(query, vec) / (np.linalg.norm(query) * np.linalg.norm(vec)))
+            if sim >= best_sim:
+                best, best_sim = answer, sim
+        return best
+
+    samples = []
+    found = 0
+    for query in data["queries"][:n_queries]:
+        t0 = time.perf_counter_ns()
+        found += lookup(query) is not None
+        samples.append(time.perf_counter_ns() - t0)
+    return {**percentiles(samples), "hits": found}
+
+
+def run_hot_paths(args: argparse.Namespace) -> None:
+    results: dict[str, Any] = {
+        "command": " ".join(sys.argv),
+        "python": platform.python_version(),
+        "rag_optimize": __import__("rag_optimize").__file__,
+        "load_before": load_average(),
+        "sizes": {},
+    }
+    for n in [int(s) for s in args.sizes.split(",")]:
+        loop = args.loop_queries if args.loop_queries >= 0 else max(10, 2_000_000 // n)
+        results["sizes"][str(n)] = bench_hot_paths(n, args.queries, min(loop, args.queries))
+        results["sizes"][str(n)]["load"] = load_average()
+        print(json.dumps({n: results["sizes"][str(n)]}), flush=True)
+    out = Path(args.out or RESULTS.with_name("cache_lookup_hot_paths.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=("random", "minilm"), default="random")
@@ -468,7 +580,23 @@ def main() -> None:
     parser.add_argument("--one-at-a-time-upto", type=int, default=100_000)
     parser.add_argument("--thread-lookups", type=int, default=2000)
     parser.add_argument("--out", default="")
+    parser.add_argument(
+        "--hot-paths",
+        action="store_true",
+        help="exact repeat, semantic hit and miss of SemanticCache, interleaved (use small "
+        "--sizes, e.g. 1000,10000); against any tree on PYTHONPATH",
+    )
+    parser.add_argument(
+        "--loop-queries",
+        type=int,
+        default=-1,
+        help="with --hot-paths: near-duplicates for the Python-loop baseline (0: skip it; "
+        "default: by size, 2M/size)",
+    )
     args = parser.parse_args()
+    if args.hot_paths:
+        run_hot_paths(args)
+        return
     results: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus "
         "(shared with other agents' work)",

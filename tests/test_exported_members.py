@@ -97,6 +97,7 @@ EXPORTED = {
         "PromptQuestion",
         "ReportLog",
         "SemanticCache",
+        "SemanticCacheOptions",
         "ShadowReport",
         "Store",
         "StoreDefaults",

@@ -313,3 +313,59 @@ async def test_concurrent_ainvoke_and_threads(cache: SemanticCache) -> None:
     assert stats.hits + stats.misses == 120
     assert stats.hits >= 60  # the threaded round finds every answer stored
     assert len(cache) == 10
+
+
+async def test_abandoned_astream_is_not_stored(cache: SemanticCache) -> None:
+    """The async driver closes the plan when the caller stops early: nothing is stored."""
+    cached = with_semantic_cache(qa_chain([LONG_ANSWER, "second"]), cache)
+    stream = cached.astream({"question": RESET})
+    await anext(stream)
+    await stream.aclose()
+    assert len(cache) == 0
+    assert await cached.ainvoke({"question": RESET}) == "second"  # a miss, then stored
+    assert len(cache) == 1
+
+
+async def test_failed_ainvoke_is_not_stored_and_keeps_its_traceback(cache: SemanticCache) -> None:
+    def boom(_: Any) -> str:
+        raise ValueError("model down")
+
+    cached = with_semantic_cache(RunnableLambda(boom), cache)
+    with pytest.raises(ValueError, match="model down") as caught:
+        await cached.ainvoke(RESET)
+    assert len(cache) == 0
+    assert any(frame.name == "boom" for frame in caught.traceback)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_lookup_is_a_child_run_in_both_drivers(cache: SemanticCache, mode: str) -> None:
+    """The lookup's child run starts and ends through the run manager of either kind, with
+    ``hit`` in its output, on a miss and on the following hit."""
+    from uuid import UUID
+
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Lookups(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.started: list[UUID] = []
+            self.ended: dict[UUID, Any] = {}
+
+        def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+            if kwargs.get("name") == "semantic_cache_lookup":
+                self.started.append(kwargs["run_id"])
+
+        def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+            self.ended[kwargs["run_id"]] = outputs
+
+    cached = with_semantic_cache(qa_chain([LONG_ANSWER]), cache)
+    seen = Lookups()
+    config: Any = {"callbacks": [seen]}
+    for question in (RESET, RESET_PARAPHRASE):
+        if mode == "sync":
+            assert cached.invoke({"question": question}, config) == LONG_ANSWER
+        else:
+            assert await cached.ainvoke({"question": question}, config) == LONG_ANSWER
+    assert len(seen.started) == 2
+    miss, hit = (seen.ended[run_id] for run_id in seen.started)
+    assert miss == {"hit": False}
+    assert hit["hit"] is True and hit["matched_query"] == RESET

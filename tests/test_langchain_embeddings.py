@@ -163,3 +163,28 @@ def test_errors_and_type_checks_pass_through() -> None:
             emb.embed_documents(["x"])
     with pytest.raises(TypeError, match="LangChain Embeddings"):
         BatchingEmbeddings(object())  # type: ignore[arg-type]
+
+
+def test_options_are_typed_and_an_unknown_one_is_named() -> None:
+    """``BatchingEmbeddings(**options)`` takes exactly ``BatchingOptions`` (BatchingEmbedder's
+    keywords); a misspelt one is refused naming it, before any thread starts."""
+    import inspect
+
+    from rag_optimize import BatchingEmbedder
+    from rag_optimize.embedding import BatchingOptions
+    from rag_optimize.errors import ConfigurationError, UnknownOptionError
+
+    keywords = {
+        name
+        for name, p in inspect.signature(BatchingEmbedder).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert set(BatchingOptions.__annotations__) == keywords
+    model = DeterministicFakeEmbedding(size=8)
+    with pytest.raises(UnknownOptionError, match="'max_wait'") as caught:
+        BatchingEmbeddings(model, max_wait=5)  # type: ignore[call-arg]
+    assert isinstance(caught.value, TypeError) and isinstance(caught.value, ConfigurationError)
+    assert "max_wait_ms" in str(caught.value)  # the valid options are listed
+    with BatchingEmbeddings(model, max_wait_ms=1, max_batch_size=4) as emb:
+        assert emb.batcher.max_batch_size == 4
+        assert emb.embed_query("x") == model.embed_query("x")

@@ -144,3 +144,14 @@ def test_model_errors_and_bad_arguments() -> None:
             emb.get_query_embedding("x")
     with pytest.raises(TypeError, match="LlamaIndex BaseEmbedding"):
         BatchingEmbedding(HashingEmbedder())  # type: ignore[arg-type]
+
+
+def test_options_are_typed_and_an_unknown_one_is_named() -> None:
+    from rag_optimize.errors import UnknownOptionError
+
+    with pytest.raises(UnknownOptionError, match="'cache_entries'") as caught:
+        BatchingEmbedding(HashEmbedding(), cache_entries=10)  # type: ignore[call-arg]
+    assert isinstance(caught.value, TypeError)
+    assert "cache_size" in str(caught.value)
+    with BatchingEmbedding(HashEmbedding(), cache_size=0, max_wait_ms=1) as emb:
+        assert emb.get_query_embedding("x") == HashEmbedding().get_query_embedding("x")

@@ -200,6 +200,25 @@ def test_bad_arguments(index: VectorStoreIndex, cache: SemanticCache) -> None:
         CachedQueryEngine(engine(index), cache, threshold=0.5)
 
 
+def test_cache_options_are_typed_and_an_unknown_one_is_named(index: VectorStoreIndex) -> None:
+    """``cache_options`` are exactly ``SemanticCacheOptions`` (SemanticCache's keywords but
+    the embedder and ttl_seconds, which the engine has itself); a misspelt one is named."""
+    import inspect
+
+    from rag_optimize.cache import SemanticCacheOptions
+    from rag_optimize.errors import UnknownOptionError
+
+    parameters = set(inspect.signature(SemanticCache).parameters) - {"embedder", "ttl_seconds"}
+    assert set(SemanticCacheOptions.__annotations__) == parameters
+    model = HashingEmbedder(dim=64)
+    with pytest.raises(UnknownOptionError, match="'treshold'") as caught:
+        CachedQueryEngine(engine(index), model, treshold=0.5)  # type: ignore[call-arg]
+    assert isinstance(caught.value, TypeError)
+    assert "threshold" in str(caught.value)
+    built = CachedQueryEngine(engine(index), model, threshold=0.5, max_entries=7)
+    assert built.cache.threshold == 0.5 and built.cache.store.max_entries == 7  # type: ignore[attr-defined]
+
+
 def test_source_invalidation_and_feedback(index: VectorStoreIndex, cache: SemanticCache) -> None:
     cached = CachedQueryEngine(engine(index), cache)
     cached.query(RESET)

@@ -720,3 +720,24 @@ def test_constructor_touches_no_store() -> None:
 
     cache = SemanticCache(HashingEmbedder(), store=Untouchable())  # type: ignore[arg-type]
     assert isinstance(cache.store, Untouchable)
+
+
+def test_str_subclasses_and_bad_keys_through_the_fast_key_path(mode: str) -> None:
+    """The key is built on a fast path for plain str; a str subclass (query or scope) is
+    still a str, and a non-str or blank query or a non-str scope is still refused."""
+
+    class Text(str):
+        pass
+
+    cache = SemanticCache(HashingEmbedder(), verifier=None)
+    api = Api(cache, mode)
+    api.set("How do I reset my password?", "Settings", scope="tenant-a")
+    hit = api.get(Text("  how do I RESET my password?"), scope=Text("tenant-a"))
+    assert hit is not None and hit.exact and hit.response == "Settings"
+    assert api.get("How do I reset my password?", scope="tenant-b") is None
+    with pytest.raises(InvalidTypeError, match="query must be a str"):
+        api.get(42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="query is empty"):
+        api.get(Text("   "))
+    with pytest.raises(InvalidTypeError, match="scope must be a str"):
+        api.get("How do I reset my password?", scope=7)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ __all__ = [
     "RagOptimizeError",
     "RetrievalError",
     "StoreError",
+    "UnknownOptionError",
 ]
 
 
@@ -57,3 +58,10 @@ class InvalidTypeError(InvalidInputError, TypeError):
     """A call received a value of the wrong type (a number where a str belongs, ...).
 
     Also a ``TypeError``, so code that caught the built-in error keeps working."""
+
+
+class UnknownOptionError(ConfigurationError, TypeError):
+    """A keyword option that the component does not have (a misspelt ``threshhold=``).
+
+    Also a ``TypeError``, what Python raises for an unexpected keyword argument, so code
+    that caught that keeps working."""

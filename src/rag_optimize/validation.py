@@ -7,9 +7,11 @@ is both a ``ValueError`` (like every input error here) and a ``TypeError``.
 
 from __future__ import annotations
 
-from rag_optimize.errors import InvalidInputError, InvalidTypeError
+from collections.abc import Mapping
 
-__all__ = ["check_query"]
+from rag_optimize.errors import InvalidInputError, InvalidTypeError, UnknownOptionError
+
+__all__ = ["check_options", "check_query"]
 
 
 def check_query(query: object) -> str:
@@ -19,3 +21,16 @@ def check_query(query: object) -> str:
     if not query.strip():
         raise InvalidInputError("query is empty (or only whitespace)")
     return query
+
+
+def check_options(options: Mapping[str, object], allowed: type, owner: str) -> None:
+    """Refuse keyword ``options`` that the ``TypedDict`` ``allowed`` does not declare, with
+    an :class:`~rag_optimize.errors.UnknownOptionError` naming each and listing the valid
+    ones (``owner`` is who takes them, for the message)."""
+    known = getattr(allowed, "__annotations__", {})
+    unknown = sorted(name for name in options if name not in known)
+    if unknown:
+        raise UnknownOptionError(
+            f"{owner} got unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"valid options: {', '.join(sorted(known))}"
+        )

@@ -28,6 +28,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 
 from langchain_rag_optimize._serialization import NotCacheable, decode_value, encode_value
+from rag_optimize.errors import InvalidInputError
 
 RECORDED_MODES: tuple[str, ...] = ("values", "updates", "messages", "custom")
 """The stream modes a cached graph answer can be replayed in."""
@@ -114,16 +115,16 @@ class Recording:
     def decode(cls, data: Any) -> Recording:
         """Inverse of :meth:`encode`; raises ``ValueError`` on a malformed entry."""
         if not isinstance(data, list):
-            raise ValueError("a graph recording must be a list")
+            raise InvalidInputError("a graph recording must be a list")
         events: list[tuple[str, Any]] = []
         for item in data:
             if not (isinstance(item, list) and len(item) == 2 and item[0] in RECORDED_MODES):
-                raise ValueError(f"malformed graph event {item!r:.80}")
+                raise InvalidInputError(f"malformed graph event {item!r:.80}")
             mode, chunk = item
             if mode == "messages":
                 message = decode_value(chunk["message"])
                 if not isinstance(message, BaseMessage):
-                    raise ValueError("a messages event holds no message")
+                    raise InvalidInputError("a messages event holds no message")
                 events.append((mode, (message, dict(chunk.get("metadata") or {}))))
             else:
                 events.append((mode, decode_value(chunk)))

@@ -17,10 +17,12 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 from langchain_core.outputs import ChatGeneration, Generation
 
+from rag_optimize.errors import InvalidInputError, InvalidTypeError
+
 _TAG = "__rag_optimize__"
 
 
-class NotCacheable(TypeError):
+class NotCacheable(InvalidTypeError):
     """The value holds something we cannot store as JSON and revive safely."""
 
 
@@ -39,11 +41,11 @@ def encode_generations(generations: Sequence[Generation]) -> list[dict[str, Any]
 def decode_generations(data: Any) -> list[Generation]:
     """Inverse of :func:`encode_generations`; raises ``ValueError`` on a malformed entry."""
     if not isinstance(data, list):
-        raise ValueError(f"cached generations must be a list, got {type(data).__name__}")
+        raise InvalidInputError(f"cached generations must be a list, got {type(data).__name__}")
     out: list[Generation] = []
     for item in data:
         if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-            raise ValueError("cached generation is not a {'text': ...} mapping")
+            raise InvalidInputError("cached generation is not a {'text': ...} mapping")
         info = item.get("generation_info")
         if "message" in item:
             (message,) = messages_from_dict([item["message"]])
@@ -93,7 +95,7 @@ def decode_value(data: Any) -> Any:
         return messages_from_dict([data["message"]])[0]
     if tag == "dict":
         return {k: decode_value(v) for k, v in data["items"].items()}
-    raise ValueError(f"unknown cached value tag {tag!r}")
+    raise InvalidInputError(f"unknown cached value tag {tag!r}")
 
 
 def _plain(value: Any) -> Any:

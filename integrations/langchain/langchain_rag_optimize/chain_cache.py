@@ -35,7 +35,6 @@ in ``SemanticLLMCache``: ``scope=``, else ``cache_scope(...)``, else
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -57,6 +56,7 @@ from langchain_core.runnables.base import coerce_to_runnable
 from langchain_core.runnables.config import ensure_config, get_config_list
 from langchain_core.runnables.utils import AddableDict
 
+from langchain_rag_optimize import _flow as flow
 from langchain_rag_optimize._graph import (
     RECORDED_MODES,
     Recording,
@@ -78,6 +78,7 @@ from langchain_rag_optimize._serialization import NotCacheable, decode_value, en
 from langchain_rag_optimize.callbacks import STAGE_METADATA_KEY
 from rag_optimize import CacheHit, SemanticCache
 from rag_optimize.cache import DEFAULT_MIN_OVERLAP, check_min_overlap, digest, sources_agree
+from rag_optimize.errors import InvalidInputError
 from rag_optimize.tracing import stages
 
 logger = logging.getLogger("rag_optimize.langchain")
@@ -203,7 +204,8 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
 
     # ---------------------------------------------------------------- invoke
     # Every call is a LangChain run of its own (so tracers see hits, which never reach the
-    # wrapped chain), with the lookup as a child run whose output says ``hit``.
+    # wrapped chain), with the lookup as a child run whose output says ``hit``. Each flow is
+    # a plan (``_flow``) written once, run blocking or awaited.
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """The cached answer to ``input``'s question, else the chain's (then stored)."""
         return self._call_with_config(self._invoke, input, config, **kwargs)
@@ -219,21 +221,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
-        graph = self._is_graph and invoke_cacheable(config, kwargs)
-        key = self._key(input, config) if graph or not self._is_graph else None
-        hit = self._lookup(key, run_manager)
-        if hit is not None:
-            return self._answer(hit, input)
-        miss = self._miss(key, config)
-        if graph:
-            recording = Recording()
-            for mode, chunk in self.runnable.stream(input, miss.config, stream_mode=_RECORD):
-                recording.add(mode, chunk)
-            self._store(miss, recording.final(), recording)
-            return recording.final()
-        output = self.runnable.invoke(input, miss.config, **kwargs)
-        self._store(miss, output)
-        return output
+        return flow.result(self._invoke_plan(input, run_manager, config, kwargs))
 
     async def _ainvoke(
         self,
@@ -242,22 +230,30 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
+        return await flow.aresult(self._invoke_plan(input, run_manager, config, kwargs))
+
+    def _invoke_plan(
+        self, input: Any, run_manager: Any, config: RunnableConfig, kwargs: dict[str, Any]
+    ) -> flow.Plan[Any]:
+        """Look up; on a miss run the chain (a graph is streamed in every recorded mode,
+        so a later hit can replay any of them) and store its answer."""
         graph = self._is_graph and invoke_cacheable(config, kwargs)
         key = self._key(input, config) if graph or not self._is_graph else None
-        hit = await self._alookup(key, run_manager)
+        hit = yield from self._lookup(key, run_manager)
         if hit is not None:
             return self._answer(hit, input)
         miss = self._miss(key, config)
         if graph:
             recording = Recording()
-            async for mode, chunk in self.runnable.astream(
-                input, miss.config, stream_mode=_RECORD
-            ):
+            stream = yield self._open(input, miss.config, stream_mode=_RECORD)
+            while (item := (yield flow.Next(stream))) is not flow.END:
+                mode, chunk = item
                 recording.add(mode, chunk)
-            await self._astore(miss, recording.final(), recording)
+            yield from self._store(miss, recording.final(), recording)
             return recording.final()
-        output = await self.runnable.ainvoke(input, miss.config, **kwargs)
-        await self._astore(miss, output)
+        runnable = self.runnable
+        output = yield flow.Call(runnable.invoke, runnable.ainvoke, input, miss.config, **kwargs)
+        yield from self._store(miss, output)
         return output
 
     # ---------------------------------------------------------------- stream
@@ -286,28 +282,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Iterator[Any]:
-        input = next(inputs)
-        shape = stream_shape(self.runnable, config, kwargs) if self._is_graph else None
-        key = self._key(input, config) if shape is not None or not self._is_graph else None
-        hit = self._lookup(key, run_manager, need_recording=shape is not None)
-        if hit is not None:
-            yield from self._replay_hit(hit, input, shape)
-            return
-        miss = self._miss(key, config)
-        if shape is not None:
-            recording = Recording()
-            options = {**kwargs, "stream_mode": _RECORD}
-            for mode, chunk in self.runnable.stream(input, miss.config, **options):
-                recording.add(mode, chunk)
-                if mode in shape.modes:
-                    yield (mode, chunk) if shape.pairs else chunk
-            self._store(miss, recording.final(), recording)
-            return
-        total: Any = None
-        for chunk in self.runnable.stream(input, miss.config, **kwargs):
-            total = _add(total, chunk)
-            yield chunk
-        self._store(miss, total)
+        yield from flow.steps(self._stream_plan(next(inputs), run_manager, config, kwargs))
 
     async def _astream(
         self,
@@ -316,65 +291,63 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
-        input = await anext(inputs)
+        plan = self._stream_plan(await anext(inputs), run_manager, config, kwargs)
+        async for chunk in flow.asteps(plan):
+            yield chunk
+
+    def _stream_plan(
+        self, input: Any, run_manager: Any, config: RunnableConfig, kwargs: dict[str, Any]
+    ) -> flow.Plan[None]:
+        """Replay a hit, or stream the chain through (a graph: recorded in every mode,
+        passed on in the caller's) and store the answer once the stream is complete."""
         shape = stream_shape(self.runnable, config, kwargs) if self._is_graph else None
         key = self._key(input, config) if shape is not None or not self._is_graph else None
-        hit = await self._alookup(key, run_manager, need_recording=shape is not None)
+        hit = yield from self._lookup(key, run_manager, need_recording=shape is not None)
         if hit is not None:
             for chunk in self._replay_hit(hit, input, shape):
-                yield chunk
+                yield flow.Emit(chunk)
             return
         miss = self._miss(key, config)
         if shape is not None:
             recording = Recording()
-            options = {**kwargs, "stream_mode": _RECORD}
-            async for mode, chunk in self.runnable.astream(input, miss.config, **options):
+            stream = yield self._open(input, miss.config, **{**kwargs, "stream_mode": _RECORD})
+            while (item := (yield flow.Next(stream))) is not flow.END:
+                mode, chunk = item
                 recording.add(mode, chunk)
                 if mode in shape.modes:
-                    yield (mode, chunk) if shape.pairs else chunk
-            await self._astore(miss, recording.final(), recording)
+                    yield flow.Emit((mode, chunk) if shape.pairs else chunk)
+            yield from self._store(miss, recording.final(), recording)
             return
         total: Any = None
-        async for chunk in self.runnable.astream(input, miss.config, **kwargs):
+        stream = yield self._open(input, miss.config, **kwargs)
+        while (chunk := (yield flow.Next(stream))) is not flow.END:
             total = _add(total, chunk)
-            yield chunk
-        await self._astore(miss, total)
+            yield flow.Emit(chunk)
+        yield from self._store(miss, total)
+
+    def _open(self, input: Any, config: RunnableConfig, **kwargs: Any) -> flow.Open:
+        """The step that opens the wrapped runnable's stream (``stream``/``astream``)."""
+        return flow.Open(self.runnable.stream, self.runnable.astream, input, config, **kwargs)
 
     # ---------------------------------------------------------------- lookup
     def _lookup(
-        self, key: ScopedKey | None, run_manager: CallbackManagerForChainRun,
-        need_recording: bool = False,
-    ) -> _Hit | None:
+        self, key: ScopedKey | None, run_manager: Any, need_recording: bool = False
+    ) -> flow.Plan[_Hit | None]:
         """The usable hit for ``key`` (or None), looked up as a child run of ``run_manager``."""
         if key is None:
             return None
-        run = _lookup_callbacks(run_manager.get_child()).on_chain_start(
-            None, {"question": key.question}, name=LOOKUP_RUN_NAME
+        manager = _lookup_callbacks(run_manager.get_child())
+        run = yield flow.callback(
+            manager.on_chain_start, None, {"question": key.question}, name=LOOKUP_RUN_NAME
         )
         try:
-            hit = _usable(self._get(key), need_recording)
-        except BaseException as exc:
-            run.on_chain_error(exc)
+            hit = _usable((yield from self._get(key)), need_recording)
+        except GeneratorExit:
             raise
-        run.on_chain_end(_lookup_output(hit))
-        return hit
-
-    async def _alookup(
-        self, key: ScopedKey | None, run_manager: AsyncCallbackManagerForChainRun,
-        need_recording: bool = False,
-    ) -> _Hit | None:
-        """Async :meth:`_lookup`."""
-        if key is None:
-            return None
-        run = await _lookup_callbacks(run_manager.get_child()).on_chain_start(
-            None, {"question": key.question}, name=LOOKUP_RUN_NAME
-        )
-        try:
-            hit = _usable(await self._aget(key), need_recording)
         except BaseException as exc:
-            await run.on_chain_error(exc)
+            yield flow.callback(run.on_chain_error, exc)
             raise
-        await run.on_chain_end(_lookup_output(hit))
+        yield flow.callback(run.on_chain_end, _lookup_output(hit))
         return hit
 
     def _answer(self, hit: _Hit, input: Any) -> Any:
@@ -400,15 +373,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         **kwargs: Any | None,
     ) -> list[Any]:
         """Answer hits from the cache; send only the misses to the chain, as one batch."""
-        plan = _BatchPlan(self, inputs, config)
-        plan.found([self._get(k) for k in plan.keys])
-        if plan.todo:
-            outputs = self.runnable.batch(
-                plan.miss_inputs, plan.miss_configs, return_exceptions=return_exceptions, **kwargs
-            )
-            for miss, output in plan.answered(outputs):
-                self._store(miss, output)
-        return plan.results
+        return flow.result(self._batch_plan(inputs, config, return_exceptions, kwargs))
 
     async def abatch(
         self,
@@ -419,15 +384,30 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         **kwargs: Any | None,
     ) -> list[Any]:
         """Async :meth:`batch` (the lookups run concurrently)."""
-        plan = _BatchPlan(self, inputs, config)
-        plan.found(list(await asyncio.gather(*(self._aget(k) for k in plan.keys))))
-        if plan.todo:
-            outputs = await self.runnable.abatch(
-                plan.miss_inputs, plan.miss_configs, return_exceptions=return_exceptions, **kwargs
+        return await flow.aresult(self._batch_plan(inputs, config, return_exceptions, kwargs))
+
+    def _batch_plan(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None,
+        return_exceptions: bool,
+        kwargs: dict[str, Any],
+    ) -> flow.Plan[list[Any]]:
+        batch = _Batch(self, inputs, config)
+        batch.found((yield flow.All([self._get(k) for k in batch.keys])))
+        if batch.todo:
+            runnable = self.runnable
+            outputs = yield flow.Call(
+                runnable.batch,
+                runnable.abatch,
+                batch.miss_inputs,
+                batch.miss_configs,
+                return_exceptions=return_exceptions,
+                **kwargs,
             )
-            for miss, output in plan.answered(outputs):
-                await self._astore(miss, output)
-        return plan.results
+            for miss, output in batch.answered(outputs):
+                yield from self._store(miss, output)
+        return batch.results
 
     # ---------------------------------------------------------------- extras
     def invalidate(self, scope: str | None = None) -> int:
@@ -452,27 +432,21 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
         exact = digest("chain", self.namespace, self.exact_key(value))
         return scoped_key(question, user_scope, exact, self.index_version)
 
-    def _get(self, key: ScopedKey | None) -> _Hit | None:
+    def _get(self, key: ScopedKey | None) -> flow.Plan[_Hit | None]:
+        """The decoded hit for ``key``; a semantic hit is confirmed by ``confirm_with``
+        when one is given."""
         if key is None:
             return None
-        hit = _revive(self.cache.get(key.question, scope=key.scope, exact=key.exact))
+        cache = self.cache
+        found = yield flow.Call(
+            cache.get, cache.aget, key.question, scope=key.scope, exact=key.exact
+        )
+        hit = _revive(found)
         if hit is None or self.confirm_with is None or hit.hit.exact:
             return hit
+        confirm = self.confirm_with
         try:
-            documents = self.confirm_with.invoke(key.question)
-        except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
-            self._unconfirmed(exc)
-            return None
-        return self._confirmed(hit, documents)
-
-    async def _aget(self, key: ScopedKey | None) -> _Hit | None:
-        if key is None:
-            return None
-        hit = _revive(await self.cache.aget(key.question, scope=key.scope, exact=key.exact))
-        if hit is None or self.confirm_with is None or hit.hit.exact:
-            return hit
-        try:
-            documents = await self.confirm_with.ainvoke(key.question)
+            documents = yield flow.Call(confirm.invoke, confirm.ainvoke, key.question)
         except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
             self._unconfirmed(exc)
             return None
@@ -525,24 +499,17 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
             metadata["index_version"] = self.index_version
         return response, metadata
 
-    def _store(self, miss: _Miss, output: Any, recording: Recording | None = None) -> None:
-        entry = self._entry(miss, output, recording)
-        if entry is not None and miss.key is not None:
-            self.cache.set(
-                miss.key.question,
-                entry[0],
-                scope=miss.key.scope,
-                exact=miss.key.exact,
-                metadata=entry[1],
-                ttl_seconds=self.ttl_seconds,
-            )
-
-    async def _astore(
+    def _store(
         self, miss: _Miss, output: Any, recording: Recording | None = None
-    ) -> None:
+    ) -> flow.Plan[None]:
+        """Store a complete answer (nothing for an input without a key, or an answer that
+        cannot be stored)."""
         entry = self._entry(miss, output, recording)
         if entry is not None and miss.key is not None:
-            await self.cache.aset(
+            cache = self.cache
+            yield flow.Call(
+                cache.set,
+                cache.aset,
                 miss.key.question,
                 entry[0],
                 scope=miss.key.scope,
@@ -552,7 +519,7 @@ class SemanticCacheRunnable(Runnable[Any, Any]):
             )
 
 
-class _BatchPlan:
+class _Batch:
     """Which batch inputs were answered by the cache and which go to the chain."""
 
     def __init__(
@@ -699,7 +666,7 @@ def _revive(hit: CacheHit | None) -> _Hit | None:
         return None
     try:
         if not isinstance(hit.response, dict) or "value" not in hit.response:
-            raise ValueError("no 'value' field")
+            raise InvalidInputError("no 'value' field")
         graph = hit.response.get("graph")
         recording = Recording.decode(graph) if graph is not None else None
         return _Hit(decode_value(hit.response["value"]), hit, recording)

@@ -7,11 +7,12 @@ It drops in wherever an ``Embeddings`` goes: vector stores, retrievers, ``CacheB
 
 from __future__ import annotations
 
-from typing import Any
-
 from langchain_core.embeddings import Embeddings
+from typing_extensions import Unpack
 
-from rag_optimize.embedding import BatchingEmbedder, BatchStats, ClosesOnExit
+from rag_optimize.embedding import BatchingEmbedder, BatchingOptions, BatchStats, ClosesOnExit
+from rag_optimize.errors import InvalidTypeError
+from rag_optimize.validation import check_options
 
 __all__ = ["BatchingEmbeddings"]
 
@@ -19,12 +20,16 @@ __all__ = ["BatchingEmbeddings"]
 class BatchingEmbeddings(ClosesOnExit, Embeddings):
     """Wrap ``embeddings`` so concurrent ``embed_query``/``aembed_query`` calls share batches.
 
-    ``options`` are :class:`rag_optimize.BatchingEmbedder`'s (``max_batch_size``,
-    ``max_wait_ms``, ``max_queue``, ``cache_size``, ``max_in_flight``, ``block``,
-    ``embed_batch``, ``clock``). Query batches go to the wrapped model's ``embed_documents``;
-    for a model that embeds queries differently from documents (e.g. Cohere's
-    ``input_type``), pass ``embed_batch``. ``embed_documents`` is forwarded in chunks of
-    ``max_batch_size``. Call :meth:`close` (or use ``with``) to stop its threads.
+    ``options`` are :class:`rag_optimize.BatchingEmbedder`'s, typed as
+    :class:`rag_optimize.embedding.BatchingOptions` (``max_batch_size``, ``max_wait_ms``,
+    ``max_queue``, ``cache_size``, ``max_in_flight``, ``block``, ``embed_batch``, ``clock``,
+    ``tracker``, ``wait_when_idle``); any other keyword raises
+    :class:`~rag_optimize.errors.UnknownOptionError` naming it.
+
+    Query batches go to the wrapped model's ``embed_documents``; for a model that embeds
+    queries differently from documents (e.g. Cohere's ``input_type``), pass ``embed_batch``.
+    ``embed_documents`` is forwarded in chunks of ``max_batch_size``. Call :meth:`close` (or
+    use ``with``) to stop its threads.
 
     Example::
 
@@ -32,11 +37,12 @@ class BatchingEmbeddings(ClosesOnExit, Embeddings):
         store = InMemoryVectorStore(embedding=embeddings)
     """
 
-    def __init__(self, embeddings: Embeddings, **options: Any) -> None:
+    def __init__(self, embeddings: Embeddings, **options: Unpack[BatchingOptions]) -> None:
         if not isinstance(embeddings, Embeddings):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"BatchingEmbeddings wraps a LangChain Embeddings, got {type(embeddings).__name__}"
             )
+        check_options(options, BatchingOptions, "BatchingEmbeddings")
         self.embeddings = embeddings
         self.batcher = BatchingEmbedder(embeddings, **options)
 

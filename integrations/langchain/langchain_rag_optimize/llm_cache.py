@@ -124,31 +124,15 @@ class SemanticLLMCache(BaseCache):
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Store the model's generations, unless they must not be cached."""
-        key = self._key(prompt, llm_string)
-        stored = None if key is None else self._stored(return_val)
-        if key is not None and stored is not None:
-            self.cache.set(
-                key.question,
-                stored,
-                scope=key.scope,
-                exact=key.exact,
-                metadata=self._metadata(),
-                ttl_seconds=self.ttl_seconds,
-            )
+        write = self._write(prompt, llm_string, return_val)
+        if write is not None:
+            self.cache.set(*write[0], **write[1])
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async :meth:`update`."""
-        key = self._key(prompt, llm_string)
-        stored = None if key is None else self._stored(return_val)
-        if key is not None and stored is not None:
-            await self.cache.aset(
-                key.question,
-                stored,
-                scope=key.scope,
-                exact=key.exact,
-                metadata=self._metadata(),
-                ttl_seconds=self.ttl_seconds,
-            )
+        write = self._write(prompt, llm_string, return_val)
+        if write is not None:
+            await self.cache.aset(*write[0], **write[1])
 
     def clear(self, **kwargs: Any) -> None:
         """Drop every entry; ``clear(scope="tenant-a")`` drops only that user scope's."""
@@ -209,6 +193,23 @@ class SemanticLLMCache(BaseCache):
                 "langchain_rag_optimize.with_semantic_cache"
             )
         return found.question, digest(exact, found.rule, found.rest)
+
+    def _write(
+        self, prompt: str, llm_string: str, return_val: Sequence[Generation]
+    ) -> tuple[tuple[str, dict[str, Any]], dict[str, Any]] | None:
+        """The arguments of the ``cache.set``/``cache.aset`` call storing ``return_val``
+        (positional, keyword), or ``None`` when nothing is to be stored."""
+        key = self._key(prompt, llm_string)
+        stored = None if key is None else self._stored(return_val)
+        if key is None or stored is None:
+            return None
+        options = {
+            "scope": key.scope,
+            "exact": key.exact,
+            "metadata": self._metadata(),
+            "ttl_seconds": self.ttl_seconds,
+        }
+        return (key.question, stored), options
 
     def _stored(self, return_val: Sequence[Generation]) -> dict[str, Any] | None:
         if not return_val:

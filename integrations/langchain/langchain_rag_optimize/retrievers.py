@@ -20,7 +20,8 @@ All logic lives in :mod:`rag_optimize.retrieval`; this module only translates.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -312,24 +313,27 @@ class AsyncHybridRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        options = self._call_options(kwargs)
-        token = _child_callbacks.set(run_manager.get_child())
-        try:
-            result = self._engine.retrieve(query, **options)
-        finally:
-            _child_callbacks.reset(token)
+        with _children_of(run_manager):
+            result = self._engine.retrieve(query, **self._call_options(kwargs))
         return [_to_document(result, item) for item in result]
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        options = self._call_options(kwargs)
-        token = _child_callbacks.set(run_manager.get_child())
-        try:
-            result = await self._engine.aretrieve(query, **options)
-        finally:
-            _child_callbacks.reset(token)
+        with _children_of(run_manager):
+            result = await self._engine.aretrieve(query, **self._call_options(kwargs))
         return [_to_document(result, item) for item in result]
+
+
+@contextmanager
+def _children_of(run_manager: Any) -> Iterator[None]:
+    """Inside the block, wrapped framework retrievers run as children of ``run_manager``'s
+    run (the engine calls them through ``_child_callbacks``)."""
+    token = _child_callbacks.set(run_manager.get_child())
+    try:
+        yield
+    finally:
+        _child_callbacks.reset(token)
 
 
 def _as_retrieved(documents: Sequence[Document]) -> list[RetrievedDocument]:

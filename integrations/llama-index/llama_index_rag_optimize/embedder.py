@@ -13,6 +13,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from rag_optimize.embedding import Embedder
+from rag_optimize.errors import InvalidTypeError
 
 __all__ = ["LlamaIndexEmbedder", "as_embedder"]
 
@@ -27,7 +28,7 @@ class LlamaIndexEmbedder:
 
     def __init__(self, model: BaseEmbedding) -> None:
         if not isinstance(model, BaseEmbedding):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"model must be a llama_index BaseEmbedding, got {type(model).__name__}"
             )
         self.model = model
@@ -50,14 +51,15 @@ class LlamaIndexEmbedder:
 
 def as_embedder(model: Any) -> Embedder:
     """``model`` as a core embedder: a LlamaIndex ``BaseEmbedding`` is wrapped, anything with
-    ``embed_query``/``embed_documents`` is used as is; anything else is a ``TypeError``."""
+    ``embed_query``/``embed_documents`` is used as is; anything else is an
+    ``InvalidTypeError`` (a ``TypeError``)."""
     if isinstance(model, BaseEmbedding):
         return LlamaIndexEmbedder(model)
     if callable(getattr(model, "embed_query", None)) and callable(
         getattr(model, "embed_documents", None)
     ):
         return model
-    raise TypeError(
+    raise InvalidTypeError(
         "expected a llama_index BaseEmbedding or an embedder with embed_query/embed_documents, "
         f"got {type(model).__name__}"
     )

@@ -7,13 +7,14 @@ hooks (``_get_query_embedding`` and friends) call the core. Usable as ``Settings
 
 from __future__ import annotations
 
-from typing import Any
-
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.callbacks import CallbackManager
 from pydantic import PrivateAttr
+from typing_extensions import Unpack
 
-from rag_optimize.embedding import BatchingEmbedder, BatchStats, ClosesOnExit
+from rag_optimize.embedding import BatchingEmbedder, BatchingOptions, BatchStats, ClosesOnExit
+from rag_optimize.errors import InvalidTypeError
+from rag_optimize.validation import check_options
 
 __all__ = ["BatchingEmbedding"]
 
@@ -42,11 +43,15 @@ class _LlamaIndexModel:
 class BatchingEmbedding(ClosesOnExit, BaseEmbedding):
     """Wrap ``embed_model`` so concurrent query embeddings (sync and async) share batches.
 
-    ``options`` are :class:`rag_optimize.BatchingEmbedder`'s (``max_batch_size``,
-    ``max_wait_ms``, ``max_queue``, ``cache_size``, ``max_in_flight``, ``block``,
-    ``embed_batch``, ``clock``). Query batches go to the wrapped model's
-    ``get_text_embedding_batch``; a model with a query instruction that differs from its text
-    instruction needs ``embed_batch`` (for example one that prepends the instruction).
+    ``options`` are :class:`rag_optimize.BatchingEmbedder`'s, typed as
+    :class:`rag_optimize.embedding.BatchingOptions` (``max_batch_size``, ``max_wait_ms``,
+    ``max_queue``, ``cache_size``, ``max_in_flight``, ``block``, ``embed_batch``, ``clock``,
+    ``tracker``, ``wait_when_idle``); any other keyword raises
+    :class:`~rag_optimize.errors.UnknownOptionError` naming it.
+
+    Query batches go to the wrapped model's ``get_text_embedding_batch``; a model with a
+    query instruction that differs from its text instruction needs ``embed_batch`` (for
+    example one that prepends the instruction).
     Text embeddings are forwarded in chunks. Call :meth:`close` to stop its threads.
 
     Example::
@@ -62,13 +67,14 @@ class BatchingEmbedding(ClosesOnExit, BaseEmbedding):
         embed_model: BaseEmbedding,
         *,
         callback_manager: CallbackManager | None = None,
-        **options: Any,
+        **options: Unpack[BatchingOptions],
     ) -> None:
         if not isinstance(embed_model, BaseEmbedding):
-            raise TypeError(
+            raise InvalidTypeError(
                 "BatchingEmbedding wraps a LlamaIndex BaseEmbedding, got "
                 f"{type(embed_model).__name__}"
             )
+        check_options(options, BatchingOptions, "BatchingEmbedding")
         super().__init__(
             model_name=f"batching:{embed_model.model_name}",
             embed_batch_size=embed_model.embed_batch_size,

@@ -58,16 +58,19 @@ from llama_index.core.schema import (
     RelatedNodeInfo,
     TextNode,
 )
+from typing_extensions import Unpack
 
 from llama_index_rag_optimize.embedder import as_embedder
 from rag_optimize import CacheHit, SemanticCache
 from rag_optimize.cache import (
     DEFAULT_MIN_OVERLAP,
+    SemanticCacheOptions,
     check_min_overlap,
     current_scope,
     sources_agree,
 )
-from rag_optimize.errors import InvalidTypeError
+from rag_optimize.errors import InvalidTypeError, UnknownOptionError
+from rag_optimize.validation import check_options
 
 __all__ = ["CachedQueryEngine"]
 
@@ -93,7 +96,7 @@ class CachedQueryEngine(BaseQueryEngine):
         query_engine: the engine to wrap.
         cache: a :class:`~rag_optimize.SemanticCache`, or an embedding model (a LlamaIndex
             ``BaseEmbedding`` or a rag_optimize embedder) to build one from
-            ``cache_options`` (``threshold``, ``ttl_seconds``, ``max_entries`` ...).
+            ``cache_options``.
         scope: fixed scope (tenant); ``None`` uses the active ``cache_scope`` block.
         namespace: exact-match identity of the engine (see the module docs).
         index_version: version of the index behind the engine; exact part of the key and
@@ -105,6 +108,13 @@ class CachedQueryEngine(BaseQueryEngine):
         confirm_with: a LlamaIndex retriever: a semantic hit is served only when its
             retrieval for the new question returns the cached answer's sources (at least
             ``min_overlap`` of the retrieved nodes, default 0.5; see the module docs).
+        callback_manager: LlamaIndex callbacks (default: the wrapped engine's).
+        cache_options: :class:`~rag_optimize.SemanticCache`'s keyword options, typed as
+            :class:`rag_optimize.cache.SemanticCacheOptions` (``threshold``, ``max_entries``,
+            ``store``, ``verifier`` ...), used only when ``cache`` is an embedding model
+            (``ttl_seconds`` here is the entries' lifetime, so the cache's default lifetime
+            is not among them). Any other keyword raises
+            :class:`~rag_optimize.errors.UnknownOptionError` naming it.
     """
 
     def __init__(
@@ -121,7 +131,7 @@ class CachedQueryEngine(BaseQueryEngine):
         callback_manager: CallbackManager | None = None,
         confirm_with: BaseRetriever | None = None,
         min_overlap: float = DEFAULT_MIN_OVERLAP,
-        **cache_options: Any,
+        **cache_options: Unpack[SemanticCacheOptions],
     ) -> None:
         if confirm_with is not None and not isinstance(confirm_with, BaseRetriever):
             raise InvalidTypeError(
@@ -132,13 +142,14 @@ class CachedQueryEngine(BaseQueryEngine):
         self.min_overlap = check_min_overlap(min_overlap)
         self.evidence_rejections = 0
         if not isinstance(query_engine, BaseQueryEngine):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"query_engine must be a llama_index BaseQueryEngine, "
                 f"got {type(query_engine).__name__}"
             )
+        check_options(cache_options, SemanticCacheOptions, "CachedQueryEngine")
         if isinstance(cache, SemanticCache):
             if cache_options:
-                raise TypeError(
+                raise UnknownOptionError(
                     f"cache options {sorted(cache_options)} apply only when building a cache "
                     "from an embedding model"
                 )

@@ -26,7 +26,12 @@ from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
 from rag_optimize.cache.keys import ExactPart, digest, entry_id, exact_digest, normalise_query
 from rag_optimize.cache.memory import InMemoryStore
 from rag_optimize.cache.scopes import cache_scope, current_scope
-from rag_optimize.cache.semantic import DEFAULT_THRESHOLD, ErrorBudgetSettings, SemanticCache
+from rag_optimize.cache.semantic import (
+    DEFAULT_THRESHOLD,
+    ErrorBudgetSettings,
+    SemanticCache,
+    SemanticCacheOptions,
+)
 from rag_optimize.cache.stats import CacheStats
 from rag_optimize.cache.store import ReportLog, Store, StoreDefaults, StoreReport, SyncStoreMixin
 
@@ -52,6 +57,7 @@ __all__ = [
     "PromptQuestion",
     "ReportLog",
     "SemanticCache",
+    "SemanticCacheOptions",
     "ShadowReport",
     "Store",
     "StoreDefaults",

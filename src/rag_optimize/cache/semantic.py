@@ -62,21 +62,34 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from rag_optimize.cache.decision.error_budget import EVIDENCE_KEY, ErrorBudget
 from rag_optimize.cache.decision.judges import EmbeddingJudge, Judge, check_judge
 from rag_optimize.cache.decision.learning import Mode, Nearest, OutcomeLearner
 from rag_optimize.cache.decision.pipeline import default_pipeline
-from rag_optimize.cache.decision.shadow import ShadowReport
+from rag_optimize.cache.decision.shadow import Observation, ShadowReport
 from rag_optimize.cache.decision.verifiers import (
     Verifier,
     check_verifier,
     verifier_name,
 )
 from rag_optimize.cache.decision.words import offer_words, stored_words, uses_word_vectors
-from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
-from rag_optimize.cache.flow import Embed, EmbedMany, Faults, Plan, StoreCall, arun, run
+from rag_optimize.cache.entry import CacheEntry, CacheHit
+from rag_optimize.cache.flow import (
+    Embed,
+    EmbedMany,
+    Faults,
+    Fetch,
+    GetExact,
+    Plan,
+    Put,
+    PutMany,
+    Search,
+    StoreCall,
+    arun,
+    run,
+)
 from rag_optimize.cache.flow import Judge as JudgeOp
 from rag_optimize.cache.incidents import IncidentLog
 from rag_optimize.cache.keys import (
@@ -102,7 +115,7 @@ from rag_optimize.errors import (
     StoreError,
 )
 from rag_optimize.tracing.stages import CACHE
-from rag_optimize.tracing.tracker import LatencyTracker, optional_span
+from rag_optimize.tracing.tracker import LatencyTracker
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -110,6 +123,7 @@ __all__ = [
     "ErrorBudgetSettings",
     "FeedbackAction",
     "SemanticCache",
+    "SemanticCacheOptions",
 ]
 
 logger = logging.getLogger("rag_optimize.cache")
@@ -152,6 +166,31 @@ class ErrorBudgetSettings:
     confidence: float = 0.95
     min_threshold: float = 0.5
     learn_from_misses: bool = True
+
+
+class SemanticCacheOptions(TypedDict, total=False):
+    """The options of :class:`SemanticCache` (each described there) besides the embedder
+    and ``ttl_seconds``, as one type: adapters that build a cache from an embedding model
+    (e.g. ``CachedQueryEngine(engine, embed_model, threshold=0.95)``) take exactly these and
+    refuse any other with :class:`~rag_optimize.errors.UnknownOptionError`. ``ttl_seconds``
+    is left out because every adapter has its own (the lifetime of the entries it writes)."""
+
+    threshold: float
+    max_entries: int | None
+    store: Store | None
+    index: IndexKind
+    candidates: int
+    clock: Callable[[], float]
+    error_budget: ErrorBudgetSettings | None
+    max_error_rate: float | None
+    confidence: float | None
+    min_threshold: float | None
+    learn_from_misses: bool | None
+    mode: Mode
+    judge: Judge | None
+    require_scope: bool
+    tracker: LatencyTracker | None
+    verifier: Verifier | Sequence[Verifier] | None
 
 
 @dataclass(slots=True)
@@ -327,9 +366,12 @@ class SemanticCache:
         """The cached answer for ``query`` in ``scope`` with the same exact part ``exact``,
         or ``None`` on a miss (always ``None`` in shadow mode). Timed as the ``"cache"``
         stage when a tracker is given."""
+        plan = self._lookup(query, scope, exact)
+        if self.tracker is None:  # the hot path: no span to open
+            return run(plan, self, self._faults)
         outcome: dict[str, Any] = {}
-        with optional_span(self.tracker, CACHE, attributes=outcome):
-            hit = run(self._lookup(query, scope, exact), self, self._faults)
+        with self.tracker.span(CACHE, attributes=outcome):
+            hit = run(plan, self, self._faults)
             outcome["hit"] = hit is not None
         return hit
 
@@ -337,9 +379,12 @@ class SemanticCache:
         self, query: str, scope: str | None = None, *, exact: ExactPart = None
     ) -> CacheHit | None:
         """Async :meth:`get`: never blocks the event loop on the model or the store."""
+        plan = self._lookup(query, scope, exact)
+        if self.tracker is None:
+            return await arun(plan, self, self._faults)
         outcome: dict[str, Any] = {}
-        with optional_span(self.tracker, CACHE, attributes=outcome):
-            hit = await arun(self._lookup(query, scope, exact), self, self._faults)
+        with self.tracker.span(CACHE, attributes=outcome):
+            hit = await arun(plan, self, self._faults)
             outcome["hit"] = hit is not None
         return hit
 
@@ -348,9 +393,7 @@ class SemanticCache:
         k = self._begin(query, scope, exact)
         if self.require_scope and self._refuse_lookup(scope):
             return None
-        entry = yield StoreCall(
-            "get_exact", k.scope, k.key, k.now, partition=k.partition, reports=True
-        )
+        entry = yield GetExact(k.scope, k.key, k.now, k.partition)
         if entry is not None:
             return self._found(entry, 1.0, None, k, None, exact=True)
         raw = yield Embed(k.query)
@@ -358,16 +401,12 @@ class SemanticCache:
             self._miss()
             return None
         vector = unit_vector(raw, self._dim())
-        empty: list[Candidate] = []
-        candidates = yield StoreCall(
-            "search", k.scope, vector, self.candidates, k.now,
-            default=empty, partition=k.partition, reports=True,
-        )
+        candidates = yield Search(k.scope, vector, self.candidates, k.now, k.partition)
         nearest: Nearest | None = None
         for candidate, threshold, accepted in self._learner.ranked(candidates, self.threshold):
             if not accepted and nearest is not None:
                 continue
-            found = yield StoreCall("fetch", candidate.entry_id, k.now, reports=True)
+            found = yield Fetch(candidate.entry_id, k.now)
             if found is None or not _same_key(found, k) or self._vetoed(k.query, found, accepted):
                 continue
             if accepted:
@@ -468,7 +507,10 @@ class SemanticCache:
         vectors = [self._take_pending(k.key) for k in keys]
         todo = [n for n, v in enumerate(vectors) if v is None]
         if todo:
-            embedded = yield from self._embed_all([keys[n].query for n in todo], bulk)
+            texts = [keys[n].query for n in todo]
+            embedded = yield (EmbedMany(texts) if bulk else Embed(texts[0]))
+            if not bulk and embedded is not None:
+                embedded = [embedded]
             if embedded is None:
                 self._stats.add("dropped_writes", len(items))
                 return 0
@@ -483,29 +525,22 @@ class SemanticCache:
         ]
         now = keys[0].now
         if bulk:
-            result = yield StoreCall("put_many", entries, now, default=_FAILED, reports=True)
+            result = yield PutMany(entries, now, default=_FAILED)
         else:
-            result = yield StoreCall("put", entries[0], now, default=_FAILED, reports=True)
+            result = yield Put(entries[0], now, default=_FAILED)
         stored = result is not _FAILED
         self._stats.add("sets" if stored else "dropped_writes", len(entries))
         for k, entry, (_, response, _) in zip(keys, entries, items, strict=True):
-            yield from self._learn_from_answer(k, entry.id, response)
+            observation = self._learner.take(k.scope, k.slot)
+            if observation is not None:  # a lookup of this query waits for its answer
+                yield from self._learn_from_answer(k, observation, entry.id, response)
         return len(entries) if stored else 0
 
-    def _embed_all(self, texts: list[str], bulk: bool) -> Plan[list[Any] | None]:
-        """The raw vectors of ``texts`` (one ``embed_documents`` batch when ``bulk``, else
-        ``embed_query`` of the one text), ``None`` if the model failed."""
-        if bulk:
-            return (yield EmbedMany(texts))
-        raw = yield Embed(texts[0])
-        return None if raw is None else [raw]
-
-    def _learn_from_answer(self, k: _Key, new_id: str, response: Any) -> Plan[None]:
-        """If a lookup of this query left an observation, judge it against ``response``; a
-        wrong probe gives the observed entry its floor."""
-        observation = self._learner.take(k.scope, k.slot)
-        if observation is None:
-            return
+    def _learn_from_answer(
+        self, k: _Key, observation: Observation, new_id: str, response: Any
+    ) -> Plan[None]:
+        """Judge the observation a lookup of this query left against ``response``; a wrong
+        probe gives the observed entry its floor."""
         correct = yield JudgeOp(k.query, observation, response)
         if self._learner.settle(observation, correct, new_id):
             yield from self._outcome(
@@ -544,7 +579,7 @@ class SemanticCache:
     ) -> Plan[FeedbackAction]:
         """Record an outcome on the stored entry: update its evidence and floor, or delete it
         (a tombstone) when :meth:`OutcomeLearner.revised` says so."""
-        entry = yield StoreCall("fetch", entry_id, now, reports=True)
+        entry = yield Fetch(entry_id, now)
         if entry is None:
             return "missing"
         revised = self._learner.revised(entry, similarity, correct, exact)
@@ -552,7 +587,7 @@ class SemanticCache:
             removed = yield StoreCall("delete", [entry_id], default=0)
             self._stats.add("tombstones", int(removed))
             return "deleted"
-        yield StoreCall("put", revised, now, reports=True)
+        yield Put(revised, now)
         return "updated"
 
     # ------------------------------------------------------------ invalidation
@@ -662,9 +697,14 @@ class SemanticCache:
         self._faults.count(self.store.drain_report())
 
     def _begin(self, query: str, scope: str | None, exact: ExactPart) -> _Key:
-        query = check_query(query)
+        key = normalise_query(query) if type(query) is str else ""
+        if not key:  # not a plain str, or blank: check_query names the fault
+            query = check_query(query)
+            key = normalise_query(query)
         partition = "" if exact is None else exact_digest(exact)
-        return _Key(query, normalise_query(query), self._scope(scope), partition, self._clock())
+        if type(scope) is not str:  # None (the active cache_scope) or a wrong type
+            scope = self._scope(scope)
+        return _Key(query, key, scope, partition, self._clock())
 
     def _scope(self, scope: str | None) -> str:
         """The explicit scope, else the one of the active ``cache_scope`` block."""
@@ -753,9 +793,10 @@ class SemanticCache:
         threshold: float | None = None,
     ) -> CacheHit:
         """Serve ``entry``: count it and record why (``metadata["cache_decision"]``)."""
-        self._stats.add("hits")
         if exact:
-            self._stats.add("exact_hits")
+            self._stats.add_each("hits", "exact_hits")
+        else:
+            self._stats.add("hits")
         metadata = dict(entry.metadata)
         metadata.pop(EVIDENCE_KEY, None)
         decision = self._learner.decision(entry, similarity, threshold, exact)

@@ -74,6 +74,14 @@ class StatsCounter:
         with self._lock:
             self._counts[name] += amount
 
+    def add_each(self, *names: str) -> None:
+        """Increase each counter in ``names`` by one (one lock for all: an exact hit is both
+        a hit and an exact hit)."""
+        with self._lock:
+            counts = self._counts
+            for name in names:
+                counts[name] += 1
+
     def reset(self) -> None:
         """Set every counter back to zero."""
         with self._lock:

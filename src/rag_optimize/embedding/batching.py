@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from rag_optimize.embedding.batch_stats import BatchCounters, BatchStats
 from rag_optimize.embedding.lru import LRUCache
@@ -59,7 +59,7 @@ from rag_optimize.errors import (
 from rag_optimize.tracing import stages
 from rag_optimize.tracing.tracker import LatencyTracker, optional_span
 
-__all__ = ["BatchingEmbedder", "ClosesOnExit", "EmbedderClosedError"]
+__all__ = ["BatchingEmbedder", "BatchingOptions", "ClosesOnExit", "EmbedderClosedError"]
 
 Vector = Sequence[float]
 BatchFunction = Callable[[list[str]], Sequence[Vector]]
@@ -160,6 +160,23 @@ class ClosesOnExit:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class BatchingOptions(TypedDict, total=False):
+    """The keyword options of :class:`BatchingEmbedder` (each described there), as one type:
+    the adapters' wrappers (``BatchingEmbeddings``, ``BatchingEmbedding``) take exactly these
+    and refuse any other with :class:`~rag_optimize.errors.UnknownOptionError`."""
+
+    max_batch_size: int
+    max_wait_ms: float
+    max_queue: int
+    cache_size: int
+    max_in_flight: int
+    block: bool
+    embed_batch: BatchFunction | None
+    clock: Callable[[], float]
+    tracker: LatencyTracker | None
+    wait_when_idle: bool
 
 
 class BatchingEmbedder(ClosesOnExit):
