@@ -80,8 +80,12 @@ class VectorTable:
         if not _is_unit(vector, self.dim):
             self.add_many([entry_id], [vector])  # checks, normalises or reports it
             return
-        with self._lock.writing():
+        lock = self._lock
+        lock.acquire_write()
+        try:
             self._engine.add(self._slot(entry_id), vector, normalized=True)
+        finally:
+            lock.release_write()
 
     def _slot(self, entry_id: str) -> int:
         """The row of ``entry_id``, assigned (a freed one first) if it is new."""

@@ -100,15 +100,16 @@ class SharedLock:
 
     def __init__(self) -> None:
         # The plain mutex is taken directly (a C-level ``with``); the condition over it is
-        # only used to wait, so an uncontended read costs two lock round trips and no
-        # Python-level ``Condition.__enter__``.
+        # only used to wait, and notified only when someone waits, so an uncontended hold
+        # costs two lock round trips and no Python-level ``Condition`` call.
         self._mutex = threading.Lock()
         self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
+        self._waiting = 0  # threads in ``_cond.wait`` (readers and writers)
         self._read = _Held(self.acquire_read, self.release_read)
-        self._write = _Held(self._acquire_write, self._release_write)
+        self._write = _Held(self.acquire_write, self.release_write)
 
     def reading(self) -> _Held:
         """Hold the lock shared (searches)."""
@@ -120,31 +121,40 @@ class SharedLock:
 
     def acquire_read(self) -> None:
         """Take the lock shared; pair with :meth:`release_read` in a ``finally`` (what
-        :meth:`reading` does, one call cheaper for a hot path)."""
+        :meth:`reading` does, a call cheaper for a hot path)."""
         with self._mutex:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
+            if self._writing or self._writers_waiting:
+                self._waiting += 1
+                while self._writing or self._writers_waiting:
+                    self._cond.wait()
+                self._waiting -= 1
             self._readers += 1
 
     def release_read(self) -> None:
         """Give back a shared hold taken with :meth:`acquire_read`."""
         with self._mutex:
             self._readers -= 1
-            if not self._readers and self._writers_waiting:
-                self._cond.notify_all()  # only a writer waits for the readers to leave
+            if not self._readers and self._waiting:
+                self._cond.notify_all()
 
-    def _acquire_write(self) -> None:
+    def acquire_write(self) -> None:
+        """Take the lock exclusively; pair with :meth:`release_write` in a ``finally``."""
         with self._mutex:
-            self._writers_waiting += 1
-            while self._writing or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
+            if self._writing or self._readers:
+                self._writers_waiting += 1
+                self._waiting += 1
+                while self._writing or self._readers:
+                    self._cond.wait()
+                self._waiting -= 1
+                self._writers_waiting -= 1
             self._writing = True
 
-    def _release_write(self) -> None:
+    def release_write(self) -> None:
+        """Give back an exclusive hold taken with :meth:`acquire_write`."""
         with self._mutex:
             self._writing = False
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
 
 
 class _Held:
