@@ -124,13 +124,20 @@ class InMemoryStore(SyncStoreMixin):
 
     def put(self, entry: CacheEntry, now: float, *, report: StoreReport | None = None) -> None:
         """Insert or replace ``entry`` and evict least-recently-used entries past capacity."""
-        with self._lock:
-            dim = self._check_dim([entry])
+        with self._lock:  # put_many's steps for one entry, with the common cases inline
+            dim = self._dim
+            if dim is None or entry.vector.shape != (dim,):
+                dim = self._check_dim([entry])
             if self._expiry and self._expiry[0][0] <= now:
                 self._expire(now, report)
             self._place(entry)
-            self._table((entry.scope, entry.partition), dim).add(entry.id, entry.vector)
-            self._evict(report)
+            slot = (entry.scope, entry.partition)
+            table = self._tables.get(slot)
+            if table is None:
+                table = self._table(slot, dim)
+            table.add(entry.id, entry.vector)
+            if self.max_entries is not None and len(self._entries) > self.max_entries:
+                self._evict(report)
 
     def put_many(
         self, entries: Sequence[CacheEntry], now: float, *, report: StoreReport | None = None

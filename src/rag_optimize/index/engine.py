@@ -301,12 +301,12 @@ class VectorEngine:
         """
         if (
             normalized
-            and isinstance(rows, int)
-            and isinstance(vectors, np.ndarray)
-            and vectors.shape == (self.dim,)
+            and type(rows) is int
+            and 0 <= rows < self._store.capacity
+            and rows < self._live.shape[0]
             and self._hnsw is None
-            and 0 <= rows < self._live.shape[0]
-            and rows < self._store.capacity
+            and type(vectors) is np.ndarray
+            and vectors.shape == (self.dim,)
         ):
             self._add_one(rows, vectors)
             return
