@@ -178,14 +178,15 @@ _UNIT_TOLERANCE = 1e-3  # |norm - 1| up to which a float32 vector is taken as un
 # (checked on the squared norm: |norm^2 - 1| <= 2e-3 is |norm - 1| <= ~1e-3)
 
 
+_FLOAT32 = np.dtype(np.float32)
 _QUERY_TOLERANCE = 1e-5  # |norm^2 - 1| up to which a query is searched as given: float32
 # rounding of a normalised vector (about 1e-7), so its scores match a renormalised one's
 
 
 def _is_unit(vector: object, dim: int, tolerance: float = 2 * _UNIT_TOLERANCE) -> bool:
     """Whether ``vector`` is a finite float32 unit vector of ``dim`` (the cache's fast path)."""
-    if not isinstance(vector, np.ndarray) or vector.shape != (dim,) or vector.dtype != np.float32:
-        return False
+    if type(vector) is not np.ndarray or vector.dtype is not _FLOAT32 or vector.shape != (dim,):
+        return False  # (``is``: builtin dtypes are singletons; any other takes the checked path)
     return abs(float(vector.dot(vector)) - 1.0) <= tolerance  # False for NaN/inf
 
 
