@@ -512,7 +512,7 @@ class SemanticCache:
                 return 0
             vector = unit_vector(raw, self._dim())
         ttl = self._ttl(ttl_seconds)
-        entry = self._entry(k, vector, response, metadata, ttl, uses_word_vectors(self.verifier))
+        entry = self._entry(k, vector, response, metadata, ttl, self._keeps_words())
         stored = (yield Put(entry, k.now, default=_FAILED)) is not _FAILED
         self._stats.add("sets" if stored else "dropped_writes")
         observation = self._learner.take(k.scope, k.slot)
@@ -550,7 +550,7 @@ class SemanticCache:
             for n, row in zip(todo, matrix, strict=True):
                 vectors[n] = row
         ttl = self._ttl(ttl_seconds)
-        words = uses_word_vectors(self.verifier)
+        words = self._keeps_words()
         entry = self._entry
         entries = [
             entry(k, vector, response, metadata, ttl, words)
@@ -883,6 +883,10 @@ class SemanticCache:
             pop = self._pending.pop
             return [pop(k.key, None) for k in keys]
 
+    def _keeps_words(self) -> bool:
+        """Whether new entries keep their query's word vectors (the verifier aligns them)."""
+        return self.verifier is not None and uses_word_vectors(self.verifier)
+
     def _ttl(self, ttl_seconds: float | None) -> float | None:
         """The lifetime of a new entry: ``ttl_seconds``, else the cache's default."""
         ttl = ttl_seconds if ttl_seconds is not None else self.ttl_seconds
@@ -1001,8 +1005,10 @@ def _check_json(response: Any, metadata: dict[str, Any] | None) -> None:
             f"metadata must be a dict or None, got {type(metadata).__name__}"
         )
     try:  # strict JSON (no NaN/inf), so every store accepts or refuses alike
-        json.dumps(response, allow_nan=False)
-        json.dumps(metadata, allow_nan=False)
+        if type(response) is not str:  # any str is JSON; the common answer skips the call
+            json.dumps(response, allow_nan=False)
+        if metadata is not None:
+            json.dumps(metadata, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidTypeError(
             f"response and metadata must be JSON-serialisable (so any store can hold them): {exc}"
