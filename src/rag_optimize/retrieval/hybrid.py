@@ -345,11 +345,18 @@ class FusionRetriever:
         ``retrieval`` span (attribute ``top_k``) with the branches, fusion and rerank under it
         and the query embedding under the dense branch. Only durations were timed, so the
         intervals are rebuilt: branches start with the retrieval, fusion follows the slowest
-        branch, rerank ends with the retrieval."""
+        branch, rerank ends with the retrieval.
+
+        When the caller already times this retrieval (a LangChain retriever run traced by
+        ``LatencyCallbackHandler``, or ``with tracker.span("retrieval"):``), its span is the
+        retrieval: the parts nest under it and ``top_k`` is added to it, so one retrieval is
+        one ``retrieval`` span and one sample, not two."""
         end = tracker.clock()
         total = timings.get("total", 0.0)
         start = end - total
-        root = tracker.record(stages.RETRIEVAL, total, attributes={"top_k": k}, end=end)
+        root = tracker.enclosing_span(stages.RETRIEVAL)
+        if root is None or not tracker.annotate_span(root, {"top_k": k}):
+            root = tracker.record(stages.RETRIEVAL, total, attributes={"top_k": k}, end=end)
         spans: dict[str, int] = {}
         slowest = 0.0
         for branch in self.branches:
