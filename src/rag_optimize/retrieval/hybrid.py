@@ -262,7 +262,10 @@ class FusionRetriever:
     # -- fusing -----------------------------------------------------------------------------
 
     def _fuse_outcomes(
-        self, outcomes: Mapping[str, Outcome], limit: int
+        self,
+        outcomes: Mapping[str, Outcome],
+        limit: int,
+        weights_override: Mapping[str, float] | None = None,
     ) -> tuple[list[RetrievedDocument], dict[str, str]]:
         failures = {
             name: _describe(o) for name, o in outcomes.items() if isinstance(o, BaseException)
@@ -271,7 +274,8 @@ class FusionRetriever:
         if not ok:
             detail = "; ".join(f"{n}: {msg}" for n, msg in failures.items())
             raise RetrievalError(f"every retrieval branch failed ({detail})")
-        weights = {n: self.weights[n] for n in ok}
+        chosen = self.weights if weights_override is None else weights_override
+        weights = {n: chosen[n] for n in ok}
         if not any(weights.values()):
             weights = {n: 1.0 for n in ok}
         fused = self._fuse({n: [(h.id, h.score) for h in hits] for n, hits in ok.items()}, weights)
