@@ -34,8 +34,9 @@ def _noise(query: str, k: int) -> list[Hit]:
     """A confident but uninformed branch: a few documents far above the rest, at random."""
     order = list(DOCS)
     random.Random("noise" + query).shuffle(order)
-    scores = [10.0 - i if i < 3 else 1.0 / (i + 1) for i in range(k)]
-    return [Hit(d, s, d, {}, None) for d, s in zip(order, scores)]
+    order = order[:k]
+    scores = [10.0 - i if i < 3 else 1.0 / (i + 1) for i in range(len(order))]
+    return [Hit(d, s, d, {}, None) for d, s in zip(order, scores, strict=True)]
 
 
 def _retriever() -> FusionRetriever:
