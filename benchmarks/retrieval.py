@@ -469,8 +469,9 @@ def run_dataset(name: str, embedder: Any, args: argparse.Namespace, report: dict
 
     out["latency"]["hybrid auto (ours, aretrieve)"] = asyncio.run(async_latency())
     out["quantization"] = quantization_report(built, q_vecs)
-    out["dense_weight_sweep"] = weight_sweep(built, data, lookup)
-    print(f"  dense weight sweep {out['dense_weight_sweep']}", flush=True)
+    if not args.skip_sweep:
+        out["dense_weight_sweep"] = weight_sweep(built, data, lookup)
+        print(f"  dense weight sweep {out['dense_weight_sweep']}", flush=True)
     out["load_after"] = os.getloadavg()[0]
     print(f"  quantization {out['quantization']}", flush=True)
     report["query_embedding"] = query_embedding_latency(embedder, qtexts[:100])
@@ -752,6 +753,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--skip-baselines", action="store_true", help="no LangChain/LlamaIndex at 100k"
+    )
+    parser.add_argument(
+        "--skip-sweep", action="store_true", help="no fixed-dense-weight quality sweep"
     )
     parser.add_argument("--table", action="store_true", help="print tables from the last run")
     args = parser.parse_args()
