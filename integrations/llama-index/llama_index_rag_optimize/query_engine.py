@@ -14,6 +14,14 @@ it wherever the wrapped engine was used (``query``, ``aquery``, tools, routers).
   ``AsyncStreamingResponse``) in word-sized chunks; a miss streams through and is stored
   only once the caller consumed the whole stream without error.
 - ``PydanticResponse`` (structured output) is passed through uncached.
+- Retrieval evidence (opt in with ``confirm_with=retriever``, e.g. ``index.as_retriever()``):
+  a semantic hit is served only when the retriever, run for the new question, returns the
+  cached answer's sources (at least ``min_overlap`` of the retrieved nodes are among the
+  entry's ``source_ids``; see :mod:`rag_optimize.cache.decision.evidence`). The vote is in
+  the decision (``metadata["rag_optimize_cache"]["decision"]["evidence"]``); a veto, or a
+  retriever that raises, runs the wrapped engine as a miss (counted in
+  ``evidence_rejections``). Exact repeats are not confirmed. Costs one retrieval per
+  semantic hit.
 
 Keys: the query string is compared by meaning; the exact part is ``namespace`` (default:
 the engine's class and prompt templates: give engines over different indexes sharing one
@@ -34,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.response.schema import (
     RESPONSE_TYPE,
     AsyncStreamingResponse,
@@ -52,7 +61,13 @@ from llama_index.core.schema import (
 
 from llama_index_rag_optimize.embedder import as_embedder
 from rag_optimize import CacheHit, SemanticCache
-from rag_optimize.cache import current_scope
+from rag_optimize.cache import (
+    DEFAULT_MIN_OVERLAP,
+    check_min_overlap,
+    current_scope,
+    sources_agree,
+)
+from rag_optimize.errors import InvalidTypeError
 
 __all__ = ["CachedQueryEngine"]
 
@@ -87,6 +102,9 @@ class CachedQueryEngine(BaseQueryEngine):
         store_source_nodes: keep source node text and metadata with the answer so hits
             return them (ids are always kept).
         ttl_seconds: lifetime of the entries written here (default: the cache's).
+        confirm_with: a LlamaIndex retriever: a semantic hit is served only when its
+            retrieval for the new question returns the cached answer's sources (at least
+            ``min_overlap`` of the retrieved nodes, default 0.5; see the module docs).
     """
 
     def __init__(
@@ -101,8 +119,18 @@ class CachedQueryEngine(BaseQueryEngine):
         store_source_nodes: bool = True,
         ttl_seconds: float | None = None,
         callback_manager: CallbackManager | None = None,
+        confirm_with: BaseRetriever | None = None,
+        min_overlap: float = DEFAULT_MIN_OVERLAP,
         **cache_options: Any,
     ) -> None:
+        if confirm_with is not None and not isinstance(confirm_with, BaseRetriever):
+            raise InvalidTypeError(
+                "confirm_with must be a llama_index BaseRetriever (e.g. index.as_retriever()), "
+                f"got {type(confirm_with).__name__}"
+            )
+        self.confirm_with = confirm_with
+        self.min_overlap = check_min_overlap(min_overlap)
+        self.evidence_rejections = 0
         if not isinstance(query_engine, BaseQueryEngine):
             raise TypeError(
                 f"query_engine must be a llama_index BaseQueryEngine, "
@@ -144,6 +172,14 @@ class CachedQueryEngine(BaseQueryEngine):
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         key = self._key(query_bundle)
         hit = self.cache.get(key.question, key.scope, exact=key.exact) if key else None
+        if hit is not None and self.confirm_with is not None and not hit.exact:
+            try:
+                nodes = self.confirm_with.retrieve(query_bundle)
+            except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
+                hit = None
+                self._unconfirmed(exc)
+            else:
+                hit = self._confirmed(hit, nodes)
         if hit is not None and key is not None:
             return self._hit_event(query_bundle, self._replay(hit, asynchronous=False))
         response = self.query_engine._query(query_bundle)
@@ -152,6 +188,14 @@ class CachedQueryEngine(BaseQueryEngine):
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         key = self._key(query_bundle)
         hit = await self.cache.aget(key.question, key.scope, exact=key.exact) if key else None
+        if hit is not None and self.confirm_with is not None and not hit.exact:
+            try:
+                nodes = await self.confirm_with.aretrieve(query_bundle)
+            except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
+                hit = None
+                self._unconfirmed(exc)
+            else:
+                hit = self._confirmed(hit, nodes)
         if hit is not None and key is not None:
             return self._hit_event(query_bundle, self._replay(hit, asynchronous=True))
         response = await self.query_engine._aquery(query_bundle)
@@ -175,6 +219,24 @@ class CachedQueryEngine(BaseQueryEngine):
         return await self.cache.ainvalidate(scope)
 
     # ------------------------------------------------------------- internals
+    def _confirmed(self, hit: CacheHit, nodes: list[NodeWithScore]) -> CacheHit | None:
+        """``hit`` if the new question's retrieval agrees with its sources (the vote is
+        recorded in the hit's decision), else None: the wrapped engine answers."""
+        retrieved = [n.node.node_id for n in nodes if n.node.node_id]
+        vote = sources_agree(hit.metadata.get("source_ids"), retrieved, self.min_overlap)
+        decision = hit.metadata.get("cache_decision")
+        if isinstance(decision, dict):
+            decision["evidence"] = vote.as_dict()
+        if vote.agree:
+            return hit
+        self.evidence_rejections += 1
+        logger.debug("cached query engine: retrieval does not confirm the hit: %s", vote.reason)
+        return None
+
+    def _unconfirmed(self, exc: Exception) -> None:
+        self.evidence_rejections += 1
+        logger.warning("cached query engine: confirming retriever failed, not served: %s", exc)
+
     def _key(self, query_bundle: QueryBundle) -> _Key | None:
         question = query_bundle.query_str
         if not isinstance(question, str) or not question.strip():

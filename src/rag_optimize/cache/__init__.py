@@ -19,6 +19,7 @@ from rag_optimize.cache.decision.evidence import (
     EvidenceVote,
 )
 from rag_optimize.cache.decision.judges import EmbeddingJudge, ExactMatchJudge
+from rag_optimize.cache.decision.models import CrossEncoderVerifier, EmbeddingVerifier
 from rag_optimize.cache.decision.shadow import ShadowReport
 from rag_optimize.cache.decision.verifiers import MismatchVerifier, Verifier
 from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
@@ -37,8 +38,10 @@ __all__ = [
     "CacheStats",
     "CalibrationResult",
     "Candidate",
+    "CrossEncoderVerifier",
     "DecisionPipeline",
     "EmbeddingJudge",
+    "EmbeddingVerifier",
     "ErrorBudget",
     "ErrorBudgetSettings",
     "EvidenceVote",

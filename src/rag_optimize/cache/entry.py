@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag_optimize.cache.decision.words import QueryWords
 from rag_optimize.embedding.vectors import FloatVector
 
 __all__ = ["CacheEntry", "CacheHit", "Candidate"]
@@ -20,6 +21,9 @@ class CacheEntry:
     ``partition`` is the digest of the call's exact part (``exact=``, see
     :func:`~rag_optimize.cache.keys.exact_digest`), ``""`` when it had none: a store only
     ever answers a lookup from entries of the same ``scope`` *and* ``partition``.
+    ``words``: the query's word vectors for the decision's token alignment, when the cache
+    had them at write time (see :mod:`~rag_optimize.cache.decision.words`); ``None`` makes
+    alignment compute them if it needs them.
     """
 
     id: str
@@ -33,6 +37,7 @@ class CacheEntry:
     expires_at: float | None = None
     threshold: float | None = None
     partition: str = ""
+    words: QueryWords | None = None
 
 
 @dataclass(frozen=True, slots=True)

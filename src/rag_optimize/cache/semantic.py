@@ -72,6 +72,7 @@ from rag_optimize.cache.decision.verifiers import (
     check_verifier,
     verifier_name,
 )
+from rag_optimize.cache.decision.words import offer_words, stored_words, uses_word_vectors
 from rag_optimize.cache.entry import CacheEntry, CacheHit, Candidate
 from rag_optimize.cache.flow import Embed, EmbedMany, Faults, Plan, StoreCall, arun, run
 from rag_optimize.cache.flow import Judge as JudgeOp
@@ -699,6 +700,8 @@ class SemanticCache:
         if self.verifier is None:
             return False
         try:
+            if entry.words is not None and uses_word_vectors(self.verifier):
+                offer_words(entry.query, entry.words)  # no forward pass for a cold entry
             allowed = bool(self.verifier(query, entry.query))
         except Exception as exc:  # noqa: BLE001 - a verifier must never fail the app's lookup
             self._stats.add("verifier_errors")
@@ -793,6 +796,7 @@ class SemanticCache:
             created_at=k.now,
             expires_at=None if ttl is None else k.now + ttl,
             partition=k.partition,
+            words=stored_words(k.query) if uses_word_vectors(self.verifier) else None,
         )
 
     def _dim(self) -> int | None:

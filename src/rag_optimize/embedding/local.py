@@ -28,7 +28,7 @@ import asyncio
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,7 +37,16 @@ import numpy.typing as npt
 
 from rag_optimize.errors import ConfigurationError, EmbeddingError, InvalidTypeError
 
-__all__ = ["DIMENSION", "MODEL_NAME", "LocalEmbedder", "default_embedder"]
+__all__ = [
+    "DIMENSION",
+    "MODEL_NAME",
+    "LocalEmbedder",
+    "TokenVectors",
+    "default_embedder",
+    "known_token_vectors",
+    "remember_token_vectors",
+    "token_model_name",
+]
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DIMENSION = 384
@@ -169,30 +178,78 @@ def _word_vectors(
 
 
 class _TokenCache:
-    """The word vectors of recently embedded single texts, shared by every LocalEmbedder of a
-    backend (a lookup embeds its query once; the cache decision then reads its words here)."""
+    """The word vectors of recently embedded single texts, keyed by ``(token model, text)`` and
+    shared by every LocalEmbedder of that model (a lookup embeds its query once; the cache
+    decision then reads its words here). Bounded: the least recently used text goes first."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[str, int, str], TokenVectors] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], TokenVectors] = OrderedDict()
+        self._models: OrderedDict[str, None] = OrderedDict()  # newest last
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, int, str]) -> TokenVectors | None:
+    def get(self, key: tuple[str, str]) -> TokenVectors | None:
         with self._lock:
             found = self._items.get(key)
             if found is not None:
                 self._items.move_to_end(key)
             return found
 
-    def put(self, key: tuple[str, int, str], value: TokenVectors) -> None:
+    def put(self, key: tuple[str, str], value: TokenVectors) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
+            self._models[key[0]] = None
+            self._models.move_to_end(key[0])
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
+    def find(self, text: str) -> tuple[str, TokenVectors] | None:
+        """The word vectors of ``text`` under the most recently used token model holding it."""
+        with self._lock:
+            for model in reversed(self._models):
+                found = self._items.get((model, text))
+                if found is not None:
+                    return model, found
+        return None
+
 
 _TOKENS = _TokenCache(2048)
+
+
+def token_model_name(max_length: int) -> str:
+    """The name of the word vectors a LocalEmbedder with ``max_length`` computes (the ONNX
+    int8 model): word vectors are only comparable under the same name."""
+    return f"{MODEL_NAME}:onnx-int8:{max_length}"
+
+
+def known_token_vectors(text: str) -> tuple[str, TokenVectors] | None:
+    """The word vectors of ``text`` if this process holds them (it embedded ``text`` recently
+    with :meth:`LocalEmbedder.embed_query`, or :func:`remember_token_vectors` was told them),
+    with their token model name; ``None`` otherwise. Never runs the model."""
+    return _TOKENS.find(text)
+
+
+def remember_token_vectors(
+    model: str, text: str, tokens: TokenVectors | Callable[[], TokenVectors]
+) -> None:
+    """Hand this process the word vectors of ``text`` under the token model ``model`` (for
+    example, read back with a cache entry): :meth:`LocalEmbedder.token_vectors` of that model
+    then returns them without a forward pass. ``tokens`` may be a zero-argument callable,
+    called only when the text is not already held (a text already held is left as it is).
+    A name no LocalEmbedder computes (see :func:`token_model_name`) is ignored."""
+    if not _is_token_model(model):
+        return  # not word vectors any LocalEmbedder computes: of no use here
+    key = (model, text)
+    if _TOKENS.get(key) is None:
+        _TOKENS.put(key, tokens if isinstance(tokens, TokenVectors) else tokens())
+
+
+def _is_token_model(name: str) -> bool:
+    prefix = f"{MODEL_NAME}:onnx-int8:"
+    if not name.startswith(prefix) or not name[len(prefix):].isdigit():
+        return False
+    return 8 <= int(name[len(prefix):]) <= 512
 
 
 class _TorchBackend:
@@ -337,6 +394,14 @@ class LocalEmbedder:
             return [float(x) for x in self._forward_one(text)[0]]
         return [float(x) for x in self.encode([text])[0]]
 
+    @property
+    def token_model(self) -> str | None:
+        """The name of the word vectors :meth:`token_vectors` returns (see
+        :func:`token_model_name`), ``None`` for the torch backend (it computes none)."""
+        if not isinstance(self._impl, _OnnxBackend):
+            return None
+        return token_model_name(self.max_length)
+
     def token_vectors(self, text: str) -> TokenVectors:
         """The words of ``text`` and their contextual vectors from the model's last layer
         (read by the cache decision's token alignment). A text this process embedded with
@@ -344,7 +409,8 @@ class LocalEmbedder:
         backend."""
         if not isinstance(text, str):
             raise InvalidTypeError(f"text must be str, got {type(text).__name__}")
-        found = _TOKENS.get((self.backend, self.max_length, text))
+        model = self.token_model
+        found = None if model is None else _TOKENS.get((model, text))
         if found is not None:
             return found
         if not isinstance(self._impl, _OnnxBackend):
@@ -379,7 +445,7 @@ class LocalEmbedder:
             raise
         except Exception as exc:  # the runtime's own errors, wrapped with context
             raise EmbeddingError(f"local {self.backend} model failed: {exc}") from exc
-        _TOKENS.put((self.backend, self.max_length, text), tokens[0])
+        _TOKENS.put((token_model_name(self.max_length), text), tokens[0])
         return pooled[0], tokens[0]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

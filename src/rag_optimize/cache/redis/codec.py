@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from rag_optimize.cache.decision.words import QueryWords, WordsCorrupt
 from rag_optimize.cache.entry import CacheEntry
 from rag_optimize.cache.keys import digest
 from rag_optimize.embedding.vectors import FloatVector
@@ -171,8 +172,9 @@ def _reject_constant(name: str) -> Any:
 
 
 def encode_entry(entry: CacheEntry, namespace: str) -> dict[bytes, bytes]:
-    """The hash fields of ``entry`` (response and metadata must be JSON-serialisable)."""
-    return {
+    """The hash fields of ``entry`` (response and metadata must be JSON-serialisable; the
+    query's word vectors, when it has them, in ``wm``/``wv``)."""
+    fields = {
         b"v": FORMAT_VERSION,
         b"ns": namespace.encode(),
         b"id": entry.id.encode(),
@@ -188,6 +190,21 @@ def encode_entry(entry: CacheEntry, namespace: str) -> dict[bytes, bytes]:
         b"thr": _num(entry.threshold),
         b"pt": entry.partition.encode(),
     }
+    if entry.words is not None:
+        fields[b"wm"], fields[b"wv"] = entry.words.to_fields()
+    return fields
+
+
+def _words(fields: dict[bytes, bytes]) -> QueryWords | None:
+    """The stored word vectors, or ``None`` when absent or not decodable (only the
+    decision's shortcut is lost; the entry itself stays good)."""
+    header, blob = fields.get(b"wm"), fields.get(b"wv")
+    if header is None or blob is None:
+        return None
+    try:
+        return QueryWords.from_fields(header, blob)
+    except WordsCorrupt:
+        return None
 
 
 def _check_header(fields: dict[bytes, bytes], namespace: str) -> None:
@@ -216,6 +233,7 @@ def decode_entry(fields: dict[bytes, bytes], namespace: str, dim: int | None) ->
         expires_at=_opt_float(fields.get(b"ex"), "ex"),
         threshold=_opt_float(fields.get(b"thr"), "thr"),
         partition=_text(fields.get(b"pt", b""), "pt"),
+        words=_words(fields),
     )
 
 
