@@ -332,7 +332,7 @@ def test_langchain_chain_with_a_tracked_hybrid_retriever_counts_one_retrieval(
     tracker = LatencyTracker()
     exporter(tracker, otel, "latest")
     engine = HybridRetriever.from_texts(TEXTS, HashingEmbedder(dim=64), k=2, tracker=tracker)
-    chain = _rag_chain(AsyncHybridRetriever(engine=engine, k=2), _provider_model("azure"))
+    chain = _rag_chain(AsyncHybridRetriever(engine=engine), _provider_model("azure"))
     config: Any = {"callbacks": [LatencyCallbackHandler(tracker)]}
     if mode == "invoke":
         answer = chain.invoke("capital of France", config=config)

@@ -174,6 +174,11 @@ class AsyncHybridRetriever(BaseRetriever):
                     f"got {type(self.engine).__name__}"
                 )
             self._engine = self.engine
+            # An engine brings its own k and fusion unless this retriever was given them.
+            if "k" not in self.model_fields_set:
+                self.k = self.engine.k
+            if "fusion" not in self.model_fields_set:
+                self.fusion = self.engine.fusion
             return
         self._engine = wrap_retrievers(
             self.retrievers,
