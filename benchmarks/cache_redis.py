@@ -207,6 +207,7 @@ def lookups(n: int, n_queries: int, r8: RedisServer, r7: RedisServer,
     kinds = {"semantic_hit": hit_texts, "miss": miss_texts, "exact_hit": exact_texts}
     samples = {k: {name: [] for name in names} for k in kinds}  # type: dict[str, dict[str, list[int]]]
     right = dict.fromkeys(names, 0)
+    right_by_kind = {k: dict.fromkeys(names, 0) for k in kinds}
     for kind, queries in kinds.items():
         for i, query in enumerate(queries):
             order = names[i % len(names):] + names[:i % len(names)]
@@ -220,6 +221,7 @@ def lookups(n: int, n_queries: int, r8: RedisServer, r7: RedisServer,
                     found = caches[name].get(query) is not None
                     samples[kind][name].append(time.perf_counter_ns() - t)
                 right[name] += found == (kind != "miss")
+                right_by_kind[kind][name] += found == (kind != "miss")
     latency: dict[str, Any] = {}
     for kind, by in samples.items():
         row = {name: stats_us(by[name]) for name in names}
@@ -232,6 +234,9 @@ def lookups(n: int, n_queries: int, r8: RedisServer, r7: RedisServer,
         latency[kind] = row
     out["latency"] = latency
     out["expected_outcomes"] = {k: f"{v}/{3 * n_queries}" for k, v in right.items()}
+    out["expected_outcomes_by_kind"] = {
+        kind: {k: f"{v}/{n_queries}" for k, v in by.items()} for kind, by in right_by_kind.items()}
+    out["single_put_latency"] = put_latency(stores, texts, stored)
     out["store_errors"] = {k: caches[k].stats.store_errors for k in caches}
     out["vsim_vs_ft"] = vsim_vs_ft(r8, stores["server"], near, ns + "vl" if vl else None)
     if vl is not None:
@@ -241,6 +246,21 @@ def lookups(n: int, n_queries: int, r8: RedisServer, r7: RedisServer,
     r8.client().flushall()  # our own throw-away servers
     r7.client().flushall()
     return out
+
+
+def put_latency(stores: dict[str, RedisStore], texts: list[str], stored: np.ndarray,
+                count: int = 300) -> dict[str, Any]:
+    """One put at a time (replacing existing entries: same cost as new ones on the server,
+    an HNSW re-insert), the two Redis paths interleaved: p50/p99 per put."""
+    now = time.time()
+    samples: dict[str, list[int]] = {name: [] for name in stores}
+    for i in range(count):
+        for name, store in stores.items():
+            e = entry(texts[i], stored[i], now)
+            t = time.perf_counter_ns()
+            store.put(e, now)
+            samples[name].append(time.perf_counter_ns() - t)
+    return {name: stats_us(v) for name, v in samples.items()}
 
 
 def vsim_vs_ft(r8: RedisServer, store: RedisStore, queries: np.ndarray,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rag_optimize.errors import ConfigurationError, InvalidInputError, InvalidVectorError
+from rag_optimize.index import engine as engine_module
 from rag_optimize.index import quantization as q
 from rag_optimize.index.engine import METHODS, SharedLock, VectorEngine
 
@@ -128,12 +129,48 @@ def test_allowed_mask_applies_before_the_top_k(method: str) -> None:
 @pytest.mark.parametrize("method", ("auto", "binary", "hnsw"))
 def test_one_at_a_time_equals_bulk(method: str) -> None:
     x = data(800)
-    bulk = engine(method, x)
+    # The codes' centre is fixed by the write that builds them (at 64 rows here, one at a
+    # time): give the bulk engine the same first 64 rows, then the rest in one call.
+    bulk = VectorEngine(DIM, method=method, exact_below=64)
+    bulk.add(np.arange(64), x[:64])
+    bulk.add(np.arange(64, 800), x[64:])
     single = VectorEngine(DIM, method=method, exact_below=64)
     for row in range(800):
         single.add(row, x[row])
     for query in data(10, seed=2):
         assert single.search(query, 5)[0].tolist() == bulk.search(query, 5)[0].tolist()
+
+
+def test_short_codes_first_pass_keeps_near_duplicates_masks_and_deletes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(engine_module, "COARSE_FROM", 256)  # take the two-level path
+    reranked: list[int] = []
+    rerank = q.hamming_rerank
+    monkeypatch.setattr(
+        q, "hamming_rerank", lambda c, qc, n: reranked.append(len(c)) or rerank(c, qc, n)
+    )
+    x = data(3000)
+    e = engine("binary", x[:2000])
+    for row in range(2000, 3000):  # one at a time: their short codes are written too
+        e.add(row, x[row])
+    targets = np.arange(0, 3000, 31)
+    for row, query in zip(targets, near(x, targets, 0.95), strict=True):
+        assert int(e.search(query, 4)[0][0]) == int(row)
+    assert reranked and all(n == 1024 for n in reranked)  # 1024 short-code candidates
+    dead = np.arange(0, 3000, 2)
+    e.remove(dead)
+    allowed = np.zeros(3000, bool)
+    allowed[1::4] = True
+    for row in dead[:20]:
+        assert not set(e.search(x[row], 10)[0].tolist()) & set(dead.tolist())
+        assert all(allowed[r] for r in e.search(x[row], 10, allowed=allowed)[0])
+    for row in np.flatnonzero(allowed)[:20]:
+        assert int(e.search(x[row], 1, allowed=allowed)[0][0]) == int(row)
+    e.save(tmp_path / "e")
+    back = VectorEngine.load(tmp_path / "e")
+    for query in data(5, seed=4):
+        assert back.search(query, 5)[0].tolist() == e.search(query, 5)[0].tolist()
 
 
 def test_append_returns_the_rows_it_filled() -> None:
@@ -174,8 +211,8 @@ def test_faiss_and_numpy_hamming_kernels_agree() -> None:
                 assert mask[a].all() and mask[b].all()
 
 
-def test_sign_code_width_is_padded_for_the_kernel() -> None:
-    assert q.sign_code_bytes(384) == 64
+def test_sign_code_width_is_whole_words() -> None:
+    assert q.sign_code_bytes(384) == 48
     assert q.sign_code_bytes(48) == 8
     assert q.sign_code_bytes(128) == 16
     assert q.sign_code_bytes(1000) == 128

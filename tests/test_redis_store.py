@@ -109,9 +109,12 @@ def test_is_a_store(make_store: MakeStore) -> None:
 def test_two_stores_share_entries_exact_and_semantic(
     make_store: MakeStore, clock: FakeClock
 ) -> None:
-    a, b = new_cache(make_store(), clock), new_cache(make_store(), clock)
+    b_store = make_store()
+    a, b = new_cache(make_store(), clock), new_cache(b_store, clock)
     assert a.set("How do I reset my password?", {"answer": "Settings > Security"})
-    assert wait_until(lambda: b.get("how do I reset my password?") is not None)
+    # the barrier: b's mirror (mirror path) now reflects a's finished write; exact lookups
+    # always ask Redis, so an exact hit alone would not prove the semantic path sees it
+    assert b_store.wait_synced()
     exact = b.get("How do I reset my password?")
     assert exact is not None and exact.exact and exact.response == {"answer": "Settings > Security"}
     similar = b.get("how can I reset my password quickly")

@@ -156,7 +156,9 @@ def test_dense_filtered_search_is_the_top_k_of_the_matches(
     assert all(allowed[int(i)] for i in got)  # nothing filtered out leaks back
     exact = [float(vectors[int(h.id)] @ query) for h in hits]
     assert [h.score for h in hits] == pytest.approx(exact, abs=1e-5)  # rescored exactly
-    assert exact == sorted(exact, reverse=True)
+    # Best first, up to float32 rounding: the index scores rows in one matrix product, the
+    # check above one row at a time, and the two can differ in the last bit on near ties.
+    assert all(a >= b - 1e-6 for a, b in zip(exact, exact[1:], strict=False))
     if quantization is None or allowed.sum() * 4 <= N:
         assert got == want  # exact: the subset is scanned exactly
     elif quantization == "int8":  # binary codes of 16 dimensions are too coarse for recall

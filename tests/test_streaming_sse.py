@@ -20,7 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +340,19 @@ class Server:
     def state(self) -> dict[str, int]:
         return dict(httpx.get(f"{self.base}/state").json())
 
+    def wait_until(
+        self, done: Callable[[dict[str, int]], bool], timeout: float
+    ) -> dict[str, int]:
+        """The server's state once ``done`` holds, or its last state at ``timeout``: the
+        cancellation counter moves before the tracker run is closed, so a test that reads
+        both waits for both (the assertions after it say what must hold)."""
+        deadline = time.monotonic() + timeout
+        state = self.state()
+        while not done(state) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            state = self.state()
+        return state
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
@@ -407,11 +420,9 @@ def test_uvicorn_streams_and_a_disconnect_cancels_the_pipeline(server: Server) -
                 seen += 1
                 if seen == 2:
                     break
-    deadline = time.monotonic() + 20
-    state = server.state()
-    while state["cancelled"] == before["cancelled"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-        state = server.state()
+    state = server.wait_until(
+        lambda s: s["cancelled"] > before["cancelled"] and s["open_runs"] == 0, timeout=20
+    )
     assert state["cancelled"] == before["cancelled"] + 1
     assert state["finished"] == before["finished"]
     assert state["produced"] - before["produced"] < 400
@@ -429,11 +440,9 @@ def test_uvicorn_a_client_that_stops_reading_is_dropped_after_send_timeout(serve
             b"GET /ask?n=100000&size=65536&delay=0&send_timeout=1 HTTP/1.1\r\n"
             b"Host: 127.0.0.1\r\n\r\n"
         )
-        deadline = time.monotonic() + 60
-        state = server.state()
-        while state["cancelled"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-            state = server.state()
+        state = server.wait_until(
+            lambda s: s["cancelled"] > 0 and s["open_runs"] == 0, timeout=60
+        )
         assert state["cancelled"] == 1 and state["finished"] == 0
         assert state["produced"] < 100000
         assert state["open_runs"] == 0

@@ -15,8 +15,8 @@ from typing import Literal
 
 import numpy as np
 
-from rag_optimize.embedding.vectors import FloatVector
-from rag_optimize.errors import ConfigurationError, InvalidVectorError
+from rag_optimize.embedding.vectors import FloatVector, unit_matrix
+from rag_optimize.errors import ConfigurationError, InvalidInputError, InvalidVectorError
 from rag_optimize.index.engine import SharedLock, Storage, VectorEngine
 
 __all__ = ["INDEX_KINDS", "IndexKind", "VectorTable"]
@@ -74,9 +74,11 @@ class VectorTable:
         return self._engine.active_method()
 
     def add(self, entry_id: str, vector: FloatVector) -> None:
-        """Insert (or replace) ``entry_id``; ``vector`` must be a unit float32 vector."""
-        if vector.shape != (self.dim,) or vector.dtype != np.float32:
-            self.add_many([entry_id], [vector])  # checks and reports the bad vector
+        """Insert (or replace) ``entry_id``. ``vector`` should be a unit float32 vector (the
+        cache's are); any other is checked and normalised, and a wrong dimension, NaN/inf or
+        zero vector raises :class:`InvalidVectorError` naming it."""
+        if not _is_unit(vector, self.dim):
+            self.add_many([entry_id], [vector])  # checks, normalises or reports it
             return
         with self._lock.writing():
             self._engine.add(self._slot(entry_id), vector, normalized=True)
@@ -95,14 +97,18 @@ class VectorTable:
         return slot
 
     def add_many(self, entry_ids: Sequence[str], vectors: Sequence[FloatVector]) -> None:
-        """Insert (or replace) several entries in one engine update (unit float32 vectors;
-        a repeated id keeps its last vector)."""
+        """Insert (or replace) several entries in one engine update (a repeated id keeps its
+        last vector). Vectors are checked as in :meth:`add`; a bad one changes nothing."""
         if len(entry_ids) != len(vectors):
-            raise ConfigurationError(f"got {len(entry_ids)} ids but {len(vectors)} vectors")
+            raise InvalidInputError(f"got {len(entry_ids)} ids but {len(vectors)} vectors")
         last = {entry_id: i for i, entry_id in enumerate(entry_ids)}
         if not last:
             return
         matrix = _stack([vectors[i] for i in last.values()], self.dim)
+        squares = np.einsum("ij,ij->i", matrix, matrix)  # squared norms, no temporary
+        unit = bool(np.all(np.abs(squares - 1.0) <= 2 * _UNIT_TOLERANCE))  # False for NaN/inf
+        if not unit:
+            matrix = unit_matrix(matrix, self.dim)  # raises on NaN/inf/zero, naming the row
         with self._lock.writing():
             slots = np.fromiter((self._slot(e) for e in last), dtype=np.intp, count=len(last))
             self._engine.add(slots, matrix, normalized=True)
@@ -158,9 +164,26 @@ class VectorTable:
         return int(self._engine.memory_usage()["total_in_ram"])
 
 
+_UNIT_TOLERANCE = 1e-3  # |norm - 1| up to which a float32 vector is taken as unit
+# (checked on the squared norm: |norm^2 - 1| <= 2e-3 is |norm - 1| <= ~1e-3)
+
+
+def _is_unit(vector: object, dim: int) -> bool:
+    """Whether ``vector`` is a finite float32 unit vector of ``dim`` (the cache's fast path)."""
+    if not isinstance(vector, np.ndarray) or vector.shape != (dim,) or vector.dtype != np.float32:
+        return False
+    return abs(float(np.dot(vector, vector)) - 1.0) <= 2 * _UNIT_TOLERANCE  # False for NaN/inf
+
+
 def _stack(vectors: Sequence[FloatVector], dim: int) -> np.ndarray:
-    """The vectors as one float32 matrix; checks only the dimension (they are unit already)."""
-    matrix = np.asarray(vectors, dtype=np.float32)
+    """The vectors as one float32 matrix; a ragged or non-numeric batch, or a wrong
+    dimension, raises :class:`InvalidVectorError`."""
+    try:
+        matrix = np.asarray(vectors, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise InvalidVectorError(
+            f"vectors are not a numeric batch of dimension {dim}: {exc}"
+        ) from exc
     if matrix.ndim != 2 or matrix.shape[1] != dim:
         got = matrix.shape[1] if matrix.ndim == 2 else tuple(matrix.shape)
         raise InvalidVectorError(f"vector has dimension {got}, table holds {dim}")

@@ -1,17 +1,19 @@
-"""Dense (embedding) index: picks exact search or binary codes by size; int8 codes and ANN.
+"""Dense (embedding) index: a :class:`~rag_optimize.index.engine.VectorEngine` with documents.
 
-Vectors are L2-normalised float32 on entry, so similarity is a dot product.
+Vectors are L2-normalised float32 on entry, so similarity is a dot product. The search
+itself is the vector engine's, the same one that serves the semantic cache's tables:
 
-* ``quantization="auto"`` (default): the vector engine's choice, the same as the cache's:
-  exact below :data:`~rag_optimize.index.engine.EXACT_BELOW` documents, ``"binary"`` above.
+* ``quantization="auto"`` (default): the engine's choice, the same as the cache's: exact
+  below :data:`~rag_optimize.index.engine.EXACT_BELOW` documents, binary codes above.
 * ``quantization=None``: exact search, one matrix-vector product over the float32 matrix.
 * ``quantization="int8"``: the first pass scores 1-byte codes (4x less memory to scan), then
-  the best ``k * rescore_factor`` candidates are rescored exactly with the float32 vectors.
+  the best candidates are rescored exactly with the float32 vectors.
 * ``quantization="binary"``: the first pass ranks sign-bit codes (of the vector minus the
-  corpus mean) by Hamming distance with the engine's kernel (faiss when installed), about
-  24x less memory to scan, then the candidates are rescored exactly.
-* ``ann="usearch"``: an HNSW graph (usearch) proposes the candidates instead of a full scan,
-  for corpora where even the code scan is too slow; they are rescored exactly too.
+  corpus mean) by Hamming distance (faiss when installed), about 32x less memory to scan;
+  from 262,144 documents a shorter random-hyperplane code goes first. Candidates are rescored
+  exactly.
+* ``ann="usearch"``: an HNSW graph (usearch) proposes the candidates instead of a full scan;
+  they are rescored exactly too.
 
 The float32 vectors kept for rescoring are only touched for the few candidates; after
 ``save`` they can be memory-mapped with ``load(path, mmap=True)`` so only the codes have to
@@ -31,8 +33,7 @@ import numpy.typing as npt
 
 from rag_optimize.embedding.vectors import unit_matrix, unit_vector
 from rag_optimize.errors import ConfigurationError, InvalidInputError
-from rag_optimize.index import quantization as q
-from rag_optimize.index.ann import ANN_BACKENDS, AnnIndex, make_ann
+from rag_optimize.index.ann import ANN_BACKENDS
 from rag_optimize.index.documents import (
     DocumentStore,
     Hit,
@@ -42,32 +43,20 @@ from rag_optimize.index.documents import (
     loading,
     read_meta,
 )
-from rag_optimize.index.engine import (
-    BINARY_MIN_DIM,
-    CANDIDATE_FACTOR,
-    EXACT_BELOW,
-    MIN_CANDIDATES,
-)
+from rag_optimize.index.engine import VectorEngine
 
 _META_FILE = "dense.json"
 _FORMAT = 1
 _QUANTIZATIONS = (None, "auto", "int8", "binary")
-# Binary settings are the vector engine's (measured there): at least 128 candidates.
-_DEFAULT_RESCORE = {None: 1, "auto": CANDIDATE_FACTOR["binary"], "int8": 4,
-                    "binary": CANDIDATE_FACTOR["binary"]}
-_MIN_CANDIDATES = {None: 0, "auto": MIN_CANDIDATES["binary"], "int8": 40,
-                   "binary": MIN_CANDIDATES["binary"]}
-
-
-def _top_k(scores: npt.NDArray[Any], k: int) -> npt.NDArray[np.intp]:
-    """Indices of the ``k`` largest ``scores``, largest first (stable on ties)."""
-    k = min(k, scores.shape[0])
-    top = np.argpartition(-scores, k - 1)[:k]
-    return top[np.argsort(-scores[top], kind="stable")]
+_METHOD = {None: "exact", "auto": "auto", "int8": "int8", "binary": "binary"}
 
 
 class DenseIndex:
-    """Nearest-neighbour search over normalised embeddings, with optional codes and ANN."""
+    """Nearest-neighbour search over normalised embeddings, with optional codes and ANN.
+
+    ``rescore_factor``: candidates rescored exactly per result wanted (default: the
+    engine's, by method).
+    """
 
     def __init__(
         self,
@@ -84,29 +73,49 @@ class DenseIndex:
             )
         if ann is not None and ann not in ANN_BACKENDS:
             raise ConfigurationError(f"unknown ann backend {ann!r}: use None or {ANN_BACKENDS}")
-        if dim is not None and (isinstance(dim, bool) or dim <= 0):
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0):
             raise ConfigurationError(f"dim must be a positive int, got {dim!r}")
-        if rescore_factor is not None and rescore_factor < 1:
-            raise ConfigurationError(f"rescore_factor must be >= 1, got {rescore_factor}")
+        if rescore_factor is not None and (
+            isinstance(rescore_factor, bool)
+            or not isinstance(rescore_factor, int)
+            or rescore_factor < 1
+        ):
+            raise ConfigurationError(f"rescore_factor must be an int >= 1, got {rescore_factor!r}")
         self.dim = dim
         self.quantization = quantization
-        default_factor = 4 if ann is not None else _DEFAULT_RESCORE[quantization]
-        self.rescore_factor = rescore_factor or default_factor
+        self.rescore_factor = rescore_factor
         self.ann_name = ann
         self.ann_options = dict(ann_options or {})
-        self._ann: AnnIndex | None = None
-        if ann is not None and dim is not None:
-            self._ann = make_ann(ann, dim, self.ann_options)
         self.documents = DocumentStore()
-        self._vectors: npt.NDArray[np.float32] = np.zeros((0, dim or 0), dtype=np.float32)
-        self._codes: npt.NDArray[Any] | None = None
-        self._scales: npt.NDArray[np.float32] | None = None
-        self._center: npt.NDArray[np.float32] | None = None  # of the sign codes
-        self._stale_codes = False
+        self._engine: VectorEngine | None = self._new_engine(dim) if dim is not None else None
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.documents)
+
+    def _options(self) -> dict[str, Any]:
+        """The engine's settings for this index's quantization / ANN choice."""
+        return {
+            "method": "hnsw" if self.ann_name is not None else _METHOD[self.quantization],
+            "candidate_factor": self.rescore_factor,
+            "hnsw_options": self.ann_options,
+        }
+
+    def _new_engine(self, dim: int) -> VectorEngine:
+        return VectorEngine(dim, **self._options())
+
+    @property
+    def engine(self) -> VectorEngine | None:
+        """The vector engine holding the vectors (``None`` until the dimension is known)."""
+        return self._engine
+
+    @property
+    def _vectors(self) -> npt.NDArray[np.float32]:
+        """All stored vectors, one row per document (read-only use; kept for callers that
+        reuse an index's vectors)."""
+        if self._engine is None:
+            return np.zeros((0, self.dim or 0), dtype=np.float32)
+        return self._engine.vectors_of(np.arange(len(self.documents)))
 
     # -- building ---------------------------------------------------------------------------
 
@@ -120,71 +129,40 @@ class DenseIndex:
         """Add embeddings (one row per document) with optional ids, texts and metadata."""
         matrix = unit_matrix(vectors, self.dim)
         with self._lock:
-            if self.dim is None:
+            if self._engine is None:
                 self.dim = int(matrix.shape[1])
-                self._vectors = np.zeros((0, self.dim), dtype=np.float32)
-                if self.ann_name is not None:
-                    self._ann = make_ann(self.ann_name, self.dim, self.ann_options)
+                self._engine = self._new_engine(self.dim)
             start = len(self.documents)
             new_ids = self.documents.extend(matrix.shape[0], ids, texts, metadatas)
-            self._vectors = np.concatenate([self._vectors, matrix]) if start else matrix
-            self._stale_codes = True
-            if self._ann is not None:
-                self._ann.add(np.arange(start, start + matrix.shape[0]), matrix)
+            self._engine.add(
+                np.arange(start, start + matrix.shape[0]), matrix, normalized=True
+            )
         return new_ids
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id (all must exist); return how many were removed.
 
-        The rows after them move up; codes are recomputed on the next search and an ANN
-        graph is rebuilt from the remaining vectors (its keys are row numbers).
+        The rows after them move up, so the engine is rebuilt from the remaining vectors
+        (O(n), as a compacting delete is anyway).
         """
         with self._lock:
             rows = self.documents.delete(ids)
-            if not rows.size:
-                return 0
-            self._vectors = np.delete(np.asarray(self._vectors), rows, axis=0)
-            self._stale_codes = True
-            if self.ann_name is not None and self.dim is not None:
-                self._ann = make_ann(self.ann_name, self.dim, self.ann_options)
-                if len(self._vectors):
-                    self._ann.add(np.arange(len(self._vectors)), self._vectors)
+            if not rows.size or self._engine is None:
+                return int(rows.size)
+            keep = np.ones(self._engine.high, dtype=bool)
+            keep[rows] = False
+            remaining = self._engine.vectors_of(np.flatnonzero(keep))
+            self._engine = self._new_engine(int(self.dim or remaining.shape[1]))
+            if remaining.shape[0]:
+                self._engine.add(np.arange(remaining.shape[0]), remaining, normalized=True)
         return int(rows.size)
 
     def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
         """The stored (unit) vectors of ``ids``, one row each, for reuse or updates."""
         rows = [self.documents.position(str(i)) for i in ids]
-        return np.asarray(self._vectors[rows], dtype=np.float32)
-
-    def _method(self) -> str | None:
-        """The first pass used now: ``"auto"`` is exact below the vector engine's
-        ``EXACT_BELOW`` documents and binary codes from there (the cache's choice too)."""
-        if self.quantization == "auto":
-            small = len(self._vectors) < EXACT_BELOW or (self.dim or 0) < BINARY_MIN_DIM
-            return None if small else "binary"
-        return self.quantization
-
-    def _ensure_codes(self) -> None:
-        """(Re)compute the quantized codes after documents were added or deleted."""
-        method = self._method()
-        if not self._stale_codes or method is None or not len(self._vectors):
-            return
-        with self._lock:
-            vectors = np.asarray(self._vectors)
-            if method == "int8":
-                # Scales come from the whole corpus, so codes are recomputed on growth.
-                self._scales = q.int8_scales(vectors)
-                self._codes = q.int8_encode(vectors, self._scales)
-            else:  # the engine's codes: signs of (vector - corpus mean), padded for the kernel
-                self._center = vectors.mean(axis=0).astype(np.float32)
-                width = q.sign_code_bytes(vectors.shape[1])
-                self._codes = np.concatenate(
-                    [
-                        q.sign_encode(vectors[i : i + 65_536], self._center, width)
-                        for i in range(0, len(vectors), 65_536)
-                    ]
-                )
-            self._stale_codes = False
+        if self._engine is None:
+            return np.zeros((0, self.dim or 0), dtype=np.float32)
+        return self._engine.vectors_of(rows)
 
     # -- searching --------------------------------------------------------------------------
 
@@ -204,86 +182,21 @@ class DenseIndex:
         usual codes or graph with the other rows masked out.
         """
         check_k(k)
-        if not len(self.documents):
+        if not len(self.documents) or self._engine is None:
             raise InvalidInputError("dense index is empty: add documents before searching")
         query = unit_vector(vector, self.dim)
         n = len(self.documents)
         if allowed is not None:
             allowed = check_mask(allowed, n)
-            kept = np.flatnonzero(allowed)
-            if kept.size == 0:
+            if not allowed.any():
                 return []
-            if kept.size < n:
-                return self._search_allowed(query, k, allowed, kept)
-        rows = self._candidates(query, k, n)
-        if rows is None:
-            scores = np.asarray(self._vectors @ query)
-            order = _top_k(scores, k)
-            return [self.documents.hit(int(i), float(scores[i])) for i in order]
-        return self._rescore(query, rows, k)
-
-    def _rescore(
-        self, query: npt.NDArray[np.float32], rows: npt.NDArray[np.intp], k: int
-    ) -> list[Hit]:
-        """Exact scores of ``rows`` (ascending, so a memory map is read in order); best ``k``."""
-        rows = np.sort(rows)
-        exact = np.asarray(self._vectors[rows] @ query)
-        order = _top_k(exact, k)
-        return [self.documents.hit(int(rows[i]), float(exact[i])) for i in order]
-
-    def _search_allowed(
-        self,
-        query: npt.NDArray[np.float32],
-        k: int,
-        allowed: npt.NDArray[np.bool_],
-        rows: npt.NDArray[np.intp],
-    ) -> list[Hit]:
-        n = len(self.documents)
-        if self._method() is None and self._ann is None:
-            if rows.size * 2 <= n:  # gathering the allowed rows reads less than a full scan
-                return self._rescore(query, rows, k)
-            scores = np.where(allowed, np.asarray(self._vectors @ query), -np.inf)
-            order = _top_k(scores, min(k, rows.size))
-            return [self.documents.hit(int(i), float(scores[i])) for i in order]
-        if rows.size * 4 <= n:  # few enough to score them all exactly
-            return self._rescore(query, rows, k)
-        wanted = min(rows.size, max(k * self.rescore_factor, _MIN_CANDIDATES[self._method()], k))
-        if self._ann is not None:
-            # Ask the graph for enough neighbours that about `wanted` of them are allowed.
-            found = self._ann.search(query, min(n, int(wanted * n / rows.size) + k))
-            found = found[allowed[found]]
-            if found.size < min(k, rows.size):
-                return self._rescore(query, rows, k)
-            return self._rescore(query, found[:wanted], k)
-        return self._rescore(query, self._code_candidates(query, wanted, allowed), k)
-
-    def _candidates(
-        self, query: npt.NDArray[np.float32], k: int, n: int
-    ) -> npt.NDArray[np.intp] | None:
-        """Rows to rescore exactly, or ``None`` for a plain exact scan."""
-        method = self._method()
-        wanted = min(n, max(k * self.rescore_factor, _MIN_CANDIDATES[method], k))
-        if self._ann is not None:
-            return self._ann.search(query, wanted)
-        if method is None:
-            return None
-        return self._code_candidates(query, wanted, None)
-
-    def _code_candidates(
-        self,
-        query: npt.NDArray[np.float32],
-        wanted: int,
-        allowed: npt.NDArray[np.bool_] | None,
-    ) -> npt.NDArray[np.intp]:
-        """The ``wanted`` best rows (of the ``allowed`` ones) by the quantized codes."""
-        self._ensure_codes()
-        assert self._codes is not None
-        if self._method() == "int8":
-            assert self._scales is not None
-            scores = np.asarray(q.int8_scores(self._codes, self._scales, query))
-            return _top_k(scores if allowed is None else np.where(allowed, scores, -np.inf), wanted)
-        code = q.sign_encode(query[None, :], self._center, self._codes.shape[1])
-        return q.hamming_nearest(self._codes, code, wanted, allowed)
+            if allowed.all():
+                allowed = None
+        rows, scores = self._engine.search(query, k, allowed)
+        return [
+            self.documents.hit(row, score)
+            for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
+        ]
 
     def memory_usage(self) -> dict[str, Any]:
         """Bytes held: ``scan`` is what a search reads in full; ``rescore`` the float vectors.
@@ -291,18 +204,17 @@ class DenseIndex:
         ``rescore_mmapped`` is True when the float vectors are memory-mapped from disk (only
         the candidates' pages are read). For an exact index ``scan`` is the float matrix.
         """
-        self._ensure_codes()
-        floats = int(self._vectors.nbytes)
-        codes = int(self._codes.nbytes) if self._codes is not None else 0
-        if self._scales is not None:
-            codes += int(self._scales.nbytes)
-        ann = self._ann.memory_bytes() if self._ann is not None else 0
-        coded = self._method() is not None
+        if self._engine is None:
+            return {"scan": 0, "rescore": 0, "rescore_mmapped": False, "float32": 0,
+                    "codes": 0, "ann": 0}
+        used = self._engine.memory_usage()
+        floats, codes, ann = int(used["vectors"]), int(used["codes"]), int(used["graph"])
+        coded = self._engine.active_method() in ("binary", "int8")
         scan = codes if coded else (0 if ann else floats)
         return {
             "scan": scan + ann,
             "rescore": floats if (coded or ann) else 0,
-            "rescore_mmapped": isinstance(self._vectors, np.memmap),
+            "rescore_mmapped": bool(used["vectors_mmapped"]),
             "float32": floats,
             "codes": codes,
             "ann": ann,
@@ -313,18 +225,16 @@ class DenseIndex:
     def save(self, path: str | Path) -> str:
         """Write the index to directory ``path`` (``.npy`` arrays + JSON, no pickle).
 
-        Returns the sha1 of the saved documents (checked again by :meth:`load`).
+        Codes are not saved (they are rebuilt from the vectors on load). Returns the sha1 of
+        the saved documents (checked again by :meth:`load`).
         """
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
-        self._ensure_codes()
-        np.save(directory / "vectors.npy", np.asarray(self._vectors), allow_pickle=False)
-        if self._codes is not None and self._method() == "int8":  # sign codes: rebuilt on load
-            np.save(directory / "codes.npy", self._codes, allow_pickle=False)
-        if self._scales is not None:
-            np.save(directory / "scales.npy", self._scales, allow_pickle=False)
-        if self._ann is not None:
-            self._ann.save(directory / "ann.index")
+        with self._lock:
+            vectors = self._vectors
+            np.save(directory / "vectors.npy", vectors, allow_pickle=False)
+            if self._engine is not None and self.ann_name is not None:
+                self._engine.save_graph(directory / "ann.index")
         documents_sha1 = self.documents.save(directory)
         meta = {
             "format": _FORMAT,
@@ -358,7 +268,7 @@ class DenseIndex:
                 meta["dim"],
                 quantization=meta["quantization"],
                 rescore_factor=meta["rescore_factor"],
-                ann=None,
+                ann=meta["ann"],
                 ann_options=meta["ann_options"],
             )
             index.documents = (
@@ -367,23 +277,17 @@ class DenseIndex:
                 else DocumentStore.load(directory, meta.get("documents_sha1"))
             )
             n = len(index.documents)
-            index._vectors = np.load(
+            vectors = np.load(
                 directory / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False
             )
-            shape = index._vectors.shape
-            if index._vectors.dtype != np.float32 or len(shape) != 2:
-                raise InvalidInputError(f"vectors.npy holds {index._vectors.dtype} {shape}")
+            shape = vectors.shape
+            if vectors.dtype != np.float32 or len(shape) != 2:
+                raise InvalidInputError(f"vectors.npy holds {vectors.dtype} {shape}")
             check_rows("DenseIndex", "vectors.npy", shape[0], n)
             if n and meta["dim"] is not None and shape[1] != meta["dim"]:
                 raise InvalidInputError(f"vectors.npy has dimension {shape[1]}, not {meta['dim']}")
-            if (directory / "codes.npy").exists() and index.quantization == "int8":
-                index._codes = np.load(directory / "codes.npy", allow_pickle=False)
-                check_rows("DenseIndex", "codes.npy", index._codes.shape[0], n)
-            if (directory / "scales.npy").exists():
-                index._scales = np.load(directory / "scales.npy", allow_pickle=False)
-            index._stale_codes = index.quantization is not None and index._codes is None
-            if meta["ann"] is not None:
-                index.ann_name = meta["ann"]
-                index._ann = make_ann(meta["ann"], meta["dim"], meta["ann_options"])
-                index._ann.load(directory / "ann.index", view=mmap)
+            if meta["dim"] is not None:
+                index._engine = VectorEngine.from_matrix(vectors, **index._options())
+                if meta["ann"] is not None:
+                    index._engine.load_graph(directory / "ann.index", view=mmap)
         return index

@@ -308,11 +308,11 @@ class DocumentStore:
         return doc_id in self._positions
 
     def position(self, doc_id: str) -> int:
-        """Row number of ``doc_id`` (raises ``KeyError`` naming the id if unknown)."""
+        """Row number of ``doc_id`` (raises :class:`InvalidInputError` naming an unknown id)."""
         try:
             return self._positions[doc_id]
-        except KeyError:
-            raise KeyError(f"unknown document id {doc_id!r}") from None
+        except (KeyError, TypeError):
+            raise InvalidInputError(f"unknown document id {doc_id!r}") from None
 
     def hit(self, position: int, score: float) -> Hit:
         """The :class:`Hit` for row ``position`` with ``score``."""

@@ -5,6 +5,21 @@ scope, partition, expiry and own threshold. The mirror never holds responses or 
 hit is always fetched from Redis, so a deleted or replaced entry is never answered from here.
 Updates arrive from the change-log follower (other processes) and from this process's own
 writes (at once).
+
+**Versions.** Every change in Redis gets the next number of the namespace's change counter
+(``{ns}:seq``, the ``seq`` of its change-log event), and every change reaches the mirror with
+that number: this process's writes carry the number their script returned, the follower's
+the number of the event it applies. The mirror applies a change to an entry only if it is
+newer than the last one applied to that entry (a removed entry keeps a *tombstone* with its
+removal's number) and newer than the *floor*, the number up to which every change is known
+to be reflected (the snapshot's head, then the follower's position). The two writers can
+therefore arrive in any order and the mirror still ends as the newest change says:
+
+* the follower, applying an event it read before this process deleted (or re-wrote) the
+  entry, can neither bring a deleted entry back nor remove one this process just wrote;
+* a snapshot swapped in while this process writes keeps those writes (they are journaled
+  during the load and re-applied, newest wins);
+* a lookup that found an entry gone removes it only if nothing changed it meanwhile.
 """
 
 from __future__ import annotations
@@ -20,26 +35,40 @@ from rag_optimize.cache.entry import Candidate
 from rag_optimize.cache.redis.codec import IndexRecord
 from rag_optimize.cache.vector_table import IndexKind, VectorTable
 from rag_optimize.embedding.vectors import FloatVector
+from rag_optimize.index.engine import Storage
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Info:
     scope: str
     expires_at: float | None
     threshold: float | None
-    partition: str = ""
+    partition: str
+    seq: int  # the change-counter number of the change that wrote this entry
+
+
+Change = Callable[["LocalMirror"], None]
+_SNAPSHOT_BATCH = 4096
 
 
 class LocalMirror:
-    """Per-scope vector tables keyed by the entry's key-safe id; thread-safe."""
+    """Per-scope vector tables keyed by the entry's key-safe id; thread-safe.
 
-    def __init__(self, index: IndexKind = "exact") -> None:
+    Every change takes ``seq``, the number the change got in Redis (``None`` if Redis could
+    not number it: the change log refused a write, see :mod:`scripts`); see the module
+    docstring for why.
+    """
+
+    def __init__(self, index: IndexKind = "exact", storage: Storage = "float32") -> None:
         self.index: IndexKind = index
+        self.storage: Storage = storage
         self._lock = threading.Lock()
         self._tables: dict[tuple[str, str], VectorTable] = {}
         self._info: dict[str, _Info] = {}
+        self._tombs: dict[str, int] = {}  # removed id -> number of its removal (> floor)
+        self._floor = 0  # every change numbered up to this is reflected here
         # Changes made while a snapshot is being read from Redis, replayed onto it (see replace).
-        self._journal: list[Callable[[LocalMirror], None]] | None = None
+        self._journal: list[Change] | None = None
 
     def __len__(self) -> int:
         return len(self._info)
@@ -47,23 +76,45 @@ class LocalMirror:
     def __contains__(self, hid: object) -> bool:
         return hid in self._info
 
-    def add(self, hid: str, record: IndexRecord) -> None:
-        """Insert or replace one entry."""
-        self._change(lambda m: m._add(hid, record))
+    # ------------------------------------------------------------------ changes
+    def add(self, hid: str, record: IndexRecord, seq: int | None) -> None:
+        """Insert or replace one entry, unless a newer change to it was applied."""
+        self._change(lambda m: m._put(hid, record, seq))
 
-    def remove(self, hids: list[str]) -> None:
-        """Forget these entries (unknown ids are ignored)."""
+    def remove(self, hids: list[str], seq: int | None) -> None:
+        """Forget these entries, unless a newer change to them was applied."""
         doomed = list(hids)
-        self._change(lambda m: m._remove_many(doomed))
+        self._change(lambda m: m._remove_many(doomed, seq))
 
-    def drop_scope(self, scope: str) -> None:
-        """Forget every entry of ``scope``."""
-        self._change(lambda m: m._drop_scope(scope))
+    def drop_scope(self, scope: str, seq: int | None) -> None:
+        """Forget the entries of ``scope`` written before change ``seq`` (all if ``None``)."""
+        self._change(lambda m: m._drop_scope(scope, seq))
 
-    def clear(self) -> None:
-        """Forget everything."""
-        self._change(lambda m: m._clear())
+    def clear(self, seq: int | None) -> None:
+        """Forget the entries written before change ``seq`` (everything if ``None``)."""
+        self._change(lambda m: m._clear(seq))
 
+    def version(self, hid: str) -> int:
+        """The number of the last change applied to ``hid`` (or the floor): what
+        :meth:`forget` compares against."""
+        with self._lock:
+            return self._current(hid)
+
+    def forget(self, hid: str, seen: int) -> None:
+        """Redis no longer holds ``hid`` (a lookup found it gone or corrupt): drop it, if
+        nothing changed it since :meth:`version` returned ``seen``. Not journaled: a snapshot
+        being read is newer than this news or the change log will deliver the removal."""
+        with self._lock:
+            if self._current(hid) == seen:
+                self._drop(hid, seen)
+
+    def advance(self, position: int) -> None:
+        """The follower applied every change up to ``position``: raise the floor there (older
+        news is stale) and drop the tombstones it covers."""
+        with self._lock:
+            self._raise_floor(position)
+
+    # ---------------------------------------------------------------- snapshots
     def begin_snapshot(self) -> None:
         """Start journaling changes: a snapshot is about to be read from Redis."""
         with self._lock:
@@ -74,52 +125,40 @@ class LocalMirror:
         with self._lock:
             self._journal = None
 
-    def replace(self, records: dict[str, IndexRecord]) -> None:
+    def replace(
+        self, records: dict[str, IndexRecord], head: int, *, counter_reset: bool = False
+    ) -> None:
         """Swap in a freshly loaded snapshot (built outside the lock, swapped under it);
         empties ``records`` (the decoded copies are freed as soon as they are in the tables).
 
-        Changes made while the snapshot was read (this process's own puts and deletes, and
-        the follower's) are replayed onto it, so a write the snapshot's scan missed is not
-        forgotten until the change log delivers it again (meanwhile an exact lookup would
-        answer a false miss without asking Redis).
+        ``head`` is the change counter read before the scan (every change up to it is in
+        the snapshot, so it becomes the floor; a record read later may be newer, and the
+        follower delivers those changes again from ``head``). Changes made while the
+        snapshot was read are replayed onto it, newest winning per entry. After
+        ``counter_reset`` (the counter went back: the server restarted empty or was
+        flushed) their numbers belong to the old counter, so they are replayed unnumbered.
         """
-        fresh = LocalMirror(self.index)
+        fresh = LocalMirror(self.index, self.storage)
+        fresh._floor = head
         sizes: Counter[tuple[str, str]] = Counter()
         dims: dict[tuple[str, str], int] = {}
         for r in records.values():
             sizes[(r.scope, r.partition)] += 1
             dims.setdefault((r.scope, r.partition), int(r.vector.shape[0]))
         for slot, size in sizes.items():  # tables sized once: no doubling, no copies
-            fresh._tables[slot] = VectorTable(dims[slot], self.index, capacity=size + size // 16)
-        for hid, record in records.items():
-            fresh._add(hid, record)
+            fresh._tables[slot] = fresh._table(dims[slot], size + size // 64)
+        fresh._put_snapshot(records, head)
         records.clear()
         _release_freed_memory()
         with self._lock:
+            fresh._renumbered = counter_reset
             for change in self._journal or []:
                 change(fresh)
             self._journal = None
             self._tables, self._info = fresh._tables, fresh._info
+            self._tombs, self._floor = fresh._tombs, fresh._floor
 
-    def _change(self, change: Callable[[LocalMirror], None]) -> None:
-        with self._lock:
-            change(self)
-            if self._journal is not None:
-                self._journal.append(change)
-
-    def _remove_many(self, hids: list[str]) -> None:
-        for hid in hids:
-            self._remove(hid)
-
-    def _drop_scope(self, scope: str) -> None:
-        for slot in [slot for slot in self._tables if slot[0] == scope]:
-            for hid in self._tables.pop(slot).ids():
-                self._info.pop(hid, None)
-
-    def _clear(self) -> None:
-        self._tables = {}
-        self._info = {}
-
+    # ----------------------------------------------------------------- lookups
     def search(
         self, scope: str, vector: FloatVector, k: int, now: float, partition: str = ""
     ) -> list[Candidate]:
@@ -140,19 +179,106 @@ class LocalMirror:
                     break
             return out
 
-    def _add(self, hid: str, record: IndexRecord) -> None:
-        self._remove(hid)
+    # ----------------------------------------------------------------- internals
+    _renumbered = False  # replaying a journal whose numbers came from a reset counter
+
+    def _change(self, change: Change) -> None:
+        with self._lock:
+            change(self)
+            if self._journal is not None:
+                self._journal.append(change)
+
+    def _current(self, hid: str) -> int:
+        info = self._info.get(hid)
+        seen = info.seq if info is not None else self._tombs.get(hid, 0)
+        return max(seen, self._floor)
+
+    def _accept(self, hid: str, seq: int | None) -> int | None:
+        """The version a change numbered ``seq`` gives ``hid``, or ``None`` if it is stale."""
+        current = self._current(hid)
+        if seq is None or self._renumbered:
+            return current  # unnumbered: applied, and any numbered news still overrides it
+        return seq if seq > current else None
+
+    def _put(self, hid: str, record: IndexRecord, seq: int | None) -> None:
+        version = self._accept(hid, seq)
+        if version is None:
+            return
         dim = int(record.vector.shape[0])
         slot = (record.scope, record.partition)
+        held = self._tables.get(slot)
+        if held is not None and held.dim != dim:  # the store checks dimensions first
+            return
+        self._unlink(hid)  # may drop the slot's table if hid was its last entry
+        self._tombs.pop(hid, None)
         table = self._tables.get(slot)
         if table is None:
-            table = self._tables[slot] = VectorTable(dim, self.index)
-        elif table.dim != dim:  # the store checks dimensions first; never mix them here
-            return
+            table = self._tables[slot] = self._table(dim)
         table.add(hid, record.vector)
-        self._info[hid] = _Info(record.scope, record.expires_at, record.threshold, record.partition)
+        self._info[hid] = _Info(
+            record.scope, record.expires_at, record.threshold, record.partition, version
+        )
 
-    def _remove(self, hid: str) -> None:
+    def _put_snapshot(self, records: dict[str, IndexRecord], version: int) -> None:
+        """Insert a snapshot's records into the (empty, pre-sized) tables, in batches: one
+        engine update (and one int8 encoding) per batch instead of one per entry."""
+        batch: dict[tuple[str, str], list[str]] = {}
+        for hid, record in records.items():
+            slot = (record.scope, record.partition)
+            table = self._tables[slot]
+            if table.dim != record.vector.shape[0]:  # never mix dimensions in a table
+                continue
+            self._info[hid] = _Info(
+                record.scope, record.expires_at, record.threshold, record.partition, version
+            )
+            pending = batch.setdefault(slot, [])
+            pending.append(hid)
+            if len(pending) == _SNAPSHOT_BATCH:
+                self._flush(slot, pending, records)
+        for slot, pending in batch.items():
+            self._flush(slot, pending, records)
+
+    def _flush(
+        self, slot: tuple[str, str], pending: list[str], records: dict[str, IndexRecord]
+    ) -> None:
+        if pending:
+            self._tables[slot].add_many(pending, [records[h].vector for h in pending])
+            pending.clear()
+
+    def _remove_many(self, hids: list[str], seq: int | None) -> None:
+        for hid in hids:
+            version = self._accept(hid, seq)
+            if version is not None:
+                self._drop(hid, version)
+
+    def _drop(self, hid: str, version: int) -> None:
+        self._unlink(hid)
+        if version > self._floor:
+            self._tombs[hid] = version
+
+    def _drop_scope(self, scope: str, seq: int | None) -> None:
+        for slot in [slot for slot in self._tables if slot[0] == scope]:
+            for hid in self._tables[slot].ids():
+                info = self._info[hid]
+                if seq is None or self._renumbered or info.seq < seq:
+                    self._drop(hid, info.seq if seq is None else max(seq, info.seq))
+
+    def _clear(self, seq: int | None) -> None:
+        if seq is None or self._renumbered:
+            self._tables, self._info, self._tombs = {}, {}, {}
+            return
+        for hid in [hid for hid, info in self._info.items() if info.seq < seq]:
+            self._unlink(hid)
+        self._raise_floor(seq)
+
+    def _raise_floor(self, position: int) -> None:
+        if position <= self._floor:
+            return
+        self._floor = position
+        if self._tombs:
+            self._tombs = {h: s for h, s in self._tombs.items() if s > position}
+
+    def _unlink(self, hid: str) -> None:
         info = self._info.pop(hid, None)
         if info is None:
             return
@@ -162,6 +288,9 @@ class LocalMirror:
             table.remove(hid)
             if not len(table):
                 del self._tables[slot]
+
+    def _table(self, dim: int, capacity: int = 64) -> VectorTable:
+        return VectorTable(dim, self.index, capacity=capacity, storage=self.storage)
 
 
 def _release_freed_memory() -> None:

@@ -4,8 +4,11 @@ Entries are hashes; every change is one Lua script (:mod:`~rag_optimize.cache.re
 that also appends to a change-log stream. This process keeps a copy of the namespace's vectors
 (:class:`~rag_optimize.cache.redis.mirror.LocalMirror`), loaded at start and kept current by a
 background thread tailing the stream (:class:`~rag_optimize.cache.redis.sync.ChangeFollower`), so
-a lookup is an in-process vector search plus one round trip for the answer. The exact path is
-one round trip on a deterministic key, and none for a query the mirror has never seen.
+a lookup is an in-process vector search (plus, with the default int8 copy, one round trip that
+rescores its few candidates from the float32 in Redis) and one round trip for the answer. The
+exact path is one round trip on a deterministic key. Every change this process makes reaches
+its mirror with the change-log number its script returned, so its own writes and the
+follower's events can arrive in any order (see :mod:`~rag_optimize.cache.redis.mirror`).
 
 Every key of a namespace shares the hash tag ``{ns}`` (one cluster slot), which is why this path
 serves one Redis (or one slot of a cluster), and a least-privilege ACL user needs ``~{ns}:*``.
@@ -50,6 +53,7 @@ from rag_optimize.cache.redis.scripts import (
     FETCH,
     INVALIDATE,
     PUT,
+    VECTORS,
 )
 from rag_optimize.cache.redis.sync import ChangeFollower
 from rag_optimize.cache.store import StoreReport
@@ -61,6 +65,7 @@ __all__ = ["MirrorPath"]
 _CHUNK = 1000
 _FRESH_SLACK = 0.25
 _MAX_ROUNDS = 100_000
+_RESCORE_EXTRA = 4  # int8 mirror: candidates rescored beyond k (a near tie can swap order)
 
 
 class MirrorPath:
@@ -79,7 +84,7 @@ class MirrorPath:
         self.shared = shared
         self.options = options
         self.keys = Keys(shared.namespace)
-        self.mirror = LocalMirror(options.index)
+        self.mirror = LocalMirror(options.index, options.storage)
         self.breaker = breaker
         self.timeout = timeout
         self.follower_client = follower_client
@@ -148,6 +153,29 @@ class MirrorPath:
             raise self.shared.foreign_dimension(int(vector.shape[0]), dim)
         return self.mirror.search(scope, vector, k, now, partition)
 
+    def search(
+        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = ""
+    ) -> Plan[list[Candidate]]:
+        """Nearest entries from the mirror. With ``storage="int8"`` the mirror's scores are
+        approximate (within about 1e-3), so its ``k + 4`` best are rescored exactly from the
+        float32 vectors in Redis (one round trip) and the ``k`` best of those returned:
+        quantization can cost a candidate, never a decision. ``float32``: no round trip."""
+        if self.options.storage == "float32":
+            return self.local_search(scope, vector, k, now, partition)
+        found = self.local_search(scope, vector, k + _RESCORE_EXTRA, now, partition)
+        if not found:
+            return []
+        blobs = yield self._script(VECTORS, *(c.entry_id for c in found))
+        query = np.asarray(vector, dtype=np.float32)
+        rescored = []
+        for candidate, blob in zip(found, blobs, strict=True):
+            if not isinstance(blob, bytes) or len(blob) != 4 * query.shape[0]:
+                continue  # gone since, or not a vector of this dimension: the fetch would miss
+            exact = float(np.frombuffer(blob, dtype="<f4") @ query)
+            rescored.append(Candidate(candidate.entry_id, exact, candidate.threshold))
+        rescored.sort(key=lambda c: -c.similarity)
+        return rescored[:k]
+
     def get_exact(
         self, scope: str, query_key: str, now: float, partition: str, report: StoreReport | None
     ) -> Plan[CacheEntry | None]:
@@ -170,20 +198,21 @@ class MirrorPath:
         self, entry_id: str, now: float, report: StoreReport | None = None
     ) -> Plan[CacheEntry | None]:
         hid = hex_id(entry_id)
+        seen = self.mirror.version(hid)  # what the mirror knew before asking Redis
         raw = yield self._script(FETCH, hid, repr(float(now)))
         if not raw:
-            self.mirror.remove([hid])
+            self.mirror.forget(hid, seen)  # unless it was (re)written meanwhile
             return None
         try:
             entry = decode_entry(pairs_to_dict(raw), self.shared.namespace, self.shared.dim)
         except CorruptEntry as exc:
             self.shared.corrupt(hid, exc, report)
-            self.mirror.remove([hid])
+            self.mirror.forget(hid, seen)
             return None
         if entry.expires_at is not None and entry.expires_at <= now:
-            removed = yield self._script(DELETE, hid)
+            removed, seq = yield self._script(DELETE, hid)
             self.shared.expired(int(removed), report)
-            self.mirror.remove([hid])
+            self.mirror.remove([hid], _seq(seq))
             return None
         return entry
 
@@ -205,32 +234,36 @@ class MirrorPath:
         if reply[0] == b"dim":
             shared.dim = int(reply[1])
             raise shared.foreign_dimension(prepared.dim, int(reply[1]))
-        shared.evicted(int(reply[1]), report)
-        shared.expired(int(reply[2]), report)
+        _ok, evicted, gone, put_seq, evict_seq, victims = reply
+        shared.evicted(int(evicted), report)
+        shared.expired(int(gone), report)
         shared.stored(prepared.dim)
+        if victims:
+            self.mirror.remove([v.decode() for v in victims], _seq(evict_seq))
         vector = np.asarray(prepared.vector, dtype=np.float32)
         record = IndexRecord(
             entry.scope, vector, entry.expires_at, entry.threshold, entry.partition
         )
-        self.mirror.add(prepared.hid, record)
+        self.mirror.add(prepared.hid, record, _seq(put_seq))
 
     def delete(self, entry_ids: list[str]) -> Plan[int]:
         hids = [hex_id(i) for i in entry_ids]
         if not hids:
             return 0
-        removed = yield self._script(DELETE, *hids)
-        self.mirror.remove(hids)
+        removed, seq = yield self._script(DELETE, *hids)
+        self.mirror.remove(hids, _seq(seq))
         return int(removed)
 
     def invalidate(self, scope: str) -> Plan[int]:
         sd = scope_digest(scope)
-        total = 0
+        total, seq = 0, None
         for _ in range(_MAX_ROUNDS):
-            removed, left = yield self._script(INVALIDATE, sd, _CHUNK)
+            removed, left, seq = yield self._script(INVALIDATE, sd, _CHUNK)
             total += int(removed)
             if not int(left):
                 break
-        self.mirror.drop_scope(scope)
+        # entries of the scope written since (by any process) stay
+        self.mirror.drop_scope(scope, _seq(seq))
         return total
 
     def delete_where(
@@ -242,11 +275,11 @@ class MirrorPath:
         cursor: Any = b"0"
         total = 0
         for _ in range(_MAX_ROUNDS):
-            cursor, ids = yield self._script(
+            cursor, ids, seq = yield self._script(
                 DELETE_WHERE, sd, cursor, _CHUNK, metadata_key, *values
             )
             hids = [i.decode() for i in ids]
-            self.mirror.remove(hids)
+            self.mirror.remove(hids, _seq(seq))
             total += len(hids)
             if cursor in (b"0", 0, "0"):
                 break
@@ -264,9 +297,14 @@ class MirrorPath:
                 yield Command(("UNLINK", *doomed))
             if int(cursor) == 0:
                 break
-        yield self._script(CLEARED)
-        self.mirror.clear()
+        seq = yield self._script(CLEARED)
+        self.mirror.clear(_seq(seq))
         self.shared.emptied()
+
+    def head(self) -> Plan[int]:
+        """The namespace's change counter now: the number of the latest change."""
+        raw = yield Command(("GET", self.keys.seq))
+        return int(raw or 0)
 
     def count(self) -> Plan[int]:
         return int((yield Command(("ZCARD", self.keys.lru))))
@@ -281,6 +319,11 @@ class MirrorPath:
             "log_seq": seq,
             "loads": self.follower.loads,
         }
+
+
+def _seq(raw: Any) -> int | None:
+    """A change number from a script's reply (``None``: Redis could not number the change)."""
+    return None if raw is None or raw is False else int(raw)
 
 
 def _call(ref: weakref.ReferenceType[Shared], method: str, *args: Any) -> None:

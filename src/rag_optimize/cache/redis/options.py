@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from rag_optimize.cache.vector_table import IndexKind
 from rag_optimize.errors import ConfigurationError
+from rag_optimize.index.engine import Storage
 
 __all__ = [
     "ConnectionOptions",
@@ -117,7 +118,15 @@ class MirrorOptions:
         staleness_ms: how long the change-log reader blocks per ``XREAD``; a mirror not
             confirmed for ``staleness_ms + timeout_ms + 250 ms`` is reported as not fresh
             (``status()["mirror_fresh"]``). Exact lookups always ask Redis.
-        index: ``"exact"`` or ``"ann"`` (usearch HNSW) for the mirror's vector search.
+        index: the mirror's vector search: ``"auto"`` (an exact scan while a scope is small,
+            1-bit codes with rescoring above, see :class:`~rag_optimize.cache.vector_table.
+            VectorTable`), ``"exact"`` or ``"ann"`` (usearch HNSW).
+        storage: how the mirror holds each vector: ``"int8"`` (one byte per dimension plus
+            a scale per entry: about a quarter of the raw float32; the few candidates of a
+            lookup are then rescored exactly from the float32 stored in Redis, in one
+            pipelined round trip, so the quantization can cost a missed candidate but never
+            change a decision) or ``"float32"`` (the raw vectors, about 1.2-1.4x their size
+            in RSS; no extra round trip).
         stream_maxlen: approximate length of the change log; a reader further behind reloads.
         sweep_interval_ms: how often this process deletes expired entries from Redis.
         startup_wait_ms: the longest a semantic lookup waits for the first load of the
@@ -126,15 +135,22 @@ class MirrorOptions:
     """
 
     staleness_ms: float = 50
-    index: IndexKind = "exact"
+    index: IndexKind = "auto"
+    storage: Storage = "int8"
     stream_maxlen: int = 10_000
     sweep_interval_ms: float = 1000
     startup_wait_ms: float = 2000
 
     def __post_init__(self) -> None:
         check_ms("staleness_ms", self.staleness_ms)
-        if self.index not in ("exact", "ann"):
-            raise ConfigurationError(f"index must be 'exact' or 'ann', got {self.index!r}")
+        if self.index not in ("auto", "exact", "ann"):
+            raise ConfigurationError(
+                f"index must be 'auto', 'exact' or 'ann', got {self.index!r}"
+            )
+        if self.storage not in ("int8", "float32"):
+            raise ConfigurationError(
+                f"storage must be 'int8' or 'float32', got {self.storage!r}"
+            )
         check_count("stream_maxlen", self.stream_maxlen, minimum=100, maximum=100_000_000)
         check_ms("sweep_interval_ms", self.sweep_interval_ms)
         check_ms("startup_wait_ms", self.startup_wait_ms, allow_zero=True)
@@ -148,7 +164,7 @@ class MirrorOptions:
 #: Keywords of the old flat constructor and the group each now belongs to.
 LEGACY_CONNECTION = ("timeout_ms", "connect_timeout_ms", "failure_threshold", "cooldown_ms",
                      "client_options")
-LEGACY_MIRROR = ("staleness_ms", "index", "stream_maxlen", "sweep_interval_ms",
+LEGACY_MIRROR = ("staleness_ms", "index", "storage", "stream_maxlen", "sweep_interval_ms",
                  "startup_wait_ms")
 
 

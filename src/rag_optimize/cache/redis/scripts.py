@@ -35,18 +35,22 @@ local function remove(id)
   if sd then redis.call('SREM', P .. ':s:' .. sd, id) end
   return n
 end
--- announce a change; under maxmemory noeviction Redis refuses the log write (pcall): other
--- processes then learn of a removal when their fetch finds the entry gone (reads stay right)
+-- announce a change; returns its number (the version the writer's own mirror records), or
+-- false: under maxmemory noeviction Redis refuses the log write (pcall), other processes then
+-- learn of a removal when their fetch finds the entry gone (reads stay right)
 local function emit(op, ids)
   local seq = redis.pcall('INCR', P .. ':seq')
-  if type(seq) == 'table' then return end
+  if type(seq) == 'table' then return false end
   redis.pcall('XADD', P .. ':log', 'MAXLEN', '~', MAXLEN, '*',
               'op', op, 'seq', seq, 'ids', table.concat(ids, ' '))
+  return seq
 end
+local function counter() return tonumber(redis.call('GET', P .. ':seq')) or 0 end
 """
 
 # ARGV: P, MAXLEN, id, sd, dim, now, expires|'', ttl_ms|'', max_entries|'', field, value, ...
-# -> {'dim', stored_dim} on a dimension clash, else {'ok', evicted, already_gone}
+# -> {'dim', stored_dim} on a dimension clash, else
+#    {'ok', evicted, already_gone, put seq|false, eviction seq|false, {evicted ids}}
 _PUT = r"""
 local id, sd, dim, now = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local expires, ttl, maxn = ARGV[7], ARGV[8], ARGV[9]
@@ -82,9 +86,9 @@ if maxn ~= '' then
 end
 redis.call('ZADD', P .. ':lru', now, id)
 redis.call('SADD', P .. ':s:' .. sd, id)
-if #victims > 0 then emit('del', victims) end
-emit('put', {id})
-return {'ok', evicted, gone}
+local del_seq = false
+if #victims > 0 then del_seq = emit('del', victims) end
+return {'ok', evicted, gone, emit('put', {id}), del_seq, victims}
 """
 
 # ARGV: P, MAXLEN (unused), id, now -> the entry's HGETALL (empty if absent); touches LRU
@@ -102,15 +106,16 @@ if #h > 0 then redis.pcall('ZADD', P .. ':lru', 'XX', 'GT', now, id) end
 return h
 """
 
-# ARGV: P, MAXLEN, id, ... -> how many of these entries existed
+# ARGV: P, MAXLEN, id, ... -> {how many of these entries existed, seq|false}
 _DELETE = r"""
 local ids, n = {}, 0
 for i = 3, #ARGV do
   n = n + remove(ARGV[i])
   ids[#ids + 1] = ARGV[i]
 end
-if #ids > 0 then emit('del', ids) end
-return n
+local seq = false
+if #ids > 0 then seq = emit('del', ids) end
+return {n, seq}
 """
 
 # ARGV: P, MAXLEN, now, limit -> number of expired entries removed
@@ -121,7 +126,8 @@ if #ids > 0 then emit('del', ids) end
 return #ids
 """
 
-# ARGV: P, MAXLEN, sd, limit -> {removed, left in scope set}
+# ARGV: P, MAXLEN, sd, limit -> {removed, left in scope set, seq}: every entry of the scope
+# written before change seq is gone once left is 0
 _INVALIDATE = r"""
 local sd = ARGV[3]
 local ids = redis.call('SPOP', P .. ':s:' .. sd, tonumber(ARGV[4]))
@@ -130,8 +136,9 @@ for _, id in ipairs(ids) do
   local owner = hget(ekey(id), 'sd')
   if owner == false or owner == sd then n = n + remove(id) end
 end
-if #ids > 0 then emit('del', ids) end
-return {n, redis.call('SCARD', P .. ':s:' .. sd)}
+local seq = false
+if #ids > 0 then seq = emit('del', ids) end
+return {n, redis.call('SCARD', P .. ':s:' .. sd), seq or counter()}
 """
 
 #: Lua: whether the entry hash ``k`` has ``metadata[mkey]`` equal to, or a list containing, a
@@ -153,7 +160,8 @@ local function meta_matches(k, mkey, wanted)
 end
 """
 
-# ARGV: P, MAXLEN, sd|'', cursor, count, metadata_key, value, ... -> {next cursor, removed ids}
+# ARGV: P, MAXLEN, sd|'', cursor, count, metadata_key, value, ...
+# -> {next cursor, removed ids, seq|false}
 _DELETE_WHERE = META_MATCHES + r"""
 local sd, cursor, count, mkey = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local wanted = {}
@@ -174,24 +182,36 @@ for i = 1, #members, step do
     ids[#ids + 1] = id
   end
 end
-if #ids > 0 then emit('del', ids) end
-return {reply[1], ids}
+local seq = false
+if #ids > 0 then seq = emit('del', ids) end
+return {reply[1], ids, seq}
 """
 
-# ARGV: P, MAXLEN -> {seq, last log entry id or false, dim}: where a snapshot starts, read
+# ARGV: P, MAXLEN, id, ... -> the float32 vector blob of each entry (false: gone or foreign);
+# a read only (int8 mirror candidates are rescored from these)
+_VECTORS = r"""
+local out = {}
+for i = 3, #ARGV do
+  local v = hget(ekey(ARGV[i]), 'vec')
+  out[#out + 1] = v or false
+end
+return out
+"""
+
+# ARGV: P, MAXLEN -> {seq, last log entry id or false, dim, entries}: where a snapshot starts, read
 # atomically (a script, not MULTI: Redis refuses transactions when it is out of memory)
 _HEAD = r"""
 local last = redis.call('XREVRANGE', P .. ':log', '+', '-', 'COUNT', 1)
 local id = false
 if #last > 0 then id = last[1][1] end
-return {redis.call('GET', P .. ':seq'), id, redis.call('GET', P .. ':dim')}
+return {redis.call('GET', P .. ':seq'), id, redis.call('GET', P .. ':dim'),
+        redis.call('ZCARD', P .. ':lru')}
 """
 
-# ARGV: P, MAXLEN -> announces that the namespace was emptied
+# ARGV: P, MAXLEN -> announces that the namespace was emptied; returns the clear's seq|false
 _CLEARED = r"""
 redis.call('DEL', P .. ':dim')
-emit('clear', {})
-return 1
+return emit('clear', {})
 """
 
 
@@ -219,6 +239,7 @@ INVALIDATE = _script("invalidate", _INVALIDATE)
 DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
 CLEARED = _script("cleared", _CLEARED)
 HEAD = _script("head", _HEAD)
+VECTORS = _script("vectors", _VECTORS)
 
 
 def run_script(client: Any, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:

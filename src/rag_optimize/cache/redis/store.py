@@ -31,7 +31,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from typing import Any, TypeVar, cast
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
@@ -68,7 +67,12 @@ from rag_optimize.cache.redis.server import (
 from rag_optimize.cache.redis.vsets import Quantization, VectorSetPath
 from rag_optimize.cache.store import StoreDefaults, StoreReport
 from rag_optimize.embedding.vectors import FloatVector
-from rag_optimize.errors import ConfigurationError, InvalidVectorError, StoreError
+from rag_optimize.errors import (
+    ConfigurationError,
+    InvalidTypeError,
+    InvalidVectorError,
+    StoreError,
+)
 
 __all__ = ["RedisStore"]
 
@@ -272,14 +276,24 @@ class RedisStore(StoreDefaults):
         return self._shared.background.drain()
 
     def wait_synced(self, timeout: float = 5.0) -> bool:
-        """Start if needed; on the mirror path block until the mirror was loaded once.
-        Returns whether the store is ready to serve (always true on the server-side path
-        once connected)."""
+        """Start if needed; on the mirror path block (at most ``timeout`` seconds) until the
+        mirror reflects every change made before this call, by any process: a write another
+        process finished is then found by a semantic lookup here. Returns whether it does
+        (always true on the server-side path once connected: it has no mirror)."""
+        deadline = time.monotonic() + timeout
         self.start()
         path = self._path
         if path is None:
             return False
-        return path.wait_loaded(timeout) if isinstance(path, MirrorPath) else True
+        if not isinstance(path, MirrorPath):
+            return True
+        if not path.wait_loaded(timeout):
+            return False
+        try:
+            head = self._drive(lambda p: cast(MirrorPath, p).head())
+        except StoreError:
+            return False
+        return path.follower.wait_applied(head, max(0.0, deadline - time.monotonic()))
 
     def status(self) -> dict[str, Any]:
         """Diagnostics: search path, server, breaker state, and the mirror's state."""
@@ -313,6 +327,8 @@ class RedisStore(StoreDefaults):
     ) -> CacheEntry | None:
         """The live entry stored for exactly this normalised query in ``scope`` and
         ``partition``."""
+        _check_str("scope", scope)
+        _check_str("query_key", query_key)
         return self._drive(lambda p: p.get_exact(scope, query_key, now, partition, report))
 
     def search(
@@ -326,12 +342,13 @@ class RedisStore(StoreDefaults):
         report: StoreReport | None = None,
     ) -> list[Candidate]:
         """Nearest entries of ``scope`` and ``partition``: one round trip on the server-side
-        path; from the local mirror on the mirror path (raises :class:`StoreError` while
-        Redis is known to be failing: every candidate would need a fetch from Redis anyway)."""
+        path; from the local mirror on the mirror path (plus one round trip to rescore with
+        ``storage="int8"``; raises :class:`StoreError` while Redis is known to be failing:
+        every candidate would need a fetch from Redis anyway)."""
         path = self._ensure_path()
         if isinstance(path, MirrorPath):
             self._check_healthy()
-            return path.local_search(scope, vector, k, now, partition)
+            return self._drive(lambda _p: path.search(scope, vector, k, now, partition))
         return self._drive(
             lambda p: cast(VectorSetPath, p).search(scope, vector, k, now, partition, report)
         )
@@ -340,6 +357,7 @@ class RedisStore(StoreDefaults):
         self, entry_id: str, now: float, *, report: StoreReport | None = None
     ) -> CacheEntry | None:
         """The full entry from Redis (touches its LRU time), ``None`` if gone/expired."""
+        _check_str("entry_id", entry_id)
         return self._drive(lambda p: p.fetch(entry_id, now, report))
 
     def put(self, entry: CacheEntry, now: float, *, report: StoreReport | None = None) -> None:
@@ -348,16 +366,18 @@ class RedisStore(StoreDefaults):
 
     def delete(self, entry_ids: list[str]) -> int:
         """Remove these entries everywhere; returns how many existed."""
-        return self._drive(lambda p: p.delete(list(entry_ids)))
+        ids = _check_ids(entry_ids)
+        return self._drive(lambda p: p.delete(ids))
 
     def invalidate(self, scope: str) -> int:
         """Remove every entry of ``scope`` in every process; returns how many."""
+        _check_str("scope", scope)
         return self._drive(lambda p: p.invalidate(scope))
 
     def delete_where(self, scope: str | None, metadata_key: str, values: list[str]) -> int:
         """Remove entries whose ``metadata[metadata_key]`` is or contains one of ``values``
         (server-side, in chunks); returns how many."""
-        _check_where(metadata_key, values)
+        _check_where(scope, metadata_key, values)
         return self._drive(lambda p: p.delete_where(scope, metadata_key, list(values)))
 
     def clear(self) -> None:
@@ -379,6 +399,8 @@ class RedisStore(StoreDefaults):
         report: StoreReport | None = None,
     ) -> CacheEntry | None:
         """Async twin of :meth:`get_exact`."""
+        _check_str("scope", scope)
+        _check_str("query_key", query_key)
         return await self._adrive(
             lambda p: p.get_exact(scope, query_key, now, partition, report), lookup=True
         )
@@ -396,10 +418,15 @@ class RedisStore(StoreDefaults):
         """Async twin of :meth:`search`."""
         path = await self._aensure_path()
         if isinstance(path, MirrorPath):
-            call = partial(self.search, scope, vector, k, now, partition=partition)
             if not path.follower.wait_loaded(0):  # may wait for the first load: off the loop
-                return await asyncio.to_thread(call)
-            return call()  # in-process numpy, runs inline
+                await asyncio.to_thread(
+                    path.wait_loaded, self.mirror_options.startup_wait_ms / 1000
+                )
+            self._check_healthy()
+            # the mirror's search runs inline (in-process numpy); int8's rescoring is awaited
+            return await self._adrive(
+                lambda _p: path.search(scope, vector, k, now, partition), lookup=True
+            )
         return await self._adrive(
             lambda p: cast(VectorSetPath, p).search(scope, vector, k, now, partition, report),
             lookup=True,
@@ -409,6 +436,7 @@ class RedisStore(StoreDefaults):
         self, entry_id: str, now: float, *, report: StoreReport | None = None
     ) -> CacheEntry | None:
         """Async twin of :meth:`fetch`."""
+        _check_str("entry_id", entry_id)
         return await self._adrive(lambda p: p.fetch(entry_id, now, report), lookup=True)
 
     async def aput(
@@ -419,17 +447,19 @@ class RedisStore(StoreDefaults):
 
     async def adelete(self, entry_ids: list[str]) -> int:
         """Async twin of :meth:`delete`."""
-        return await self._adrive(lambda p: p.delete(list(entry_ids)))
+        ids = _check_ids(entry_ids)
+        return await self._adrive(lambda p: p.delete(ids))
 
     async def ainvalidate(self, scope: str) -> int:
         """Async twin of :meth:`invalidate`."""
+        _check_str("scope", scope)
         return await self._adrive(lambda p: p.invalidate(scope))
 
     async def adelete_where(
         self, scope: str | None, metadata_key: str, values: list[str]
     ) -> int:
         """Async twin of :meth:`delete_where`."""
-        _check_where(metadata_key, values)
+        _check_where(scope, metadata_key, values)
         return await self._adrive(lambda p: p.delete_where(scope, metadata_key, list(values)))
 
     async def aclear(self) -> None:
@@ -661,8 +691,27 @@ class RedisStore(StoreDefaults):
         return self._path.follower if isinstance(self._path, MirrorPath) else None
 
 
-def _check_where(metadata_key: object, values: object) -> None:
+def _check_where(scope: object, metadata_key: object, values: object) -> None:
+    if scope is not None:
+        _check_str("scope", scope)
     if not isinstance(metadata_key, str) or not isinstance(values, (list, tuple)) or not all(
         isinstance(v, str) for v in values
     ):
-        raise TypeError("delete_where needs a str metadata_key and a list of str values")
+        raise InvalidTypeError(
+            "delete_where needs a str metadata_key and a list of str values, got "
+            f"{metadata_key!r} and {values!r}"
+        )
+
+
+def _check_str(name: str, value: object) -> None:
+    """Raise :class:`InvalidTypeError` (also a ``TypeError``) unless ``value`` is a str."""
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+
+
+def _check_ids(entry_ids: object) -> list[str]:
+    if isinstance(entry_ids, str) or not isinstance(entry_ids, (list, tuple)):
+        raise InvalidTypeError(f"entry_ids must be a list of str, got {entry_ids!r}")
+    for entry_id in entry_ids:
+        _check_str("each entry id", entry_id)
+    return list(entry_ids)
