@@ -36,14 +36,18 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
 from langchain_core.vectorstores import InMemoryVectorStore, VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr
+from typing_extensions import Unpack
 
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.index import Hit
 from rag_optimize.retrieval import (
+    CalibrationOptions,
     CallableBranch,
     CohereReranker,
     FusionCalibration,
+    FusionOptions,
     FusionRetriever,
+    HybridBuildOptions,
     HybridRetriever,
     Reranker,
     RetrievalResult,
@@ -53,6 +57,7 @@ from rag_optimize.retrieval import (
     calibrate_fusion,
     wrap_retrievers,
 )
+from rag_optimize.validation import check_options
 
 METADATA_KEY = "rag_optimize"
 _CALL_OPTIONS = frozenset({"k", "filter"})
@@ -195,14 +200,21 @@ class AsyncHybridRetriever(BaseRetriever):
 
     @classmethod
     def from_documents(
-        cls, documents: Sequence[Document], embeddings: Embeddings, **options: Any
+        cls,
+        documents: Sequence[Document],
+        embeddings: Embeddings,
+        **options: Unpack[HybridBuildOptions],
     ) -> AsyncHybridRetriever:
         """Index ``documents`` in rag-optimize's BM25 and dense indexes (embedded once).
 
-        ``options`` go to :meth:`rag_optimize.HybridRetriever.from_texts` (``fusion``,
-        ``weights`` as ``{"bm25": .., "dense": ..}``, ``k``, ``candidates``, ``reranker``,
-        ``branch_timeout_ms``, ``quantization``, ``ann``, ``bm25_options``).
+        ``options`` (:class:`rag_optimize.retrieval.HybridBuildOptions`) go to
+        :meth:`rag_optimize.HybridRetriever.from_texts`: ``fusion``, ``weights`` as
+        ``{"bm25": .., "dense": ..}``, ``k``, ``candidates``, ``reranker``,
+        ``branch_timeout_ms``, ``filter`` (the default of every call), ``quantization``,
+        ``ann``, ``bm25_options`` and the rest of ``FusionRetriever``'s options. Any other
+        keyword raises :class:`~rag_optimize.errors.UnknownOptionError` naming it.
         """
+        check_options(options, HybridBuildOptions, "AsyncHybridRetriever.from_documents")
         engine = HybridRetriever.from_texts(
             [d.page_content for d in documents],
             embeddings,
@@ -217,7 +229,7 @@ class AsyncHybridRetriever(BaseRetriever):
         cls,
         vectorstore: VectorStore,
         embeddings: Embeddings | None = None,
-        **options: Any,
+        **options: Unpack[HybridBuildOptions],
     ) -> AsyncHybridRetriever:
         """Build BM25 + dense indexes over what ``vectorstore`` holds, reusing its vectors.
 
@@ -227,6 +239,7 @@ class AsyncHybridRetriever(BaseRetriever):
         (default: the store's own, which must be the model its vectors came from).
         ``options`` as for :meth:`from_documents`.
         """
+        check_options(options, HybridBuildOptions, "AsyncHybridRetriever.from_vectorstore")
         embeddings = embeddings or vectorstore.embeddings
         if embeddings is None:
             raise ConfigurationError(
@@ -287,13 +300,17 @@ class AsyncHybridRetriever(BaseRetriever):
         embeddings: Embeddings,
         *,
         mmap: bool = False,
-        **options: Any,
+        **options: Unpack[FusionOptions],
     ) -> AsyncHybridRetriever:
         """Open a retriever saved with :meth:`save` without re-embedding anything.
 
         ``embeddings`` embeds queries (the model the documents were embedded with);
-        ``mmap=True`` maps the arrays from disk; ``options`` override saved settings.
+        ``mmap=True`` maps the arrays from disk; ``options``
+        (:class:`rag_optimize.retrieval.FusionOptions`) override the saved settings and give
+        the unsaved ones (``reranker``, ``tracker``, ``filter``); any other keyword raises
+        :class:`~rag_optimize.errors.UnknownOptionError` naming it.
         """
+        check_options(options, FusionOptions, "AsyncHybridRetriever.load")
         engine = HybridRetriever.load(path, embeddings, mmap=mmap, **options)
         return cls(engine=engine, k=engine.k, fusion=engine.fusion)
 
@@ -314,12 +331,19 @@ class AsyncHybridRetriever(BaseRetriever):
         return {"k": merged.get("k", self.k), **({"filter": spec} if spec is not None else {})}
 
     def calibrate_fusion(
-        self, queries: Sequence[str], relevant: Sequence[Sequence[str]], **options: Any
+        self,
+        queries: Sequence[str],
+        relevant: Sequence[Sequence[str]],
+        **options: Unpack[CalibrationOptions],
     ) -> FusionCalibration:
         """Set the branch weights from judged queries (``relevant[i]``: the ids of the
-        documents relevant to ``queries[i]``); see :func:`rag_optimize.retrieval.calibrate_fusion`
-        (``k``, ``steps``, ``apply``). Worth it where one branch is much weaker than the
-        other on your data: the default fusion cannot tell that without labels."""
+        documents relevant to ``queries[i]``); see
+        :func:`rag_optimize.retrieval.calibrate_fusion`. ``options``
+        (:class:`rag_optimize.retrieval.CalibrationOptions`): ``k``, ``steps``, ``apply``;
+        another keyword raises :class:`~rag_optimize.errors.UnknownOptionError`. Worth it
+        where one branch is much weaker than the other on your data: the default fusion
+        cannot tell that without labels."""
+        check_options(options, CalibrationOptions, "AsyncHybridRetriever.calibrate_fusion")
         return calibrate_fusion(self._engine, queries, relevant, **options)
 
     def retrieve_result(self, query: str, **kwargs: Any) -> RetrievalResult:
