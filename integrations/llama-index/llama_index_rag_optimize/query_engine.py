@@ -60,7 +60,6 @@ from llama_index.core.schema import (
 )
 from typing_extensions import Unpack
 
-from llama_index_rag_optimize._flow import Call, Plan, arun, run
 from llama_index_rag_optimize.embedder import as_embedder
 from rag_optimize import CacheHit, SemanticCache
 from rag_optimize.cache import (
@@ -71,6 +70,7 @@ from rag_optimize.cache import (
     sources_agree,
 )
 from rag_optimize.errors import InvalidTypeError, UnknownOptionError
+from rag_optimize.plans import Call, Plan, arun, run
 from rag_optimize.validation import check_options
 
 __all__ = ["CachedQueryEngine"]

@@ -1,12 +1,16 @@
-"""The query engine's flow written once, run by a sync and an async driver.
+"""Plans: a flow written once as a generator of calls, run blocking or awaited.
 
-A *plan* is a generator that yields :class:`Call` steps and receives their results, the
-pattern of ``rag_optimize``'s cache flow (and httpx's ``auth_flow``): the decisions (look
-up, confirm the hit with a retrieval, delegate to the wrapped engine) live in the plan, and
-the drivers only perform each call, blocking (:func:`run`) or awaited (:func:`arun`), so
-``query`` and ``aquery`` cannot drift apart. An exception raised by a call is thrown into the
-plan at its ``yield``, so a plan handles the failures of its calls with plain
+A *plan* is a generator that yields :class:`Step` objects (usually a :class:`Call`: one
+call with a blocking and an async form, such as a retriever's ``retrieve``/``aretrieve`` or
+the cache's ``get``/``aget``) and receives their results: the pattern of httpx's
+``auth_flow`` and of this package's cache flow. The decisions live in the plan; a driver
+only performs each step, blocking (:func:`run`) or awaited (:func:`arun`), so a sync and an
+async API built on one plan cannot drift apart. An exception raised by a step is thrown
+into the plan at its ``yield``, so a plan handles the failures of its calls with plain
 ``try``/``except`` (and whatever it does not catch reaches the caller unchanged).
+
+The adapters write their flows this way (the LlamaIndex query engine's ``query``/
+``aquery``; the LangChain chain cache adds its own stream steps to :class:`Step`).
 """
 
 from __future__ import annotations
@@ -15,14 +19,27 @@ from collections.abc import Awaitable, Callable, Generator
 from contextlib import closing
 from typing import Any, TypeVar
 
-__all__ = ["Call", "Plan", "arun", "run"]
+__all__ = ["Call", "Plan", "Step", "arun", "run"]
 
 T = TypeVar("T")
 
 
-class Call:
-    """``fn(*args, **kwargs)`` blocking, ``await afn(*args, **kwargs)`` async (a LlamaIndex
-    pair such as ``retrieve``/``aretrieve``, or the cache's ``get``/``aget``)."""
+class Step:
+    """One step of a plan: :meth:`call` performs it blocking, :meth:`acall` awaits it."""
+
+    __slots__ = ()
+
+    def call(self) -> Any:
+        """Perform the step with blocking calls."""
+        raise NotImplementedError
+
+    async def acall(self) -> Any:
+        """Perform the step without blocking the event loop."""
+        raise NotImplementedError
+
+
+class Call(Step):
+    """``fn(*args, **kwargs)`` blocking, ``await afn(*args, **kwargs)`` async."""
 
     __slots__ = ("afn", "args", "fn", "kwargs")
 
@@ -47,7 +64,7 @@ class Call:
         return await self.afn(*self.args, **self.kwargs)
 
 
-Plan = Generator[Call, Any, T]
+Plan = Generator[Step, Any, T]
 
 
 class _Progress:
@@ -64,7 +81,7 @@ class _Progress:
         self.error: BaseException | None = None
         self.result: Any = None
 
-    def next_step(self) -> Call | None:
+    def next_step(self) -> Step | None:
         """Resume the plan with the last call's outcome; its next call, or ``None`` once it
         returned (its value is then in :attr:`result`)."""
         error, self.error = self.error, None
