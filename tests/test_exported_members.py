@@ -123,6 +123,7 @@ EXPORTED = {
         "CohereReranker",
         "ContextBudget",
         "DenseBranch",
+        "DocumentColumns",
         "Eq",
         "FUSIONS",
         "Filter",

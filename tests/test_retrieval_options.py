@@ -17,6 +17,7 @@ from rag_optimize.index import BM25Index, Hit
 from rag_optimize.retrieval import (
     CalibrationOptions,
     CallableBranch,
+    DocumentColumns,
     FusionOptions,
     FusionRetriever,
     HybridBuildOptions,
@@ -81,6 +82,42 @@ def test_build_options_are_from_texts_keywords_but_the_columns() -> None:
     assert set(own) == {"quantization", "ann", "bm25_options"}
     assert var_keyword(HybridRetriever.from_texts) == "Unpack[FusionOptions]"
     assert declared(HybridBuildOptions) == {**declared(FusionOptions), **own}
+
+
+@pytest.mark.parametrize(
+    "method", [HybridRetriever.from_texts, HybridRetriever.add_texts, HybridRetriever.update]
+)
+def test_document_columns_are_what_each_writer_takes(method: Callable[..., Any]) -> None:
+    """``**columns`` fits ``from_texts``, ``add_texts`` and ``update`` alike (same names, same
+    types but for which of them may be ``None``), so an adapter's one reader feeds all three."""
+
+    def base(annotation: str) -> str:
+        return annotation.removesuffix(" | None")
+
+    parameters = inspect.signature(method).parameters
+    columns = declared(DocumentColumns)
+    assert {n: base(parameters[n].annotation) for n in columns} == {
+        n: base(a) for n, a in columns.items()
+    }
+    assert DocumentColumns.__required_keys__ == {"texts", "ids", "metadatas"}
+
+
+def test_document_columns_build_add_and_update() -> None:
+    embedder = HashingEmbedder(dim=32)
+    columns = DocumentColumns(texts=TEXTS, ids=["fr", "de"], metadatas=[{"c": "fr"}, None])
+    built = HybridRetriever.from_texts(embedder=embedder, **columns, k=1)
+    more = DocumentColumns(
+        texts=["Rome is the capital of Italy."],
+        ids=["it"],
+        metadatas=[None],
+        vectors=[None],
+        embed_texts=["Rome Italy capital"],
+    )
+    assert built.add_texts(**more) == ["it"]
+    changed = DocumentColumns(texts=["Bonn was the capital."], ids=["de"], metadatas=[None])
+    assert built.update(**changed) == ["de"]
+    assert [d.id for d in built.retrieve("capital of Italy")] == ["it"]
+    assert built.retrieve("Bonn")[0].text == "Bonn was the capital."
 
 
 def test_calibration_options_are_calibrate_fusions_keywords() -> None:

@@ -44,6 +44,7 @@ from rag_optimize.retrieval import (
     CalibrationOptions,
     CallableBranch,
     CohereReranker,
+    DocumentColumns,
     FusionCalibration,
     FusionOptions,
     FusionRetriever,
@@ -81,6 +82,18 @@ def _to_hits(documents: Sequence[Document]) -> list[Hit]:
             Hit(doc.id or doc.page_content, float(score), doc.page_content, doc.metadata, doc)
         )
     return hits
+
+
+def _columns(
+    documents: Sequence[Document], ids: Sequence[str], vectors: list[Any] | None = None
+) -> DocumentColumns:
+    """``documents`` as the core takes them (under ``ids``; ``vectors`` where known)."""
+    return DocumentColumns(
+        texts=[d.page_content for d in documents],
+        ids=ids,
+        metadatas=[d.metadata for d in documents],
+        vectors=vectors,
+    )
 
 
 def _stored(vectorstore: VectorStore) -> tuple[list[Document], list[Any]]:
@@ -215,12 +228,9 @@ class AsyncHybridRetriever(BaseRetriever):
         keyword raises :class:`~rag_optimize.errors.UnknownOptionError` naming it.
         """
         check_options(options, HybridBuildOptions, "AsyncHybridRetriever.from_documents")
+        ids = [d.id or str(i) for i, d in enumerate(documents)]
         engine = HybridRetriever.from_texts(
-            [d.page_content for d in documents],
-            embeddings,
-            ids=[d.id or str(i) for i, d in enumerate(documents)],
-            metadatas=[d.metadata for d in documents],
-            **options,
+            embedder=embeddings, **_columns(documents, ids), **options
         )
         return cls(engine=engine, k=engine.k, fusion=engine.fusion)
 
@@ -246,14 +256,8 @@ class AsyncHybridRetriever(BaseRetriever):
                 f"{type(vectorstore).__name__} has no embeddings: pass embeddings=..."
             )
         documents, vectors = _stored(vectorstore)
-        engine = HybridRetriever.from_texts(
-            [d.page_content for d in documents],
-            embeddings,
-            ids=[str(d.id) for d in documents],
-            metadatas=[d.metadata for d in documents],
-            vectors=vectors,
-            **options,
-        )
+        columns = _columns(documents, [str(d.id) for d in documents], vectors)
+        engine = HybridRetriever.from_texts(embedder=embeddings, **columns, **options)
         return cls(engine=engine, k=engine.k, fusion=engine.fusion)
 
     def _hybrid(self) -> HybridRetriever:
@@ -268,11 +272,8 @@ class AsyncHybridRetriever(BaseRetriever):
         """Add documents to both indexes (ids from ``doc.id``, else numbered)."""
         engine = self._hybrid()
         base = len(engine.sparse or engine.dense or ())
-        return engine.add_texts(
-            [d.page_content for d in documents],
-            [d.id or str(base + i) for i, d in enumerate(documents)],
-            [d.metadata for d in documents],
-        )
+        ids = [d.id or str(base + i) for i, d in enumerate(documents)]
+        return engine.add_texts(**_columns(documents, ids))
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id from both indexes (every id must exist)."""
@@ -283,11 +284,7 @@ class AsyncHybridRetriever(BaseRetriever):
         missing = [d for d in documents if not d.id]
         if missing:
             raise InvalidInputError("update_documents needs documents with an id")
-        return self._hybrid().update(
-            [str(d.id) for d in documents],
-            [d.page_content for d in documents],
-            [d.metadata for d in documents],
-        )
+        return self._hybrid().update(**_columns(documents, [str(d.id) for d in documents]))
 
     def save(self, path: str | Path) -> None:
         """Write the indexes and settings to directory ``path`` (no pickle)."""

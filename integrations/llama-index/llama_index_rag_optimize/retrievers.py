@@ -17,7 +17,7 @@ All logic lives in :mod:`rag_optimize.retrieval`; this module only translates.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from rag_optimize.retrieval import (
     And,
     CalibrationOptions,
     CallableBranch,
+    DocumentColumns,
     Eq,
     Filter,
     FusionCalibration,
@@ -136,16 +137,15 @@ def with_provenance(node: BaseNode, score: float, info: dict[str, Any]) -> NodeW
     return NodeWithScore(node=copy, score=score)
 
 
-def _node_columns(
-    nodes: Sequence[BaseNode],
-) -> tuple[list[str], list[str], list[dict[str, Any]], list[Any], list[str]]:
-    """Texts (for BM25), ids, metadata, stored embeddings and the texts to embed."""
-    return (
-        [n.get_content() for n in nodes],
-        [n.node_id for n in nodes],
-        [dict(n.metadata) for n in nodes],
-        [n.embedding for n in nodes],
-        [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes],
+def _node_columns(nodes: Sequence[BaseNode]) -> DocumentColumns:
+    """``nodes`` as the core takes them: the content (for BM25), ids, metadata, the stored
+    embeddings and the texts to embed where there is none (as a LlamaIndex index does)."""
+    return DocumentColumns(
+        texts=[n.get_content() for n in nodes],
+        ids=[n.node_id for n in nodes],
+        metadatas=[dict(n.metadata) for n in nodes],
+        vectors=[n.embedding for n in nodes],
+        embed_texts=[n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes],
     )
 
 
@@ -246,15 +246,8 @@ class AsyncHybridRetriever(BaseRetriever):
         """
         check_options(options, HybridBuildOptions, "AsyncHybridRetriever.from_nodes")
         nodes = list(nodes)
-        texts, ids, metadatas, vectors, embed_texts = _node_columns(nodes)
         engine = HybridRetriever.from_texts(
-            texts,
-            LlamaIndexEmbedder(embed_model),
-            ids=ids,
-            metadatas=metadatas,
-            vectors=vectors,
-            embed_texts=embed_texts,
-            **options,
+            embedder=LlamaIndexEmbedder(embed_model), **_node_columns(nodes), **options
         )
         return cls(
             engine=engine,
@@ -314,13 +307,7 @@ class AsyncHybridRetriever(BaseRetriever):
 
     def insert_nodes(self, nodes: Sequence[BaseNode]) -> list[str]:
         """Add nodes to both indexes (embedded like :meth:`from_nodes` embeds)."""
-        nodes = list(nodes)
-        texts, ids, metadatas, vectors, embed_texts = _node_columns(nodes)
-        ids = self._hybrid().add_texts(
-            texts, ids, metadatas, vectors=vectors, embed_texts=embed_texts
-        )
-        self._nodes.update((n.node_id, n) for n in nodes)
-        return ids
+        return self._write(nodes, self._hybrid().add_texts)
 
     def delete_nodes(self, node_ids: Sequence[str]) -> int:
         """Remove nodes by id from both indexes (every id must exist)."""
@@ -331,13 +318,15 @@ class AsyncHybridRetriever(BaseRetriever):
 
     def update_nodes(self, nodes: Sequence[BaseNode]) -> list[str]:
         """Replace nodes by id (text, metadata, vector) in both indexes."""
+        return self._write(nodes, self._hybrid().update)
+
+    def _write(self, nodes: Sequence[BaseNode], write: Callable[..., list[str]]) -> list[str]:
+        """``write(**columns)`` (the engine's ``add_texts`` or ``update``) for ``nodes``, then
+        keep the nodes to return them whole from retrievals."""
         nodes = list(nodes)
-        texts, ids, metadatas, vectors, embed_texts = _node_columns(nodes)
-        updated = self._hybrid().update(
-            ids, texts, metadatas, vectors=vectors, embed_texts=embed_texts
-        )
+        ids = write(**_node_columns(nodes))
         self._nodes.update((n.node_id, n) for n in nodes)
-        return updated
+        return ids
 
     def save(self, path: str | Path) -> None:
         """Write the indexes, settings and the nodes (as LlamaIndex JSON) to ``path``."""

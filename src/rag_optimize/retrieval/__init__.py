@@ -21,6 +21,7 @@ from rag_optimize.retrieval.filters import (
 )
 from rag_optimize.retrieval.fusion import FUSIONS, relative_score, rrf, weighted
 from rag_optimize.retrieval.hybrid import (
+    DocumentColumns,
     FusionOptions,
     FusionRetriever,
     HybridBuildOptions,
@@ -55,6 +56,7 @@ __all__ = [
     "CohereReranker",
     "ContextBudget",
     "DenseBranch",
+    "DocumentColumns",
     "FusionCalibration",
     "FusionOptions",
     "FusionRetriever",

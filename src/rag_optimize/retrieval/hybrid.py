@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from rag_optimize.tracing.tracker import LatencyTracker
 
 __all__ = [
+    "DocumentColumns",
     "FusionOptions",
     "FusionRetriever",
     "HybridBuildOptions",
@@ -100,6 +101,31 @@ _HYBRID_FILE = "hybrid.json"
 _HYBRID_FORMAT = 1
 FilterSpec = Filter | Mapping[str, Any] | None
 Plan = Generator[_RunBranches | _Rerank, Any, RetrievalResult]
+
+
+class _Rows(TypedDict):
+    """The columns every document has (see :class:`DocumentColumns`)."""
+
+    texts: Sequence[str]
+    ids: Sequence[str]
+    metadatas: Sequence[Mapping[str, Any] | None]
+
+
+class DocumentColumns(_Rows, total=False):
+    """Documents as :class:`HybridRetriever` takes them: one sequence per field, in document
+    order, passed by name (``**columns``) to :meth:`~HybridRetriever.from_texts`,
+    :meth:`~HybridRetriever.add_texts` and :meth:`~HybridRetriever.update`.
+
+    It is what an adapter reads from its framework's objects (a LangChain ``Document``, a
+    LlamaIndex node), so each adapter has one reader and every index-mode method feeds the
+    core the same way. ``texts`` are what BM25 indexes and a retrieval returns; ``ids`` and
+    ``metadatas`` go with them; ``vectors`` are embeddings already known (``None`` where
+    not: only those are embedded); ``embed_texts`` are what to embed instead of ``texts``
+    (a LlamaIndex node's text with the metadata its index embeds).
+    """
+
+    vectors: Sequence[VectorLike | None] | None
+    embed_texts: Sequence[str] | None
 
 
 class WrapOptions(TypedDict, total=False):
