@@ -146,8 +146,14 @@ class VectorTable:
         try:
             if not self._slot_of:
                 return []
-            # A cache query is already a checked unit vector: the engine need not check it.
-            unit = _is_unit(query, self.dim, _QUERY_TOLERANCE)
+            # A cache query is already a checked unit vector: the engine need not check it
+            # (``_is_unit`` with the query tolerance, inline on this hot path).
+            unit = (
+                type(query) is np.ndarray
+                and query.dtype is _FLOAT32
+                and query.shape == (self.dim,)
+                and abs(float(query.dot(query)) - 1.0) <= _QUERY_TOLERANCE
+            )
             rows, scores = self._engine.search(query, k, normalized=unit)
             ids = self._ids
             return [

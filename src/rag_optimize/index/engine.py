@@ -242,6 +242,8 @@ class VectorEngine:
         self.exact_below = int(exact_below)
         self.center = bool(center)
         self.hnsw_options = dict(hnsw_options or {})
+        # Whether a search may take the lean float32 scan when the table is small enough.
+        self._scans_floats = method in ("auto", "exact") and storage == "float32"
         # The stored vectors (float32, or int8 codes): in blocks, so growth never copies them.
         self._store = RowBlocks(dim, np.int8 if storage == "int8" else np.float32)
         self._scale: npt.NDArray[np.float32] | None = (
@@ -530,14 +532,12 @@ class VectorEngine:
             and type(k) is int
             and k > 0
             and self._n_live
-            and self._scale is None
+            and self._scans_floats
             and len(self._store.blocks) == 1
             and (
                 self.method == "exact"
-                or (
-                    self.method == "auto"
-                    and (self._n_live < self.exact_below or self.dim < BINARY_MIN_DIM)
-                )
+                or self._n_live < self.exact_below
+                or self.dim < BINARY_MIN_DIM
             )
         ):
             return self._scan_block(query, k)  # type: ignore[arg-type]
@@ -571,7 +571,13 @@ class VectorEngine:
         if k == 1:
             best: Rows = scores.argmax(axis=0, keepdims=True)
             return best, scores[best]
-        order = _top_k(scores, min(k, self._n_live))
+        k = min(k, self._n_live)
+        negated = -scores  # _top_k, inline: the top k, best first, stable on ties
+        if k < high:
+            top = negated.argpartition(k - 1)[:k]
+            order = top[negated[top].argsort(kind="stable")]
+        else:
+            order = negated.argsort(kind="stable")
         return order, scores[order]
 
     def _candidate_count(self, method: str, k: int) -> int:
