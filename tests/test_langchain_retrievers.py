@@ -192,7 +192,7 @@ def test_bad_input() -> None:
 
 @pytest.fixture
 def server() -> Iterator[CohereRerankServer]:
-    with CohereRerankServer(slow_seconds=1.5) as srv:
+    with CohereRerankServer() as srv:
         yield srv
 
 
