@@ -167,6 +167,34 @@ def test_timed_out_branch_degrades_to_the_other(mode: str) -> None:
     retriever.close()
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("timeout_ms", [None, 10_000])
+def test_a_branch_raising_its_own_timeout_error_degrades(
+    mode: str, timeout_ms: float | None
+) -> None:
+    # A client's own TimeoutError (a socket read, say) is that branch's failure, with its own
+    # message, not the retriever's timeout (and not a crash when no timeout is configured).
+    def timing_out(query: str, k: int) -> list[Hit]:
+        raise TimeoutError("vector db read timed out")
+
+    async def atiming_out(query: str, k: int) -> list[Hit]:
+        raise TimeoutError("vector db read timed out")
+
+    branches = [
+        CallableBranch("good", lambda q, k: [Hit("a", 1.0, "a", {})]),
+        *(CallableBranch(n, timing_out, atiming_out) for n in ("db", "db2")),
+    ]
+    timeouts = None if timeout_ms is None else {"db": timeout_ms, "db2": timeout_ms}
+    retriever = FusionRetriever(branches, branch_timeout_ms=timeouts)
+    call = retriever.retrieve if mode == "sync" else lambda q: asyncio.run(retriever.aretrieve(q))
+    result = call("anything")
+    assert result.degraded and result.ids == ["a"]
+    assert result.failures == {
+        "db": "TimeoutError: vector db read timed out",
+        "db2": "TimeoutError: vector db read timed out",
+    }
+
+
 def test_both_branches_failing_is_a_clear_error() -> None:
     retriever = build(SlowBM25(fail=True), SlowEmbedder(fail=True))
     with pytest.raises(RetrievalError, match="every retrieval branch failed.*keyword service down"):
