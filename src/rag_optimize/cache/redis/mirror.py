@@ -228,10 +228,12 @@ class LocalMirror:
                 continue
             scope, partition = slot
             table = self._tables[slot] = self._table(matrix.shape[1], len(rows) + len(rows) // 64)
+            contiguous = rows[-1] - rows[0] + 1 == len(rows)  # e.g. a single scope: views only
             for lo in range(0, len(rows), _SNAPSHOT_BATCH):
                 batch = rows[lo : lo + _SNAPSHOT_BATCH]
                 hids = [ids[r] for r in batch.tolist()]
-                table.add_many(hids, list(matrix[batch]))  # rows: views, one copy
+                block = matrix[batch[0] : batch[-1] + 1] if contiguous else matrix[batch]
+                table.add_many(hids, list(block))
             expires, thresholds = snapshot.expires, snapshot.thresholds
             for r in rows.tolist():
                 self._info[ids[r]] = _Info(scope, expires[r], thresholds[r], partition, version)

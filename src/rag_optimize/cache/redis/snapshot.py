@@ -4,9 +4,9 @@ A snapshot load used to read seven hash fields per entry (pipelined ``HMGET``) a
 entry into its own objects: at 100k entries that was 20-30 s of reply parsing in Python, the
 time a new replica's semantic lookups had to wait. The ``snapshot_page`` script
 (:mod:`~rag_optimize.cache.redis.scripts`) now reads a page of about a thousand entries on the
-server and answers with a handful of packed values (the ids concatenated, the vector bytes
-concatenated, the distinct scopes of the page once, the expiries and thresholds as one short
-text). This module decodes such a page with one ``np.frombuffer`` over the joined vectors,
+server and answers with a few packed values (the ids concatenated, the vector bytes, the
+distinct scopes of the page once, the expiries and thresholds as one short text). This
+module decodes such a page with one ``np.frombuffer`` over the joined vectors,
 checks every vector at once (finite, unit length), copies them into one matrix and keeps, per
 entry, only its id, its (scope, partition) slot, expiry and threshold.
 
@@ -79,7 +79,7 @@ class Snapshot:
     # ------------------------------------------------------------------- pages
     def add_page(self, reply: list[Any], on_corrupt: OnCorrupt) -> Any:
         """Decode one ``snapshot_page`` reply into the columns; returns the next cursor."""
-        cursor, width_raw, id_blob, vec_blob, keys, rows_blob, bad = reply
+        cursor, width_raw, id_blob, vec_parts, keys, rows_blob, bad = reply
         for i in range(0, len(bad) - 1, 2):
             on_corrupt(_text(bad[i]), CorruptEntry(_text(bad[i + 1])))
         if not id_blob:
@@ -91,7 +91,8 @@ class Snapshot:
         rows = rows_blob.split(b";")
         if width != self.width or len(id_blob) != n * _ID_CHARS or len(rows) != n:
             raise CorruptEntry("a snapshot page does not add up")  # never half-applied: reload
-        if len(vec_blob) != n * width * 4:
+        vec_blob = b"".join(vec_parts)
+        if len(vec_parts) != n or len(vec_blob) != n * width * 4:
             raise CorruptEntry("a snapshot page does not add up")
         vectors = np.frombuffer(vec_blob, dtype="<f4").reshape(n, width)
         ids = id_blob.decode("ascii", "replace")
