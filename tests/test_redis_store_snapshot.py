@@ -162,3 +162,31 @@ def test_a_semantic_lookup_during_the_load_waits_for_it_and_hits(
         gated_load.set()
     assert similar is not None and not similar.exact and similar.response == "Settings > Security"
     assert cache.stats.store_errors == 0 and store._follower.loads == 1
+
+
+def test_a_fault_mid_load_is_retried_and_never_leaves_a_partial_mirror(
+    make_mirror_store: MakeStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    writer = make_mirror_store(max_entries=None)
+    for i in range(1500):  # two pages
+        writer.put(make_entry(f"question {i}", i), clock())
+    real = ChangeFollower._read_page
+    calls: list[int] = []
+    sizes_seen: list[int] = []
+
+    def flaky(self: ChangeFollower, *args: Any) -> Any:
+        calls.append(1)
+        sizes_seen.append(len(self._mirror))  # what lookups could see during the load
+        if len(calls) == 2:  # the second page of the first load: the connection drops
+            raise RedisConnectionError("connection lost mid-load")
+        return real(self, *args)
+
+    monkeypatch.setattr(ChangeFollower, "_read_page", flaky)
+    reader = make_mirror_store(max_entries=None, cooldown_ms=10)
+    assert reader.wait_synced(30)
+    assert reader._follower.loads == 1 and len(reader._mirror) == 1500
+    assert len(calls) >= 4 and set(sizes_seen) == {0}  # retried; never half a snapshot
+    found = reader.search("", _vec("question 1234"), 1, clock())
+    assert [c.entry_id for c in found] == [hex_id(digest("", "question 1234"))]
