@@ -3,8 +3,10 @@
 Compares, on the same MiniLM embeddings (all-MiniLM-L6-v2, ONNX int8 via LocalEmbedder,
 truncated to 256 tokens) and the same BEIR data (../shared/data or $RAG_OPTIMIZE_DATA):
 
-* rag-optimize: BM25Index alone, DenseIndex alone, HybridRetriever with rrf / weighted /
-  relative_score fusion (and, for latency, with int8 / binary / usearch dense indexes);
+* rag-optimize: BM25Index alone, DenseIndex alone, HybridRetriever with auto (the default) /
+  rrf / weighted / relative_score fusion (and, for latency, with int8 / binary / usearch
+  dense indexes), and auto with weights from ``calibrate_fusion`` on the design half of the
+  judged queries (its held-out half is the number to read);
 * LangChain EnsembleRetriever(BM25Retriever + InMemoryVectorStore retriever);
 * LlamaIndex QueryFusionRetriever(BM25Retriever + VectorStoreIndex retriever), RRF mode,
   num_queries=1 (no LLM query generation).
@@ -42,7 +44,7 @@ warnings.filterwarnings("ignore")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rag_optimize.index import BM25Index, DenseIndex  # noqa: E402
-from rag_optimize.retrieval import HybridRetriever  # noqa: E402
+from rag_optimize.retrieval import HybridRetriever, calibrate_fusion  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -52,6 +54,7 @@ DATA = Path(os.environ.get("RAG_OPTIMIZE_DATA", ROOT.parent.parent / "shared" / 
 FUSIONS = ("auto", "rrf", "weighted", "relative_score")
 DEPTH = 100  # documents retrieved per query (recall@100)
 DENSE_LEANING = {"bm25": 0.25, "dense": 0.75}
+CALIBRATED = "hybrid auto, weights calibrated on the design half (ours)"
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -401,8 +404,20 @@ def run_dataset(name: str, embedder: Any, args: argparse.Namespace, report: dict
         list(texts) + [data["queries"][q] for q in all_qids], np.concatenate([doc_vecs, all_vecs])
     )
     q_vecs = np.asarray([lookup.table[t] for t in qtexts])
+    if args.contenders_only:
+        return contenders(ids, texts, doc_vecs, lookup, qtexts)
     built = build_ours(ids, texts, doc_vecs, lookup, quantizations=(None, "int8", "binary"))
     methods = our_methods(built)
+    # Weights calibrated on the judged queries of the design half only; read its held-out
+    # column (its design column is in-sample).
+    calibrated = HybridRetriever(
+        built["bm25"], built["dense"]["float32"], lookup, k=DEPTH, candidates=DEPTH
+    )
+    design = [q for q in all_qids if half_of(q) == "design"]
+    calibration = calibrate_fusion(
+        calibrated, [data["queries"][q] for q in design], [data["qrels"][q] for q in design]
+    )
+    methods[CALIBRATED] = lambda q, r=calibrated: r.retrieve(q).ids
     start = time.perf_counter()
     methods["LangChain EnsembleRetriever"] = langchain_ensemble(ids, texts, lookup)
     lc_build = time.perf_counter() - start
@@ -422,9 +437,16 @@ def run_dataset(name: str, embedder: Any, args: argparse.Namespace, report: dict
             "llamaindex": round(li_build, 1),
         },
         "load_before": os.getloadavg()[0],
+        "calibration": {
+            "weights": calibration.weights,
+            "design_queries": calibration.queries,
+            "design_ndcg@10": round(calibration.ndcg, 4),
+            "design_ndcg@10_equal_weights": round(calibration.before, 4),
+        },
         "quality": {},
         "latency": {},
     }
+    print(f"  calibration {out['calibration']}", flush=True)
     start = time.perf_counter()
     ranked, out["latency"] = interleaved(methods, qtexts)
     for label in methods:
@@ -449,11 +471,72 @@ def run_dataset(name: str, embedder: Any, args: argparse.Namespace, report: dict
 
     out["latency"]["hybrid auto (ours, aretrieve)"] = asyncio.run(async_latency())
     out["quantization"] = quantization_report(built, q_vecs)
+    if not args.skip_sweep:
+        out["dense_weight_sweep"] = weight_sweep(built, data, lookup)
+        print(f"  dense weight sweep {out['dense_weight_sweep']}", flush=True)
     out["load_after"] = os.getloadavg()[0]
     print(f"  quantization {out['quantization']}", flush=True)
     report["query_embedding"] = query_embedding_latency(embedder, qtexts[:100])
     del methods
     gc.collect()
+    return out
+
+
+def contenders(ids, texts, doc_vecs, lookup, qtexts) -> dict[str, Any]:
+    """Latency only: the default hybrid against the two frameworks, interleaved per query."""
+    built = build_ours(ids, texts, doc_vecs, lookup)
+    hybrid = HybridRetriever(
+        built["bm25"], built["dense"]["float32"], lookup, k=DEPTH, candidates=DEPTH
+    )
+    methods: dict[str, Search] = {
+        "hybrid auto (ours)": lambda q: hybrid.retrieve(q).ids,
+        "LangChain EnsembleRetriever": langchain_ensemble(ids, texts, lookup),
+        "LlamaIndex QueryFusionRetriever": build_llama(ids, texts, doc_vecs, lookup),
+    }
+    before = os.getloadavg()
+    # Blocks first (ours before any framework ran, then again after them), then interleaved:
+    # a framework's large BLAS calls wake OpenBLAS's worker threads, which then slow the
+    # small matrix-vector product of whatever runs next in the process.
+    blocks: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(2):
+        for name, search in methods.items():
+            blocks[name].append(timed_run(search, qtexts[:100])[1]["p50_ms"])
+    _, latency = interleaved(methods, qtexts)
+    out = {
+        "docs": len(ids),
+        "queries": len(qtexts),
+        "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "load_before": before,
+        "load_after": os.getloadavg(),
+        "latency": latency,
+        "blocks_p50_ms_two_rounds": blocks,
+    }
+    print(f"  {json.dumps(out)}", flush=True)
+    return out
+
+
+SWEEP = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+
+
+def weight_sweep(built: dict[str, Any], data: dict[str, Any], lookup: Lookup) -> dict[str, Any]:
+    """nDCG@10 of ``auto`` and ``weighted`` fusion with fixed dense weights, on every judged
+    query (quality only, not timed): whether any one fixed weighting of the two branches
+    reaches the best single branch on a set. Reported, never used to pick the default."""
+    qids = list(data["queries"])
+    out: dict[str, Any] = {}
+    for fusion in ("auto", "weighted"):
+        for w in SWEEP:
+            retriever = HybridRetriever(
+                built["bm25"],
+                built["dense"]["float32"],
+                lookup,
+                fusion=fusion,
+                weights={"bm25": round(1 - w, 4), "dense": w},
+                k=DEPTH,
+                candidates=DEPTH,
+            )
+            run = {q: retriever.retrieve(data["queries"][q]).ids for q in qids}
+            out[f"{fusion} dense {w}"] = ndcg_recall(run, data["qrels"])["ndcg@10"]
     return out
 
 
@@ -705,6 +788,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--skip-baselines", action="store_true", help="no LangChain/LlamaIndex at 100k"
+    )
+    parser.add_argument(
+        "--contenders-only",
+        action="store_true",
+        help="latency of the default hybrid vs the two frameworks only (no quality tables)",
+    )
+    parser.add_argument(
+        "--skip-sweep", action="store_true", help="no fixed-dense-weight quality sweep"
     )
     parser.add_argument("--table", action="store_true", help="print tables from the last run")
     args = parser.parse_args()

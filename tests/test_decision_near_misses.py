@@ -64,6 +64,9 @@ def vetoed_by(a: str, b: str, pipeline: DecisionPipeline = RULES) -> str | None:
         ("Does salt cause hypertension?", "Does salt cause hypotension?"),
         ("Is the form valid?", "Is the form invalid?"),
         ("Is the pain worse preoperatively?", "Is the pain worse postoperatively?"),
+        # time limits: "within" a period is the opposite of "after" / "beyond" it
+        ("Can I return an item after 30 days?", "Can I return an item within 30 days?"),
+        ("Is a refund possible beyond the deadline?", "Is a refund possible within the deadline?"),
         # counted mentions: the same words, one of them turned round
         (
             "Upregulation of the receptor causes downregulation of the enzyme.",

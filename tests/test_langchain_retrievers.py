@@ -344,3 +344,28 @@ def test_add_delete_update_save_and_load(tmp_path: Path) -> None:
     assert loaded.k == 2
     with pytest.raises(ConfigurationError, match="needs index mode"):
         wrapped().save(tmp_path / "nope")
+
+
+def test_calibrate_fusion_sets_the_weights_of_the_wrapped_branches() -> None:
+    retriever = wrapped(k=2)
+    result = retriever.calibrate_fusion(
+        ["capital of France", "light into energy"], [["p"], ["s"]], steps=4
+    )
+    assert set(result.weights) == {"bm25", "vector"}
+    assert sum(result.weights.values()) == pytest.approx(1.0)
+    assert result.ndcg >= result.before
+    assert retriever.invoke("capital of France")[0].id == "p"
+    with pytest.raises(InvalidInputError, match="1 entries for 2 queries"):
+        retriever.calibrate_fusion(["a", "b"], [["p"]])
+
+
+def test_an_engine_brings_its_own_k_and_fusion() -> None:
+    from rag_optimize.retrieval import HybridRetriever
+
+    engine = HybridRetriever.from_texts(
+        [d.page_content for d in DOCS], HashEmbeddings(), ids=[str(d.id) for d in DOCS], k=2
+    )
+    retriever = AsyncHybridRetriever(engine=engine)
+    assert (retriever.k, retriever.fusion) == (2, "auto")
+    assert len(retriever.invoke("capital")) == 2
+    assert len(AsyncHybridRetriever(engine=engine, k=3).invoke("capital")) == 3

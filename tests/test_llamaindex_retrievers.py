@@ -282,3 +282,13 @@ def test_from_index_reuses_the_vector_store_and_round_trips(tmp_path: Path) -> N
     top = loaded.retrieve("capital of Spain")[0].node
     assert top.node_id == "r" and top.get_content() == "Madrid is the capital of Spain."
     assert loaded.retrieve("capital of France")[0].node.metadata["src"] == "P"
+
+
+def test_calibrate_fusion_sets_the_engine_weights() -> None:
+    retriever = AsyncHybridRetriever.from_nodes(nodes(), HashEmbedding(), k=2)
+    result = retriever.calibrate_fusion(
+        ["capital of France", "light into energy"], [["p"], ["s"]], steps=4
+    )
+    assert retriever.engine.weights == result.weights
+    assert result.ndcg >= result.before
+    assert retriever.retrieve("capital of France")[0].node.node_id == "p"

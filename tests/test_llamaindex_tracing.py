@@ -283,3 +283,16 @@ def test_cached_streaming_engine_closes_the_run_with_total(
     assert tracker.open_runs() == []
     assert handler.timeline.open_nodes() == 0
     assert LatencyTracker.current_run() is None
+
+
+def test_model_and_provider_of_llm_and_embedding_events(handler: LatencyEventHandler) -> None:
+    """The model's class names the provider (``gen_ai.provider.name``) on both stages."""
+    tracker = handler.tracker
+    seen: list[SpanRecord] = []
+    tracker.add_listener(seen.append)
+    engine = build_index().as_query_engine(llm=SleepyLLM())
+    engine.query("what is document 3?")
+    by_stage = {s.stage: s.attributes for s in seen if s.run_id is not None}
+    # SleepyEmbedding / SleepyLLM report MockEmbedding's and MockLLM's class names.
+    assert by_stage["embedding"]["provider"] == "mock"
+    assert by_stage["generation"]["provider"] == "mock"

@@ -257,3 +257,142 @@ def test_signals_can_be_turned_off(otel: Otel) -> None:
     )
     tracker.record(stages.RETRIEVAL, 0.01)
     assert len(otel.finished()) == 1 and otel.histograms() == {}
+
+
+# -- one retrieval is one span and one sample, however it is traced --------------------------
+
+# The boundaries the conventions write out (client-inference.md, client-embeddings.md,
+# gen-ai-metrics.md v1.41): written here literally so a wrong constant cannot pass.
+CONVENTION_BOUNDARIES = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+
+
+def test_bucket_boundaries_are_the_conventions() -> None:
+    assert DURATION_BUCKETS == CONVENTION_BOUNDARIES
+    assert TTFC_BUCKETS == CONVENTION_BOUNDARIES
+
+
+def _provider_model(provider: str) -> Any:
+    """A real LangChain chat model (GenericFakeChatModel) that reports ``ls_provider``."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    class ProviderChatModel(GenericFakeChatModel):
+        def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+            params = super()._get_ls_params(stop=stop, **kwargs)
+            params["ls_provider"] = provider
+            params["ls_model_name"] = "gpt-4o-mini"
+            return params
+
+    return ProviderChatModel(messages=itertools.cycle([AIMessage(content="Paris.")]))
+
+
+def _rag_chain(retriever: Any, model: Any) -> Any:
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnablePassthrough
+
+    prompt = ChatPromptTemplate.from_messages([("human", "{context}\n\n{question}")])
+
+    def join(docs: list[Any]) -> str:
+        return "\n".join(d.page_content for d in docs)
+
+    return (
+        {"context": retriever | join, "question": RunnablePassthrough()}
+        | prompt
+        | model
+        | StrOutputParser()
+    )
+
+
+def _assert_one_retrieval(otel: Otel, tracker: LatencyTracker, parts: set[str]) -> None:
+    spans = otel.finished()
+    retrievals = [s for s in spans if (s.attributes or {}).get("rag_optimize.stage") == "retrieval"]
+    assert len(retrievals) == 1, [s.name for s in spans]
+    (retrieval,) = retrievals
+    assert retrieval.attributes is not None
+    under = {s.attributes["rag_optimize.stage"] for s in children_of(spans, retrieval)}  # type: ignore[index]
+    assert under == parts
+    for child in children_of(spans, retrieval):
+        assert "gen_ai.operation.name" not in (child.attributes or {})
+    assert len(tracker.samples(stages.RETRIEVAL)) == 1
+    (point,) = otel.histograms()["gen_ai.retrieval.duration"][1]
+    assert point.count == 1
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+def test_langchain_chain_with_a_tracked_hybrid_retriever_counts_one_retrieval(
+    otel: Otel, mode: str
+) -> None:
+    import asyncio
+
+    from langchain_rag_optimize import AsyncHybridRetriever, LatencyCallbackHandler
+
+    tracker = LatencyTracker()
+    exporter(tracker, otel, "latest")
+    engine = HybridRetriever.from_texts(TEXTS, HashingEmbedder(dim=64), k=2, tracker=tracker)
+    chain = _rag_chain(AsyncHybridRetriever(engine=engine), _provider_model("azure"))
+    config: Any = {"callbacks": [LatencyCallbackHandler(tracker)]}
+    if mode == "invoke":
+        answer = chain.invoke("capital of France", config=config)
+    else:
+        answer = asyncio.run(chain.ainvoke("capital of France", config=config))
+    assert answer == "Paris."
+
+    _assert_one_retrieval(otel, tracker, {stages.SPARSE, stages.DENSE, stages.FUSION})
+    retrieval = one(otel.finished(), stages.RETRIEVAL)
+    assert retrieval.attributes is not None
+    assert retrieval.attributes["gen_ai.retrieval.top_k"] == 2  # the engine's, on the one span
+    # The provider LangChain reports ("azure") is spelled as the conventions want it.
+    chat = one(otel.finished(), stages.GENERATION)
+    assert chat.attributes is not None
+    assert chat.attributes["gen_ai.provider.name"] == "azure.ai.openai"
+    assert chat.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    (point,) = otel.histograms()["gen_ai.client.inference.duration"][1]
+    assert dict(point.attributes)["gen_ai.provider.name"] == "azure.ai.openai"
+
+
+def test_langchain_wrapped_retrievers_are_parts_of_one_retrieval(otel: Otel) -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from langchain_rag_optimize import AsyncHybridRetriever, LatencyCallbackHandler
+
+    tracker = LatencyTracker()
+    exporter(tracker, otel, "latest")
+    stores = []
+    for size in (16, 32):
+        store = InMemoryVectorStore(DeterministicFakeEmbedding(size=size))
+        store.add_texts(TEXTS)
+        stores.append(store.as_retriever(search_kwargs={"k": 2}))
+    hybrid = AsyncHybridRetriever(retrievers=stores, k=2)
+    chain = _rag_chain(hybrid, _provider_model("openai"))
+    chain.invoke("capital of France", config={"callbacks": [LatencyCallbackHandler(tracker)]})
+    # The two wrapped retrievers are timed as parts of the hybrid's retrieval, not as two
+    # more retrievals of their own.
+    _assert_one_retrieval(otel, tracker, {"retrieval.VectorStoreRetriever"})
+    parts = [
+        s
+        for s in otel.finished()
+        if (s.attributes or {}).get("rag_optimize.stage") == "retrieval.VectorStoreRetriever"
+    ]
+    assert len(parts) == 2
+
+
+def test_a_retrieval_span_around_a_tracked_retriever_is_the_one_retrieval(otel: Otel) -> None:
+    tracker = LatencyTracker()
+    exporter(tracker, otel, "latest")
+    engine = HybridRetriever.from_texts(TEXTS, HashingEmbedder(dim=64), k=3, tracker=tracker)
+    with tracker.run("r"), tracker.span(stages.RETRIEVAL, attributes={"data_source": "kb"}):
+        engine.retrieve("capital of France")
+    _assert_one_retrieval(otel, tracker, {stages.SPARSE, stages.DENSE, stages.FUSION})
+    retrieval = one(otel.finished(), stages.RETRIEVAL)
+    assert retrieval.attributes is not None
+    assert retrieval.attributes["gen_ai.retrieval.top_k"] == 3
+    assert retrieval.attributes["gen_ai.data_source.id"] == "kb"
+    # Another tracker's retrieval span around it is not this tracker's retrieval.
+    other = LatencyTracker()
+    with other.span(stages.RETRIEVAL):
+        engine.retrieve("capital of France")
+    assert len(tracker.samples(stages.RETRIEVAL)) == 2

@@ -42,8 +42,9 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument(
         "--threshold",
         type=float,
-        default=0.9,
-        help="semantic cache similarity threshold (default 0.9)",
+        default=None,
+        help="semantic cache similarity threshold (default: the cache's own, 0.8 with the "
+        "default decision pipeline)",
     )
     p.add_argument(
         "--out",

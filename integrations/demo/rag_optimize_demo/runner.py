@@ -210,8 +210,9 @@ async def _demo(args: argparse.Namespace) -> int:
     console.print(f"generation: {model_label}")
     console.print(f"plain:     InMemoryVectorStore retriever (k={K}) | prompt | model | parser")
     console.print(
-        "optimized: with_semantic_cache(AsyncHybridRetriever (BM25 + dense, RRF) | prompt | "
-        f"model | parser), BatchingEmbeddings, cache threshold {args.threshold}"
+        f"optimized: with_semantic_cache(AsyncHybridRetriever (BM25 + dense, {hybrid.fusion} "
+        f"fusion) | prompt | model | parser), BatchingEmbeddings, cache threshold "
+        f"{cache.threshold}"
     )
     try:
         before = await _pass("plain", plain, plain_tracker, questions, args.concurrency, show)
@@ -256,7 +257,7 @@ async def _demo(args: argparse.Namespace) -> int:
             "questions": n,
             "concurrency": args.concurrency,
             "seed": args.seed,
-            "threshold": args.threshold,
+            "threshold": cache.threshold,
         },
         generation=model_label,
         corpus_passages=len(documents),

@@ -4,8 +4,14 @@
 :class:`rag_optimize.tracing.LatencyTracker`; the pairing of start and end events by
 ``run_id`` / ``parent_run_id`` is done by :class:`rag_optimize.tracing.EventTimeline`.
 
-* retriever start/end          -> ``retrieval``
-* chat model / LLM start/end   -> ``generation`` (model name from ``ls_model_name``)
+* retriever start/end          -> ``retrieval``; a retriever run inside another retriever run
+  (the retrievers an ``AsyncHybridRetriever``, ``EnsembleRetriever`` or
+  ``MultiQueryRetriever`` calls) is a part of that one retrieval, timed as
+  ``retrieval.<its run name>``, so one retrieval is one ``retrieval`` sample. A rag-optimize
+  ``HybridRetriever`` with the same tracker nests its sparse/dense/fusion parts under it too.
+* chat model / LLM start/end   -> ``generation`` (model name from ``ls_model_name``, provider
+  from ``ls_provider`` spelled as ``gen_ai.provider.name`` wants it: ``openai``,
+  ``azure.ai.openai``, ``aws.bedrock``, ...)
 * first ``on_llm_new_token``   -> ``ttft`` of the run (streaming only)
 * tool start/end               -> ``tool``
 * ``with_semantic_cache`` lookup -> ``cache``, with ``hit`` True/False in its attributes
@@ -38,7 +44,13 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.embeddings import Embeddings
 from langchain_core.tracers.context import register_configure_hook
 
-from rag_optimize.tracing import EventTimeline, LatencyReport, LatencyTracker, stages
+from rag_optimize.tracing import (
+    EventTimeline,
+    LatencyReport,
+    LatencyTracker,
+    provider_name,
+    stages,
+)
 
 __all__ = ["STAGE_METADATA_KEY", "LatencyCallbackHandler", "TimedEmbeddings", "latency_tracing"]
 
@@ -116,7 +128,15 @@ class LatencyCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        stage = self.stage_names.get(kwargs.get("name") or "", stages.RETRIEVAL)
+        name = kwargs.get("name") or ""
+        stage = self.stage_names.get(name)
+        if stage is None:
+            outer = self.timeline.stage_of(parent_run_id)
+            inside_retrieval = outer is not None and (
+                outer == stages.RETRIEVAL or outer.startswith(stages.RETRIEVAL + ".")
+            )
+            # A retriever called by a retriever is a part of the caller's retrieval.
+            stage = f"{stages.RETRIEVAL}.{name or 'part'}" if inside_retrieval else stages.RETRIEVAL
         self.timeline.start(run_id, stage, parent_run_id)
 
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
@@ -130,8 +150,13 @@ class LatencyCallbackHandler(BaseCallbackHandler):
         self, run_id: UUID, parent_run_id: UUID | None, metadata: Mapping[str, Any] | None
     ) -> None:
         model = (metadata or {}).get("ls_model_name")
-        attributes = {"model": str(model)} if model else None
-        self.timeline.start(run_id, stages.GENERATION, parent_run_id, attributes)
+        provider = provider_name((metadata or {}).get("ls_provider"))
+        attributes: dict[str, str] = {}
+        if model:
+            attributes["model"] = str(model)
+        if provider:
+            attributes["provider"] = provider
+        self.timeline.start(run_id, stages.GENERATION, parent_run_id, attributes or None)
 
     def on_chat_model_start(
         self,

@@ -42,6 +42,7 @@ from rag_optimize.index import Hit
 from rag_optimize.retrieval import (
     CallableBranch,
     CohereReranker,
+    FusionCalibration,
     FusionRetriever,
     HybridRetriever,
     Reranker,
@@ -49,6 +50,7 @@ from rag_optimize.retrieval import (
     RetrievedDocument,
     aapply_reranker,
     apply_reranker,
+    calibrate_fusion,
     wrap_retrievers,
 )
 
@@ -173,6 +175,11 @@ class AsyncHybridRetriever(BaseRetriever):
                     f"got {type(self.engine).__name__}"
                 )
             self._engine = self.engine
+            # An engine brings its own k and fusion unless this retriever was given them.
+            if "k" not in self.model_fields_set:
+                self.k = self.engine.k
+            if "fusion" not in self.model_fields_set:
+                self.fusion = self.engine.fusion
             return
         self._engine = wrap_retrievers(
             self.retrievers,
@@ -305,6 +312,15 @@ class AsyncHybridRetriever(BaseRetriever):
             )
         spec = merged.get("filter", self.filter)
         return {"k": merged.get("k", self.k), **({"filter": spec} if spec is not None else {})}
+
+    def calibrate_fusion(
+        self, queries: Sequence[str], relevant: Sequence[Sequence[str]], **options: Any
+    ) -> FusionCalibration:
+        """Set the branch weights from judged queries (``relevant[i]``: the ids of the
+        documents relevant to ``queries[i]``); see :func:`rag_optimize.retrieval.calibrate_fusion`
+        (``k``, ``steps``, ``apply``). Worth it where one branch is much weaker than the
+        other on your data: the default fusion cannot tell that without labels."""
+        return calibrate_fusion(self._engine, queries, relevant, **options)
 
     def retrieve_result(self, query: str, **kwargs: Any) -> RetrievalResult:
         """The full rag-optimize result (timings, failures) instead of documents."""

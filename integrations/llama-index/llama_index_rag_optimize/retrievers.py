@@ -43,6 +43,7 @@ from rag_optimize.retrieval import (
     CallableBranch,
     Eq,
     Filter,
+    FusionCalibration,
     FusionRetriever,
     HybridRetriever,
     In,
@@ -53,6 +54,7 @@ from rag_optimize.retrieval import (
     Range,
     RetrievalResult,
     RetrievedDocument,
+    calibrate_fusion,
     parse_filter,
     wrap_retrievers,
 )
@@ -349,6 +351,15 @@ class AsyncHybridRetriever(BaseRetriever):
             except (ValueError, KeyError, TypeError) as exc:
                 raise InvalidInputError(f"cannot load nodes from {nodes_file}: {exc}") from exc
         return cls(engine=engine, nodes=nodes, filters=filters, callback_manager=callback_manager)
+
+    def calibrate_fusion(
+        self, queries: Sequence[str], relevant: Sequence[Sequence[str]], **options: Any
+    ) -> FusionCalibration:
+        """Set the branch weights from judged queries (``relevant[i]``: the node ids relevant
+        to ``queries[i]``); see :func:`rag_optimize.retrieval.calibrate_fusion` (``k``,
+        ``steps``, ``apply``). Worth it where one branch is much weaker than the other on
+        your data: the default fusion cannot tell that without labels."""
+        return calibrate_fusion(self.engine, queries, relevant, **options)
 
     def retrieve_result(
         self,

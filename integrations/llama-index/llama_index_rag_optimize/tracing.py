@@ -19,7 +19,8 @@ Adding only the event handler (``get_dispatcher().add_event_handler(handler)``) 
 sequential code, where the current-run context variable links the events of one query.
 
 * ``EmbeddingStart/EndEvent``            -> ``embedding`` (a query's or, outside a query,
-  an index build's: those count in the report but open no run)
+  an index build's: those count in the report but open no run); model and provider (from the
+  model's class: ``OpenAIEmbedding`` -> ``openai``) as attributes, as for LLM events
 * ``RetrievalStart/EndEvent``            -> ``retrieval``
 * ``ReRankStart/EndEvent``               -> ``rerank``
 * ``LLMChat/LLMCompletion Start/End``    -> ``generation``; the first ``...InProgressEvent``
@@ -72,7 +73,13 @@ from llama_index.core.instrumentation.span import BaseSpan
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from pydantic import PrivateAttr
 
-from rag_optimize.tracing import EventTimeline, LatencyReport, LatencyTracker, stages
+from rag_optimize.tracing import (
+    EventTimeline,
+    LatencyReport,
+    LatencyTracker,
+    provider_from_class_name,
+    stages,
+)
 
 # start event -> (kind, stage, opens a run when outside any run)
 _STARTS: tuple[tuple[type[BaseEvent], str, str, bool], ...] = (
@@ -99,13 +106,20 @@ _STREAMS = frozenset({"StreamingResponse", "AsyncStreamingResponse"})
 
 
 def _model_name(event: BaseEvent) -> dict[str, str] | None:
+    """The model and provider of an LLM or embedding event (``model_dict`` is the model's
+    ``to_dict()``: its ``class_name``, ``OpenAI`` or ``BedrockEmbedding``, names the
+    provider, spelled as ``gen_ai.provider.name`` wants it)."""
     model_dict = getattr(event, "model_dict", None) or {}
     name = (
         model_dict.get("model")
         or model_dict.get("model_name")
         or getattr(event, "model_name", None)
     )
-    return {"model": str(name)} if name else None
+    attributes = {"model": str(name)} if name else {}
+    provider = provider_from_class_name(model_dict.get("class_name"))
+    if provider:
+        attributes["provider"] = provider
+    return attributes or None
 
 
 def _release_abandoned_stream(timeline: EventTimeline) -> None:

@@ -2,6 +2,7 @@
 
 from rag_optimize.retrieval.branches import Branch, CallableBranch, DenseBranch, SparseBranch
 from rag_optimize.retrieval.budget import ContextBudget, PackedContext, estimate_tokens
+from rag_optimize.retrieval.calibration import FusionCalibration, calibrate_fusion
 from rag_optimize.retrieval.filters import (
     And,
     Eq,
@@ -42,6 +43,7 @@ __all__ = [
     "CohereReranker",
     "ContextBudget",
     "DenseBranch",
+    "FusionCalibration",
     "FusionRetriever",
     "HybridRetriever",
     "PackedContext",
@@ -52,6 +54,7 @@ __all__ = [
     "SparseBranch",
     "aapply_reranker",
     "apply_reranker",
+    "calibrate_fusion",
     "estimate_tokens",
     "relative_score",
     "rrf",

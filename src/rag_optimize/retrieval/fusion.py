@@ -17,6 +17,12 @@ which documents were first seen (first branch first), so results are determinist
   mean z-score of its top ``depth``). A branch whose top is no better than the rest of its
   candidates (a keyword branch matching only a common topic word, say) counts for less on
   that query; where both branches are sure, both count. See :func:`auto` for the rule.
+
+No rule of this kind tells, without labels, a corpus where one branch is much weaker than
+the other (BM25 on WikiQA's question-to-sentence data, where every fixed weighting short of
+dense alone ranks below dense alone) from one where both help (SciFact): with two branches
+their reliabilities are not identifiable from their scores and agreement alone. For such data
+:func:`rag_optimize.retrieval.calibrate_fusion` sets the weights from a few judged queries.
 """
 
 from __future__ import annotations

@@ -262,7 +262,10 @@ class FusionRetriever:
     # -- fusing -----------------------------------------------------------------------------
 
     def _fuse_outcomes(
-        self, outcomes: Mapping[str, Outcome], limit: int
+        self,
+        outcomes: Mapping[str, Outcome],
+        limit: int,
+        weights_override: Mapping[str, float] | None = None,
     ) -> tuple[list[RetrievedDocument], dict[str, str]]:
         failures = {
             name: _describe(o) for name, o in outcomes.items() if isinstance(o, BaseException)
@@ -271,7 +274,8 @@ class FusionRetriever:
         if not ok:
             detail = "; ".join(f"{n}: {msg}" for n, msg in failures.items())
             raise RetrievalError(f"every retrieval branch failed ({detail})")
-        weights = {n: self.weights[n] for n in ok}
+        chosen = self.weights if weights_override is None else weights_override
+        weights = {n: chosen[n] for n in ok}
         if not any(weights.values()):
             weights = {n: 1.0 for n in ok}
         fused = self._fuse({n: [(h.id, h.score) for h in hits] for n, hits in ok.items()}, weights)
@@ -345,11 +349,18 @@ class FusionRetriever:
         ``retrieval`` span (attribute ``top_k``) with the branches, fusion and rerank under it
         and the query embedding under the dense branch. Only durations were timed, so the
         intervals are rebuilt: branches start with the retrieval, fusion follows the slowest
-        branch, rerank ends with the retrieval."""
+        branch, rerank ends with the retrieval.
+
+        When the caller already times this retrieval (a LangChain retriever run traced by
+        ``LatencyCallbackHandler``, or ``with tracker.span("retrieval"):``), its span is the
+        retrieval: the parts nest under it and ``top_k`` is added to it, so one retrieval is
+        one ``retrieval`` span and one sample, not two."""
         end = tracker.clock()
         total = timings.get("total", 0.0)
         start = end - total
-        root = tracker.record(stages.RETRIEVAL, total, attributes={"top_k": k}, end=end)
+        root = tracker.enclosing_span(stages.RETRIEVAL)
+        if root is None or not tracker.annotate_span(root, {"top_k": k}):
+            root = tracker.record(stages.RETRIEVAL, total, attributes={"top_k": k}, end=end)
         spans: dict[str, int] = {}
         slowest = 0.0
         for branch in self.branches:

@@ -5,8 +5,9 @@ total) keyed by run, nested by parent span, and reports count / mean / p50 / p95
 per stage as a rich table or JSON. ``EventTimeline`` turns framework callbacks into those
 spans (used by the LangChain and LlamaIndex adapters). Exporters for Prometheus and
 OpenTelemetry (nested spans and GenAI histograms) live in ``rag_optimize.tracing.exporters``
-and import their library only when used. ``benchmark_pipeline`` measures a whole pipeline
-with warm-up and correct percentiles.
+and import their library only when used. ``provider_name`` spells a framework's provider
+the way the GenAI conventions' ``gen_ai.provider.name`` does. ``benchmark_pipeline``
+measures a whole pipeline with warm-up and correct percentiles.
 """
 
 from rag_optimize.tracing import stages as stages
@@ -16,6 +17,8 @@ from rag_optimize.tracing.benchmark import benchmark_pipeline as benchmark_pipel
 from rag_optimize.tracing.percentiles import Summary as Summary
 from rag_optimize.tracing.percentiles import percentile as percentile
 from rag_optimize.tracing.percentiles import percentiles as percentiles
+from rag_optimize.tracing.providers import provider_from_class_name as provider_from_class_name
+from rag_optimize.tracing.providers import provider_name as provider_name
 from rag_optimize.tracing.timeline import EventTimeline as EventTimeline
 from rag_optimize.tracing.tracker import LatencyReport as LatencyReport
 from rag_optimize.tracing.tracker import LatencyTracker as LatencyTracker
@@ -36,5 +39,7 @@ __all__ = [
     "optional_span",
     "percentile",
     "percentiles",
+    "provider_from_class_name",
+    "provider_name",
     "stages",
 ]

@@ -108,7 +108,7 @@ class EventTimeline:
     ) -> str | None:
         """Register the start of an operation; returns the run id it belongs to (or None)."""
         now = self.tracker.clock()
-        span_id = LatencyTracker.new_span_id()
+        span_id = LatencyTracker.new_span_id(stage, self.tracker)
         with self._lock:
             parent = self._nodes.get(parent_id) if parent_id is not None else None
             if parent is not None and parent.run_id is not None:
@@ -208,11 +208,11 @@ class EventTimeline:
                     del self._runs[node.run_id]
         if self.track_current and _current_span() == node.span_id:
             _set_current_span(node.parent_span)
-        LatencyTracker.end_span(node.span_id)
+        annotated = LatencyTracker.end_span(node.span_id)  # what code inside the node added
         if node.stage is not None:
             attributes = node.attributes
-            if error is not None or node.first_chunk is not None or extra:
-                attributes = {**(attributes or {}), **(extra or {})}
+            if error is not None or node.first_chunk is not None or extra or annotated:
+                attributes = {**(attributes or {}), **(annotated or {}), **(extra or {})}
                 if error is not None:
                     attributes["error"] = type(error).__name__
                 if node.first_chunk is not None:
@@ -283,6 +283,14 @@ class EventTimeline:
                 node.first_chunk = now
         if node is not None and node.run_id is not None:
             self.tracker.first_token(node.run_id, now=now)
+
+    def stage_of(self, node_id: Hashable | None) -> str | None:
+        """The stage an open node is timed as (None when unknown, or a structural node)."""
+        if node_id is None:
+            return None
+        with self._lock:
+            node = self._nodes.get(node_id)
+        return None if node is None else node.stage
 
     def run_of(self, node_id: Hashable) -> str | None:
         """The run id an open node belongs to (None when unknown or outside any run)."""

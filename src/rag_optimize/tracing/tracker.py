@@ -85,14 +85,20 @@ _SPAN_IDS = itertools.count(1)  # next() on a count is atomic under the GIL
 # never arrives) is forgotten oldest first, which only means it is no longer taken as a parent.
 # Single dict operations are atomic under the GIL, so the hot path (one insert when a span
 # opens, one pop when it ends) takes no lock; only trimming does.
-_OPEN_SPANS: dict[int, None] = {}
+# Each open span maps to (its stage, the tracker it will be recorded in), so a component can
+# ask whether the span around it already stands for its own operation (a LangChain retriever
+# run around our hybrid retrieval) and nest under it instead of recording that operation twice.
+_OPEN_SPANS: dict[int, tuple[str | None, object]] = {}
 _OPEN_SPANS_LOCK = threading.Lock()
 _MAX_OPEN_SPANS = 100_000
+# Attributes added to open spans by code running inside them (annotate_span), merged into the
+# span's sample when it is recorded. Only spans that were annotated have an entry.
+_SPAN_EXTRAS: dict[int, dict[str, Any]] = {}
 
 
-def _open_span(span_id: int | None) -> None:
+def _open_span(span_id: int | None, stage: str | None = None, owner: object = None) -> None:
     if span_id is not None:
-        _OPEN_SPANS[span_id] = None
+        _OPEN_SPANS[span_id] = (stage, owner)
         if len(_OPEN_SPANS) > _MAX_OPEN_SPANS:
             _trim_open_spans()
 
@@ -100,7 +106,15 @@ def _open_span(span_id: int | None) -> None:
 def _trim_open_spans() -> None:
     with _OPEN_SPANS_LOCK:
         while len(_OPEN_SPANS) > _MAX_OPEN_SPANS:
-            _OPEN_SPANS.pop(next(iter(_OPEN_SPANS)), None)
+            dropped = next(iter(_OPEN_SPANS))
+            _OPEN_SPANS.pop(dropped, None)
+            _SPAN_EXTRAS.pop(dropped, None)
+
+
+def _close_span(span_id: int) -> dict[str, Any] | None:
+    """Mark ``span_id`` ended; returns the attributes annotated onto it, if any."""
+    _OPEN_SPANS.pop(span_id, None)
+    return _SPAN_EXTRAS.pop(span_id, None) if _SPAN_EXTRAS else None
 
 
 def _live_span(span_id: int | None) -> int | None:
@@ -226,7 +240,7 @@ class _Span:
         if self.parent_id is None:  # _live_span and _open_span inlined: the hot path
             current = _CURRENT_SPAN.get()
             self.parent_id = current if current in _OPEN_SPANS else None
-        _OPEN_SPANS[self.span_id] = None
+        _OPEN_SPANS[self.span_id] = (self._stage, self._tracker)
         if len(_OPEN_SPANS) > _MAX_OPEN_SPANS:
             _trim_open_spans()
         self._token = _CURRENT_SPAN.set(self.span_id)
@@ -322,20 +336,47 @@ class LatencyTracker:
         _CURRENT_SPAN.reset(token)
 
     @staticmethod
-    def end_span(span_id: int | None) -> None:
+    def end_span(span_id: int | None) -> dict[str, Any] | None:
         """Mark ``span_id`` ended without recording it (recording a span ends it too): from
-        now on no context takes it as the parent of new spans."""
-        if span_id is not None:
-            _OPEN_SPANS.pop(span_id, None)
+        now on no context takes it as the parent of new spans. Returns the attributes
+        :meth:`annotate_span` added to it (None if none), for the caller to record."""
+        if span_id is None:
+            return None
+        return _close_span(span_id)
 
     @staticmethod
-    def new_span_id() -> int:
+    def new_span_id(stage: str | None = None, owner: LatencyTracker | None = None) -> int:
         """A fresh span id, for a span recorded later with ``record(..., span_id=...)`` whose
         children are recorded first (or elsewhere) with ``parent_id=`` it. The span is open
-        (a valid parent) until it is recorded or :meth:`end_span` is called."""
+        (a valid parent) until it is recorded or :meth:`end_span` is called. ``stage`` and
+        ``owner`` (the tracker it will be recorded in) let :meth:`enclosing_span` find it."""
         span_id = next(_SPAN_IDS)
-        _open_span(span_id)
+        _open_span(span_id, stage, owner)
         return span_id
+
+    def enclosing_span(self, stage: str) -> int | None:
+        """The current span of this context if it is an open ``stage`` span of this tracker.
+
+        A component that records ``stage`` itself calls this first: when the caller (a
+        framework adapter's retriever run, or ``with tracker.span("retrieval"):``) already
+        times the same operation, the component nests its parts under that span and adds its
+        attributes with :meth:`annotate_span`, so one operation is one span and one sample.
+        """
+        span_id = _CURRENT_SPAN.get()
+        entry = _OPEN_SPANS.get(span_id) if span_id is not None else None
+        if entry is not None and entry[0] == stage and entry[1] is self:
+            return span_id
+        return None
+
+    @staticmethod
+    def annotate_span(span_id: int, attributes: Mapping[str, Any]) -> bool:
+        """Add ``attributes`` to the open span ``span_id``; they are merged into its sample
+        when it is recorded (attributes given at recording time win). False when the span is
+        not open (already recorded or ended): nothing is added."""
+        if span_id not in _OPEN_SPANS:
+            return False
+        _SPAN_EXTRAS.setdefault(span_id, {}).update(attributes)
+        return True
 
     # ----------------------------------------------------------------- runs
     def start_run(self, run_id: str | None = None, start: float | None = None) -> str:
@@ -505,6 +546,10 @@ class LatencyTracker:
             span_id = next(_SPAN_IDS)
         else:
             _OPEN_SPANS.pop(span_id, None)  # recorded: ended
+            if _SPAN_EXTRAS:
+                extra = _SPAN_EXTRAS.pop(span_id, None)
+                if extra:
+                    attributes = {**extra, **(attributes or {})}
         seconds = max(0.0, end - start)
         with self._lock:
             window = self._windows.get(stage)

@@ -14,13 +14,21 @@ inside an instrumented web request it becomes a child of the request's server sp
 Which GenAI semantic conventions
 --------------------------------
 The GenAI conventions are in development and moved to their own repository
-(``open-telemetry/semantic-conventions-genai``). As they ask of instrumentations that already
-emitted an older version, the default output stays the one this package emitted before
-(:data:`LEGACY`): every GenAI operation a ``CLIENT`` span named ``"{operation} {model}"``,
-retrieval's top-k as ``gen_ai.request.top_k``, and one ``gen_ai.client.operation.duration``
-histogram. Setting ``OTEL_SEMCONV_STABILITY_OPT_IN`` to a comma-separated list that contains
-``gen_ai_latest_experimental`` (or passing ``semconv="latest"``) switches to the current
-conventions (:data:`LATEST`, semantic-conventions-genai v0.1.0) and stops emitting the old ones:
+(``open-telemetry/semantic-conventions-genai``). Their transition rule (semantic-conventions
+v1.37-v1.41, ``gen-ai-metrics.md``): an instrumentation that already emits an older version
+SHOULD NOT change what it emits by default, and SHOULD read ``OTEL_SEMCONV_STABILITY_OPT_IN``,
+a comma-separated list in which ``gen_ai_latest_experimental`` means "emit the latest
+experimental version and not the old one". The rule's text names instrumentations emitting
+v1.36.0 or prior; this package's exporter has emitted the v1.37-v1.41 shape since it first
+existed (``gen_ai.provider.name``, one ``gen_ai.client.operation.duration``), and keeps it as
+the default for the rule's reason (dashboards built on the default must not break on an
+upgrade). So the default is :data:`LEGACY`: every GenAI operation a ``CLIENT`` span named
+``"{operation} {model}"``, retrieval's top-k as ``gen_ai.request.top_k``, and one
+``gen_ai.client.operation.duration`` histogram. ``gen_ai_latest_experimental`` in
+``OTEL_SEMCONV_STABILITY_OPT_IN`` (other categories in the list, ``http`` say, are ignored;
+blanks and case too), or ``semconv="latest"``, switches to the current conventions
+(:data:`LATEST`, semantic-conventions-genai) and stops emitting the old ones, both names and
+shapes: nothing is emitted twice.
 
 ==============  ==========================  =====  ===========================================
 stage           span (name, kind)           op     histogram (seconds)
@@ -53,11 +61,18 @@ span also carries ``rag_optimize.stage`` and ``rag_optimize.run_id``.
 Metrics
 -------
 With a meter provider (the global one by default) the exporter records the histograms of the
-table above as samples arrive, in seconds, with the bucket boundaries the conventions give
-(0.01 s doubling to 81.92 s for durations; 1 ms to 10 s for time to first chunk) and only the
-low-cardinality attributes ``gen_ai.operation.name``, ``gen_ai.request.model``,
-``gen_ai.provider.name`` and ``error.type``. ``metrics=False`` or ``spans=False`` turns one
-signal off.
+table above as samples arrive, in seconds, with the explicit bucket boundaries the conventions
+give: 0.01 s doubling to 81.92 s (:data:`DURATION_BUCKETS`) for every one of them. That is
+written out for ``gen_ai.client.operation.duration`` (v1.41 ``gen-ai-metrics.md``),
+``gen_ai.client.inference.duration`` and ``gen_ai.client.inference.time_to_first_chunk``
+(``client-inference.md``) and ``gen_ai.client.embeddings.duration``
+(``client-embeddings.md``); ``gen_ai.retrieval.duration``'s section of ``retrieval.md`` could
+not be read here, and the same set is used (every GenAI duration histogram that states
+boundaries states this one). The finer 1 ms - 10 s set some instrumentations use for time to
+first chunk is the *server* metric's (``gen_ai.server.time_to_first_token``), not the client's.
+Only the low-cardinality attributes ``gen_ai.operation.name``, ``gen_ai.request.model``,
+``gen_ai.provider.name`` and ``error.type`` are metric attributes. ``metrics=False`` or
+``spans=False`` turns one signal off.
 
 Only ``opentelemetry-api`` is imported; where spans and metrics go (OTLP, console, the SDK's
 in-memory exporter and reader in tests) is the application's providers. The tracker's clock is
@@ -102,10 +117,9 @@ ROOT_SPAN_NAME = "rag.run"
 DURATION_BUCKETS: tuple[float, ...] = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 )  # fmt: skip
-#: The GenAI conventions' buckets for time to first token / chunk (seconds).
-TTFC_BUCKETS: tuple[float, ...] = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-)  # fmt: skip
+#: The GenAI conventions' buckets for the client's time to first chunk (seconds): the same
+#: boundaries as durations (``client-inference.md``).
+TTFC_BUCKETS: tuple[float, ...] = DURATION_BUCKETS
 
 SemconvName = Literal["legacy", "latest"]
 
