@@ -123,13 +123,18 @@ def gated_load(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     return gate
 
 
+def stored_then_held(make: MakeStore, clock: FakeClock, gate: threading.Event) -> None:
+    """One entry written (by a store loaded at once); the next replica's load is then held
+    before its first page until ``gate`` is set."""
+    gate.set()
+    assert new_cache(make(), clock).set("How do I reset my password?", "Settings > Security")
+    gate.clear()
+
+
 def test_lookups_while_a_new_replica_loads_hit_or_are_counted_never_silent(
     make_mirror_store: MakeStore, clock: FakeClock, gated_load: threading.Event  # noqa: F811
 ) -> None:
-    gated_load.set()
-    writer = new_cache(make_mirror_store(), clock)
-    assert writer.set("How do I reset my password?", "Settings > Security")
-    gated_load.clear()  # the next replica's load is held before its first page
+    stored_then_held(make_mirror_store, clock, gated_load)
     store = make_mirror_store(startup_wait_ms=50)
     cache = new_cache(store, clock)
     assert store._follower.loads == 0
@@ -147,10 +152,7 @@ def test_lookups_while_a_new_replica_loads_hit_or_are_counted_never_silent(
 def test_a_semantic_lookup_during_the_load_waits_for_it_and_hits(
     make_mirror_store: MakeStore, clock: FakeClock, gated_load: threading.Event  # noqa: F811
 ) -> None:
-    gated_load.set()
-    writer = new_cache(make_mirror_store(), clock)
-    assert writer.set("How do I reset my password?", "Settings > Security")
-    gated_load.clear()
+    stored_then_held(make_mirror_store, clock, gated_load)
     store = make_mirror_store(startup_wait_ms=60_000, start=False)
     cache = new_cache(store, clock)
     opener = threading.Timer(0.2, gated_load.set)  # the load is let through while we wait

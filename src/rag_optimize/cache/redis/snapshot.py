@@ -17,7 +17,6 @@ finite numbers, hex id) is reported to ``on_corrupt`` and left out, never half-k
 
 from __future__ import annotations
 
-import math
 import mmap
 import re
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_optimize.cache.redis.codec import CorruptEntry
+from rag_optimize.cache.redis.codec import CorruptEntry, optional_float
 
 __all__ = ["Snapshot"]
 
@@ -187,15 +186,7 @@ def _vector_check(vectors: np.ndarray) -> np.ndarray:
 
 
 def _number(raw: bytes, field: str) -> float | None:
-    if raw == b"-":
-        return None
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise CorruptEntry(f"field {field!r} is not a number") from exc
-    if not math.isfinite(value):
-        raise CorruptEntry(f"field {field!r} is not finite")
-    return value
+    return optional_float(None if raw == b"-" else raw, field)  # "-": the script's "absent"
 
 
 def _text(raw: Any) -> str:
