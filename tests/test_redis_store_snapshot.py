@@ -192,3 +192,24 @@ def test_a_fault_mid_load_is_retried_and_never_leaves_a_partial_mirror(
     assert len(calls) >= 4 and set(sizes_seen) == {0}  # retried; never half a snapshot
     found = reader.search("", _vec("question 1234"), 1, clock())
     assert [c.entry_id for c in found] == [hex_id(digest("", "question 1234"))]
+
+
+def test_an_id_read_twice_by_the_scan_keeps_its_later_state_once() -> None:
+    """ZSCAN may return a member twice (the set was resized during the scan): the later
+    read wins, in the entry's first row, and the rows after it stay right."""
+    from rag_optimize.cache.redis.snapshot import Snapshot
+
+    width = 4
+    a, b, c = (np.eye(width, dtype=np.float32)[i] for i in range(3))
+    ids = ["a" * 32, "b" * 32, "c" * 32]
+    page = [b"7", b"4", (ids[0] + ids[1]).encode(), [encode_vector(a), encode_vector(b)],
+            [b"", b""], b"0 - -;0 - 0.8", []]
+    again = [b"0", b"4", (ids[1] + ids[2]).encode(), [encode_vector(c), encode_vector(c)],
+             [b"t", b""], b"0 123.5 -;0 - -", []]
+    snapshot, corrupt = Snapshot(1, None), []
+    assert snapshot.add_page(page, lambda hid, exc: corrupt.append(hid)) == b"7"
+    assert snapshot.add_page(again, lambda hid, exc: corrupt.append(hid)) == b"0"
+    assert corrupt == [] and snapshot.ids == ids  # grew past its first size, b once
+    assert np.array_equal(snapshot.matrix, np.stack([a, c, c]))
+    assert snapshot.slots == [("", ""), ("t", "")]
+    assert snapshot.expires == [None, 123.5, None] and snapshot.thresholds == [None, None, None]
