@@ -1,9 +1,11 @@
 """The chain cache's flows written once, run by a sync and an async driver.
 
 A *plan* is a generator that yields steps and receives their results, the pattern of
-``rag_optimize.cache.flow`` (and httpx's ``auth_flow``): the decisions (look up, confirm,
-run the chain, record, store) live in the plan, the drivers only perform the calls, blocking
-(:func:`result`, :func:`steps`) or awaited (:func:`aresult`, :func:`asteps`). A step is
+:mod:`rag_optimize.plans` (whose ``Step``, ``Call`` and ``Plan`` these are) and httpx's
+``auth_flow``: the decisions (look up, confirm, run the chain, record, store) live in the
+plan, the drivers only perform the calls, blocking (:func:`result`, :func:`steps`) or
+awaited (:func:`aresult`, :func:`asteps`); these drivers also pass :class:`Emit` chunks
+to the caller of a stream. A step is
 
 * :class:`Call`: one call with a blocking and an async form (``cache.get``/``cache.aget``,
   ``runnable.invoke``/``runnable.ainvoke``, a run manager's callbacks, which are coroutines
@@ -21,52 +23,15 @@ the failures of its calls with plain ``try``/``except``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
+
+from rag_optimize.plans import Call, Plan, Step
 
 T = TypeVar("T")
 
 END = object()
 """What :class:`Next` returns once its stream is exhausted."""
-
-
-class Step:
-    """One step of a plan: ``call`` performs it blocking, ``acall`` awaits it."""
-
-    __slots__ = ()
-
-    def call(self) -> Any:
-        """Perform the step with blocking calls."""
-        raise NotImplementedError
-
-    async def acall(self) -> Any:
-        """Perform the step without blocking the event loop."""
-        raise NotImplementedError
-
-
-Plan = Generator[Step, Any, T]
-
-
-class Call(Step):
-    """``fn(*args, **kwargs)`` blocking, ``await afn(*args, **kwargs)`` async."""
-
-    __slots__ = ("fn", "afn", "args", "kwargs")
-
-    def __init__(
-        self, fn: Callable[..., Any], afn: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> None:
-        self.fn = fn
-        self.afn = afn
-        self.args = args
-        self.kwargs = kwargs
-
-    def call(self) -> Any:
-        """The blocking form."""
-        return self.fn(*self.args, **self.kwargs)
-
-    async def acall(self) -> Any:
-        """The async form, awaited."""
-        return await self.afn(*self.args, **self.kwargs)
 
 
 def callback(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:

@@ -36,14 +36,19 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
 from langchain_core.vectorstores import InMemoryVectorStore, VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr
+from typing_extensions import Unpack
 
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.index import Hit
 from rag_optimize.retrieval import (
+    CalibrationOptions,
     CallableBranch,
     CohereReranker,
+    DocumentColumns,
     FusionCalibration,
+    FusionOptions,
     FusionRetriever,
+    HybridBuildOptions,
     HybridRetriever,
     Reranker,
     RetrievalResult,
@@ -53,6 +58,7 @@ from rag_optimize.retrieval import (
     calibrate_fusion,
     wrap_retrievers,
 )
+from rag_optimize.validation import check_options
 
 METADATA_KEY = "rag_optimize"
 _CALL_OPTIONS = frozenset({"k", "filter"})
@@ -76,6 +82,18 @@ def _to_hits(documents: Sequence[Document]) -> list[Hit]:
             Hit(doc.id or doc.page_content, float(score), doc.page_content, doc.metadata, doc)
         )
     return hits
+
+
+def _columns(
+    documents: Sequence[Document], ids: Sequence[str], vectors: list[Any] | None = None
+) -> DocumentColumns:
+    """``documents`` as the core takes them (under ``ids``; ``vectors`` where known)."""
+    return DocumentColumns(
+        texts=[d.page_content for d in documents],
+        ids=ids,
+        metadatas=[d.metadata for d in documents],
+        vectors=vectors,
+    )
 
 
 def _stored(vectorstore: VectorStore) -> tuple[list[Document], list[Any]]:
@@ -195,20 +213,24 @@ class AsyncHybridRetriever(BaseRetriever):
 
     @classmethod
     def from_documents(
-        cls, documents: Sequence[Document], embeddings: Embeddings, **options: Any
+        cls,
+        documents: Sequence[Document],
+        embeddings: Embeddings,
+        **options: Unpack[HybridBuildOptions],
     ) -> AsyncHybridRetriever:
         """Index ``documents`` in rag-optimize's BM25 and dense indexes (embedded once).
 
-        ``options`` go to :meth:`rag_optimize.HybridRetriever.from_texts` (``fusion``,
-        ``weights`` as ``{"bm25": .., "dense": ..}``, ``k``, ``candidates``, ``reranker``,
-        ``branch_timeout_ms``, ``quantization``, ``ann``, ``bm25_options``).
+        ``options`` (:class:`rag_optimize.retrieval.HybridBuildOptions`) go to
+        :meth:`rag_optimize.HybridRetriever.from_texts`: ``fusion``, ``weights`` as
+        ``{"bm25": .., "dense": ..}``, ``k``, ``candidates``, ``reranker``,
+        ``branch_timeout_ms``, ``filter`` (the default of every call), ``quantization``,
+        ``ann``, ``bm25_options`` and the rest of ``FusionRetriever``'s options. Any other
+        keyword raises :class:`~rag_optimize.errors.UnknownOptionError` naming it.
         """
+        check_options(options, HybridBuildOptions, "AsyncHybridRetriever.from_documents")
+        ids = [d.id or str(i) for i, d in enumerate(documents)]
         engine = HybridRetriever.from_texts(
-            [d.page_content for d in documents],
-            embeddings,
-            ids=[d.id or str(i) for i, d in enumerate(documents)],
-            metadatas=[d.metadata for d in documents],
-            **options,
+            embedder=embeddings, **_columns(documents, ids), **options
         )
         return cls(engine=engine, k=engine.k, fusion=engine.fusion)
 
@@ -217,7 +239,7 @@ class AsyncHybridRetriever(BaseRetriever):
         cls,
         vectorstore: VectorStore,
         embeddings: Embeddings | None = None,
-        **options: Any,
+        **options: Unpack[HybridBuildOptions],
     ) -> AsyncHybridRetriever:
         """Build BM25 + dense indexes over what ``vectorstore`` holds, reusing its vectors.
 
@@ -227,20 +249,15 @@ class AsyncHybridRetriever(BaseRetriever):
         (default: the store's own, which must be the model its vectors came from).
         ``options`` as for :meth:`from_documents`.
         """
+        check_options(options, HybridBuildOptions, "AsyncHybridRetriever.from_vectorstore")
         embeddings = embeddings or vectorstore.embeddings
         if embeddings is None:
             raise ConfigurationError(
                 f"{type(vectorstore).__name__} has no embeddings: pass embeddings=..."
             )
         documents, vectors = _stored(vectorstore)
-        engine = HybridRetriever.from_texts(
-            [d.page_content for d in documents],
-            embeddings,
-            ids=[str(d.id) for d in documents],
-            metadatas=[d.metadata for d in documents],
-            vectors=vectors,
-            **options,
-        )
+        columns = _columns(documents, [str(d.id) for d in documents], vectors)
+        engine = HybridRetriever.from_texts(embedder=embeddings, **columns, **options)
         return cls(engine=engine, k=engine.k, fusion=engine.fusion)
 
     def _hybrid(self) -> HybridRetriever:
@@ -255,11 +272,8 @@ class AsyncHybridRetriever(BaseRetriever):
         """Add documents to both indexes (ids from ``doc.id``, else numbered)."""
         engine = self._hybrid()
         base = len(engine.sparse or engine.dense or ())
-        return engine.add_texts(
-            [d.page_content for d in documents],
-            [d.id or str(base + i) for i, d in enumerate(documents)],
-            [d.metadata for d in documents],
-        )
+        ids = [d.id or str(base + i) for i, d in enumerate(documents)]
+        return engine.add_texts(**_columns(documents, ids))
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id from both indexes (every id must exist)."""
@@ -270,11 +284,7 @@ class AsyncHybridRetriever(BaseRetriever):
         missing = [d for d in documents if not d.id]
         if missing:
             raise InvalidInputError("update_documents needs documents with an id")
-        return self._hybrid().update(
-            [str(d.id) for d in documents],
-            [d.page_content for d in documents],
-            [d.metadata for d in documents],
-        )
+        return self._hybrid().update(**_columns(documents, [str(d.id) for d in documents]))
 
     def save(self, path: str | Path) -> None:
         """Write the indexes and settings to directory ``path`` (no pickle)."""
@@ -287,13 +297,17 @@ class AsyncHybridRetriever(BaseRetriever):
         embeddings: Embeddings,
         *,
         mmap: bool = False,
-        **options: Any,
+        **options: Unpack[FusionOptions],
     ) -> AsyncHybridRetriever:
         """Open a retriever saved with :meth:`save` without re-embedding anything.
 
         ``embeddings`` embeds queries (the model the documents were embedded with);
-        ``mmap=True`` maps the arrays from disk; ``options`` override saved settings.
+        ``mmap=True`` maps the arrays from disk; ``options``
+        (:class:`rag_optimize.retrieval.FusionOptions`) override the saved settings and give
+        the unsaved ones (``reranker``, ``tracker``, ``filter``); any other keyword raises
+        :class:`~rag_optimize.errors.UnknownOptionError` naming it.
         """
+        check_options(options, FusionOptions, "AsyncHybridRetriever.load")
         engine = HybridRetriever.load(path, embeddings, mmap=mmap, **options)
         return cls(engine=engine, k=engine.k, fusion=engine.fusion)
 
@@ -314,12 +328,19 @@ class AsyncHybridRetriever(BaseRetriever):
         return {"k": merged.get("k", self.k), **({"filter": spec} if spec is not None else {})}
 
     def calibrate_fusion(
-        self, queries: Sequence[str], relevant: Sequence[Sequence[str]], **options: Any
+        self,
+        queries: Sequence[str],
+        relevant: Sequence[Sequence[str]],
+        **options: Unpack[CalibrationOptions],
     ) -> FusionCalibration:
         """Set the branch weights from judged queries (``relevant[i]``: the ids of the
-        documents relevant to ``queries[i]``); see :func:`rag_optimize.retrieval.calibrate_fusion`
-        (``k``, ``steps``, ``apply``). Worth it where one branch is much weaker than the
-        other on your data: the default fusion cannot tell that without labels."""
+        documents relevant to ``queries[i]``); see
+        :func:`rag_optimize.retrieval.calibrate_fusion`. ``options``
+        (:class:`rag_optimize.retrieval.CalibrationOptions`): ``k``, ``steps``, ``apply``;
+        another keyword raises :class:`~rag_optimize.errors.UnknownOptionError`. Worth it
+        where one branch is much weaker than the other on your data: the default fusion
+        cannot tell that without labels."""
+        check_options(options, CalibrationOptions, "AsyncHybridRetriever.calibrate_fusion")
         return calibrate_fusion(self._engine, queries, relevant, **options)
 
     def retrieve_result(self, query: str, **kwargs: Any) -> RetrievalResult:

@@ -70,6 +70,7 @@ from rag_optimize.cache import (
     sources_agree,
 )
 from rag_optimize.errors import InvalidTypeError, UnknownOptionError
+from rag_optimize.plans import Call, Plan, arun, run
 from rag_optimize.validation import check_options
 
 __all__ = ["CachedQueryEngine"]
@@ -181,35 +182,34 @@ class CachedQueryEngine(BaseQueryEngine):
     # as for the wrapped engine alone. A hit emits the ``CBEventType.QUERY`` event the wrapped
     # engine would have, so callback-based tracers count fast answers too.
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        key = self._key(query_bundle)
-        hit = self.cache.get(key.question, key.scope, exact=key.exact) if key else None
-        if hit is not None and self.confirm_with is not None and not hit.exact:
-            try:
-                nodes = self.confirm_with.retrieve(query_bundle)
-            except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
-                hit = None
-                self._unconfirmed(exc)
-            else:
-                hit = self._confirmed(hit, nodes)
-        if hit is not None and key is not None:
-            return self._hit_event(query_bundle, self._replay(hit, asynchronous=False))
-        response = self.query_engine._query(query_bundle)
-        return self._after_miss(key, response)
+        return run(self._answer(query_bundle, asynchronous=False))
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        return await arun(self._answer(query_bundle, asynchronous=True))
+
+    def _answer(self, query_bundle: QueryBundle, *, asynchronous: bool) -> Plan[RESPONSE_TYPE]:
+        """One query, written once for both drivers: look up, confirm a semantic hit with
+        ``confirm_with`` (a retriever that raises vetoes it), replay a hit or run the wrapped
+        engine and store its answer. ``asynchronous`` picks the streaming response type."""
         key = self._key(query_bundle)
-        hit = await self.cache.aget(key.question, key.scope, exact=key.exact) if key else None
+        hit: CacheHit | None = None
+        if key is not None:
+            hit = yield Call(
+                self.cache.get, self.cache.aget, key.question, key.scope, exact=key.exact
+            )
         if hit is not None and self.confirm_with is not None and not hit.exact:
+            retriever = self.confirm_with
             try:
-                nodes = await self.confirm_with.aretrieve(query_bundle)
+                nodes = yield Call(retriever.retrieve, retriever.aretrieve, query_bundle)
             except Exception as exc:  # noqa: BLE001 - evidence that cannot be had vetoes
                 hit = None
                 self._unconfirmed(exc)
             else:
                 hit = self._confirmed(hit, nodes)
         if hit is not None and key is not None:
-            return self._hit_event(query_bundle, self._replay(hit, asynchronous=True))
-        response = await self.query_engine._aquery(query_bundle)
+            return self._hit_event(query_bundle, self._replay(hit, asynchronous=asynchronous))
+        engine = self.query_engine
+        response = yield Call(engine._query, engine._aquery, query_bundle)
         return self._after_miss(key, response)
 
     def _hit_event(self, query_bundle: QueryBundle, response: RESPONSE_TYPE) -> RESPONSE_TYPE:
@@ -263,7 +263,7 @@ class CachedQueryEngine(BaseQueryEngine):
             return response
         if isinstance(response, Response):
             if response.response is not None:
-                self._store(key, response.response, response.source_nodes)
+                self._write(key, response.response, response.source_nodes).call()
             return response
         if isinstance(response, StreamingResponse) and response.response_gen is not None:
             response.response_gen = self._stored_stream(key, response.response_gen, response)
@@ -280,7 +280,7 @@ class CachedQueryEngine(BaseQueryEngine):
         for token in tokens:
             parts.append(token)
             yield token
-        self._store(key, "".join(parts), response.source_nodes)
+        self._write(key, "".join(parts), response.source_nodes).call()
 
     async def _astored_stream(
         self,
@@ -292,16 +292,19 @@ class CachedQueryEngine(BaseQueryEngine):
         async for token in tokens:
             parts.append(token)
             yield token
-        response_, metadata = self._entry("".join(parts), response.source_nodes)
-        await self.cache.aset(
-            key.question, response_, key.scope, exact=key.exact, metadata=metadata,
-            ttl_seconds=self.ttl_seconds,
-        )
+        await self._write(key, "".join(parts), response.source_nodes).acall()
 
-    def _store(self, key: _Key, text: str, nodes: list[NodeWithScore]) -> None:
+    def _write(self, key: _Key, text: str, nodes: list[NodeWithScore]) -> Call:
+        """The cache write of an answer (``set`` blocking, ``aset`` awaited)."""
         response, metadata = self._entry(text, nodes)
-        self.cache.set(
-            key.question, response, key.scope, exact=key.exact, metadata=metadata,
+        return Call(
+            self.cache.set,
+            self.cache.aset,
+            key.question,
+            response,
+            key.scope,
+            exact=key.exact,
+            metadata=metadata,
             ttl_seconds=self.ttl_seconds,
         )
 

@@ -17,7 +17,7 @@ All logic lives in :mod:`rag_optimize.retrieval`; this module only translates.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,22 @@ from llama_index.core.vector_stores.types import (
     MetadataFilter,
     MetadataFilters,
 )
+from typing_extensions import Unpack
 
 from llama_index_rag_optimize.embedder import LlamaIndexEmbedder
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.index import Hit
 from rag_optimize.retrieval import (
     And,
+    CalibrationOptions,
     CallableBranch,
+    DocumentColumns,
     Eq,
     Filter,
     FusionCalibration,
+    FusionOptions,
     FusionRetriever,
+    HybridBuildOptions,
     HybridRetriever,
     In,
     Ne,
@@ -58,6 +63,7 @@ from rag_optimize.retrieval import (
     parse_filter,
     wrap_retrievers,
 )
+from rag_optimize.validation import check_options
 
 __all__ = ["AsyncHybridRetriever", "to_filter", "with_provenance"]
 
@@ -131,16 +137,15 @@ def with_provenance(node: BaseNode, score: float, info: dict[str, Any]) -> NodeW
     return NodeWithScore(node=copy, score=score)
 
 
-def _node_columns(
-    nodes: Sequence[BaseNode],
-) -> tuple[list[str], list[str], list[dict[str, Any]], list[Any], list[str]]:
-    """Texts (for BM25), ids, metadata, stored embeddings and the texts to embed."""
-    return (
-        [n.get_content() for n in nodes],
-        [n.node_id for n in nodes],
-        [dict(n.metadata) for n in nodes],
-        [n.embedding for n in nodes],
-        [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes],
+def _node_columns(nodes: Sequence[BaseNode]) -> DocumentColumns:
+    """``nodes`` as the core takes them: the content (for BM25), ids, metadata, the stored
+    embeddings and the texts to embed where there is none (as a LlamaIndex index does)."""
+    return DocumentColumns(
+        texts=[n.get_content() for n in nodes],
+        ids=[n.node_id for n in nodes],
+        metadatas=[dict(n.metadata) for n in nodes],
+        vectors=[n.embedding for n in nodes],
+        embed_texts=[n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes],
     )
 
 
@@ -223,27 +228,26 @@ class AsyncHybridRetriever(BaseRetriever):
         filters: MetadataFilters | Filter | Mapping[str, Any] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
-        **options: Any,
+        **options: Unpack[HybridBuildOptions],
     ) -> AsyncHybridRetriever:
         """Index ``nodes`` in rag-optimize's BM25 and dense indexes.
 
         A node that already carries an ``embedding`` keeps it; the others are embedded from
         ``node.get_content(metadata_mode=MetadataMode.EMBED)``, the text a LlamaIndex index
         embeds (content plus the metadata not excluded from embedding). BM25 indexes the
-        content alone. ``options`` go to :meth:`rag_optimize.HybridRetriever.from_texts`
-        (``fusion``, ``weights`` as ``{"bm25": .., "dense": ..}``, ``k``, ``candidates``,
-        ``reranker``, ``branch_timeout_ms``, ``quantization``, ``ann``, ``bm25_options``).
+        content alone. ``filters`` is this retriever's filter of every call (see the class);
+        ``callback_manager`` and ``verbose`` are LlamaIndex's. ``options``
+        (:class:`rag_optimize.retrieval.HybridBuildOptions`) go to
+        :meth:`rag_optimize.HybridRetriever.from_texts`: ``fusion``, ``weights`` as
+        ``{"bm25": .., "dense": ..}``, ``k``, ``candidates``, ``reranker``,
+        ``branch_timeout_ms``, ``quantization``, ``ann``, ``bm25_options`` and the rest of
+        ``FusionRetriever``'s options. Any other keyword raises
+        :class:`~rag_optimize.errors.UnknownOptionError` naming it.
         """
+        check_options(options, HybridBuildOptions, "AsyncHybridRetriever.from_nodes")
         nodes = list(nodes)
-        texts, ids, metadatas, vectors, embed_texts = _node_columns(nodes)
         engine = HybridRetriever.from_texts(
-            texts,
-            LlamaIndexEmbedder(embed_model),
-            ids=ids,
-            metadatas=metadatas,
-            vectors=vectors,
-            embed_texts=embed_texts,
-            **options,
+            embedder=LlamaIndexEmbedder(embed_model), **_node_columns(nodes), **options
         )
         return cls(
             engine=engine,
@@ -258,16 +262,21 @@ class AsyncHybridRetriever(BaseRetriever):
         cls,
         index: VectorStoreIndex,
         embed_model: BaseEmbedding | None = None,
-        **options: Any,
+        *,
+        filters: MetadataFilters | Filter | Mapping[str, Any] | None = None,
+        callback_manager: CallbackManager | None = None,
+        verbose: bool = False,
+        **options: Unpack[HybridBuildOptions],
     ) -> AsyncHybridRetriever:
         """Build BM25 + dense indexes over a ``VectorStoreIndex``, reusing its vectors.
 
         The nodes come from the index's docstore; their embeddings from its vector store
         when that is LlamaIndex's simple (in-memory) store, so nothing is embedded again.
         A node without a stored vector is embedded as the index would embed it (with its
-        embed metadata). ``embed_model`` defaults to the index's own. ``options`` as for
-        :meth:`from_nodes`.
+        embed metadata). ``embed_model`` defaults to the index's own. ``filters``,
+        ``callback_manager``, ``verbose`` and ``options`` as for :meth:`from_nodes`.
         """
+        check_options(options, HybridBuildOptions, "AsyncHybridRetriever.from_index")
         store = index.vector_store
         if store.stores_text:
             raise ConfigurationError(
@@ -279,7 +288,14 @@ class AsyncHybridRetriever(BaseRetriever):
             stored = store.data.embedding_dict
             for node in nodes:
                 node.embedding = node.embedding or stored.get(node.node_id)
-        return cls.from_nodes(nodes, embed_model or index._embed_model, **options)
+        return cls.from_nodes(
+            nodes,
+            embed_model or index._embed_model,
+            filters=filters,
+            callback_manager=callback_manager,
+            verbose=verbose,
+            **options,
+        )
 
     def _hybrid(self) -> HybridRetriever:
         if not isinstance(self.engine, HybridRetriever):
@@ -291,13 +307,7 @@ class AsyncHybridRetriever(BaseRetriever):
 
     def insert_nodes(self, nodes: Sequence[BaseNode]) -> list[str]:
         """Add nodes to both indexes (embedded like :meth:`from_nodes` embeds)."""
-        nodes = list(nodes)
-        texts, ids, metadatas, vectors, embed_texts = _node_columns(nodes)
-        ids = self._hybrid().add_texts(
-            texts, ids, metadatas, vectors=vectors, embed_texts=embed_texts
-        )
-        self._nodes.update((n.node_id, n) for n in nodes)
-        return ids
+        return self._write(nodes, self._hybrid().add_texts)
 
     def delete_nodes(self, node_ids: Sequence[str]) -> int:
         """Remove nodes by id from both indexes (every id must exist)."""
@@ -308,13 +318,15 @@ class AsyncHybridRetriever(BaseRetriever):
 
     def update_nodes(self, nodes: Sequence[BaseNode]) -> list[str]:
         """Replace nodes by id (text, metadata, vector) in both indexes."""
+        return self._write(nodes, self._hybrid().update)
+
+    def _write(self, nodes: Sequence[BaseNode], write: Callable[..., list[str]]) -> list[str]:
+        """``write(**columns)`` (the engine's ``add_texts`` or ``update``) for ``nodes``, then
+        keep the nodes to return them whole from retrievals."""
         nodes = list(nodes)
-        texts, ids, metadatas, vectors, embed_texts = _node_columns(nodes)
-        updated = self._hybrid().update(
-            ids, texts, metadatas, vectors=vectors, embed_texts=embed_texts
-        )
+        ids = write(**_node_columns(nodes))
         self._nodes.update((n.node_id, n) for n in nodes)
-        return updated
+        return ids
 
     def save(self, path: str | Path) -> None:
         """Write the indexes, settings and the nodes (as LlamaIndex JSON) to ``path``."""
@@ -335,13 +347,17 @@ class AsyncHybridRetriever(BaseRetriever):
         mmap: bool = False,
         filters: MetadataFilters | Filter | Mapping[str, Any] | None = None,
         callback_manager: CallbackManager | None = None,
-        **options: Any,
+        **options: Unpack[FusionOptions],
     ) -> AsyncHybridRetriever:
         """Open a retriever saved with :meth:`save` without re-embedding anything.
 
         The saved nodes (relationships and all) come back as the retrieved nodes;
-        ``embed_model`` embeds queries; ``options`` override saved settings.
+        ``embed_model`` embeds queries; ``options``
+        (:class:`rag_optimize.retrieval.FusionOptions`) override the saved settings and give
+        the unsaved ones (``reranker``, ``tracker``, ``filter``); any other keyword raises
+        :class:`~rag_optimize.errors.UnknownOptionError` naming it.
         """
+        check_options(options, FusionOptions, "AsyncHybridRetriever.load")
         engine = HybridRetriever.load(path, LlamaIndexEmbedder(embed_model), mmap=mmap, **options)
         nodes: list[BaseNode] = []
         nodes_file = Path(path) / _NODES_FILE
@@ -353,12 +369,18 @@ class AsyncHybridRetriever(BaseRetriever):
         return cls(engine=engine, nodes=nodes, filters=filters, callback_manager=callback_manager)
 
     def calibrate_fusion(
-        self, queries: Sequence[str], relevant: Sequence[Sequence[str]], **options: Any
+        self,
+        queries: Sequence[str],
+        relevant: Sequence[Sequence[str]],
+        **options: Unpack[CalibrationOptions],
     ) -> FusionCalibration:
         """Set the branch weights from judged queries (``relevant[i]``: the node ids relevant
-        to ``queries[i]``); see :func:`rag_optimize.retrieval.calibrate_fusion` (``k``,
-        ``steps``, ``apply``). Worth it where one branch is much weaker than the other on
-        your data: the default fusion cannot tell that without labels."""
+        to ``queries[i]``); see :func:`rag_optimize.retrieval.calibrate_fusion`. ``options``
+        (:class:`rag_optimize.retrieval.CalibrationOptions`): ``k``, ``steps``, ``apply``;
+        another keyword raises :class:`~rag_optimize.errors.UnknownOptionError`. Worth it
+        where one branch is much weaker than the other on your data: the default fusion
+        cannot tell that without labels."""
+        check_options(options, CalibrationOptions, "AsyncHybridRetriever.calibrate_fusion")
         return calibrate_fusion(self.engine, queries, relevant, **options)
 
     def retrieve_result(

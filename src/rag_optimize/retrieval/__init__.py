@@ -2,7 +2,11 @@
 
 from rag_optimize.retrieval.branches import Branch, CallableBranch, DenseBranch, SparseBranch
 from rag_optimize.retrieval.budget import ContextBudget, PackedContext, estimate_tokens
-from rag_optimize.retrieval.calibration import FusionCalibration, calibrate_fusion
+from rag_optimize.retrieval.calibration import (
+    CalibrationOptions,
+    FusionCalibration,
+    calibrate_fusion,
+)
 from rag_optimize.retrieval.filters import (
     And,
     Eq,
@@ -16,7 +20,15 @@ from rag_optimize.retrieval.filters import (
     parse_filter,
 )
 from rag_optimize.retrieval.fusion import FUSIONS, relative_score, rrf, weighted
-from rag_optimize.retrieval.hybrid import FusionRetriever, HybridRetriever, wrap_retrievers
+from rag_optimize.retrieval.hybrid import (
+    DocumentColumns,
+    FusionOptions,
+    FusionRetriever,
+    HybridBuildOptions,
+    HybridRetriever,
+    WrapOptions,
+    wrap_retrievers,
+)
 from rag_optimize.retrieval.rerank import (
     CohereReranker,
     Reranker,
@@ -39,12 +51,16 @@ __all__ = [
     "Range",
     "parse_filter",
     "Branch",
+    "CalibrationOptions",
     "CallableBranch",
     "CohereReranker",
     "ContextBudget",
     "DenseBranch",
+    "DocumentColumns",
     "FusionCalibration",
+    "FusionOptions",
     "FusionRetriever",
+    "HybridBuildOptions",
     "HybridRetriever",
     "PackedContext",
     "RerankError",
@@ -52,6 +68,7 @@ __all__ = [
     "RetrievalResult",
     "RetrievedDocument",
     "SparseBranch",
+    "WrapOptions",
     "aapply_reranker",
     "apply_reranker",
     "calibrate_fusion",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.index.documents import check_k
@@ -28,7 +28,17 @@ from rag_optimize.index.documents import check_k
 if TYPE_CHECKING:
     from rag_optimize.retrieval.hybrid import FusionRetriever
 
-__all__ = ["FusionCalibration", "calibrate_fusion"]
+__all__ = ["CalibrationOptions", "FusionCalibration", "calibrate_fusion"]
+
+
+class CalibrationOptions(TypedDict, total=False):
+    """The keyword options of :func:`calibrate_fusion` (each described there), as one type:
+    the adapters' ``calibrate_fusion`` methods take exactly these and refuse any other with
+    :class:`~rag_optimize.errors.UnknownOptionError` naming it."""
+
+    k: int
+    steps: int
+    apply: bool
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,8 @@ def calibrate_fusion(
 ) -> FusionCalibration:
     """Choose ``retriever``'s branch weights from judged queries (see the module docstring).
 
-    ``relevant[i]`` holds the ids of the documents relevant to ``queries[i]``. Weightings
+    ``relevant[i]`` holds the ids of the documents relevant to ``queries[i]``; each
+    weighting is scored by the mean nDCG@``k`` of the fused lists. Weightings
     are tried on a grid of step ``1 / steps``; among equally good ones the one closest to the
     retriever's current weights wins (so nothing changes without evidence). With ``apply``
     the retriever's weights are set to the result; the fusion method stays the one it has.

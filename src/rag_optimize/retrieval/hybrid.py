@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -48,10 +48,23 @@ from rag_optimize.retrieval.fusion import DEFAULT_RRF_K, Fused, check_weights, g
 from rag_optimize.retrieval.rerank import Reranker, _describe, aapply_reranker, apply_reranker
 from rag_optimize.retrieval.results import RetrievalResult, RetrievedDocument
 from rag_optimize.tracing import stages
-from rag_optimize.validation import check_query
+from rag_optimize.validation import check_options, check_query
 
 if TYPE_CHECKING:
+    # Only for the checker: the core does not depend on typing_extensions at run time.
+    from typing_extensions import Unpack
+
     from rag_optimize.tracing.tracker import LatencyTracker
+
+__all__ = [
+    "DocumentColumns",
+    "FusionOptions",
+    "FusionRetriever",
+    "HybridBuildOptions",
+    "HybridRetriever",
+    "WrapOptions",
+    "wrap_retrievers",
+]
 
 Outcome = list[Hit] | BaseException
 T = TypeVar("T")
@@ -88,6 +101,72 @@ _HYBRID_FILE = "hybrid.json"
 _HYBRID_FORMAT = 1
 FilterSpec = Filter | Mapping[str, Any] | None
 Plan = Generator[_RunBranches | _Rerank, Any, RetrievalResult]
+
+
+class _Rows(TypedDict):
+    """The columns every document has (see :class:`DocumentColumns`)."""
+
+    texts: Sequence[str]
+    ids: Sequence[str]
+    metadatas: Sequence[Mapping[str, Any] | None]
+
+
+class DocumentColumns(_Rows, total=False):
+    """Documents as :class:`HybridRetriever` takes them: one sequence per field, in document
+    order, passed by name (``**columns``) to :meth:`~HybridRetriever.from_texts`,
+    :meth:`~HybridRetriever.add_texts` and :meth:`~HybridRetriever.update`.
+
+    It is what an adapter reads from its framework's objects (a LangChain ``Document``, a
+    LlamaIndex node), so each adapter has one reader and every index-mode method feeds the
+    core the same way. ``texts`` are what BM25 indexes and a retrieval returns; ``ids`` and
+    ``metadatas`` go with them; ``vectors`` are embeddings already known (``None`` where
+    not: only those are embedded); ``embed_texts`` are what to embed instead of ``texts``
+    (a LlamaIndex node's text with the metadata its index embeds).
+    """
+
+    vectors: Sequence[VectorLike | None] | None
+    embed_texts: Sequence[str] | None
+
+
+class WrapOptions(TypedDict, total=False):
+    """The keyword options of :class:`FusionRetriever` (each described there) but
+    ``weights``, as one type: :func:`wrap_retrievers` takes exactly these, since it takes
+    the weights itself in retriever order. Any other keyword raises
+    :class:`~rag_optimize.errors.UnknownOptionError` naming it."""
+
+    fusion: str
+    k: int
+    candidates: int
+    reranker: Reranker | None
+    rerank_candidates: int | None
+    branch_timeout_ms: float | Mapping[str, float] | None
+    rrf_k: float
+    clock: Clock
+    tracker: LatencyTracker | None
+    filter: FilterSpec
+
+
+class FusionOptions(WrapOptions, total=False):
+    """The keyword options of :class:`FusionRetriever` (each described there), as one type:
+    :class:`HybridRetriever` and :meth:`HybridRetriever.load` take exactly these (``weights``
+    by branch name, ``"bm25"`` and ``"dense"``) and refuse any other with
+    :class:`~rag_optimize.errors.UnknownOptionError` naming it and listing these."""
+
+    weights: Mapping[str, float] | None
+
+
+class HybridBuildOptions(FusionOptions, total=False):
+    """What :meth:`HybridRetriever.from_texts` takes besides the documents' own columns
+    (texts, ids, metadata, vectors, the texts to embed): :class:`FusionOptions` plus how
+    the indexes are built (``quantization`` and ``ann`` of the dense index,
+    ``bm25_options`` for :class:`~rag_optimize.index.BM25Index`). The adapters' builders
+    (LangChain ``from_documents`` / ``from_vectorstore``, LlamaIndex ``from_nodes`` /
+    ``from_index``) read those columns from their framework's objects and take exactly
+    these options."""
+
+    quantization: str | None
+    ann: str | None
+    bm25_options: Mapping[str, Any] | None
 
 
 class FusionRetriever:
@@ -449,15 +528,17 @@ def wrap_retrievers(
     *,
     names: Sequence[str] | None = None,
     weights: Sequence[float] | None = None,
-    **options: Any,
+    **options: Unpack[WrapOptions],
 ) -> FusionRetriever:
     """A :class:`FusionRetriever` over framework retrievers, for the adapters.
 
     ``to_branch(name, retriever)`` wraps one retriever; ``names`` default to ``"r0", "r1",
-    ...``; ``weights`` are given in retriever order. ``options`` as for FusionRetriever,
-    except that ``fusion`` defaults to ``"rrf"``: framework retrievers mostly return no
-    scores (ranks stand in for them), so there is no score evidence for ``"auto"`` to read.
+    ...``; ``weights`` are given in retriever order. ``options`` (:class:`WrapOptions`) as
+    for FusionRetriever, except that ``fusion`` defaults to ``"rrf"``: framework retrievers
+    mostly return no scores (ranks stand in for them), so there is no score evidence for
+    ``"auto"`` to read.
     """
+    check_options(options, WrapOptions, "wrap_retrievers")
     if not retrievers:
         raise ConfigurationError("pass at least one retriever to wrap")
     names = list(names) if names is not None else [f"r{i}" for i in range(len(retrievers))]
@@ -477,7 +558,9 @@ class HybridRetriever(FusionRetriever):
 
     Either index may be ``None`` for a single-branch retriever; ``embedder`` is required with
     a dense index. Branch names are ``"bm25"`` and ``"dense"`` (for ``weights`` and
-    ``branch_timeout_ms``). See :class:`FusionRetriever` for the other options.
+    ``branch_timeout_ms``). ``options`` (:class:`FusionOptions`) as for
+    :class:`FusionRetriever`; any other keyword raises
+    :class:`~rag_optimize.errors.UnknownOptionError` naming it.
     """
 
     def __init__(
@@ -485,8 +568,9 @@ class HybridRetriever(FusionRetriever):
         sparse: BM25Index | None,
         dense: DenseIndex | None,
         embedder: Embedder | None = None,
-        **options: Any,
+        **options: Unpack[FusionOptions],
     ) -> None:
+        check_options(options, FusionOptions, "HybridRetriever")
         branches: list[Branch] = []
         clock = options.get("clock", time.perf_counter)
         if sparse is not None:
@@ -515,7 +599,7 @@ class HybridRetriever(FusionRetriever):
         quantization: str | None = "auto",
         ann: str | None = None,
         bm25_options: Mapping[str, Any] | None = None,
-        **options: Any,
+        **options: Unpack[FusionOptions],
     ) -> HybridRetriever:
         """Build both indexes over ``texts`` and a retriever on them.
 
@@ -523,8 +607,12 @@ class HybridRetriever(FusionRetriever):
         per text, ``None`` where unknown) reuses embeddings a vector store already holds;
         only the missing ones are embedded, from ``embed_texts`` when given (for example a
         LlamaIndex node's text with the metadata its index embedded) else from ``texts``.
-        ``options`` as for :class:`FusionRetriever`.
+        ``quantization`` and ``ann`` choose the dense index's search (see
+        :class:`~rag_optimize.index.DenseIndex`), ``bm25_options`` go to
+        :class:`~rag_optimize.index.BM25Index`; ``options`` (:class:`FusionOptions`) as for
+        :class:`FusionRetriever` (all of these together: :class:`HybridBuildOptions`).
         """
+        check_options(options, FusionOptions, "HybridRetriever.from_texts")
         embedder = check_embedder(embedder)
         sparse = BM25Index(**dict(bm25_options or {}))
         dense = DenseIndex(quantization=quantization, ann=ann)
@@ -633,7 +721,7 @@ class HybridRetriever(FusionRetriever):
         embedder: Embedder | None = None,
         *,
         mmap: bool = False,
-        **options: Any,
+        **options: Unpack[FusionOptions],
     ) -> HybridRetriever:
         """Open a retriever written by :meth:`save`; no document is re-embedded.
 
@@ -642,8 +730,10 @@ class HybridRetriever(FusionRetriever):
         ``mmap=True`` memory-maps the BM25 matrix and the float vectors, so opening is about
         reading the documents' JSON. ``options`` override the saved settings (and give the
         unsaved ones: ``reranker``, ``tracker``, ``filter``, ``clock``). A damaged save
-        raises :class:`InvalidInputError` saying what is wrong.
+        raises :class:`InvalidInputError` saying what is wrong; an option that is not one of
+        :class:`FusionOptions` raises :class:`~rag_optimize.errors.UnknownOptionError`.
         """
+        check_options(options, FusionOptions, "HybridRetriever.load")
         directory = Path(path)
         settings = read_meta(directory, _HYBRID_FILE, "HybridRetriever", _HYBRID_FORMAT)
         shared = None
