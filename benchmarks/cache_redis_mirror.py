@@ -19,7 +19,9 @@ fresh replica in a child process (so its RSS is its own):
   20 ms apart).
 
 Run: PYTHONPATH=src:. .venv/bin/python benchmarks/cache_redis_mirror.py [--n 100000]
-Writes benchmarks/results/cache_redis_mirror.json.
+Writes benchmarks/results/cache_redis_mirror.json (``--out`` to change). ``--compare-src DIR``
+also runs replicas on another tree's code (``DIR`` = its ``src``), alternating with this tree's
+(``--rounds`` rounds, the first replica of each round swapped), on the same server and data.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+# a child replica may run another tree's code (--compare-src): the same data, side by side
+sys.path[:0] = [os.environ.get("MIRROR_BENCH_SRC", str(ROOT / "src")), str(ROOT)]
 
 from rag_optimize import RedisStore  # noqa: E402
 from rag_optimize.cache.entry import CacheEntry  # noqa: E402
@@ -166,11 +169,19 @@ def child(url: str, storage: str, data: str) -> None:
     store.close()
 
 
-def run_replica(url: str, storage: str, data: Path, visibility: int) -> dict[str, Any]:
+def run_replica(url: str, storage: str, data: Path, visibility: int,
+                src: str | None = None) -> dict[str, Any]:
+    env = dict(os.environ)
+    if src is not None:
+        env["MIRROR_BENCH_SRC"] = src
+    load_before = os.getloadavg()
     proc = subprocess.Popen([sys.executable, __file__, "--child", url, storage, str(data)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                            env=env)
     assert proc.stdin is not None and proc.stdout is not None
     res = json.loads(proc.stdout.readline())
+    res["tree"] = "this" if src is None else src
+    res["load_average_1m"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     delays: list[float] = []
     if visibility:
         rng = np.random.default_rng(5)
@@ -205,6 +216,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=600)
     parser.add_argument("--visibility", type=int, default=200)
+    parser.add_argument("--compare-src", default=None,
+                        help="another tree's src/ (e.g. an export of main): its replicas are "
+                             "run alternating with this tree's, on the same server and data")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--storages", default="float32,int8")
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     from tests.redis_server import RedisServer
 
@@ -225,18 +242,26 @@ def main() -> None:
             np.savez(data, stored=stored, queries=queries, truth=truth)
             del stored
             results["replicas"] = []
-            for storage in ("float32", "int8"):
-                res = run_replica(server.url, storage, data, args.visibility)
-                res["ratio_to_raw_per_100k"] = round(
-                    res["rss_mb_per_100k_entries"] / (100_000 * DIM * 4 / 2**20), 2)
-                print(json.dumps(res), flush=True)
-                results["replicas"].append(res)
+            trees: list[str | None] = [None] if args.compare_src is None else [
+                None, args.compare_src]
+            for round_no in range(args.rounds):
+                for storage in args.storages.split(","):
+                    order = trees if round_no % 2 == 0 else trees[::-1]  # alternate who is first
+                    for src in order:
+                        res = run_replica(server.url, storage, data,
+                                          args.visibility if src is None else 0, src)
+                        res["round"] = round_no
+                        res["ratio_to_raw_per_100k"] = round(
+                            res["rss_mb_per_100k_entries"] / (100_000 * DIM * 4 / 2**20), 2)
+                        print(json.dumps(res), flush=True)
+                        results["replicas"].append(res)
     finally:
         server.stop()
     results["load_average_end"] = os.getloadavg()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

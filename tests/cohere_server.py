@@ -3,7 +3,10 @@
 Point ``cohere.ClientV2(base_url=server.url)`` at it. Its "model" scores a document by the
 share of the query's words it contains, so rankings are predictable. ``server.script`` is a
 list of behaviours consumed one per request (``"429"``, ``"500"``, ``"slow"``); once empty it
-answers normally. A 429/500 carries ``retry-after-ms: 10`` so the SDK's retries are quick.
+answers normally. A ``"slow"`` request is held until :meth:`release` (or leaving the ``with``
+block, or ``slow_seconds``) and sets ``slow_answered`` once answered: a client that gave up
+returned while that event was still unset. A 429/500 carries ``retry-after-ms: 10`` so the
+SDK's retries are quick.
 ``server.requests`` records every request body it received.
 """
 
@@ -12,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -29,10 +31,12 @@ def overlap_score(query: str, document: str) -> float:
 class CohereRerankServer:
     """Threaded HTTP server on 127.0.0.1 and a free port; use as a context manager."""
 
-    def __init__(self, slow_seconds: float = 1.0) -> None:
+    def __init__(self, slow_seconds: float = 10.0) -> None:
         self.script: list[str] = []
         self.requests: list[dict[str, Any]] = []
         self.slow_seconds = slow_seconds
+        self.slow_answered = threading.Event()
+        self._released = threading.Event()
         self._lock = threading.Lock()
         server = self
 
@@ -53,8 +57,10 @@ class CohereRerankServer:
                     self._send(500, {"message": "internal error"}, {"retry-after-ms": "10"})
                 else:
                     if mode == "slow":
-                        time.sleep(server.slow_seconds)
+                        server._released.wait(server.slow_seconds)
                     self._send(200, server.answer(body))
+                    if mode == "slow":
+                        server.slow_answered.set()
 
             def _send(
                 self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
@@ -93,11 +99,16 @@ class CohereRerankServer:
             "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
         }
 
+    def release(self) -> None:
+        """Let held ``"slow"`` requests answer now."""
+        self._released.set()
+
     def __enter__(self) -> CohereRerankServer:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from rag_optimize.errors import InvalidInputError
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests use --import-mode=importlib
 from cohere_server import CohereRerankServer  # noqa: E402
+from rendezvous import ameeting, meeting  # noqa: E402
 
 TEXTS = {
     "p": "Paris is the capital and largest city of France.",
@@ -35,7 +35,6 @@ TEXTS = {
     "b": "Berlin is the capital of Germany.",
     "s": "Photosynthesis turns light into chemical energy.",
 }
-DELAY = 0.3
 
 
 class HashEmbedding(BaseEmbedding):
@@ -54,12 +53,22 @@ class HashEmbedding(BaseEmbedding):
         return self._inner().embed_query(text)
 
 
-class SlowRetriever(BaseRetriever):
-    """Returns fixed nodes after DELAY seconds (sleeping in sync, awaiting in async), or fails."""
+async def no_ahold() -> None:
+    """The default for SlowRetriever's ``ahold``: no wait at all."""
 
-    def __init__(self, ids: list[str], fail: bool = False) -> None:
+
+class SlowRetriever(BaseRetriever):
+    """Returns fixed nodes after ``hold()`` (sync) / ``await ahold()`` (async), or fails."""
+
+    def __init__(
+        self,
+        ids: list[str],
+        fail: bool = False,
+        hold: Callable[[], object] = lambda: None,
+        ahold: Callable[[], Awaitable[object]] = no_ahold,
+    ) -> None:
         super().__init__()
-        self.ids, self.fail = ids, fail
+        self.ids, self.fail, self.hold, self.ahold = ids, fail, hold, ahold
 
     def _nodes(self) -> list[NodeWithScore]:
         if self.fail:
@@ -67,11 +76,11 @@ class SlowRetriever(BaseRetriever):
         return [NodeWithScore(node=TextNode(id_=i, text=TEXTS[i]), score=1.0) for i in self.ids]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        time.sleep(DELAY)
+        self.hold()
         return self._nodes()
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        await asyncio.sleep(DELAY)
+        await self.ahold()
         return self._nodes()
 
 
@@ -110,15 +119,21 @@ async def test_aretrieve_matches_retrieve() -> None:
 
 @pytest.mark.parametrize("mode", ["retrieve", "aretrieve"])
 def test_wrapped_retrievers_run_concurrently(mode: str) -> None:
-    retriever = AsyncHybridRetriever([SlowRetriever(["p", "e"]), SlowRetriever(["e", "b"])])
-    retriever.retrieve("warm up")
-    start = time.perf_counter()
+    # Each retriever waits inside until the other is inside too: one after the other, they
+    # never meet, and both fail.
+    def pair(**hold: Any) -> AsyncHybridRetriever:
+        return AsyncHybridRetriever(
+            [SlowRetriever(["p", "e"], **hold), SlowRetriever(["e", "b"], **hold)]
+        )
+
+    async def aretrieve() -> list[NodeWithScore]:
+        return await pair(ahold=ameeting(2)).aretrieve("anything")
+
     if mode == "retrieve":
-        results = retriever.retrieve("anything")
+        results = pair(hold=meeting(2)).retrieve("anything")
     else:
-        results = asyncio.run(retriever.aretrieve("anything"))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 0.8 * 2 * DELAY, f"{elapsed:.2f}s: retrievers ran one after another"
+        results = asyncio.run(aretrieve())
+    assert results[0].node.metadata["rag_optimize"]["degraded"] is False
     assert results[0].node.node_id == "e"
 
 
@@ -166,7 +181,7 @@ def test_budget_drops_near_duplicates_by_embedding() -> None:
 
 @pytest.fixture
 def server() -> Iterator[CohereRerankServer]:
-    with CohereRerankServer(slow_seconds=1.5) as srv:
+    with CohereRerankServer() as srv:
         yield srv
 
 
@@ -180,8 +195,9 @@ def test_cohere_rerank_postprocessor(server: CohereRerankServer) -> None:
     top = engine.query("Eiffel Tower").source_nodes
     assert [n.node.node_id for n in top] == ["e"] and top[0].score == 1.0
     fused = [n.node.node_id for n in wrapped(k=4).retrieve("Berlin capital")]
-    server.script = ["slow"]
+    server.script = ["slow"]  # held until the test ends
     degraded = engine.query("Berlin capital").source_nodes
+    assert not server.slow_answered.is_set()  # gave up (0.5 s timeout) before the answer
     assert [n.node.node_id for n in degraded] == fused[:1]
     assert "Timeout" in degraded[0].node.metadata["rag_optimize"]["rerank_failed"]
 

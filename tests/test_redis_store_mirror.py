@@ -37,18 +37,21 @@ def paused(store: RedisStore) -> Any:
     return follower
 
 
-def after_state_read(follower: Any, action: Callable[[], None]) -> None:
+def after_state_read(
+    follower: Any, action: Callable[[], None], reader: str = "_read_records"
+) -> None:
     """Run ``action`` once, right after the follower's next read of entry states (before it
-    applies the events it read them for)."""
-    real = follower._read_records
+    applies the events it read them for); ``reader="_read_page"``: after the next page of a
+    snapshot load (before the snapshot is swapped in)."""
+    real = getattr(follower, reader)
 
-    def read_then_act(hids: list[str], dim: int | None, *rest: Any) -> Any:
-        out = real(hids, dim, *rest)
-        follower._read_records = real
+    def read_then_act(*args: Any) -> Any:
+        out = real(*args)
+        setattr(follower, reader, real)
         action()
         return out
 
-    follower._read_records = read_then_act
+    setattr(follower, reader, read_then_act)
 
 
 def test_the_follower_cannot_bring_back_an_entry_this_process_deleted(
@@ -116,7 +119,7 @@ def test_writes_during_a_snapshot_load_survive_the_swap(
         store.put(late, clock())
         store.delete([doomed.id])
 
-    after_state_read(follower, write_mid_load)
+    after_state_read(follower, write_mid_load, "_read_page")
     follower._load()
     assert hex_id(late.id) in store._mirror and hex_id(kept.id) in store._mirror
     assert hex_id(doomed.id) not in store._mirror

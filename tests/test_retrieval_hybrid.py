@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,37 +21,45 @@ from rag_optimize.retrieval import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests use --import-mode=importlib
+from rendezvous import Held, ameeting, meeting  # noqa: E402
 from retrieval_corpus import TEXTS  # noqa: E402
 
-DELAY = 0.3
+
+def no_hold() -> None:
+    """The default for the fakes' ``hold``: no wait at all."""
 
 
 class SlowBM25(BM25Index):
-    """A BM25 index whose search takes DELAY seconds (a fake slow component)."""
+    """A BM25 index whose search first calls ``hold`` (a fake slow component), or fails."""
 
-    def __init__(self, delay: float = DELAY, fail: bool = False) -> None:
+    def __init__(self, hold: Callable[[], object] = no_hold, fail: bool = False) -> None:
         super().__init__()
-        self.delay, self.fail = delay, fail
+        self.hold, self.fail = hold, fail
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
-        time.sleep(self.delay)
+        self.hold()
         if self.fail:
             raise ConnectionError("keyword service down")
         return super().search(query, k)
 
 
 class SlowEmbedder(HashingEmbedder):
-    """Embeds queries after DELAY seconds, optionally advancing a fake clock instead."""
+    """Embeds queries after calling ``hold``, or after advancing a fake clock by ``delay``."""
 
-    def __init__(self, delay: float = DELAY, clock: object = None, fail: bool = False) -> None:
+    def __init__(
+        self,
+        hold: Callable[[], object] = no_hold,
+        clock: object = None,
+        delay: float = 0.0,
+        fail: bool = False,
+    ) -> None:
         super().__init__(dim=256)
-        self.delay, self.clock, self.fail = delay, clock, fail
+        self.hold, self.clock, self.delay, self.fail = hold, clock, delay, fail
 
     def embed_query(self, text: str) -> list[float]:
         if self.clock is not None:
             self.clock.advance(self.delay)  # type: ignore[attr-defined]
-        else:
-            time.sleep(self.delay)
+        self.hold()
         if self.fail:
             raise RuntimeError("embedding model crashed")
         return super().embed_query(text)
@@ -78,43 +86,50 @@ def test_fused_results_carry_per_branch_ranks(hashing_embedder: HashingEmbedder)
 
 
 def test_sync_branches_run_concurrently() -> None:
-    retriever = build(SlowBM25(), SlowEmbedder())
-    retriever.retrieve("capital of France")  # warm the thread pool and the BM25 matrix
-    start = time.perf_counter()
+    # Each branch waits inside its search until the other is inside its own: run one after
+    # the other, they never meet, the barrier breaks and both branches fail.
+    meet = meeting(2)
+    retriever = build(SlowBM25(hold=meet), SlowEmbedder(hold=meet))
     result = retriever.retrieve("capital of France")
-    elapsed = time.perf_counter() - start
-    assert not result.degraded
-    assert elapsed < 0.8 * (2 * DELAY), f"took {elapsed:.2f}s: branches ran one after another"
+    assert not result.degraded, result.failures
+    assert result.ids[0] == "d0"
     retriever.close()
 
 
 async def test_async_branches_run_concurrently() -> None:
-    retriever = build(SlowBM25(), SlowEmbedder())
-    await retriever.aretrieve("capital of France")
-    start = time.perf_counter()
-    results = await asyncio.gather(*(retriever.aretrieve("capital of France") for _ in range(3)))
-    elapsed = time.perf_counter() - start
+    # 3 queries x 2 branches, each branch in a worker thread (asyncio.to_thread): all six
+    # searches are inside at once, or the barrier breaks. The loop's default pool is set to
+    # six threads so the promise does not depend on this machine's CPU count.
+    executor = cf.ThreadPoolExecutor(max_workers=6)
+    asyncio.get_running_loop().set_default_executor(executor)
+    meet = meeting(6)
+    retriever = build(SlowBM25(hold=meet), SlowEmbedder(hold=meet))
+    try:
+        results = await asyncio.gather(
+            *(retriever.aretrieve("capital of France") for _ in range(3))
+        )
+    finally:
+        executor.shutdown(wait=False)
+    assert all(not r.degraded for r in results), [r.failures for r in results]
     assert all(r.ids[0] == "d0" for r in results)
-    # 3 queries x 2 branches x DELAY done serially would be 6 x DELAY.
-    assert elapsed < 0.8 * (6 * DELAY), f"took {elapsed:.2f}s"
 
 
-def test_callable_branches_run_concurrently_async_native() -> None:
+async def test_callable_branches_run_concurrently_async_native() -> None:
+    meet = ameeting(3)  # the three coroutines meet on the loop, or time out
+
     async def slow(query: str, k: int) -> list[Hit]:
-        await asyncio.sleep(DELAY)
+        await meet()
         return [Hit(query, 1.0, query, {})]
 
     branches = [CallableBranch(n, lambda q, k: [], slow) for n in ("one", "two", "three")]
-    retriever = FusionRetriever(branches)
-    start = time.perf_counter()
-    result = asyncio.run(retriever.aretrieve("same"))
-    assert time.perf_counter() - start < 0.8 * 3 * DELAY
+    result = await FusionRetriever(branches).aretrieve("same")
+    assert not result.degraded, result.failures
     assert result[0].ranks == {"one": 1, "two": 1, "three": 1}
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_failing_branch_degrades_to_the_other(mode: str, hashing_embedder: HashingEmbedder) -> None:
-    retriever = build(SlowBM25(delay=0.0, fail=True), hashing_embedder)
+    retriever = build(SlowBM25(fail=True), hashing_embedder)
     call = retriever.retrieve if mode == "sync" else lambda q: asyncio.run(retriever.aretrieve(q))
     result = call("capital of France")
     assert result.degraded
@@ -125,26 +140,63 @@ def test_failing_branch_degrades_to_the_other(mode: str, hashing_embedder: Hashi
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_timed_out_branch_degrades_to_the_other(mode: str) -> None:
-    retriever = build(BM25Index(), SlowEmbedder(delay=1.0), branch_timeout_ms={"dense": 100})
+    # The embedding is held until the test has its answer, so an answer given while it is
+    # still unfinished proves the retriever did not wait for it.
+    embedding = Held()
+    retriever = build(
+        BM25Index(), SlowEmbedder(hold=embedding.hold), branch_timeout_ms={"dense": 100}
+    )
 
-    async def timed_async() -> tuple[RetrievalResult, float]:
-        start = time.perf_counter()  # timed inside the loop: asyncio.run waits for threads
-        result = await retriever.aretrieve("Eiffel Tower")
-        return result, time.perf_counter() - start
+    async def answer_async() -> tuple[RetrievalResult, bool]:
+        try:  # released inside the loop: asyncio.run waits for its worker threads
+            result = await retriever.aretrieve("Eiffel Tower")
+            return result, embedding.finished
+        finally:
+            embedding.release()
 
     if mode == "sync":
-        start = time.perf_counter()
-        result, elapsed = retriever.retrieve("Eiffel Tower"), time.perf_counter() - start
+        try:
+            result, waited = retriever.retrieve("Eiffel Tower"), embedding.finished
+        finally:
+            embedding.release()
     else:
-        result, elapsed = asyncio.run(timed_async())
-    assert elapsed < 0.9  # did not wait for the 1 s embedding
+        result, waited = asyncio.run(answer_async())
+    assert not waited, "the answer waited for the timed-out embedding"
     assert result.degraded and "timed out after 100 ms" in result.failures["dense"]
     assert result.ids[0] == "d1" and set(result[0].ranks) == {"bm25"}
     retriever.close()
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("timeout_ms", [None, 10_000])
+def test_a_branch_raising_its_own_timeout_error_degrades(
+    mode: str, timeout_ms: float | None
+) -> None:
+    # A client's own TimeoutError (a socket read, say) is that branch's failure, with its own
+    # message, not the retriever's timeout (and not a crash when no timeout is configured).
+    def timing_out(query: str, k: int) -> list[Hit]:
+        raise TimeoutError("vector db read timed out")
+
+    async def atiming_out(query: str, k: int) -> list[Hit]:
+        raise TimeoutError("vector db read timed out")
+
+    branches = [
+        CallableBranch("good", lambda q, k: [Hit("a", 1.0, "a", {})]),
+        *(CallableBranch(n, timing_out, atiming_out) for n in ("db", "db2")),
+    ]
+    timeouts = None if timeout_ms is None else {"db": timeout_ms, "db2": timeout_ms}
+    retriever = FusionRetriever(branches, branch_timeout_ms=timeouts)
+    call = retriever.retrieve if mode == "sync" else lambda q: asyncio.run(retriever.aretrieve(q))
+    result = call("anything")
+    assert result.degraded and result.ids == ["a"]
+    assert result.failures == {
+        "db": "TimeoutError: vector db read timed out",
+        "db2": "TimeoutError: vector db read timed out",
+    }
+
+
 def test_both_branches_failing_is_a_clear_error() -> None:
-    retriever = build(SlowBM25(delay=0.0, fail=True), SlowEmbedder(delay=0.0, fail=True))
+    retriever = build(SlowBM25(fail=True), SlowEmbedder(fail=True))
     with pytest.raises(RetrievalError, match="every retrieval branch failed.*keyword service down"):
         retriever.retrieve("capital")
     with pytest.raises(RetrievalError, match="embedding model crashed"):

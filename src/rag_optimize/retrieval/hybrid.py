@@ -282,6 +282,14 @@ class FusionRetriever:
         finally:
             timings[branch.name] = self.clock() - start
 
+    def _outcome(self, branch: Branch, request: _Request, timings: dict[str, float]) -> Outcome:
+        """The branch's hits, or the exception it raised (returned, not raised, so that a
+        branch's own ``TimeoutError`` is never taken for the retriever's timeout)."""
+        try:
+            return self._timed(branch, request, timings)
+        except Exception as exc:
+            return exc
+
     def _run_sync(self, request: _Request) -> tuple[dict[str, Outcome], dict[str, float]]:
         timings: dict[str, float] = {}
         started = time.monotonic()
@@ -291,47 +299,45 @@ class FusionRetriever:
         inline = next((b for b in self.branches if self.timeouts[b.name] is None), None)
         pool = self._pool() if len(self.branches) > 1 or inline is None else None
         futures = {
-            b.name: pool.submit(contextvars.copy_context().run, self._timed, b, request, timings)
+            b.name: pool.submit(contextvars.copy_context().run, self._outcome, b, request, timings)
             for b in self.branches
             if b is not inline and pool is not None
         }
         outcomes: dict[str, Outcome] = {}
         if inline is not None:
-            try:
-                outcomes[inline.name] = self._timed(inline, request, timings)
-            except Exception as exc:
-                outcomes[inline.name] = exc
+            outcomes[inline.name] = self._outcome(inline, request, timings)
         for name, future in futures.items():
             limit = self.timeouts[name]
             wait = None if limit is None else max(0.0, limit - (time.monotonic() - started))
             try:
                 outcomes[name] = future.result(timeout=wait)
-            except cf.TimeoutError:
+            except cf.TimeoutError:  # only this wait's: the branch's own errors are returned
                 future.cancel()
                 outcomes[name] = TimeoutError(f"timed out after {limit * 1000:.0f} ms")  # type: ignore[operator]
-            except Exception as exc:
-                outcomes[name] = exc
         outcomes = {b.name: outcomes[b.name] for b in self.branches}  # branch order
         return outcomes, timings
 
     async def _run_async(self, request: _Request) -> tuple[dict[str, Outcome], dict[str, float]]:
         timings: dict[str, float] = {}
 
+        async def search(branch: Branch) -> Outcome:
+            """The branch's hits, or the exception it raised (returned: see ``_outcome``)."""
+            try:
+                if request.masks is None:
+                    return await branch.asearch(request.query, request.candidates, timings)
+                return await branch.asearch(  # type: ignore[call-arg]
+                    request.query, request.candidates, timings, request.masks[branch.name]
+                )
+            except Exception as exc:
+                return exc
+
         async def one(branch: Branch) -> Outcome:
             start = self.clock()
             limit = self.timeouts[branch.name]
             try:
-                if request.masks is None:
-                    search = branch.asearch(request.query, request.candidates, timings)
-                else:
-                    search = branch.asearch(  # type: ignore[call-arg]
-                        request.query, request.candidates, timings, request.masks[branch.name]
-                    )
-                return await asyncio.wait_for(search, timeout=limit)
-            except asyncio.TimeoutError:
+                return await asyncio.wait_for(search(branch), timeout=limit)
+            except asyncio.TimeoutError:  # only wait_for's: the branch's own errors are returned
                 return TimeoutError(f"timed out after {limit * 1000:.0f} ms")  # type: ignore[operator]
-            except Exception as exc:
-                return exc
             finally:
                 timings[branch.name] = self.clock() - start
 

@@ -136,7 +136,9 @@ def _num(value: float | None) -> bytes:
     return b"" if value is None else repr(float(value)).encode()
 
 
-def _opt_float(raw: bytes | None, field: str) -> float | None:
+def optional_float(raw: bytes | None, field: str) -> float | None:
+    """A stored number (``None`` when absent or empty); raises :class:`CorruptEntry` for
+    text that is not a finite number."""
     if raw is None or raw == b"":
         return None
     try:
@@ -220,7 +222,7 @@ def decode_entry(fields: dict[bytes, bytes], namespace: str, dim: int | None) ->
     metadata = _json(fields.get(b"meta"), "meta")
     if not isinstance(metadata, dict):
         raise CorruptEntry("field 'meta' is not a JSON object")
-    created = _opt_float(fields.get(b"cr"), "cr")
+    created = optional_float(fields.get(b"cr"), "cr")
     return CacheEntry(
         id=_text(fields.get(b"id"), "id"),
         scope=_text(fields.get(b"scope"), "scope"),
@@ -230,8 +232,8 @@ def decode_entry(fields: dict[bytes, bytes], namespace: str, dim: int | None) ->
         response=_json(fields.get(b"resp"), "resp"),
         metadata=metadata,
         created_at=0.0 if created is None else created,
-        expires_at=_opt_float(fields.get(b"ex"), "ex"),
-        threshold=_opt_float(fields.get(b"thr"), "thr"),
+        expires_at=optional_float(fields.get(b"ex"), "ex"),
+        threshold=optional_float(fields.get(b"thr"), "thr"),
         partition=_text(fields.get(b"pt", b""), "pt"),
         words=_words(fields),
     )
@@ -259,8 +261,8 @@ def decode_index_record(
     return IndexRecord(
         scope=_text(fields.get(b"scope"), "scope"),
         vector=decode_vector(fields.get(b"vec", b""), dim),
-        expires_at=_opt_float(fields.get(b"ex"), "ex"),
-        threshold=_opt_float(fields.get(b"thr"), "thr"),
+        expires_at=optional_float(fields.get(b"ex"), "ex"),
+        threshold=optional_float(fields.get(b"thr"), "thr"),
         partition=_text(fields.get(b"pt", b""), "pt"),
     )
 

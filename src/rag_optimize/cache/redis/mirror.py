@@ -27,12 +27,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import threading
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from rag_optimize.cache.entry import Candidate
 from rag_optimize.cache.redis.codec import IndexRecord
+from rag_optimize.cache.redis.snapshot import Snapshot
 from rag_optimize.cache.vector_table import IndexKind, VectorTable
 from rag_optimize.embedding.vectors import FloatVector
 from rag_optimize.index.engine import Storage
@@ -125,11 +127,9 @@ class LocalMirror:
         with self._lock:
             self._journal = None
 
-    def replace(
-        self, records: dict[str, IndexRecord], head: int, *, counter_reset: bool = False
-    ) -> None:
+    def replace(self, snapshot: Snapshot, head: int, *, counter_reset: bool = False) -> None:
         """Swap in a freshly loaded snapshot (built outside the lock, swapped under it);
-        empties ``records`` (the decoded copies are freed as soon as they are in the tables).
+        releases ``snapshot`` (its matrix is freed as soon as the tables hold their copy).
 
         ``head`` is the change counter read before the scan (every change up to it is in
         the snapshot, so it becomes the floor; a record read later may be newer, and the
@@ -140,15 +140,8 @@ class LocalMirror:
         """
         fresh = LocalMirror(self.index, self.storage)
         fresh._floor = head
-        sizes: Counter[tuple[str, str]] = Counter()
-        dims: dict[tuple[str, str], int] = {}
-        for r in records.values():
-            sizes[(r.scope, r.partition)] += 1
-            dims.setdefault((r.scope, r.partition), int(r.vector.shape[0]))
-        for slot, size in sizes.items():  # tables sized once: no doubling, no copies
-            fresh._tables[slot] = fresh._table(dims[slot], size + size // 64)
-        fresh._put_snapshot(records, head)
-        records.clear()
+        fresh._put_snapshot(snapshot, head)
+        snapshot.release()
         _release_freed_memory()
         with self._lock:
             fresh._renumbered = counter_reset
@@ -219,31 +212,31 @@ class LocalMirror:
             record.scope, record.expires_at, record.threshold, record.partition, version
         )
 
-    def _put_snapshot(self, records: dict[str, IndexRecord], version: int) -> None:
-        """Insert a snapshot's records into the (empty, pre-sized) tables, in batches: one
-        engine update (and one int8 encoding) per batch instead of one per entry."""
-        batch: dict[tuple[str, str], list[str]] = {}
-        for hid, record in records.items():
-            slot = (record.scope, record.partition)
-            table = self._tables[slot]
-            if table.dim != record.vector.shape[0]:  # never mix dimensions in a table
+    def _put_snapshot(self, snapshot: Snapshot, version: int) -> None:
+        """Fill the (empty) tables from a snapshot's columns: each (scope, partition) table
+        sized once and filled in batches of rows (one engine update, and one int8 encoding,
+        per batch instead of per entry)."""
+        if not len(snapshot):
+            return
+        matrix, ids = snapshot.matrix, snapshot.ids
+        slot_of_row = np.asarray(snapshot.slot_of_row, dtype=np.intp)
+        order = np.argsort(slot_of_row, kind="stable")  # the rows of each slot together
+        bounds = np.searchsorted(slot_of_row[order], np.arange(len(snapshot.slots) + 1))
+        for number, slot in enumerate(snapshot.slots):
+            rows = order[bounds[number] : bounds[number + 1]]
+            if not len(rows):
                 continue
-            self._info[hid] = _Info(
-                record.scope, record.expires_at, record.threshold, record.partition, version
-            )
-            pending = batch.setdefault(slot, [])
-            pending.append(hid)
-            if len(pending) == _SNAPSHOT_BATCH:
-                self._flush(slot, pending, records)
-        for slot, pending in batch.items():
-            self._flush(slot, pending, records)
-
-    def _flush(
-        self, slot: tuple[str, str], pending: list[str], records: dict[str, IndexRecord]
-    ) -> None:
-        if pending:
-            self._tables[slot].add_many(pending, [records[h].vector for h in pending])
-            pending.clear()
+            scope, partition = slot
+            table = self._tables[slot] = self._table(matrix.shape[1], len(rows) + len(rows) // 64)
+            contiguous = rows[-1] - rows[0] + 1 == len(rows)  # e.g. a single scope: views only
+            for lo in range(0, len(rows), _SNAPSHOT_BATCH):
+                batch = rows[lo : lo + _SNAPSHOT_BATCH]
+                hids = [ids[r] for r in batch.tolist()]
+                block = matrix[batch[0] : batch[-1] + 1] if contiguous else matrix[batch]
+                table.add_many(hids, list(block))
+            expires, thresholds = snapshot.expires, snapshot.thresholds
+            for r in rows.tolist():
+                self._info[ids[r]] = _Info(scope, expires[r], thresholds[r], partition, version)
 
     def _remove_many(self, hids: list[str], seq: int | None) -> None:
         for hid in hids:

@@ -13,7 +13,9 @@ follower's events can arrive in any order (see :mod:`~rag_optimize.cache.redis.m
 Every key of a namespace shares the hash tag ``{ns}`` (one cluster slot), which is why this path
 serves one Redis (or one slot of a cluster), and a least-privilege ACL user needs ``~{ns}:*``.
 Until the first load of the mirror finishes, a semantic lookup waits for it at most
-``startup_wait_ms``; past that it is a counted, logged store error, never a silent miss.
+``startup_wait_ms``; past that it is a counted, logged store error, never a silent miss;
+exact lookups always ask Redis, so they hit during the load too. The load reads packed pages
+(:mod:`~rag_optimize.cache.redis.snapshot`): a 100k-entry namespace in about 2 s here.
 """
 
 from __future__ import annotations

@@ -208,6 +208,76 @@ return {redis.call('GET', P .. ':seq'), id, redis.call('GET', P .. ':dim'),
         redis.call('ZCARD', P .. ':lru')}
 """
 
+# ARGV: P, MAXLEN (unused), cursor, count, format version, namespace, width|''
+# -> {next cursor, width|'', ids, vectors, slot keys, rows, bad}: one page of a snapshot,
+# packed so the reader parses a handful of replies per page instead of seven per entry:
+#   ids      the page's good entry ids, 32 characters each, concatenated
+#   vectors  their float32 vector bytes (width * 4 bytes each), one reply per entry: joining
+#            a megabyte in Lua costs more than the whole rest of the page (measured)
+#   keys     flat {scope, partition, ...}: the distinct (scope, partition) pairs of the page
+#   rows     per good entry "<key index> <ex|-> <thr|->", joined by ';'
+#   bad      flat {id, reason, ...}: entries that are not valid entries of this namespace
+# Gone entries (an id in the LRU set whose hash expired) are left out. ``width`` is the vector
+# dimension: given by the caller, or taken from the first vector when it passes ''. A read only.
+_SNAPSHOT_PAGE = r"""
+local cursor, count, version, ns, width = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+width = tonumber(width)
+local reply = redis.call('ZSCAN', P .. ':lru', cursor, 'COUNT', count)
+local members = reply[2]
+local ids, vecs, keys, slot_of, rows, bad = {}, {}, {}, {}, {}, {}
+local function num(v)
+  if not v or v == '' then return '-' end
+  if string.find(v, '^[-+0-9.eEinfatyINFATY]+$') then return v end
+  return nil
+end
+for i = 1, #members, 2 do
+  local id = members[i]
+  local h = redis.pcall('HMGET', ekey(id), 'v', 'ns', 'scope', 'vec', 'ex', 'thr', 'pt')
+  local why = nil
+  if type(h) == 'table' and h.err then
+    why = 'not an entry hash: ' .. h.err
+  elseif not (h[1] or h[2] or h[3] or h[4] or h[5] or h[6] or h[7]) then
+    why = false  -- gone
+  elseif #id ~= 32 then
+    why = 'not an entry id'
+  elseif h[1] ~= version then
+    why = 'unknown entry format ' .. tostring(h[1])
+  elseif h[2] ~= ns then
+    why = 'entry belongs to namespace ' .. tostring(h[2])
+  elseif not h[3] then
+    why = "field 'scope' is missing"
+  elseif not h[4] or #h[4] == 0 or #h[4] % 4 ~= 0 then
+    why = 'vector field has ' .. (h[4] and #h[4] or 0) .. ' bytes, not a float32 array'
+  elseif width and #h[4] ~= 4 * width then
+    why = 'vector has dimension ' .. (#h[4] / 4) .. ', namespace holds ' .. width
+  elseif not num(h[5]) then
+    why = "field 'ex' is not a number"
+  elseif not num(h[6]) then
+    why = "field 'thr' is not a number"
+  end
+  if why == nil then
+    width = width or #h[4] / 4
+    local pt = h[7] or ''
+    local key = #h[3] .. ':' .. h[3] .. pt  -- length first: no two pairs share a key
+    local slot = slot_of[key]
+    if not slot then
+      keys[#keys + 1] = h[3]
+      keys[#keys + 1] = pt
+      slot = #keys / 2 - 1
+      slot_of[key] = slot
+    end
+    ids[#ids + 1] = id
+    vecs[#vecs + 1] = h[4]
+    rows[#rows + 1] = slot .. ' ' .. num(h[5]) .. ' ' .. num(h[6])
+  elseif why then
+    bad[#bad + 1] = id
+    bad[#bad + 1] = why
+  end
+end
+return {reply[1], width and tostring(width) or '', table.concat(ids), vecs, keys,
+        table.concat(rows, ';'), bad}
+"""
+
 # ARGV: P, MAXLEN -> announces that the namespace was emptied; returns the clear's seq|false
 _CLEARED = r"""
 redis.call('DEL', P .. ':dim')
@@ -240,6 +310,7 @@ DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
 CLEARED = _script("cleared", _CLEARED)
 HEAD = _script("head", _HEAD)
 VECTORS = _script("vectors", _VECTORS)
+SNAPSHOT_PAGE = _script("snapshot_page", _SNAPSHOT_PAGE)
 
 
 def run_script(client: Any, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:

@@ -1,7 +1,8 @@
 """Keeps a process's :class:`LocalMirror` current with the Redis change log.
 
-One background thread per store: it loads the namespace (a ``ZSCAN`` of the LRU set plus
-pipelined ``HMGET`` of the index fields), then tails the ``{ns}:log`` stream with
+One background thread per store: it loads the namespace (the ``snapshot_page`` script: a
+``ZSCAN`` of the LRU set and the index fields of each page, packed; see
+:mod:`~rag_optimize.cache.redis.snapshot`), then tails the ``{ns}:log`` stream with
 ``XREAD BLOCK``, so a change made by any process reaches this one's mirror one round trip
 after it happens. The stream's ``seq`` field increases by exactly one per change; a gap (the
 stream was trimmed past us, the server restarted empty, someone flushed it) or any error
@@ -11,17 +12,15 @@ triggers a full reload once Redis answers again. The same thread sweeps expired 
 from __future__ import annotations
 
 import logging
-import mmap
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from rag_optimize.cache.incidents import IncidentLog
 from rag_optimize.cache.redis.breaker import CircuitBreaker
 from rag_optimize.cache.redis.codec import (
+    FORMAT_VERSION,
     INDEX_FIELDS,
     CorruptEntry,
     IndexRecord,
@@ -29,7 +28,8 @@ from rag_optimize.cache.redis.codec import (
     decode_index_record,
 )
 from rag_optimize.cache.redis.mirror import LocalMirror
-from rag_optimize.cache.redis.scripts import HEAD, SWEEP, run_script
+from rag_optimize.cache.redis.scripts import HEAD, SNAPSHOT_PAGE, SWEEP, run_script
+from rag_optimize.cache.redis.snapshot import Snapshot
 
 logger = logging.getLogger("rag_optimize.cache.redis")
 
@@ -166,18 +166,14 @@ class ChangeFollower:
             self._client, HEAD, (keys.log,), (keys.prefix, self._maxlen)
         )
         dim = _parse_dim(dim_raw)
-        records: dict[str, IndexRecord] = {}
-        staging = _Staging(int(entries) + _LOAD_CHUNK)
-        cursor: int = 0
+        snapshot = Snapshot(int(entries) + _LOAD_CHUNK, dim)
+        cursor: Any = b"0"
         while True:
-            cursor, pairs = self._client.zscan(keys.lru, cursor, count=_LOAD_CHUNK)
-            hids = [member.decode() for member, _score in pairs]
-            self._read_records(hids, dim, records, staging)
-            if cursor == 0:
+            cursor = self._read_page(cursor, snapshot)
+            if cursor in (b"0", 0, "0"):
                 break
         head = int(seq_raw or 0)
-        # only decoded records are in it; replace() empties it
-        self._mirror.replace(records, head, counter_reset=head < self._seq)
+        self._mirror.replace(snapshot, head, counter_reset=head < self._seq)  # releases it
         self._set_dim(dim)
         with self._progress:
             self._seq = head
@@ -187,15 +183,24 @@ class ChangeFollower:
         self.loads += 1
         self._loaded.set()
 
-    def _read_records(
-        self,
-        hids: list[str],
-        dim: int | None,
-        into: dict[str, IndexRecord],
-        staging: _Staging | None = None,
-    ) -> dict[str, IndexRecord | None]:
-        """HMGET the index fields of ``hids``; ``None`` for gone or corrupt entries. With
-        ``staging`` (a snapshot load) each vector is copied there at once."""
+    def _read_page(self, cursor: Any, snapshot: Snapshot) -> Any:
+        """Read one packed page of the namespace into ``snapshot``; the next cursor."""
+        keys = self._keys
+        args = (
+            keys.prefix,
+            self._maxlen,
+            cursor,
+            _LOAD_CHUNK,
+            FORMAT_VERSION,
+            keys.namespace,
+            "" if snapshot.width is None else str(snapshot.width),
+        )
+        reply = run_script(self._client, SNAPSHOT_PAGE, (keys.log,), args)
+        return snapshot.add_page(reply, self._on_corrupt)
+
+    def _read_records(self, hids: list[str], dim: int | None) -> dict[str, IndexRecord | None]:
+        """HMGET the index fields of ``hids`` (the entries a change-log batch names); ``None``
+        for gone or corrupt entries."""
         if not hids:
             return {}
         pipe = self._client.pipeline(transaction=False)
@@ -210,11 +215,7 @@ class ChangeFollower:
             except CorruptEntry as exc:
                 self._on_corrupt(hid, exc)
                 record = None
-            if record is not None and staging is not None:
-                record = staging.keep(record)
             out[hid] = record
-            if record is not None:
-                into[hid] = record
         return out
 
     def _tail(self) -> None:
@@ -235,7 +236,7 @@ class ChangeFollower:
         if puts:
             dim_raw = self._client.get(self._keys.dim)
             dim = _parse_dim(dim_raw)
-        states = self._read_records(list(dict.fromkeys(puts)), dim, {})
+        states = self._read_records(list(dict.fromkeys(puts)), dim)
         for event_id, fields in events:
             seq = int(fields.get(b"seq", b"0"))
             if seq != self._seq + 1:
@@ -279,41 +280,6 @@ class ChangeFollower:
         removed = int(run_script(self._client, SWEEP, (keys.log,), args))
         if removed:
             self._on_expired(removed)
-
-
-class _Staging:
-    """One float32 matrix a snapshot's vectors are copied into as they are decoded.
-
-    Decoded vectors are views of the reply's bytes; kept until the swap, every reply of the
-    scan would stay alive at once, in many small blocks the thread's malloc arena keeps as
-    fragmentation after they are freed (measured: 10-20 MB of RSS at 12k x 384 that
-    ``malloc_trim`` did not return). Copied here, each reply is freed within its chunk, and
-    the matrix (one allocation, sized from the entry count read with the head) is freed in
-    one piece after the swap. Vectors past its size or of another width get their own copy.
-    """
-
-    def __init__(self, rows: int) -> None:
-        self.rows = rows
-        self.matrix: np.ndarray | None = None
-        self.used = 0
-
-    def keep(self, record: IndexRecord) -> IndexRecord:
-        vector = record.vector
-        if self.matrix is None:
-            # anonymous mmap, not malloc: unmapped when the last view goes (a big malloc block
-            # can land in the thread's arena, which glibc does not return to the OS)
-            width = int(vector.shape[0])
-            pages = mmap.mmap(-1, max(1, self.rows * width * 4))
-            self.matrix = np.frombuffer(pages, dtype=np.float32).reshape(-1, width)[: self.rows]
-        if vector.shape[0] != self.matrix.shape[1] or self.used == self.rows:
-            kept = np.array(vector, dtype=np.float32)
-        else:
-            kept = self.matrix[self.used]
-            kept[:] = vector
-            self.used += 1
-        return IndexRecord(
-            record.scope, kept, record.expires_at, record.threshold, record.partition
-        )
 
 
 def _parse_dim(raw: bytes | None) -> int | None:
