@@ -285,6 +285,10 @@ def main() -> None:
     parser.add_argument("--real", action="store_true")
     parser.add_argument("--real-queries", type=int, default=600)
     parser.add_argument("--skip-cache-fill", action="store_true")
+    parser.add_argument(
+        "--fill-only", action="store_true",
+        help="only the SemanticCache fill (set one at a time, set_many) at each size",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     report: dict[str, Any] = {"command": " ".join(sys.argv), "sizes": {}}
@@ -297,6 +301,16 @@ def main() -> None:
         report["real_minilm"] = run_real(args)
         write()
     for n in (int(s) for s in args.sizes.split(",") if s):
+        if args.fill_only:
+            load_before = load_average()
+            fill = cache_fill(random_data(n, 1), n)
+            report["sizes"][str(n)] = {
+                "rows": n, "load_before": load_before, "cache_fill": fill,
+                "load_after": load_average(),
+            }
+            print(json.dumps(report["sizes"][str(n)]), flush=True)
+            write()
+            continue
         report["sizes"][str(n)] = run_random(n, args)
         write()
         gc.collect()

@@ -4,6 +4,7 @@ int8 storage, the two Hamming kernels, save/load (and corrupt files), bad input,
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -342,6 +343,30 @@ def test_shared_lock_lets_readers_overlap_and_writers_wait() -> None:
     r.join()
     w.join()
     assert wrote == ["reader done", "writer"]
+
+
+def test_shared_lock_wakes_readers_waiting_for_a_writer() -> None:
+    """A reader that arrives while a writer holds the lock waits, and is woken when the
+    writer leaves (the lock notifies only when someone waits)."""
+    lock = SharedLock()
+    order: list[str] = []
+    lock.acquire_write()
+
+    def reader() -> None:
+        with lock.reading():
+            order.append("reader")
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    while lock._waiting < 3:
+        time.sleep(0.001)
+    order.append("writer done")
+    lock.release_write()
+    for t in threads:
+        t.join(5)
+    assert order == ["writer done", "reader", "reader", "reader"]
+    assert not lock._waiting and not lock._readers and not lock._writing
 
 
 def test_concurrent_searches_and_writes_never_return_a_dead_row() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import math
 import threading
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from rag_optimize import (
     CacheHit,
     ConfigurationError,
+    EmbeddingError,
     HashingEmbedder,
     InMemoryStore,
     InvalidInputError,
@@ -741,3 +743,48 @@ def test_str_subclasses_and_bad_keys_through_the_fast_key_path(mode: str) -> Non
         api.get(Text("   "))
     with pytest.raises(InvalidTypeError, match="scope must be a str"):
         api.get("How do I reset my password?", scope=7)  # type: ignore[arg-type]
+
+
+def test_set_many_stores_what_set_one_at_a_time_stores(mode: str) -> None:
+    """The bulk plan (one JSON pass, one matrix normalised at once, one put_many) writes the
+    same entries as ``set`` per item: ids, vectors, responses, metadata, lookups."""
+    items = [(f"question number {i} about topic {i % 7}", {"n": i}) for i in range(40)]
+    one, bulk = SemanticCache(HashingEmbedder(), threshold=0.8), SemanticCache(
+        HashingEmbedder(), threshold=0.8
+    )
+    for query, response in items:
+        assert one.set(query, response, "s", metadata={"source_ids": [str(response["n"])]})
+    api = Api(bulk, mode)
+    with_meta = [(q, r, {"source_ids": [str(r["n"])]}) for q, r in items]
+    assert api.set_many(with_meta, "s") == len(items)
+    a = {e.id: e for e in one.store.entries()}  # type: ignore[attr-defined]
+    b = {e.id: e for e in bulk.store.entries()}  # type: ignore[attr-defined]
+    assert a.keys() == b.keys()
+    for entry_id, entry in a.items():
+        other = b[entry_id]
+        assert (entry.query, entry.query_key, entry.response, entry.metadata) == (
+            other.query, other.query_key, other.response, other.metadata
+        )
+        assert np.allclose(entry.vector, other.vector, atol=1e-6)
+    for query, response in items:
+        hit = api.get(query.upper() + " ", "s")
+        assert hit is not None and hit.exact and hit.response == response
+
+
+def test_set_many_refuses_a_bad_batch_naming_the_fault(mode: str) -> None:
+    class ShortBatchEmbedder(HashingEmbedder):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return super().embed_documents(texts)[:-1]
+
+    api = Api(SemanticCache(ShortBatchEmbedder()), mode)
+    with pytest.raises(EmbeddingError, match="1 vectors for 2 texts"):
+        api.set_many([("one question", 1), ("two question", 2)])
+    cache = SemanticCache(HashingEmbedder())
+    api = Api(cache, mode)
+    with pytest.raises(InvalidTypeError, match="JSON-serialisable"):
+        api.set_many([("one question", 1), ("two question", object())])
+    with pytest.raises(InvalidTypeError, match="metadata must be a dict"):
+        api.set_many([("one question", 1, ["not", "a", "dict"])])  # type: ignore[list-item]
+    with pytest.raises(InvalidTypeError, match="JSON-serialisable"):
+        api.set_many([("one question", math.nan)])
+    assert len(cache) == 0  # nothing of a refused batch is kept

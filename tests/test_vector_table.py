@@ -60,3 +60,30 @@ def test_bad_batches_and_options_name_the_value() -> None:
     table.add("a", unit(0))
     with pytest.raises(InvalidInputError, match="k must be a positive integer"):
         table.search(unit(0), 0)
+
+
+@pytest.mark.parametrize("index", ["auto", "exact"])
+def test_unit_query_lean_scan_equals_the_checked_search(index: str) -> None:
+    """A checked unit query takes the engine's lean scan (no re-validation, one product);
+    the same query scaled or as a list takes the checked path: the same answer, with dead
+    rows (removed, reused) never returned and ``k`` past the live count."""
+    table = VectorTable(DIM, index=index)  # type: ignore[arg-type]
+    for i in range(60):
+        table.add(f"e{i}", unit(i))
+    for i in range(0, 60, 3):
+        table.remove(f"e{i}")
+    table.add("reused", unit(1000))
+    query = unit(7) + 0.3 * unit(8)
+    query = (query / np.linalg.norm(query)).astype(np.float32)
+    for k in (1, 4, 100):
+        lean = table.search(query, k)
+        for other in (query * 2.5, query.astype(np.float64).tolist()):
+            checked = table.search(other, k)  # type: ignore[arg-type]
+            assert [e for e, _ in checked] == [e for e, _ in lean]
+            assert np.allclose([s for _, s in checked], [s for _, s in lean], atol=1e-6)
+        assert len(lean) == min(k, len(table))
+        assert not {f"e{i}" for i in range(0, 60, 3)} & {e for e, _ in lean}
+        scores = [s for _, s in lean]
+        assert scores == sorted(scores, reverse=True)
+    (best, score), *_ = table.search(unit(1000), 1)
+    assert best == "reused" and score == pytest.approx(1.0, abs=1e-5)

@@ -74,7 +74,8 @@ class InMemoryStore(SyncStoreMixin):
     ) -> CacheEntry | None:
         """The live entry for exactly this normalised query, marked as used."""
         with self._lock:
-            self._expire(now, report)
+            if self._expiry and self._expiry[0][0] <= now:  # skip the call when nothing is due
+                self._expire(now, report)
             entry_id = self._exact.get((scope, partition, query_key))
             if entry_id is None:
                 return None
@@ -93,7 +94,8 @@ class InMemoryStore(SyncStoreMixin):
     ) -> list[Candidate]:
         """The ``k`` nearest live entries of ``scope`` and ``partition``."""
         with self._lock:
-            self._expire(now, report)
+            if self._expiry and self._expiry[0][0] <= now:
+                self._expire(now, report)
             table = self._tables.get((scope, partition))
         if table is None:
             return []
@@ -113,7 +115,8 @@ class InMemoryStore(SyncStoreMixin):
     ) -> CacheEntry | None:
         """The entry, marked as used, or ``None`` if it is gone or expired."""
         with self._lock:
-            self._expire(now, report)
+            if self._expiry and self._expiry[0][0] <= now:
+                self._expire(now, report)
             entry = self._entries.get(entry_id)
             if entry is not None:
                 self._entries.move_to_end(entry_id)
@@ -121,7 +124,20 @@ class InMemoryStore(SyncStoreMixin):
 
     def put(self, entry: CacheEntry, now: float, *, report: StoreReport | None = None) -> None:
         """Insert or replace ``entry`` and evict least-recently-used entries past capacity."""
-        self.put_many([entry], now, report=report)
+        with self._lock:  # put_many's steps for one entry, with the common cases inline
+            dim = self._dim
+            if dim is None or entry.vector.shape != (dim,):
+                dim = self._check_dim([entry])
+            if self._expiry and self._expiry[0][0] <= now:
+                self._expire(now, report)
+            self._place(entry)
+            slot = (entry.scope, entry.partition)
+            table = self._tables.get(slot)
+            if table is None:
+                table = self._table(slot, dim)
+            table.add(entry.id, entry.vector)
+            if self.max_entries is not None and len(self._entries) > self.max_entries:
+                self._evict(report)
 
     def put_many(
         self, entries: Sequence[CacheEntry], now: float, *, report: StoreReport | None = None
@@ -136,41 +152,58 @@ class InMemoryStore(SyncStoreMixin):
         if not entries:
             return
         with self._lock:
-            dim = self._dim if self._dim is not None else int(entries[0].vector.shape[0])
-            for entry in entries:
-                if entry.vector.shape != (dim,):
-                    raise InvalidVectorError(
-                        f"entry vector has dimension {entry.vector.shape[0]}, store holds {dim}"
-                    )
-            self._dim = dim
-            self._expire(now, report)
+            dim = self._check_dim(entries)
+            if self._expiry and self._expiry[0][0] <= now:
+                self._expire(now, report)
             per_slot: dict[_Slot, list[CacheEntry]] = {}
-            for entry in entries if len(entries) == 1 else _last_per_key(entries):
-                exact_key = (entry.scope, entry.partition, entry.query_key)
-                old_id = self._exact.get(exact_key)
-                if old_id is not None and old_id != entry.id:
-                    self._remove(old_id)
-                old = self._entries.get(entry.id)
-                if old is not None and (old.scope, old.partition, old.query_key) != exact_key:
-                    self._remove(entry.id)
-                self._entries.pop(entry.id, None)
-                self._entries[entry.id] = entry
-                self._exact[exact_key] = entry.id
+            for entry in _last_per_key(entries):
+                self._place(entry)
                 per_slot.setdefault((entry.scope, entry.partition), []).append(entry)
-                if entry.expires_at is not None:
-                    heapq.heappush(self._expiry, (entry.expires_at, next(self._seq), entry.id))
             for slot, group in per_slot.items():
-                table = self._tables.get(slot)
-                if table is None:
-                    table = self._tables[slot] = VectorTable(dim, self.index, storage=self.storage)
-                if len(group) == 1:
-                    table.add(group[0].id, group[0].vector)
-                else:
-                    table.add_many([e.id for e in group], [e.vector for e in group])
-            while self.max_entries is not None and len(self._entries) > self.max_entries:
-                self._remove(next(iter(self._entries)))
-                if report is not None:
-                    report.evicted += 1
+                self._table(slot, dim).add_many([e.id for e in group], [e.vector for e in group])
+            self._evict(report)
+
+    def _check_dim(self, entries: Sequence[CacheEntry]) -> int:
+        """The store's dimension (fixed by the first entry ever put); raises
+        :class:`InvalidVectorError` before anything is written if a vector differs."""
+        dim = self._dim if self._dim is not None else int(entries[0].vector.shape[0])
+        for entry in entries:
+            if entry.vector.shape != (dim,):
+                raise InvalidVectorError(
+                    f"entry vector has dimension {entry.vector.shape[0]}, store holds {dim}"
+                )
+        self._dim = dim
+        return dim
+
+    def _place(self, entry: CacheEntry) -> None:
+        """Index ``entry`` by id, exact key and expiry (its vector is added by the caller),
+        dropping what it replaces: another id under its exact key, or its own id under
+        another key."""
+        exact_key = (entry.scope, entry.partition, entry.query_key)
+        old_id = self._exact.get(exact_key)
+        if old_id is not None and old_id != entry.id:
+            self._remove(old_id)
+        old = self._entries.get(entry.id)
+        if old is not None and (old.scope, old.partition, old.query_key) != exact_key:
+            self._remove(entry.id)
+        self._entries.pop(entry.id, None)
+        self._entries[entry.id] = entry
+        self._exact[exact_key] = entry.id
+        if entry.expires_at is not None:
+            heapq.heappush(self._expiry, (entry.expires_at, next(self._seq), entry.id))
+
+    def _table(self, slot: _Slot, dim: int) -> VectorTable:
+        table = self._tables.get(slot)
+        if table is None:
+            table = self._tables[slot] = VectorTable(dim, self.index, storage=self.storage)
+        return table
+
+    def _evict(self, report: StoreReport | None) -> None:
+        """Drop least-recently-used entries past ``max_entries``, reported as evicted."""
+        while self.max_entries is not None and len(self._entries) > self.max_entries:
+            self._remove(next(iter(self._entries)))
+            if report is not None:
+                report.evicted += 1
 
     def delete(self, entry_ids: list[str]) -> int:
         """Remove these entries; returns how many existed."""

@@ -107,9 +107,10 @@ from rag_optimize.cache.stats import CacheStats, StatsCounter
 from rag_optimize.cache.store import Store
 from rag_optimize.cache.vector_table import IndexKind
 from rag_optimize.embedding.protocol import Embedder, check_embedder
-from rag_optimize.embedding.vectors import FloatVector, unit_vector
+from rag_optimize.embedding.vectors import FloatVector, unit_matrix, unit_vector
 from rag_optimize.errors import (
     ConfigurationError,
+    EmbeddingError,
     InvalidInputError,
     InvalidTypeError,
     StoreError,
@@ -437,7 +438,7 @@ class SemanticCache:
         document ids in ``metadata["source_ids"]`` and the index version in
         ``metadata["index_version"]`` for :meth:`invalidate`.
         """
-        plan = self._write([(query, response, metadata)], scope, exact, ttl_seconds, bulk=False)
+        plan = self._write_one(query, response, scope, exact, metadata, ttl_seconds)
         return run(plan, self, self._faults) == 1
 
     async def aset(
@@ -451,7 +452,7 @@ class SemanticCache:
         ttl_seconds: float | None = None,
     ) -> bool:
         """Async :meth:`set`."""
-        plan = self._write([(query, response, metadata)], scope, exact, ttl_seconds, bulk=False)
+        plan = self._write_one(query, response, scope, exact, metadata, ttl_seconds)
         return await arun(plan, self, self._faults) == 1
 
     def set_many(
@@ -472,7 +473,7 @@ class SemanticCache:
         checks and failure policy as :meth:`set` (a failing model or store drops the whole
         batch, counted per item).
         """
-        plan = self._write(_items(items, metadata), scope, exact, ttl_seconds, bulk=True)
+        plan = self._write_many(_items(items, metadata), scope, exact, ttl_seconds)
         return run(plan, self, self._faults)
 
     async def aset_many(
@@ -485,55 +486,84 @@ class SemanticCache:
         ttl_seconds: float | None = None,
     ) -> int:
         """Async :meth:`set_many` (``aembed_documents`` when the model has it)."""
-        plan = self._write(_items(items, metadata), scope, exact, ttl_seconds, bulk=True)
+        plan = self._write_many(_items(items, metadata), scope, exact, ttl_seconds)
         return await arun(plan, self, self._faults)
 
-    def _write(
+    def _write_one(
+        self,
+        query: str,
+        response: Any,
+        scope: str | None,
+        exact: ExactPart,
+        metadata: dict[str, Any] | None,
+        ttl_seconds: float | None,
+    ) -> Plan[int]:
+        """The write flow of one answer (``set``): check, embed unless the query's vector is
+        pending, put, then learn from the answer if an observation waited for it."""
+        k = self._begin(query, scope, exact)
+        _check_json(response, metadata)
+        if self.require_scope and self._refuse_write(scope):
+            return 0
+        vector = self._take_pending(k.key)
+        if vector is None:
+            raw = yield Embed(k.query)
+            if raw is None:
+                self._stats.add("dropped_writes")
+                return 0
+            vector = unit_vector(raw, self._dim())
+        ttl = self._ttl(ttl_seconds)
+        entry = self._entry(k, vector, response, metadata, ttl, self._keeps_words())
+        stored = (yield Put(entry, k.now, default=_FAILED)) is not _FAILED
+        self._stats.add("sets" if stored else "dropped_writes")
+        observation = self._learner.take(k.scope, k.slot)
+        if observation is not None:  # a lookup of this query waits for its answer
+            yield from self._learn_from_answer(k, observation, entry.id, response)
+        return 1 if stored else 0
+
+    def _write_many(
         self,
         items: list[tuple[str, Any, dict[str, Any] | None]],
         scope: str | None,
         exact: ExactPart,
         ttl_seconds: float | None,
-        *,
-        bulk: bool,
     ) -> Plan[int]:
-        """The write flow: check, embed what is not pending, put, then learn from the
-        answers that observations were waiting for."""
-        keys = [self._begin(query, scope, exact) for query, _, _ in items]
-        for _, response, metadata in items:
-            _check_json(response, metadata)
+        """The bulk write flow (``set_many``): what :meth:`_write_one` does per answer, done
+        once for the batch where it can be: one clock read, scope and exact part; one JSON
+        check; one pass over the pending vectors; one embedding batch, checked and
+        normalised as one matrix; one ``put_many``."""
+        keys = self._begin_many([query for query, _, _ in items], scope, exact)
+        _check_json_many(items)
         if self.require_scope and self._refuse_write(scope, len(items)):
             return 0
-        vectors = [self._take_pending(k.key) for k in keys]
-        todo = [n for n, v in enumerate(vectors) if v is None]
+        vectors = self._take_pending_many(keys)
+        todo = [n for n, vector in enumerate(vectors) if vector is None]
         if todo:
-            texts = [keys[n].query for n in todo]
-            embedded = yield (EmbedMany(texts) if bulk else Embed(texts[0]))
-            if not bulk and embedded is not None:
-                embedded = [embedded]
+            embedded = yield EmbedMany([keys[n].query for n in todo])
             if embedded is None:
                 self._stats.add("dropped_writes", len(items))
                 return 0
-            dim = self._dim()
-            for n, raw in zip(todo, embedded, strict=True):
-                vectors[n] = vector = unit_vector(raw, dim)
-                dim = int(vector.shape[0])
+            matrix = unit_matrix(embedded, self._dim())
+            if matrix.shape[0] != len(todo):
+                raise EmbeddingError(
+                    f"the model returned {matrix.shape[0]} vectors for {len(todo)} texts"
+                )
+            for n, row in zip(todo, matrix, strict=True):
+                vectors[n] = row
+        ttl = self._ttl(ttl_seconds)
+        words = self._keeps_words()
+        entry = self._entry
         entries = [
-            self._entry(k, vector, response, metadata, ttl_seconds)
+            entry(k, vector, response, metadata, ttl, words)
             for k, vector, (_, response, metadata) in zip(keys, vectors, items, strict=True)
             if vector is not None
         ]
-        now = keys[0].now
-        if bulk:
-            result = yield PutMany(entries, now, default=_FAILED)
-        else:
-            result = yield Put(entries[0], now, default=_FAILED)
-        stored = result is not _FAILED
+        stored = (yield PutMany(entries, keys[0].now, default=_FAILED)) is not _FAILED
         self._stats.add("sets" if stored else "dropped_writes", len(entries))
-        for k, entry, (_, response, _) in zip(keys, entries, items, strict=True):
-            observation = self._learner.take(k.scope, k.slot)
+        take = self._learner.take
+        for k, new, (_, response, _) in zip(keys, entries, items, strict=True):
+            observation = take(k.scope, k.slot)
             if observation is not None:  # a lookup of this query waits for its answer
-                yield from self._learn_from_answer(k, observation, entry.id, response)
+                yield from self._learn_from_answer(k, observation, new.id, response)
         return len(entries) if stored else 0
 
     def _learn_from_answer(
@@ -706,6 +736,21 @@ class SemanticCache:
             scope = self._scope(scope)
         return _Key(query, key, scope, partition, self._clock())
 
+    def _begin_many(self, queries: list[str], scope: str | None, exact: ExactPart) -> list[_Key]:
+        """:meth:`_begin` for a batch: the clock, scope and exact part once."""
+        now = self._clock()
+        partition = "" if exact is None else exact_digest(exact)
+        if type(scope) is not str:
+            scope = self._scope(scope)
+        keys = []
+        for query in queries:
+            key = normalise_query(query) if type(query) is str else ""
+            if not key:
+                query = check_query(query)
+                key = normalise_query(query)
+            keys.append(_Key(query, key, scope, partition, now))
+        return keys
+
     def _scope(self, scope: str | None) -> str:
         """The explicit scope, else the one of the active ``cache_scope`` block."""
         return check_scope(scope if scope is not None else current_scope())
@@ -831,17 +876,35 @@ class SemanticCache:
         with self._pending_lock:
             return self._pending.pop(key, None)
 
+    def _take_pending_many(self, keys: list[_Key]) -> list[FloatVector | None]:
+        with self._pending_lock:
+            if not self._pending:
+                return [None] * len(keys)
+            pop = self._pending.pop
+            return [pop(k.key, None) for k in keys]
+
+    def _keeps_words(self) -> bool:
+        """Whether new entries keep their query's word vectors (the verifier aligns them)."""
+        return self.verifier is not None and uses_word_vectors(self.verifier)
+
+    def _ttl(self, ttl_seconds: float | None) -> float | None:
+        """The lifetime of a new entry: ``ttl_seconds``, else the cache's default."""
+        ttl = ttl_seconds if ttl_seconds is not None else self.ttl_seconds
+        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
+            raise ConfigurationError(f"ttl_seconds must be > 0, got {ttl}")
+        return ttl
+
     def _entry(
         self,
         k: _Key,
         vector: FloatVector,
         response: Any,
         metadata: dict[str, Any] | None,
-        ttl_seconds: float | None,
+        ttl: float | None,
+        words: bool,
     ) -> CacheEntry:
-        ttl = ttl_seconds if ttl_seconds is not None else self.ttl_seconds
-        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
-            raise ConfigurationError(f"ttl_seconds must be > 0, got {ttl}")
+        """The entry to store (``ttl`` from :meth:`_ttl`; ``words``: keep the query's word
+        vectors, for a verifier that aligns them)."""
         return CacheEntry(
             id=entry_id(k.scope, k.key, k.partition),
             scope=k.scope,
@@ -849,11 +912,11 @@ class SemanticCache:
             query_key=k.key,
             vector=vector,
             response=response,
-            metadata={key: v for key, v in (metadata or {}).items() if key != EVIDENCE_KEY},
+            metadata={} if not metadata else _without_evidence(metadata),
             created_at=k.now,
             expires_at=None if ttl is None else k.now + ttl,
             partition=k.partition,
-            words=stored_words(k.query) if uses_word_vectors(self.verifier) else None,
+            words=stored_words(k.query) if words else None,
         )
 
     def _dim(self) -> int | None:
@@ -942,12 +1005,33 @@ def _check_json(response: Any, metadata: dict[str, Any] | None) -> None:
             f"metadata must be a dict or None, got {type(metadata).__name__}"
         )
     try:  # strict JSON (no NaN/inf), so every store accepts or refuses alike
-        json.dumps(response, allow_nan=False)
-        json.dumps(metadata, allow_nan=False)
+        if type(response) is not str:  # any str is JSON; the common answer skips the call
+            json.dumps(response, allow_nan=False)
+        if metadata is not None:
+            json.dumps(metadata, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidTypeError(
             f"response and metadata must be JSON-serialisable (so any store can hold them): {exc}"
         ) from exc
+
+
+def _check_json_many(items: list[tuple[str, Any, dict[str, Any] | None]]) -> None:
+    """:func:`_check_json` of a batch in one ``json.dumps`` (the error names the first bad
+    item)."""
+    for _, _, metadata in items:
+        if metadata is not None and not isinstance(metadata, dict):
+            _check_json(None, metadata)
+    try:
+        json.dumps([(response, metadata) for _, response, metadata in items], allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        for _, response, metadata in items:  # the first bad one raises with its own fault
+            _check_json(response, metadata)
+        raise InvalidTypeError(f"set_many items must be JSON-serialisable: {exc}") from exc
+
+
+def _without_evidence(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the caller's metadata without the cache's own evidence key."""
+    return {key: v for key, v in metadata.items() if key != EVIDENCE_KEY}
 
 
 def _check_feedback(hit: object, correct: object) -> None:

@@ -80,8 +80,12 @@ class VectorTable:
         if not _is_unit(vector, self.dim):
             self.add_many([entry_id], [vector])  # checks, normalises or reports it
             return
-        with self._lock.writing():
+        lock = self._lock
+        lock.acquire_write()
+        try:
             self._engine.add(self._slot(entry_id), vector, normalized=True)
+        finally:
+            lock.release_write()
 
     def _slot(self, entry_id: str) -> int:
         """The row of ``entry_id``, assigned (a freed one first) if it is new."""
@@ -137,16 +141,28 @@ class VectorTable:
 
     def search(self, query: FloatVector, k: int = 1) -> list[tuple[str, float]]:
         """The ``k`` most similar stored vectors to ``query`` (a unit vector), best first."""
-        with self._lock.reading():
+        lock = self._lock
+        lock.acquire_read()
+        try:
             if not self._slot_of:
                 return []
-            rows, scores = self._engine.search(query, k)
+            # A cache query is already a checked unit vector: the engine need not check it
+            # (``_is_unit`` with the query tolerance, inline on this hot path).
+            unit = (
+                type(query) is np.ndarray
+                and query.dtype is _FLOAT32
+                and query.shape == (self.dim,)
+                and abs(float(query.dot(query)) - 1.0) <= _QUERY_TOLERANCE
+            )
+            rows, scores = self._engine.search(query, k, normalized=unit)
             ids = self._ids
             return [
-                (entry_id, float(score))
+                (entry_id, score)
                 for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
                 if (entry_id := ids[row]) is not None
             ]
+        finally:
+            lock.release_read()
 
     def clear(self) -> None:
         """Remove everything (keeps the dimension, index kind and storage)."""
@@ -168,11 +184,16 @@ _UNIT_TOLERANCE = 1e-3  # |norm - 1| up to which a float32 vector is taken as un
 # (checked on the squared norm: |norm^2 - 1| <= 2e-3 is |norm - 1| <= ~1e-3)
 
 
-def _is_unit(vector: object, dim: int) -> bool:
+_FLOAT32 = np.dtype(np.float32)
+_QUERY_TOLERANCE = 1e-5  # |norm^2 - 1| up to which a query is searched as given: float32
+# rounding of a normalised vector (about 1e-7), so its scores match a renormalised one's
+
+
+def _is_unit(vector: object, dim: int, tolerance: float = 2 * _UNIT_TOLERANCE) -> bool:
     """Whether ``vector`` is a finite float32 unit vector of ``dim`` (the cache's fast path)."""
-    if not isinstance(vector, np.ndarray) or vector.shape != (dim,) or vector.dtype != np.float32:
-        return False
-    return abs(float(np.dot(vector, vector)) - 1.0) <= 2 * _UNIT_TOLERANCE  # False for NaN/inf
+    if type(vector) is not np.ndarray or vector.dtype is not _FLOAT32 or vector.shape != (dim,):
+        return False  # (``is``: builtin dtypes are singletons; any other takes the checked path)
+    return abs(float(vector.dot(vector)) - 1.0) <= tolerance  # False for NaN/inf
 
 
 def _stack(vectors: Sequence[FloatVector], dim: int) -> np.ndarray:

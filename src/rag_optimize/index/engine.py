@@ -99,12 +99,17 @@ class SharedLock:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # The plain mutex is taken directly (a C-level ``with``); the condition over it is
+        # only used to wait, and notified only when someone waits, so an uncontended hold
+        # costs two lock round trips and no Python-level ``Condition`` call.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
-        self._read = _Held(self._acquire_read, self._release_read)
-        self._write = _Held(self._acquire_write, self._release_write)
+        self._waiting = 0  # threads in ``_cond.wait`` (readers and writers)
+        self._read = _Held(self.acquire_read, self.release_read)
+        self._write = _Held(self.acquire_write, self.release_write)
 
     def reading(self) -> _Held:
         """Hold the lock shared (searches)."""
@@ -114,30 +119,42 @@ class SharedLock:
         """Hold the lock exclusively (adds, removes)."""
         return self._write
 
-    def _acquire_read(self) -> None:
-        with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
+    def acquire_read(self) -> None:
+        """Take the lock shared; pair with :meth:`release_read` in a ``finally`` (what
+        :meth:`reading` does, a call cheaper for a hot path)."""
+        with self._mutex:
+            if self._writing or self._writers_waiting:
+                self._waiting += 1
+                while self._writing or self._writers_waiting:
+                    self._cond.wait()
+                self._waiting -= 1
             self._readers += 1
 
-    def _release_read(self) -> None:
-        with self._cond:
+    def release_read(self) -> None:
+        """Give back a shared hold taken with :meth:`acquire_read`."""
+        with self._mutex:
             self._readers -= 1
-            if not self._readers:
+            if not self._readers and self._waiting:
                 self._cond.notify_all()
 
-    def _acquire_write(self) -> None:
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writing or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
+    def acquire_write(self) -> None:
+        """Take the lock exclusively; pair with :meth:`release_write` in a ``finally``."""
+        with self._mutex:
+            if self._writing or self._readers:
+                self._writers_waiting += 1
+                self._waiting += 1
+                while self._writing or self._readers:
+                    self._cond.wait()
+                self._waiting -= 1
+                self._writers_waiting -= 1
             self._writing = True
 
-    def _release_write(self) -> None:
-        with self._cond:
+    def release_write(self) -> None:
+        """Give back an exclusive hold taken with :meth:`acquire_write`."""
+        with self._mutex:
             self._writing = False
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
 
 
 class _Held:
@@ -160,8 +177,11 @@ def _top_k(scores: npt.NDArray[Any], k: int) -> Rows:
     k = min(k, scores.shape[0])
     if k <= 0:
         return np.zeros(0, dtype=np.intp)
-    top = np.argpartition(-scores, k - 1)[:k]
-    return top[np.argsort(-scores[top], kind="stable")].astype(np.intp)
+    negated = -scores
+    if k < negated.shape[0]:
+        top = negated.argpartition(k - 1)[:k]
+        return top[negated[top].argsort(kind="stable")]
+    return negated.argsort(kind="stable")
 
 
 class VectorEngine:
@@ -222,6 +242,8 @@ class VectorEngine:
         self.exact_below = int(exact_below)
         self.center = bool(center)
         self.hnsw_options = dict(hnsw_options or {})
+        # Whether a search may take the lean float32 scan when the table is small enough.
+        self._scans_floats = method in ("auto", "exact") and storage == "float32"
         # The stored vectors (float32, or int8 codes): in blocks, so growth never copies them.
         self._store = RowBlocks(dim, np.int8 if storage == "int8" else np.float32)
         self._scale: npt.NDArray[np.float32] | None = (
@@ -281,12 +303,12 @@ class VectorEngine:
         """
         if (
             normalized
-            and isinstance(rows, int)
-            and isinstance(vectors, np.ndarray)
-            and vectors.shape == (self.dim,)
+            and type(rows) is int
+            and 0 <= rows < self._store.capacity
+            and rows < self._live.shape[0]
             and self._hnsw is None
-            and 0 <= rows < self._live.shape[0]
-            and rows < self._store.capacity
+            and type(vectors) is np.ndarray
+            and vectors.shape == (self.dim,)
         ):
             self._add_one(rows, vectors)
             return
@@ -491,16 +513,37 @@ class VectorEngine:
         query: npt.ArrayLike,
         k: int,
         allowed: npt.NDArray[np.bool_] | None = None,
+        *,
+        normalized: bool = False,
     ) -> tuple[Rows, Scores]:
         """The ``k`` rows most similar to ``query`` and their cosine scores, best first.
 
         ``allowed`` (one bool per row; rows past its end count as not allowed) restricts the
         answer before the top k is taken, so up to ``k`` allowed rows always come back.
         Scores are exact with float32 storage (always rescored from the stored vectors).
+        ``normalized=True`` promises ``query`` is a float32 unit vector of ``dim`` that the
+        caller already checked (the cache checks each query once): it is not checked again,
+        and a small float32 table searched without a mask takes the lean path (one product
+        over the single block, the top k; nothing else is allocated).
         """
+        if (
+            normalized
+            and allowed is None
+            and type(k) is int
+            and k > 0
+            and self._n_live
+            and self._scans_floats
+            and len(self._store.blocks) == 1
+            and (
+                self.method == "exact"
+                or self._n_live < self.exact_below
+                or self.dim < BINARY_MIN_DIM
+            )
+        ):
+            return self._scan_block(query, k)  # type: ignore[arg-type]
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        vec = unit_vector(query, self.dim)
+        vec = np.asarray(query, dtype=np.float32) if normalized else unit_vector(query, self.dim)
         valid = self._valid(allowed)
         n_valid = self._n_live if valid is None else int(np.count_nonzero(valid))
         if n_valid == 0:
@@ -515,6 +558,27 @@ class VectorEngine:
                 return self._exact(vec, k, valid, n_valid)
             return self._rescore(found, vec, k)
         return self._rescore(self._code_candidates(method, vec, wanted, valid), vec, k)
+
+    def _scan_block(self, query: npt.NDArray[np.float32], k: int) -> tuple[Rows, Scores]:
+        """:meth:`search`'s exact scan of a table held in one block, no mask: the scores of
+        ``[0, high)`` in one product, dead rows pushed below every live one, the top k."""
+        high = self._high
+        # ndarray methods, not the np.* functions: no array-function dispatch per call
+        # (measured: argpartition 1.7 vs 2.3 us over 1,000 scores).
+        scores: Scores = self._store.blocks[0][:high].dot(query)
+        if self._n_live < high:
+            scores[~self._live[:high]] = -np.inf
+        if k == 1:
+            best: Rows = scores.argmax(axis=0, keepdims=True)
+            return best, scores[best]
+        k = min(k, self._n_live)
+        negated = -scores  # _top_k, inline: the top k, best first, stable on ties
+        if k < high:
+            top = negated.argpartition(k - 1)[:k]
+            order = top[negated[top].argsort(kind="stable")]
+        else:
+            order = negated.argsort(kind="stable")
+        return order, scores[order]
 
     def _candidate_count(self, method: str, k: int) -> int:
         if self.candidates is not None:
