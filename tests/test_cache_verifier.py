@@ -14,6 +14,7 @@ from langchain_rag_optimize import SemanticLLMCache
 from rag_optimize import HashingEmbedder, MismatchVerifier, SemanticCache
 from rag_optimize.cache.decision.judges import ExactMatchJudge
 from rag_optimize.cache.decision.verifiers import signature
+from rag_optimize.errors import InvalidTypeError
 
 WC_1998 = "who won the football world cup in 1998"
 WC_2002 = "who won the football world cup in 2002"
@@ -145,8 +146,11 @@ def test_a_failing_verifier_makes_a_miss_not_an_error(caplog: pytest.LogCaptureF
 
 
 def test_a_verifier_that_is_not_callable_is_refused() -> None:
-    with pytest.raises(TypeError, match="verifier must be a callable"):
+    # the project's error, still a TypeError for code that caught the built-in one
+    with pytest.raises(InvalidTypeError, match="verifier must be a callable"):
         SemanticCache(HashingEmbedder(dim=64), verifier="strict")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="empty sequence"):
+        SemanticCache(HashingEmbedder(dim=64), verifier=[])
 
 
 def test_the_error_budget_learns_only_from_verified_candidates() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag_optimize.embedding import HashingEmbedder
-from rag_optimize.errors import ConfigurationError
+from rag_optimize.errors import ConfigurationError, InvalidTypeError
 from rag_optimize.retrieval import ContextBudget, RetrievedDocument, estimate_tokens
 
 
@@ -59,3 +59,8 @@ def test_bad_options() -> None:
         ContextBudget(10, token_counter="bpe")
     with pytest.raises(ConfigurationError, match="2 items but 1 vectors"):
         ContextBudget(10).pack(["a", "b"], vectors=[[1.0]])
+
+
+def test_an_item_without_text_is_refused_by_name() -> None:
+    with pytest.raises(InvalidTypeError, match="cannot read text from int"):
+        ContextBudget(max_tokens=50).pack([3])

@@ -25,7 +25,7 @@ import numpy as np
 
 from rag_optimize.embedding.protocol import Embedder, check_embedder
 from rag_optimize.embedding.vectors import unit_matrix
-from rag_optimize.errors import ConfigurationError
+from rag_optimize.errors import ConfigurationError, InvalidTypeError
 
 T = TypeVar("T")
 TokenCounter = Callable[[str], int]
@@ -62,7 +62,7 @@ def _default_text(item: Any) -> str:
     text = getattr(item, "text", None)
     if isinstance(text, str):
         return text
-    raise TypeError(f"cannot read text from {type(item).__name__}; pass text=... to pack()")
+    raise InvalidTypeError(f"cannot read text from {type(item).__name__}; pass text=... to pack()")
 
 
 @dataclass(frozen=True)

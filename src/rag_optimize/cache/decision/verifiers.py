@@ -38,6 +38,7 @@ from rag_optimize.cache.decision.signals import (
     QuestionIntentSignal,
     analyse,
 )
+from rag_optimize.errors import InvalidTypeError
 
 __all__ = [
     "AllOf",
@@ -157,15 +158,17 @@ def check_verifier(verifier: object) -> Verifier | None:
     if isinstance(verifier, (list, tuple)):
         for i, item in enumerate(verifier):
             if not callable(item):
-                raise TypeError(
+                raise InvalidTypeError(
                     f"verifier[{i}] must be a callable verifier(query, cached_query) -> bool, "
                     f"got {type(item).__name__}"
                 )
         if not verifier:
-            raise TypeError("verifier must not be an empty sequence (use None for no verifier)")
+            raise InvalidTypeError(
+                "verifier must not be an empty sequence (use None for no verifier)"
+            )
         return verifier[0] if len(verifier) == 1 else AllOf(verifier)
     if verifier is not None and not callable(verifier):
-        raise TypeError(
+        raise InvalidTypeError(
             "verifier must be a callable verifier(query, cached_query) -> bool, a sequence "
             f"of them, or None; got {type(verifier).__name__}"
         )
