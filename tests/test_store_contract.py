@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,6 +34,7 @@ from tests.redis_server import (  # noqa: F401
     namespace,
     redis8_server,
     redis_server,
+    wait_until,
 )
 
 DIM = 64
@@ -269,12 +269,12 @@ def test_ttl_expiry_is_reported_once(make_store: MakeStore, clock: FakeClock) ->
     assert store.fetch(short.id, clock(), report=report) is None
     # The expiry may be found by this call's lookups (report) or by a Redis store's background
     # sweep, whose count reaches drain_report() just after its script ran: wait for the one.
-    expired = report.expired + store.drain_report().expired
-    deadline = time.monotonic() + 10
-    while expired == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-        expired += store.drain_report().expired
-    assert expired + store.drain_report().expired == 1
+    def drained() -> bool:
+        report.add(store.drain_report())
+        return report.expired > 0
+
+    wait_until(drained, timeout=10.0)
+    assert report.expired + store.drain_report().expired == 1
     assert report.evicted == 0
     assert store.get_exact("", "long lived", clock()) is not None
 
