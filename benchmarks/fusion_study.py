@@ -45,11 +45,13 @@ FEATURES = Path(os.environ.get("RAG_OPTIMIZE_FUSION_STUDY", "/tmp/rag-optimize-f
 # sets (one branch made worse on purpose) that a reliability estimate has to follow.
 ALL_SETS = (
     "scifact-subset,wikiqa,mrpc-retrieval,scifact-subset+noisy-dense,scifact-subset+weak-bm25,"
-    "wikiqa+noisy-dense,wikiqa+weak-bm25"
+    "wikiqa+noisy-dense,wikiqa+weak-bm25,scifact-subset+hashing-dense,wikiqa+hashing-dense,"
+    "scifact-subset+no-stemming-bm25,wikiqa+no-stemming-bm25"
 )
 SETS = tuple(os.environ.get("FUSION_STUDY_SETS", ALL_SETS).split(","))
 SHORT = {"scifact-subset": "sf", "wikiqa": "wq", "mrpc-retrieval": "mrpc"}
-SHORT.update({"noisy-dense": "nd", "weak-bm25": "wb"})
+SHORT.update({"noisy-dense": "nd", "weak-bm25": "wb", "hashing-dense": "hd"})
+SHORT.update({"no-stemming-bm25": "ns"})
 
 
 def short(name: str) -> str:
@@ -124,9 +126,17 @@ def features(name: str, rebuild: bool = False) -> list[dict[str, Any]]:
     elif change == "weak-bm25":  # a worse BM25 branch (each word kept with p 0.4), dense same
         rng = R.random.Random(0)
         texts = [" ".join(w for w in t.split() if rng.random() < 0.4) or t for t in texts]
+    elif change == "hashing-dense":  # a real but weak "dense" model: hashed words and bigrams
+        from rag_optimize.embedding import HashingEmbedder
+
+        hashing = HashingEmbedder(dim=384)
+        dvecs = np.asarray(hashing.embed_documents(texts), np.float32)
+        qvecs = dict(zip(queries, hashing.embed_documents(queries), strict=True))
+    elif change == "no-stemming-bm25":  # BM25 without stemming or stopwords, dense same
+        pass
     elif change:
         raise SystemExit(f"unknown change {change!r}")
-    bm25 = BM25Index()
+    bm25 = BM25Index(stopwords=None, stemmer=None) if change == "no-stemming-bm25" else BM25Index()
     bm25.add(texts, ids=data["ids"])
     model = bm25._model()
     tokens = bm25._tokens or []
