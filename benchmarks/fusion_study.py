@@ -405,9 +405,12 @@ def stability(design: list[dict[str, Any]], held_out: list[dict[str, Any]]) -> d
     return out
 
 
-def kappa_weighted(design: list[dict[str, Any]]) -> Variant:
-    """BM25 weighted by kappa_bm25 / kappa_dense of the design stream (clipped at 0)."""
-    return linear(bm25=self_consistency(design)["bm25 weight (dense 1)"], dense=1.0)
+def kappa_weighted(design: list[dict[str, Any]], power: float = 1.0) -> Variant:
+    """Each branch weighted by its kappa (clipped at 0) from the design stream, to ``power``."""
+    k = self_consistency(design)
+    return linear(
+        bm25=max(0.0, k["kappa_bm25"]) ** power, dense=max(0.0, k["kappa_dense"]) ** power
+    )
 
 
 VARIANTS: dict[str, Variant] = {
@@ -452,6 +455,10 @@ STREAM_VARIANTS: dict[str, Callable[[list[dict[str, Any]]], Variant]] = {
         for t in ("cover", "prf_b", "prf_d", "lex_d")
     },
     "(b') kappa-weighted (cross-space self-consistency)": kappa_weighted,
+    **{
+        f"(b') kappa-weighted, weights kappa^{p}": (lambda d, p=p: kappa_weighted(d, p))
+        for p in (1.5, 2, 3)
+    },
 }
 
 
