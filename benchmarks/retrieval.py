@@ -482,6 +482,22 @@ def run_dataset(name: str, embedder: Any, args: argparse.Namespace, report: dict
     return out
 
 
+BEFORE_KERNEL = "hybrid auto (ours, products on BLAS gemv as before)"
+
+
+def with_blas_gemv(retrieve: Callable[[str], Any], query: str) -> Any:
+    """``retrieve(query)`` with every one-query product on numpy's ``dot`` (BLAS gemv, threaded
+    by OpenBLAS above a small size), as before issue 17's third pass: the same code
+    otherwise, so both run interleaved in one process."""
+    from rag_optimize.index import _kernels
+
+    saved, _kernels.BLAS_MATVEC_MAX = _kernels.BLAS_MATVEC_MAX, 1 << 62
+    try:
+        return retrieve(query)
+    finally:
+        _kernels.BLAS_MATVEC_MAX = saved
+
+
 def contenders(ids, texts, doc_vecs, lookup, qtexts) -> dict[str, Any]:
     """Latency only: the default hybrid against the two frameworks, interleaved per query."""
     built = build_ours(ids, texts, doc_vecs, lookup)
@@ -490,6 +506,7 @@ def contenders(ids, texts, doc_vecs, lookup, qtexts) -> dict[str, Any]:
     )
     methods: dict[str, Search] = {
         "hybrid auto (ours)": lambda q: hybrid.retrieve(q).ids,
+        BEFORE_KERNEL: lambda q: with_blas_gemv(hybrid.retrieve, q).ids,
         "LangChain EnsembleRetriever": langchain_ensemble(ids, texts, lookup),
         "LlamaIndex QueryFusionRetriever": build_llama(ids, texts, doc_vecs, lookup),
     }
@@ -501,10 +518,18 @@ def contenders(ids, texts, doc_vecs, lookup, qtexts) -> dict[str, Any]:
     for _ in range(2):
         for name, search in methods.items():
             blocks[name].append(timed_run(search, qtexts[:100])[1]["p50_ms"])
-    _, latency = interleaved(methods, qtexts)
+    ranked, latency = interleaved(methods, qtexts)
+    pairs = zip(ranked["hybrid auto (ours)"], ranked[BEFORE_KERNEL], strict=True)
+    same = sum(a == b for a, b in pairs)
     out = {
         "docs": len(ids),
         "queries": len(qtexts),
+        "same_ids_as_before_kernel": f"{same}/{len(qtexts)}",
+        "ratios_p50": {
+            f"{ours} / {theirs}": round(latency[ours]["p50_ms"] / latency[theirs]["p50_ms"], 4)
+            for ours in ("hybrid auto (ours)", BEFORE_KERNEL)
+            for theirs in ("LangChain EnsembleRetriever", "LlamaIndex QueryFusionRetriever")
+        },
         "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS"),
         "load_before": before,
         "load_after": os.getloadavg(),
