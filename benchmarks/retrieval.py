@@ -570,12 +570,15 @@ def bucket(doc_id: str) -> int:
     return int(hashlib.sha1(doc_id.encode()).hexdigest(), 16) % 10
 
 
-def filter_report(built: dict[str, Any], qtexts: list[str], lookup: Lookup) -> dict[str, Any]:
-    """Filtered (10% of the corpus) vs unfiltered search, and exactness vs brute force."""
+def filter_report(
+    built: dict[str, Any], qtexts: list[str], lookup: Lookup, kind: str = "float32"
+) -> dict[str, Any]:
+    """Filtered (10% of the corpus) vs unfiltered search, and exactness vs brute force
+    (``kind``: which dense index of ``built``, e.g. ``"float32"`` exact or ``"auto"``)."""
     from rag_optimize.retrieval import Eq
     from rag_optimize.retrieval.filters import filter_mask
 
-    bm25, dense = built["bm25"], built["dense"]["float32"]
+    bm25, dense = built["bm25"], built["dense"][kind]
     spec = Eq("bucket", 3)
     hybrid = HybridRetriever(bm25, dense, lookup, k=10, candidates=DEPTH)
     allowed = filter_mask(spec, dense.documents)
@@ -583,12 +586,15 @@ def filter_report(built: dict[str, Any], qtexts: list[str], lookup: Lookup) -> d
     vectors = np.asarray(dense._vectors)
     exact_dense = exact_bm25 = 0
     inside = 0
+    overlap = []  # |dense filtered top 10 & brute-force top 10| / 10
     for q in qtexts:
         vec = np.asarray(lookup.embed_query(q), dtype=np.float32)
         rows = np.flatnonzero(allowed)
         scores = vectors[rows] @ (vec / np.linalg.norm(vec))
         want = np.sort(scores)[::-1][:10]
         hits = dense.search(vec, 10, allowed=allowed)
+        best = set(rows[np.argsort(-scores, kind="stable")[:10]].tolist())
+        overlap.append(len(best & {dense.documents.position(h.id) for h in hits}) / 10)
         # Same scores as the brute-force top 10 (ids may swap only between equal scores).
         exact_dense += np.allclose([h.score for h in hits], want, atol=1e-6) and all(
             allowed[dense.documents.position(h.id)] for h in hits
@@ -617,20 +623,24 @@ def filter_report(built: dict[str, Any], qtexts: list[str], lookup: Lookup) -> d
     return {
         "kept": round(float(allowed.mean()), 4),
         "queries": len(qtexts),
+        "dense_index": kind,
         "dense_equals_brute_force": exact_dense,
+        "dense_recall@10_vs_brute_force": round(statistics.fmean(overlap), 4),
         "bm25_equals_brute_force": exact_bm25,
         "hybrid_k_results_all_matching": inside,
         "latency": latency,
     }
 
 
-def persistence_report(built: dict[str, Any], qtexts: list[str], lookup: Lookup) -> dict:
+def persistence_report(
+    built: dict[str, Any], qtexts: list[str], lookup: Lookup, kind: str = "float32"
+) -> dict:
     """Save the 100k hybrid index, then time load(mmap=True) here and in a fresh process."""
     import shutil
     import subprocess
     import tempfile
 
-    hybrid = HybridRetriever(built["bm25"], built["dense"]["float32"], lookup, k=10)
+    hybrid = HybridRetriever(built["bm25"], built["dense"][kind], lookup, k=10)
     directory = Path(tempfile.mkdtemp(prefix="rag-optimize-bench-")) / "hybrid"
     start = time.perf_counter()
     hybrid.save(directory)
@@ -657,6 +667,7 @@ def persistence_report(built: dict[str, Any], qtexts: list[str], lookup: Lookup)
     shutil.rmtree(directory.parent)
     return {
         "docs": len(built["bm25"]),
+        "dense_index": kind,
         "save_s": round(save_s, 2),
         "load_mmap_s_same_process": [round(x, 3) for x in loads],
         "load_mmap_s_fresh_process": round(fresh_load, 3),

@@ -262,3 +262,32 @@ def test_deletes_in_a_loop_do_not_rebuild_the_engine(monkeypatch: pytest.MonkeyP
     index.delete([f"d{due - 1}"])  # the delete that reaches the fraction compacts, once
     assert _CountingEngine.built == 1 and index.dead_rows == 0
     assert index.engine is not None and index.engine.high == n - due
+
+
+def test_document_rows_stay_right_through_deletes_and_adds() -> None:
+    """DocumentStore numbers rows by rank of a stable sequence number (no renumbering per
+    delete): after any mix of single, small and large deletes and adds, every id's row,
+    text and metadata are those of a plain list, also in a copy."""
+    from rag_optimize.index.documents import DocumentStore
+
+    rng = np.random.default_rng(8)
+    store, reference = DocumentStore(), []
+    serial = 0
+    for step in range(60):
+        new = [f"id{serial + i}" for i in range(int(rng.integers(1, 40)))]
+        serial += len(new)
+        store.extend(len(new), new, [f"text {i}" for i in new], [{"of": i} for i in new])
+        reference.extend(new)
+        if reference and step % 3:
+            size = [1, 5, 100][step % 3 if step % 7 else 2]
+            gone = list(rng.choice(reference, min(size, len(reference)), replace=False))
+            store.delete(gone)
+            reference = [i for i in reference if i not in set(gone)]
+        for target in (store, store.copy()):
+            assert target.ids == reference and len(target) == len(reference)
+            for row, doc_id in enumerate(reference):
+                assert target.position(doc_id) == row
+                assert target.hit(row, 0.0).text == f"text {doc_id}"
+                assert target.metadatas[row] == {"of": doc_id}
+    with pytest.raises(InvalidInputError, match="unknown document id"):
+        store.position("id0" if "id0" not in reference else "nope")

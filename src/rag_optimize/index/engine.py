@@ -675,6 +675,12 @@ class VectorEngine:
             # At most ``dead`` of the best ``wanted + dead`` rows are dead: drop them after.
             found = q.hamming_nearest(codes, query_code, wanted + dead)
             return found[self._live[found]][:wanted]
+        if valid is not None and np.count_nonzero(valid) * 4 <= self._high:
+            # A filter that keeps few rows: rank just their codes (a gathered copy, a
+            # quarter of the rows or less) with the unmasked kernel, rather than checking a
+            # bitmap at every row of the table. Same ranking; cheaper than no filter.
+            rows = np.flatnonzero(valid).astype(np.intp)
+            return rows[q.hamming_nearest(codes[rows], query_code, wanted)]
         mask = self._live[: self._high] if valid is None else valid
         return q.hamming_nearest(codes, query_code, wanted, mask)
 
