@@ -107,6 +107,20 @@ def delete_report(vectors: np.ndarray, ids: list[str], lookup: Lookup, qtexts: l
     }
 
 
+def unfiltered_recall(built: dict[str, Any], lookup: Lookup, qtexts: list[str]) -> dict:
+    """The default index's top 10 against brute force over every row, without a filter
+    (what its codes give up anyway; the filtered figure is read against it)."""
+    dense = built["dense"]["auto"]
+    vectors = np.asarray(built["dense"]["float32"]._vectors)
+    found = []
+    for q in qtexts:
+        vec = np.asarray(lookup.embed_query(q), dtype=np.float32)
+        best = set(np.argsort(-(vectors @ (vec / np.linalg.norm(vec))), kind="stable")[:10])
+        hits = {dense.documents.position(h.id) for h in dense.search(vec, 10)}
+        found.append(len(best & hits) / 10)
+    return {"dense_auto_recall@10_vs_brute_force_unfiltered": round(float(np.mean(found)), 4)}
+
+
 def hybrid_delete_report(built: dict[str, Any], lookup: Lookup, qtexts: list[str]) -> dict:
     hybrid = HybridRetriever(built["bm25"], built["dense"]["auto"], lookup, k=10)
     hybrid.retrieve(qtexts[0])
@@ -161,6 +175,8 @@ def main() -> None:
     for kind in ("auto", "float32"):
         report[f"filter_{kind}"] = filter_report(built, qtexts, lookup, kind=kind)
         print(f"filter {kind} {json.dumps(report[f'filter_{kind}'])}", flush=True)
+    report["unfiltered_auto"] = unfiltered_recall(built, lookup, qtexts)
+    print(f"unfiltered {json.dumps(report['unfiltered_auto'])}", flush=True)
     report["persistence_auto"] = persistence_report(built, qtexts[:20], lookup, kind="auto")
     print(f"persistence {json.dumps(report['persistence_auto'])}", flush=True)
     report["deletes_dense"] = delete_report(vectors, ids, lookup, qtexts)

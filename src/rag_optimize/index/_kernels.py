@@ -5,16 +5,15 @@ A search scores one query vector against many rows: a matrix-vector product, mem
 gemv, and OpenBLAS splits a gemv above a small size over all its threads. For one query that
 buys nothing on a quiet machine and costs a lot on a busy one: the product waits for its
 slowest worker thread, and on a loaded 2-core machine a worker thread waits for a core.
-Measured (2,101 x 384 up to 104,000 x 384 rows, load 8-9, OpenBLAS 0.3.31 with 2 threads):
-``np.dot`` p50 5.9-10.5 ms at 5,183 rows against 0.26 ms for :func:`matvec` (BENCHMARKS.md,
-issue 17, third pass).
+Measured at 5,183 x 384 (OpenBLAS 0.3.31 with 2 threads, load 3-9): ``np.dot`` p50
+5.9-10.5 ms, :func:`matvec` 0.15-0.26 ms (BENCHMARKS.md, issue 17, third pass).
 
 :func:`matvec` takes numpy's ``vecdot`` ufunc above :data:`BLAS_MATVEC_MAX` elements: one
-BLAS dot (never threaded at a row's length) per row, in a C loop that releases the GIL. It
+inner product per row (numpy's dot loop, not threaded), in a C loop that releases the GIL. It
 needs no process-wide setting: a thread-count limit (threadpoolctl) is a global of the BLAS
 library, so concurrent searches would restore each other's limits and slow the caller's own
-numpy work meanwhile. Small products stay on ``np.dot`` (single-threaded there, and a few
-microseconds faster than ``vecdot`` below a thousand rows). Scores agree with the gemv ones
+numpy work meanwhile. Small products stay on ``np.dot`` (no stall measured up to 1,000 x 384,
+and a few microseconds faster than ``vecdot`` there). Scores agree with the gemv ones
 to within a float32 rounding (about 6e-8 for unit vectors) and, unlike them, do not depend
 on how many threads BLAS has.
 """

@@ -87,6 +87,8 @@ _COARSE_FACTOR = 8
 # Up to this many dead rows are skipped by fetching that many more candidates; beyond it
 # the scan is given a live-rows bitmap (slightly slower per lookup).
 _DEAD_SLACK = 256
+# Extra candidates (at most, and at most as many again) rescored under a small filter.
+_FILTERED_EXTRA = 256
 _FORMAT = 2  # 2: unpadded full codes, short codes and their hyperplanes saved too
 _META = "engine.json"
 Rows = npt.NDArray[np.intp]
@@ -558,6 +560,13 @@ class VectorEngine:
             if found is None:  # the graph proposed too few allowed rows: be exact instead
                 return self._exact(vec, k, valid, n_valid)
             return self._rescore(found, vec, k)
+        if valid is not None and method == "binary" and n_valid * 4 <= self._high:
+            # A filter keeping a quarter or less: the code scan covers those rows only, so
+            # up to _FILTERED_EXTRA more candidates are rescored for about the unfiltered
+            # cost; the filtered top k lies deeper in the Hamming ranking (measured
+            # recall@10 at 100k MiniLM rows, 10% kept: 0.973 with the usual 160 candidates,
+            # 0.993 with 320; unfiltered 0.991). Capped: rescoring reads whole float rows.
+            wanted = min(n_valid, wanted + min(wanted, _FILTERED_EXTRA))
         return self._rescore(self._code_candidates(method, vec, wanted, valid), vec, k)
 
     def _scan_block(self, query: npt.NDArray[np.float32], k: int) -> tuple[Rows, Scores]:
