@@ -482,6 +482,22 @@ def run_dataset(name: str, embedder: Any, args: argparse.Namespace, report: dict
     return out
 
 
+BEFORE_KERNEL = "hybrid auto (ours, products on BLAS gemv as before)"
+
+
+def with_blas_gemv(retrieve: Callable[[str], Any], query: str) -> Any:
+    """``retrieve(query)`` with every one-query product on numpy's ``dot`` (BLAS gemv, threaded
+    by OpenBLAS above a small size), as before issue 17's third pass: the same code
+    otherwise, so both run interleaved in one process."""
+    from rag_optimize.index import _kernels
+
+    saved, _kernels.BLAS_MATVEC_MAX = _kernels.BLAS_MATVEC_MAX, 1 << 62
+    try:
+        return retrieve(query)
+    finally:
+        _kernels.BLAS_MATVEC_MAX = saved
+
+
 def contenders(ids, texts, doc_vecs, lookup, qtexts) -> dict[str, Any]:
     """Latency only: the default hybrid against the two frameworks, interleaved per query."""
     built = build_ours(ids, texts, doc_vecs, lookup)
@@ -490,6 +506,7 @@ def contenders(ids, texts, doc_vecs, lookup, qtexts) -> dict[str, Any]:
     )
     methods: dict[str, Search] = {
         "hybrid auto (ours)": lambda q: hybrid.retrieve(q).ids,
+        BEFORE_KERNEL: lambda q: with_blas_gemv(hybrid.retrieve, q).ids,
         "LangChain EnsembleRetriever": langchain_ensemble(ids, texts, lookup),
         "LlamaIndex QueryFusionRetriever": build_llama(ids, texts, doc_vecs, lookup),
     }
@@ -501,10 +518,18 @@ def contenders(ids, texts, doc_vecs, lookup, qtexts) -> dict[str, Any]:
     for _ in range(2):
         for name, search in methods.items():
             blocks[name].append(timed_run(search, qtexts[:100])[1]["p50_ms"])
-    _, latency = interleaved(methods, qtexts)
+    ranked, latency = interleaved(methods, qtexts)
+    pairs = zip(ranked["hybrid auto (ours)"], ranked[BEFORE_KERNEL], strict=True)
+    same = sum(a == b for a, b in pairs)
     out = {
         "docs": len(ids),
         "queries": len(qtexts),
+        "same_ids_as_before_kernel": f"{same}/{len(qtexts)}",
+        "ratios_p50": {
+            f"{ours} / {theirs}": round(latency[ours]["p50_ms"] / latency[theirs]["p50_ms"], 4)
+            for ours in ("hybrid auto (ours)", BEFORE_KERNEL)
+            for theirs in ("LangChain EnsembleRetriever", "LlamaIndex QueryFusionRetriever")
+        },
         "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS"),
         "load_before": before,
         "load_after": os.getloadavg(),
@@ -545,12 +570,15 @@ def bucket(doc_id: str) -> int:
     return int(hashlib.sha1(doc_id.encode()).hexdigest(), 16) % 10
 
 
-def filter_report(built: dict[str, Any], qtexts: list[str], lookup: Lookup) -> dict[str, Any]:
-    """Filtered (10% of the corpus) vs unfiltered search, and exactness vs brute force."""
+def filter_report(
+    built: dict[str, Any], qtexts: list[str], lookup: Lookup, kind: str = "float32"
+) -> dict[str, Any]:
+    """Filtered (10% of the corpus) vs unfiltered search, and exactness vs brute force
+    (``kind``: which dense index of ``built``, e.g. ``"float32"`` exact or ``"auto"``)."""
     from rag_optimize.retrieval import Eq
     from rag_optimize.retrieval.filters import filter_mask
 
-    bm25, dense = built["bm25"], built["dense"]["float32"]
+    bm25, dense = built["bm25"], built["dense"][kind]
     spec = Eq("bucket", 3)
     hybrid = HybridRetriever(bm25, dense, lookup, k=10, candidates=DEPTH)
     allowed = filter_mask(spec, dense.documents)
@@ -558,12 +586,15 @@ def filter_report(built: dict[str, Any], qtexts: list[str], lookup: Lookup) -> d
     vectors = np.asarray(dense._vectors)
     exact_dense = exact_bm25 = 0
     inside = 0
+    overlap = []  # |dense filtered top 10 & brute-force top 10| / 10
     for q in qtexts:
         vec = np.asarray(lookup.embed_query(q), dtype=np.float32)
         rows = np.flatnonzero(allowed)
         scores = vectors[rows] @ (vec / np.linalg.norm(vec))
         want = np.sort(scores)[::-1][:10]
         hits = dense.search(vec, 10, allowed=allowed)
+        best = set(rows[np.argsort(-scores, kind="stable")[:10]].tolist())
+        overlap.append(len(best & {dense.documents.position(h.id) for h in hits}) / 10)
         # Same scores as the brute-force top 10 (ids may swap only between equal scores).
         exact_dense += np.allclose([h.score for h in hits], want, atol=1e-6) and all(
             allowed[dense.documents.position(h.id)] for h in hits
@@ -592,20 +623,24 @@ def filter_report(built: dict[str, Any], qtexts: list[str], lookup: Lookup) -> d
     return {
         "kept": round(float(allowed.mean()), 4),
         "queries": len(qtexts),
+        "dense_index": kind,
         "dense_equals_brute_force": exact_dense,
+        "dense_recall@10_vs_brute_force": round(statistics.fmean(overlap), 4),
         "bm25_equals_brute_force": exact_bm25,
         "hybrid_k_results_all_matching": inside,
         "latency": latency,
     }
 
 
-def persistence_report(built: dict[str, Any], qtexts: list[str], lookup: Lookup) -> dict:
+def persistence_report(
+    built: dict[str, Any], qtexts: list[str], lookup: Lookup, kind: str = "float32"
+) -> dict:
     """Save the 100k hybrid index, then time load(mmap=True) here and in a fresh process."""
     import shutil
     import subprocess
     import tempfile
 
-    hybrid = HybridRetriever(built["bm25"], built["dense"]["float32"], lookup, k=10)
+    hybrid = HybridRetriever(built["bm25"], built["dense"][kind], lookup, k=10)
     directory = Path(tempfile.mkdtemp(prefix="rag-optimize-bench-")) / "hybrid"
     start = time.perf_counter()
     hybrid.save(directory)
@@ -632,6 +667,7 @@ def persistence_report(built: dict[str, Any], qtexts: list[str], lookup: Lookup)
     shutil.rmtree(directory.parent)
     return {
         "docs": len(built["bm25"]),
+        "dense_index": kind,
         "save_s": round(save_s, 2),
         "load_mmap_s_same_process": [round(x, 3) for x in loads],
         "load_mmap_s_fresh_process": round(fresh_load, 3),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rag_optimize.errors import ConfigurationError, InvalidInputError
@@ -86,3 +87,52 @@ def test_bad_input() -> None:
 def test_load_rejects_a_directory_without_an_index(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="holds no BM25Index"):
         BM25Index.load(tmp_path)
+
+
+def test_deletes_leave_rows_out_without_rebuilding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted document is never returned (filtered searches too, after save and load),
+    and deletes in a loop build no new matrix until a quarter of the rows are gone."""
+    import bm25s
+
+    from rag_optimize.index import bm25 as bm25_module
+
+    builds = []
+    original = bm25s.BM25.index
+
+    def counting(self: object, *args: object, **kwargs: object) -> object:
+        builds.append(1)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bm25s.BM25, "index", counting)
+    n = 4_200
+    words = ["alpha", "beta", "gamma", "delta", "omega"]
+    texts = [f"{words[i % 5]} {words[(i // 5) % 5]} doc{i} shared" for i in range(n)]
+    index = BM25Index()
+    index.add(texts, ids=[f"d{i}" for i in range(n)], metadatas=[{"m": i % 2} for i in range(n)])
+    index.search("shared", 1)
+    builds.clear()
+    due = max(bm25_module.COMPACT_MIN, int(np.ceil(bm25_module.COMPACT_FRACTION * n)))
+    gone: set[str] = set()
+    for i in range(0, 2 * (due - 1), 2):  # every other document, a search after each
+        index.delete([f"d{i}"])
+        gone.add(f"d{i}")
+        hits = index.search(f"doc{i} shared", 5)
+        assert hits and not {h.id for h in hits} & gone
+    assert builds == []  # not one rebuild
+    allowed = np.asarray([m["m"] == 0 for m in index.documents.metadatas])
+    filtered = index.search("alpha shared doc0 doc10", 50, allowed=allowed)
+    assert filtered and all(int(h.id[1:]) % 2 == 0 and h.id not in gone for h in filtered)
+    assert {h.id for h in index.search("doc0 doc2 doc4 doc1", 10)} == {"d1"}
+    index.delete([f"d{2 * (due - 1)}"])  # the delete that reaches a quarter
+    index.search("shared", 1)
+    assert builds == [1]
+    assert {h.id for h in index.search("doc0 doc2 doc4 doc1", 10)} == {"d1"}
+    index.delete(["d1"])
+    index.save(tmp_path / "b")  # a save writes the live documents only
+    loaded = BM25Index.load(tmp_path / "b", mmap=True)
+    assert loaded.documents.ids == index.documents.ids and "d1" not in loaded.documents
+    assert not loaded.search("doc0 doc2 doc4 doc1", 10)
+    loaded.delete(["d3"])
+    assert "d3" not in {h.id for h in loaded.search("doc3 shared", 10)}

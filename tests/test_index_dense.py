@@ -161,3 +161,133 @@ def test_usearch_then_local_onnx_model_does_not_crash() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(1, 384)" in done.stdout
+
+
+# -- deletes: dead at once, never served, compacted now and then (issue 15) -----------------
+
+
+def _brute_top(vectors: dict[str, np.ndarray], query: np.ndarray, k: int) -> list[str]:
+    ids = list(vectors)
+    matrix = np.asarray([vectors[i] for i in ids], dtype=np.float64)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    q = query / np.linalg.norm(query)
+    scores = matrix @ q
+    return [ids[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+def _check_served(
+    index: DenseIndex, live: dict[str, np.ndarray], gone: set[str], probes: list[np.ndarray]
+) -> None:
+    """Each probe (deleted vectors asked for themselves, and live ones) finds only live
+    documents, filtered searches too; exact indexes return the brute-force top 10 of the
+    live (and allowed) documents."""
+    allowed = np.asarray([int(i[1:]) % 3 == 0 for i in index.documents.ids])
+    kept = {i: v for i, v in live.items() if int(i[1:]) % 3 == 0}
+    for query in probes + list(live.values())[:10]:
+        hits = index.search(query, 10)
+        assert len(hits) == 10 and not {h.id for h in hits} & gone
+        filtered = index.search(query, 10, allowed=allowed)
+        assert not {h.id for h in filtered} & gone
+        assert all(int(h.id[1:]) % 3 == 0 for h in filtered)
+        if index.quantization is None:
+            assert [h.id for h in hits] == _brute_top(live, query, 10)
+            assert [h.id for h in filtered] == _brute_top(kept, query, 10)
+
+
+@pytest.mark.parametrize("quantization", [None, "auto"])
+def test_deleted_documents_never_come_back(tmp_path: Path, quantization: str | None) -> None:
+    """Deleted documents are never returned: at once (no compaction yet), after save and
+    load (mmap), and after the compaction that drops their rows (``auto`` at 6,000 rows
+    searches binary codes with exact rescoring)."""
+    rng = np.random.default_rng(5)
+    n, dim = 6_000, 128
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    ids = [f"d{i}" for i in range(n)]
+    index = DenseIndex(quantization=quantization)
+    index.add(x, ids=ids)
+    live = dict(zip(ids, x, strict=True))
+    gone: set[str] = set()
+    probes: list[np.ndarray] = []
+    for batch in (["d0"], ["d17", "d4242", "d5999"], [f"d{i}" for i in range(100, 140)]):
+        index.delete(batch)
+        gone.update(batch)
+        probes.extend(live.pop(i) for i in batch)
+    assert index.dead_rows == 44  # marked dead, not rebuilt
+    _check_served(index, live, gone, probes)
+
+    index.save(tmp_path / "saved")
+    loaded = DenseIndex.load(tmp_path / "saved", mmap=True)
+    assert loaded.dead_rows == 0 and loaded.documents.ids == index.documents.ids
+    _check_served(loaded, live, gone, probes)
+    more = [f"d{i}" for i in range(1_000, 2_600)]  # past a quarter of the rows: compaction
+    for target in (index, loaded):
+        target.delete(more)
+        assert target.dead_rows == 0
+    gone.update(more)
+    probes.extend(live.pop(i) for i in more[:20])
+    for i in more[20:]:
+        live.pop(i)
+    _check_served(index, live, gone, probes)
+    _check_served(loaded, live, gone, probes)
+
+
+class _CountingEngine:
+    """Counts how many vector engines DenseIndex builds (a rebuild is one more)."""
+
+    built = 0
+
+
+def test_deletes_in_a_loop_do_not_rebuild_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag_optimize.index import dense as dense_module
+
+    original = dense_module.VectorEngine
+
+    class Counting(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            _CountingEngine.built += 1
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dense_module, "VectorEngine", Counting)
+    rng = np.random.default_rng(6)
+    n = 5_000
+    index = DenseIndex(quantization=None)
+    index.add(rng.standard_normal((n, 32)).astype(np.float32), ids=[f"d{i}" for i in range(n)])
+    _CountingEngine.built = 0
+    due = max(dense_module.COMPACT_MIN, int(np.ceil(dense_module.COMPACT_FRACTION * n)))
+    for i in range(due - 1):  # one at a time, with a search after each
+        index.delete([f"d{i}"])
+        index.search(rng.standard_normal(32), 3)
+    assert _CountingEngine.built == 0
+    assert index.dead_rows == due - 1 and len(index) == n - due + 1
+    index.delete([f"d{due - 1}"])  # the delete that reaches the fraction compacts, once
+    assert _CountingEngine.built == 1 and index.dead_rows == 0
+    assert index.engine is not None and index.engine.high == n - due
+
+
+def test_document_rows_stay_right_through_deletes_and_adds() -> None:
+    """DocumentStore numbers rows by rank of a stable sequence number (no renumbering per
+    delete): after any mix of single, small and large deletes and adds, every id's row,
+    text and metadata are those of a plain list, also in a copy."""
+    from rag_optimize.index.documents import DocumentStore
+
+    rng = np.random.default_rng(8)
+    store, reference = DocumentStore(), []
+    serial = 0
+    for step in range(60):
+        new = [f"id{serial + i}" for i in range(int(rng.integers(1, 40)))]
+        serial += len(new)
+        store.extend(len(new), new, [f"text {i}" for i in new], [{"of": i} for i in new])
+        reference.extend(new)
+        if reference and step % 3:
+            size = [1, 5, 100][step % 3 if step % 7 else 2]
+            gone = list(rng.choice(reference, min(size, len(reference)), replace=False))
+            store.delete(gone)
+            reference = [i for i in reference if i not in set(gone)]
+        for target in (store, store.copy()):
+            assert target.ids == reference and len(target) == len(reference)
+            for row, doc_id in enumerate(reference):
+                assert target.position(doc_id) == row
+                assert target.hit(row, 0.0).text == f"text {doc_id}"
+                assert target.metadatas[row] == {"of": doc_id}
+    with pytest.raises(InvalidInputError, match="unknown document id"):
+        store.position("id0" if "id0" not in reference else "nope")

@@ -424,3 +424,25 @@ def test_dense_index_default_is_the_engines_choice(tmp_path: Path) -> None:
     back = DenseIndex.load(tmp_path / "d", mmap=True)
     for query in queries[:5]:
         assert [h.id for h in back.search(query, 10)] == [h.id for h in auto.search(query, 10)]
+
+
+def test_exact_scores_are_the_same_whatever_blas_threads():
+    """One query's product does not go to a threaded BLAS gemv (it stalls on a busy
+    machine, issue 17): its scores are bit for bit the same with BLAS at one thread as at
+    all of them, and equal to a float64 product within float32 rounding."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    if not blas.lib_controllers or max(c.num_threads for c in blas.lib_controllers) < 2:
+        pytest.skip("BLAS runs one thread here: nothing to compare")
+    n, dim = 20_778, 384
+    rng = np.random.default_rng(3)
+    x = unit(rng.standard_normal((n, dim)))
+    engine = VectorEngine(dim, method="exact")
+    engine.add(np.arange(n), x)
+    for query in unit(rng.standard_normal((4, dim))):
+        rows, scores = engine.search(query, n)
+        with blas.limit(limits=1):
+            rows_one, scores_one = engine.search(query, n)
+        assert np.array_equal(scores, scores_one) and np.array_equal(rows, rows_one)
+        reference = x.astype(np.float64) @ query.astype(np.float64)
+        assert np.abs(scores - reference[rows]).max() < 1e-6

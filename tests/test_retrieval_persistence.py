@@ -194,3 +194,40 @@ def test_load_refuses_another_embedding_model(tmp_path: Path) -> None:
     assert HybridRetriever.load(tmp_path / "h", Named("model-a")).retrieve("tower")
     with pytest.raises(InvalidInputError, match="holds no HybridRetriever"):
         HybridRetriever.load(tmp_path / "nothing", Named("model-a"))
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_deleted_and_updated_documents_are_never_served_stale(tmp_path: Path, mmap: bool) -> None:
+    """Deletes mark the dense rows dead instead of rebuilding (issue 15); neither branch may
+    then return a deleted document or an updated document's old vector, before or after a
+    save and load."""
+    embedder = CountingEmbedder()
+    retriever = build(embedder, k=6)
+    assert retriever.dense is not None
+    old = {i: retriever.dense.vectors([i])[0] for i in IDS}
+    retriever.delete(["d0"])
+    retriever.retrieve("capital of France")
+    retriever.update(["d3"], [TEXTS[0]])  # d3 now holds what d0 said
+    retriever.delete(["d4"])
+    assert retriever.dense.dead_rows == 3  # d0, d3's old row, d4: dead, not rebuilt
+
+    def check(r: HybridRetriever) -> None:
+        assert r.dense is not None and r.sparse is not None
+        assert r.sparse.documents.ids == r.dense.documents.ids == ["d1", "d2", "d5", "d3"]
+        for query in QUERIES + list(TEXTS):
+            sparse, dense = both_branches(r, query)
+            assert not {"d0", "d4"} & (set(sparse) | set(dense) | set(r.retrieve(query).ids))
+        new_d3 = r.dense.vectors(["d3"])[0]
+        for stale in (old["d3"], old["d0"], old["d4"]):
+            hits = {h.id: h.score for h in r.dense.search(stale, 6)}
+            assert set(hits) <= {"d1", "d2", "d5", "d3"}
+            assert hits["d3"] == pytest.approx(float(new_d3 @ stale), abs=1e-6)
+        assert r.retrieve(TEXTS[0]).ids[0] == "d3"
+
+    check(retriever)
+    documents_embedded = embedder.documents
+    retriever.save(tmp_path / "h")
+    loaded = HybridRetriever.load(tmp_path / "h", embedder, mmap=mmap)
+    assert loaded.dense is not None and loaded.dense.dead_rows == 0
+    check(loaded)
+    assert embedder.documents == documents_embedded  # nothing re-embedded

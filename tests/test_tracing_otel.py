@@ -396,3 +396,61 @@ def test_a_retrieval_span_around_a_tracked_retriever_is_the_one_retrieval(otel: 
     with other.span(stages.RETRIEVAL):
         engine.retrieve("capital of France")
     assert len(tracker.samples(stages.RETRIEVAL)) == 2
+
+
+class _OwnRetriever:
+    """A user's LlamaIndex retriever that wraps a tracked HybridRetriever itself."""
+
+    @staticmethod
+    def make(engine: HybridRetriever) -> Any:
+        from llama_index.core.retrievers import BaseRetriever
+        from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+        class OwnRetriever(BaseRetriever):
+            def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+                result = engine.retrieve(query_bundle.query_str)
+                return [NodeWithScore(node=TextNode(text=d.text), score=d.score) for d in result]
+
+            async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+                result = await engine.aretrieve(query_bundle.query_str)
+                return [NodeWithScore(node=TextNode(text=d.text), score=d.score) for d in result]
+
+        return OwnRetriever()
+
+
+@pytest.mark.parametrize("wrapper", ["ours", "own"])
+@pytest.mark.parametrize("mode", ["query", "aquery"])
+def test_llamaindex_query_engine_with_a_tracked_hybrid_retriever_counts_one_retrieval(
+    otel: Otel, mode: str, wrapper: str
+) -> None:
+    """LlamaIndex's instrumentation times the retriever (RetrievalStart/End events); the
+    tracked engine inside it nests its branches under that span instead of recording a
+    second retrieval."""
+    import asyncio
+
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.query_engine import RetrieverQueryEngine
+
+    from llama_index_rag_optimize import AsyncHybridRetriever, LatencyEventHandler
+
+    tracker = LatencyTracker()
+    exporter(tracker, otel, "latest")
+    engine = HybridRetriever.from_texts(TEXTS, HashingEmbedder(dim=64), k=2, tracker=tracker)
+    retriever = (
+        AsyncHybridRetriever(engine=engine) if wrapper == "ours" else _OwnRetriever.make(engine)
+    )
+    query_engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM(max_tokens=4))
+    handler = LatencyEventHandler(tracker).instrument()
+    try:
+        if mode == "query":
+            query_engine.query("capital of France")
+        else:
+            asyncio.run(query_engine.aquery("capital of France"))
+    finally:
+        handler.uninstrument()
+    _assert_one_retrieval(otel, tracker, {stages.SPARSE, stages.DENSE, stages.FUSION})
+    retrieval = one(otel.finished(), stages.RETRIEVAL)
+    assert retrieval.attributes is not None
+    assert retrieval.attributes["gen_ai.retrieval.top_k"] == 2  # the engine's, on the one span
+    chat = one(otel.finished(), stages.GENERATION)  # the query's one run: one trace
+    assert chat.context.trace_id == retrieval.context.trace_id

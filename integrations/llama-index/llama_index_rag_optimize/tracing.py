@@ -217,7 +217,7 @@ class LatencyEventHandler(BaseEventHandler):
     def __init__(self, tracker: LatencyTracker | None = None) -> None:
         super().__init__()
         self._tracker = tracker if tracker is not None else LatencyTracker()
-        self._timeline = EventTimeline(self._tracker)
+        self._timeline = EventTimeline(self._tracker, track_current=True)
         self._span_handler = LatencySpanHandler(self._timeline)
 
     @classmethod

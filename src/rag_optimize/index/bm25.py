@@ -6,8 +6,9 @@ memory-mapped. The tokenizer here is our own small one (lowercase, word characte
 stopwords, optional PyStemmer stemming) so indexing and querying always tokenize alike.
 
 ``bm25s`` builds an index in one go; :meth:`BM25Index.add` therefore marks the index stale
-and the next search rebuilds it (cheap for the corpus sizes one keeps in process: about a
-second per 100k short documents).
+and the next search rebuilds it (about a second per 100k short documents on a quiet machine,
+20 s at load ~6). A delete does not: the deleted rows are left out of every search until a
+quarter of the rows are deleted (see :meth:`BM25Index.delete`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from rag_optimize.index.documents import (
 )
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+#: Deleted documents' matrix rows are dropped by a rebuild once they are this fraction of
+#: the matrix's rows (and at least :data:`COMPACT_MIN`), as in the dense index.
+COMPACT_FRACTION = 0.25
+COMPACT_MIN = 1_024
 _META_FILE = "bm25.json"
 _FORMAT = 1
 
@@ -130,6 +135,10 @@ class BM25Index:
         self.documents = DocumentStore()
         self._tokens: list[list[str]] | None = []  # None: not kept (loaded index)
         self._bm25: Any = None
+        # The built matrix's row of each document row, ascending; None while they are the
+        # same. A delete drops the document's entry (its matrix row is then never read)
+        # instead of rebuilding; see :meth:`delete`.
+        self._slots: npt.NDArray[np.intp] | None = None
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -159,25 +168,36 @@ class BM25Index:
                 bm25s = _import_bm25s()
                 model = bm25s.BM25(**self.params)
                 model.index(self._tokens or [], show_progress=False)
-                self._bm25 = model
+                self._bm25, self._slots = model, None
             return self._bm25
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Remove documents by id (all must exist); the next search rebuilds the matrix.
+        """Remove documents by id (all must exist); returns how many were removed.
 
-        Rebuilding keeps BM25's statistics (document frequencies, average length) those of
-        the documents that remain. Returns how many were removed.
+        A deleted document is never returned from then on: its row of the built matrix is
+        no longer read. The matrix is not rebuilt for it (at 100k documents a rebuild takes
+        seconds) until deleted rows pass :data:`COMPACT_FRACTION` of the matrix (then the
+        next search rebuilds), or at :meth:`save`. Until then BM25's corpus statistics
+        (document frequencies, average length) still count the deleted documents, as
+        Lucene's do until segments merge: scores may differ slightly from a fresh index.
         """
         with self._lock:
             rows = self.documents.delete(ids)
             if not rows.size:
                 return 0
-            if self._tokens is None:  # loaded from disk: the remaining texts are tokenized
-                self._tokens = [self.tokenizer(t) for t in self.documents.texts]
-            else:
-                gone = set(rows.tolist())
-                self._tokens = [t for r, t in enumerate(self._tokens) if r not in gone]
-            self._bm25 = None
+            if self._tokens is not None:
+                for row in rows[::-1].tolist():
+                    del self._tokens[row]
+            if self._bm25 is None:
+                return int(rows.size)
+            built = int(self._bm25.scores["num_docs"])
+            slots = np.arange(built, dtype=np.intp) if self._slots is None else self._slots
+            self._slots = np.delete(slots, rows)
+            dead = built - self._slots.shape[0]
+            if dead >= COMPACT_MIN and dead >= COMPACT_FRACTION * built:
+                if self._tokens is None:  # loaded from disk: tokenize the remaining texts
+                    self._tokens = [self.tokenizer(t) for t in self.documents.texts]
+                self._bm25 = None
         return int(rows.size)
 
     def search(
@@ -201,6 +221,9 @@ class BM25Index:
         if not token_ids:
             return []
         scores = np.asarray(model.get_scores_from_ids(token_ids))
+        slots = self._slots
+        if slots is not None:  # deleted documents' rows are left out
+            scores = scores[slots]
         if allowed is not None:
             scores = np.where(check_mask(allowed, scores.shape[0]), scores, 0.0)
         k = min(k, scores.shape[0])
@@ -215,6 +238,11 @@ class BM25Index:
         """
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if self._slots is not None:  # deleted rows are not saved: rebuild without them
+                if self._tokens is None:
+                    self._tokens = [self.tokenizer(t) for t in self.documents.texts]
+                self._bm25 = None
         model = self._model()
         model.save(str(directory), show_progress=False)
         documents_sha1 = self.documents.save(directory)

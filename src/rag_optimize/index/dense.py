@@ -15,6 +15,10 @@ itself is the vector engine's, the same one that serves the semantic cache's tab
 * ``ann="usearch"``: an HNSW graph (usearch) proposes the candidates instead of a full scan;
   they are rescored exactly too.
 
+Deletes mark the documents' engine rows dead (a search never returns them, from the moment
+``delete`` returns) and rebuild nothing; the engine is compacted once dead rows pass
+:data:`COMPACT_FRACTION` of its rows, and a save writes the live rows only.
+
 The float32 vectors kept for rescoring are only touched for the few candidates; after
 ``save`` they can be memory-mapped with ``load(path, mmap=True)`` so only the codes have to
 live in RAM (:meth:`DenseIndex.memory_usage` reports both).
@@ -23,7 +27,6 @@ live in RAM (:meth:`DenseIndex.memory_usage` reports both).
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,9 +46,14 @@ from rag_optimize.index.documents import (
     loading,
     read_meta,
 )
-from rag_optimize.index.engine import VectorEngine
+from rag_optimize.index.engine import SharedLock, VectorEngine
 
 _META_FILE = "dense.json"
+#: Deleted documents' engine rows are compacted away once they are this fraction of the
+#: engine's rows (and at least :data:`COMPACT_MIN`): until then a search skips them (the
+#: engine's live mask), which costs less than a rebuild per delete.
+COMPACT_FRACTION = 0.25
+COMPACT_MIN = 1_024
 _FORMAT = 1
 _QUANTIZATIONS = (None, "auto", "int8", "binary")
 _METHOD = {None: "exact", "auto": "auto", "int8": "int8", "binary": "binary"}
@@ -88,7 +96,12 @@ class DenseIndex:
         self.ann_options = dict(ann_options or {})
         self.documents = DocumentStore()
         self._engine: VectorEngine | None = self._new_engine(dim) if dim is not None else None
-        self._lock = threading.Lock()
+        # The engine row of each document row, ascending (documents keep their order). Until
+        # a delete it is 0..n-1 and ``None`` stands for that; a delete only marks the
+        # engine rows dead, so the engine's rows and the documents' rows part ways until
+        # the next compaction.
+        self._slots: npt.NDArray[np.intp] | None = None
+        self._lock = SharedLock()  # searches share it; add, delete and compaction write
 
     def __len__(self) -> int:
         return len(self.documents)
@@ -106,7 +119,10 @@ class DenseIndex:
 
     @property
     def engine(self) -> VectorEngine | None:
-        """The vector engine holding the vectors (``None`` until the dimension is known)."""
+        """The vector engine holding the vectors (``None`` until the dimension is known).
+
+        Its rows are the documents' rows until a :meth:`delete`; after one, deleted rows stay
+        in the engine, dead, until the next compaction (or a save and load)."""
         return self._engine
 
     @property
@@ -115,7 +131,22 @@ class DenseIndex:
         reuse an index's vectors)."""
         if self._engine is None:
             return np.zeros((0, self.dim or 0), dtype=np.float32)
-        return self._engine.vectors_of(np.arange(len(self.documents)))
+        return self._engine.vectors_of(self._engine_rows(np.arange(len(self.documents))))
+
+    def _engine_rows(self, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """The engine rows of document ``rows``."""
+        return rows if self._slots is None else self._slots[rows]
+
+    def _document_rows(self, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """The document rows of live engine ``rows`` (a binary search in the ascending slots)."""
+        if self._slots is None:
+            return rows
+        return np.searchsorted(self._slots, rows).astype(np.intp)
+
+    @property
+    def dead_rows(self) -> int:
+        """Engine rows of deleted documents not yet compacted away (never searched)."""
+        return 0 if self._engine is None else self._engine.high - len(self._engine)
 
     # -- building ---------------------------------------------------------------------------
 
@@ -128,41 +159,56 @@ class DenseIndex:
     ) -> list[str]:
         """Add embeddings (one row per document) with optional ids, texts and metadata."""
         matrix = unit_matrix(vectors, self.dim)
-        with self._lock:
+        with self._lock.writing():
             if self._engine is None:
                 self.dim = int(matrix.shape[1])
                 self._engine = self._new_engine(self.dim)
-            start = len(self.documents)
             new_ids = self.documents.extend(matrix.shape[0], ids, texts, metadatas)
-            self._engine.add(
-                np.arange(start, start + matrix.shape[0]), matrix, normalized=True
-            )
+            high = self._engine.high  # new documents go after every engine row, in order
+            rows = np.arange(high, high + matrix.shape[0], dtype=np.intp)
+            self._engine.add(rows, matrix, normalized=True)
+            if self._slots is not None:
+                self._slots = np.concatenate([self._slots, rows])
         return new_ids
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id (all must exist); return how many were removed.
 
-        The rows after them move up, so the engine is rebuilt from the remaining vectors
-        (O(n), as a compacting delete is anyway).
+        Their vectors are marked dead in the engine at once (never returned again, not even
+        by a search already holding the mask: searches and deletes take the same lock) and
+        nothing is rebuilt; the document rows after them move up. Once dead rows pass
+        :data:`COMPACT_FRACTION` of the engine's rows (and :data:`COMPACT_MIN`), the engine
+        is rebuilt from the live vectors: O(n) once per O(n) deletes, O(1) amortised.
         """
-        with self._lock:
+        with self._lock.writing():
             rows = self.documents.delete(ids)
             if not rows.size or self._engine is None:
                 return int(rows.size)
-            keep = np.ones(self._engine.high, dtype=bool)
-            keep[rows] = False
-            remaining = self._engine.vectors_of(np.flatnonzero(keep))
-            self._engine = self._new_engine(int(self.dim or remaining.shape[1]))
-            if remaining.shape[0]:
-                self._engine.add(np.arange(remaining.shape[0]), remaining, normalized=True)
+            slots = (
+                np.arange(self._engine.high, dtype=np.intp) if self._slots is None else self._slots
+            )
+            self._engine.remove(slots[rows])
+            self._slots = np.delete(slots, rows)
+            dead = self._engine.high - len(self._engine)
+            if dead >= COMPACT_MIN and dead >= COMPACT_FRACTION * self._engine.high:
+                self._compact()
         return int(rows.size)
+
+    def _compact(self) -> None:
+        """Rebuild the engine from the live vectors, in document order (lock held)."""
+        assert self._engine is not None and self.dim is not None
+        live = self._engine.vectors_of(self._engine_rows(np.arange(len(self.documents))))
+        self._engine = self._new_engine(self.dim)
+        if live.shape[0]:
+            self._engine.add(np.arange(live.shape[0]), live, normalized=True)
+        self._slots = None
 
     def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
         """The stored (unit) vectors of ``ids``, one row each, for reuse or updates."""
-        rows = [self.documents.position(str(i)) for i in ids]
+        rows = np.asarray([self.documents.position(str(i)) for i in ids], dtype=np.intp)
         if self._engine is None:
             return np.zeros((0, self.dim or 0), dtype=np.float32)
-        return self._engine.vectors_of(rows)
+        return self._engine.vectors_of(self._engine_rows(rows))
 
     # -- searching --------------------------------------------------------------------------
 
@@ -185,18 +231,24 @@ class DenseIndex:
         if not len(self.documents) or self._engine is None:
             raise InvalidInputError("dense index is empty: add documents before searching")
         query = unit_vector(vector, self.dim)
-        n = len(self.documents)
-        if allowed is not None:
-            allowed = check_mask(allowed, n)
-            if not allowed.any():
-                return []
-            if allowed.all():
-                allowed = None
-        rows, scores = self._engine.search(query, k, allowed)
-        return [
-            self.documents.hit(row, score)
-            for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
-        ]
+        with self._lock.reading():  # a concurrent delete waits: no half-deleted state is read
+            engine, slots = self._engine, self._slots
+            if allowed is not None:
+                allowed = check_mask(allowed, len(self.documents))
+                if not allowed.any():
+                    return []
+                if allowed.all():
+                    allowed = None
+            if allowed is not None and slots is not None:
+                mask = np.zeros(engine.high, dtype=bool)
+                mask[slots[allowed]] = True
+                allowed = mask
+            rows, scores = engine.search(query, k, allowed)
+            rows = self._document_rows(rows)
+            return [
+                self.documents.hit(row, score)
+                for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
+            ]
 
     def memory_usage(self) -> dict[str, Any]:
         """Bytes held: ``scan`` is what a search reads in full; ``rescore`` the float vectors.
@@ -230,8 +282,11 @@ class DenseIndex:
         """
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            vectors = self._vectors
+        if self._slots is not None and self.ann_name is not None:
+            with self._lock.writing():  # the graph is keyed by engine row: make those dense
+                self._compact()
+        with self._lock.reading():
+            vectors = self._vectors  # document order: deleted documents' rows are not saved
             np.save(directory / "vectors.npy", vectors, allow_pickle=False)
             if self._engine is not None and self.ann_name is not None:
                 self._engine.save_graph(directory / "ann.index")

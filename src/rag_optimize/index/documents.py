@@ -255,14 +255,27 @@ class MappedTexts(Sequence[str]):
         return (self._one(i) for i in range(len(self)))
 
 
+#: Deleting more documents than this at once rebuilds the lists in one pass instead of
+#: removing rows one by one (each removal moves the rows after it).
+_DELETE_ONE_BY_ONE = 64
+
+
 class DocumentStore:
-    """List of (id, text, metadata) with O(1) lookup by id, deletion and metadata columns."""
+    """List of (id, text, metadata) with lookup by id, deletion and metadata columns.
+
+    Each id maps to a stable sequence number; a row's number is its rank among the
+    sequence numbers still present (a binary search), so a delete moves the rows after it
+    up without renumbering every id: O(k log n) plus moving list items in C.
+    """
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.texts: list[str] | MappedTexts = []
         self.metadatas: list[dict[str, Any]] = []
-        self._positions: dict[str, int] = {}
+        self._positions: dict[str, int] = {}  # id -> sequence number (== row until a delete)
+        # The sequence number of each row, ascending; None while it is the row itself.
+        self._sequence: npt.NDArray[np.int64] | None = None
+        self._next = 0  # the next sequence number
         self._columns: dict[str, MetadataColumn] = {}
         self._fields: frozenset[str] | None = None
         self._memo: dict[Any, Any] = {}
@@ -310,9 +323,12 @@ class DocumentStore:
     def position(self, doc_id: str) -> int:
         """Row number of ``doc_id`` (raises :class:`InvalidInputError` naming an unknown id)."""
         try:
-            return self._positions[doc_id]
+            number = self._positions[doc_id]
         except (KeyError, TypeError):
             raise InvalidInputError(f"unknown document id {doc_id!r}") from None
+        if self._sequence is None:
+            return number
+        return int(np.searchsorted(self._sequence, number))
 
     def hit(self, position: int, score: float) -> Hit:
         """The :class:`Hit` for row ``position`` with ``score``."""
@@ -349,8 +365,14 @@ class DocumentStore:
             if doc_id in seen:
                 raise InvalidInputError(f"duplicate document id {doc_id!r}")
             seen.add(doc_id)
+        first = self._next
         for offset, doc_id in enumerate(new_ids):
-            self._positions[doc_id] = start + offset
+            self._positions[doc_id] = first + offset
+        if self._sequence is not None:
+            self._sequence = np.concatenate(
+                [self._sequence, np.arange(first, first + count, dtype=np.int64)]
+            )
+        self._next = first + count
         self.ids.extend(new_ids)
         if not isinstance(self.texts, list):  # mapped from a saved index: copy before changing
             self.texts = list(self.texts)
@@ -371,15 +393,33 @@ class DocumentStore:
 
     def delete(self, ids: Iterable[str]) -> npt.NDArray[np.intp]:
         """Remove documents by id; return their former rows (ascending) for the indexes."""
-        rows = np.sort(np.asarray([self._positions[i] for i in self.check_known(ids)], np.intp))
-        if rows.size:
+        wanted = self.check_known(ids)
+        numbers = np.asarray([self._positions[i] for i in wanted], dtype=np.int64)
+        sequence = self._sequence
+        rows = np.sort(
+            (numbers if sequence is None else np.searchsorted(sequence, numbers)).astype(np.intp)
+        )
+        if not rows.size:
+            return rows
+        if rows.size > _DELETE_ONE_BY_ONE:
             gone = set(rows.tolist())
             keep = [r for r in range(len(self.ids)) if r not in gone]
             self.ids = [self.ids[r] for r in keep]
             self.texts = [self.texts[r] for r in keep]
             self.metadatas = [self.metadatas[r] for r in keep]
             self._positions = {doc_id: row for row, doc_id in enumerate(self.ids)}
-            self._changed()
+            self._sequence, self._next = None, len(self.ids)
+        else:
+            if not isinstance(self.texts, list):  # mapped from a saved index: copy once
+                self.texts = list(self.texts)
+            for row in rows[::-1].tolist():  # each a C-level move of the items after it
+                del self.ids[row], self.texts[row], self.metadatas[row]
+            for doc_id in wanted:
+                del self._positions[doc_id]
+            if sequence is None:
+                sequence = np.arange(self._next, dtype=np.int64)
+            self._sequence = np.delete(sequence, rows)
+        self._changed()
         return rows
 
     def __iter__(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -391,6 +431,7 @@ class DocumentStore:
         texts = self.texts if isinstance(self.texts, MappedTexts) else list(self.texts)
         store.ids, store.texts, store.metadatas = list(self.ids), texts, list(self.metadatas)
         store._positions = dict(self._positions)
+        store._sequence, store._next = self._sequence, self._next  # never changed in place
         return store
 
     def save(self, directory: Path) -> str:
@@ -455,6 +496,7 @@ class DocumentStore:
                 raise InvalidInputError(f"{path}: document metadata must be JSON objects")
         store = cls()
         store._positions = dict(zip(ids, range(len(ids)), strict=True))
+        store._next = len(ids)
         if len(store._positions) != len(ids):
             raise InvalidInputError(f"{path}: duplicate document ids")
         store.ids, store.texts, store.metadatas = ids, texts, metas

@@ -45,6 +45,7 @@ import numpy.typing as npt
 from rag_optimize.embedding.vectors import unit_matrix, unit_vector
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.index import quantization as q
+from rag_optimize.index._kernels import matvec
 from rag_optimize.index.ann import AnnIndex, make_ann
 from rag_optimize.index.row_blocks import RowBlocks
 
@@ -86,6 +87,8 @@ _COARSE_FACTOR = 8
 # Up to this many dead rows are skipped by fetching that many more candidates; beyond it
 # the scan is given a live-rows bitmap (slightly slower per lookup).
 _DEAD_SLACK = 256
+# Extra candidates (at most, and at most as many again) rescored under a small filter.
+_FILTERED_EXTRA = 256
 _FORMAT = 2  # 2: unpadded full codes, short codes and their hyperplanes saved too
 _META = "engine.json"
 Rows = npt.NDArray[np.intp]
@@ -557,6 +560,13 @@ class VectorEngine:
             if found is None:  # the graph proposed too few allowed rows: be exact instead
                 return self._exact(vec, k, valid, n_valid)
             return self._rescore(found, vec, k)
+        if valid is not None and method == "binary" and n_valid * 4 <= self._high:
+            # A filter keeping a quarter or less: the code scan covers those rows only, so
+            # up to _FILTERED_EXTRA more candidates are rescored for about the unfiltered
+            # cost; the filtered top k lies deeper in the Hamming ranking (measured
+            # recall@10 at 100k MiniLM rows, 10% kept: 0.973 with the usual 160 candidates,
+            # 0.993 with 320; unfiltered 0.991). Capped: rescoring reads whole float rows.
+            wanted = min(n_valid, wanted + min(wanted, _FILTERED_EXTRA))
         return self._rescore(self._code_candidates(method, vec, wanted, valid), vec, k)
 
     def _scan_block(self, query: npt.NDArray[np.float32], k: int) -> tuple[Rows, Scores]:
@@ -565,7 +575,7 @@ class VectorEngine:
         high = self._high
         # ndarray methods, not the np.* functions: no array-function dispatch per call
         # (measured: argpartition 1.7 vs 2.3 us over 1,000 scores).
-        scores: Scores = self._store.blocks[0][:high].dot(query)
+        scores: Scores = matvec(self._store.blocks[0][:high], query)
         if self._n_live < high:
             scores[~self._live[:high]] = -np.inf
         if k == 1:
@@ -605,13 +615,13 @@ class VectorEngine:
         if rows is not None:
             stored = self._store.gather(rows)
             if self._scale is None:
-                return np.asarray(stored @ query, dtype=np.float32)
+                return matvec(stored, query)
             return q.row_int8_scores(stored, self._scale[rows], query)
         out = np.empty(self._high, dtype=np.float32)
         for start, view in self._store.views(self._high):
             stop = start + view.shape[0]
             if self._scale is None:
-                np.dot(view, query, out=out[start:stop])
+                matvec(view, query, out=out[start:stop])
             else:
                 out[start:stop] = q.row_int8_scores(view, self._scale[start:stop], query)
         return out
@@ -674,6 +684,13 @@ class VectorEngine:
             # At most ``dead`` of the best ``wanted + dead`` rows are dead: drop them after.
             found = q.hamming_nearest(codes, query_code, wanted + dead)
             return found[self._live[found]][:wanted]
+        if valid is not None and np.count_nonzero(valid) * 4 <= self._high:
+            # A filter that keeps few rows: rank just their codes (a gathered copy, a
+            # quarter of the rows or less) with the unmasked kernel, rather than checking a
+            # bitmap at every row of the table. Same ranking; cheaper than no filter.
+            rows = np.flatnonzero(valid).astype(np.intp)
+            # np.take, not codes[rows]: 29 vs 117 us for 10k of 100k 48-byte codes.
+            return rows[q.hamming_nearest(np.take(codes, rows, axis=0), query_code, wanted)]
         mask = self._live[: self._high] if valid is None else valid
         return q.hamming_nearest(codes, query_code, wanted, mask)
 

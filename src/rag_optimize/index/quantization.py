@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rag_optimize.index._kernels import matvec
+
 Int8Matrix = npt.NDArray[np.int8]
 BitMatrix = npt.NDArray[np.uint8]
 _CHUNK_ROWS = 2_048  # rows dequantised at a time: a 3 MB float32 block stays in cache
@@ -49,7 +51,7 @@ def int8_scores(
     for start in range(0, codes.shape[0], _CHUNK_ROWS):
         rows = min(_CHUNK_ROWS, codes.shape[0] - start)
         block[:rows] = codes[start : start + rows]
-        np.dot(block[:rows], scaled, out=out[start : start + rows])
+        matvec(block[:rows], scaled, out=out[start : start + rows])
     return out
 
 
@@ -108,7 +110,7 @@ def row_int8_scores(
     for start in range(0, codes.shape[0], _CHUNK_ROWS):
         rows = min(_CHUNK_ROWS, codes.shape[0] - start)
         block[:rows] = codes[start : start + rows]
-        np.dot(block[:rows], query, out=out[start : start + rows])
+        matvec(block[:rows], query, out=out[start : start + rows])
     out *= scale
     return out
 

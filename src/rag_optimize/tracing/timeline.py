@@ -30,7 +30,8 @@ A node that opens a run also makes it the tracker's current run in this context 
 the run ends; with ``track_current`` every node start does, so work that a framework runs in
 worker threads or tasks, each with a copy of the context, finds its own run). So our own
 components (cache, batching embedder) called inside the chain attribute their spans to it
-(with ``track_current`` the node also becomes the current span, so those spans nest under it),
+(with ``track_current`` a timed node also becomes the current span, so those spans nest under it;
+a structural node leaves the current span as it is),
 and so do operations the framework starts later in the same context without a parent
 (LlamaIndex calls the LLM of a streamed answer only when the caller iterates the stream,
 outside the query's span). ``hold(run_id)`` keeps a run open for such a late operation;
@@ -67,6 +68,7 @@ class _Node:
     span_id: int = 0
     parent_span: int | None = None
     first_chunk: float | None = None
+    outer: int | None = None  # the current span this node replaced (track_current)
 
 
 @dataclass(slots=True)
@@ -117,7 +119,7 @@ class EventTimeline:
         if parent is not None and parent.run_id is not None:
             if self.track_current:
                 _set_current_run(parent.run_id)
-                _set_current_span(span_id)
+                self._make_current(node)
             return parent.run_id
         parent_span = parent.span_id if parent is not None else _current_span()
         current = self._joinable_current()
@@ -134,12 +136,29 @@ class EventTimeline:
         else:
             node = _Node(stage, None, now, attributes, False, span_id, parent_span)
         if self.track_current:
-            _set_current_span(span_id)
+            self._make_current(node)
         with self._lock:
             if node.owns_run and node.run_id is not None:
                 self._runs[node.run_id] = _RunState()
             self._add(node_id, node)
         return node.run_id
+
+    @staticmethod
+    def _make_current(node: _Node) -> None:
+        """Make a timed node the current span of this context (``track_current``).
+
+        A structural node (a chain step, one of the many methods LlamaIndex wraps in a span)
+        leaves the current span as it is, so code inside it sees the nearest *timed*
+        operation around it: our own spans nest under that, and a tracked component finds
+        the framework's span for its own operation (:meth:`LatencyTracker.enclosing_span`:
+        a HybridRetriever under LlamaIndex's ``retrieve`` span and its ``_retrieve`` method
+        span) instead of recording that operation a second time. A run's root replaces no
+        span (it never hangs under a span a sibling left in this context).
+        """
+        if node.stage is None:
+            return
+        node.outer = None if node.owns_run else _current_span()
+        _set_current_span(node.span_id)
 
     def _joinable_current(self) -> str | None:
         """The current run if a parentless node should join it, else None.
@@ -207,7 +226,7 @@ class EventTimeline:
                 if finish and node.run_id is not None:
                     del self._runs[node.run_id]
         if self.track_current and _current_span() == node.span_id:
-            _set_current_span(node.parent_span)
+            _set_current_span(node.outer)
         annotated = LatencyTracker.end_span(node.span_id)  # what code inside the node added
         if node.stage is not None:
             attributes = node.attributes
