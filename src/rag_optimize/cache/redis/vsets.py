@@ -1,9 +1,12 @@
 """The server-side search path: one Redis vector set per scope (Redis 8+, ``VADD``/``VSIM``).
 
-A lookup is one round trip: a Lua script runs ``VSIM`` on the scope's vector set, reads the
-candidates' hashes, marks them used (LRU) and returns them; the store rescores each candidate
-exactly from its stored float32 vector, so the server's quantization (``Q8`` by default) can
-only cost recall, never change a similarity the cache decides on. Nothing is mirrored in the
+A lookup is one round trip (:meth:`VectorSetPath.lookup`): a Lua script checks the query's
+exact key and returns that entry if it is there; otherwise it runs ``VSIM`` on the scope's
+vector set, reads the candidates' index fields (the first candidate whole, so the answer
+needs no second call), marks them used (LRU, one ``ZADD``) and returns them. The store rescores
+the candidates exactly from their stored float32 vectors (one matrix product), so the
+server's quantization (``Q8`` by default) can only cost recall, never change a similarity the
+cache decides on. Nothing is mirrored in the
 process, so a new replica serves hits from its first lookup and its memory does not grow with
 the namespace.
 
