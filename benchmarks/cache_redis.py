@@ -151,6 +151,9 @@ def lookups(n: int, n_queries: int, r8: RedisServer, r7: RedisServer,
     vectors.update(zip(hit_texts, near, strict=True))
     vectors.update(zip(miss_texts, fresh, strict=True))
     exact_texts = [texts[i].upper() + " " for i in near_of]
+    # a real model embeds an exact repeat like its original (the server path's one-call
+    # lookup embeds before it asks; RedisVL's check is a vector search for every kind)
+    vectors.update(zip(exact_texts, stored[near_of], strict=True))
     data = tmp / f"data{n}.npz"
     np.savez(data, stored=stored, near=near, fresh=fresh, near_of=near_of)
 

@@ -223,13 +223,17 @@ def contenders(r: Any, data: dict[str, Any], sets: list[tuple[str, str, int]],
     return out
 
 
-def measure(name: str, data: dict[str, Any], n_queries: int, ft: bool) -> dict[str, Any]:
+SETS = [("q8_m16", "Q8", 16), ("bin_m16", "BIN", 16), ("noquant_m16", "NOQUANT", 16),
+        ("q8_m32", "Q8", 32)]
+
+
+def measure(name: str, data: dict[str, Any], n_queries: int, ft: bool,
+            only: list[str] | None = None) -> dict[str, Any]:
     server = RedisServer(binary=redis8_bin(), extra_args=["--loadmodule", redisearch_module()])
     server.start()
     try:
         r = server.client()
-        sets = [("q8_m16", "Q8", 16), ("bin_m16", "BIN", 16), ("noquant_m16", "NOQUANT", 16),
-                ("q8_m32", "Q8", 32)]
+        sets = [s for s in SETS if only is None or s[0] in only]
         res: dict[str, Any] = {"rows": int(data["stored"].shape[0]),
                                "load_before": os.getloadavg()}
         res["fill_seconds"] = fill(r, data["stored"], sets, ft)
@@ -271,16 +275,20 @@ def main() -> None:
     parser.add_argument("--data", default="random,real")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--no-ft", action="store_true")
+    parser.add_argument("--sets", default="", help="vector sets to build (default: all)")
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     out: dict[str, Any] = {"load_average_at_start": os.getloadavg()}
     for name in args.data.split(","):
         data = random_data() if name == "random" else real_data()
-        out[name] = measure(name, data, args.queries, not args.no_ft)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+        only = args.sets.split(",") if args.sets else None
+        out[name] = measure(name, data, args.queries, not args.no_ft, only)
+        results = Path(args.out)
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(out, indent=1) + "\n")
     out["load_average_at_end"] = os.getloadavg()
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

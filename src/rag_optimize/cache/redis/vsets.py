@@ -82,13 +82,16 @@ _CHUNK = 100  # entries per script call when dropping: VREM from HNSW is not fre
 _MAX_ROUNDS = 100_000
 _SWEEP_PER_PUT = 16
 _EXTRA = 1  # a candidate beyond k, so one expired or corrupt entry does not shorten the answer
-# HNSW effort (BENCHMARKS.md, random 384-d vectors, Q8, built with EF 40): VSIM with EF 50
-# found the near-duplicate for 99.7% of queries at 10k but 58.8% at 100k; EF 400 found 98.2%
-# at 100k for 6x the time. So the search effort grows with the set: EF = cardinality / 250,
-# within [50, 400]. VADD builds with EF 40 (Redis's default 200 made inserts 4x slower).
+# HNSW effort (BENCHMARKS.md, random 384-d vectors, Q8, M 16, built with EF 40, COUNT 5):
+# VSIM with EF 50 found the near-duplicate for 99.5% of queries at 10k; at 100k EF 400 found
+# 98.0-98.9%, EF 600 99.25%, EF 800 400/400 (benchmarks/cache_redis_options.py; real MiniLM
+# rows are easier: EF 400 found 94/94 there). So the search effort grows with the set,
+# linearly from EF 50 at 12,500 entries to EF 800 at 100k (EF = 50 + (n - 12,500) / 116,
+# within [50, 800]). VADD builds with EF 40 (Redis's default 200 made inserts 4x slower).
 _SEARCH_EF_MIN = 50
-_SEARCH_EF_MAX = 400
-_SEARCH_EF_PER = 250
+_SEARCH_EF_MAX = 800
+_SEARCH_EF_FROM = 12_500
+_SEARCH_EF_PER = 116
 _BUILD_EF = 40
 _PREFETCH = 1024
 _WHERE = 10_000
@@ -161,7 +164,8 @@ for _, v in ipairs(victims) do out[#out + 1] = v end
 return out
 """
 
-# ARGV: P, blob, count, now, 'min:max:per' (EF = VCARD / per, clamped), partition, exact id|''
+# ARGV: P, blob, count, now, 'min:max:from:per' (EF = min + (VCARD - from) / per, clamped),
+#       partition, exact id|''
 #       -> {'exact', HGETALL...} when the exact id is a hash (a lookup's exact part, checked
 #          first: then no vector search runs) | {'!type', kind} for a foreign key there
 #        | {'dim', message}
@@ -183,10 +187,11 @@ if ARGV[7] ~= '' then
     return {'!type', kind}
   end
 end
-local lo, hi, per = string.match(ARGV[5], '(%d+):(%d+):(%d+)')
+local lo, hi, from, per = string.match(ARGV[5], '(%d+):(%d+):(%d+):(%d+)')
+lo, hi, from, per = tonumber(lo), tonumber(hi), tonumber(from), tonumber(per)
 local size = redis.pcall('VCARD', V)
 if type(size) ~= 'number' then size = 0 end
-local ef = math.max(tonumber(lo), math.min(tonumber(hi), math.floor(size / tonumber(per))))
+local ef = math.max(lo, math.min(hi, lo + math.floor((size - from) / per)))
 local ok, found = pcall(redis.call, 'VSIM', V, 'FP32', ARGV[2], 'WITHSCORES',
                         'COUNT', tonumber(ARGV[3]), 'EF', ef)
 if not ok then
@@ -381,7 +386,8 @@ class VectorSetPath:
         sd = scope_digest(scope)
         args = (
             self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)),
-            f"{_SEARCH_EF_MIN}:{_SEARCH_EF_MAX}:{_SEARCH_EF_PER}", partition, exact,
+            f"{_SEARCH_EF_MIN}:{_SEARCH_EF_MAX}:{_SEARCH_EF_FROM}:{_SEARCH_EF_PER}",
+            partition, exact,
         )
         return Script(SEARCH, (self.keys.lru(sd),), args)
 
