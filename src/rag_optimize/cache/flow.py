@@ -48,6 +48,7 @@ __all__ = [
     "Fetch",
     "GetExact",
     "Judge",
+    "Lookup",
     "Op",
     "Plan",
     "Put",
@@ -233,6 +234,40 @@ class Search(_StoreOp):
         """``asearch``."""
         return await runtime.store.asearch(
             self.scope, self.vector, self.k, self.now, partition=self.partition, report=report
+        )
+
+
+class Lookup(_StoreOp):
+    """``store.lookup``: the exact entry for the key, else the nearest candidates, in one
+    store call (a store whose ``combined_lookup`` is true: one round trip on a remote
+    store); ``(None, [])`` when the store fails."""
+
+    __slots__ = ("scope", "query_key", "vector", "k", "now", "partition", "default")
+
+    def __init__(
+        self, scope: str, query_key: str, vector: FloatVector, k: int, now: float,
+        partition: str,
+    ) -> None:
+        self.scope = scope
+        self.query_key = query_key
+        self.vector = vector
+        self.k = k
+        self.now = now
+        self.partition = partition
+        self.default: tuple[None, list[Candidate]] = (None, [])
+
+    def call(self, runtime: Runtime, report: StoreReport) -> Any:
+        """The blocking ``lookup``."""
+        return runtime.store.lookup(  # type: ignore[attr-defined]
+            self.scope, self.query_key, self.vector, self.k, self.now,
+            partition=self.partition, report=report,
+        )
+
+    async def acall(self, runtime: Runtime, report: StoreReport) -> Any:
+        """``alookup``."""
+        return await runtime.store.alookup(  # type: ignore[attr-defined]
+            self.scope, self.query_key, self.vector, self.k, self.now,
+            partition=self.partition, report=report,
         )
 
 

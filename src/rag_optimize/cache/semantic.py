@@ -82,6 +82,7 @@ from rag_optimize.cache.flow import (
     Faults,
     Fetch,
     GetExact,
+    Lookup,
     Plan,
     Put,
     PutMany,
@@ -394,15 +395,33 @@ class SemanticCache:
         k = self._begin(query, scope, exact)
         if self.require_scope and self._refuse_lookup(scope):
             return None
-        entry = yield GetExact(k.scope, k.key, k.now, k.partition)
-        if entry is not None:
-            return self._found(entry, 1.0, None, k, None, exact=True)
-        raw = yield Embed(k.query)
-        if raw is None:
-            self._miss()
-            return None
-        vector = unit_vector(raw, self._dim())
-        candidates = yield Search(k.scope, vector, self.candidates, k.now, k.partition)
+        if getattr(self.store, "combined_lookup", False):
+            # the store checks the exact key and searches in one call (one round trip on a
+            # remote store), so the query is embedded first; a failing model still leaves
+            # the exact path
+            raw = yield Embed(k.query)
+            if raw is None:
+                entry = yield GetExact(k.scope, k.key, k.now, k.partition)
+                if entry is not None:
+                    return self._found(entry, 1.0, None, k, None, exact=True)
+                self._miss()
+                return None
+            vector = unit_vector(raw, self._dim())
+            entry, candidates = yield Lookup(
+                k.scope, k.key, vector, self.candidates, k.now, k.partition
+            )
+            if entry is not None:
+                return self._found(entry, 1.0, None, k, None, exact=True)
+        else:
+            entry = yield GetExact(k.scope, k.key, k.now, k.partition)
+            if entry is not None:
+                return self._found(entry, 1.0, None, k, None, exact=True)
+            raw = yield Embed(k.query)
+            if raw is None:
+                self._miss()
+                return None
+            vector = unit_vector(raw, self._dim())
+            candidates = yield Search(k.scope, vector, self.candidates, k.now, k.partition)
         nearest: Nearest | None = None
         for candidate, threshold, accepted in self._learner.ranked(candidates, self.threshold):
             if not accepted and nearest is not None:

@@ -104,6 +104,11 @@ class RedisStore(StoreDefaults):
             ``"server"`` (require it) or ``"mirror"``.
         quantization: how the server stores vectors for search (``"q8"``, ``"float32"``,
             ``"binary"``); candidates are always rescored exactly from the stored float32.
+        exact_first: on the server-side path a lookup is one round trip: the query is
+            embedded first, then one script checks the exact key and, only if it is absent,
+            searches. ``True`` checks the exact key before embedding (two round trips for a
+            semantic lookup, but an exact repeat never runs the model: for slow models and
+            many repeats). The mirror path always checks the exact key first.
         connection: :class:`~rag_optimize.cache.redis.options.ConnectionOptions` (timeouts,
             circuit breaker, extra client options).
         mirror: :class:`~rag_optimize.cache.redis.options.MirrorOptions` (the mirror path).
@@ -128,6 +133,7 @@ class RedisStore(StoreDefaults):
         ttl_grace_ms: int = 60_000,
         search: SearchMode = "auto",
         quantization: Quantization = "q8",
+        exact_first: bool = False,
         connection: ConnectionOptions | None = None,
         mirror: MirrorOptions | None = None,
         clock: Callable[[], float] = time.time,
@@ -146,6 +152,8 @@ class RedisStore(StoreDefaults):
             raise ConfigurationError(
                 f"quantization must be 'q8', 'float32' or 'binary', got {quantization!r}"
             )
+        if not isinstance(exact_first, bool):
+            raise ConfigurationError(f"exact_first must be True or False, got {exact_first!r}")
         if client is not None and not hasattr(client, "execute_command"):
             raise ConfigurationError(f"client must be a redis-py client, got {client!r}")
         self.url = url
@@ -155,6 +163,7 @@ class RedisStore(StoreDefaults):
         )
         self.search_mode: SearchMode = search
         self.quantization: Quantization = quantization
+        self.exact_first = exact_first
         self._clock = clock
         self._shared = Shared(
             namespace=self.namespace,
@@ -209,6 +218,13 @@ class RedisStore(StoreDefaults):
     def server(self) -> ServerInfo | None:
         """What the server turned out to be (``None`` until the store has connected)."""
         return self._server
+
+    @property
+    def combined_lookup(self) -> bool:
+        """Whether :meth:`lookup` answers a lookup in one round trip (the server-side path,
+        started, unless ``exact_first``); :class:`SemanticCache` then calls it instead of
+        :meth:`get_exact` + :meth:`search`. No I/O."""
+        return not self.exact_first and isinstance(self._path, VectorSetPath)
 
     @property
     def search_path(self) -> str | None:
@@ -353,6 +369,35 @@ class RedisStore(StoreDefaults):
             lambda p: cast(VectorSetPath, p).search(scope, vector, k, now, partition, report)
         )
 
+    def lookup(
+        self,
+        scope: str,
+        query_key: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> tuple[CacheEntry | None, list[Candidate]]:
+        """``(entry, [])`` when ``query_key`` has a live entry (as :meth:`get_exact`), else
+        ``(None, candidates)`` (as :meth:`search`): on the server-side path one script call
+        that checks the exact key first and searches only when it is absent; on the mirror
+        path the two calls in turn."""
+        _check_str("scope", scope)
+        _check_str("query_key", query_key)
+        path = self._ensure_path()
+        if isinstance(path, VectorSetPath):
+            return self._drive(
+                lambda p: cast(VectorSetPath, p).lookup(
+                    scope, query_key, vector, k, now, partition, report
+                )
+            )
+        entry = self.get_exact(scope, query_key, now, partition=partition, report=report)
+        if entry is not None:
+            return entry, []
+        return None, self.search(scope, vector, k, now, partition=partition, report=report)
+
     def fetch(
         self, entry_id: str, now: float, *, report: StoreReport | None = None
     ) -> CacheEntry | None:
@@ -431,6 +476,33 @@ class RedisStore(StoreDefaults):
             lambda p: cast(VectorSetPath, p).search(scope, vector, k, now, partition, report),
             lookup=True,
         )
+
+    async def alookup(
+        self,
+        scope: str,
+        query_key: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        *,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> tuple[CacheEntry | None, list[Candidate]]:
+        """Async twin of :meth:`lookup`."""
+        _check_str("scope", scope)
+        _check_str("query_key", query_key)
+        path = await self._aensure_path()
+        if isinstance(path, VectorSetPath):
+            return await self._adrive(
+                lambda p: cast(VectorSetPath, p).lookup(
+                    scope, query_key, vector, k, now, partition, report
+                ),
+                lookup=True,
+            )
+        entry = await self.aget_exact(scope, query_key, now, partition=partition, report=report)
+        if entry is not None:
+            return entry, []
+        return None, await self.asearch(scope, vector, k, now, partition=partition, report=report)
 
     async def afetch(
         self, entry_id: str, now: float, *, report: StoreReport | None = None

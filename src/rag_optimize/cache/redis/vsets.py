@@ -1,9 +1,12 @@
 """The server-side search path: one Redis vector set per scope (Redis 8+, ``VADD``/``VSIM``).
 
-A lookup is one round trip: a Lua script runs ``VSIM`` on the scope's vector set, reads the
-candidates' hashes, marks them used (LRU) and returns them; the store rescores each candidate
-exactly from its stored float32 vector, so the server's quantization (``Q8`` by default) can
-only cost recall, never change a similarity the cache decides on. Nothing is mirrored in the
+A lookup is one round trip (:meth:`VectorSetPath.lookup`): a Lua script checks the query's
+exact key and returns that entry if it is there; otherwise it runs ``VSIM`` on the scope's
+vector set, reads the candidates' index fields (the first candidate whole, so the answer
+needs no second call), marks them used (LRU, one ``ZADD``) and returns them. The store rescores
+the candidates exactly from their stored float32 vectors (one matrix product), so the
+server's quantization (``Q8`` by default) can only cost recall, never change a similarity the
+cache decides on. Nothing is mirrored in the
 process, so a new replica serves hits from its first lookup and its memory does not grow with
 the namespace.
 
@@ -43,12 +46,15 @@ import numpy as np
 from rag_optimize.cache.entry import CacheEntry, Candidate
 from rag_optimize.cache.keys import entry_id
 from rag_optimize.cache.redis.codec import (
+    FORMAT_VERSION,
     INDEX_FIELDS,
     CorruptEntry,
     decode_entry,
     decode_index_record,
+    decode_vector,
     encode_vector,
     hex_id,
+    optional_float,
     pairs_to_dict,
     scope_digest,
 )
@@ -76,13 +82,16 @@ _CHUNK = 100  # entries per script call when dropping: VREM from HNSW is not fre
 _MAX_ROUNDS = 100_000
 _SWEEP_PER_PUT = 16
 _EXTRA = 1  # a candidate beyond k, so one expired or corrupt entry does not shorten the answer
-# HNSW effort (BENCHMARKS.md, random 384-d vectors, Q8, built with EF 40): VSIM with EF 50
-# found the near-duplicate for 99.7% of queries at 10k but 58.8% at 100k; EF 400 found 98.2%
-# at 100k for 6x the time. So the search effort grows with the set: EF = cardinality / 250,
-# within [50, 400]. VADD builds with EF 40 (Redis's default 200 made inserts 4x slower).
+# HNSW effort (BENCHMARKS.md, random 384-d vectors, Q8, M 16, built with EF 40, COUNT 5):
+# VSIM with EF 50 found the near-duplicate for 99.5% of queries at 10k; at 100k EF 400 found
+# 98.0-98.9%, EF 600 99.25%, EF 800 400/400 (benchmarks/cache_redis_options.py; real MiniLM
+# rows are easier: EF 400 found 94/94 there). So the search effort grows with the set,
+# linearly from EF 50 at 12,500 entries to EF 800 at 100k (EF = 50 + (n - 12,500) / 116,
+# within [50, 800]). VADD builds with EF 40 (Redis's default 200 made inserts 4x slower).
 _SEARCH_EF_MIN = 50
-_SEARCH_EF_MAX = 400
-_SEARCH_EF_PER = 250
+_SEARCH_EF_MAX = 800
+_SEARCH_EF_FROM = 12_500
+_SEARCH_EF_PER = 116
 _BUILD_EF = 40
 _PREFETCH = 1024
 _WHERE = 10_000
@@ -155,14 +164,34 @@ for _, v in ipairs(victims) do out[#out + 1] = v end
 return out
 """
 
-# ARGV: P, blob, count, now, 'min:max:per' (EF = VCARD / per, clamped), partition
-#       -> {'dim', message} | {'ok', id, score, {hash}, ...}
+# ARGV: P, blob, count, now, 'min:max:from:per' (EF = min + (VCARD - from) / per, clamped),
+#       partition, exact id|''
+#       -> {'exact', HGETALL...} when the exact id is a hash (a lookup's exact part, checked
+#          first: then no vector search runs) | {'!type', kind} for a foreign key there
+#        | {'dim', message}
+#        | {'ok', {id, HGETALL...} of the first candidate, id, score, values, ...}
+# ``values`` is HMGET of the index fields (v ns scope vec ex thr pt), or {'!type', kind} for a
+# key of another type. Only the first candidate comes whole: the cache nearly always reads
+# that one, and a reply of index fields is half the size to send and to parse.
 _SEARCH = r"""
 local V = vkey(ARGV[6])
-local lo, hi, per = string.match(ARGV[5], '(%d+):(%d+):(%d+)')
+if ARGV[7] ~= '' then
+  local k = ekey(ARGV[7])
+  local kind = redis.call('TYPE', k).ok
+  if kind == 'hash' then
+    redis.pcall('ZADD', LRU, 'XX', 'GT', ARGV[4], ARGV[7])
+    local h = redis.call('HGETALL', k)
+    table.insert(h, 1, 'exact')
+    return h
+  elseif kind ~= 'none' then
+    return {'!type', kind}
+  end
+end
+local lo, hi, from, per = string.match(ARGV[5], '(%d+):(%d+):(%d+):(%d+)')
+lo, hi, from, per = tonumber(lo), tonumber(hi), tonumber(from), tonumber(per)
 local size = redis.pcall('VCARD', V)
 if type(size) ~= 'number' then size = 0 end
-local ef = math.max(tonumber(lo), math.min(tonumber(hi), math.floor(size / tonumber(per))))
+local ef = math.max(lo, math.min(hi, lo + math.floor((size - from) / per)))
 local ok, found = pcall(redis.call, 'VSIM', V, 'FP32', ARGV[2], 'WITHSCORES',
                         'COUNT', tonumber(ARGV[3]), 'EF', ef)
 if not ok then
@@ -170,25 +199,35 @@ if not ok then
   if string.find(msg, 'dimension') then return {'dim', msg} end
   return redis.error_reply(msg)
 end
-local now, out = ARGV[4], {'ok'}
+local now, out, whole, touch = ARGV[4], {'ok', {}}, false, {}
 for i = 1, #found, 2 do
   local id = found[i]
-  local kind = redis.call('TYPE', ekey(id)).ok
-  if kind == 'hash' then
-    redis.pcall('ZADD', LRU, 'XX', 'GT', now, id)
+  local k = ekey(id)
+  local h = redis.pcall('HMGET', k, 'v', 'ns', 'scope', 'vec', 'ex', 'thr', 'pt')
+  if h.err then  -- a key of another type: decodes as a corrupt entry
     out[#out + 1] = id
     out[#out + 1] = found[i + 1]
-    out[#out + 1] = redis.call('HGETALL', ekey(id))
-  elseif kind == 'none' then  -- freed by Redis TTL: drop the stale member (if writes work)
+    out[#out + 1] = {'!type', redis.call('TYPE', k).ok}
+  elseif not h[1] and not h[4] and redis.call('EXISTS', k) == 0 then
+    -- freed by Redis TTL: drop the stale member (if writes work)
     redis.pcall('VREM', V, id)
     redis.pcall('ZREM', LRU, id)
     redis.pcall('ZREM', EXP, id)
   else
+    touch[#touch + 1] = now
+    touch[#touch + 1] = id
+    if not whole then
+      whole = redis.call('HGETALL', k)
+      table.insert(whole, 1, id)
+      out[2] = whole
+    end
     out[#out + 1] = id
     out[#out + 1] = found[i + 1]
-    out[#out + 1] = {'!type', kind}
+    out[#out + 1] = h
   end
 end
+-- one LRU touch for all candidates (a write: skipped when Redis refuses writes)
+if #touch > 0 then redis.pcall('ZADD', LRU, 'XX', 'GT', unpack(touch)) end
 return out
 """
 
@@ -305,54 +344,139 @@ class VectorSetPath:
         partition: str = "",
         report: StoreReport | None = None,
     ) -> Plan[list[Candidate]]:
+        query = self._query(vector)
+        reply = yield self._search_call(scope, query, k, now, partition, "")
+        return self._candidates(reply, scope, query, k, now, partition, report)
+
+    def lookup(
+        self,
+        scope: str,
+        query_key: str,
+        vector: FloatVector,
+        k: int,
+        now: float,
+        partition: str = "",
+        report: StoreReport | None = None,
+    ) -> Plan[tuple[CacheEntry | None, list[Candidate]]]:
+        """The exact entry of ``query_key`` if live, else the nearest candidates: one script
+        call (the exact key is checked first, on the server, and the vector search runs
+        only when it is absent). Rare cases (the exact entry expired or corrupt) take a
+        second call, the plain search."""
+        query = self._query(vector)
         sd = scope_digest(scope)
+        hid = entry_id(scope, query_key, partition)
+        reply = yield self._search_call(scope, query, k, now, partition, hid)
+        if reply and reply[0] in (b"exact", b"!type"):
+            raw = reply[1:] if reply[0] == b"exact" else reply
+            entry = yield from self._entry_from(sd, hid, raw, now, report)
+            if is_entry_for(entry, scope, query_key, partition):
+                return entry, []
+            reply = yield self._search_call(scope, query, k, now, partition, "")
+        return None, self._candidates(reply, scope, query, k, now, partition, report)
+
+    def _query(self, vector: FloatVector) -> np.ndarray:
         query = np.asarray(vector, dtype=np.float32)
         if self.shared.dim is not None and query.shape[0] != self.shared.dim:
             raise self.shared.foreign_dimension(int(query.shape[0]), self.shared.dim)
+        return query
+
+    def _search_call(
+        self, scope: str, query: np.ndarray, k: int, now: float, partition: str, exact: str
+    ) -> Script:
+        sd = scope_digest(scope)
         args = (
             self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)),
-            f"{_SEARCH_EF_MIN}:{_SEARCH_EF_MAX}:{_SEARCH_EF_PER}", partition,
+            f"{_SEARCH_EF_MIN}:{_SEARCH_EF_MAX}:{_SEARCH_EF_FROM}:{_SEARCH_EF_PER}",
+            partition, exact,
         )
-        reply = yield Script(SEARCH, (self.keys.lru(sd),), args)
+        return Script(SEARCH, (self.keys.lru(sd),), args)
+
+    def _candidates(
+        self,
+        reply: list[Any],
+        scope: str,
+        query: np.ndarray,
+        k: int,
+        now: float,
+        partition: str,
+        report: StoreReport | None,
+    ) -> list[Candidate]:
         if reply[0] == b"dim":
             raise self.shared.foreign_dimension(int(query.shape[0]), reply[1].decode())
-        # decode only what ranking needs (vector, expiry, threshold); the full entry (JSON)
-        # is decoded by fetch() for the candidate the cache actually reads
-        found: list[tuple[float, dict[bytes, bytes], str, float | None]] = []
-        for i in range(1, len(reply) - 2, 3):
-            hid = reply[i].decode()
-            fields = pairs_to_dict(reply[i + 2])
-            try:
-                record = decode_index_record(
-                    [fields.get(f) for f in INDEX_FIELDS], self.shared.namespace, None
-                )
-            except CorruptEntry as exc:
-                self.shared.corrupt(hid, exc, report)
-                continue
-            if (
-                record is None
-                or record.scope != scope
-                or record.partition != partition
-                or record.vector.shape != query.shape
-            ):
-                foreign = CorruptEntry("entry of another scope, partition or dimension")
-                self.shared.corrupt(hid, foreign, report)
-                continue
-            if record.expires_at is not None and record.expires_at <= now:
-                continue
-            found.append((float(np.dot(record.vector, query)), fields, hid, record.threshold))
-        found.sort(key=lambda item: -item[0])
+        sd = scope_digest(scope)
+        # decode only what ranking needs (vector, expiry, threshold), all candidates at once;
+        # the full entry (JSON) is decoded by fetch() for the candidate the cache reads
+        hids, similarities, thresholds = self._rank(reply, query, scope, partition, now, report)
+        order = np.argsort(-similarities, kind="stable")[:k]
+        whole = reply[1]
+        first = whole[0].decode() if whole else None
         out = []
         with self._lock:
-            for similarity, fields, hid, threshold in found[:k]:
+            for row in order.tolist():
+                hid = hids[row]
                 self._remember(hid, sd)
-                self._prefetched[(hid, float(now))] = fields
-                self._prefetched.move_to_end((hid, float(now)))
-                out.append(Candidate(hid, similarity, threshold))
+                if hid == first:
+                    self._prefetched[(hid, float(now))] = pairs_to_dict(whole[1:])
+                    self._prefetched.move_to_end((hid, float(now)))
+                out.append(Candidate(hid, float(similarities[row]), thresholds[row]))
             while len(self._prefetched) > _PREFETCH:
                 self._prefetched.popitem(last=False)
         self.shared.dimension_ok()
         return out
+
+    def _rank(
+        self,
+        reply: list[Any],
+        query: np.ndarray,
+        scope: str,
+        partition: str,
+        now: float,
+        report: StoreReport | None,
+    ) -> tuple[list[str], np.ndarray, list[float | None]]:
+        """The live candidates of a search reply with their exact similarity to ``query``
+        (from the stored float32, one matrix product); corrupt or foreign ones are counted
+        and skipped, expired ones skipped."""
+        namespace, wanted = self.shared.namespace.encode(), (scope.encode(), partition.encode())
+        width = 4 * int(query.shape[0])
+        hids: list[str] = []
+        blobs: list[bytes] = []
+        thresholds: list[float | None] = []
+        for i in range(2, len(reply) - 2, 3):
+            hid, values = reply[i].decode(), reply[i + 2]
+            try:
+                if len(values) != len(INDEX_FIELDS):
+                    raise CorruptEntry(f"key of type {values[-1]!r}, not an entry hash")
+                version, ns, got_scope, blob, expires, threshold, got_pt = values
+                if version != FORMAT_VERSION or ns != namespace:
+                    decode_index_record(values, self.shared.namespace, None)  # says why
+                if (got_scope, got_pt or b"") != wanted or blob is None or len(blob) != width:
+                    raise CorruptEntry("entry of another scope, partition or dimension")
+                expires_at = optional_float(expires, "ex")
+                limit = optional_float(threshold, "thr")
+            except CorruptEntry as exc:
+                self.shared.corrupt(hid, exc, report)
+                continue
+            if expires_at is not None and expires_at <= now:
+                continue
+            hids.append(hid)
+            blobs.append(blob)
+            thresholds.append(limit)
+        if not blobs:
+            return [], np.zeros(0, dtype=np.float32), []
+        matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
+        norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
+        good = np.isfinite(norms) & (np.abs(norms - 1.0) <= 1e-3)  # NaN/inf make norms so
+        if not good.all():
+            for row in np.flatnonzero(~good).tolist():
+                try:
+                    decode_vector(blobs[row], None)
+                except CorruptEntry as exc:
+                    self.shared.corrupt(hids[row], exc, report)
+            keep = np.flatnonzero(good).tolist()
+            matrix = matrix[good]
+            hids = [hids[r] for r in keep]
+            thresholds = [thresholds[r] for r in keep]
+        return hids, matrix @ query, thresholds
 
     def fetch(
         self, entry_id: str, now: float, report: StoreReport | None = None
@@ -375,6 +499,13 @@ class VectorSetPath:
         self, sd: str, hid: str, now: float, report: StoreReport | None
     ) -> Plan[CacheEntry | None]:
         raw = yield Script(FETCH, (self.keys.lru(sd),), (self.keys.prefix(sd), 0, hid, repr(now)))
+        return (yield from self._entry_from(sd, hid, raw, now, report))
+
+    def _entry_from(
+        self, sd: str, hid: str, raw: list[bytes], now: float, report: StoreReport | None
+    ) -> Plan[CacheEntry | None]:
+        """The live entry of an HGETALL reply; an expired one is removed (and counted), a
+        corrupt one counted and skipped."""
         if not raw:
             return None
         try:
