@@ -52,6 +52,7 @@ def make(redis8_server: RedisServer, namespace: str, clock: FakeClock) -> Iterat
     def build(**options: Any) -> tuple[SemanticCache, CountingEmbedder]:
         options.setdefault("clock", clock)
         options.setdefault("timeout_ms", 1000)
+        options.setdefault("exact_first", False)  # the one-call lookup these tests are about
         store = RedisStore(redis8_server.url, namespace, **options).start()
         stores.append(store)
         embedder = CountingEmbedder()
@@ -115,6 +116,20 @@ def test_exact_first_checks_the_key_before_the_model(
     assert ran.get("evalsha") == 2, ran  # exact check, then the search
     with pytest.raises(ConfigurationError, match="exact_first"):
         RedisStore(exact_first="yes")  # type: ignore[arg-type]
+
+
+def test_by_default_an_exact_repeat_never_runs_the_model(
+    redis8_server: RedisServer, namespace: str, clock: FakeClock  # noqa: F811
+) -> None:
+    with RedisStore(redis8_server.url, namespace, clock=clock, timeout_ms=1000) as store:
+        embedder = CountingEmbedder()
+        cache = SemanticCache(embedder, threshold=0.8, store=store, clock=clock, verifier=None)
+        cache.set(QUERY, "unplug it")
+        assert store.exact_first and not store.combined_lookup
+        before = embedder.calls
+        hit = cache.get(QUERY)
+        assert hit is not None and hit.response == "unplug it"
+        assert embedder.calls == before and cache.stats.exact_hits == 1
 
 
 def test_a_failing_model_still_serves_exact_hits(make: Any) -> None:

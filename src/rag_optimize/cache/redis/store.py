@@ -104,11 +104,14 @@ class RedisStore(StoreDefaults):
             ``"server"`` (require it) or ``"mirror"``.
         quantization: how the server stores vectors for search (``"q8"``, ``"float32"``,
             ``"binary"``); candidates are always rescored exactly from the stored float32.
-        exact_first: on the server-side path a lookup is one round trip: the query is
-            embedded first, then one script checks the exact key and, only if it is absent,
-            searches. ``True`` checks the exact key before embedding (two round trips for a
-            semantic lookup, but an exact repeat never runs the model: for slow models and
-            many repeats). The mirror path always checks the exact key first.
+        exact_first: ``True`` (the default): the exact key is checked before the query is
+            embedded, so an exact repeat never runs the model (two round trips for a
+            semantic lookup on the server-side path: the exact check, then the search).
+            ``False``, on the server-side path: the query is embedded first and one script
+            checks the exact key and, only if it is absent, searches: one round trip per
+            lookup, but every exact repeat pays an embedding. Worth it only when embedding
+            is much cheaper than a round trip (an embedder with its own cache, say). The
+            mirror path always checks the exact key first.
         connection: :class:`~rag_optimize.cache.redis.options.ConnectionOptions` (timeouts,
             circuit breaker, extra client options).
         mirror: :class:`~rag_optimize.cache.redis.options.MirrorOptions` (the mirror path).
@@ -133,7 +136,7 @@ class RedisStore(StoreDefaults):
         ttl_grace_ms: int = 60_000,
         search: SearchMode = "auto",
         quantization: Quantization = "q8",
-        exact_first: bool = False,
+        exact_first: bool = True,
         connection: ConnectionOptions | None = None,
         mirror: MirrorOptions | None = None,
         clock: Callable[[], float] = time.time,
