@@ -54,14 +54,27 @@ from rag_optimize.cache.redis.plans import (
     Plan,
     Script,
     Shared,
+    changes,
+)
+from rag_optimize.cache.redis.replicas import (
+    ReplicaReads,
+    arun_confirmed,
+    replica_url,
+    run_confirmed,
 )
 from rag_optimize.cache.redis.scripts import arun_script, run_script
 from rag_optimize.cache.redis.server import (
+    SENTINEL_SCHEME,
+    SentinelSpec,
     ServerInfo,
     async_client,
     detect,
     is_cluster_client,
+    parse_sentinel_url,
     redis_module,
+    sentinel_clients,
+    sentinel_of_client,
+    sentinel_spec,
     sync_client,
 )
 from rag_optimize.cache.redis.vsets import Quantization, VectorSetPath
@@ -87,12 +100,23 @@ class RedisStore(StoreDefaults):
 
     Args:
         url: ``redis://[user:password@]host:port/db``; ``rediss://`` for TLS. Any node of a
-            Redis Cluster works (the store notices and uses a cluster client).
+            Redis Cluster works (the store notices and uses a cluster client). Behind
+            Sentinel: ``redis+sentinel://[user:password@]host[:port][,host[:port]...]/service[/db]``
+            (Sentinel ports default to 26379; ``user:password`` are the master's and
+            replicas'), the form RedisVL and LangChain use.
         namespace: prefix of every key; stores with different namespaces never see each
             other's entries. Letters, digits, ``_ . : -``.
-        client: a ready redis-py client (``redis.Redis`` or ``redis.cluster.RedisCluster``,
-            sync) to use instead of ``url``; the caller keeps it (``close()`` leaves it open).
-            Async calls then run the sync client in a worker thread.
+        client: a ready redis-py client (``redis.Redis``, ``redis.cluster.RedisCluster`` or
+            a ``Sentinel.master_for(...)`` client, sync) to use instead of ``url``; the caller
+            keeps it (``close()`` leaves it open). Async calls then run the sync client in a
+            worker thread.
+        sentinel / service_name: a redis-py ``Sentinel`` (``redis.sentinel`` or
+            ``redis.asyncio.sentinel``) and the name of the service it watches, instead of
+            ``url``. The store reads the Sentinels' addresses and options from it and builds
+            its own ``master_for`` (and ``replica_for``) clients, one set per event loop for
+            the async API; the caller's object is left as it is. During a failover calls
+            fail open (counted store errors, misses), and the store follows the new master
+            without a restart.
         max_entries: capacity; past it the least recently used entry is evicted, atomically
             on the server. On the mirror path it bounds the namespace, on the server-side path
             each scope (one scope lives in one cluster slot). ``None``: unbounded.
@@ -123,6 +147,8 @@ class RedisStore(StoreDefaults):
         namespace: str = "rag-optimize",
         *,
         client: Any = None,
+        sentinel: Any = None,
+        service_name: str | None = None,
         max_entries: int | None = 10_000,
         max_value_bytes: int = _DEFAULT_MAX_VALUE_BYTES,
         ttl_grace_ms: int = 60_000,
@@ -134,12 +160,19 @@ class RedisStore(StoreDefaults):
         **legacy: Any,
     ) -> None:
         self.connection, self.mirror_options = split_legacy(connection, mirror, legacy)
-        if client is None and (
-            not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://"))
+        if client is None and sentinel is None and (
+            not isinstance(url, str)
+            or not url.startswith(("redis://", "rediss://", "unix://", SENTINEL_SCHEME))
         ):
             raise ConfigurationError(
-                f"url must start with redis://, rediss:// or unix://, got {url!r}"
+                f"url must start with redis://, rediss://, unix:// or {SENTINEL_SCHEME}, "
+                f"got {url!r}"
             )
+        if client is not None and sentinel is not None:
+            raise ConfigurationError("pass client= or sentinel=, not both")
+        if service_name is not None and sentinel is None:
+            raise ConfigurationError("service_name= goes with sentinel=; a Sentinel url "
+                                     "names the service in its path")
         if search not in ("auto", "server", "mirror"):
             raise ConfigurationError(f"search must be 'auto', 'server' or 'mirror', got {search!r}")
         if quantization not in ("q8", "float32", "binary"):
@@ -149,6 +182,13 @@ class RedisStore(StoreDefaults):
         if client is not None and not hasattr(client, "execute_command"):
             raise ConfigurationError(f"client must be a redis-py client, got {client!r}")
         self.url = url
+        self._sentinel: SentinelSpec | None = None
+        if sentinel is not None:
+            self._sentinel = sentinel_spec(sentinel, service_name)
+        elif client is not None:
+            self._sentinel = sentinel_of_client(client)
+        elif url.startswith(SENTINEL_SCHEME):
+            self._sentinel = parse_sentinel_url(url)
         self.namespace = check_namespace(namespace)
         self.max_entries = (
             None if max_entries is None else check_count("max_entries", max_entries)
@@ -175,6 +215,16 @@ class RedisStore(StoreDefaults):
         }
         self._given_client = client
         self._client: Any = None
+        self._replicas = ReplicaReads(
+            self.connection.read_from_replicas,
+            self.connection.replica_wait_ms,
+            CircuitBreaker(1, self.connection.cooldown_ms / 1000),
+            self.connection.cooldown_ms / 1000,
+        )
+        self._reader: Any = None
+        self._areaders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
         self._server: ServerInfo | None = None
         self._path: VectorSetPath | MirrorPath | None = None
         self._start_lock = threading.Lock()
@@ -225,22 +275,25 @@ class RedisStore(StoreDefaults):
         self._closed = True
         if isinstance(self._path, MirrorPath):
             self._path.stop()
-        if self._client is not None and self._client is not self._given_client:
-            try:
-                self._client.close()
-            except Exception:  # noqa: BLE001, S110 - closing a dead connection
-                pass
+        for own in (self._client, self._reader):
+            if own is not None and own is not self._given_client:
+                try:
+                    own.close()
+                except Exception:  # noqa: BLE001, S110 - closing a dead connection
+                    pass
         with self._aclients_lock:
             self._aclients.clear()
+            self._areaders.clear()
 
     async def aclose(self) -> None:
         """Close this event loop's async client, then everything else."""
-        client = self._aclients.get(asyncio.get_running_loop())
-        if client is not None:
-            try:
-                await client.aclose()
-            except Exception:  # noqa: BLE001, S110 - closing a dead connection
-                pass
+        loop = asyncio.get_running_loop()
+        for client in (self._aclients.get(loop), self._areaders.get(loop)):
+            if client is not None:
+                try:
+                    await client.aclose()
+                except Exception:  # noqa: BLE001, S110 - closing a dead connection
+                    pass
         self.close()
 
     def __enter__(self) -> RedisStore:
@@ -302,6 +355,8 @@ class RedisStore(StoreDefaults):
             "server": None if self._server is None else self._server.version,
             "breaker": self.breaker.state,
         }
+        if self._replicas.enabled:
+            out.update(self._replicas.status())
         if isinstance(self._path, MirrorPath):
             out.update(self._path.status())
         return out
@@ -485,13 +540,23 @@ class RedisStore(StoreDefaults):
                     f"Redis circuit open for {self.breaker.cooldown:.1f}s after failures"
                 )
             try:
-                client = self._given_client or sync_client(self.url, self._options, cluster=False)
+                client, reader = self._connect()
                 info = detect(client)
+                if info.cluster and self._replicas.enabled:
+                    raise ConfigurationError(
+                        "read_from_replicas is not supported on a Redis Cluster: a change "
+                        "cannot be confirmed by the replicas of its slot through the cluster "
+                        "client, so a replica could answer an invalidated entry"
+                    )
                 if info.cluster and not is_cluster_client(client):
                     if client is not self._given_client:
                         client.close()
                     client = sync_client(self.url, self._options, cluster=True)
-                self._client, self._server = client, info
+                if self._replicas.enabled:
+                    self._replicas.online(client.execute_command("ROLE"))
+                    if reader is None:
+                        reader = self._plain_reader(client)
+                self._client, self._reader, self._server = client, reader, info
                 path = self._make_path(client, info)
             except ConfigurationError:
                 raise
@@ -503,6 +568,31 @@ class RedisStore(StoreDefaults):
             self._start_incidents.success()
             self._path = path
             return path
+
+    def _connect(self) -> tuple[Any, Any]:
+        """The sync master client and, behind Sentinel with replica reads, the replica one."""
+        if self._sentinel is not None and (
+            self._given_client is None or self._replicas.enabled
+        ):
+            master, reader = sentinel_clients(
+                self._sentinel, self._options, replicas=self._replicas.enabled
+            )
+            if self._given_client is not None:  # the caller's client writes; ours only reads
+                master.close()
+                master = self._given_client
+            return master, reader
+        if self._given_client is not None:
+            return self._given_client, None
+        return sync_client(self.url, self._options, cluster=False), None
+
+    def _plain_reader(self, client: Any) -> Any:
+        """A client for the master's first online replica (found with ``ROLE``), or ``None``."""
+        address = self._replicas.address
+        if address is None:
+            return None
+        if self._given_client is None:
+            return sync_client(replica_url(self.url, *address), self._options, cluster=False)
+        return _pool_client(client, {"host": address[0], "port": address[1]})
 
     def _make_path(self, client: Any, info: ServerInfo) -> VectorSetPath | MirrorPath:
         if info.vector_sets and self.search_mode != "mirror":
@@ -525,6 +615,7 @@ class RedisStore(StoreDefaults):
             self.breaker,
             timeout=self.timeout,
             clock=self._clock,
+            replica_reads=self._replicas.enabled,
         )
         path.start()
         # a store dropped without close() still stops its thread when collected
@@ -538,13 +629,12 @@ class RedisStore(StoreDefaults):
             "socket_timeout": self.mirror_options.staleness + max(self.timeout, 1.0),
             "socket_connect_timeout": max(self.connect_timeout, 1.0),
         }
+        if self._sentinel is not None:
+            return sentinel_clients(self._sentinel, options, replicas=False)[0]
         if self._given_client is None:
             return sync_client(self.url, options, cluster=False)
-        redis = redis_module()
-        pool = client.connection_pool
-        kwargs = {**pool.connection_kwargs, **{k: options[k] for k in (
-            "socket_timeout", "socket_connect_timeout")}}
-        return redis.Redis(connection_pool=type(pool)(pool.connection_class, **kwargs))
+        return _pool_client(client, {k: options[k] for k in (
+            "socket_timeout", "socket_connect_timeout")})
 
     async def _aensure_path(self) -> VectorSetPath | MirrorPath:
         path = self._path
@@ -560,7 +650,7 @@ class RedisStore(StoreDefaults):
             return cast(T, call)
         with self._outcome():
             while True:
-                reply = self._run(self._client, call)
+                reply = self._call(call)
                 try:
                     call = plan.send(reply)
                 except StopIteration as done:
@@ -587,17 +677,56 @@ class RedisStore(StoreDefaults):
         if self._agenerations.get(client) != self._pool_generation:
             self._agenerations[client] = self._pool_generation
             await client.connection_pool.disconnect(inuse_connections=False)
+        reader = self._areaders.get(asyncio.get_running_loop())
         while True:
-            reply = await self._arun(client, call)
+            reply = await self._acall(client, reader, call)
             try:
                 call = plan.send(reply)
             except StopIteration as done:
                 return cast(T, done.value)
 
+    def _call(self, call: Call) -> Any:
+        """Run one call of a plan: a lookup on a replica when replica reads are on (falling
+        back to the master if the replica fails); a change on the master, confirmed by the
+        replicas when they serve reads."""
+        replicas = self._replicas
+        if self._reader is not None and replicas.use_replica(call):
+            try:
+                reply = self._run(self._reader, call, read_only=True)
+            except Exception as exc:  # noqa: BLE001 - a failing replica: ask the master
+                replicas.failed(exc)
+            else:
+                replicas.served()
+                return reply
+        if replicas.enabled and changes(call):
+            wanted = replicas.expected
+            return replicas.confirmed(wanted, *run_confirmed(
+                self._client, call, wanted, replicas.wait_ms
+            ))
+        return self._run(self._client, call)
+
+    async def _acall(self, client: Any, reader: Any, call: Call) -> Any:
+        """Async twin of :meth:`_call`."""
+        replicas = self._replicas
+        if reader is not None and replicas.use_replica(call):
+            try:
+                reply = await self._arun(reader, call, read_only=True)
+            except Exception as exc:  # noqa: BLE001 - a failing replica: ask the master
+                replicas.failed(exc)
+            else:
+                replicas.served()
+                return reply
+        if replicas.enabled and changes(call):
+            wanted = replicas.expected
+            return replicas.confirmed(wanted, *await arun_confirmed(
+                client, call, wanted, replicas.wait_ms
+            ))
+        return await self._arun(client, call)
+
     @staticmethod
-    def _run(client: Any, call: Call) -> Any:
+    def _run(client: Any, call: Call, *, read_only: bool = False) -> Any:
         if isinstance(call, Script):
-            return run_script(client, call.script, call.keys, call.args)
+            return run_script(client, call.script, call.keys, call.args, read_only=read_only)
         if isinstance(call, Batch):
             pipe = client.pipeline(transaction=False)
             for command in call.commands:
@@ -606,9 +735,11 @@ class RedisStore(StoreDefaults):
         return client.execute_command(*call.args)
 
     @staticmethod
-    async def _arun(client: Any, call: Call) -> Any:
+    async def _arun(client: Any, call: Call, *, read_only: bool = False) -> Any:
         if isinstance(call, Script):
-            return await arun_script(client, call.script, call.keys, call.args)
+            return await arun_script(
+                client, call.script, call.keys, call.args, read_only=read_only
+            )
         if isinstance(call, Batch):
             pipe = client.pipeline(transaction=False)
             for command in call.commands:
@@ -665,11 +796,27 @@ class RedisStore(StoreDefaults):
             with self._aclients_lock:
                 client = self._aclients.get(loop)
                 if client is None:
-                    cluster = bool(self._server and self._server.cluster)
-                    client = async_client(self.url, self._options, cluster=cluster)
+                    client, reader = self._aconnect()
                     self._aclients[loop] = client
+                    if reader is not None:
+                        self._areaders[loop] = reader
                     self._agenerations[client] = self._pool_generation
         return client
+
+    def _aconnect(self) -> tuple[Any, Any]:
+        """This event loop's master client and replica client (``None``: no replica reads)."""
+        if self._sentinel is not None:
+            return sentinel_clients(
+                self._sentinel, self._options, replicas=self._replicas.enabled,
+                asynchronous=True,
+            )
+        cluster = bool(self._server and self._server.cluster)
+        client = async_client(self.url, self._options, cluster=cluster)
+        address = self._replicas.address if self._reader is not None else None
+        reader = None
+        if address is not None:
+            reader = async_client(replica_url(self.url, *address), self._options, cluster=False)
+        return client, reader
 
     # ---------------------------------------------------------------- helpers
     def _check_open(self) -> None:
@@ -689,6 +836,15 @@ class RedisStore(StoreDefaults):
     @property
     def _follower(self) -> Any:
         return self._path.follower if isinstance(self._path, MirrorPath) else None
+
+
+def _pool_client(client: Any, overrides: dict[str, Any]) -> Any:
+    """A new ``redis.Redis`` on a pool like ``client``'s (same class, options, TLS, auth),
+    with ``overrides`` (another host, other timeouts)."""
+    redis = redis_module()
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, **overrides}
+    return redis.Redis(connection_pool=type(pool)(pool.connection_class, **kwargs))
 
 
 def _check_where(scope: object, metadata_key: object, values: object) -> None:

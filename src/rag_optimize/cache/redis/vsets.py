@@ -313,7 +313,7 @@ class VectorSetPath:
             self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)),
             f"{_SEARCH_EF_MIN}:{_SEARCH_EF_MAX}:{_SEARCH_EF_PER}", partition,
         )
-        reply = yield Script(SEARCH, (self.keys.lru(sd),), args)
+        reply = yield Script(SEARCH, (self.keys.lru(sd),), args, read=True)
         if reply[0] == b"dim":
             raise self.shared.foreign_dimension(int(query.shape[0]), reply[1].decode())
         # decode only what ranking needs (vector, expiry, threshold); the full entry (JSON)
@@ -374,7 +374,9 @@ class VectorSetPath:
     def _fetch_in(
         self, sd: str, hid: str, now: float, report: StoreReport | None
     ) -> Plan[CacheEntry | None]:
-        raw = yield Script(FETCH, (self.keys.lru(sd),), (self.keys.prefix(sd), 0, hid, repr(now)))
+        raw = yield Script(
+            FETCH, (self.keys.lru(sd),), (self.keys.prefix(sd), 0, hid, repr(now)), read=True
+        )
         if not raw:
             return None
         try:
@@ -396,7 +398,7 @@ class VectorSetPath:
         with self._lock:
             sd = self._where.get(hid)
         if sd is None:
-            raw = yield Command(("HGET", self.keys.ids, hid))
+            raw = yield Command(("HGET", self.keys.ids, hid), read=True)
             sd = raw.decode() if raw else None
         return sd
 
