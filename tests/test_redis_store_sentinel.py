@@ -101,8 +101,10 @@ def test_url_sentinel_objects_and_a_master_for_client_all_reach_the_master(
                 assert cache.get(f"what is the answer to question {i}", scope="elsewhere") is None
 
         async def lookups(cache: SemanticCache) -> list[Any]:
-            return await asyncio.gather(*(cache.aget(f"what is the answer to question {i}", scope=f"s{i}")
-                                          for i in range(len(stores))))
+            return await asyncio.gather(*(
+                cache.aget(f"what is the answer to question {i}", scope=f"s{i}")
+                for i in range(len(stores))
+            ))
 
         for cache in caches:  # the async API, one client per loop (or the caller's in a thread)
             hits = asyncio.run(lookups(cache))
@@ -258,9 +260,11 @@ def test_an_event_that_does_not_follow_the_last_one_makes_the_follower_reload(
         assert old.client().execute_command("WAIT", 1, 5000) == 1
         replica.client().execute_command("REPLICAOF", "NO", "ONE")
         on_replica = new_cache(other.start(), clock)
-        assert on_replica.set("the first answer written on the replica alone", 1)  # numbered N+1 there...
-        assert cache.set("lost", "lost")  # ...and N+1 on the old master, later
-        assert on_replica.set("the second answer written on the replica alone", 2)  # N+2, after both
+        # numbered N+1 on the replica; then N+1 on the old master, later; then N+2 on the
+        # replica, after both
+        assert on_replica.set("the first answer written on the replica alone", 1)
+        assert cache.set("lost", "lost")
+        assert on_replica.set("the second answer written on the replica alone", 2)
         assert store.wait_synced(10.0)
         follower = store._follower
         follower.stop()

@@ -80,7 +80,8 @@ class ConnectionOptions:
             ``RedisCluster.from_url``, or Sentinel's ``master_for``), e.g. ``ssl_ca_certs``.
         read_from_replicas: send lookups (exact reads, server-side searches, the mirror's
             rescoring reads) to a replica while every change goes to the master. Each change
-            then waits (``WAIT``, at most half of ``timeout_ms``) until the master's online
+            then waits (``WAIT``, at most ``timeout_ms``, which Redis checks on its timer:
+            up to 100 ms more at the default ``hz 10``) until the master's online
             replicas have it, so when a write or an invalidation returns, the replicas
             answer as the master does. If they do not confirm in time, this process reads
             from the master for ``cooldown_ms`` (its own changes are always read back), and
@@ -126,9 +127,9 @@ class ConnectionOptions:
 
     @property
     def replica_wait_ms(self) -> int:
-        """How long a change waits for the replicas to confirm it (``WAIT``), in ms: half
-        the socket timeout, so the wait itself never times the call out."""
-        return max(1, int(self.timeout_ms / 2))
+        """How long a change waits for the replicas to confirm it (``WAIT``), in ms: the
+        socket timeout (changes use a connection whose timeout covers it)."""
+        return max(1, int(self.timeout_ms))
 
 
 @dataclass(frozen=True)

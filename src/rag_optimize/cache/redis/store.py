@@ -221,10 +221,13 @@ class RedisStore(StoreDefaults):
             CircuitBreaker(1, self.connection.cooldown_ms / 1000),
             self.connection.cooldown_ms / 1000,
         )
+        # with replica reads: a replica client for lookups, and a master client for changes
+        # whose socket timeout covers the replicas' confirmation (WAIT); per loop for async
         self._reader: Any = None
-        self._areaders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._writer: Any = None
+        self._aextras: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, Any]
+        ] = weakref.WeakKeyDictionary()
         self._server: ServerInfo | None = None
         self._path: VectorSetPath | MirrorPath | None = None
         self._start_lock = threading.Lock()
@@ -275,7 +278,7 @@ class RedisStore(StoreDefaults):
         self._closed = True
         if isinstance(self._path, MirrorPath):
             self._path.stop()
-        for own in (self._client, self._reader):
+        for own in (self._client, self._reader, self._writer):
             if own is not None and own is not self._given_client:
                 try:
                     own.close()
@@ -283,12 +286,12 @@ class RedisStore(StoreDefaults):
                     pass
         with self._aclients_lock:
             self._aclients.clear()
-            self._areaders.clear()
+            self._aextras.clear()
 
     async def aclose(self) -> None:
         """Close this event loop's async client, then everything else."""
         loop = asyncio.get_running_loop()
-        for client in (self._aclients.get(loop), self._areaders.get(loop)):
+        for client in (self._aclients.get(loop), *self._aextras.get(loop, ())):
             if client is not None:
                 try:
                     await client.aclose()
@@ -540,7 +543,7 @@ class RedisStore(StoreDefaults):
                     f"Redis circuit open for {self.breaker.cooldown:.1f}s after failures"
                 )
             try:
-                client, reader = self._connect()
+                client, reader, writer = self._connect()
                 info = detect(client)
                 if info.cluster and self._replicas.enabled:
                     raise ConfigurationError(
@@ -556,7 +559,8 @@ class RedisStore(StoreDefaults):
                     self._replicas.online(client.execute_command("ROLE"))
                     if reader is None:
                         reader = self._plain_reader(client)
-                self._client, self._reader, self._server = client, reader, info
+                self._client, self._reader, self._writer = client, reader, writer
+                self._server = info
                 path = self._make_path(client, info)
             except ConfigurationError:
                 raise
@@ -569,21 +573,35 @@ class RedisStore(StoreDefaults):
             self._path = path
             return path
 
-    def _connect(self) -> tuple[Any, Any]:
-        """The sync master client and, behind Sentinel with replica reads, the replica one."""
-        if self._sentinel is not None and (
-            self._given_client is None or self._replicas.enabled
-        ):
-            master, reader = sentinel_clients(
-                self._sentinel, self._options, replicas=self._replicas.enabled
-            )
-            if self._given_client is not None:  # the caller's client writes; ours only reads
+    @property
+    def _writer_options(self) -> dict[str, Any]:
+        """Client options for changes confirmed by the replicas: ``WAIT`` blocks up to
+        ``timeout_ms`` and Redis checks it on its timer (100 ms at the default ``hz 10``)."""
+        return {**self._options, "socket_timeout": 2 * self.timeout + 0.25}
+
+    def _connect(self) -> tuple[Any, Any, Any]:
+        """The sync master client, and with replica reads the replica and writer clients
+        (the replica one found by Sentinel; for a plain master, once ``ROLE`` answered)."""
+        enabled = self._replicas.enabled
+        if self._sentinel is not None and (self._given_client is None or enabled):
+            master, reader = sentinel_clients(self._sentinel, self._options, replicas=enabled)
+            writer = None
+            if enabled:
+                writer = sentinel_clients(self._sentinel, self._writer_options, replicas=False)[0]
+            if self._given_client is not None:  # the caller's client; ours only read/confirm
                 master.close()
                 master = self._given_client
-            return master, reader
+            return master, reader, writer
         if self._given_client is not None:
-            return self._given_client, None
-        return sync_client(self.url, self._options, cluster=False), None
+            writer = None
+            if enabled:
+                writer = _pool_client(
+                    self._given_client, {"socket_timeout": self._writer_options["socket_timeout"]}
+                )
+            return self._given_client, None, writer
+        master = sync_client(self.url, self._options, cluster=False)
+        writer = sync_client(self.url, self._writer_options, cluster=False) if enabled else None
+        return master, None, writer
 
     def _plain_reader(self, client: Any) -> Any:
         """A client for the master's first online replica (found with ``ROLE``), or ``None``."""
@@ -677,9 +695,9 @@ class RedisStore(StoreDefaults):
         if self._agenerations.get(client) != self._pool_generation:
             self._agenerations[client] = self._pool_generation
             await client.connection_pool.disconnect(inuse_connections=False)
-        reader = self._areaders.get(asyncio.get_running_loop())
+        reader, writer = self._aextras.get(asyncio.get_running_loop(), (None, None))
         while True:
-            reply = await self._acall(client, reader, call)
+            reply = await self._acall(client, reader, writer, call)
             try:
                 call = plan.send(reply)
             except StopIteration as done:
@@ -701,11 +719,11 @@ class RedisStore(StoreDefaults):
         if replicas.enabled and changes(call):
             wanted = replicas.expected
             return replicas.confirmed(wanted, *run_confirmed(
-                self._client, call, wanted, replicas.wait_ms
+                self._writer or self._client, call, wanted, replicas.wait_ms
             ))
         return self._run(self._client, call)
 
-    async def _acall(self, client: Any, reader: Any, call: Call) -> Any:
+    async def _acall(self, client: Any, reader: Any, writer: Any, call: Call) -> Any:
         """Async twin of :meth:`_call`."""
         replicas = self._replicas
         if reader is not None and replicas.use_replica(call):
@@ -719,7 +737,7 @@ class RedisStore(StoreDefaults):
         if replicas.enabled and changes(call):
             wanted = replicas.expected
             return replicas.confirmed(wanted, *await arun_confirmed(
-                client, call, wanted, replicas.wait_ms
+                writer or client, call, wanted, replicas.wait_ms
             ))
         return await self._arun(client, call)
 
@@ -796,27 +814,35 @@ class RedisStore(StoreDefaults):
             with self._aclients_lock:
                 client = self._aclients.get(loop)
                 if client is None:
-                    client, reader = self._aconnect()
+                    client, reader, writer = self._aconnect()
                     self._aclients[loop] = client
-                    if reader is not None:
-                        self._areaders[loop] = reader
+                    if reader is not None or writer is not None:
+                        self._aextras[loop] = (reader, writer)
                     self._agenerations[client] = self._pool_generation
         return client
 
-    def _aconnect(self) -> tuple[Any, Any]:
-        """This event loop's master client and replica client (``None``: no replica reads)."""
+    def _aconnect(self) -> tuple[Any, Any, Any]:
+        """This event loop's master, replica and writer clients (see :meth:`_connect`)."""
+        enabled = self._replicas.enabled
         if self._sentinel is not None:
-            return sentinel_clients(
-                self._sentinel, self._options, replicas=self._replicas.enabled,
-                asynchronous=True,
+            client, reader = sentinel_clients(
+                self._sentinel, self._options, replicas=enabled, asynchronous=True
             )
+            writer = None
+            if enabled:
+                writer = sentinel_clients(
+                    self._sentinel, self._writer_options, replicas=False, asynchronous=True
+                )[0]
+            return client, reader, writer
         cluster = bool(self._server and self._server.cluster)
         client = async_client(self.url, self._options, cluster=cluster)
         address = self._replicas.address if self._reader is not None else None
-        reader = None
+        reader = writer = None
         if address is not None:
             reader = async_client(replica_url(self.url, *address), self._options, cluster=False)
-        return client, reader
+        if enabled:
+            writer = async_client(self.url, self._writer_options, cluster=False)
+        return client, reader, writer
 
     # ---------------------------------------------------------------- helpers
     def _check_open(self) -> None:
