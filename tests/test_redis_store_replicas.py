@@ -237,3 +237,23 @@ def test_a_lagging_replica_cannot_make_the_mirror_forget_an_entry(
             assert cache.stats.store_errors == 0
     finally:
         setup.stop()
+
+
+def test_a_user_who_may_not_run_role_or_wait_reads_from_the_master(
+    pair: RedisSentinelSetup, namespace: str, clock: FakeClock  # noqa: F811
+) -> None:
+    admin = pair.master.client()
+    admin.execute_command("ACL", "SETUSER", "norole", "on", ">secret", "~*", "+@all",
+                          "-role", "-wait")
+    url = f"redis://norole:secret@127.0.0.1:{pair.master.port}/0"
+    try:
+        with RedisStore(url, namespace, clock=clock, read_from_replicas=True,
+                        timeout_ms=2000) as store:
+            cache = new_cache(store, clock)
+            assert cache.set(QUESTION, "two years")
+            hit = cache.get(QUESTION + " please")
+            assert hit is not None and hit.response == "two years"
+            assert store.status()["replica_reads"] == 0  # nothing confirms: the master
+            assert cache.stats.store_errors == 0
+    finally:
+        admin.execute_command("ACL", "DELUSER", "norole")

@@ -556,7 +556,7 @@ class RedisStore(StoreDefaults):
                         client.close()
                     client = sync_client(self.url, self._options, cluster=True)
                 if self._replicas.enabled:
-                    self._replicas.online(client.execute_command("ROLE"))
+                    self._replicas.online(self._role(client))
                     if reader is None:
                         reader = self._plain_reader(client)
                 self._client, self._reader, self._writer = client, reader, writer
@@ -572,6 +572,18 @@ class RedisStore(StoreDefaults):
             self._start_incidents.success()
             self._path = path
             return path
+
+    def _role(self, client: Any) -> Any:
+        """The master's ``ROLE`` reply, or ``None`` when the user may not run it (then no
+        replica reads: without it the store cannot know which replicas confirm changes)."""
+        from redis.exceptions import ResponseError
+
+        try:
+            return client.execute_command("ROLE")
+        except ResponseError as exc:  # e.g. NOPERM for a least-privilege ACL user
+            logger.warning("RedisStore %r reads from the master: ROLE refused (%s)",
+                           self.namespace, exc)
+            return None
 
     @property
     def _writer_options(self) -> dict[str, Any]:
