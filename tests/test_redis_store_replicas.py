@@ -182,9 +182,13 @@ def test_replica_reads_behind_sentinel_and_across_a_failover(
         assert cache.set(QUESTION, "two years")
         replica = setup.replicas[0]
         before = ro_calls(replica)
-        hit = cache.get(QUESTION + " please")
-        assert hit is not None and hit.response == "two years"
-        assert ro_calls(replica) > before  # Sentinel's replica_for
+
+        def read_on_replica() -> bool:  # an unconfirmed write (a slow moment) reads the master
+            hit = cache.get(QUESTION + " please")
+            assert hit is not None and hit.response == "two years"
+            return ro_calls(replica) > before
+
+        assert wait_until(read_on_replica, timeout=20.0, interval=0.05), store.status()
         setup.kill_master()
         # the promoted replica has no replica of its own: lookups go to it as the master
         assert wait_until(lambda: cache.set("is the red kettle in stock", "yes"),

@@ -15,6 +15,11 @@ The constructor does no I/O and starts no thread. The store connects on first us
 :meth:`RedisStore.start` is called (also by ``with RedisStore(...) as store``); on the mirror
 path ``start()`` also waits (at most ``startup_wait_ms``) for the mirror's first load.
 
+Where it connects: a URL (``redis://``, ``rediss://``, ``unix://``, or ``redis+sentinel://`` for
+a service behind Sentinel), a redis-py client, or a redis-py ``Sentinel`` and a service name
+(:mod:`~rag_optimize.cache.redis.server`). With ``read_from_replicas`` lookups run on a replica
+and changes are confirmed by the replicas (:mod:`~rag_optimize.cache.redis.replicas`).
+
 Fails open: every Redis call has a short socket timeout (``timeout_ms``, default 50 ms), no
 retries, and goes through a circuit breaker; any failure raises
 :class:`~rag_optimize.errors.StoreError`, which :class:`SemanticCache` turns into a miss or a
@@ -129,7 +134,7 @@ class RedisStore(StoreDefaults):
         quantization: how the server stores vectors for search (``"q8"``, ``"float32"``,
             ``"binary"``); candidates are always rescored exactly from the stored float32.
         connection: :class:`~rag_optimize.cache.redis.options.ConnectionOptions` (timeouts,
-            circuit breaker, extra client options).
+            circuit breaker, extra client options, ``read_from_replicas``).
         mirror: :class:`~rag_optimize.cache.redis.options.MirrorOptions` (the mirror path).
         clock: wall-clock seconds used by the sweeper; must agree with the cache's clock.
         **legacy: the flat keywords of earlier versions (``timeout_ms``, ``staleness_ms``,
