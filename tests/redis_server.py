@@ -55,6 +55,21 @@ def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.005) ->
     return bool(predicate())
 
 
+def eventually_hit(cache: Any, query: str, expected: Any, timeout: float = 20.0,
+                   **kwargs: Any) -> bool:
+    """Ask ``cache`` until it answers ``query`` (a miss from a timeout on a loaded machine is
+    asked again; a wrong answer fails at once), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hit = cache.get(query, **kwargs)
+        if hit is not None:
+            assert hit.response == expected, f"wrong answer {hit.response!r} for {query!r}"
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (never 6379)."""
     while True:

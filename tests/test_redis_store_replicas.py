@@ -26,6 +26,7 @@ from tests.redis_server import (  # noqa: F401
     RedisCluster,
     RedisSentinelSetup,
     RedisServer,
+    eventually_hit,
     namespace,
     redis8_bin,
     redis_cluster,
@@ -184,9 +185,9 @@ def test_replica_reads_behind_sentinel_and_across_a_failover(
         before = ro_calls(replica)
 
         def read_on_replica() -> bool:  # an unconfirmed write (a slow moment) reads the master
-            hit = cache.get(QUESTION + " please")
-            assert hit is not None and hit.response == "two years"
-            return ro_calls(replica) > before
+            return eventually_hit(cache, QUESTION + " please", "two years") and (
+                ro_calls(replica) > before
+            )
 
         assert wait_until(read_on_replica, timeout=20.0, interval=0.05), store.status()
         setup.kill_master()
@@ -195,8 +196,7 @@ def test_replica_reads_behind_sentinel_and_across_a_failover(
                           timeout=30.0, interval=0.05)
         assert wait_until(lambda: store.wait_synced(1.0), timeout=30.0, interval=0.05)
         for question, answer in ((QUESTION, "two years"), ("is the red kettle in stock", "yes")):
-            hit = cache.get(question + " please")
-            assert hit is not None and hit.response == answer
+            assert eventually_hit(cache, question + " please", answer)
         assert store.status()["replicas_online"] == 0
     finally:
         store.close()

@@ -24,6 +24,7 @@ from tests.conftest import FakeClock
 from tests.redis_server import (  # noqa: F401
     REDIS_BIN,
     RedisSentinelSetup,
+    eventually_hit,
     namespace,
     redis8_bin,
     wait_until,
@@ -181,10 +182,8 @@ def switch_and_check(
     assert wait_until(lambda: store.wait_synced(1.0), timeout=30.0, interval=0.05)
     for scope, qs in questions.items():
         for q in qs:
-            hit = cache.get(q + " please", scope=scope)
-            assert hit is not None and hit.response == f"{scope}|{q}"
-    hit = cache.get("after the switch", scope="scope-0")
-    assert hit is not None and hit.response == "new master"
+            assert eventually_hit(cache, q + " please", f"{scope}|{q}", scope=scope)
+    assert eventually_hit(cache, "after the switch", "new master", scope="scope-0")
     assert cache.get("after the switch", scope="scope-1") is None
     return new
 
@@ -236,8 +235,7 @@ def test_a_promoted_replica_that_missed_changes_cannot_mislead_the_followers(
         for c in (cache, seen):
             for i in range(3):
                 for word in ("kept", "alone", "new"):
-                    hit = c.get(q(word, i) + " please")
-                    assert hit is not None and hit.response == f"{word} {i}"
+                    assert eventually_hit(c, q(word, i) + " please", f"{word} {i}")
                 assert c.get(q("lost", i) + " please") is None
     finally:
         writer.close()
