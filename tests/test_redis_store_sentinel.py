@@ -148,7 +148,32 @@ def test_failover_fails_open_then_the_store_works_on_the_promoted_replica(
                     if hit is not None and hit.response != f"{scope}|{q}":
                         problems.append(f"wrong answer {hit.response!r} for {q!r} in {scope}")
 
+        async_after: list[bool] = []
+
+        def async_reader() -> None:  # the async API: this loop's own Sentinel clients
+            async def run() -> None:
+                while not stop.is_set():
+                    for scope, qs in questions.items():
+                        for q in qs:
+                            try:
+                                hit = await cache.aget(q + " please", scope=scope)
+                            except Exception as exc:  # noqa: BLE001 - none may escape
+                                problems.append(f"async {type(exc).__name__}: {exc}")
+                                return
+                            if hit is not None and hit.response != f"{scope}|{q}":
+                                problems.append(f"async wrong answer {hit.response!r}")
+                q = questions["scope-2"][0]  # the same loop's clients, after the switch
+                for _ in range(400):
+                    hit = await cache.aget(q + " please", scope="scope-2")
+                    if hit is not None:
+                        async_after.append(hit.response == f"scope-2|{q}")
+                        return
+                    await asyncio.sleep(0.05)
+
+            asyncio.run(run())
+
         threads = [threading.Thread(target=reader, args=(s,), daemon=True) for s in questions]
+        threads.append(threading.Thread(target=async_reader, daemon=True))
         for t in threads:
             t.start()
         try:
@@ -158,6 +183,7 @@ def test_failover_fails_open_then_the_store_works_on_the_promoted_replica(
             for t in threads:
                 t.join(30)
         assert problems == []
+        assert async_after == [True]
         assert cache.stats.store_errors > 0  # the switch was felt, and counted
         assert new.client().exists(*new.client().keys("*" + namespace + "*:e:*")) >= 21
     finally:
