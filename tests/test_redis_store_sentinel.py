@@ -78,13 +78,13 @@ def test_url_sentinel_objects_and_a_master_for_client_all_reach_the_master(
     sync_sentinel = redis.sentinel.Sentinel(setup.addresses, socket_timeout=1)
     async_sentinel = redis.asyncio.sentinel.Sentinel(setup.addresses, socket_timeout=1)
     master_client = sync_sentinel.master_for(service, socket_timeout=1)
+    # generous timeouts: a new event loop's first call also asks a Sentinel for the master
+    opts: dict[str, Any] = {"namespace": namespace, "clock": clock, "timeout_ms": 1000}
     stores = [
-        RedisStore(setup.url, namespace, clock=clock),
-        RedisStore(sentinel=sync_sentinel, service_name=service, namespace=namespace,
-                   clock=clock),
-        RedisStore(sentinel=async_sentinel, service_name=service, namespace=namespace,
-                   clock=clock),
-        RedisStore(client=master_client, namespace=namespace, clock=clock),
+        RedisStore(setup.url, **opts),
+        RedisStore(sentinel=sync_sentinel, service_name=service, **opts),
+        RedisStore(sentinel=async_sentinel, service_name=service, **opts),
+        RedisStore(client=master_client, **opts),
     ]
     try:
         caches = [new_cache(s.start(), clock) for s in stores]
