@@ -55,6 +55,21 @@ def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.005) ->
     return bool(predicate())
 
 
+def eventually_hit(cache: Any, query: str, expected: Any, timeout: float = 20.0,
+                   **kwargs: Any) -> bool:
+    """Ask ``cache`` until it answers ``query`` (a miss from a timeout on a loaded machine is
+    asked again; a wrong answer fails at once), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hit = cache.get(query, **kwargs)
+        if hit is not None:
+            assert hit.response == expected, f"wrong answer {hit.response!r} for {query!r}"
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (never 6379)."""
     while True:
@@ -229,6 +244,131 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class RedisSentinelSetup:
+    """A master, its replicas (``--replicaof``) and Sentinels (``redis-server <conf>
+    --sentinel``: there is no redis-sentinel binary here) on free loopback ports.
+
+    Fast failure detection for tests: ``down-after-milliseconds`` 300, ``failover-timeout``
+    2000. Every data node runs with ``replica-serve-stale-data no`` (a replica cut off from
+    its master refuses reads instead of answering from old data, as the README advises) and
+    diskless sync without delay."""
+
+    SERVICE = "mymaster"
+
+    def __init__(self, replicas: int = 1, sentinels: int = 1, binary: str | None = None) -> None:
+        args = ["--replica-serve-stale-data", "no", "--repl-diskless-sync", "yes",
+                "--repl-diskless-sync-delay", "0"]
+        self.master = RedisServer(extra_args=list(args), binary=binary)
+        self.replicas = [
+            RedisServer(
+                extra_args=[*args, "--replicaof", "127.0.0.1", str(self.master.port)],
+                binary=binary,
+            )
+            for _ in range(replicas)
+        ]
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.binary = binary or REDIS_BIN
+        self.dir = tempfile.mkdtemp(prefix="rag-optimize-sentinel-")
+        self.sentinel_procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def nodes(self) -> list[RedisServer]:
+        return [self.master, *self.replicas]
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://`` URL naming every Sentinel and the service."""
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", p) for p in self.sentinel_ports]
+
+    def start(self, timeout: float = 20.0) -> RedisSentinelSetup:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> RedisSentinelSetup:
+        for node in self.nodes:
+            node.start()
+        quorum = len(self.sentinel_ports) // 2 + 1
+        for i, port in enumerate(self.sentinel_ports):
+            conf = os.path.join(self.dir, f"sentinel-{i}.conf")
+            with open(conf, "w") as out:
+                out.write(
+                    f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                    f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} {quorum}\n"
+                    f"sentinel down-after-milliseconds {self.SERVICE} 300\n"
+                    f"sentinel failover-timeout {self.SERVICE} 2000\n"
+                    f"sentinel parallel-syncs {self.SERVICE} 1\n"
+                )
+            self.sentinel_procs.append(subprocess.Popen(
+                [self.binary, conf, "--sentinel"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        if not wait_until(self._ready, timeout, interval=0.05):
+            raise RuntimeError("the Sentinels did not see the master and its replicas")
+        return self
+
+    def sentinel(self, index: int = 0) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.sentinel_ports[index], socket_timeout=1)
+
+    def master_port(self) -> int | None:
+        """The master's port as the first Sentinel names it now."""
+        try:
+            addr = self.sentinel().sentinel_get_master_addr_by_name(self.SERVICE)
+        except Exception:  # noqa: BLE001 - not answering yet
+            return None
+        return int(addr[1]) if addr else None
+
+    def _ready(self) -> bool:
+        try:
+            for i in range(len(self.sentinel_ports)):
+                replicas = self.sentinel(i).sentinel_slaves(self.SERVICE)
+                if len([r for r in replicas if not r["is_sdown"]]) < len(self.replicas):
+                    return False
+            return all(
+                r.client().info("replication").get("master_link_status") == "up"
+                for r in self.replicas
+            )
+        except Exception:  # noqa: BLE001 - not up yet
+            return False
+
+    def node_on(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def kill_master(self, timeout: float = 20.0) -> RedisServer:
+        """SIGKILL the current master; wait until a Sentinel names a promoted replica and it
+        says it is a master. Returns the new master."""
+        old = self.master_port()
+        assert old is not None
+        self.node_on(old).kill()
+        promoted = wait_until(
+            lambda: (port := self.master_port()) not in (None, old)
+            and self.node_on(port).client().info("replication")["role"] == "master",
+            timeout, interval=0.05,
+        )
+        assert promoted, "no replica was promoted"
+        port = self.master_port()
+        assert port is not None
+        return self.node_on(port)
+
+    def stop(self) -> None:
+        for proc in self.sentinel_procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class CacheWorker:

@@ -6,6 +6,9 @@ so in an HTML comment right before it, which the extractor reads::
 
     <!-- readme-test: redis -->        a Redis server; the test starts one on a free port and
                                        puts its URL in place of redis://localhost:6379/0
+    <!-- readme-test: sentinel -->     a Redis master, a replica and a Sentinel; the test starts
+                                       them on free ports and puts their URL in place of
+                                       redis+sentinel://localhost:26379/mymaster
     <!-- readme-test: server -->       a long-running web app: it is compiled, and its
                                        module-level code runs (the app object is built), but
                                        no server is started
@@ -26,12 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisSentinelSetup, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DEFAULT_REDIS = "redis://localhost:6379/0"
-MARKERS = {"redis", "server"}
+DEFAULT_SENTINEL = "redis+sentinel://localhost:26379/mymaster"
+MARKERS = {"redis", "sentinel", "server"}
 
 _BLOCK = re.compile(
     r"(?:<!--\s*readme-test:\s*(?P<marker>[\w-]+)\s*-->\s*\n)?```python\n(?P<code>.*?)```",
@@ -74,12 +78,22 @@ def redis_url() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def sentinel_url() -> Iterator[str]:
+    setup = RedisSentinelSetup().start()
+    yield setup.url
+    setup.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("block", BLOCKS, ids=str)
 def test_readme_block_runs(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     assert block.marker is None or block.marker in MARKERS, f"{block}: unknown marker"
     code = block.code
-    if block.marker != "redis":  # never let a README block reach a Redis it did not start
+    if block.marker == "sentinel":
+        assert DEFAULT_SENTINEL in code, f"{block}: a sentinel block connects to {DEFAULT_SENTINEL}"
+        code = code.replace(DEFAULT_SENTINEL, request.getfixturevalue("sentinel_url"))
+    if block.marker not in ("redis", "sentinel"):  # never reach a Redis the test did not start
         assert "redis://" not in code and "6379" not in code, f"{block}: needs the redis marker"
     if block.marker == "redis":
         assert DEFAULT_REDIS in code, f"{block}: a redis block connects to {DEFAULT_REDIS}"

@@ -6,7 +6,8 @@
 path on Redis 8 vector sets, also on a cluster), ``mirrored`` (the mirror path for servers
 without vector search: ``mirror``, the in-process vectors, and ``sync``, the change follower),
 ``codec`` (entries to and from Redis hashes, never pickle), ``scripts`` (the mirror layout's
-Lua scripts) and ``breaker`` (the circuit breaker that makes it fail open). Only
+Lua scripts), ``replicas`` (lookups on replicas, changes confirmed with ``WAIT``) and
+``breaker`` (the circuit breaker that makes it fail open). Only
 :class:`RedisStore` is public; the other modules may move.
 """
 

@@ -82,8 +82,10 @@ class MirrorPath:
         *,
         timeout: float,
         clock: Callable[[], float],
+        replica_reads: bool = False,
     ) -> None:
         self.shared = shared
+        self.replica_reads = replica_reads
         self.options = options
         self.keys = Keys(shared.namespace)
         self.mirror = LocalMirror(options.index, options.storage)
@@ -167,7 +169,7 @@ class MirrorPath:
         found = self.local_search(scope, vector, k + _RESCORE_EXTRA, now, partition)
         if not found:
             return []
-        blobs = yield self._script(VECTORS, *(c.entry_id for c in found))
+        blobs = yield self._script(VECTORS, *(c.entry_id for c in found), read=True)
         query = np.asarray(vector, dtype=np.float32)
         rescored = []
         for candidate, blob in zip(found, blobs, strict=True):
@@ -193,15 +195,19 @@ class MirrorPath:
     def _args(self, *rest: Any) -> tuple[Any, ...]:
         return (self.keys.prefix, self.options.stream_maxlen, *rest)
 
-    def _script(self, script: Any, *rest: Any) -> Script:
-        return Script(script, (self.keys.log,), self._args(*rest))
+    def _script(self, script: Any, *rest: Any, read: bool = False) -> Script:
+        return Script(script, (self.keys.log,), self._args(*rest), read)
 
     def fetch(
         self, entry_id: str, now: float, report: StoreReport | None = None
     ) -> Plan[CacheEntry | None]:
         hid = hex_id(entry_id)
         seen = self.mirror.version(hid)  # what the mirror knew before asking Redis
-        raw = yield self._script(FETCH, hid, repr(float(now)))
+        raw = yield self._script(FETCH, hid, repr(float(now)), read=True)
+        if not raw and self.replica_reads and hid in self.mirror:
+            # the read may have run on a replica that lags: only the master's word that the
+            # entry is gone may remove it from the mirror (else a lost semantic hit)
+            raw = yield self._script(FETCH, hid, repr(float(now)))
         if not raw:
             self.mirror.forget(hid, seen)  # unless it was (re)written meanwhile
             return None
@@ -288,7 +294,7 @@ class MirrorPath:
         return total
 
     def clear(self) -> Plan[None]:
-        keep = {self.keys.log.encode(), self.keys.seq.encode()}
+        keep = {self.keys.log.encode(), self.keys.seq.encode(), self.keys.last.encode()}
         cursor: Any = 0
         for _ in range(_MAX_ROUNDS):
             cursor, found = yield Command(

@@ -77,7 +77,19 @@ class ConnectionOptions:
         failure_threshold / cooldown_ms: circuit breaker: after this many consecutive
             failures, stop calling Redis for this long, then let one probe through.
         client_options: extra keyword arguments for ``redis.Redis.from_url`` (or
-            ``RedisCluster.from_url``), e.g. ``ssl_ca_certs``.
+            ``RedisCluster.from_url``, or Sentinel's ``master_for``), e.g. ``ssl_ca_certs``.
+        read_from_replicas: send lookups (exact reads, server-side searches, the mirror's
+            rescoring reads) to a replica while every change goes to the master. Each change
+            then waits (``WAIT``, at most ``timeout_ms``, which Redis checks on its timer:
+            up to 100 ms more at the default ``hz 10``) until the master's online
+            replicas have it, so when a write or an invalidation returns, the replicas
+            answer as the master does. If they do not confirm in time, this process reads
+            from the master for ``cooldown_ms`` (its own changes are always read back), and
+            other processes may read the replica's older state until it catches up (a few
+            ms of replication lag; see the README). A replica that fails or times out is
+            skipped for ``cooldown_ms`` and the read goes to the master: a failing replica
+            never fails a lookup and never opens the circuit breaker. Plain master+replica
+            (replicas found with ``ROLE`` at start) and Sentinel; not a Redis Cluster.
     """
 
     timeout_ms: float = 50
@@ -85,6 +97,7 @@ class ConnectionOptions:
     failure_threshold: int = 3
     cooldown_ms: float = 1000
     client_options: dict[str, Any] = field(default_factory=dict)
+    read_from_replicas: bool = False
 
     def __post_init__(self) -> None:
         check_ms("timeout_ms", self.timeout_ms)
@@ -95,6 +108,10 @@ class ConnectionOptions:
         if not isinstance(self.client_options, dict):
             raise ConfigurationError(
                 f"client_options must be a dict, got {type(self.client_options).__name__}"
+            )
+        if not isinstance(self.read_from_replicas, bool):
+            raise ConfigurationError(
+                f"read_from_replicas must be True or False, got {self.read_from_replicas!r}"
             )
 
     @property
@@ -107,6 +124,12 @@ class ConnectionOptions:
         """Connect timeout in seconds."""
         ms = self.timeout_ms if self.connect_timeout_ms is None else self.connect_timeout_ms
         return float(ms) / 1000
+
+    @property
+    def replica_wait_ms(self) -> int:
+        """How long a change waits for the replicas to confirm it (``WAIT``), in ms: the
+        socket timeout (changes use a connection whose timeout covers it)."""
+        return max(1, int(self.timeout_ms))
 
 
 @dataclass(frozen=True)
@@ -166,7 +189,7 @@ class MirrorOptions:
 
 #: Keywords of the old flat constructor and the group each now belongs to.
 LEGACY_CONNECTION = ("timeout_ms", "connect_timeout_ms", "failure_threshold", "cooldown_ms",
-                     "client_options")
+                     "client_options", "read_from_replicas")
 LEGACY_MIRROR = ("staleness_ms", "index", "storage", "stream_maxlen", "sweep_interval_ms",
                  "startup_wait_ms")
 

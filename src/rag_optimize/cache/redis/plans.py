@@ -40,6 +40,7 @@ __all__ = [
     "PreparedPut",
     "Script",
     "Shared",
+    "changes",
     "is_entry_for",
     "prepare_put",
 ]
@@ -50,18 +51,23 @@ logger = logging.getLogger("rag_optimize.cache.redis")
 
 @dataclass(frozen=True)
 class Script:
-    """Run ``script`` (EVALSHA) with ``keys`` (the first one routes it in a cluster)."""
+    """Run ``script`` (EVALSHA) with ``keys`` (the first one routes it in a cluster).
+
+    ``read``: a lookup that may run on a replica (``EVALSHA_RO``) when the store reads from
+    replicas; its writes (the LRU touch) are ``redis.pcall`` and skipped there."""
 
     script: LuaScript
     keys: tuple[str, ...]
     args: tuple[Any, ...]
+    read: bool = False
 
 
 @dataclass(frozen=True)
 class Command:
-    """One Redis command (routed by its key in a cluster)."""
+    """One Redis command (routed by its key in a cluster); ``read`` as for :class:`Script`."""
 
     args: tuple[Any, ...]
+    read: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,19 @@ class Batch:
 
 Call = Script | Command | Batch
 Plan = Generator[Call, Any, T]
+
+#: Commands the plans send that change nothing (everything else is a change, which a store
+#: reading from replicas makes the replicas confirm).
+_READ_ONLY = frozenset({"GET", "HGET", "ZCARD", "SCARD", "SCAN", "SMEMBERS", "ROLE"})
+
+
+def changes(call: Call) -> bool:
+    """Whether ``call`` may change the namespace (a script that is not a lookup; a command
+    or batch with a command not in the read-only set)."""
+    if isinstance(call, Script):
+        return not call.read
+    commands = call.commands if isinstance(call, Batch) else (call.args,)
+    return any(str(c[0]).upper() not in _READ_ONLY for c in commands)
 
 
 class ForeignDimension(StoreError):

@@ -37,12 +37,17 @@ local function remove(id)
 end
 -- announce a change; returns its number (the version the writer's own mirror records), or
 -- false: under maxmemory noeviction Redis refuses the log write (pcall), other processes then
--- learn of a removal when their fetch finds the entry gone (reads stay right)
+-- learn of a removal when their fetch finds the entry gone (reads stay right).
+-- 'prev' is the log id of the change before (P:last): numbers alone cannot tell two
+-- histories apart (a promoted replica that missed the old master's last changes numbers its
+-- own next changes the same), ids can: a reader whose last id is not 'prev' reloads.
 local function emit(op, ids)
   local seq = redis.pcall('INCR', P .. ':seq')
   if type(seq) == 'table' then return false end
-  redis.pcall('XADD', P .. ':log', 'MAXLEN', '~', MAXLEN, '*',
-              'op', op, 'seq', seq, 'ids', table.concat(ids, ' '))
+  local prev = redis.call('GET', P .. ':last') or '0-0'
+  local id = redis.pcall('XADD', P .. ':log', 'MAXLEN', '~', MAXLEN, '*',
+              'op', op, 'seq', seq, 'ids', table.concat(ids, ' '), 'prev', prev)
+  if type(id) == 'string' then redis.pcall('SET', P .. ':last', id) end
   return seq
 end
 local function counter() return tonumber(redis.call('GET', P .. ':seq')) or 0 end
@@ -313,23 +318,43 @@ VECTORS = _script("vectors", _VECTORS)
 SNAPSHOT_PAGE = _script("snapshot_page", _SNAPSHOT_PAGE)
 
 
-def run_script(client: Any, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
-    """Run ``script`` on a sync redis-py client (EVALSHA, loading it once per server)."""
+def run_script(
+    client: Any,
+    script: LuaScript,
+    keys: tuple[str, ...],
+    args: tuple[Any, ...],
+    *,
+    read_only: bool = False,
+) -> Any:
+    """Run ``script`` on a sync redis-py client (EVALSHA, loading it once per server);
+    ``read_only``: as ``EVALSHA_RO`` (runs on a replica; the script's writes fail, which the
+    lookup scripts' ``redis.pcall`` skips)."""
     from redis.exceptions import NoScriptError
 
+    evalsha, eval_ = (client.evalsha_ro, client.eval_ro) if read_only else (
+        client.evalsha, client.eval
+    )
     try:
-        return client.evalsha(script.sha, len(keys), *keys, *args)
+        return evalsha(script.sha, len(keys), *keys, *args)
     except NoScriptError:
-        return client.eval(script.source, len(keys), *keys, *args)
+        return eval_(script.source, len(keys), *keys, *args)
 
 
 async def arun_script(
-    client: Any, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]
+    client: Any,
+    script: LuaScript,
+    keys: tuple[str, ...],
+    args: tuple[Any, ...],
+    *,
+    read_only: bool = False,
 ) -> Any:
     """Async twin of :func:`run_script` for a ``redis.asyncio`` client."""
     from redis.exceptions import NoScriptError
 
+    evalsha, eval_ = (client.evalsha_ro, client.eval_ro) if read_only else (
+        client.evalsha, client.eval
+    )
     try:
-        return await client.evalsha(script.sha, len(keys), *keys, *args)
+        return await evalsha(script.sha, len(keys), *keys, *args)
     except NoScriptError:
-        return await client.eval(script.source, len(keys), *keys, *args)
+        return await eval_(script.source, len(keys), *keys, *args)

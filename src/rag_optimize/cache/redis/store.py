@@ -15,6 +15,11 @@ The constructor does no I/O and starts no thread. The store connects on first us
 :meth:`RedisStore.start` is called (also by ``with RedisStore(...) as store``); on the mirror
 path ``start()`` also waits (at most ``startup_wait_ms``) for the mirror's first load.
 
+Where it connects: a URL (``redis://``, ``rediss://``, ``unix://``, or ``redis+sentinel://`` for
+a service behind Sentinel), a redis-py client, or a redis-py ``Sentinel`` and a service name
+(:mod:`~rag_optimize.cache.redis.server`). With ``read_from_replicas`` lookups run on a replica
+and changes are confirmed by the replicas (:mod:`~rag_optimize.cache.redis.replicas`).
+
 Fails open: every Redis call has a short socket timeout (``timeout_ms``, default 50 ms), no
 retries, and goes through a circuit breaker; any failure raises
 :class:`~rag_optimize.errors.StoreError`, which :class:`SemanticCache` turns into a miss or a
@@ -54,14 +59,27 @@ from rag_optimize.cache.redis.plans import (
     Plan,
     Script,
     Shared,
+    changes,
+)
+from rag_optimize.cache.redis.replicas import (
+    ReplicaReads,
+    arun_confirmed,
+    replica_url,
+    run_confirmed,
 )
 from rag_optimize.cache.redis.scripts import arun_script, run_script
 from rag_optimize.cache.redis.server import (
+    SENTINEL_SCHEME,
+    SentinelSpec,
     ServerInfo,
     async_client,
     detect,
     is_cluster_client,
+    parse_sentinel_url,
     redis_module,
+    sentinel_clients,
+    sentinel_of_client,
+    sentinel_spec,
     sync_client,
 )
 from rag_optimize.cache.redis.vsets import Quantization, VectorSetPath
@@ -87,12 +105,23 @@ class RedisStore(StoreDefaults):
 
     Args:
         url: ``redis://[user:password@]host:port/db``; ``rediss://`` for TLS. Any node of a
-            Redis Cluster works (the store notices and uses a cluster client).
+            Redis Cluster works (the store notices and uses a cluster client). Behind
+            Sentinel: ``redis+sentinel://[user:password@]host[:port][,host[:port]...]/service[/db]``
+            (Sentinel ports default to 26379; ``user:password`` are the master's and
+            replicas'), the form RedisVL and LangChain use.
         namespace: prefix of every key; stores with different namespaces never see each
             other's entries. Letters, digits, ``_ . : -``.
-        client: a ready redis-py client (``redis.Redis`` or ``redis.cluster.RedisCluster``,
-            sync) to use instead of ``url``; the caller keeps it (``close()`` leaves it open).
-            Async calls then run the sync client in a worker thread.
+        client: a ready redis-py client (``redis.Redis``, ``redis.cluster.RedisCluster`` or
+            a ``Sentinel.master_for(...)`` client, sync) to use instead of ``url``; the caller
+            keeps it (``close()`` leaves it open). Async calls then run the sync client in a
+            worker thread.
+        sentinel / service_name: a redis-py ``Sentinel`` (``redis.sentinel`` or
+            ``redis.asyncio.sentinel``) and the name of the service it watches, instead of
+            ``url``. The store reads the Sentinels' addresses and options from it and builds
+            its own ``master_for`` (and ``replica_for``) clients, one set per event loop for
+            the async API; the caller's object is left as it is. During a failover calls
+            fail open (counted store errors, misses), and the store follows the new master
+            without a restart.
         max_entries: capacity; past it the least recently used entry is evicted, atomically
             on the server. On the mirror path it bounds the namespace, on the server-side path
             each scope (one scope lives in one cluster slot). ``None``: unbounded.
@@ -113,7 +142,7 @@ class RedisStore(StoreDefaults):
             is much cheaper than a round trip (an embedder with its own cache, say). The
             mirror path always checks the exact key first.
         connection: :class:`~rag_optimize.cache.redis.options.ConnectionOptions` (timeouts,
-            circuit breaker, extra client options).
+            circuit breaker, extra client options, ``read_from_replicas``).
         mirror: :class:`~rag_optimize.cache.redis.options.MirrorOptions` (the mirror path).
         clock: wall-clock seconds used by the sweeper; must agree with the cache's clock.
         **legacy: the flat keywords of earlier versions (``timeout_ms``, ``staleness_ms``,
@@ -131,6 +160,8 @@ class RedisStore(StoreDefaults):
         namespace: str = "rag-optimize",
         *,
         client: Any = None,
+        sentinel: Any = None,
+        service_name: str | None = None,
         max_entries: int | None = 10_000,
         max_value_bytes: int = _DEFAULT_MAX_VALUE_BYTES,
         ttl_grace_ms: int = 60_000,
@@ -143,12 +174,19 @@ class RedisStore(StoreDefaults):
         **legacy: Any,
     ) -> None:
         self.connection, self.mirror_options = split_legacy(connection, mirror, legacy)
-        if client is None and (
-            not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://"))
+        if client is None and sentinel is None and (
+            not isinstance(url, str)
+            or not url.startswith(("redis://", "rediss://", "unix://", SENTINEL_SCHEME))
         ):
             raise ConfigurationError(
-                f"url must start with redis://, rediss:// or unix://, got {url!r}"
+                f"url must start with redis://, rediss://, unix:// or {SENTINEL_SCHEME}, "
+                f"got {url!r}"
             )
+        if client is not None and sentinel is not None:
+            raise ConfigurationError("pass client= or sentinel=, not both")
+        if service_name is not None and sentinel is None:
+            raise ConfigurationError("service_name= goes with sentinel=; a Sentinel url "
+                                     "names the service in its path")
         if search not in ("auto", "server", "mirror"):
             raise ConfigurationError(f"search must be 'auto', 'server' or 'mirror', got {search!r}")
         if quantization not in ("q8", "float32", "binary"):
@@ -160,6 +198,13 @@ class RedisStore(StoreDefaults):
         if client is not None and not hasattr(client, "execute_command"):
             raise ConfigurationError(f"client must be a redis-py client, got {client!r}")
         self.url = url
+        self._sentinel: SentinelSpec | None = None
+        if sentinel is not None:
+            self._sentinel = sentinel_spec(sentinel, service_name)
+        elif client is not None:
+            self._sentinel = sentinel_of_client(client)
+        elif url.startswith(SENTINEL_SCHEME):
+            self._sentinel = parse_sentinel_url(url)
         self.namespace = check_namespace(namespace)
         self.max_entries = (
             None if max_entries is None else check_count("max_entries", max_entries)
@@ -187,6 +232,19 @@ class RedisStore(StoreDefaults):
         }
         self._given_client = client
         self._client: Any = None
+        self._replicas = ReplicaReads(
+            self.connection.read_from_replicas,
+            self.connection.replica_wait_ms,
+            CircuitBreaker(1, self.connection.cooldown_ms / 1000),
+            self.connection.cooldown_ms / 1000,
+        )
+        # with replica reads: a replica client for lookups, and a master client for changes
+        # whose socket timeout covers the replicas' confirmation (WAIT); per loop for async
+        self._reader: Any = None
+        self._writer: Any = None
+        self._aextras: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, Any]
+        ] = weakref.WeakKeyDictionary()
         self._server: ServerInfo | None = None
         self._path: VectorSetPath | MirrorPath | None = None
         self._start_lock = threading.Lock()
@@ -244,22 +302,25 @@ class RedisStore(StoreDefaults):
         self._closed = True
         if isinstance(self._path, MirrorPath):
             self._path.stop()
-        if self._client is not None and self._client is not self._given_client:
-            try:
-                self._client.close()
-            except Exception:  # noqa: BLE001, S110 - closing a dead connection
-                pass
+        for own in (self._client, self._reader, self._writer):
+            if own is not None and own is not self._given_client:
+                try:
+                    own.close()
+                except Exception:  # noqa: BLE001, S110 - closing a dead connection
+                    pass
         with self._aclients_lock:
             self._aclients.clear()
+            self._aextras.clear()
 
     async def aclose(self) -> None:
         """Close this event loop's async client, then everything else."""
-        client = self._aclients.get(asyncio.get_running_loop())
-        if client is not None:
-            try:
-                await client.aclose()
-            except Exception:  # noqa: BLE001, S110 - closing a dead connection
-                pass
+        loop = asyncio.get_running_loop()
+        for client in (self._aclients.get(loop), *self._aextras.get(loop, ())):
+            if client is not None:
+                try:
+                    await client.aclose()
+                except Exception:  # noqa: BLE001, S110 - closing a dead connection
+                    pass
         self.close()
 
     def __enter__(self) -> RedisStore:
@@ -321,6 +382,8 @@ class RedisStore(StoreDefaults):
             "server": None if self._server is None else self._server.version,
             "breaker": self.breaker.state,
         }
+        if self._replicas.enabled:
+            out.update(self._replicas.status())
         if isinstance(self._path, MirrorPath):
             out.update(self._path.status())
         return out
@@ -560,13 +623,24 @@ class RedisStore(StoreDefaults):
                     f"Redis circuit open for {self.breaker.cooldown:.1f}s after failures"
                 )
             try:
-                client = self._given_client or sync_client(self.url, self._options, cluster=False)
+                client, reader, writer = self._connect()
                 info = detect(client)
+                if info.cluster and self._replicas.enabled:
+                    raise ConfigurationError(
+                        "read_from_replicas is not supported on a Redis Cluster: a change "
+                        "cannot be confirmed by the replicas of its slot through the cluster "
+                        "client, so a replica could answer an invalidated entry"
+                    )
                 if info.cluster and not is_cluster_client(client):
                     if client is not self._given_client:
                         client.close()
                     client = sync_client(self.url, self._options, cluster=True)
-                self._client, self._server = client, info
+                if self._replicas.enabled:
+                    self._replicas.online(self._role(client))
+                    if reader is None:
+                        reader = self._plain_reader(client)
+                self._client, self._reader, self._writer = client, reader, writer
+                self._server = info
                 path = self._make_path(client, info)
             except ConfigurationError:
                 raise
@@ -578,6 +652,57 @@ class RedisStore(StoreDefaults):
             self._start_incidents.success()
             self._path = path
             return path
+
+    def _role(self, client: Any) -> Any:
+        """The master's ``ROLE`` reply, or ``None`` when the user may not run it (then no
+        replica reads: without it the store cannot know which replicas confirm changes)."""
+        from redis.exceptions import ResponseError
+
+        try:
+            return client.execute_command("ROLE")
+        except ResponseError as exc:  # e.g. NOPERM for a least-privilege ACL user
+            logger.warning("RedisStore %r reads from the master: ROLE refused (%s)",
+                           self.namespace, exc)
+            return None
+
+    @property
+    def _writer_options(self) -> dict[str, Any]:
+        """Client options for changes confirmed by the replicas: ``WAIT`` blocks up to
+        ``timeout_ms`` and Redis checks it on its timer (100 ms at the default ``hz 10``)."""
+        return {**self._options, "socket_timeout": 2 * self.timeout + 0.25}
+
+    def _connect(self) -> tuple[Any, Any, Any]:
+        """The sync master client, and with replica reads the replica and writer clients
+        (the replica one found by Sentinel; for a plain master, once ``ROLE`` answered)."""
+        enabled = self._replicas.enabled
+        if self._sentinel is not None and (self._given_client is None or enabled):
+            master, reader = sentinel_clients(self._sentinel, self._options, replicas=enabled)
+            writer = None
+            if enabled:
+                writer = sentinel_clients(self._sentinel, self._writer_options, replicas=False)[0]
+            if self._given_client is not None:  # the caller's client; ours only read/confirm
+                master.close()
+                master = self._given_client
+            return master, reader, writer
+        if self._given_client is not None:
+            writer = None
+            if enabled:
+                writer = _pool_client(
+                    self._given_client, {"socket_timeout": self._writer_options["socket_timeout"]}
+                )
+            return self._given_client, None, writer
+        master = sync_client(self.url, self._options, cluster=False)
+        writer = sync_client(self.url, self._writer_options, cluster=False) if enabled else None
+        return master, None, writer
+
+    def _plain_reader(self, client: Any) -> Any:
+        """A client for the master's first online replica (found with ``ROLE``), or ``None``."""
+        address = self._replicas.address
+        if address is None:
+            return None
+        if self._given_client is None:
+            return sync_client(replica_url(self.url, *address), self._options, cluster=False)
+        return _pool_client(client, {"host": address[0], "port": address[1]})
 
     def _make_path(self, client: Any, info: ServerInfo) -> VectorSetPath | MirrorPath:
         if info.vector_sets and self.search_mode != "mirror":
@@ -600,6 +725,7 @@ class RedisStore(StoreDefaults):
             self.breaker,
             timeout=self.timeout,
             clock=self._clock,
+            replica_reads=self._replicas.enabled,
         )
         path.start()
         # a store dropped without close() still stops its thread when collected
@@ -613,13 +739,12 @@ class RedisStore(StoreDefaults):
             "socket_timeout": self.mirror_options.staleness + max(self.timeout, 1.0),
             "socket_connect_timeout": max(self.connect_timeout, 1.0),
         }
+        if self._sentinel is not None:
+            return sentinel_clients(self._sentinel, options, replicas=False)[0]
         if self._given_client is None:
             return sync_client(self.url, options, cluster=False)
-        redis = redis_module()
-        pool = client.connection_pool
-        kwargs = {**pool.connection_kwargs, **{k: options[k] for k in (
-            "socket_timeout", "socket_connect_timeout")}}
-        return redis.Redis(connection_pool=type(pool)(pool.connection_class, **kwargs))
+        return _pool_client(client, {k: options[k] for k in (
+            "socket_timeout", "socket_connect_timeout")})
 
     async def _aensure_path(self) -> VectorSetPath | MirrorPath:
         path = self._path
@@ -635,7 +760,7 @@ class RedisStore(StoreDefaults):
             return cast(T, call)
         with self._outcome():
             while True:
-                reply = self._run(self._client, call)
+                reply = self._call(call)
                 try:
                     call = plan.send(reply)
                 except StopIteration as done:
@@ -662,17 +787,56 @@ class RedisStore(StoreDefaults):
         if self._agenerations.get(client) != self._pool_generation:
             self._agenerations[client] = self._pool_generation
             await client.connection_pool.disconnect(inuse_connections=False)
+        reader, writer = self._aextras.get(asyncio.get_running_loop(), (None, None))
         while True:
-            reply = await self._arun(client, call)
+            reply = await self._acall(client, reader, writer, call)
             try:
                 call = plan.send(reply)
             except StopIteration as done:
                 return cast(T, done.value)
 
+    def _call(self, call: Call) -> Any:
+        """Run one call of a plan: a lookup on a replica when replica reads are on (falling
+        back to the master if the replica fails); a change on the master, confirmed by the
+        replicas when they serve reads."""
+        replicas = self._replicas
+        if self._reader is not None and replicas.use_replica(call):
+            try:
+                reply = self._run(self._reader, call, read_only=True)
+            except Exception as exc:  # noqa: BLE001 - a failing replica: ask the master
+                replicas.failed(exc)
+            else:
+                replicas.served()
+                return reply
+        if replicas.enabled and changes(call):
+            wanted = replicas.expected
+            return replicas.confirmed(wanted, *run_confirmed(
+                self._writer or self._client, call, wanted, replicas.wait_ms
+            ))
+        return self._run(self._client, call)
+
+    async def _acall(self, client: Any, reader: Any, writer: Any, call: Call) -> Any:
+        """Async twin of :meth:`_call`."""
+        replicas = self._replicas
+        if reader is not None and replicas.use_replica(call):
+            try:
+                reply = await self._arun(reader, call, read_only=True)
+            except Exception as exc:  # noqa: BLE001 - a failing replica: ask the master
+                replicas.failed(exc)
+            else:
+                replicas.served()
+                return reply
+        if replicas.enabled and changes(call):
+            wanted = replicas.expected
+            return replicas.confirmed(wanted, *await arun_confirmed(
+                writer or client, call, wanted, replicas.wait_ms
+            ))
+        return await self._arun(client, call)
+
     @staticmethod
-    def _run(client: Any, call: Call) -> Any:
+    def _run(client: Any, call: Call, *, read_only: bool = False) -> Any:
         if isinstance(call, Script):
-            return run_script(client, call.script, call.keys, call.args)
+            return run_script(client, call.script, call.keys, call.args, read_only=read_only)
         if isinstance(call, Batch):
             pipe = client.pipeline(transaction=False)
             for command in call.commands:
@@ -681,9 +845,11 @@ class RedisStore(StoreDefaults):
         return client.execute_command(*call.args)
 
     @staticmethod
-    async def _arun(client: Any, call: Call) -> Any:
+    async def _arun(client: Any, call: Call, *, read_only: bool = False) -> Any:
         if isinstance(call, Script):
-            return await arun_script(client, call.script, call.keys, call.args)
+            return await arun_script(
+                client, call.script, call.keys, call.args, read_only=read_only
+            )
         if isinstance(call, Batch):
             pipe = client.pipeline(transaction=False)
             for command in call.commands:
@@ -740,11 +906,35 @@ class RedisStore(StoreDefaults):
             with self._aclients_lock:
                 client = self._aclients.get(loop)
                 if client is None:
-                    cluster = bool(self._server and self._server.cluster)
-                    client = async_client(self.url, self._options, cluster=cluster)
+                    client, reader, writer = self._aconnect()
                     self._aclients[loop] = client
+                    if reader is not None or writer is not None:
+                        self._aextras[loop] = (reader, writer)
                     self._agenerations[client] = self._pool_generation
         return client
+
+    def _aconnect(self) -> tuple[Any, Any, Any]:
+        """This event loop's master, replica and writer clients (see :meth:`_connect`)."""
+        enabled = self._replicas.enabled
+        if self._sentinel is not None:
+            client, reader = sentinel_clients(
+                self._sentinel, self._options, replicas=enabled, asynchronous=True
+            )
+            writer = None
+            if enabled:
+                writer = sentinel_clients(
+                    self._sentinel, self._writer_options, replicas=False, asynchronous=True
+                )[0]
+            return client, reader, writer
+        cluster = bool(self._server and self._server.cluster)
+        client = async_client(self.url, self._options, cluster=cluster)
+        address = self._replicas.address if self._reader is not None else None
+        reader = writer = None
+        if address is not None:
+            reader = async_client(replica_url(self.url, *address), self._options, cluster=False)
+        if enabled:
+            writer = async_client(self.url, self._writer_options, cluster=False)
+        return client, reader, writer
 
     # ---------------------------------------------------------------- helpers
     def _check_open(self) -> None:
@@ -764,6 +954,15 @@ class RedisStore(StoreDefaults):
     @property
     def _follower(self) -> Any:
         return self._path.follower if isinstance(self._path, MirrorPath) else None
+
+
+def _pool_client(client: Any, overrides: dict[str, Any]) -> Any:
+    """A new ``redis.Redis`` on a pool like ``client``'s (same class, options, TLS, auth),
+    with ``overrides`` (another host, other timeouts)."""
+    redis = redis_module()
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, **overrides}
+    return redis.Redis(connection_pool=type(pool)(pool.connection_class, **kwargs))
 
 
 def _check_where(scope: object, metadata_key: object, values: object) -> None:

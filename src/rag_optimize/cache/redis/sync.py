@@ -4,9 +4,14 @@ One background thread per store: it loads the namespace (the ``snapshot_page`` s
 ``ZSCAN`` of the LRU set and the index fields of each page, packed; see
 :mod:`~rag_optimize.cache.redis.snapshot`), then tails the ``{ns}:log`` stream with
 ``XREAD BLOCK``, so a change made by any process reaches this one's mirror one round trip
-after it happens. The stream's ``seq`` field increases by exactly one per change; a gap (the
-stream was trimmed past us, the server restarted empty, someone flushed it) or any error
-triggers a full reload once Redis answers again. The same thread sweeps expired entries.
+after it happens. The stream's ``seq`` field increases by exactly one per change, and each
+event names the log id of the one before (``prev``); a gap (the stream was trimmed past us,
+the server restarted empty, someone flushed it), an event that does not follow the last one
+applied (another history: a replica promoted by a failover had not received the old
+master's last changes and numbered its own the same) or any error triggers a full reload
+once Redis answers again. After a reload caused by an error or another history, this
+process's changes made during the load are replayed as unnumbered (their numbers may come
+from either history). The same thread sweeps expired entries.
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class ChangeFollower:
         self._last_id: bytes = b"0-0"
         self._seq = 0
         self._need_load = True
+        self._renumber = False  # the next load may meet another history: replay unnumbered
         self._last_ok = float("-inf")
         self._next_sweep = 0.0
         self.loads = 0
@@ -144,6 +150,7 @@ class ChangeFollower:
                 continue
             except Exception as exc:  # noqa: BLE001 - any backend trouble: retry, reload
                 self._need_load = True
+                self._renumber = True  # e.g. a failover: the next server may number anew
                 self._breaker.failure()
                 self._incidents.failure(exc)
                 self._stop.wait(pause)
@@ -173,7 +180,9 @@ class ChangeFollower:
             if cursor in (b"0", 0, "0"):
                 break
         head = int(seq_raw or 0)
-        self._mirror.replace(snapshot, head, counter_reset=head < self._seq)  # releases it
+        reset = head < self._seq or self._renumber
+        self._mirror.replace(snapshot, head, counter_reset=reset)  # releases it
+        self._renumber = False
         self._set_dim(dim)
         with self._progress:
             self._seq = head
@@ -241,6 +250,13 @@ class ChangeFollower:
             seq = int(fields.get(b"seq", b"0"))
             if seq != self._seq + 1:
                 raise _Gap(f"change log jumped from {self._seq} to {seq}")
+            prev = fields.get(b"prev")
+            if prev is not None and self._last_id != b"0-0" and prev != self._last_id:
+                self._renumber = True
+                raise _Gap(
+                    f"change {seq} follows log id {prev!r}, not {self._last_id!r}: "
+                    "another history (a failover?)"
+                )
             self._apply(fields, states, seq)
             self._seq = seq
             self._last_id = event_id

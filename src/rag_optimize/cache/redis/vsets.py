@@ -389,7 +389,7 @@ class VectorSetPath:
             f"{_SEARCH_EF_MIN}:{_SEARCH_EF_MAX}:{_SEARCH_EF_FROM}:{_SEARCH_EF_PER}",
             partition, exact,
         )
-        return Script(SEARCH, (self.keys.lru(sd),), args)
+        return Script(SEARCH, (self.keys.lru(sd),), args, read=True)
 
     def _candidates(
         self,
@@ -498,7 +498,9 @@ class VectorSetPath:
     def _fetch_in(
         self, sd: str, hid: str, now: float, report: StoreReport | None
     ) -> Plan[CacheEntry | None]:
-        raw = yield Script(FETCH, (self.keys.lru(sd),), (self.keys.prefix(sd), 0, hid, repr(now)))
+        raw = yield Script(
+            FETCH, (self.keys.lru(sd),), (self.keys.prefix(sd), 0, hid, repr(now)), read=True
+        )
         return (yield from self._entry_from(sd, hid, raw, now, report))
 
     def _entry_from(
@@ -527,7 +529,7 @@ class VectorSetPath:
         with self._lock:
             sd = self._where.get(hid)
         if sd is None:
-            raw = yield Command(("HGET", self.keys.ids, hid))
+            raw = yield Command(("HGET", self.keys.ids, hid), read=True)
             sd = raw.decode() if raw else None
         return sd
 
