@@ -49,15 +49,16 @@ def test_a_multi_page_load_gives_a_new_replica_exactly_the_writers_entries(
     assert reader._follower.loads == 1 and len(reader._mirror) == 2600
     mine, theirs = writer._mirror, reader._mirror
     assert sorted(theirs._tables) == sorted(mine._tables)  # one table per scope and partition
-    for hid, info in mine._info.items():
-        got = theirs._info[hid]
+    for hid in mine.ids():
+        info, got = mine.info(hid), theirs.info(hid)
+        assert info is not None and got is not None
         assert (got.scope, got.partition, got.expires_at, got.threshold) == (
             info.scope, info.partition, info.expires_at, info.threshold
         )
     for slot, table in mine._tables.items():
         other = theirs._tables[slot]
-        assert sorted(other.ids()) == sorted(table.ids())
-        for hid in table.ids()[:50]:
+        assert sorted(other.table_ids()) == sorted(table.table_ids())
+        for hid in table.table_ids()[:50]:
             assert np.array_equal(other.vector(hid), table.vector(hid))
     for i in (0, 1, 2, 997, 1000, 2599):
         query = _vec(f"question {i}")
@@ -101,7 +102,7 @@ def test_every_kind_of_bad_entry_is_skipped_and_counted_by_the_load(
     raw.set(key, b"\x80\x04pickle?")
 
     reader = make_mirror_store()
-    assert sorted(reader._mirror._info) == sorted(hex_id(e.id) for e in good)
+    assert sorted(reader._mirror.ids()) == sorted(hex_id(e.id) for e in good)
     assert reader.drain_report().corrupt == len(bad) + 1
     assert reader._follower.loads == 1 and not reader._follower.failing
     for entry in good:
