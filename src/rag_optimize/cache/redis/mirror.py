@@ -165,6 +165,12 @@ class LocalMirror:
         with self._lock:
             return list(self._where)
 
+    def scope_ids(self, scope: str) -> list[str]:
+        """The ids held for ``scope`` (every partition)."""
+        with self._lock:
+            return [hid for slot, table in self._tables.items() if slot[0] == scope
+                    for hid in table.table_ids()]
+
     def info(self, hid: str) -> _Info | None:
         """What the mirror holds about ``hid`` (``None`` if nothing)."""
         with self._lock:

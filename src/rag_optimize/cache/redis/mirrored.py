@@ -54,6 +54,7 @@ from rag_optimize.cache.redis.scripts import (
     DELETE_WHERE,
     FETCH,
     INVALIDATE,
+    INVALIDATE_IDS,
     PUT,
     VECTORS,
 )
@@ -258,12 +259,24 @@ class MirrorPath:
 
     def invalidate(self, scope: str) -> Plan[int]:
         sd = scope_digest(scope)
+        held = self.mirror.scope_ids(scope)  # what this process knew of the scope before
         total, seq = 0, None
         for _ in range(_MAX_ROUNDS):
             removed, left, seq = yield self._script(INVALIDATE, sd, _CHUNK)
             total += int(removed)
             if not int(left):
                 break
+        # Second pass over the entries the mirror held: the scope set alone is not enough
+        # when it is gone while its entries are not (Redis evicts any key under an allkeys-*
+        # maxmemory policy): without this pass those answers were still served after
+        # invalidate (tests/test_redis_store_faults.py). Only entries that still exist and
+        # belong to the scope are removed (and announced).
+        for lo in range(0, len(held), _CHUNK):
+            chunk = held[lo : lo + _CHUNK]
+            removed, dseq = yield self._script(INVALIDATE_IDS, sd, *chunk)
+            total += int(removed)
+            if int(removed):
+                self.mirror.remove(chunk, _seq(dseq))
         # entries of the scope written since (by any process) stay
         self.mirror.drop_scope(scope, _seq(seq))
         return total
