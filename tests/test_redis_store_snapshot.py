@@ -214,3 +214,43 @@ def test_an_id_read_twice_by_the_scan_keeps_its_later_state_once() -> None:
     assert np.array_equal(snapshot.matrix, np.stack([a, c, c]))
     assert snapshot.slots == [("", ""), ("t", "")]
     assert snapshot.expires == [None, 123.5, None] and snapshot.thresholds == [None, None, None]
+
+
+def test_an_async_lookup_during_the_load_waits_off_the_event_loop_and_is_counted(
+    make_mirror_store: MakeStore, clock: FakeClock, gated_load: threading.Event,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``aget`` on a replica still loading: the wait for the load never blocks the event
+    loop (every other task would stall with it), and past ``startup_wait_ms`` the lookup is
+    a counted store error, never a silent miss; once loaded it hits."""
+    import asyncio
+
+    stored_then_held(make_mirror_store, clock, gated_load)
+    store = make_mirror_store(startup_wait_ms=50)
+    cache = new_cache(store, clock)
+    blocking_waits: list[float] = []
+    real = ChangeFollower.wait_loaded
+
+    def recorded(self: ChangeFollower, timeout: float) -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a worker thread: waiting there is what should happen
+            pass
+        else:
+            if timeout > 0:
+                blocking_waits.append(timeout)
+        return real(self, timeout)
+
+    monkeypatch.setattr(ChangeFollower, "wait_loaded", recorded)
+
+    async def lookup() -> Any:
+        return await cache.aget("how can I reset my password quickly")
+
+    assert asyncio.run(lookup()) is None
+    assert cache.stats.store_errors == 1  # counted
+    assert blocking_waits == []  # every wait for the load ran off the event loop
+    gated_load.set()
+    assert store.wait_synced()
+    similar = asyncio.run(lookup())
+    assert similar is not None and not similar.exact and similar.response == "Settings > Security"
+    assert cache.stats.store_errors == 1

@@ -142,11 +142,14 @@ class MirrorPath:
 
     # ------------------------------------------------------------------ lookups
     def local_search(
-        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = ""
+        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = "",
+        *, wait: bool = True,
     ) -> list[Candidate]:
         """Nearest entries from the mirror; waits for its first load at most
-        ``startup_wait_ms``, then fails loudly (a :class:`StoreError`) instead of missing."""
-        if not self.follower.wait_loaded(self.options.startup_wait_ms / 1000):
+        ``startup_wait_ms`` (not at all with ``wait=False``: the async driver waited off the
+        event loop already), then fails loudly (a :class:`StoreError`) instead of missing."""
+        timeout = self.options.startup_wait_ms / 1000 if wait else 0.0
+        if not self.follower.wait_loaded(timeout):
             raise StoreError(
                 f"the local mirror of namespace {self.shared.namespace!r} is still loading "
                 f"after startup_wait_ms={self.options.startup_wait_ms:g}"
@@ -157,15 +160,17 @@ class MirrorPath:
         return self.mirror.search(scope, vector, k, now, partition)
 
     def search(
-        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = ""
+        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = "",
+        *, wait: bool = True,
     ) -> Plan[list[Candidate]]:
         """Nearest entries from the mirror. With ``storage="int8"`` the mirror's scores are
         approximate (within about 1e-3), so its ``k + 4`` best are rescored exactly from the
         float32 vectors in Redis (one round trip) and the ``k`` best of those returned:
-        quantization can cost a candidate, never a decision. ``float32``: no round trip."""
+        quantization can cost a candidate, never a decision. ``float32``: no round trip.
+        ``wait``: as :meth:`local_search`."""
         if self.options.storage == "float32":
-            return self.local_search(scope, vector, k, now, partition)
-        found = self.local_search(scope, vector, k + _RESCORE_EXTRA, now, partition)
+            return self.local_search(scope, vector, k, now, partition, wait=wait)
+        found = self.local_search(scope, vector, k + _RESCORE_EXTRA, now, partition, wait=wait)
         if not found:
             return []
         blobs = yield self._script(VECTORS, *(c.entry_id for c in found))
