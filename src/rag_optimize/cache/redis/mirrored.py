@@ -52,6 +52,7 @@ from rag_optimize.cache.redis.scripts import (
     CLEARED,
     DELETE,
     DELETE_WHERE,
+    DELETE_WHERE_IDS,
     FETCH,
     INVALIDATE,
     INVALIDATE_IDS,
@@ -303,6 +304,17 @@ class MirrorPath:
             total += len(hids)
             if cursor in (b"0", 0, "0"):
                 break
+        # Second pass over the entries the mirror still holds (as invalidate's): the set
+        # scanned above (the scope's, or the LRU set) can be gone while its entries are not.
+        held = self.mirror.ids() if scope is None else self.mirror.scope_ids(scope)
+        for lo in range(0, len(held), _CHUNK):
+            ids, seq = yield self._script(
+                DELETE_WHERE_IDS, sd, metadata_key, len(values), *values, *held[lo : lo + _CHUNK]
+            )
+            if ids:
+                hids = [i.decode() for i in ids]
+                self.mirror.remove(hids, _seq(seq))
+                total += len(hids)
         return total
 
     def clear(self) -> Plan[None]:

@@ -204,6 +204,27 @@ if #ids > 0 then seq = emit('del', ids) end
 return {reply[1], ids, seq}
 """
 
+# ARGV: P, MAXLEN, sd|'', metadata_key, number of values, value, ..., id, ...
+# -> {removed ids, seq|false}: delete_where's second pass over the ids a mirror holds (the
+# set the first pass scanned can be gone while its entries are not, e.g. evicted)
+_DELETE_WHERE_IDS = META_MATCHES + r"""
+local sd, mkey, nv = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local wanted = {}
+for i = 6, 5 + nv do wanted[ARGV[i]] = true end
+local ids = {}
+for i = 6 + nv, #ARGV do
+  local id = ARGV[i]
+  local k = ekey(id)
+  if (sd == '' or hget(k, 'sd') == sd) and meta_matches(k, mkey, wanted) then
+    remove(id)
+    ids[#ids + 1] = id
+  end
+end
+local seq = false
+if #ids > 0 then seq = emit('del', ids) end
+return {ids, seq}
+"""
+
 # ARGV: P, MAXLEN, id, ... -> the float32 vector blob of each entry (false: gone or foreign);
 # a read only (int8 mirror candidates are rescored from these)
 _VECTORS = r"""
@@ -325,6 +346,7 @@ SWEEP = _script("sweep", _SWEEP)
 INVALIDATE = _script("invalidate", _INVALIDATE)
 INVALIDATE_IDS = _script("invalidate_ids", _INVALIDATE_IDS)
 DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
+DELETE_WHERE_IDS = _script("delete_where_ids", _DELETE_WHERE_IDS)
 CLEARED = _script("cleared", _CLEARED)
 HEAD = _script("head", _HEAD)
 VECTORS = _script("vectors", _VECTORS)
