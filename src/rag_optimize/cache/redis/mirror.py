@@ -135,7 +135,8 @@ class LocalMirror:
     Memory: per entry the mirror holds its vector (float32, or int8 plus a scale), its
     binary code (48 bytes at dim 384, once a table is big enough for codes), one dict entry
     from its id string to a small int handle, and 24 bytes of numpy columns (measured in
-    BENCHMARKS.md, issue 14: float32 about 1.15x the raw vectors, int8 about 0.45x).
+    BENCHMARKS.md, issue 14: replica RSS 1.19x the raw vectors with float32, 0.48x with int8;
+    it was 1.24x / 0.55x with an object and two dict entries per entry).
 
     Every change takes ``seq``, the number the change got in Redis (``None`` if Redis could
     not number it: the change log refused a write, see :mod:`scripts`); see the module

@@ -15,7 +15,13 @@ serves one Redis (or one slot of a cluster), and a least-privilege ACL user need
 Until the first load of the mirror finishes, a semantic lookup waits for it at most
 ``startup_wait_ms``; past that it is a counted, logged store error, never a silent miss;
 exact lookups always ask Redis, so they hit during the load too. The load reads packed pages
-(:mod:`~rag_optimize.cache.redis.snapshot`): a 100k-entry namespace in about 2 s here.
+(:mod:`~rag_optimize.cache.redis.snapshot`), one page ahead in a helper thread: a 100k-entry
+namespace in 3-6 s on this 2-core machine at load 9-14 (most of it the server's Lua reading
+each entry's hash; BENCHMARKS.md, issue 14).
+
+Invalidation (``invalidate`` by scope or by source) makes a second pass over the ids the
+mirror holds, because the set the first pass walks (a scope's id set, or the LRU set) can be
+gone while its entries are not: under an ``allkeys-*`` ``maxmemory`` policy Redis evicts any key.
 """
 
 from __future__ import annotations
