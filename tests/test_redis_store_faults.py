@@ -334,7 +334,13 @@ def test_allkeys_lru_evicting_the_stores_keys_gives_no_error_and_no_wrong_answer
                         for text in (f"question number {j}", f"question number {j} please"):
                             hit = reader.get(text, scope=scope)
                             hits += hit is not None
-                            wrong += hit is not None and hit.response != f"{scope}-{j}"
+                            # (a semantic hit may be a neighbour whose own entry survived:
+                            # right if it is that entry's answer, in this scope)
+                            wrong += hit is not None and (
+                                hit.scope != scope
+                                or hit.response != f"{scope}-{hit.matched_query.split()[-1]}"
+                                or (hit.exact and hit.response != f"{scope}-{j}")
+                            )
         assert int(raw.info("stats")["evicted_keys"]) > 100  # the scenario really happened
         assert hits > 0 and wrong == 0
         for cache in (writer, reader):
