@@ -23,17 +23,36 @@ from rag_optimize import (
 )
 from rag_optimize.cache.redis.options import ConnectionOptions, MirrorOptions
 from tests.conftest import FakeClock
-from tests.redis_server import ROOT, RedisServer, any_server, namespace, redis_server  # noqa: F401
+from tests.redis_server import (  # noqa: F401
+    REDIS_BIN,
+    ROOT,
+    RedisServer,
+    any_server,
+    namespace,
+    redis_server,
+)
 
 DIM = 64
 
 
+@pytest.fixture(params=["auto", "mirror"])
+def search(request: pytest.FixtureRequest, any_server: RedisServer) -> str:  # noqa: F811
+    """``"auto"`` on each server kind, and the mirror path forced on Redis 8.2 too (the path
+    for servers without search must hold on a new server as well)."""
+    if request.param == "mirror" and any_server.binary == REDIS_BIN:
+        pytest.skip("Redis 7 takes the mirror path anyway")
+    return str(request.param)
+
+
 @pytest.fixture
-def stores(any_server: RedisServer, namespace: str, clock: FakeClock) -> Iterator[Any]:  # noqa: F811
+def stores(
+    any_server: RedisServer, namespace: str, clock: FakeClock, search: str  # noqa: F811
+) -> Iterator[Any]:
     made: list[RedisStore] = []
 
     def make(**options: Any) -> RedisStore:
         options.setdefault("clock", clock)
+        options.setdefault("search", search)
         store = RedisStore(any_server.url, namespace, **options)
         made.append(store)
         return store
@@ -59,10 +78,13 @@ def test_constructor_does_no_io_and_starts_no_thread(clock: FakeClock) -> None:
     store.close()
 
 
-def test_start_picks_the_path_by_server_kind(stores: Any, any_server: RedisServer) -> None:  # noqa: F811
+def test_start_picks_the_path_by_server_kind(
+    stores: Any, any_server: RedisServer, search: str  # noqa: F811
+) -> None:
     store = stores().start()
     assert store.server is not None
-    assert store.search_path == ("server" if store.server.vector_sets else "mirror")
+    server_side = store.server.vector_sets and search == "auto"
+    assert store.search_path == ("server" if server_side else "mirror")
     assert store.status()["search_path"] == store.search_path
     if not store.server.vector_sets:
         with pytest.raises(ConfigurationError, match="vector sets"):
@@ -247,3 +269,110 @@ def test_deep_json_answer_is_refused_at_set(stores: Any, clock: FakeClock) -> No
     with pytest.raises(TypeError, match="JSON"):
         cache.set("too deep to store", deep)
     assert cache.get("too deep to store") is None
+
+
+def test_invalidate_removes_a_scope_whose_index_key_was_evicted(
+    stores: Any, clock: FakeClock, any_server: RedisServer  # noqa: F811
+) -> None:
+    """Under an ``allkeys-*`` maxmemory policy Redis may evict any key, the scope's index
+    (the set of its entry ids) too, while its entry hashes stay: ``invalidate(scope)`` must
+    still remove every answer of the scope (and nothing of another scope)."""
+    from rag_optimize.cache.redis.codec import Keys, scope_digest
+
+    store = stores().start()
+    if store.search_path == "server":
+        pytest.skip("the mirror path's scope set (the server path keeps a per-scope LRU)")
+    cache = new_cache(store, clock)
+    for i in range(30):
+        assert cache.set(f"question number {i}", f"A-{i}", scope="A")
+        assert cache.set(f"question number {i}", f"B-{i}", scope="B")
+    assert store.wait_synced(5.0)
+    raw = any_server.client()
+    assert raw.delete(Keys(store.namespace).scope(scope_digest("A"))) == 1  # as evicted
+    assert cache.invalidate("A") == 30
+    reader = new_cache(stores().start(), clock)  # another process's view, loaded afresh
+    for view in (cache, reader):
+        for i in range(30):
+            assert view.get(f"question number {i}", scope="A") is None
+            hit = view.get(f"question number {i}", scope="B")
+            assert hit is not None and hit.response == f"B-{i}"
+    assert cache.stats.store_errors == 0 and reader.stats.store_errors == 0
+
+
+@pytest.mark.parametrize("binary", ["redis7", "redis8"])
+def test_allkeys_lru_evicting_the_stores_keys_gives_no_error_and_no_wrong_answer(
+    binary: str, clock: FakeClock, namespace: str  # noqa: F811
+) -> None:
+    """A Redis at ``maxmemory`` with ``allkeys-lru`` evicts entry hashes under the store,
+    and may evict its index keys too (simulated by deleting the change log, its counter,
+    the LRU set and the dimension mid-run): lookups stay answers of their own scope and
+    question or misses; no exception reaches the caller. The mirror path on both servers."""
+    from tests.redis_server import redis8_bin
+
+    server = RedisServer(
+        binary=REDIS_BIN if binary == "redis7" else redis8_bin(),
+        extra_args=["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"],
+    ).start()
+    try:
+        raw = server.client()
+        keys = [f"{{{namespace}}}:{name}" for name in ("log", "seq", "lru", "dim")]
+
+        def store() -> RedisStore:
+            return RedisStore(server.url, namespace, clock=clock, timeout_ms=2000,
+                              max_entries=None, search="mirror").start()
+
+        writer, reader = new_cache(store(), clock), new_cache(store(), clock)
+        wrong = hits = 0
+        for i in range(700):
+            for scope in ("A", "B"):
+                writer.set(f"question number {i}", f"{scope}-{i}", scope=scope)
+            if i % 120 == 60:  # an index key "evicted"
+                raw.delete(keys[(i // 120) % len(keys)])
+            if i % 100 == 99:
+                for j in range(i - 99, i + 1, 5):
+                    for scope in ("A", "B"):
+                        for text in (f"question number {j}", f"question number {j} please"):
+                            hit = reader.get(text, scope=scope)
+                            hits += hit is not None
+                            # (a semantic hit may be a neighbour whose own entry survived:
+                            # right if it is that entry's answer, in this scope)
+                            wrong += hit is not None and (
+                                hit.scope != scope
+                                or hit.response != f"{scope}-{hit.matched_query.split()[-1]}"
+                                or (hit.exact and hit.response != f"{scope}-{j}")
+                            )
+        assert int(raw.info("stats")["evicted_keys"]) > 100  # the scenario really happened
+        assert hits > 0 and wrong == 0
+        for cache in (writer, reader):
+            cache.store.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("evicted", ["lru", "scope"])
+def test_invalidate_by_source_removes_answers_whose_index_key_was_evicted(
+    evicted: str, stores: Any, clock: FakeClock, any_server: RedisServer  # noqa: F811
+) -> None:
+    """``invalidate(source_ids=...)`` scans the LRU set (or, with a scope, the scope's set):
+    with that key evicted while the entries stay, the matching answers must still go."""
+    from rag_optimize.cache.redis.codec import Keys, scope_digest
+
+    store = stores().start()
+    if store.search_path == "server":
+        pytest.skip("the mirror path's index keys (the server path keeps a per-scope LRU)")
+    cache = new_cache(store, clock)
+    for i in range(30):
+        source = "doc-1" if i % 2 else "doc-2"
+        assert cache.set(f"question number {i}", f"A-{i}", scope="A",
+                         metadata={"source_ids": [source]})
+    assert store.wait_synced(5.0)
+    keys = Keys(store.namespace)
+    raw = any_server.client()
+    assert raw.delete(keys.lru if evicted == "lru" else keys.scope(scope_digest("A"))) == 1
+    scope = None if evicted == "lru" else "A"
+    assert cache.invalidate(scope, source_ids=["doc-1"]) == 15
+    reader = new_cache(stores().start(), clock)
+    for view in (cache, reader):
+        for i in range(30):
+            hit = view.get(f"question number {i}", scope="A")
+            assert (hit is None) if i % 2 else (hit is not None and hit.response == f"A-{i}")

@@ -124,7 +124,7 @@ def test_writes_during_a_snapshot_load_survive_the_swap(
     assert hex_id(late.id) in store._mirror and hex_id(kept.id) in store._mirror
     assert hex_id(doomed.id) not in store._mirror
     follower._tail()  # events after the snapshot's head: the same changes again
-    assert sorted(store._mirror._info) == sorted([hex_id(kept.id), hex_id(late.id)])
+    assert sorted(store._mirror.ids()) == sorted([hex_id(kept.id), hex_id(late.id)])
 
 
 def test_a_fetch_that_found_nothing_keeps_an_entry_written_meanwhile(
@@ -191,7 +191,7 @@ def test_own_writes_are_seen_at_once_while_the_log_and_reloads_race(
     assert violations == []
     assert store.wait_synced()
     held = {m.decode() for m, _ in store._client.zscan_iter("{" + store.namespace + "}:lru")}
-    assert set(store._mirror._info) == held  # converged to exactly what Redis holds
+    assert set(store._mirror.ids()) == held  # converged to exactly what Redis holds
 
 
 def test_an_int8_mirror_scores_exactly_like_a_float32_one(

@@ -49,15 +49,16 @@ def test_a_multi_page_load_gives_a_new_replica_exactly_the_writers_entries(
     assert reader._follower.loads == 1 and len(reader._mirror) == 2600
     mine, theirs = writer._mirror, reader._mirror
     assert sorted(theirs._tables) == sorted(mine._tables)  # one table per scope and partition
-    for hid, info in mine._info.items():
-        got = theirs._info[hid]
+    for hid in mine.ids():
+        info, got = mine.info(hid), theirs.info(hid)
+        assert info is not None and got is not None
         assert (got.scope, got.partition, got.expires_at, got.threshold) == (
             info.scope, info.partition, info.expires_at, info.threshold
         )
     for slot, table in mine._tables.items():
         other = theirs._tables[slot]
-        assert sorted(other.ids()) == sorted(table.ids())
-        for hid in table.ids()[:50]:
+        assert sorted(other.table_ids()) == sorted(table.table_ids())
+        for hid in table.table_ids()[:50]:
             assert np.array_equal(other.vector(hid), table.vector(hid))
     for i in (0, 1, 2, 997, 1000, 2599):
         query = _vec(f"question {i}")
@@ -101,7 +102,7 @@ def test_every_kind_of_bad_entry_is_skipped_and_counted_by_the_load(
     raw.set(key, b"\x80\x04pickle?")
 
     reader = make_mirror_store()
-    assert sorted(reader._mirror._info) == sorted(hex_id(e.id) for e in good)
+    assert sorted(reader._mirror.ids()) == sorted(hex_id(e.id) for e in good)
     assert reader.drain_report().corrupt == len(bad) + 1
     assert reader._follower.loads == 1 and not reader._follower.failing
     for entry in good:
@@ -213,3 +214,43 @@ def test_an_id_read_twice_by_the_scan_keeps_its_later_state_once() -> None:
     assert np.array_equal(snapshot.matrix, np.stack([a, c, c]))
     assert snapshot.slots == [("", ""), ("t", "")]
     assert snapshot.expires == [None, 123.5, None] and snapshot.thresholds == [None, None, None]
+
+
+def test_an_async_lookup_during_the_load_waits_off_the_event_loop_and_is_counted(
+    make_mirror_store: MakeStore, clock: FakeClock, gated_load: threading.Event,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``aget`` on a replica still loading: the wait for the load never blocks the event
+    loop (every other task would stall with it), and past ``startup_wait_ms`` the lookup is
+    a counted store error, never a silent miss; once loaded it hits."""
+    import asyncio
+
+    stored_then_held(make_mirror_store, clock, gated_load)
+    store = make_mirror_store(startup_wait_ms=50)
+    cache = new_cache(store, clock)
+    blocking_waits: list[float] = []
+    real = ChangeFollower.wait_loaded
+
+    def recorded(self: ChangeFollower, timeout: float) -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a worker thread: waiting there is what should happen
+            pass
+        else:
+            if timeout > 0:
+                blocking_waits.append(timeout)
+        return real(self, timeout)
+
+    monkeypatch.setattr(ChangeFollower, "wait_loaded", recorded)
+
+    async def lookup() -> Any:
+        return await cache.aget("how can I reset my password quickly")
+
+    assert asyncio.run(lookup()) is None
+    assert cache.stats.store_errors == 1  # counted
+    assert blocking_waits == []  # every wait for the load ran off the event loop
+    gated_load.set()
+    assert store.wait_synced()
+    similar = asyncio.run(lookup())
+    assert similar is not None and not similar.exact and similar.response == "Settings > Security"
+    assert cache.stats.store_errors == 1

@@ -39,8 +39,9 @@ from tests.redis_server import (  # noqa: F401
 
 DIM = 64
 EMBEDDER = HashingEmbedder(dim=DIM)
-# "redis": plain Redis 7 (the mirror path); "redis8": Redis 8.2 vector sets (server-side path)
-KINDS = ["memory-exact", "memory-ann", "redis", "redis8"]
+# "redis": plain Redis 7 (the mirror path); "redis8": Redis 8.2 vector sets (server-side path);
+# "redis8-mirror": Redis 8.2 with the mirror path forced (``search="mirror"``)
+KINDS = ["memory-exact", "memory-ann", "redis", "redis8", "redis8-mirror"]
 MODES = ["sync", "async"]
 
 
@@ -90,13 +91,16 @@ def make_store(
 
     def make(max_entries: int | None = 100) -> Driven:
         store: Any
-        if kind in ("redis", "redis8"):
+        if kind in ("redis", "redis8", "redis8-mirror"):
             fixture = "redis_server" if kind == "redis" else "redis8_server"
             server: RedisServer = request.getfixturevalue(fixture)
             ns = request.getfixturevalue("namespace") + f"-{len(made)}"
             # 1 s timeouts: a loaded test machine is not an outage (outages have their tests)
             store = RedisStore(server.url, ns, max_entries=max_entries, clock=clock,
-                               timeout_ms=1000)
+                               timeout_ms=1000,
+                               search="mirror" if kind == "redis8-mirror" else "auto")
+            if kind == "redis8-mirror":
+                assert store.start().search_path == "mirror"
         else:
             store = InMemoryStore(max_entries, index="ann" if kind == "memory-ann" else "exact")
         made.append(store)

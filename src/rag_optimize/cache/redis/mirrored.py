@@ -15,7 +15,13 @@ serves one Redis (or one slot of a cluster), and a least-privilege ACL user need
 Until the first load of the mirror finishes, a semantic lookup waits for it at most
 ``startup_wait_ms``; past that it is a counted, logged store error, never a silent miss;
 exact lookups always ask Redis, so they hit during the load too. The load reads packed pages
-(:mod:`~rag_optimize.cache.redis.snapshot`): a 100k-entry namespace in about 2 s here.
+(:mod:`~rag_optimize.cache.redis.snapshot`), one page ahead in a helper thread: a 100k-entry
+namespace in 3-6 s on this 2-core machine at load 9-14 (most of it the server's Lua reading
+each entry's hash; BENCHMARKS.md, issue 14).
+
+Invalidation (``invalidate`` by scope or by source) makes a second pass over the ids the
+mirror holds, because the set the first pass walks (a scope's id set, or the LRU set) can be
+gone while its entries are not: under an ``allkeys-*`` ``maxmemory`` policy Redis evicts any key.
 """
 
 from __future__ import annotations
@@ -52,8 +58,10 @@ from rag_optimize.cache.redis.scripts import (
     CLEARED,
     DELETE,
     DELETE_WHERE,
+    DELETE_WHERE_IDS,
     FETCH,
     INVALIDATE,
+    INVALIDATE_IDS,
     PUT,
     VECTORS,
 )
@@ -143,11 +151,14 @@ class MirrorPath:
 
     # ------------------------------------------------------------------ lookups
     def local_search(
-        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = ""
+        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = "",
+        *, wait: bool = True,
     ) -> list[Candidate]:
         """Nearest entries from the mirror; waits for its first load at most
-        ``startup_wait_ms``, then fails loudly (a :class:`StoreError`) instead of missing."""
-        if not self.follower.wait_loaded(self.options.startup_wait_ms / 1000):
+        ``startup_wait_ms`` (not at all with ``wait=False``: the async driver waited off the
+        event loop already), then fails loudly (a :class:`StoreError`) instead of missing."""
+        timeout = self.options.startup_wait_ms / 1000 if wait else 0.0
+        if not self.follower.wait_loaded(timeout):
             raise StoreError(
                 f"the local mirror of namespace {self.shared.namespace!r} is still loading "
                 f"after startup_wait_ms={self.options.startup_wait_ms:g}"
@@ -158,15 +169,17 @@ class MirrorPath:
         return self.mirror.search(scope, vector, k, now, partition)
 
     def search(
-        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = ""
+        self, scope: str, vector: FloatVector, k: int, now: float, partition: str = "",
+        *, wait: bool = True,
     ) -> Plan[list[Candidate]]:
         """Nearest entries from the mirror. With ``storage="int8"`` the mirror's scores are
         approximate (within about 1e-3), so its ``k + 4`` best are rescored exactly from the
         float32 vectors in Redis (one round trip) and the ``k`` best of those returned:
-        quantization can cost a candidate, never a decision. ``float32``: no round trip."""
+        quantization can cost a candidate, never a decision. ``float32``: no round trip.
+        ``wait``: as :meth:`local_search`."""
         if self.options.storage == "float32":
-            return self.local_search(scope, vector, k, now, partition)
-        found = self.local_search(scope, vector, k + _RESCORE_EXTRA, now, partition)
+            return self.local_search(scope, vector, k, now, partition, wait=wait)
+        found = self.local_search(scope, vector, k + _RESCORE_EXTRA, now, partition, wait=wait)
         if not found:
             return []
         blobs = yield self._script(VECTORS, *(c.entry_id for c in found), read=True)
@@ -264,12 +277,24 @@ class MirrorPath:
 
     def invalidate(self, scope: str) -> Plan[int]:
         sd = scope_digest(scope)
+        held = self.mirror.scope_ids(scope)  # what this process knew of the scope before
         total, seq = 0, None
         for _ in range(_MAX_ROUNDS):
             removed, left, seq = yield self._script(INVALIDATE, sd, _CHUNK)
             total += int(removed)
             if not int(left):
                 break
+        # Second pass over the entries the mirror held: the scope set alone is not enough
+        # when it is gone while its entries are not (Redis evicts any key under an allkeys-*
+        # maxmemory policy): without this pass those answers were still served after
+        # invalidate (tests/test_redis_store_faults.py). Only entries that still exist and
+        # belong to the scope are removed (and announced).
+        for lo in range(0, len(held), _CHUNK):
+            chunk = held[lo : lo + _CHUNK]
+            removed, dseq = yield self._script(INVALIDATE_IDS, sd, *chunk)
+            total += int(removed)
+            if int(removed):
+                self.mirror.remove(chunk, _seq(dseq))
         # entries of the scope written since (by any process) stay
         self.mirror.drop_scope(scope, _seq(seq))
         return total
@@ -291,6 +316,17 @@ class MirrorPath:
             total += len(hids)
             if cursor in (b"0", 0, "0"):
                 break
+        # Second pass over the entries the mirror still holds (as invalidate's): the set
+        # scanned above (the scope's, or the LRU set) can be gone while its entries are not.
+        held = self.mirror.ids() if scope is None else self.mirror.scope_ids(scope)
+        for lo in range(0, len(held), _CHUNK):
+            ids, seq = yield self._script(
+                DELETE_WHERE_IDS, sd, metadata_key, len(values), *values, *held[lo : lo + _CHUNK]
+            )
+            if ids:
+                hids = [i.decode() for i in ids]
+                self.mirror.remove(hids, _seq(seq))
+                total += len(hids)
         return total
 
     def clear(self) -> Plan[None]:

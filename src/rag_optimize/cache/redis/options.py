@@ -148,16 +148,21 @@ class MirrorOptions:
             a scale per entry: about a quarter of the raw float32; the few candidates of a
             lookup are then rescored exactly from the float32 stored in Redis, in one
             pipelined round trip, so the quantization can cost a missed candidate but never
-            change a decision) or ``"float32"`` (the raw vectors, about 1.2-1.4x their size
-            in RSS; no extra round trip).
+            change a decision) or ``"float32"`` (the raw vectors; no extra round trip).
+            Measured replica RSS at 100k x 384 (BENCHMARKS.md, issue 14): int8 0.48x the
+            raw float32 vectors, float32 1.19x.
         stream_maxlen: approximate length of the change log; a reader further behind reloads.
         sweep_interval_ms: how often this process deletes expired entries from Redis.
         startup_wait_ms: the longest a semantic lookup waits for the first load of the
             mirror (by :meth:`RedisStore.start` or the first lookup); past it the lookup is a
             counted, logged store error (a miss), never a silent one. Exact lookups ask Redis
-            and hit during the load. Measured on a shared 2-core machine: 100k entries at
-            dim 384 load in about 2-3 s (BENCHMARKS.md), so the default covers a namespace
-            of about that size; raise it for bigger ones.
+            and hit during the load. The wait runs off the event loop for async lookups.
+            Measured on a shared 2-core machine: 100k entries at dim 384 load in 3-6 s at
+            load average 9-14 (BENCHMARKS.md), so the default covers a namespace of that size
+            only on a quiet machine. It stays short on purpose (a lookup should not wait
+            longer than the model call a miss costs); to serve no misses from a new
+            replica, call :meth:`RedisStore.wait_synced` (with a longer timeout) before it
+            takes traffic.
     """
 
     staleness_ms: float = 50

@@ -146,6 +146,23 @@ if #ids > 0 then seq = emit('del', ids) end
 return {n, redis.call('SCARD', P .. ':s:' .. sd), seq or counter()}
 """
 
+# ARGV: P, MAXLEN, sd, id, ... -> {removed, seq|false}: removes those of these entries that
+# still exist and belong to scope sd (invalidate's second pass, over the ids a mirror holds:
+# the scope set can be gone while its entries are not, e.g. evicted under allkeys-lru)
+_INVALIDATE_IDS = r"""
+local sd, ids, n = ARGV[3], {}, 0
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  if hget(ekey(id), 'sd') == sd then
+    n = n + remove(id)
+    ids[#ids + 1] = id
+  end
+end
+local seq = false
+if #ids > 0 then seq = emit('del', ids) end
+return {n, seq}
+"""
+
 #: Lua: whether the entry hash ``k`` has ``metadata[mkey]`` equal to, or a list containing, a
 #: value in the set ``wanted`` (bad JSON or another key type: no). Shared by both layouts.
 META_MATCHES = r"""
@@ -190,6 +207,27 @@ end
 local seq = false
 if #ids > 0 then seq = emit('del', ids) end
 return {reply[1], ids, seq}
+"""
+
+# ARGV: P, MAXLEN, sd|'', metadata_key, number of values, value, ..., id, ...
+# -> {removed ids, seq|false}: delete_where's second pass over the ids a mirror holds (the
+# set the first pass scanned can be gone while its entries are not, e.g. evicted)
+_DELETE_WHERE_IDS = META_MATCHES + r"""
+local sd, mkey, nv = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local wanted = {}
+for i = 6, 5 + nv do wanted[ARGV[i]] = true end
+local ids = {}
+for i = 6 + nv, #ARGV do
+  local id = ARGV[i]
+  local k = ekey(id)
+  if (sd == '' or hget(k, 'sd') == sd) and meta_matches(k, mkey, wanted) then
+    remove(id)
+    ids[#ids + 1] = id
+  end
+end
+local seq = false
+if #ids > 0 then seq = emit('del', ids) end
+return {ids, seq}
 """
 
 # ARGV: P, MAXLEN, id, ... -> the float32 vector blob of each entry (false: gone or foreign);
@@ -311,7 +349,9 @@ FETCH = _script("fetch", _FETCH)
 DELETE = _script("delete", _DELETE)
 SWEEP = _script("sweep", _SWEEP)
 INVALIDATE = _script("invalidate", _INVALIDATE)
+INVALIDATE_IDS = _script("invalidate_ids", _INVALIDATE_IDS)
 DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
+DELETE_WHERE_IDS = _script("delete_where_ids", _DELETE_WHERE_IDS)
 CLEARED = _script("cleared", _CLEARED)
 HEAD = _script("head", _HEAD)
 VECTORS = _script("vectors", _VECTORS)

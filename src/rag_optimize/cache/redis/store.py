@@ -534,9 +534,11 @@ class RedisStore(StoreDefaults):
                     path.wait_loaded, self.mirror_options.startup_wait_ms / 1000
                 )
             self._check_healthy()
-            # the mirror's search runs inline (in-process numpy); int8's rescoring is awaited
+            # the mirror's search runs inline (in-process numpy); int8's rescoring is awaited;
+            # wait=False: never wait for the load again on the loop (a counted error instead)
             return await self._adrive(
-                lambda _p: path.search(scope, vector, k, now, partition), lookup=True
+                lambda _p: path.search(scope, vector, k, now, partition, wait=False),
+                lookup=True,
             )
         return await self._adrive(
             lambda p: cast(VectorSetPath, p).search(scope, vector, k, now, partition, report),
