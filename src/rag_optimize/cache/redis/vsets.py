@@ -607,6 +607,30 @@ class VectorSetPath:
                 self._forget(ids)
             if not int(reply[1]):
                 break
+        return total + (yield from self._drop_orphans(sd))
+
+    def _drop_orphans(self, sd: str) -> Plan[int]:
+        """A second pass for :meth:`_drop_scope`: the entries the namespace's id map still
+        names for scope ``sd``. Under an ``allkeys-*`` maxmemory policy Redis may evict the
+        scope's LRU set, which the first pass walks, and leave its entry hashes (still
+        answerable by their exact key); the id map is another key, so they are found here."""
+        total, cursor = 0, 0
+        for _ in range(_MAX_ROUNDS):
+            cursor, pairs = yield Command(("HSCAN", self.keys.ids, cursor, "COUNT", 1000))
+            hids = [
+                (k.decode() if isinstance(k, bytes) else str(k))
+                for k, v in dict(pairs).items()
+                if (v.decode() if isinstance(v, bytes) else str(v)) == sd
+            ]
+            for start in range(0, len(hids), _CHUNK):
+                chunk = hids[start : start + _CHUNK]
+                total += int(
+                    (yield Script(DELETE, (self.keys.lru(sd),), (self.keys.prefix(sd), *chunk)))
+                )
+                yield Command(("HDEL", self.keys.ids, *chunk))
+                self._forget(chunk)
+            if int(cursor) == 0:
+                break
         return total
 
     def delete_where(
