@@ -335,9 +335,14 @@ class RedisSentinelSetup:
                 replicas = self.sentinel(i).sentinel_slaves(self.SERVICE)
                 if len([r for r in replicas if not r["is_sdown"]]) < len(self.replicas):
                     return False
-            return all(
+            linked = all(
                 r.client().info("replication").get("master_link_status") == "up"
                 for r in self.replicas
+            )
+            # the master lists a replica in ROLE only once it has put it online, a moment
+            # after the replica reports its link up
+            return linked and len(self.master.client().execute_command("ROLE")[2]) == len(
+                self.replicas
             )
         except Exception:  # noqa: BLE001 - not up yet
             return False

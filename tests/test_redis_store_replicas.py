@@ -261,3 +261,43 @@ def test_a_user_who_may_not_run_role_or_wait_reads_from_the_master(
             assert cache.stats.store_errors == 0
     finally:
         admin.execute_command("ACL", "DELUSER", "norole")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_replica_that_comes_online_after_the_start_gets_the_lookups(
+    mode: str, namespace: str, clock: FakeClock  # noqa: F811
+) -> None:
+    """A master lists a replica in ROLE only once its sync is done: a store started before
+    that (or while its replica restarts) must move its lookups to the replica once it is
+    listed, without waiting for a change of its own to refresh ROLE."""
+    master = RedisServer().start()
+    replica = None
+    try:
+        with RedisStore(master.url, namespace, clock=clock, read_from_replicas=True,
+                        timeout_ms=2000) as store:
+            cache = new_cache(store, clock)
+            assert cache.set(QUESTION, "two years")
+            assert cache.get(QUESTION) is not None  # read from the master: no replica yet
+            assert store.status()["replicas_online"] == 0
+            replica = RedisServer(
+                extra_args=["--replicaof", "127.0.0.1", str(master.port)]
+            ).start()
+            assert wait_until(
+                lambda: len(master.client().execute_command("ROLE")[2]) == 1, timeout=20.0
+            )
+
+            def on_replica() -> bool:
+                if mode == "sync":
+                    hit = cache.get(QUESTION + " please")
+                else:
+                    hit = asyncio.run(cache.aget(QUESTION + " please"))
+                assert hit is not None and hit.response == "two years"
+                return ro_calls(replica) > 0  # type: ignore[arg-type]
+
+            assert wait_until(on_replica, timeout=20.0, interval=0.1), store.status()
+            assert store.status()["replicas_online"] == 1
+            assert cache.stats.store_errors == 0
+    finally:
+        if replica is not None:
+            replica.stop()
+        master.stop()

@@ -39,6 +39,11 @@ __all__ = ["ReplicaReads", "arun_confirmed", "replica_url", "run_confirmed"]
 
 logger = logging.getLogger("rag_optimize.cache.redis")
 
+#: With no replica online at the master's last ``ROLE``, lookups ask it again this often (a
+#: master lists a replica only once its sync is done, so a store started meanwhile would
+#: otherwise read from the master until its next change).
+ROLE_RECHECK_S = 1.0
+
 
 class ReplicaReads:
     """Where a store's lookups go, and what the replicas confirmed (thread-safe)."""
@@ -56,9 +61,23 @@ class ReplicaReads:
         self._lock = threading.Lock()
         self._counts = {"replica_reads": 0, "replica_fallbacks": 0, "unconfirmed_changes": 0}
         self._incidents = IncidentLog(logger, "Redis replica reads")
+        self._role_asked = time.monotonic()
+        self.role_refused = False  # the user may not run ROLE: never ask again
+
+    def role_due(self) -> bool:
+        """Whether to ask the master's ``ROLE`` again before a lookup: no replica was online
+        at the last answer (a replica still syncing when the store started, or restarting),
+        and it is at least :data:`ROLE_RECHECK_S` old. Changes refresh it anyway."""
+        return (
+            self.enabled
+            and self.expected == 0
+            and not self.role_refused
+            and time.monotonic() - self._role_asked >= ROLE_RECHECK_S
+        )
 
     def online(self, role: Any) -> None:
         """Take the master's ``ROLE`` reply: how many replicas are online, and where."""
+        self._role_asked = time.monotonic()
         if not isinstance(role, (list, tuple)) or len(role) < 3 or _text(role[0]) != "master":
             self.expected, self.address = 0, None
             return

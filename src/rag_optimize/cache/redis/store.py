@@ -663,9 +663,45 @@ class RedisStore(StoreDefaults):
         try:
             return client.execute_command("ROLE")
         except ResponseError as exc:  # e.g. NOPERM for a least-privilege ACL user
-            logger.warning("RedisStore %r reads from the master: ROLE refused (%s)",
-                           self.namespace, exc)
+            self._role_refused(exc)
             return None
+
+    def _role_refused(self, exc: Exception) -> None:
+        self._replicas.role_refused = True
+        logger.warning("RedisStore %r reads from the master: ROLE refused (%s)",
+                       self.namespace, exc)
+
+    def _recheck_replicas(self) -> None:
+        """:meth:`ReplicaReads.role_due`: ask ``ROLE`` again; for a plain master, open the
+        replica client once a replica is listed. A fault here only leaves reads on the
+        master (the lookup that follows meets it, if it lasts)."""
+        try:
+            self._replicas.online(self._role(self._client))
+        except Exception:  # noqa: BLE001 - unreachable master: the lookup reports it
+            self._replicas.online(None)
+            return
+        if self._reader is None and self._sentinel is None:
+            with self._start_lock:
+                if self._reader is None:
+                    self._reader = self._plain_reader(self._client)
+
+    async def _arecheck_replicas(self, client: Any, reader: Any, writer: Any) -> Any:
+        """Async twin of :meth:`_recheck_replicas`; returns this loop's replica client."""
+        from redis.exceptions import ResponseError
+
+        try:
+            role = await client.execute_command("ROLE")
+        except ResponseError as exc:
+            self._role_refused(exc)
+            role = None
+        except Exception:  # noqa: BLE001 - unreachable master: the lookup reports it
+            role = None
+        self._replicas.online(role)
+        address = self._replicas.address
+        if reader is None and self._sentinel is None and address is not None:
+            reader = async_client(replica_url(self.url, *address), self._options, cluster=False)
+            self._aextras[asyncio.get_running_loop()] = (reader, writer)
+        return reader
 
     @property
     def _writer_options(self) -> dict[str, Any]:
@@ -760,6 +796,8 @@ class RedisStore(StoreDefaults):
         started, call = self._start(plan)
         if not started:
             return cast(T, call)
+        if self._replicas.role_due():
+            self._recheck_replicas()
         with self._outcome():
             while True:
                 reply = self._call(call)
@@ -790,6 +828,8 @@ class RedisStore(StoreDefaults):
             self._agenerations[client] = self._pool_generation
             await client.connection_pool.disconnect(inuse_connections=False)
         reader, writer = self._aextras.get(asyncio.get_running_loop(), (None, None))
+        if self._replicas.role_due():
+            reader = await self._arecheck_replicas(client, reader, writer)
         while True:
             reply = await self._acall(client, reader, writer, call)
             try:
