@@ -304,7 +304,10 @@ SERVER_APP = textwrap.dedent(
                 state["produced"] += 1
                 yield f"tok{i} {pad}"
             state["finished"] += 1
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # stopped before the end: cancelled inside the model's await, or closed while
+            # parked at a yield (the queue to the client full; with delay=0 that is where
+            # the generator waits)
             state["cancelled"] += 1
             raise
 
@@ -443,7 +446,7 @@ def test_uvicorn_a_client_that_stops_reading_is_dropped_after_send_timeout(serve
         state = server.wait_until(
             lambda s: s["cancelled"] > 0 and s["open_runs"] == 0, timeout=60
         )
-        assert state["cancelled"] == 1 and state["finished"] == 0
+        assert state["cancelled"] == 1 and state["finished"] == 0, state
         assert state["produced"] < 100000
         assert state["open_runs"] == 0
 
