@@ -275,50 +275,27 @@ def test_invalidate_removes_a_scope_whose_index_key_was_evicted(
     stores: Any, clock: FakeClock, any_server: RedisServer  # noqa: F811
 ) -> None:
     """Under an ``allkeys-*`` maxmemory policy Redis may evict any key, the scope's index
-    (the set of its entry ids) too, while its entry hashes stay: ``invalidate(scope)`` must
-    still remove every answer of the scope (and nothing of another scope)."""
+    too (the mirror path's set of its entry ids, the server path's LRU set), while its entry
+    hashes stay (and answer by their exact key): ``invalidate(scope)`` must still remove
+    every answer of the scope, and nothing of another scope."""
     from rag_optimize.cache.redis.codec import Keys, scope_digest
+    from rag_optimize.cache.redis.vsets import VectorSetKeys
 
     store = stores().start()
-    if store.search_path == "server":
-        pytest.skip("the mirror path's scope set (the server path keeps a per-scope LRU)")
     cache = new_cache(store, clock)
     for i in range(30):
         assert cache.set(f"question number {i}", f"A-{i}", scope="A")
         assert cache.set(f"question number {i}", f"B-{i}", scope="B")
     assert store.wait_synced(5.0)
-    raw = any_server.client()
-    assert raw.delete(Keys(store.namespace).scope(scope_digest("A"))) == 1  # as evicted
+    sd = scope_digest("A")
+    index = (
+        VectorSetKeys(store.namespace).lru(sd)
+        if store.search_path == "server"
+        else Keys(store.namespace).scope(sd)
+    )
+    assert any_server.client().delete(index) == 1  # as evicted
     assert cache.invalidate("A") == 30
     reader = new_cache(stores().start(), clock)  # another process's view, loaded afresh
-    for view in (cache, reader):
-        for i in range(30):
-            assert view.get(f"question number {i}", scope="A") is None
-            hit = view.get(f"question number {i}", scope="B")
-            assert hit is not None and hit.response == f"B-{i}"
-    assert cache.stats.store_errors == 0 and reader.stats.store_errors == 0
-
-
-def test_invalidate_removes_a_server_path_scope_whose_lru_set_was_evicted(
-    stores: Any, clock: FakeClock, any_server: RedisServer  # noqa: F811
-) -> None:
-    """The server path's twin of the test above: ``invalidate(scope)`` walks the scope's LRU
-    set; with that key evicted every answer of the scope must still go (the exact path reads
-    entry hashes by key), and nothing of another scope."""
-    from rag_optimize.cache.redis.codec import scope_digest
-    from rag_optimize.cache.redis.vsets import VectorSetKeys
-
-    store = stores().start()
-    if store.search_path != "server":
-        pytest.skip("the server path's LRU set (the mirror path: test above)")
-    cache = new_cache(store, clock)
-    for i in range(30):
-        assert cache.set(f"question number {i}", f"A-{i}", scope="A")
-        assert cache.set(f"question number {i}", f"B-{i}", scope="B")
-    raw = any_server.client()
-    assert raw.delete(VectorSetKeys(store.namespace).lru(scope_digest("A"))) == 1  # as evicted
-    assert cache.invalidate("A") == 30
-    reader = new_cache(stores().start(), clock)
     for view in (cache, reader):
         for i in range(30):
             assert view.get(f"question number {i}", scope="A") is None
