@@ -304,6 +304,33 @@ def test_invalidate_removes_a_scope_whose_index_key_was_evicted(
     assert cache.stats.store_errors == 0 and reader.stats.store_errors == 0
 
 
+def test_clear_removes_a_server_path_scope_whose_lru_set_was_evicted(
+    stores: Any, clock: FakeClock, any_server: RedisServer  # noqa: F811
+) -> None:
+    """``clear()`` walks every scope's LRU set too: with one evicted, its entries (answerable
+    by their exact key) must still go, found through the namespace's id map."""
+    from rag_optimize.cache.redis.codec import scope_digest
+    from rag_optimize.cache.redis.vsets import VectorSetKeys
+
+    store = stores().start()
+    if store.search_path != "server":
+        pytest.skip("the server path's LRU set")
+    cache = new_cache(store, clock)
+    for i in range(10):
+        assert cache.set(f"question number {i}", f"A-{i}", scope="A")
+        assert cache.set(f"question number {i}", f"B-{i}", scope="B")
+    raw = any_server.client()
+    assert raw.delete(VectorSetKeys(store.namespace).lru(scope_digest("A"))) == 1  # as evicted
+    cache.clear()
+    reader = new_cache(stores().start(), clock)
+    for view in (cache, reader):
+        for scope in ("A", "B"):
+            for i in range(10):
+                assert view.get(f"question number {i}", scope=scope) is None
+    assert not raw.keys("{" + store.namespace + "/*")
+    assert cache.stats.store_errors == 0 and reader.stats.store_errors == 0
+
+
 @pytest.mark.parametrize("binary", ["redis7", "redis8"])
 def test_allkeys_lru_evicting_the_stores_keys_gives_no_error_and_no_wrong_answer(
     binary: str, clock: FakeClock, namespace: str  # noqa: F811

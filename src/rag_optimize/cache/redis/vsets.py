@@ -594,7 +594,8 @@ class VectorSetPath:
         return total
 
     def invalidate(self, scope: str) -> Plan[int]:
-        return (yield from self._drop_scope(scope_digest(scope)))
+        sd = scope_digest(scope)
+        return (yield from self._drop_scope(sd)) + (yield from self._drop_listed(sd))
 
     def _drop_scope(self, sd: str) -> Plan[int]:
         total = 0
@@ -607,28 +608,30 @@ class VectorSetPath:
                 self._forget(ids)
             if not int(reply[1]):
                 break
-        return total + (yield from self._drop_orphans(sd))
+        return total
 
-    def _drop_orphans(self, sd: str) -> Plan[int]:
-        """A second pass for :meth:`_drop_scope`: the entries the namespace's id map still
-        names for scope ``sd``. Under an ``allkeys-*`` maxmemory policy Redis may evict the
-        scope's LRU set, which the first pass walks, and leave its entry hashes (still
-        answerable by their exact key); the id map is another key, so they are found here."""
+    def _drop_listed(self, only: str | None) -> Plan[int]:
+        """A second pass after :meth:`_drop_scope`: the entries the namespace's id map still
+        names (for scope ``only``, or for every scope). Under an ``allkeys-*`` maxmemory
+        policy Redis may evict a scope's LRU set, which that pass walks, and leave its entry
+        hashes (still answerable by their exact key); the id map is another key, so they are
+        found here. One scan of the map, whatever the number of scopes."""
         total, cursor = 0, 0
         for _ in range(_MAX_ROUNDS):
             cursor, pairs = yield Command(("HSCAN", self.keys.ids, cursor, "COUNT", 1000))
-            hids = [
-                (k.decode() if isinstance(k, bytes) else str(k))
-                for k, v in dict(pairs).items()
-                if (v.decode() if isinstance(v, bytes) else str(v)) == sd
-            ]
-            for start in range(0, len(hids), _CHUNK):
-                chunk = hids[start : start + _CHUNK]
-                total += int(
-                    (yield Script(DELETE, (self.keys.lru(sd),), (self.keys.prefix(sd), *chunk)))
-                )
-                yield Command(("HDEL", self.keys.ids, *chunk))
-                self._forget(chunk)
+            by_scope: dict[str, list[str]] = {}
+            for hid, sd in pairs.items():
+                if only is None or sd.decode() == only:
+                    by_scope.setdefault(sd.decode(), []).append(hid.decode())
+            for sd, hids in by_scope.items():
+                for start in range(0, len(hids), _CHUNK):
+                    chunk = hids[start : start + _CHUNK]
+                    removed = yield Script(
+                        DELETE, (self.keys.lru(sd),), (self.keys.prefix(sd), *chunk)
+                    )
+                    total += int(removed)
+                    yield Command(("HDEL", self.keys.ids, *chunk))
+                    self._forget(chunk)
             if int(cursor) == 0:
                 break
         return total
@@ -663,6 +666,7 @@ class VectorSetPath:
     def clear(self) -> Plan[None]:
         for sd in (yield from self._scopes()):
             yield from self._drop_scope(sd)
+        yield from self._drop_listed(None)
         yield Batch((("DEL", self.keys.ids), ("DEL", self.keys.scopes), ("DEL", self.keys.dim)))
         with self._lock:
             self._where.clear()
