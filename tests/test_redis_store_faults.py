@@ -385,13 +385,13 @@ def test_allkeys_lru_evicting_the_stores_keys_gives_no_error_and_no_wrong_answer
 def test_invalidate_by_source_removes_answers_whose_index_key_was_evicted(
     evicted: str, stores: Any, clock: FakeClock, any_server: RedisServer  # noqa: F811
 ) -> None:
-    """``invalidate(source_ids=...)`` scans the LRU set (or, with a scope, the scope's set):
-    with that key evicted while the entries stay, the matching answers must still go."""
+    """``invalidate(source_ids=...)`` scans the LRU set (or, with a scope, the scope's set;
+    on the server path each scope's LRU set): with that key evicted while the entries stay,
+    the matching answers must still go (the server path finds them in the id map)."""
     from rag_optimize.cache.redis.codec import Keys, scope_digest
+    from rag_optimize.cache.redis.vsets import VectorSetKeys
 
     store = stores().start()
-    if store.search_path == "server":
-        pytest.skip("the mirror path's index keys (the server path keeps a per-scope LRU)")
     cache = new_cache(store, clock)
     for i in range(30):
         source = "doc-1" if i % 2 else "doc-2"
@@ -400,7 +400,10 @@ def test_invalidate_by_source_removes_answers_whose_index_key_was_evicted(
     assert store.wait_synced(5.0)
     keys = Keys(store.namespace)
     raw = any_server.client()
-    assert raw.delete(keys.lru if evicted == "lru" else keys.scope(scope_digest("A"))) == 1
+    if store.search_path == "server":  # one LRU set per scope, the only list of its entries
+        assert raw.delete(VectorSetKeys(store.namespace).lru(scope_digest("A"))) == 1
+    else:
+        assert raw.delete(keys.lru if evicted == "lru" else keys.scope(scope_digest("A"))) == 1
     scope = None if evicted == "lru" else "A"
     assert cache.invalidate(scope, source_ids=["doc-1"]) == 15
     reader = new_cache(stores().start(), clock)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -272,6 +273,21 @@ end
 return {reply[1], ids}
 """
 
+# ARGV: P, metadata_key, n, value_1..value_n, id, ... -> the ids removed (their metadata
+# matched): the id-map pass of delete_where, for entries the scope's LRU set no longer lists
+_DELETE_LISTED_WHERE = META_MATCHES + r"""
+local mkey, n = ARGV[2], tonumber(ARGV[3])
+local wanted, ids = {}, {}
+for i = 4, 3 + n do wanted[ARGV[i]] = true end
+for i = 4 + n, #ARGV do
+  if meta_matches(ekey(ARGV[i]), mkey, wanted) then
+    remove(ARGV[i])
+    ids[#ids + 1] = ARGV[i]
+  end
+end
+return ids
+"""
+
 
 def _script(name: str, body: str) -> LuaScript:
     return LuaScript("vset_" + name, _COMMON + body)
@@ -282,6 +298,7 @@ SEARCH = _script("search", _SEARCH)
 DELETE = _script("delete", _DELETE)
 DROP = _script("drop", _DROP)
 DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
+DELETE_LISTED_WHERE = _script("delete_listed_where", _DELETE_LISTED_WHERE)
 
 
 class VectorSetKeys:
@@ -616,6 +633,20 @@ class VectorSetPath:
         policy Redis may evict a scope's LRU set, which that pass walks, and leave its entry
         hashes (still answerable by their exact key); the id map is another key, so they are
         found here. One scan of the map, whatever the number of scopes."""
+
+        def drop(sd: str, chunk: list[str]) -> Plan[tuple[int, list[str]]]:
+            removed = yield Script(DELETE, (self.keys.lru(sd),), (self.keys.prefix(sd), *chunk))
+            return int(removed), chunk  # every listed id leaves the map, gone or not
+
+        return (yield from self._listed(only, drop))
+
+    def _listed(
+        self, only: str | None, act: Callable[[str, list[str]], Plan[tuple[int, list[str]]]]
+    ) -> Plan[int]:
+        """Run ``act`` on every chunk of entry ids the namespace's id map lists (of scope
+        ``only``, or of every scope), one scope per chunk. ``act`` returns how many entries
+        it removed and which ids leave the map (and this process's memory of them); the
+        sum of the counts is returned."""
         total, cursor = 0, 0
         for _ in range(_MAX_ROUNDS):
             cursor, pairs = yield Command(("HSCAN", self.keys.ids, cursor, "COUNT", 1000))
@@ -626,12 +657,11 @@ class VectorSetPath:
             for sd, hids in by_scope.items():
                 for start in range(0, len(hids), _CHUNK):
                     chunk = hids[start : start + _CHUNK]
-                    removed = yield Script(
-                        DELETE, (self.keys.lru(sd),), (self.keys.prefix(sd), *chunk)
-                    )
-                    total += int(removed)
-                    yield Command(("HDEL", self.keys.ids, *chunk))
-                    self._forget(chunk)
+                    removed, unlisted = yield from act(sd, chunk)
+                    total += removed
+                    if unlisted:
+                        yield Command(("HDEL", self.keys.ids, *unlisted))
+                        self._forget(unlisted)
             if int(cursor) == 0:
                 break
         return total
@@ -661,7 +691,20 @@ class VectorSetPath:
                 total += len(hids)
                 if cursor in (b"0", 0, "0"):
                     break
-        return total
+
+        def drop_matching(sd: str, chunk: list[str]) -> Plan[tuple[int, list[str]]]:
+            removed = yield Script(
+                DELETE_LISTED_WHERE,
+                (self.keys.lru(sd),),
+                (self.keys.prefix(sd), metadata_key, len(values), *values, *chunk),
+            )
+            ids = [i.decode() for i in removed]
+            return len(ids), ids
+
+        # a second pass over the id map: entries a scope's LRU set no longer lists (evicted
+        # under ``allkeys-*``) still answer by their exact key, so they must go too
+        only = None if scope is None else scopes[0]
+        return total + (yield from self._listed(only, drop_matching))
 
     def clear(self) -> Plan[None]:
         for sd in (yield from self._scopes()):
