@@ -96,6 +96,7 @@ _SEARCH_EF_PER = 116
 _BUILD_EF = 40
 _PREFETCH = 1024
 _WHERE = 10_000
+_LISTED_STEP = 1_000  # map pairs per server-side HSCAN step (about 1 ms of the server)
 
 _COMMON = r"""
 local P = ARGV[1]
@@ -299,6 +300,19 @@ DELETE = _script("delete", _DELETE)
 DROP = _script("drop", _DROP)
 DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
 DELETE_LISTED_WHERE = _script("delete_listed_where", _DELETE_LISTED_WHERE)
+# KEYS: the id map; ARGV: cursor, count, scope digest|'' -> {next cursor, id, sd, ...}: one
+# HSCAN step of the map, filtered on the server (only that scope's pairs cross the wire)
+LISTED = LuaScript("vset_listed", r"""
+local reply = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', tonumber(ARGV[2]))
+local found, out = reply[2], {reply[1]}
+for i = 1, #found, 2 do
+  if ARGV[3] == '' or found[i + 1] == ARGV[3] then
+    out[#out + 1] = found[i]
+    out[#out + 1] = found[i + 1]
+  end
+end
+return out
+""")
 
 
 class VectorSetKeys:
@@ -649,11 +663,11 @@ class VectorSetPath:
         sum of the counts is returned."""
         total, cursor = 0, 0
         for _ in range(_MAX_ROUNDS):
-            cursor, pairs = yield Command(("HSCAN", self.keys.ids, cursor, "COUNT", 1000))
+            reply = yield Script(LISTED, (self.keys.ids,), (cursor, _LISTED_STEP, only or ""))
+            cursor = reply[0]
             by_scope: dict[str, list[str]] = {}
-            for hid, sd in pairs.items():
-                if only is None or sd.decode() == only:
-                    by_scope.setdefault(sd.decode(), []).append(hid.decode())
+            for i in range(1, len(reply) - 1, 2):
+                by_scope.setdefault(reply[i + 1].decode(), []).append(reply[i].decode())
             for sd, hids in by_scope.items():
                 for start in range(0, len(hids), _CHUNK):
                     chunk = hids[start : start + _CHUNK]
