@@ -192,6 +192,31 @@ def test_a_sequence_of_verifiers_vetoes_on_the_first_veto() -> None:
     assert cache.stats.verifier_rejections == 1
 
 
+class _Words:
+    """Word vectors given by hand (a stand-in token source's output)."""
+
+    def __init__(self, words: tuple[str, ...], vectors: list[list[float]]) -> None:
+        self.words = words
+        self.vectors = [[x / sum(y * y for y in v) ** 0.5 for x in v] for v in vectors]
+
+
+def test_a_content_word_is_matched_only_by_a_content_word() -> None:
+    """Contextual vectors make a word close to its neighbours, function words included:
+    "penalty for *paying* taxes" / "penalty for *filing* taxes" matched "paying" to "for"
+    (0.63, above the threshold) and was served. A content word's counterpart must be a
+    content word; with none in the other text, nothing stands for it."""
+    fw = default_lexicon().function_words
+    assert "for" in fw and "paying" not in fw and "filing" not in fw
+    # each verb is 0.7 from "for" (its neighbour), 0.49 from the other verb
+    a = _Words(("penalty", "for", "paying"), [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0.7, 0.714, 0]])
+    b = _Words(("penalty", "for", "filing"), [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0.7, 0, 0.714]])
+    found = alignment_score(a, b, fw)
+    assert found.match not in fw and {found.word, found.match} == {"paying", "filing"}
+    assert found.score < 0.6  # below the default threshold: vetoed
+    only_function = _Words(("for", "the"), [[0, 1, 0, 0], [0, 0.9, 0.1, 0]])
+    assert alignment_score(a, only_function, fw).score < 0  # nothing can stand for "penalty"
+
+
 # --------------------------------------------------------------- token alignment (real model)
 @pytest.fixture(scope="module")
 def model():  # type: ignore[no-untyped-def]

@@ -5,7 +5,9 @@ A sentence vector is an average: one word that changes the question ("store hour
 *basic* plan") moves it little. The model's last layer still holds one contextual vector per
 word, computed in the same forward pass as the sentence vector. Here each content word of
 one text (not a function word from ``data/function_words.txt``, not a number, which the
-numbers signal compares) is matched to its most similar word of the other text; the
+numbers signal compares) is matched to its most similar content word of the other text (a
+contextual vector is close to its neighbours, function words included: "penalty for *paying*
+taxes" matched "paying" to "for" at 0.63 against "penalty for *filing* taxes"); the
 worst-matched word of either text decides. A pair whose worst match is below ``threshold``
 is vetoed: that word names something the other question does not ask about.
 
@@ -104,7 +106,11 @@ def alignment_score(
             if sims is None:
                 sims = np.asarray(a.vectors) @ np.asarray(b.vectors).T
             row = sims[i] if side == 0 else sims[:, i]
-            j = int(np.argmax(row))
+            targets = _content(y.words, function_words)
+            if not targets:  # nothing in the other text can stand for a content word
+                worst = Alignment(-1.0, x.words[i], None)
+                break
+            j = targets[int(np.argmax(row[targets]))]
             score = float(row[j])
             if score < worst.score:
                 worst = Alignment(score, x.words[i], y.words[j])
