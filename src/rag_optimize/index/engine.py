@@ -53,6 +53,7 @@ __all__ = [
     "BINARY_MIN_DIM",
     "COARSE_FROM",
     "EXACT_BELOW",
+    "EXACT_FILTERED",
     "METHODS",
     "STORAGES",
     "Method",
@@ -84,6 +85,18 @@ COARSE_FROM = 262_144
 # row in 256), 4.7 ms; near-duplicates 400/400 both.
 _COARSE_MIN = 1_024
 _COARSE_FACTOR = 8
+#: A filtered search scores every row the filter keeps (the exact top k of the matching
+#: rows) while those rows' stored vectors are at most this many times the bytes of the codes
+#: an unfiltered search scans (the whole table's): the two then read about as much memory.
+#: For float32 rows and sign codes that is 1/32 of the rows (384 dims: 1,536 vs 48 bytes a
+#: row), against int8 codes 1/4. Above it, codes + rescoring (exact scores, approximate set).
+#: Measured at 103,890 rows (BENCHMARKS.md, issue 17, fourth pass): an exact scan of a 10%
+#: filter costs 2.2x an unfiltered search (1.4x in the hybrid), of 1% 0.74x.
+EXACT_FILTERED = 1.0
+# A filter keeping at most this fraction of the rows has just their codes ranked (a gathered
+# copy, the unmasked kernel) and up to _FILTERED_EXTRA more candidates rescored; above it the
+# kernel checks a bitmap at every row.
+_GATHER_CODES = 0.25
 # Up to this many dead rows are skipped by fetching that many more candidates; beyond it
 # the scan is given a live-rows bitmap (slightly slower per lookup).
 _DEAD_SLACK = 256
@@ -553,14 +566,18 @@ class VectorEngine:
             return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
         method = self.active_method()
         wanted = min(n_valid, self._candidate_count(method, k))
-        if method == "exact" or wanted >= n_valid or (valid is not None and n_valid <= 4 * wanted):
-            return self._exact(vec, k, valid, n_valid)
+        if (
+            method == "exact"
+            or wanted >= n_valid
+            or (valid is not None and n_valid <= max(4 * wanted, self._exact_filtered_rows(method)))
+        ):
+            return self._exact(vec, k, valid, n_valid)  # the true top k of the allowed rows
         if method == "hnsw":
             found = self._hnsw_candidates(vec, wanted, valid, k)
             if found is None:  # the graph proposed too few allowed rows: be exact instead
                 return self._exact(vec, k, valid, n_valid)
             return self._rescore(found, vec, k)
-        if valid is not None and method == "binary" and n_valid * 4 <= self._high:
+        if valid is not None and method == "binary" and n_valid <= self._high * _GATHER_CODES:
             # A filter keeping a quarter or less: the code scan covers those rows only, so
             # up to _FILTERED_EXTRA more candidates are rescored for about the unfiltered
             # cost; the filtered top k lies deeper in the Hamming ranking (measured
@@ -590,6 +607,12 @@ class VectorEngine:
             order = negated.argsort(kind="stable")
         return order, scores[order]
 
+    def _exact_filtered_rows(self, method: str) -> float:
+        """Allowed rows up to which a filtered search scores them all (see EXACT_FILTERED)."""
+        row_bytes = self.dim * self._store.dtype.itemsize
+        code_bytes = self.dim if method == "int8" else self._width
+        return EXACT_FILTERED * self._high * code_bytes / row_bytes
+
     def _candidate_count(self, method: str, k: int) -> int:
         if self.candidates is not None:
             return max(self.candidates, k)
@@ -613,6 +636,14 @@ class VectorEngine:
     def _scores(self, rows: Rows | None, query: npt.NDArray[np.float32]) -> Scores:
         """Scores of ``rows`` (ascending for memory-mapped reads), or of ``[0, high)``."""
         if rows is not None:
+            pieces = self._store.pieces(rows) if self._scale is None else None
+            if pieces is not None:  # float32 rows read where they lie, block by block
+                if len(pieces) == 1:
+                    return q.inner_products_at(pieces[0][2], pieces[0][3], query)
+                out = np.empty(rows.shape[0], dtype=np.float32)
+                for lo, hi, block, local in pieces:
+                    out[lo:hi] = q.inner_products_at(block, local, query)
+                return out
             stored = self._store.gather(rows)
             if self._scale is None:
                 return matvec(stored, query)
@@ -684,7 +715,7 @@ class VectorEngine:
             # At most ``dead`` of the best ``wanted + dead`` rows are dead: drop them after.
             found = q.hamming_nearest(codes, query_code, wanted + dead)
             return found[self._live[found]][:wanted]
-        if valid is not None and np.count_nonzero(valid) * 4 <= self._high:
+        if valid is not None and np.count_nonzero(valid) <= self._high * _GATHER_CODES:
             # A filter that keeps few rows: rank just their codes (a gathered copy, a
             # quarter of the rows or less) with the unmasked kernel, rather than checking a
             # bitmap at every row of the table. Same ranking; cheaper than no filter.
