@@ -174,7 +174,7 @@ def test_rows_scored_in_place_equal_a_gathered_product(
     rows = np.sort(rng.choice(5_000, 3_000, replace=False)).astype(np.intp)
     pieces = store.pieces(rows)
     assert pieces is not None and len(pieces) == 5  # rows in five blocks
-    got = np.concatenate([q.inner_products_at(block, local, query) for _, _, block, local in pieces])
+    got = np.concatenate([q.inner_products_at(block, at, query) for _, _, block, at in pieces])
     np.testing.assert_allclose(got, matrix[rows] @ query, rtol=1e-5, atol=1e-5)
     assert store.pieces(rows[::-1].copy()) is None  # blocks out of order: the caller gathers
     with pytest.raises(IndexError):  # a row outside the matrix is never read blindly

@@ -2,8 +2,10 @@
 
 Both indexes keep their documents the same way, so a hit from either one carries the text
 and metadata the caller needs without a second lookup. The store is append-only (indexes are
-rebuilt rather than edited) and is saved as JSON, never pickled. Documents can be deleted by
-id (the rows after them move up, so row numbers stay dense and match the indexes' arrays).
+rebuilt rather than edited) and is saved as UTF-8 and JSON blobs (never pickled) that a load
+maps without building an object per document: a hit decodes its own row. Documents can be
+deleted by id (the rows after them move up, so row numbers stay dense and match the
+indexes' arrays).
 
 For filtering, :meth:`DocumentStore.column` turns one metadata field into numpy arrays
 (:class:`MetadataColumn`), built once per change of the store, so a filter over 100k documents
@@ -18,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +30,7 @@ from rag_optimize.errors import InvalidInputError
 Mask = npt.NDArray[np.bool_]
 Scalar = str | int | float | bool
 _MISSING = object()
+T = TypeVar("T")
 
 DOCUMENTS_FILE = "documents.json"
 _OLD_DOCUMENTS_FILE = "documents.jsonl"  # format 1, still read
@@ -227,23 +230,26 @@ class MetadataColumn:
         )
 
 
-class MappedTexts(Sequence[str]):
-    """Document texts read from a memory-mapped UTF-8 blob, decoded only when asked for.
+class _MappedRows(Sequence[T]):
+    """Rows of a memory-mapped byte blob (row ``i`` is ``blob[starts[i]:ends[i]]``), each
+    decoded only when asked for: opening a saved index then costs nothing per row."""
 
-    Opening a saved index then costs nothing per text; a search decodes the texts of its
-    hits. Read-only: a store holding one copies the texts into a list before it changes.
-    """
+    def __init__(
+        self,
+        blob: npt.NDArray[np.uint8],
+        starts: npt.NDArray[np.int64],
+        ends: npt.NDArray[np.int64],
+    ) -> None:
+        self._blob, self._starts, self._ends = blob, starts, ends
 
-    def __init__(self, blob: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64]) -> None:
-        self._blob = blob
-        self._offsets = offsets
+    def _decode(self, raw: bytes) -> T:
+        raise NotImplementedError
 
     def __len__(self) -> int:
-        return int(self._offsets.shape[0]) - 1
+        return int(self._starts.shape[0])
 
-    def _one(self, i: int) -> str:
-        start, end = int(self._offsets[i]), int(self._offsets[i + 1])
-        return bytes(self._blob[start:end]).decode("utf-8")
+    def _one(self, i: int) -> T:
+        return self._decode(bytes(self._blob[int(self._starts[i]) : int(self._ends[i])]))
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
@@ -255,8 +261,21 @@ class MappedTexts(Sequence[str]):
             raise IndexError(index)
         return self._one(i)
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[T]:
         return (self._one(i) for i in range(len(self)))
+
+
+class MappedTexts(_MappedRows[str]):
+    """Strings (document texts, ids) read from a memory-mapped UTF-8 blob, decoded only when
+    asked for: a search decodes its hits' rows. Read-only: a store holding one copies the
+    rows into a list before it changes."""
+
+    def __init__(self, blob: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64]) -> None:
+        super().__init__(blob, offsets[:-1], offsets[1:])
+        self._offsets = offsets
+
+    def _decode(self, raw: bytes) -> str:
+        return raw.decode("utf-8")
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, MappedTexts):
@@ -273,38 +292,22 @@ class MappedTexts(Sequence[str]):
     __hash__ = None  # type: ignore[assignment]
 
 
-class MappedMetadata(Sequence[dict[str, Any]]):
+class MappedMetadata(_MappedRows[dict[str, Any]]):
     """Document metadata read from a memory-mapped JSON array, parsed only when asked for.
 
-    Row ``i`` is the JSON text between ``starts[i]`` and ``ends[i]`` of the blob: a hit parses
-    its own row (a fresh dict each time); :meth:`all` parses the whole array in one call
-    (what a filter's first column needs). Read-only, like :class:`MappedTexts`.
+    ``lengths`` are the cumulative byte lengths of the array's elements (joined by ``,``
+    inside ``[...]``): a hit parses its own row (a fresh dict each time); :meth:`all` parses
+    the whole array in one call (what a filter's first column needs). Read-only.
     """
 
     def __init__(self, blob: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64]) -> None:
-        self._blob = blob
-        # Elements are joined by "," inside "[...]": row i starts after i separators.
         n = int(lengths.shape[0]) - 1
-        self._starts = lengths[:-1] + np.arange(1, n + 1, dtype=np.int64)
-        self._ends = self._starts + np.diff(lengths)
+        starts = lengths[:-1] + np.arange(1, n + 1, dtype=np.int64)  # after "[" and i commas
+        super().__init__(blob, starts, starts + np.diff(lengths))
 
-    def __len__(self) -> int:
-        return int(self._starts.shape[0])
-
-    def _one(self, i: int) -> dict[str, Any]:
-        start, end = int(self._starts[i]), int(self._ends[i])
-        value: dict[str, Any] = json.loads(bytes(self._blob[start:end]))
+    def _decode(self, raw: bytes) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(raw)
         return value
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self._one(i) for i in range(*index.indices(len(self)))]
-        i = int(index)
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(index)
-        return self._one(i)
 
     def all(self) -> list[dict[str, Any]]:
         """Every row's metadata, parsed in one ``json.loads``."""
