@@ -13,6 +13,8 @@ over the matching rows (and only matching documents, exactly 10 of them).
 * ``exact``: ``EXACT_FILTERED = inf`` (every filtered search scores all matching rows).
 * ``codes``: ``EXACT_FILTERED = 0`` (the rule before this change: codes + rescoring for
   every filter keeping more than four times the candidates).
+* ``bitmap``: ``now`` without the over-fetch (``_OVERFETCH = 0``): a filter keeping more
+  than 40% of the rows has its codes scanned with the bitmap kernel, as before.
 
 Corpus: WikiQA x5 perturbed texts (as in ``retrieval.py``) with seeded synthetic vectors
 that have the structure binary codes are made for (clusters, a shared offset, near
@@ -100,7 +102,8 @@ def main() -> None:
     specs = {p: Range("pct", lt=p) for p in FRACTIONS}
     masks = {p: filter_mask(spec, dense.documents) for p, spec in specs.items()}
     default_fraction = engine_module.EXACT_FILTERED
-    rules = {"now": default_fraction, "exact": float("inf"), "codes": 0.0}
+    default_overfetch = engine_module._OVERFETCH
+    rules = {"now": default_fraction, "exact": float("inf"), "codes": 0.0, "bitmap": -1.0}
 
     # Contenders: (label, rule fraction or None, call taking the query's index).
     calls: dict[str, tuple[float | None, Any]] = {
@@ -115,6 +118,12 @@ def main() -> None:
             calls[f"hybrid, {p}%, {rule}"] = (
                 fraction, lambda i, p=p: hybrid.retrieve(qtexts[i], filter=specs[p])
             )
+    def use(rule: float | None) -> None:
+        """Set the engine's switches for one contender (``bitmap``: -1, the rule before the
+        over-fetch: codes + the bitmap kernel above a quarter of the rows)."""
+        engine_module.EXACT_FILTERED = default_fraction if rule is None or rule < 0 else rule
+        engine_module._OVERFETCH = 0.0 if rule is not None and rule < 0 else default_overfetch
+
     times: dict[str, list[float]] = {name: [] for name in calls}
     exact: dict[str, int] = dict.fromkeys(calls, 0)
     complete: dict[str, int] = dict.fromkeys(calls, 0)
@@ -122,16 +131,14 @@ def main() -> None:
     try:
         for warm in range(3):
             for name in names:
-                engine_module.EXACT_FILTERED = (
-                    default_fraction if calls[name][0] is None else calls[name][0]
-                )
+                use(calls[name][0])
                 calls[name][1](warm)
         for i in range(len(qtexts)):
             order = names[i % len(names) :] + names[: i % len(names)]
             random.Random(i).shuffle(order)
             for name in order:
                 fraction, call = calls[name]
-                engine_module.EXACT_FILTERED = default_fraction if fraction is None else fraction
+                use(fraction)
                 t0 = time.perf_counter()
                 out = call(i)
                 times[name].append(time.perf_counter() - t0)
@@ -153,7 +160,7 @@ def main() -> None:
                 else:
                     complete[name] += len(out) == 10 and all(pct(d) < p for d in out.ids)
     finally:
-        engine_module.EXACT_FILTERED = default_fraction
+        use(None)
     report["load_average_end"] = os.getloadavg()
     report["queries"] = len(qtexts)
     report["exact_filtered_fraction"] = default_fraction

@@ -193,3 +193,47 @@ def test_engine_scores_rows_in_any_block_order() -> None:
     np.testing.assert_allclose(engine._scores(rows, query), x[rows] @ query, atol=1e-5)
     rows = np.sort(rows)
     np.testing.assert_allclose(engine._scores(rows, query), x[rows] @ query, atol=1e-5)
+
+
+def test_a_large_filter_ranks_as_well_without_the_bitmap_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A filter keeping more than 40% of the rows over-fetches from the unmasked scan
+    (the nearest allowed rows by code, as the bitmap scan finds them, up to ties at the
+    cut-off), and falls back to the bitmap scan when the allowed rows lie far from the query
+    (too few among the fetched)."""
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((40, DIM)).astype(np.float32)
+    x = centres[rng.integers(0, 40, 20_000)] + 0.9 * rng.standard_normal((20_000, DIM))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    index = DenseIndex()
+    index.add(x, ids=[f"d{i}" for i in range(20_000)])
+    queries = x[rng.integers(0, 20_000, 10)]
+    near = [(rng.random(20_000) < f, query) for f in (0.5, 0.7, 0.9) for query in queries]
+    far = [(np.isin(np.arange(20_000), np.argsort(x @ query)[:12_000]), query)
+           for query in queries]  # the farthest 60% of the rows
+    bitmap_scans = {"count": 0}
+    nearest = q.hamming_nearest
+
+    def counting(codes: object, code: object, count: int, valid: object = None) -> object:
+        bitmap_scans["count"] += valid is not None
+        return nearest(codes, code, count, valid)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(q, "hamming_nearest", counting)
+
+    def found(cases: list[tuple[np.ndarray, np.ndarray]]) -> int:
+        """Brute-force top-k rows found, over all cases; every result complete and allowed."""
+        total = 0
+        for mask, query in cases:
+            rows = [index.documents.position(h.id) for h in index.search(query, K, allowed=mask)]
+            assert len(rows) == K and all(mask[r] for r in rows)
+            allowed = np.flatnonzero(mask)
+            total += len(set(rows) & set(allowed[np.argsort(-(x[allowed] @ query))[:K]]))
+        return total
+
+    near_found = found(near)
+    assert bitmap_scans["count"] == 0
+    far_found = found(far)
+    assert bitmap_scans["count"] > 0  # the fallback ran
+    monkeypatch.setattr(engine_module, "_OVERFETCH", 0.0)
+    assert near_found >= found(near) - 3 and far_found == found(far)
