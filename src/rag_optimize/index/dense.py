@@ -224,9 +224,10 @@ class DenseIndex:
 
         ``allowed`` (a boolean mask over the rows, e.g. from a metadata filter) restricts the
         search to those rows before the top-k is taken, so the result is the top-k of the
-        allowed documents (fewer only when fewer are allowed). A small allowed set is scanned
-        exactly, which costs less than an unfiltered search; a large one goes through the
-        usual codes or graph with the other rows masked out.
+        allowed documents (fewer only when fewer are allowed). A small allowed set is scored
+        exactly, row by row (the true top k; with the default codes up to 1/32 of the rows,
+        about the cost of an unfiltered search); a larger one goes through the usual codes
+        or graph restricted to the allowed rows, then exact rescoring.
         """
         check_k(k)
         if not len(self.documents) or self._engine is None:

@@ -23,6 +23,13 @@ Methods (``method=``; ``"auto"`` is the default and the user configures nothing)
 * ``"hnsw"``: a usearch HNSW graph proposes the candidates (override; slower to fill and,
   measured, lower recall on near-duplicates than ``"binary"``).
 
+A filtered search (``allowed``) scores every allowed row exactly, so it returns the true top
+k of those rows, while their vectors are no more bytes than the codes an unfiltered search
+scans (:data:`EXACT_FILTERED`: 1/32 of the rows for float32 vectors and sign codes); a larger
+filter ranks the allowed rows' codes (a gathered copy up to 40% of the rows, above it the
+unmasked scan over-fetching) and rescores the best. The codes give no bound that could
+certify a stopping point (see BENCHMARKS.md, issue 17, fourth pass).
+
 Updates are cheap and never rebuild: codes of a new or replaced row are computed for that
 row only (the centre is fixed when the codes are first built), a removed row is marked dead
 at once and is never returned (dead rows are filtered before the top k; freed rows are
