@@ -131,6 +131,11 @@ def corrupt_cases() -> dict[str, object]:
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
 
+    def edit_blob(path: Path, old: bytes, new: bytes) -> None:
+        data = np.load(path).tobytes()
+        assert old in data
+        np.save(path, np.frombuffer(data.replace(old, new), dtype=np.uint8))
+
     def edit_json(path: Path, key: str, value: object) -> None:
         doc = json.loads(path.read_text())
         doc[key] = value
@@ -148,8 +153,11 @@ def corrupt_cases() -> dict[str, object]:
             ),
         ),
         "truncated texts": lambda d: truncate(d / "dense" / "texts.npy"),
-        "edited metadata": lambda d: (d / "dense" / "documents.json").write_text(
-            (d / "dense" / "documents.json").read_text().replace('"geo"', '"bio"')
+        "edited metadata": lambda d: edit_blob(d / "dense" / "metadata.npy", b'"geo"', b'"bio"'),
+        "truncated metadata": lambda d: truncate(d / "dense" / "metadata.npy"),
+        "edited ids": lambda d: edit_blob(d / "dense" / "ids.npy", b"d1", b"d9"),
+        "id offsets of another length": lambda d: np.save(
+            d / "dense" / "id_offsets.npy", np.load(d / "dense" / "id_offsets.npy")[:-1]
         ),
         "documents disagree": lambda d: edit_json(
             d / "dense" / "documents.json", "ids", [f"x{i}" for i in range(len(TEXTS))]

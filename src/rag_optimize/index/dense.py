@@ -49,6 +49,7 @@ from rag_optimize.index.documents import (
 from rag_optimize.index.engine import SharedLock, VectorEngine
 
 _META_FILE = "dense.json"
+_CODES_PREFIX = "engine_"  # engine_codes.npy, engine_center.npy, engine_coarse.npy
 #: Deleted documents' engine rows are compacted away once they are this fraction of the
 #: engine's rows (and at least :data:`COMPACT_MIN`): until then a search skips them (the
 #: engine's live mask), which costs less than a rebuild per delete.
@@ -223,9 +224,10 @@ class DenseIndex:
 
         ``allowed`` (a boolean mask over the rows, e.g. from a metadata filter) restricts the
         search to those rows before the top-k is taken, so the result is the top-k of the
-        allowed documents (fewer only when fewer are allowed). A small allowed set is scanned
-        exactly, which costs less than an unfiltered search; a large one goes through the
-        usual codes or graph with the other rows masked out.
+        allowed documents (fewer only when fewer are allowed). A small allowed set is scored
+        exactly, row by row (the true top k; with the default codes up to 1/32 of the rows,
+        about the cost of an unfiltered search); a larger one goes through the usual codes
+        or graph restricted to the allowed rows, then exact rescoring.
         """
         check_k(k)
         if not len(self.documents) or self._engine is None:
@@ -277,19 +279,27 @@ class DenseIndex:
     def save(self, path: str | Path) -> str:
         """Write the index to directory ``path`` (``.npy`` arrays + JSON, no pickle).
 
-        Codes are not saved (they are rebuilt from the vectors on load). Returns the sha1 of
-        the saved documents (checked again by :meth:`load`).
+        The engine's codes are saved with the vectors (a load adopts them; older saves
+        without them rebuild them from the vectors). Returns the sha1 of the saved documents
+        (checked again by :meth:`load`).
         """
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         if self._slots is not None and self.ann_name is not None:
             with self._lock.writing():  # the graph is keyed by engine row: make those dense
                 self._compact()
+        codes: dict[str, npt.NDArray[Any]] = {}
         with self._lock.reading():
             vectors = self._vectors  # document order: deleted documents' rows are not saved
             np.save(directory / "vectors.npy", vectors, allow_pickle=False)
-            if self._engine is not None and self.ann_name is not None:
-                self._engine.save_graph(directory / "ann.index")
+            if self._engine is not None:
+                # The codes too (a few % of the vectors' bytes): a load adopts them instead
+                # of reading every vector to rebuild them.
+                codes = self._engine.codes_of(self._engine_rows(np.arange(len(self.documents))))
+                for name, array in codes.items():
+                    np.save(directory / f"{_CODES_PREFIX}{name}.npy", array, allow_pickle=False)
+                if self.ann_name is not None:
+                    self._engine.save_graph(directory / "ann.index")
         documents_sha1 = self.documents.save(directory)
         meta = {
             "format": _FORMAT,
@@ -299,6 +309,7 @@ class DenseIndex:
             "ann": self.ann_name,
             "ann_options": self.ann_options,
             "documents_sha1": documents_sha1,
+            "codes": sorted(codes),
         }
         (directory / _META_FILE).write_text(json.dumps(meta))
         return documents_sha1
@@ -342,7 +353,15 @@ class DenseIndex:
             if n and meta["dim"] is not None and shape[1] != meta["dim"]:
                 raise InvalidInputError(f"vectors.npy has dimension {shape[1]}, not {meta['dim']}")
             if meta["dim"] is not None:
-                index._engine = VectorEngine.from_matrix(vectors, **index._options())
+                codes = {
+                    str(name): np.load(
+                        directory / f"{_CODES_PREFIX}{name}.npy", allow_pickle=False
+                    )
+                    for name in meta.get("codes") or ()
+                }
+                index._engine = VectorEngine.from_matrix(
+                    vectors, codes=codes, **index._options()
+                )
                 if meta["ann"] is not None:
                     index._engine.load_graph(directory / "ann.index", view=mmap)
         return index

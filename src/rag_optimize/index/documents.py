@@ -2,8 +2,10 @@
 
 Both indexes keep their documents the same way, so a hit from either one carries the text
 and metadata the caller needs without a second lookup. The store is append-only (indexes are
-rebuilt rather than edited) and is saved as JSON, never pickled. Documents can be deleted by
-id (the rows after them move up, so row numbers stay dense and match the indexes' arrays).
+rebuilt rather than edited) and is saved as UTF-8 and JSON blobs (never pickled) that a load
+maps without building an object per document: a hit decodes its own row. Documents can be
+deleted by id (the rows after them move up, so row numbers stay dense and match the
+indexes' arrays).
 
 For filtering, :meth:`DocumentStore.column` turns one metadata field into numpy arrays
 (:class:`MetadataColumn`), built once per change of the store, so a filter over 100k documents
@@ -18,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,11 +30,16 @@ from rag_optimize.errors import InvalidInputError
 Mask = npt.NDArray[np.bool_]
 Scalar = str | int | float | bool
 _MISSING = object()
+T = TypeVar("T")
 
 DOCUMENTS_FILE = "documents.json"
 _OLD_DOCUMENTS_FILE = "documents.jsonl"  # format 1, still read
 TEXTS_FILE = "texts.npy"
 OFFSETS_FILE = "text_offsets.npy"
+IDS_FILE = "ids.npy"  # ids as one UTF-8 blob, like the texts
+ID_OFFSETS_FILE = "id_offsets.npy"
+METADATA_FILE = "metadata.npy"  # the metadata as one JSON array, one element per row
+METADATA_OFFSETS_FILE = "metadata_offsets.npy"
 
 
 def _digest(data: bytes, *arrays: npt.NDArray[Any]) -> str:
@@ -223,23 +230,26 @@ class MetadataColumn:
         )
 
 
-class MappedTexts(Sequence[str]):
-    """Document texts read from a memory-mapped UTF-8 blob, decoded only when asked for.
+class _MappedRows(Sequence[T]):
+    """Rows of a memory-mapped byte blob (row ``i`` is ``blob[starts[i]:ends[i]]``), each
+    decoded only when asked for: opening a saved index then costs nothing per row."""
 
-    Opening a saved index then costs nothing per text; a search decodes the texts of its
-    hits. Read-only: a store holding one copies the texts into a list before it changes.
-    """
+    def __init__(
+        self,
+        blob: npt.NDArray[np.uint8],
+        starts: npt.NDArray[np.int64],
+        ends: npt.NDArray[np.int64],
+    ) -> None:
+        self._blob, self._starts, self._ends = blob, starts, ends
 
-    def __init__(self, blob: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64]) -> None:
-        self._blob = blob
-        self._offsets = offsets
+    def _decode(self, raw: bytes) -> T:
+        raise NotImplementedError
 
     def __len__(self) -> int:
-        return int(self._offsets.shape[0]) - 1
+        return int(self._starts.shape[0])
 
-    def _one(self, i: int) -> str:
-        start, end = int(self._offsets[i]), int(self._offsets[i + 1])
-        return bytes(self._blob[start:end]).decode("utf-8")
+    def _one(self, i: int) -> T:
+        return self._decode(bytes(self._blob[int(self._starts[i]) : int(self._ends[i])]))
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
@@ -251,8 +261,58 @@ class MappedTexts(Sequence[str]):
             raise IndexError(index)
         return self._one(i)
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[T]:
         return (self._one(i) for i in range(len(self)))
+
+
+class MappedTexts(_MappedRows[str]):
+    """Strings (document texts, ids) read from a memory-mapped UTF-8 blob, decoded only when
+    asked for: a search decodes its hits' rows. Read-only: a store holding one copies the
+    rows into a list before it changes."""
+
+    def __init__(self, blob: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64]) -> None:
+        super().__init__(blob, offsets[:-1], offsets[1:])
+        self._offsets = offsets
+
+    def _decode(self, raw: bytes) -> str:
+        return raw.decode("utf-8")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MappedTexts):
+            return other is self or (
+                np.array_equal(self._offsets, other._offsets)
+                and np.array_equal(self._blob, other._blob)
+            )
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(other) == len(self) and all(
+                a == b for a, b in zip(self, other, strict=True)
+            )
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class MappedMetadata(_MappedRows[dict[str, Any]]):
+    """Document metadata read from a memory-mapped JSON array, parsed only when asked for.
+
+    ``lengths`` are the cumulative byte lengths of the array's elements (joined by ``,``
+    inside ``[...]``): a hit parses its own row (a fresh dict each time); :meth:`all` parses
+    the whole array in one call (what a filter's first column needs). Read-only.
+    """
+
+    def __init__(self, blob: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64]) -> None:
+        n = int(lengths.shape[0]) - 1
+        starts = lengths[:-1] + np.arange(1, n + 1, dtype=np.int64)  # after "[" and i commas
+        super().__init__(blob, starts, starts + np.diff(lengths))
+
+    def _decode(self, raw: bytes) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(raw)
+        return value
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every row's metadata, parsed in one ``json.loads``."""
+        values: list[dict[str, Any]] = json.loads(bytes(self._blob))
+        return values
 
 
 #: Deleting more documents than this at once rebuilds the lists in one pass instead of
@@ -269,10 +329,13 @@ class DocumentStore:
     """
 
     def __init__(self) -> None:
-        self.ids: list[str] = []
+        # A loaded store maps its ids, texts and metadata from the saved files (decoded per
+        # row when asked for); they become lists at the first change.
+        self.ids: list[str] | MappedTexts = []
         self.texts: list[str] | MappedTexts = []
-        self.metadatas: list[dict[str, Any]] = []
-        self._positions: dict[str, int] = {}  # id -> sequence number (== row until a delete)
+        self.metadatas: list[dict[str, Any]] | MappedMetadata = []
+        # id -> sequence number (== row until a delete); built on first use after a load.
+        self._index: dict[str, int] | None = {}
         # The sequence number of each row, ascending; None while it is the row itself.
         self._sequence: npt.NDArray[np.int64] | None = None
         self._next = 0  # the next sequence number
@@ -280,6 +343,37 @@ class DocumentStore:
         self._fields: frozenset[str] | None = None
         self._memo: dict[Any, Any] = {}
         self._memo_lock = threading.Lock()  # concurrent searches may filter at once
+
+    @property
+    def _positions(self) -> dict[str, int]:
+        """id -> sequence number, built from the ids the first time a loaded store needs it
+        (a lookup by id, an add or a delete; a search does not)."""
+        index = self._index
+        if index is None:
+            index = dict(zip(self.ids, range(len(self.ids)), strict=True))
+            if len(index) != len(self.ids):
+                raise InvalidInputError("duplicate document ids in the saved documents")
+            self._index = index
+        return index
+
+    def _editable(self) -> None:
+        """Lists instead of mapped rows, before a change."""
+        if not isinstance(self.ids, list):
+            self.ids = list(self.ids)
+        if not isinstance(self.texts, list):
+            self.texts = list(self.texts)
+        if not isinstance(self.metadatas, list):
+            self.metadatas = self.metadatas.all()
+
+    def _all_metadata(self) -> Sequence[dict[str, Any]]:
+        """Every row's metadata for a pass over all of them (parsed once, then kept)."""
+        if isinstance(self.metadatas, MappedMetadata):
+            self.metadatas = self.metadatas.all()
+        return self.metadatas
+
+    def same_ids(self, other: DocumentStore) -> bool:
+        """Whether ``other`` holds the same ids in the same order."""
+        return self.ids is other.ids or self.ids == other.ids
 
     def _changed(self) -> None:
         with self._memo_lock:
@@ -290,7 +384,7 @@ class DocumentStore:
     def fields(self) -> frozenset[str]:
         """Every metadata key at least one document has."""
         if self._fields is None:
-            self._fields = frozenset(key for meta in self.metadatas for key in meta)
+            self._fields = frozenset(key for meta in self._all_metadata() for key in meta)
         return self._fields
 
     def column(self, field: str) -> MetadataColumn:
@@ -298,7 +392,8 @@ class DocumentStore:
         with self._memo_lock:
             col = self._columns.get(field)
             if col is None:
-                col = MetadataColumn([meta.get(field, _MISSING) for meta in self.metadatas])
+                metas = self._all_metadata()
+                col = MetadataColumn([meta.get(field, _MISSING) for meta in metas])
                 self._columns[field] = col
             return col
 
@@ -365,17 +460,19 @@ class DocumentStore:
             if doc_id in seen:
                 raise InvalidInputError(f"duplicate document id {doc_id!r}")
             seen.add(doc_id)
+        self._editable()
         first = self._next
+        positions = self._positions
         for offset, doc_id in enumerate(new_ids):
-            self._positions[doc_id] = first + offset
+            positions[doc_id] = first + offset
         if self._sequence is not None:
             self._sequence = np.concatenate(
                 [self._sequence, np.arange(first, first + count, dtype=np.int64)]
             )
         self._next = first + count
+        assert isinstance(self.ids, list) and isinstance(self.texts, list)
+        assert isinstance(self.metadatas, list)
         self.ids.extend(new_ids)
-        if not isinstance(self.texts, list):  # mapped from a saved index: copy before changing
-            self.texts = list(self.texts)
         self.texts.extend(new_texts)
         self.metadatas.extend(new_meta)
         self._changed()
@@ -401,17 +498,18 @@ class DocumentStore:
         )
         if not rows.size:
             return rows
+        self._editable()
+        assert isinstance(self.ids, list) and isinstance(self.metadatas, list)
         if rows.size > _DELETE_ONE_BY_ONE:
             gone = set(rows.tolist())
             keep = [r for r in range(len(self.ids)) if r not in gone]
             self.ids = [self.ids[r] for r in keep]
             self.texts = [self.texts[r] for r in keep]
             self.metadatas = [self.metadatas[r] for r in keep]
-            self._positions = {doc_id: row for row, doc_id in enumerate(self.ids)}
+            self._index = {doc_id: row for row, doc_id in enumerate(self.ids)}
             self._sequence, self._next = None, len(self.ids)
         else:
-            if not isinstance(self.texts, list):  # mapped from a saved index: copy once
-                self.texts = list(self.texts)
+            assert isinstance(self.texts, list)
             for row in rows[::-1].tolist():  # each a C-level move of the items after it
                 del self.ids[row], self.texts[row], self.metadatas[row]
             for doc_id in wanted:
@@ -428,41 +526,59 @@ class DocumentStore:
     def copy(self) -> DocumentStore:
         """An independent store with the same documents (lists copied, dicts shared)."""
         store = DocumentStore()
-        texts = self.texts if isinstance(self.texts, MappedTexts) else list(self.texts)
-        store.ids, store.texts, store.metadatas = list(self.ids), texts, list(self.metadatas)
-        store._positions = dict(self._positions)
+        # Mapped rows are read-only: shared as they are (each store lists them on change).
+        store.ids = self.ids if isinstance(self.ids, MappedTexts) else list(self.ids)
+        store.texts = self.texts if isinstance(self.texts, MappedTexts) else list(self.texts)
+        store.metadatas = (
+            self.metadatas if isinstance(self.metadatas, MappedMetadata) else list(self.metadatas)
+        )
+        store._index = None if self._index is None else dict(self._index)
         store._sequence, store._next = self._sequence, self._next  # never changed in place
         return store
 
     def save(self, directory: Path) -> str:
-        """Write ids and metadata as JSON and the texts as one UTF-8 blob; return a sha1.
+        """Write ids, texts and metadata as blobs a load maps without parsing; return a sha1.
 
-        Files: ``documents.json`` (ids, metadata; must be JSON-serialisable), ``texts.npy``
-        (the texts' bytes, one after another) and ``text_offsets.npy``; nothing is pickled.
-        Loading parses the JSON once and maps the texts without decoding them. The digest,
-        kept in the index's settings, lets :meth:`load` detect damaged files and lets two
-        indexes over the same documents share one parsed copy.
+        Files: ``ids.npy`` / ``id_offsets.npy`` and ``texts.npy`` / ``text_offsets.npy``
+        (UTF-8 strings one after another), ``metadata.npy`` / ``metadata_offsets.npy`` (one
+        JSON array, each row's element located by the offsets; must be JSON-serialisable)
+        and ``documents.json`` naming them; nothing is pickled. Loading maps the files and
+        builds no per-document object: a hit decodes its own row. The digest, kept in the
+        index's settings, lets :meth:`load` detect damaged files and lets two indexes over
+        the same documents share one loaded copy.
         """
-        payload = {"ids": self.ids, "metadatas": self.metadatas, "texts": TEXTS_FILE}
         try:
-            data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            parts = [json.dumps(m, ensure_ascii=False).encode("utf-8") for m in self.metadatas]
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"document metadata must be JSON-serialisable: {exc}") from exc
-        encoded = [t.encode("utf-8") for t in self.texts]
-        blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        arrays: list[npt.NDArray[Any]] = []
+        for strings, blob_file, offsets_file in (
+            ([i.encode("utf-8") for i in self.ids], IDS_FILE, ID_OFFSETS_FILE),
+            ([t.encode("utf-8") for t in self.texts], TEXTS_FILE, OFFSETS_FILE),
+            (parts, METADATA_FILE, METADATA_OFFSETS_FILE),
+        ):
+            joined = b"[" + b",".join(strings) + b"]" if blob_file == METADATA_FILE else (
+                b"".join(strings)
+            )
+            blob = np.frombuffer(joined, dtype=np.uint8)
+            offsets = np.zeros(len(strings) + 1, dtype=np.int64)
+            np.cumsum([len(e) for e in strings], out=offsets[1:])
+            np.save(directory / blob_file, blob, allow_pickle=False)
+            np.save(directory / offsets_file, offsets, allow_pickle=False)
+            arrays += [blob, offsets]
+        payload = {"ids": IDS_FILE, "metadatas": METADATA_FILE, "texts": TEXTS_FILE}
+        data = json.dumps(payload).encode("utf-8")
         (directory / DOCUMENTS_FILE).write_bytes(data)
-        np.save(directory / TEXTS_FILE, blob, allow_pickle=False)
-        np.save(directory / OFFSETS_FILE, offsets, allow_pickle=False)
-        return _digest(data, blob, offsets)
+        return _digest(data, *arrays)
 
     @classmethod
     def load(cls, directory: Path, sha1: str | None = None) -> DocumentStore:
-        """Read documents written by :meth:`save` (or the older JSON-lines file).
+        """Read documents written by :meth:`save` (or by its older forms: ids and metadata
+        inline in ``documents.json``, or the JSON-lines file).
 
-        ``sha1`` (from the index's settings) is checked when given. The file's contents are
-        checked as a whole (lengths, types, unique ids) rather than one document at a time.
+        ``sha1`` (from the index's settings) is checked when given. The files' contents are
+        checked as a whole (lengths, offsets, unique ids) rather than one document at a time;
+        without a digest, every row is decoded and checked now.
         """
         path = directory / DOCUMENTS_FILE
         if not path.exists():
@@ -470,36 +586,60 @@ class DocumentStore:
         data = path.read_bytes()
         doc = json.loads(data)
         ids, metas, texts = doc["ids"], doc["metadatas"], doc["texts"]
-        if isinstance(texts, str):  # texts in their own mapped files
-            blob = np.load(directory / TEXTS_FILE, mmap_mode="r", allow_pickle=False)
-            offsets = np.load(directory / OFFSETS_FILE, allow_pickle=False)
-            if sha1 is not None and _digest(data, blob, offsets) != sha1:
+        arrays: list[npt.NDArray[Any]] = []
+
+        def mapped(
+            blob_file: str, offsets_file: str, json_array: bool = False
+        ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+            blob = np.load(directory / blob_file, mmap_mode="r", allow_pickle=False)
+            offsets = np.load(directory / offsets_file, allow_pickle=False)
+            ok = offsets.ndim == 1 and offsets.shape[0] >= 1 and offsets[0] == 0
+            size = int(offsets[-1]) if ok else -1
+            if ok and json_array:  # "[", "]" and a comma between elements
+                size += 2 + max(0, offsets.shape[0] - 2)
+            if not ok or size != blob.shape[0] or (np.diff(offsets) < 0).any():
+                raise InvalidInputError(f"{directory}: {offsets_file} does not fit {blob_file}")
+            return blob, offsets
+
+        if isinstance(ids, str):  # the current form: ids, texts and metadata all mapped
+            id_arrays = mapped(IDS_FILE, ID_OFFSETS_FILE)
+            text_arrays = mapped(TEXTS_FILE, OFFSETS_FILE)
+            meta_arrays = mapped(METADATA_FILE, METADATA_OFFSETS_FILE, json_array=True)
+            arrays = [*id_arrays, *text_arrays, *meta_arrays]  # in save()'s digest order
+            ids, texts = MappedTexts(*id_arrays), MappedTexts(*text_arrays)
+            metas = MappedMetadata(*meta_arrays)
+        elif isinstance(texts, str):  # the previous form: texts mapped, the rest inline
+            text_arrays = mapped(TEXTS_FILE, OFFSETS_FILE)
+            arrays = [*text_arrays]
+            texts = MappedTexts(*text_arrays)
+        if arrays:
+            if sha1 is not None and _digest(data, *arrays) != sha1:
                 raise InvalidInputError(f"{directory}: documents do not match their digest")
-            ends_ok = offsets.shape == (len(ids) + 1,) and offsets[0] == 0
-            if not ends_ok or offsets[-1] != blob.shape[0] or (np.diff(offsets) < 0).any():
-                raise InvalidInputError(f"{directory}: text offsets do not fit the texts")
-            texts = MappedTexts(blob, offsets)
         elif sha1 is not None and hashlib.sha1(data).hexdigest() != sha1:
             raise InvalidInputError(f"{path} does not match the digest saved with the index")
-        if not (isinstance(ids, list) and isinstance(metas, list)):
+        if not (isinstance(ids, (list, MappedTexts)) and isinstance(metas, (list, MappedMetadata))):
             raise InvalidInputError(f"{path}: ids and metadatas must be lists")
         if not len(ids) == len(texts) == len(metas):
             raise InvalidInputError(
                 f"{path}: {len(ids)} ids, {len(texts)} texts, {len(metas)} metadatas"
             )
+        store = cls()
+        store.ids, store.texts, store.metadatas = ids, texts, metas
+        store._next = len(ids)
+        store._index = None  # built from the ids when first needed
         if sha1 is None:  # with a matching digest the files are what save() wrote
-            if not all(isinstance(i, str) for i in ids) or not all(
-                isinstance(t, str) for t in texts
+            store._editable()
+            if not all(isinstance(i, str) for i in store.ids) or not all(
+                isinstance(t, str) for t in store.texts
             ):
                 raise InvalidInputError(f"{path}: ids and texts must be strings")
-            if not all(isinstance(m, dict) for m in metas):
+            if not all(isinstance(m, dict) for m in store.metadatas):
                 raise InvalidInputError(f"{path}: document metadata must be JSON objects")
-        store = cls()
-        store._positions = dict(zip(ids, range(len(ids)), strict=True))
-        store._next = len(ids)
-        if len(store._positions) != len(ids):
-            raise InvalidInputError(f"{path}: duplicate document ids")
-        store.ids, store.texts, store.metadatas = ids, texts, metas
+        if sha1 is None or isinstance(store.ids, list):
+            try:
+                store._positions  # noqa: B018  (built now: duplicates are refused at load)
+            except InvalidInputError:
+                raise InvalidInputError(f"{path}: duplicate document ids") from None
         return store
 
     @classmethod

@@ -23,6 +23,13 @@ Methods (``method=``; ``"auto"`` is the default and the user configures nothing)
 * ``"hnsw"``: a usearch HNSW graph proposes the candidates (override; slower to fill and,
   measured, lower recall on near-duplicates than ``"binary"``).
 
+A filtered search (``allowed``) scores every allowed row exactly, so it returns the true top
+k of those rows, while their vectors are no more bytes than the codes an unfiltered search
+scans (:data:`EXACT_FILTERED`: 1/32 of the rows for float32 vectors and sign codes); a larger
+filter ranks the allowed rows' codes (a gathered copy up to 40% of the rows, above it the
+unmasked scan over-fetching) and rescores the best. The codes give no bound that could
+certify a stopping point (see BENCHMARKS.md, issue 17, fourth pass).
+
 Updates are cheap and never rebuild: codes of a new or replaced row are computed for that
 row only (the centre is fixed when the codes are first built), a removed row is marked dead
 at once and is never returned (dead rows are filtered before the top k; freed rows are
@@ -53,6 +60,7 @@ __all__ = [
     "BINARY_MIN_DIM",
     "COARSE_FROM",
     "EXACT_BELOW",
+    "EXACT_FILTERED",
     "METHODS",
     "STORAGES",
     "Method",
@@ -84,6 +92,22 @@ COARSE_FROM = 262_144
 # row in 256), 4.7 ms; near-duplicates 400/400 both.
 _COARSE_MIN = 1_024
 _COARSE_FACTOR = 8
+#: A filtered search scores every row the filter keeps (the exact top k of the matching
+#: rows) while those rows' stored vectors are at most this many times the bytes of the codes
+#: an unfiltered search scans (the whole table's): the two then read about as much memory.
+#: For float32 rows and sign codes that is 1/32 of the rows (384 dims: 1,536 vs 48 bytes a
+#: row), against int8 codes 1/4. Above it, codes + rescoring (exact scores, approximate set).
+#: Measured at 103,890 rows (BENCHMARKS.md, issue 17, fourth pass): an exact scan of a 10%
+#: filter costs 2.2x an unfiltered search (1.4x in the hybrid), of 1% 0.74x.
+EXACT_FILTERED = 1.0
+# A filter keeping at most this fraction of the rows has just their codes ranked (a gathered
+# copy, the unmasked kernel) and up to _FILTERED_EXTRA more candidates rescored; above it the
+# unmasked scan over-fetches (see _hamming_candidates).
+# Measured at 100k x 384 (load ~4-5, interleaved): kept 15% 0.72x an unfiltered search,
+# 25% 0.89x, 35% 1.05x (over-fetching instead: 1.22x, 1.18x; the bitmap kernel ~1.5x).
+_GATHER_CODES = 0.4
+# A larger filter asks the unmasked scan for this many times the rows it expects to need.
+_OVERFETCH = 1.5
 # Up to this many dead rows are skipped by fetching that many more candidates; beyond it
 # the scan is given a live-rows bitmap (slightly slower per lookup).
 _DEAD_SLACK = 256
@@ -426,13 +450,22 @@ class VectorEngine:
         return (stored * self._scale[rows, None]).astype(np.float32)
 
     @classmethod
-    def from_matrix(cls, matrix: npt.NDArray[np.float32], **options: Any) -> VectorEngine:
+    def from_matrix(
+        cls,
+        matrix: npt.NDArray[np.float32],
+        *,
+        codes: Mapping[str, npt.NDArray[Any]] | None = None,
+        **options: Any,
+    ) -> VectorEngine:
         """An engine over the unit rows of ``matrix`` (rows ``0..n-1``) without copying it.
 
         For an already checked float32 matrix, e.g. memory-mapped from a saved index: it is
         only read (codes are built from it now if the method needs them; a later write
-        copies it in). ``options`` are the constructor's; with ``method="hnsw"`` the graph
-        starts empty (searches are exact) until :meth:`load_graph` reads the saved one.
+        copies it in). ``codes``: what :meth:`codes_of` returned for these rows when they
+        were saved; they are adopted instead of rebuilt, so a memory-mapped matrix is not
+        read at all (a saved 100k x 384 index: 4.8 MB of codes instead of 154 MB of vectors
+        to read and encode). ``options`` are the constructor's; with ``method="hnsw"`` the
+        graph starts empty (searches are exact) until :meth:`load_graph` reads the saved one.
         """
         if matrix.ndim != 2 or matrix.dtype != np.float32:
             raise InvalidInputError(
@@ -445,8 +478,44 @@ class VectorEngine:
         n = int(matrix.shape[0])
         engine._store, engine._live = RowBlocks.adopt(matrix), np.ones(n, dtype=bool)
         engine._high = engine._n_live = n
+        if codes:
+            engine._adopt_codes(codes, n)
         engine._build_codes_when_due()
         return engine
+
+    def codes_of(self, rows: npt.NDArray[np.intp]) -> dict[str, npt.NDArray[Any]]:
+        """The first-pass codes built so far, of ``rows`` in that order, and their centre:
+        what :meth:`from_matrix` takes back (``codes=``) for a matrix of those rows."""
+        out: dict[str, npt.NDArray[Any]] = {}
+        if self._bits is not None:
+            out["codes"] = self._bits[rows]
+            if self._mean is not None:
+                out["center"] = self._mean
+        if self._coarse is not None:
+            out["coarse"] = self._coarse[rows]
+        return out
+
+    def _adopt_codes(self, codes: Mapping[str, npt.NDArray[Any]], n: int) -> None:
+        """Take saved codes of rows ``0..n-1`` (shapes and dtypes checked, copied into RAM:
+        later writes update them in place)."""
+        expected = {
+            "codes": ((n, self._width), np.uint8),
+            "center": ((self.dim,), np.float32),
+            "coarse": ((n, q.COARSE_BITS // 8), np.uint8),
+        }
+        for name, array in codes.items():
+            shape, dtype = expected.get(name, (None, None))
+            if shape is None or array.shape != shape or array.dtype != dtype:
+                raise InvalidInputError(
+                    f"saved codes {name!r} hold {array.dtype}{list(array.shape)}, expected "
+                    f"{np.dtype(dtype) if dtype else 'nothing'}{list(shape or [])}"
+                )
+        if "codes" not in codes or ("center" in codes) != self.center:
+            raise InvalidInputError(f"saved codes are incomplete: {sorted(codes)}")
+        self._bits = np.array(codes["codes"])
+        self._mean = np.array(codes["center"]) if "center" in codes else None
+        if "coarse" in codes:
+            self._coarse = np.array(codes["coarse"])
 
     def save_graph(self, path: str | Path) -> None:
         """Write the HNSW graph alone (method ``"hnsw"``) to the file ``path``."""
@@ -553,15 +622,19 @@ class VectorEngine:
             return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
         method = self.active_method()
         wanted = min(n_valid, self._candidate_count(method, k))
-        if method == "exact" or wanted >= n_valid or (valid is not None and n_valid <= 4 * wanted):
-            return self._exact(vec, k, valid, n_valid)
+        if (
+            method == "exact"
+            or wanted >= n_valid
+            or (valid is not None and n_valid <= max(4 * wanted, self._exact_filtered_rows(method)))
+        ):
+            return self._exact(vec, k, valid, n_valid)  # the true top k of the allowed rows
         if method == "hnsw":
             found = self._hnsw_candidates(vec, wanted, valid, k)
             if found is None:  # the graph proposed too few allowed rows: be exact instead
                 return self._exact(vec, k, valid, n_valid)
             return self._rescore(found, vec, k)
-        if valid is not None and method == "binary" and n_valid * 4 <= self._high:
-            # A filter keeping a quarter or less: the code scan covers those rows only, so
+        if valid is not None and method == "binary" and n_valid <= self._high * _GATHER_CODES:
+            # A filter keeping 40% or less: the code scan covers those rows only, so
             # up to _FILTERED_EXTRA more candidates are rescored for about the unfiltered
             # cost; the filtered top k lies deeper in the Hamming ranking (measured
             # recall@10 at 100k MiniLM rows, 10% kept: 0.973 with the usual 160 candidates,
@@ -590,6 +663,12 @@ class VectorEngine:
             order = negated.argsort(kind="stable")
         return order, scores[order]
 
+    def _exact_filtered_rows(self, method: str) -> float:
+        """Allowed rows up to which a filtered search scores them all (see EXACT_FILTERED)."""
+        row_bytes = self.dim * self._store.dtype.itemsize
+        code_bytes = self.dim if method == "int8" else self._width
+        return EXACT_FILTERED * self._high * code_bytes / row_bytes
+
     def _candidate_count(self, method: str, k: int) -> int:
         if self.candidates is not None:
             return max(self.candidates, k)
@@ -613,6 +692,14 @@ class VectorEngine:
     def _scores(self, rows: Rows | None, query: npt.NDArray[np.float32]) -> Scores:
         """Scores of ``rows`` (ascending for memory-mapped reads), or of ``[0, high)``."""
         if rows is not None:
+            pieces = self._store.pieces(rows) if self._scale is None else None
+            if pieces is not None:  # float32 rows read where they lie, block by block
+                if len(pieces) == 1:
+                    return q.inner_products_at(pieces[0][2], pieces[0][3], query)
+                out = np.empty(rows.shape[0], dtype=np.float32)
+                for lo, hi, block, local in pieces:
+                    out[lo:hi] = q.inner_products_at(block, local, query)
+                return out
             stored = self._store.gather(rows)
             if self._scale is None:
                 return matvec(stored, query)
@@ -684,13 +771,25 @@ class VectorEngine:
             # At most ``dead`` of the best ``wanted + dead`` rows are dead: drop them after.
             found = q.hamming_nearest(codes, query_code, wanted + dead)
             return found[self._live[found]][:wanted]
-        if valid is not None and np.count_nonzero(valid) * 4 <= self._high:
-            # A filter that keeps few rows: rank just their codes (a gathered copy, a
-            # quarter of the rows or less) with the unmasked kernel, rather than checking a
+        n_valid = -1 if valid is None else int(np.count_nonzero(valid))
+        if valid is not None and n_valid <= self._high * _GATHER_CODES:
+            # A filter that keeps few rows: rank just their codes (a gathered copy, 40% of
+            # the rows or less) with the unmasked kernel, rather than checking a
             # bitmap at every row of the table. Same ranking; cheaper than no filter.
             rows = np.flatnonzero(valid).astype(np.intp)
             # np.take, not codes[rows]: 29 vs 117 us for 10k of 100k 48-byte codes.
             return rows[q.hamming_nearest(np.take(codes, rows, axis=0), query_code, wanted)]
+        if valid is not None and _OVERFETCH > 0:
+            # A filter that keeps many rows: the unmasked kernel asked for enough rows that
+            # ``wanted`` allowed ones are expected among them (the bitmap kernel cost 2-3x
+            # the unmasked scan at 100k: 0.81 vs 0.27 ms at half the rows). The allowed rows
+            # of the nearest ``fetch`` are the nearest allowed rows (the same ranking).
+            fetch = min(self._high, int(wanted * _OVERFETCH * self._high / n_valid) + 64)
+            found = q.hamming_nearest(codes, query_code, fetch)  # nearest first
+            found = found[valid[found]]
+            if found.shape[0] >= wanted:  # the nearest of them (numpy's kernel is unordered)
+                return found[q.hamming_rerank(codes[found], query_code, wanted)]
+            # Fewer than expected (the allowed rows lie far from the query): the bitmap.
         mask = self._live[: self._high] if valid is None else valid
         return q.hamming_nearest(codes, query_code, wanted, mask)
 

@@ -191,6 +191,45 @@ def import_onnxruntime_first() -> None:
         importlib.import_module("onnxruntime")
 
 
+#: From this many rows :func:`inner_products_at` reads them in place with faiss; below it a
+#: gathered copy and one product cost as little (measured 37 vs 48 us at 1,000 x 384).
+BY_INDEX_FROM = 512
+
+
+def inner_products_at(
+    matrix: npt.NDArray[np.float32], rows: npt.NDArray[np.intp], query: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """``matrix[rows] @ query`` without gathering the rows into a copy first.
+
+    Scoring the rows a filter keeps is a scattered read: a gathered copy (``np.take``) writes
+    and then reads every row again. faiss's ``fvec_inner_products_by_idx`` reads each row
+    where it lies (one thread, GIL released): measured at 10,000 of 100,000 x 384 rows,
+    0.58 ms against 1.47 ms for ``np.take`` + the product. Without faiss, the copy.
+    """
+    faiss: Any = _faiss() if rows.shape[0] >= BY_INDEX_FROM else None
+    if (
+        faiss is None
+        or matrix.dtype != np.float32
+        or not matrix.flags.c_contiguous
+        or query.dtype != np.float32
+        or not 0 <= int(rows.min()) <= int(rows.max()) < matrix.shape[0]  # never read outside
+    ):
+        return matvec(np.take(matrix, rows, axis=0), query)
+    ids = np.ascontiguousarray(rows, dtype=np.int64)
+    vec = np.ascontiguousarray(query)
+    out = np.empty(ids.shape[0], dtype=np.float32)
+    threads = faiss.omp_get_max_threads()  # one query: never wake an OpenMP team (see below)
+    faiss.omp_set_num_threads(1)
+    try:
+        faiss.fvec_inner_products_by_idx(
+            faiss.swig_ptr(out), faiss.swig_ptr(vec), faiss.swig_ptr(matrix),
+            faiss.swig_ptr(ids), matrix.shape[1], 1, ids.shape[0],
+        )
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return out
+
+
 def hamming_nearest(
     codes: BitMatrix,
     query_code: BitMatrix,

@@ -113,18 +113,38 @@ class RowBlocks:
         """A copy of ``rows`` (ascending rows read each block once, in order)."""
         if len(self.blocks) == 1 or rows.shape[0] == 0:
             return np.asarray(self.blocks[0][rows] if self.blocks else np.zeros((0, self.dim)))
-        which = rows >> self._shift
         out = np.empty((rows.shape[0], self.dim), dtype=self.dtype)
-        if (which[1:] >= which[:-1]).all():
-            cuts = np.flatnonzero(np.diff(which)) + 1
-            bounds = zip([0, *cuts.tolist()], [*cuts.tolist(), rows.shape[0]], strict=True)
-            for lo, hi in bounds:
-                out[lo:hi] = self.blocks[int(which[lo])][rows[lo:hi] & self._mask]
+        pieces = self.pieces(rows)
+        if pieces is not None:
+            for lo, hi, block, local in pieces:
+                out[lo:hi] = block[local]
             return out
+        which = rows >> self._shift
         for i, (b, offset) in enumerate(zip(which.tolist(), (rows & self._mask).tolist(),
                                             strict=True)):
             out[i] = self.blocks[b][offset]
         return out
+
+    def pieces(
+        self, rows: npt.NDArray[np.intp]
+    ) -> list[tuple[int, int, npt.NDArray[Any], npt.NDArray[np.intp]]] | None:
+        """``rows`` split by block: ``(lo, hi, block, rows[lo:hi] within block)``, so a
+        kernel can read the rows where they lie; ``None`` unless the rows' blocks ascend
+        (ascending rows always qualify)."""
+        if not self.blocks or rows.shape[0] == 0:
+            return []
+        if len(self.blocks) == 1:
+            return [(0, rows.shape[0], self.blocks[0], rows)]
+        which = rows >> self._shift
+        if int(which[0]) == int(which[-1]) and (which == which[0]).all():
+            return [(0, rows.shape[0], self.blocks[int(which[0])], rows & self._mask)]
+        if not bool((which[1:] >= which[:-1]).all()):
+            return None
+        cuts = np.flatnonzero(np.diff(which)) + 1
+        bounds = zip([0, *cuts.tolist()], [*cuts.tolist(), rows.shape[0]], strict=True)
+        return [
+            (lo, hi, self.blocks[int(which[lo])], rows[lo:hi] & self._mask) for lo, hi in bounds
+        ]
 
     def views(
         self, stop: int, start: int = 0, *, writable: bool = False

@@ -764,7 +764,7 @@ class HybridRetriever(FusionRetriever):
         if not indexes:
             raise InvalidInputError(f"cannot load HybridRetriever from {directory}: no index")
         for index in indexes:
-            if index.documents.ids != indexes[0].documents.ids or len(index) != settings.get(
+            if not index.documents.same_ids(indexes[0].documents) or len(index) != settings.get(
                 "documents", len(index)
             ):
                 raise InvalidInputError(
