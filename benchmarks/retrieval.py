@@ -51,7 +51,7 @@ RESULTS = ROOT / "results"
 CACHE = Path(os.environ.get("RAG_OPTIMIZE_EMBED_CACHE", "/tmp/rag-optimize-embeddings"))
 MODEL_TAG = "minilm-l6-int8-onnx-256"
 DATA = Path(os.environ.get("RAG_OPTIMIZE_DATA", ROOT.parent.parent / "shared" / "data"))
-FUSIONS = ("auto", "rrf", "weighted", "relative_score")
+FUSIONS = ("auto", "consistency", "rrf", "weighted", "relative_score")
 DEPTH = 100  # documents retrieved per query (recall@100)
 DENSE_LEANING = {"bm25": 0.25, "dense": 0.75}
 CALIBRATED = "hybrid auto, weights calibrated on the design half (ours)"
@@ -208,7 +208,8 @@ def our_methods(
                 bm25, index, lookup, fusion=fusion, k=DEPTH, candidates=DEPTH
             )
             methods[f"hybrid {fusion} (ours{suffix})"] = lambda q, r=retriever: r.retrieve(q).ids
-    for fusion in [f for f in fusions if f != "auto"] if "float32" in dense_kinds else ():
+    fixed = [f for f in fusions if f not in ("auto", "consistency")]  # weights mean the same
+    for fusion in fixed if "float32" in dense_kinds else ():
         # A common a-priori hybrid setting (alpha = 0.75 towards dense), not tuned here.
         retriever = HybridRetriever(
             bm25,
