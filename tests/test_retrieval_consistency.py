@@ -258,3 +258,21 @@ def test_single_index_consistency_is_that_index(hashing_embedder: HashingEmbedde
     assert only.retrieve("capital of Germany").ids == [
         h.id for h in sparse.search("capital of Germany", 10)
     ]
+
+
+def test_views_read_bm25s_texts_when_the_dense_index_holds_none() -> None:
+    texts, queries = topical_corpus()
+    embedder = HashingEmbedder(dim=64)
+    ids = [f"d{i}" for i in range(len(texts))]
+    sparse = BM25Index()
+    sparse.add(texts, ids=ids)
+    dense = DenseIndex()
+    dense.add(embedder.embed_documents(texts), ids=ids)  # vectors only, no texts
+    built = HybridRetriever(sparse, dense, embedder, fusion="consistency", candidates=50)
+    for query in queries[:30]:
+        built.retrieve(query)
+    assert built.consistency.observed == 30
+    reference, _ = retriever()
+    for query in queries[:30]:
+        reference.retrieve(query)
+    assert built.consistency.means() == pytest.approx(reference.consistency.means())

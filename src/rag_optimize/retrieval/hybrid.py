@@ -703,7 +703,9 @@ class HybridRetriever(FusionRetriever):
         position = {doc_id: i for i, doc_id in enumerate(columns.ids)}
         top = [position[h.id] for h in sparse[:_VIEW_DEPTH]]
         near_bm25_best = columns.vectors @ columns.vectors[top].mean(axis=0)
-        words = " ".join(h.text for h in dense[:_VIEW_DEPTH])
+        # The words BM25 indexed for dense's best (a dense index may hold no texts).
+        store = self.sparse.documents
+        words = " ".join(store.texts[store.position(h.id)] for h in dense[:_VIEW_DEPTH])
         like_dense_best = self.sparse.score(words, columns.ids)
         kappa_bm25 = self_consistency(columns.bm25, near_bm25_best)
         kappa_dense = self_consistency(columns.dense, like_dense_best)
