@@ -276,3 +276,19 @@ def test_views_read_bm25s_texts_when_the_dense_index_holds_none() -> None:
     for query in queries[:30]:
         reference.retrieve(query)
     assert built.consistency.means() == pytest.approx(reference.consistency.means())
+
+
+def test_bm25_score_matches_search_for_any_document_and_a_repeated_long_query() -> None:
+    texts, queries = topical_corpus()
+    index = BM25Index()
+    index.add(texts, ids=[f"d{i}" for i in range(len(texts))])
+    index.delete(["d3", "d10"])  # rows left out of the built matrix, as search leaves them
+    for query in [*queries[:10], " ".join(texts[:5])]:  # the last: five documents' words
+        hits = index.search(query, 500)
+        got = index.score(query, [h.id for h in hits])
+        assert got == pytest.approx([h.score for h in hits], rel=1e-5)
+        missing = sorted({f"d{i}" for i in range(400)} - {"d3", "d10"} - {h.id for h in hits})
+        assert not index.score(query, missing).any()  # no term in common: 0
+    assert index.score("zzz unknown words", ["d0"]).tolist() == [0.0]
+    with pytest.raises(InvalidInputError, match="unknown document id"):
+        index.score(queries[0], ["d3"])
