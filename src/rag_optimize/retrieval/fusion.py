@@ -186,7 +186,7 @@ def self_consistency(scores: npt.ArrayLike, view: npt.ArrayLike) -> float | None
     return float(a @ b) / norm
 
 
-CONSISTENCY_WARMUP = 20
+CONSISTENCY_WARMUP = 5
 CONSISTENCY_SAMPLE_FIRST = 200
 CONSISTENCY_SAMPLE_EVERY = 10
 CONSISTENCY_MEMORY = 1000
@@ -198,8 +198,12 @@ class ConsistencyEstimate:
     stream: the mean of its per-query :func:`self_consistency` (thread-safe, cheap).
 
     * ``warmup``: below this many observed queries :meth:`weights` is ``None`` and
-      :func:`consistency` fuses as :func:`auto` (the per-query mean swings early: on
-      SciFact the BM25 weight read from the first 10 queries is 0.41, from 127 it is 0.36).
+      :func:`consistency` fuses as :func:`auto`. The corpus mean settles early (on SciFact
+      the BM25 weight read from the first 10 queries is 0.41, from 127 it is 0.36; on
+      WikiQA 0 from the first 10), while every query served by ``auto`` where one branch is
+      weak costs (WikiQA: ``auto`` 0.61 against dense 0.70 nDCG@10). 5 rather than 20:
+      WikiQA's design half then ties dense (0.7023, 0.6998 with 20), at a cost of at most
+      0.0025 on two of the study's interventions (BENCHMARKS.md, "consistency fusion").
     * Sampling: the cross-space views cost one extra BM25 pass over the words of five
       documents and a few dozen vector products per query, so only a sample of queries is
       observed: every one of the first ``sample_first`` served, then one in ``sample_every``
