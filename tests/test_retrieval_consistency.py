@@ -292,3 +292,14 @@ def test_bm25_score_matches_search_for_any_document_and_a_repeated_long_query() 
     assert index.score("zzz unknown words", ["d0"]).tolist() == [0.0]
     with pytest.raises(InvalidInputError, match="unknown document id"):
         index.score(queries[0], ["d3"])
+
+
+def test_the_default_fusion_is_the_documented_one() -> None:
+    sparse = BM25Index()
+    sparse.add(TEXTS)
+    assert HybridRetriever(sparse, None).fusion == "auto"
+    assert FusionRetriever([CallableBranch("r0", lambda q, k: [])]).fusion == "auto"
+    assert '``"auto"`` (default' in (FusionRetriever.__doc__ or "")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert 'The default, `fusion="auto"`' in readme
+    assert "**`fusion=\"consistency\"`**" in readme and "not the\n  default" in readme

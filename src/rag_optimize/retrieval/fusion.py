@@ -27,11 +27,15 @@ which documents were first seen (first branch first), so results are determinist
   it fuses as :func:`auto`. Only :class:`~rag_optimize.retrieval.HybridRetriever` can feed it
   (it needs our indexes to score the other branch's candidates); see :func:`consistency`.
 
-No rule of this kind tells, without labels, a corpus where one branch is much weaker than
-the other (BM25 on WikiQA's question-to-sentence data, where every fixed weighting short of
-dense alone ranks below dense alone) from one where both help (SciFact): with two branches
-their reliabilities are not identifiable from their scores and agreement alone. For such data
-:func:`rag_optimize.retrieval.calibrate_fusion` sets the weights from a few judged queries.
+No per-query rule of this kind tells, without labels, a corpus where one branch is much
+weaker than the other (BM25 on WikiQA's question-to-sentence data, where every fixed
+weighting short of dense alone ranks below dense alone) from one where both help (SciFact):
+with two branches their reliabilities are not identifiable from their scores and agreement
+alone. :func:`consistency`'s corpus-level reading does tell those two apart (WikiQA's BM25
+reads about 0, SciFact's about 0.2), but it is a proxy: it also reads the other branch's
+space, and with a weak *dense* model it still gives dense a large share. ``auto`` stays the
+default (see BENCHMARKS.md). With a few judged queries,
+:func:`rag_optimize.retrieval.calibrate_fusion` sets the weights instead.
 """
 
 from __future__ import annotations
