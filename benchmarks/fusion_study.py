@@ -462,6 +462,42 @@ STREAM_VARIANTS: dict[str, Callable[[list[dict[str, Any]]], Variant]] = {
 }
 
 
+ONLINE = "consistency (built: online estimate, cold start, retrieval.py's stream order)"
+
+
+def online_consistency(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """``fusion="consistency"`` as HybridRetriever runs it, on the cached features: the
+    library's own ConsistencyEstimate and ``consistency`` fusion, fed every judged query in
+    the order retrieval.py serves them (its Random(1) shuffle), starting cold (``auto``
+    until the warm-up). nDCG@10 per half, like :func:`evaluate`."""
+    estimate = F.ConsistencyEstimate()
+    by_qid = {r["qid"]: r for r in rows}
+    stream = list(by_qid)
+    R.random.Random(1).shuffle(stream)
+    out: dict[str, list[float]] = {"design": [], "held-out": [], "all": []}
+    for qid in stream:
+        row = by_qid[qid]
+        if estimate.should_sample():
+            kb = F.self_consistency(row["bm25"], row["prf_b"])
+            kd = F.self_consistency(row["dense"], row["lex_d"])
+            if kb is not None and kd is not None:
+                estimate.observe({"bm25": kb, "dense": kd})
+        ranked = {"bm25": listed(row, "bm25"), "dense": listed(row, "dense")}
+        ranked = {b: h for b, h in ranked.items() if h}
+        ids = [str(i) for i in range(len(row["bm25"]))]
+        columns = {"bm25": row["bm25"], "dense": row["dense"]}
+        reliability = estimate.weights() if len(ranked) == 2 else None
+        fused = F.consistency(ranked, complete=(ids, columns), reliability=reliability)
+        score = ndcg10([int(d) for d, _ in fused], set(row["rel"]), row["n_rel"])
+        out[row["half"]].append(score)
+        out["all"].append(score)
+    result = {k: round(float(np.mean(v)), 4) for k, v in out.items()}
+    result["weights at the end"] = {
+        b: round(v, 3) for b, v in (estimate.weights() or {"warming up": 0.0}).items()
+    }
+    return result
+
+
 def weighted_sum(wb: float, wd: float) -> Variant:
     return linear(bm25=wb, dense=wd)
 
@@ -502,6 +538,8 @@ def main() -> None:
     for label, make in STREAM_VARIANTS.items():
         if not wanted or any(label.startswith(p) for p in wanted):
             show(label, {name: evaluate(rows[name], make(design[name])) for name in SETS})
+    if not wanted or any(ONLINE.startswith(p) for p in wanted):
+        show(ONLINE, {name: online_consistency(rows[name]) for name in SETS})
     if wanted:
         return
     views = ("bm25", "dense", "cover", "prf_b", "prf_d", "lex_d")

@@ -51,7 +51,7 @@ RESULTS = ROOT / "results"
 CACHE = Path(os.environ.get("RAG_OPTIMIZE_EMBED_CACHE", "/tmp/rag-optimize-embeddings"))
 MODEL_TAG = "minilm-l6-int8-onnx-256"
 DATA = Path(os.environ.get("RAG_OPTIMIZE_DATA", ROOT.parent.parent / "shared" / "data"))
-FUSIONS = ("auto", "rrf", "weighted", "relative_score")
+FUSIONS = ("auto", "consistency", "rrf", "weighted", "relative_score")
 DEPTH = 100  # documents retrieved per query (recall@100)
 DENSE_LEANING = {"bm25": 0.25, "dense": 0.75}
 CALIBRATED = "hybrid auto, weights calibrated on the design half (ours)"
@@ -208,7 +208,8 @@ def our_methods(
                 bm25, index, lookup, fusion=fusion, k=DEPTH, candidates=DEPTH
             )
             methods[f"hybrid {fusion} (ours{suffix})"] = lambda q, r=retriever: r.retrieve(q).ids
-    for fusion in [f for f in fusions if f != "auto"] if "float32" in dense_kinds else ():
+    fixed = [f for f in fusions if f not in ("auto", "consistency")]  # weights mean the same
+    for fusion in fixed if "float32" in dense_kinds else ():
         # A common a-priori hybrid setting (alpha = 0.75 towards dense), not tuned here.
         retriever = HybridRetriever(
             bm25,
@@ -411,7 +412,7 @@ def run_dataset(name: str, embedder: Any, args: argparse.Namespace, report: dict
     # Weights calibrated on the judged queries of the design half only; read its held-out
     # column (its design column is in-sample).
     calibrated = HybridRetriever(
-        built["bm25"], built["dense"]["float32"], lookup, k=DEPTH, candidates=DEPTH
+        built["bm25"], built["dense"]["float32"], lookup, fusion="auto", k=DEPTH, candidates=DEPTH
     )
     design = [q for q in all_qids if half_of(q) == "design"]
     calibration = calibrate_fusion(
@@ -425,7 +426,7 @@ def run_dataset(name: str, embedder: Any, args: argparse.Namespace, report: dict
     methods["LlamaIndex QueryFusionRetriever"] = build_llama(ids, texts, doc_vecs, lookup)
     li_build = time.perf_counter() - start
     hybrid = HybridRetriever(
-        built["bm25"], built["dense"]["float32"], lookup, k=DEPTH, candidates=DEPTH
+        built["bm25"], built["dense"]["float32"], lookup, fusion="auto", k=DEPTH, candidates=DEPTH
     )
     out: dict[str, Any] = {
         "docs": len(ids),
@@ -502,10 +503,19 @@ def contenders(ids, texts, doc_vecs, lookup, qtexts) -> dict[str, Any]:
     """Latency only: the default hybrid against the two frameworks, interleaved per query."""
     built = build_ours(ids, texts, doc_vecs, lookup)
     hybrid = HybridRetriever(
-        built["bm25"], built["dense"]["float32"], lookup, k=DEPTH, candidates=DEPTH
+        built["bm25"], built["dense"]["float32"], lookup, fusion="auto", k=DEPTH, candidates=DEPTH
+    )
+    consistency = HybridRetriever(
+        built["bm25"],
+        built["dense"]["float32"],
+        lookup,
+        fusion="consistency",
+        k=DEPTH,
+        candidates=DEPTH,
     )
     methods: dict[str, Search] = {
         "hybrid auto (ours)": lambda q: hybrid.retrieve(q).ids,
+        "hybrid consistency (ours)": lambda q: consistency.retrieve(q).ids,
         BEFORE_KERNEL: lambda q: with_blas_gemv(hybrid.retrieve, q).ids,
         "LangChain EnsembleRetriever": langchain_ensemble(ids, texts, lookup),
         "LlamaIndex QueryFusionRetriever": build_llama(ids, texts, doc_vecs, lookup),
@@ -527,7 +537,7 @@ def contenders(ids, texts, doc_vecs, lookup, qtexts) -> dict[str, Any]:
         "same_ids_as_before_kernel": f"{same}/{len(qtexts)}",
         "ratios_p50": {
             f"{ours} / {theirs}": round(latency[ours]["p50_ms"] / latency[theirs]["p50_ms"], 4)
-            for ours in ("hybrid auto (ours)", BEFORE_KERNEL)
+            for ours in ("hybrid auto (ours)", "hybrid consistency (ours)", BEFORE_KERNEL)
             for theirs in ("LangChain EnsembleRetriever", "LlamaIndex QueryFusionRetriever")
         },
         "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS"),
@@ -535,6 +545,7 @@ def contenders(ids, texts, doc_vecs, lookup, qtexts) -> dict[str, Any]:
         "load_after": os.getloadavg(),
         "latency": latency,
         "blocks_p50_ms_two_rounds": blocks,
+        "consistency_estimate": consistency.consistency.to_dict(),
     }
     print(f"  {json.dumps(out)}", flush=True)
     return out
@@ -580,7 +591,7 @@ def filter_report(
 
     bm25, dense = built["bm25"], built["dense"][kind]
     spec = Eq("bucket", 3)
-    hybrid = HybridRetriever(bm25, dense, lookup, k=10, candidates=DEPTH)
+    hybrid = HybridRetriever(bm25, dense, lookup, fusion="auto", k=10, candidates=DEPTH)
     allowed = filter_mask(spec, dense.documents)
     sparse_allowed = filter_mask(spec, bm25.documents)
     vectors = np.asarray(dense._vectors)

@@ -378,3 +378,14 @@ def test_an_engine_brings_its_own_k_and_fusion() -> None:
     assert (retriever.k, retriever.fusion) == (2, "auto")
     assert len(retriever.invoke("capital")) == 2
     assert len(AsyncHybridRetriever(engine=engine, k=3).invoke("capital")) == 3
+
+
+async def test_consistency_fusion_in_index_mode_learns_and_wrap_mode_refuses_it() -> None:
+    retriever = AsyncHybridRetriever.from_documents(DOCS, HashEmbeddings(), fusion="consistency")
+    assert retriever.fusion == "consistency"
+    retriever.invoke("capital of Germany")
+    await retriever.ainvoke("tower in Paris")
+    assert retriever.engine.consistency.to_dict()["served"] == 2  # both paths feed it
+    bm25 = BM25Retriever.from_documents(DOCS, k=3, preprocess_func=words)
+    with pytest.raises(ValueError, match="only HybridRetriever"):  # pydantic wraps it
+        AsyncHybridRetriever(retrievers=[bm25], fusion="consistency")

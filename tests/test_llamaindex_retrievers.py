@@ -308,3 +308,10 @@ def test_calibrate_fusion_sets_the_engine_weights() -> None:
     assert retriever.engine.weights == result.weights
     assert result.ndcg >= result.before
     assert retriever.retrieve("capital of France")[0].node.node_id == "p"
+
+
+async def test_consistency_fusion_in_index_mode_learns_on_both_paths() -> None:
+    retriever = AsyncHybridRetriever.from_nodes(nodes(), HashEmbedding(), fusion="consistency")
+    retriever.retrieve("capital of Germany")
+    await retriever.aretrieve("tower in Paris")
+    assert retriever.engine.consistency.to_dict()["served"] == 2

@@ -9,14 +9,18 @@ A branch over one of our indexes is *filterable*: :meth:`SparseBranch.mask` turn
 metadata filter into a row mask of its index (before the branches start, so a bad filter
 raises to the caller instead of degrading a branch) and ``search(..., allowed=mask)``
 searches only those rows. Wrapped framework retrievers cannot take our filters.
+
+:class:`DenseBranch` returns its hits as :class:`QueryHits`, a list that also carries the
+query vector it searched with, so fusion can score the other branch's candidates against
+the same vector (``fusion="consistency"``) without embedding the query twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, runtime_checkable
 
 from rag_optimize.embedding.protocol import Embedder, aembed_query, check_embedder
 from rag_optimize.index.bm25 import BM25Index
@@ -27,6 +31,15 @@ from rag_optimize.retrieval.filters import Filter, filter_mask
 Clock = Callable[[], float]
 SearchFn = Callable[[str, int], list[Hit]]
 AsyncSearchFn = Callable[[str, int], Awaitable[list[Hit]]]
+
+
+class QueryHits(list[Hit]):
+    """A branch's hits (a plain list of :class:`Hit`, best first) plus ``vector``: the query
+    embedding the branch searched with (``None`` when it embedded nothing)."""
+
+    def __init__(self, hits: Iterable[Hit] = (), vector: Any = None) -> None:
+        super().__init__(hits)
+        self.vector = vector
 
 
 @runtime_checkable
@@ -100,7 +113,7 @@ class DenseBranch:
         start = self.clock()
         vector = self.embedder.embed_query(query)
         timings["embed"] = self.clock() - start
-        return self.index.search(vector, k, allowed=allowed)
+        return QueryHits(self.index.search(vector, k, allowed=allowed), vector)
 
     async def asearch(
         self, query: str, k: int, timings: dict[str, float], allowed: Mask | None = None
@@ -108,7 +121,8 @@ class DenseBranch:
         start = self.clock()
         vector = await aembed_query(self.embedder, query)
         timings["embed"] = self.clock() - start
-        return await asyncio.to_thread(self.index.search, vector, k, allowed=allowed)
+        hits = await asyncio.to_thread(self.index.search, vector, k, allowed=allowed)
+        return QueryHits(hits, vector)
 
 
 class CallableBranch:

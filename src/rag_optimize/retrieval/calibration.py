@@ -126,14 +126,14 @@ def calibrate_fusion(
     for query in queries:
         request = retriever._request(query, k, None)
         outcomes, _ = retriever._run_sync(request)
-        runs.append(outcomes)
+        runs.append((request.query, outcomes))
     total = sum(retriever.weights.values())
     current = {n: retriever.weights[n] / total for n in names}
 
     def score(weights: Mapping[str, float]) -> float:
         values = []
-        for outcomes, ids in zip(runs, relevant, strict=True):
-            docs, _ = retriever._fuse_outcomes(outcomes, k, weights)
+        for (query, outcomes), ids in zip(runs, relevant, strict=True):
+            docs, _ = retriever._fuse_outcomes(outcomes, k, weights, query=query)
             values.append(_ndcg([d.id for d in docs], set(ids), k))
         return sum(values) / len(values)
 

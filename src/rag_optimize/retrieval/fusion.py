@@ -18,19 +18,37 @@ which documents were first seen (first branch first), so results are determinist
   candidates (a keyword branch matching only a common topic word, say) counts for less on
   that query; where both branches are sure, both count. See :func:`auto` for the rule.
 
-No rule of this kind tells, without labels, a corpus where one branch is much weaker than
-the other (BM25 on WikiQA's question-to-sentence data, where every fixed weighting short of
-dense alone ranks below dense alone) from one where both help (SciFact): with two branches
-their reliabilities are not identifiable from their scores and agreement alone. For such data
-:func:`rag_optimize.retrieval.calibrate_fusion` sets the weights from a few judged queries.
+* :func:`consistency`: z-scores of **complete** score vectors (both scores of every candidate
+  of the union: the BM25 score of a document only dense found, the cosine of one only BM25
+  found), each branch weighted by a corpus-level reliability reading that
+  :class:`ConsistencyEstimate` keeps from the stream of served queries, without labels:
+  a branch's *cross-space self-consistency* (do the documents it scores high lie near its own
+  best documents in the *other* branch's space?). Until the estimate has seen enough queries
+  it fuses as :func:`auto`. Only :class:`~rag_optimize.retrieval.HybridRetriever` can feed it
+  (it needs our indexes to score the other branch's candidates); see :func:`consistency`.
+
+No per-query rule of this kind tells, without labels, a corpus where one branch is much
+weaker than the other (BM25 on WikiQA's question-to-sentence data, where every fixed
+weighting short of dense alone ranks below dense alone) from one where both help (SciFact):
+with two branches their reliabilities are not identifiable from their scores and agreement
+alone. :func:`consistency`'s corpus-level reading does tell those two apart (WikiQA's BM25
+reads about 0, SciFact's about 0.2), but it is a proxy: it also reads the other branch's
+space, and with a weak *dense* model it still gives dense a large share. ``auto`` stays the
+default (see BENCHMARKS.md). With a few judged queries,
+:func:`rag_optimize.retrieval.calibrate_fusion` sets the weights instead.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from rag_optimize.errors import ConfigurationError
+import numpy as np
+import numpy.typing as npt
+
+from rag_optimize.errors import ConfigurationError, InvalidInputError
 
 Ranked = Mapping[str, Sequence[tuple[str, float]]]
 Fused = list[tuple[str, float]]
@@ -151,8 +169,210 @@ def auto(
     return sorted(totals.items(), key=lambda item: -item[1])
 
 
+def self_consistency(scores: npt.ArrayLike, view: npt.ArrayLike) -> float | None:
+    """Pearson correlation of a branch's ``scores`` with a cross-space ``view`` of the same
+    candidates, or ``None`` when either is constant (nothing to read on this query).
+
+    For BM25 the view is each candidate's cosine to the centroid of BM25's top 5 documents;
+    for dense, each candidate's BM25 score against the words of dense's top 5 documents. A
+    branch whose ranking is driven by what the documents are about scores high the
+    documents that resemble its own best ones in the other space too; one whose high
+    scores come from chance term matches (or noise) does not.
+    """
+    a = np.asarray(scores, dtype=np.float64)
+    b = np.asarray(view, dtype=np.float64)
+    if a.shape != b.shape or a.size < 3:
+        return None
+    a, b = a - a.mean(), b - b.mean()
+    norm = math.sqrt(float(a @ a) * float(b @ b))
+    if not norm > 1e-12 or not math.isfinite(norm):
+        return None
+    return float(a @ b) / norm
+
+
+CONSISTENCY_WARMUP = 5
+CONSISTENCY_SAMPLE_FIRST = 200
+CONSISTENCY_SAMPLE_EVERY = 10
+CONSISTENCY_MEMORY = 1000
+_ESTIMATE_FORMAT = 1
+
+
+class ConsistencyEstimate:
+    """A running, label-free reading of each branch's reliability on *this* corpus and query
+    stream: the mean of its per-query :func:`self_consistency` (thread-safe, cheap).
+
+    * ``warmup``: below this many observed queries :meth:`weights` is ``None`` and
+      :func:`consistency` fuses as :func:`auto`. The corpus mean settles early (on SciFact
+      the BM25 weight read from the first 10 queries is 0.41, from 127 it is 0.36; on
+      WikiQA 0 from the first 10), while every query served by ``auto`` where one branch is
+      weak costs (WikiQA: ``auto`` 0.61 against dense 0.70 nDCG@10). 5 rather than 20:
+      WikiQA's design half then ties dense (0.7023, 0.6998 with 20), at a cost of at most
+      0.0025 on two of the study's interventions (BENCHMARKS.md, "consistency fusion").
+    * Sampling: the cross-space views cost one extra BM25 pass over the words of five
+      documents and a few dozen vector products per query, so only a sample of queries is
+      observed: every one of the first ``sample_first`` served, then one in ``sample_every``
+      (a corpus-level mean needs no more, and the later samples keep it following a drifting
+      corpus or query mix).
+    * ``memory``: after this many observations the mean becomes an exponential moving
+      average over about that many (an old corpus's readings fade out).
+
+    :meth:`weights` gives each branch ``max(0, mean)``: a branch whose scores do not agree
+    with its own best documents' neighbourhood in the other space counts for nothing.
+    The state is JSON (:meth:`to_dict` / :meth:`from_dict`); HybridRetriever saves it.
+    """
+
+    def __init__(
+        self,
+        branches: Sequence[str] = ("bm25", "dense"),
+        *,
+        warmup: int = CONSISTENCY_WARMUP,
+        sample_first: int = CONSISTENCY_SAMPLE_FIRST,
+        sample_every: int = CONSISTENCY_SAMPLE_EVERY,
+        memory: int = CONSISTENCY_MEMORY,
+    ) -> None:
+        for label, value, least in (
+            ("warmup", warmup, 0),
+            ("sample_first", sample_first, 0),
+            ("sample_every", sample_every, 1),
+            ("memory", memory, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigurationError(f"{label} must be an integer >= {least}, got {value!r}")
+        if isinstance(branches, str) or len(set(branches)) != len(branches) or not branches:
+            raise ConfigurationError(f"branches must be distinct names, got {branches!r}")
+        self.branches = tuple(str(b) for b in branches)
+        self.warmup, self.sample_first, self.sample_every = warmup, sample_first, sample_every
+        self.memory = memory
+        self._lock = threading.Lock()
+        self._served = 0
+        self._observed = 0
+        self._means = {b: 0.0 for b in self.branches}
+
+    @property
+    def observed(self) -> int:
+        """How many queries the estimate has read so far."""
+        return self._observed
+
+    def should_sample(self) -> bool:
+        """Count one served query; ``True`` when its cross-space views should be observed."""
+        with self._lock:
+            self._served += 1
+            n = self._served
+        return n <= self.sample_first or (n - self.sample_first) % self.sample_every == 0
+
+    def observe(self, kappas: Mapping[str, float]) -> None:
+        """Fold in one query's self-consistency per branch (every branch, finite)."""
+        values = {b: float(kappas[b]) for b in self.branches if b in kappas}
+        if len(values) != len(self.branches) or not all(map(math.isfinite, values.values())):
+            raise InvalidInputError(
+                f"observe needs a finite value for each of {list(self.branches)}, got {kappas!r}"
+            )
+        with self._lock:
+            self._observed += 1
+            step = 1.0 / min(self._observed, self.memory)
+            for b, v in values.items():
+                self._means[b] += step * (v - self._means[b])
+
+    def means(self) -> dict[str, float]:
+        """The current mean self-consistency per branch (0 before any observation)."""
+        with self._lock:
+            return dict(self._means)
+
+    def weights(self) -> dict[str, float] | None:
+        """Per-branch reliability weights, or ``None`` while warming up (or all are 0)."""
+        with self._lock:
+            if self._observed < max(1, self.warmup):
+                return None
+            out = {b: max(0.0, m) for b, m in self._means.items()}
+        return out if any(out.values()) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The estimate and its settings as JSON-ready data."""
+        with self._lock:
+            return {
+                "format": _ESTIMATE_FORMAT,
+                "branches": list(self.branches),
+                "warmup": self.warmup,
+                "sample_first": self.sample_first,
+                "sample_every": self.sample_every,
+                "memory": self.memory,
+                "served": self._served,
+                "observed": self._observed,
+                "means": dict(self._means),
+            }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConsistencyEstimate:
+        """An estimate from :meth:`to_dict`'s data; damaged data raises InvalidInputError."""
+        try:
+            if data.get("format") != _ESTIMATE_FORMAT:
+                raise ValueError(f"format {data.get('format')!r}")
+            estimate = cls(
+                data["branches"],
+                warmup=data["warmup"],
+                sample_first=data["sample_first"],
+                sample_every=data["sample_every"],
+                memory=data["memory"],
+            )
+            served, observed = data["served"], data["observed"]
+            means = {b: float(data["means"][b]) for b in estimate.branches}
+            if not all(isinstance(v, int) and v >= 0 for v in (served, observed)):
+                raise ValueError("negative or non-integer counts")
+            if not all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in means.values()):
+                raise ValueError(f"means out of [-1, 1]: {means}")
+        except (KeyError, TypeError, ValueError, AttributeError, ConfigurationError) as exc:
+            raise InvalidInputError(f"not a saved consistency estimate: {exc}") from None
+        estimate._served, estimate._observed, estimate._means = served, observed, means
+        return estimate
+
+
+def _z(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    std = float(values.std())
+    return (values - values.mean()) / std if std > 1e-12 else np.zeros_like(values)
+
+
+def consistency(
+    ranked: Ranked,
+    weights: Mapping[str, float] | None = None,
+    *,
+    complete: tuple[Sequence[str], Mapping[str, npt.ArrayLike]] | None = None,
+    reliability: Mapping[str, float] | None = None,
+) -> Fused:
+    """Reliability-weighted fusion of complete score vectors.
+
+    ``complete`` is ``(ids, {branch: scores})``: every candidate of the union with every
+    branch's score for it (without it, a document a branch did not return gets that
+    branch's lowest listed score). ``reliability`` is :meth:`ConsistencyEstimate.weights`.
+    Fused score: ``sum_b w_b * reliability_b * z_b`` with ``z_b`` the branch's scores
+    z-scored over the union. Without a reliability reading (warming up), or when it gives
+    every branch 0, this is :func:`auto`.
+    """
+    w = check_weights(list(ranked), weights)
+    if reliability is None:
+        return auto(ranked, weights)
+    mix = {name: w[name] * max(0.0, float(reliability.get(name, 0.0))) for name in ranked}
+    if not any(mix.values()):
+        return auto(ranked, weights)
+    if complete is None:
+        order = list(dict.fromkeys(d for hits in ranked.values() for d, _ in hits))
+        columns: dict[str, npt.ArrayLike] = {}
+        for name, hits in ranked.items():
+            listed = dict(hits)
+            floor = min(listed.values(), default=0.0)
+            columns[name] = [listed.get(d, floor) for d in order]
+        complete = (order, columns)
+    ids, scores = complete
+    total = np.zeros(len(ids), dtype=np.float64)
+    for name, weight in mix.items():
+        if weight:
+            total += weight * _z(np.asarray(scores[name], dtype=np.float64))
+    order_ = np.argsort(-total, kind="stable")  # ties keep first-seen order
+    return [(ids[i], float(total[i])) for i in order_.tolist()]
+
+
 FUSIONS: dict[str, Callable[..., Fused]] = {
     "auto": auto,
+    "consistency": consistency,
     "rrf": rrf,
     "relative_score": relative_score,
     "weighted": weighted,

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rag_optimize.embedding.protocol import Embedder, check_embedder
-from rag_optimize.embedding.vectors import unit_matrix
+from rag_optimize.embedding.vectors import unit_matrix, unit_vector
 from rag_optimize.errors import ConfigurationError, InvalidInputError, RetrievalError
 from rag_optimize.index.bm25 import BM25Index
 from rag_optimize.index.dense import DenseIndex
@@ -44,7 +44,15 @@ from rag_optimize.index.documents import (
 )
 from rag_optimize.retrieval.branches import Branch, Clock, DenseBranch, SparseBranch
 from rag_optimize.retrieval.filters import Filter, parse_filter
-from rag_optimize.retrieval.fusion import DEFAULT_RRF_K, Fused, check_weights, get_fusion
+from rag_optimize.retrieval.fusion import (
+    DEFAULT_RRF_K,
+    ConsistencyEstimate,
+    Fused,
+    check_weights,
+    consistency,
+    get_fusion,
+    self_consistency,
+)
 from rag_optimize.retrieval.rerank import Reranker, _describe, aapply_reranker, apply_reranker
 from rag_optimize.retrieval.results import RetrievalResult, RetrievedDocument
 from rag_optimize.tracing import stages
@@ -174,7 +182,8 @@ class FusionRetriever:
 
     ``fusion``: ``"auto"`` (default: z-scores weighted per query by each branch's evidence),
     ``"rrf"``, ``"weighted"`` or ``"relative_score"`` (see
-    :mod:`rag_optimize.retrieval.fusion`); ``weights`` per branch name. Each branch is asked
+    :mod:`rag_optimize.retrieval.fusion`; ``"consistency"`` needs our own indexes, so only
+    :class:`HybridRetriever` takes it); ``weights`` per branch name. Each branch is asked
     for ``candidates`` hits; ``k`` fused documents are returned. ``reranker`` reorders the
     best ``rerank_candidates`` (default ``candidates``) fused documents. ``branch_timeout_ms``
     (one number for all, or per branch name) abandons a slow branch. ``clock`` measures the
@@ -211,6 +220,11 @@ class FusionRetriever:
         if len(set(names)) != len(names):
             raise ConfigurationError(f"branch names must be unique, got {names}")
         fuse = get_fusion(fusion)
+        if fusion == "consistency" and not self._complete_scores:
+            raise ConfigurationError(
+                "fusion 'consistency' scores every candidate in both branches, which only "
+                "HybridRetriever over rag-optimize's own indexes can do: use 'auto' or 'rrf'"
+            )
         self.fusion = fusion
         self._fuse: Callable[..., Fused] = (
             functools.partial(fuse, c=rrf_k) if fusion == "rrf" else fuse
@@ -346,12 +360,33 @@ class FusionRetriever:
 
     # -- fusing -----------------------------------------------------------------------------
 
+    #: Whether this retriever can score any candidate in every branch (``"consistency"``).
+    _complete_scores = False
+
+    def _fuse_hits(
+        self,
+        ok: Mapping[str, list[Hit]],
+        weights: Mapping[str, float],
+        query: str,
+        observe: bool,
+    ) -> Fused:
+        """Fuse the branches' hit lists (``query`` and ``observe`` serve subclasses that
+        read more than the lists: see :meth:`HybridRetriever._fuse_hits`)."""
+        return self._fuse({n: [(h.id, h.score) for h in hits] for n, hits in ok.items()}, weights)
+
     def _fuse_outcomes(
         self,
         outcomes: Mapping[str, Outcome],
         limit: int,
         weights_override: Mapping[str, float] | None = None,
+        *,
+        query: str = "",
+        observe: bool = False,
     ) -> tuple[list[RetrievedDocument], dict[str, str]]:
+        """Fuse the branches' outcomes into at most ``limit`` documents, and the failures.
+
+        ``observe``: this is a served query (not a re-fusion by ``calibrate_fusion``), so a
+        fusion that learns from the query stream may read it."""
         failures = {
             name: _describe(o) for name, o in outcomes.items() if isinstance(o, BaseException)
         }
@@ -363,7 +398,7 @@ class FusionRetriever:
         weights = {n: chosen[n] for n in ok}
         if not any(weights.values()):
             weights = {n: 1.0 for n in ok}
-        fused = self._fuse({n: [(h.id, h.score) for h in hits] for n, hits in ok.items()}, weights)
+        fused = self._fuse_hits(ok, weights, query, observe)
         first_hit: dict[str, Hit] = {}
         ranks: dict[str, dict[str, int]] = {}
         scores: dict[str, dict[str, float]] = {}
@@ -416,7 +451,9 @@ class FusionRetriever:
         start = self.clock()
         outcomes, timings = yield _RunBranches(request)
         fuse_start = self.clock()
-        docs, failures = self._fuse_outcomes(outcomes, self._pool_size(request.k))
+        docs, failures = self._fuse_outcomes(
+            outcomes, self._pool_size(request.k), query=request.query, observe=True
+        )
         timings["fusion"] = self.clock() - fuse_start
         if self.reranker is not None:
             rerank_start = self.clock()
@@ -559,6 +596,19 @@ def wrap_retrievers(
     )
 
 
+_VIEW_DEPTH = 5  # a branch's best documents whose neighbourhood the other space reads
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The union of both branches' candidates with both scores of each, and their vectors."""
+
+    ids: list[str]
+    bm25: npt.NDArray[np.float32]
+    dense: npt.NDArray[np.float32]
+    vectors: npt.NDArray[np.float32]
+
+
 class HybridRetriever(FusionRetriever):
     """BM25 + dense retrieval on our own indexes, run concurrently and fused.
 
@@ -567,7 +617,15 @@ class HybridRetriever(FusionRetriever):
     ``branch_timeout_ms``). ``options`` (:class:`FusionOptions`) as for
     :class:`FusionRetriever`; any other keyword raises
     :class:`~rag_optimize.errors.UnknownOptionError` naming it.
+
+    ``fusion="consistency"`` fuses complete score vectors (each candidate's BM25 score and
+    cosine, whichever branch found it) weighted by :attr:`consistency`, a
+    :class:`~rag_optimize.retrieval.fusion.ConsistencyEstimate` read from the queries this
+    retriever serves (no labels; saved with :meth:`save`; seed it with
+    :meth:`observe_queries`). Until it has seen ``warmup`` queries the fusion is ``"auto"``.
     """
+
+    _complete_scores = True
 
     def __init__(
         self,
@@ -591,6 +649,90 @@ class HybridRetriever(FusionRetriever):
         self.sparse = sparse
         self.dense = dense
         self.embedder = embedder
+        self.consistency = ConsistencyEstimate(tuple(b.name for b in branches))
+
+    # -- consistency fusion -----------------------------------------------------------------
+
+    def _fuse_hits(
+        self,
+        ok: Mapping[str, list[Hit]],
+        weights: Mapping[str, float],
+        query: str,
+        observe: bool,
+    ) -> Fused:
+        """``"consistency"``: complete the candidates' scores, maybe observe, then fuse."""
+        lists = {n: [(h.id, h.score) for h in hits] for n, hits in ok.items()}
+        if self.fusion != "consistency" or len(ok) != 2 or not query:
+            return super()._fuse_hits(ok, weights, query, observe)
+        sample = observe and self.consistency.should_sample()
+        reliability = self.consistency.weights()
+        if not sample and reliability is None:  # warming up between samples: auto
+            return consistency(lists, weights)
+        try:
+            columns = self._columns(query, ok["bm25"], ok["dense"])
+        except Exception:  # noqa: BLE001 - e.g. a document deleted meanwhile: fail open
+            columns = None
+        if columns is None:
+            return consistency(lists, weights, reliability=reliability)
+        if sample:
+            kappas = self._kappas(columns, ok["bm25"], ok["dense"])
+            if kappas is not None:
+                self.consistency.observe(kappas)
+                reliability = self.consistency.weights()
+        complete = (columns.ids, {"bm25": columns.bm25, "dense": columns.dense})
+        return consistency(lists, weights, complete=complete, reliability=reliability)
+
+    def _columns(self, query: str, sparse: list[Hit], dense: list[Hit]) -> _Columns | None:
+        """Both scores of every candidate of the union (``None`` without a query vector)."""
+        vector = getattr(dense, "vector", None)
+        if vector is None or self.sparse is None or self.dense is None:
+            return None
+        ids = list(dict.fromkeys([h.id for h in sparse] + [h.id for h in dense]))
+        vectors = np.asarray(self.dense.vectors(ids), dtype=np.float32)
+        cosines = vectors @ unit_vector(vector, self.dense.dim)
+        return _Columns(ids, self.sparse.score(query, ids), cosines, vectors)
+
+    def _kappas(
+        self, columns: _Columns, sparse: list[Hit], dense: list[Hit]
+    ) -> dict[str, float] | None:
+        """One query's cross-space self-consistency of each branch (see
+        :func:`~rag_optimize.retrieval.fusion.self_consistency`), or ``None``."""
+        assert self.sparse is not None
+        if not sparse:
+            return None
+        position = {doc_id: i for i, doc_id in enumerate(columns.ids)}
+        top = [position[h.id] for h in sparse[:_VIEW_DEPTH]]
+        near_bm25_best = columns.vectors @ columns.vectors[top].mean(axis=0)
+        # The words BM25 indexed for dense's best (a dense index may hold no texts).
+        store = self.sparse.documents
+        words = " ".join(store.texts[store.position(h.id)] for h in dense[:_VIEW_DEPTH])
+        like_dense_best = self.sparse.score(words, columns.ids)
+        kappa_bm25 = self_consistency(columns.bm25, near_bm25_best)
+        kappa_dense = self_consistency(columns.dense, like_dense_best)
+        if kappa_bm25 is None or kappa_dense is None:
+            return None
+        return {"bm25": kappa_bm25, "dense": kappa_dense}
+
+    def observe_queries(self, queries: Sequence[str]) -> dict[str, float] | None:
+        """Seed :attr:`consistency` from sample queries (no labels needed): each is run
+        through both branches and observed (every one, not a sample). Returns the weights
+        the estimate gives now (``None`` if still warming up)."""
+        if isinstance(queries, str) or not isinstance(queries, Sequence):
+            raise InvalidInputError("queries must be a sequence of strings")
+        if self.sparse is None or self.dense is None:
+            raise ConfigurationError("observe_queries needs both a BM25 and a dense index")
+        for query in queries:
+            request = self._request(query, None, None)
+            outcomes, _ = self._run_sync(request)
+            sparse, dense = outcomes.get("bm25"), outcomes.get("dense")
+            if isinstance(sparse, BaseException) or isinstance(dense, BaseException):
+                continue
+            assert sparse is not None and dense is not None
+            columns = self._columns(request.query, sparse, dense)
+            kappas = None if columns is None else self._kappas(columns, sparse, dense)
+            if kappas is not None:
+                self.consistency.observe(kappas)
+        return self.consistency.weights()
 
     @classmethod
     def from_texts(
@@ -709,6 +851,7 @@ class HybridRetriever(FusionRetriever):
             },
             "embedder": getattr(self.embedder, "model_name", None),
             "documents": len(self._indexes()[0]),
+            "consistency": self.consistency.to_dict(),
         }
         (staging / _HYBRID_FILE).write_text(json.dumps(settings))
         old = target.with_name(f".{target.name}.old")
@@ -777,7 +920,12 @@ class HybridRetriever(FusionRetriever):
             if key in settings
         }
         saved["branch_timeout_ms"] = settings.get("branch_timeout_ms") or None
-        return cls(sparse, dense, embedder, **{**saved, **options})
+        retriever = cls(sparse, dense, embedder, **{**saved, **options})
+        if settings.get("consistency") is not None:
+            estimate = ConsistencyEstimate.from_dict(settings["consistency"])
+            if estimate.branches == retriever.consistency.branches:
+                retriever.consistency = estimate
+        return retriever
 
     def add_texts(
         self,
