@@ -375,13 +375,13 @@ def test_an_engine_brings_its_own_k_and_fusion() -> None:
         [d.page_content for d in DOCS], HashEmbeddings(), ids=[str(d.id) for d in DOCS], k=2
     )
     retriever = AsyncHybridRetriever(engine=engine)
-    assert (retriever.k, retriever.fusion) == (2, "auto")
+    assert (retriever.k, retriever.fusion) == (2, "consistency")  # HybridRetriever's default
     assert len(retriever.invoke("capital")) == 2
     assert len(AsyncHybridRetriever(engine=engine, k=3).invoke("capital")) == 3
 
 
 async def test_consistency_fusion_in_index_mode_learns_and_wrap_mode_refuses_it() -> None:
-    retriever = AsyncHybridRetriever.from_documents(DOCS, HashEmbeddings(), fusion="consistency")
+    retriever = AsyncHybridRetriever.from_documents(DOCS, HashEmbeddings())  # the default
     assert retriever.fusion == "consistency"
     retriever.invoke("capital of Germany")
     await retriever.ainvoke("tower in Paris")

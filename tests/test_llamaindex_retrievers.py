@@ -311,7 +311,7 @@ def test_calibrate_fusion_sets_the_engine_weights() -> None:
 
 
 async def test_consistency_fusion_in_index_mode_learns_on_both_paths() -> None:
-    retriever = AsyncHybridRetriever.from_nodes(nodes(), HashEmbedding(), fusion="consistency")
+    retriever = AsyncHybridRetriever.from_nodes(nodes(), HashEmbedding())  # the default fusion
     retriever.retrieve("capital of Germany")
     await retriever.aretrieve("tower in Paris")
     assert retriever.engine.consistency.to_dict()["served"] == 2

@@ -297,9 +297,11 @@ def test_bm25_score_matches_search_for_any_document_and_a_repeated_long_query() 
 def test_the_default_fusion_is_the_documented_one() -> None:
     sparse = BM25Index()
     sparse.add(TEXTS)
-    assert HybridRetriever(sparse, None).fusion == "auto"
+    assert HybridRetriever(sparse, None).fusion == "consistency"
+    assert HybridRetriever(sparse, None, fusion="auto").fusion == "auto"
     assert FusionRetriever([CallableBranch("r0", lambda q, k: [])]).fusion == "auto"
-    assert '``"auto"`` (default' in (FusionRetriever.__doc__ or "")
+    assert '``"auto"`` (default here' in (FusionRetriever.__doc__ or "")
+    assert '``fusion="consistency"`` (the default here)' in (HybridRetriever.__doc__ or "")
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert 'The default, `fusion="auto"`' in readme
-    assert "**`fusion=\"consistency\"`**" in readme and "not the\n  default" in readme
+    assert "The default of `HybridRetriever` (and of both adapters' index mode),\n" in readme
+    assert '`fusion="consistency"`, learns' in readme

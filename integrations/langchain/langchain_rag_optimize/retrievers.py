@@ -156,8 +156,9 @@ class AsyncHybridRetriever(BaseRetriever):
     Wrap mode: ``AsyncHybridRetriever(retrievers=[bm25, vector_retriever], weights=[0.5,
     0.5])``; branch names default to ``"r0", "r1", ...`` (set ``names``). ``fusion`` is
     ``"rrf"`` (the default when wrapping: wrapped retrievers rarely give scores),
-    ``"weighted"``, ``"relative_score"`` or ``"auto"`` (the default of index mode, which
-    weighs each branch per query by its score evidence); ``k`` results are returned;
+    ``"weighted"``, ``"relative_score"`` or ``"auto"`` (weighs each branch per query by its
+    score evidence), and in index mode ``"consistency"`` (its default: learns each branch's
+    weight from the queries it serves; see :class:`rag_optimize.HybridRetriever`); ``k`` results are returned;
     ``branch_timeout_ms`` abandons a slow branch; ``reranker`` is any rag-optimize
     ``Reranker`` (e.g. ``CohereReranker``). Index mode: :meth:`from_documents`.
 
@@ -338,8 +339,8 @@ class AsyncHybridRetriever(BaseRetriever):
         :func:`rag_optimize.retrieval.calibrate_fusion`. ``options``
         (:class:`rag_optimize.retrieval.CalibrationOptions`): ``k``, ``steps``, ``apply``;
         another keyword raises :class:`~rag_optimize.errors.UnknownOptionError`. Worth it
-        where one branch is much weaker than the other on your data: the default fusion
-        cannot tell that without labels."""
+        where one branch is much weaker than the other on your data and the default fusion
+        has not yet learned it from the queries it served, or where it reads it wrong."""
         check_options(options, CalibrationOptions, "AsyncHybridRetriever.calibrate_fusion")
         return calibrate_fusion(self._engine, queries, relevant, **options)
 

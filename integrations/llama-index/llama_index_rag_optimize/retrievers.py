@@ -177,7 +177,8 @@ class AsyncHybridRetriever(BaseRetriever):
 
     Wrap mode: ``AsyncHybridRetriever([bm25, vector_retriever], weights=[1, 1])``; branch
     names default to ``"r0", "r1", ...``. ``fusion`` is ``"rrf"`` (default when wrapping),
-    ``"auto"`` (default of index mode), ``"weighted"`` or ``"relative_score"``; ``k`` results;
+    ``"auto"``, ``"weighted"`` or ``"relative_score"``, and in index mode also
+    ``"consistency"`` (its default; see :class:`rag_optimize.HybridRetriever`); ``k`` results;
     ``branch_timeout_ms`` abandons a slow branch;
     ``reranker`` is any rag-optimize ``Reranker``. Index mode: :meth:`from_nodes`.
     ``filters`` (LlamaIndex ``MetadataFilters``, or a rag-optimize ``Filter``) is applied
@@ -378,8 +379,8 @@ class AsyncHybridRetriever(BaseRetriever):
         to ``queries[i]``); see :func:`rag_optimize.retrieval.calibrate_fusion`. ``options``
         (:class:`rag_optimize.retrieval.CalibrationOptions`): ``k``, ``steps``, ``apply``;
         another keyword raises :class:`~rag_optimize.errors.UnknownOptionError`. Worth it
-        where one branch is much weaker than the other on your data: the default fusion
-        cannot tell that without labels."""
+        where one branch is much weaker than the other on your data and the default fusion
+        has not yet learned it from the queries it served, or where it reads it wrong."""
         check_options(options, CalibrationOptions, "AsyncHybridRetriever.calibrate_fusion")
         return calibrate_fusion(self.engine, queries, relevant, **options)
 
