@@ -158,8 +158,8 @@ class AsyncHybridRetriever(BaseRetriever):
     ``"rrf"`` (the default when wrapping: wrapped retrievers rarely give scores),
     ``"weighted"``, ``"relative_score"`` or ``"auto"`` (weighs each branch per query by its
     score evidence), and in index mode ``"consistency"`` (its default: learns each branch's
-    weight from the queries it serves; see :class:`rag_optimize.HybridRetriever`); ``k`` results are returned;
-    ``branch_timeout_ms`` abandons a slow branch; ``reranker`` is any rag-optimize
+    weight from the queries it serves; see :class:`rag_optimize.HybridRetriever`); ``k``
+    results are returned; ``branch_timeout_ms`` abandons a slow branch; ``reranker`` is any rag-optimize
     ``Reranker`` (e.g. ``CohereReranker``). Index mode: :meth:`from_documents`.
 
     Per call: ``invoke(query, k=3, filter={...})`` or ``search_kwargs={"k": .., "filter":
