@@ -159,8 +159,8 @@ class AsyncHybridRetriever(BaseRetriever):
     ``"weighted"``, ``"relative_score"`` or ``"auto"`` (weighs each branch per query by its
     score evidence), and in index mode ``"consistency"`` (its default: learns each branch's
     weight from the queries it serves; see :class:`rag_optimize.HybridRetriever`); ``k``
-    results are returned; ``branch_timeout_ms`` abandons a slow branch; ``reranker`` is any rag-optimize
-    ``Reranker`` (e.g. ``CohereReranker``). Index mode: :meth:`from_documents`.
+    results are returned; ``branch_timeout_ms`` abandons a slow branch; ``reranker`` is any
+    rag-optimize ``Reranker`` (e.g. ``CohereReranker``). Index mode: :meth:`from_documents`.
 
     Per call: ``invoke(query, k=3, filter={...})`` or ``search_kwargs={"k": .., "filter":
     ..}``. Filters need index mode (a wrapped retriever filters with its own options).
