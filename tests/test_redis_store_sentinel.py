@@ -295,6 +295,12 @@ def test_an_event_that_does_not_follow_the_last_one_makes_the_follower_reload(
         time.sleep(0.005)
         assert on_replica.set("the second answer written on the replica alone", 2)
         assert store.wait_synced(10.0)
+        # the two servers' second events may carry the same log id (the same millisecond:
+        # that made this test fail 1 run in 8); their links differ, as their changes do
+        log = "{" + namespace + "}:log"
+        (_, on_old), (_, on_new) = old.client().xrange(log)[1], replica.client().xrange(log)[1]
+        assert on_old[b"prev"] == on_new[b"prev"] and on_old[b"seq"] == on_new[b"seq"] == b"2"
+        assert on_old[b"link"] != on_new[b"link"]
         follower = store._follower
         follower.stop()
         follower._thread.join(10)

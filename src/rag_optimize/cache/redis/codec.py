@@ -16,7 +16,7 @@ namespace lives in one slot and the Lua scripts may touch them together)::
     {ns}:dim        string vector dimension of the namespace
     {ns}:seq        string change counter (gap detection for the change log)
     {ns}:log        stream change log: put / del / clear events
-    {ns}:last       string log id of the latest event (each event names the one before)
+    {ns}:last       string link of the latest event (each event names the one before)
 
 ``<id>`` is always 32 hex digits (the cache's entry ids already are; anything else is hashed)
 and scopes only ever appear hashed in key names, so no user text can name or forge a key.

@@ -38,16 +38,20 @@ end
 -- announce a change; returns its number (the version the writer's own mirror records), or
 -- false: under maxmemory noeviction Redis refuses the log write (pcall), other processes then
 -- learn of a removal when their fetch finds the entry gone (reads stay right).
--- 'prev' is the log id of the change before (P:last): numbers alone cannot tell two
--- histories apart (a promoted replica that missed the old master's last changes numbers its
--- own next changes the same), ids can: a reader whose last id is not 'prev' reloads.
+-- 'link' chains the history: a digest of the link before (P:last, the event's 'prev'), its
+-- number, op and ids. Numbers alone cannot tell two histories apart (a promoted replica that
+-- missed the old master's last changes numbers its own next changes the same), nor can log
+-- ids (two servers may stamp the same millisecond); links can: a reader whose last link is
+-- not 'prev' reloads. (An event written before links has none: its log id stands for it.)
 local function emit(op, ids)
   local seq = redis.pcall('INCR', P .. ':seq')
   if type(seq) == 'table' then return false end
   local prev = redis.call('GET', P .. ':last') or '0-0'
+  local joined = table.concat(ids, ' ')
+  local link = redis.sha1hex(prev .. '|' .. seq .. '|' .. op .. '|' .. joined)
   local id = redis.pcall('XADD', P .. ':log', 'MAXLEN', '~', MAXLEN, '*',
-              'op', op, 'seq', seq, 'ids', table.concat(ids, ' '), 'prev', prev)
-  if type(id) == 'string' then redis.pcall('SET', P .. ':last', id) end
+              'op', op, 'seq', seq, 'ids', joined, 'prev', prev, 'link', link)
+  if type(id) == 'string' then redis.pcall('SET', P .. ':last', link) end
   return seq
 end
 local function counter() return tonumber(redis.call('GET', P .. ':seq')) or 0 end
@@ -245,10 +249,14 @@ return out
 # atomically (a script, not MULTI: Redis refuses transactions when it is out of memory)
 _HEAD = r"""
 local last = redis.call('XREVRANGE', P .. ':log', '+', '-', 'COUNT', 1)
-local id = false
-if #last > 0 then id = last[1][1] end
+local id, link = false, false
+if #last > 0 then
+  id, link = last[1][1], last[1][1]
+  local f = last[1][2]
+  for i = 1, #f, 2 do if f[i] == 'link' then link = f[i + 1] end end
+end
 return {redis.call('GET', P .. ':seq'), id, redis.call('GET', P .. ':dim'),
-        redis.call('ZCARD', P .. ':lru')}
+        redis.call('ZCARD', P .. ':lru'), link}
 """
 
 # ARGV: P, MAXLEN (unused), cursor, count, format version, namespace, width|''

@@ -86,6 +86,7 @@ class ChangeFollower:
         self._loaded = threading.Event()
         self._progress = threading.Condition()  # notified whenever the position moves
         self._last_id: bytes = b"0-0"
+        self._last_link: bytes = b"0-0"  # the last event's link (its log id before links)
         self._seq = 0
         self._need_load = True
         self._renumber = False  # the next load may meet another history: replay unnumbered
@@ -170,7 +171,7 @@ class ChangeFollower:
 
     def _read_snapshot(self) -> None:
         keys = self._keys
-        seq_raw, last_id, dim_raw, entries = run_script(
+        seq_raw, last_id, dim_raw, entries, last_link = run_script(
             self._client, HEAD, (keys.log,), (keys.prefix, self._maxlen)
         )
         dim = _parse_dim(dim_raw)
@@ -202,6 +203,7 @@ class ChangeFollower:
         with self._progress:
             self._seq = head
             self._last_id = last_id or b"0-0"
+            self._last_link = last_link or b"0-0"
             self._need_load = False
             self._progress.notify_all()
         self.loads += 1
@@ -265,15 +267,16 @@ class ChangeFollower:
             if seq != self._seq + 1:
                 raise _Gap(f"change log jumped from {self._seq} to {seq}")
             prev = fields.get(b"prev")
-            if prev is not None and self._last_id != b"0-0" and prev != self._last_id:
+            if prev is not None and self._last_link != b"0-0" and prev != self._last_link:
                 self._renumber = True
                 raise _Gap(
-                    f"change {seq} follows log id {prev!r}, not {self._last_id!r}: "
+                    f"change {seq} follows {prev!r}, not {self._last_link!r}: "
                     "another history (a failover?)"
                 )
             self._apply(fields, states, seq)
             self._seq = seq
             self._last_id = event_id
+            self._last_link = fields.get(b"link", event_id)
         self._mirror.advance(self._seq)
         with self._progress:
             self._progress.notify_all()
