@@ -174,6 +174,8 @@ class LocalCodes:
         self._stopped = False
         self._incidents = IncidentLog(logger, f"RedisStore {namespace!r} local codes load")
         self.loads = 0
+        #: load in the thread that asks (tests: deterministic switch to the table)
+        self.inline = False
 
     # ------------------------------------------------------------ lookups
     def ask(self, sd: str, partition: str, query: np.ndarray, count: int) -> Ask | None:
@@ -260,6 +262,16 @@ class LocalCodes:
             if self._stopped or key in self._pending:
                 return
             if not force and time.monotonic() < self._blocked.get(key, 0.0):
+                return
+            if self.inline:
+                self._pending[key] = dim
+        if self.inline:  # tests: load in the caller's thread, so the next lookup uses it
+            self._work(key, dim)
+            with self._cond:
+                self._pending.pop(key, None)
+            return
+        with self._cond:
+            if self._stopped or key in self._pending:
                 return
             self._pending[key] = dim
             if self._thread is None:
