@@ -46,9 +46,12 @@ logger = logging.getLogger("rag_optimize.cache.redis")
 #: Entries a lookup may bring into the table (with their vectors); more -> ``VSIM`` and a
 #: background catch-up.
 MAX_NEW = 32
-#: Entries per page when a table loads or catches up.
-PAGE = 1024
+#: Entries per page when a table loads or catches up (measured at 10k entries, dim 384: a
+#: new replica's RSS grew 8.8 MB with pages of 1024, 3.7 MB with 256, for a 0.7 MB table:
+#: the freed page buffers stay with the process).
+PAGE = 256
 _ID_BYTES = 16
+_CENTER_ROWS = 256  # a centre estimated from fewer rows is re-estimated as the table grows
 _DEAD_SHARE = 0.25
 _RETRY_S = 1.0
 _LOST_RETRY_S = 30.0
@@ -132,7 +135,9 @@ class LocalTable:
         """Too many dead rows, or a centre estimated from too few rows."""
         if self.n >= 256 and self.dead > _DEAD_SHARE * self.n:
             return True
-        return self.center_rows < PAGE and self.n >= max(PAGE, 4 * self.center_rows)
+        return self.center_rows < _CENTER_ROWS and self.n >= max(
+            _CENTER_ROWS, 4 * self.center_rows
+        )
 
 
 @dataclass
@@ -359,7 +364,7 @@ class LocalCodes:
                     np.frombuffer(b"".join(good), dtype="<f4").reshape(-1, dim).mean(axis=0)
                     if good else np.zeros(dim, dtype=np.float32)
                 )
-                table = LocalTable(dim, center, card + card // 10 + 64, gen)
+                table = LocalTable(dim, center, card + card // 50 + 64, gen)
                 table.center_rows = len(good)
             elif gen != table.gen or seqn < after:
                 return None

@@ -41,8 +41,8 @@ from typing import Any, TypeVar, cast
 from rag_optimize.cache.entry import CacheEntry, Candidate
 from rag_optimize.cache.incidents import IncidentLog
 from rag_optimize.cache.redis.breaker import CircuitBreaker
-from rag_optimize.cache.redis.codes import LocalCodes
 from rag_optimize.cache.redis.codec import check_namespace
+from rag_optimize.cache.redis.codes import LocalCodes
 from rag_optimize.cache.redis.mirrored import MirrorPath
 from rag_optimize.cache.redis.options import (
     ConnectionOptions,

@@ -46,7 +46,6 @@ import numpy as np
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
 from rag_optimize.cache.keys import entry_id
-from rag_optimize.cache.redis.codes import MAX_NEW, Ask, LocalCodes
 from rag_optimize.cache.redis.codec import (
     FORMAT_VERSION,
     INDEX_FIELDS,
@@ -60,6 +59,7 @@ from rag_optimize.cache.redis.codec import (
     pairs_to_dict,
     scope_digest,
 )
+from rag_optimize.cache.redis.codes import MAX_NEW, Ask, LocalCodes
 from rag_optimize.cache.redis.plans import (
     Batch,
     Command,
