@@ -359,3 +359,25 @@ def test_local_codes_is_validated_and_can_be_turned_off(
     assert found(off, vectors, "row 3", now) == [entry_id("", "row 3")]
     assert vsims(redis8_server) == before + 1 and off._path.codes is None
     assert "local_tables" not in off.status()
+
+
+def test_tables_are_bounded_and_scopes_past_the_bound_use_vsim(
+    make: Any, vectors: Vectors, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag_optimize.cache.redis import codes
+
+    monkeypatch.setattr(codes, "MAX_TABLES", 3)
+    writer, reader = make(), make()
+    now = clock()
+    scopes = [f"s{i}" for i in range(5)]
+    for scope in scopes:
+        fill(writer, vectors, 10, now, scope)
+    for _ in range(2):
+        for scope in scopes:
+            assert found(reader, vectors, "row 4", now, scope) == [entry_id(scope, "row 4")]
+    assert reader.status()["local_tables"] == 3  # the others stay on VSIM: all recent
+    monkeypatch.setattr(codes, "_IDLE_S", 0.0)  # now every table counts as idle
+    for scope in scopes:
+        assert found(reader, vectors, "row 5", now, scope) == [entry_id(scope, "row 5")]
+        assert reader.status()["local_tables"] <= 3
+    assert table(reader, "s4") is not None  # an idle table made room for it

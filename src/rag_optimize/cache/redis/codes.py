@@ -39,7 +39,7 @@ import numpy as np
 from rag_optimize.cache.incidents import IncidentLog
 from rag_optimize.index.quantization import hamming_nearest, sign_encode
 
-__all__ = ["MAX_NEW", "PAGE", "Ask", "LocalCodes", "LocalTable"]
+__all__ = ["MAX_NEW", "MAX_TABLES", "PAGE", "Ask", "LocalCodes", "LocalTable"]
 
 logger = logging.getLogger("rag_optimize.cache.redis")
 
@@ -56,6 +56,10 @@ _DEAD_SHARE = 0.25
 _RETRY_S = 1.0
 _LOST_RETRY_S = 30.0
 _MAX_PAGES = 100_000
+#: Tables a store keeps (one per scope and partition looked up). Past it, the least recently
+#: used one is dropped if idle for :data:`_IDLE_S`; otherwise the new scope stays on ``VSIM``.
+MAX_TABLES = 256
+_IDLE_S = 60.0
 _MAX_RESTARTS = 5
 
 
@@ -79,6 +83,7 @@ class LocalTable:
         self.ids = np.zeros((capacity, _ID_BYTES), dtype=np.uint8)
         self.alive = np.zeros(capacity, dtype=np.bool_)
         self.lock = threading.Lock()
+        self.used = time.monotonic()
 
     @property
     def nbytes(self) -> int:
@@ -171,7 +176,7 @@ class LocalCodes:
         self._connect = connect
         self._run = run
         self._client: Any = None
-        self._tables: dict[tuple[str, str], LocalTable] = {}
+        self._tables: OrderedDict[tuple[str, str], LocalTable] = OrderedDict()
         self._pending: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._blocked: dict[tuple[str, str], float] = {}
         self._cond = threading.Condition()
@@ -187,10 +192,15 @@ class LocalCodes:
         """The table's candidates for ``query``, or ``None`` when this scope has no usable
         table (a load is then scheduled and the lookup runs ``VSIM``)."""
         key = (sd, partition)
-        table = self._tables.get(key)
         dim = int(query.shape[0])
+        with self._cond:
+            table = self._tables.get(key)
+            if table is not None:
+                self._tables.move_to_end(key)
+                table.used = time.monotonic()
         if table is None:
-            self._schedule(key, dim)
+            if self._room():
+                self._schedule(key, dim)
             return None
         if table.dim != dim:
             return None
@@ -262,6 +272,19 @@ class LocalCodes:
         return self._tables.get((sd, partition))
 
     # ------------------------------------------------------------ the thread
+    def _room(self) -> bool:
+        """Whether a new table may be loaded (dropping an idle one past :data:`MAX_TABLES`)."""
+        with self._cond:
+            if len(self._tables) + len(self._pending) < MAX_TABLES:
+                return True
+            if not self._tables:
+                return False
+            oldest = next(iter(self._tables))
+            if time.monotonic() - self._tables[oldest].used < _IDLE_S:
+                return False
+            del self._tables[oldest]
+            return True
+
     def _schedule(self, key: tuple[str, str], dim: int, force: bool = False) -> None:
         with self._cond:
             if self._stopped or key in self._pending:

@@ -6,9 +6,21 @@ vector set, reads the candidates' index fields (the first candidate whole, so th
 needs no second call), marks them used (LRU, one ``ZADD``) and returns them. The store rescores
 the candidates exactly from their stored float32 vectors (one matrix product), so the
 server's quantization (``Q8`` by default) can only cost recall, never change a similarity the
-cache decides on. Nothing is mirrored in the
-process, so a new replica serves hits from its first lookup and its memory does not grow with
-the namespace.
+cache decides on. A new replica serves hits from its first lookup: nothing has to be loaded.
+
+**Local codes** (``RedisStore(local_codes=True)``, :mod:`~rag_optimize.cache.redis.codes`):
+``VSIM`` needs EF 800 at 100k entries for 99% near-duplicate recall on random vectors. So a
+process may also keep, per scope and partition it looks up, a table of 1-bit codes and ids
+(no vectors; about 65 bytes an entry at dim 384); the lookup then sends the table's Hamming
+candidates with the table's write sequence number, and the same script (a) reads those
+candidates' index fields instead of running ``VSIM`` and (b) returns the entries whose write
+sequence is past the table's (at most :data:`~rag_optimize.cache.redis.codes.MAX_NEW`, with
+their vectors), which are candidates too and join the table: the table is current as of the
+script, by any process's writes, with no change log to poll. The script runs ``VSIM`` instead
+(same call) when the table's generation is not the scope's (the scope was emptied: its
+counter started again), when more entries are newer, or when the scope holds entries
+without a write sequence (written by an older version, or the sequence set was evicted).
+Candidates whose entry is gone are simply absent from the reply.
 
 Key layout for namespace ``ns``; ``sd`` = digest of the scope. Every key of one scope shares
 the hash tag ``{ns/sd}``, so each script touches one cluster slot while a namespace spreads
@@ -19,6 +31,9 @@ over the cluster, one scope per slot::
     {ns/sd}:parts    set      the partitions of the scope in use
     {ns/sd}:lru      zset     entry id -> last use (eviction order, per scope)
     {ns/sd}:exp      zset     entry id -> expiry time (entries with a TTL)
+    {ns/sd}:s[:pt]   zset     entry id -> write sequence, one per partition (local codes)
+    {ns/sd}:seqn     string   the scope's write sequence counter (INCR by every put)
+    {ns/sd}:gen      string   the counter's generation (new whenever the counter starts again)
     {ns/}:scopes     set      the scope digests in use (for clear, count, delete_where)
     {ns/}:ids        hash     entry id -> scope digest (fetch/delete by bare id)
     {ns/}:dim        string   vector dimension of the namespace
