@@ -137,8 +137,9 @@ class RedisVL:
         self.proc.wait(30)
 
 
-def lookups(n: int, n_queries: int, r8: RedisServer, r7: RedisServer,
-            redisvl_python: str | None, tmp: Path) -> dict[str, Any]:
+def dataset(n: int, n_queries: int) -> dict[str, Any]:
+    """n random unit entries (dim 384) and their texts; near-duplicate (cosine ~0.96), fresh
+    and exact-repeat queries; ``vectors``: text -> vector for the stub embedder."""
     rng = np.random.default_rng(n)
     stored = unit(rng.standard_normal((n, DIM)))
     texts = [f"stored question {i}" for i in range(n)]
@@ -154,6 +155,18 @@ def lookups(n: int, n_queries: int, r8: RedisServer, r7: RedisServer,
     # a real model embeds an exact repeat like its original (the server path's one-call
     # lookup embeds before it asks; RedisVL's check is a vector search for every kind)
     vectors.update(zip(exact_texts, stored[near_of], strict=True))
+    return {"stored": stored, "texts": texts, "near_of": near_of, "near": near,
+            "fresh": fresh, "vectors": vectors, "hit_texts": hit_texts,
+            "miss_texts": miss_texts, "exact_texts": exact_texts}
+
+
+def lookups(n: int, n_queries: int, r8: RedisServer, r7: RedisServer,
+            redisvl_python: str | None, tmp: Path) -> dict[str, Any]:
+    d = dataset(n, n_queries)
+    stored, texts, near_of, near, fresh = (d[k] for k in (
+        "stored", "texts", "near_of", "near", "fresh"))
+    vectors, hit_texts, miss_texts, exact_texts = (d[k] for k in (
+        "vectors", "hit_texts", "miss_texts", "exact_texts"))
     data = tmp / f"data{n}.npz"
     np.savez(data, stored=stored, near=near, fresh=fresh, near_of=near_of)
 

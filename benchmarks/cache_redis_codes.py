@@ -32,13 +32,11 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from benchmarks.cache_lookup import StubEmbedder  # noqa: E402
-from benchmarks.cache_redis import THRESHOLD, fill, rss_mb, stats_us, unit  # noqa: E402
+from benchmarks.cache_redis import THRESHOLD, dataset, fill, rss_mb, stats_us  # noqa: E402
 from rag_optimize import InMemoryStore, RedisStore, SemanticCache  # noqa: E402
 from rag_optimize.index.quantization import _faiss  # noqa: E402
 from tests.redis_server import RedisServer, redis8_bin  # noqa: E402
@@ -55,19 +53,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     n, nq = args.n, args.queries
-    rng = np.random.default_rng(n)
-    stored = unit(rng.standard_normal((n, DIM)))
-    texts = [f"stored question {i}" for i in range(n)]
-    near_of = rng.integers(0, n, nq)
-    near = unit(stored[near_of] + 0.3 / np.sqrt(DIM) * rng.standard_normal((nq, DIM)))
-    fresh = unit(rng.standard_normal((nq, DIM)))
-    vectors = dict(zip(texts, stored, strict=True))
-    hit_texts = [f"similar question {i}" for i in range(nq)]
-    miss_texts = [f"unrelated question {i}" for i in range(nq)]
-    exact_texts = [texts[i].upper() + " " for i in near_of]
-    vectors.update(zip(hit_texts, near, strict=True))
-    vectors.update(zip(miss_texts, fresh, strict=True))
-    vectors.update(zip(exact_texts, stored[near_of], strict=True))
+    d = dataset(n, nq)
+    stored, texts, vectors = d["stored"], d["texts"], d["vectors"]
+    hit_texts, miss_texts, exact_texts = d["hit_texts"], d["miss_texts"], d["exact_texts"]
     embedder: Any = StubEmbedder(vectors)
     out: dict[str, Any] = {"entries": n, "lookups_per_kind": nq, "load_average_at_start":
                            os.getloadavg()}

@@ -128,14 +128,20 @@ def loaded(reader: RedisStore, vectors: Vectors, now: float, scope: str = "") ->
     return t
 
 
+def pair(make: Any, vectors: Vectors, clock: FakeClock, n: int) -> tuple[Any, ...]:
+    """A writer with ``n`` entries, a reader with the scope's table loaded: (w, r, now, t)."""
+    writer, reader = make(), make()
+    now = clock()
+    fill(writer, vectors, n, now)
+    t = loaded(reader, vectors, now)
+    assert t.n == n
+    return writer, reader, now, t
+
+
 def test_writes_of_another_store_are_found_by_the_next_lookup_and_kept(
     make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock  # noqa: F811
 ) -> None:
-    writer, reader = make(), make()
-    now = clock()
-    fill(writer, vectors, 200, now)
-    t = loaded(reader, vectors, now)
-    assert t.n == 200
+    writer, reader, now, t = pair(make, vectors, clock, 200)
     before = vsims(redis8_server)
     for i in range(5):
         hid = put(writer, vectors, f"new {i}", now)
@@ -241,10 +247,7 @@ def test_a_new_store_on_a_full_namespace_hits_at_once_then_switches_to_the_table
 def test_a_burst_of_writes_falls_back_to_vsim_and_catches_up(
     make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock  # noqa: F811
 ) -> None:
-    writer, reader = make(), make()
-    now = clock()
-    fill(writer, vectors, 100, now)
-    t = loaded(reader, vectors, now)
+    writer, reader, now, t = pair(make, vectors, clock, 100)
     burst = [put(writer, vectors, f"burst {i}", now) for i in range(MAX_NEW + 40)]
     before = vsims(redis8_server)
     assert found(reader, vectors, "burst 3", now) == [burst[3]]  # VSIM: the table is behind
@@ -261,10 +264,7 @@ def test_entries_without_a_write_sequence_make_the_scope_use_vsim(
     clock: FakeClock,
 ) -> None:
     """An older version's writes (no sequence set) or an evicted sequence set: VSIM, right."""
-    writer, reader = make(), make()
-    now = clock()
-    fill(writer, vectors, 40, now)
-    loaded(reader, vectors, now)
+    writer, reader, now, _ = pair(make, vectors, clock, 40)
     redis8_server.client().delete(VectorSetKeys(namespace).prefix(scope_digest("")) + ":s")
     before = vsims(redis8_server)
     assert found(reader, vectors, "row 5", now) == [entry_id("", "row 5")]

@@ -317,6 +317,9 @@ class LocalCodes:
             self._pending.clear()
             self._tables.clear()
             self._cond.notify_all()
+        self._drop_client()
+
+    def _drop_client(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -345,12 +348,7 @@ class LocalCodes:
             self._incidents.failure(exc)
             with self._cond:
                 self._blocked[key] = time.monotonic() + _RETRY_S
-            client, self._client = self._client, None
-            if client is not None:
-                try:
-                    client.close()
-                except Exception:  # noqa: BLE001, S110 - closing a dead connection
-                    pass
+            self._drop_client()
             return
         self._incidents.success()
 
