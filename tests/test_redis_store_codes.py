@@ -381,3 +381,43 @@ def test_tables_are_bounded_and_scopes_past_the_bound_use_vsim(
         assert found(reader, vectors, "row 5", now, scope) == [entry_id(scope, "row 5")]
         assert reader.status()["local_tables"] <= 3
     assert table(reader, "s4") is not None  # an idle table made room for it
+
+
+def test_local_codes_do_not_import_faiss_and_rank_as_it_does(
+    redis8_server: RedisServer, namespace: str  # noqa: F811
+) -> None:
+    """faiss costs ~50 MB of RSS to import: the local tables use it only if already loaded."""
+    import subprocess
+    import sys
+
+    from rag_optimize.index.quantization import _numpy_nearest, hamming_nearest
+
+    script = f"""
+import sys, numpy as np
+from rag_optimize import RedisStore
+from rag_optimize.cache.entry import CacheEntry
+store = RedisStore({redis8_server.url!r}, {namespace + "-faiss"!r}, timeout_ms=1000).start()
+store._path.codes.inline = True
+v = np.ones(64, dtype=np.float32) / 8
+store.put(CacheEntry(id="0" * 32, scope="", query="q", query_key="q", vector=v,
+                     response="a"), 1.0)
+for _ in range(2):
+    assert store.search("", v, 1, 1.0)[0].entry_id == "0" * 32
+assert store.status()["local_tables"] == 1
+print("faiss" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (5000, 16), dtype=np.uint8)
+    valid = rng.random(5000) > 0.2
+    for i in range(20):
+        query = codes[i : i + 1]
+        for mask in (None, valid):
+            slow = _numpy_nearest(codes, query, 10, mask)  # what a process without faiss runs
+            fast = hamming_nearest(codes, query, 10, mask)
+            assert len(slow) == len(fast) == 10
+            dist = np.unpackbits(codes ^ query, axis=1).sum(axis=1)
+            assert sorted(dist[slow].tolist()) == sorted(dist[fast].tolist())  # up to ties

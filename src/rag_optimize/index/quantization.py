@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import sys
 from typing import Any
 
 import numpy as np
@@ -196,6 +197,8 @@ def hamming_nearest(
     query_code: BitMatrix,
     count: int,
     valid: npt.NDArray[np.bool_] | None = None,
+    *,
+    load_faiss: bool = True,
 ) -> npt.NDArray[np.intp]:
     """Rows of ``codes`` with the ``count`` smallest Hamming distances to ``query_code``.
 
@@ -203,13 +206,14 @@ def hamming_nearest(
     ``count`` is taken. Uses faiss's popcount kernel (``hammings_knn_hc``, run on our own
     buffer without copying, GIL released; ``hammings_knn_mc`` without a mask) when faiss is
     installed, else numpy; both return
-    the same set up to ties.
+    the same set up to ties. ``load_faiss=False``: faiss only if the process has already
+    imported it (importing it costs about 50 MB of RSS; numpy is ~3x slower at 100k rows).
     """
     n = codes.shape[0]
     count = min(count, n if valid is None else int(np.count_nonzero(valid)))
     if count <= 0:
         return np.zeros(0, dtype=np.intp)
-    faiss = _faiss()
+    faiss = _faiss() if load_faiss or "faiss" in sys.modules else None
     if faiss is not None and codes.flags.c_contiguous:
         return _faiss_nearest(faiss, codes, query_code, count, valid)
     return _numpy_nearest(codes, query_code, count, valid)

@@ -133,7 +133,11 @@ class LocalTable:
         if n == 0 or n == dead:
             return [], [], last, gen
         code = sign_encode(query.reshape(1, -1), self.center, self.width)
-        rows = hamming_nearest(codes[:n], code, count, None if dead == 0 else alive[:n]).tolist()
+        # faiss only if this process loaded it already (its import costs ~50 MB of RSS, five
+        # times a 100k table; numpy scans 100k codes in ~0.8 ms instead of ~0.3 ms)
+        rows = hamming_nearest(
+            codes[:n], code, count, None if dead == 0 else alive[:n], load_faiss=False
+        ).tolist()
         return rows, [ids[r].tobytes().hex() for r in rows], last, gen
 
     def needs_rebuild(self) -> bool:
