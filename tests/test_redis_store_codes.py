@@ -28,6 +28,7 @@ from tests.redis_server import (  # noqa: F401
     namespace,
     redis8_bin,
     redis8_server,
+    redis_cluster,
     wait_until,
 )
 
@@ -421,3 +422,31 @@ print("faiss" in sys.modules)
             assert len(slow) == len(fast) == 10
             dist = np.unpackbits(codes ^ query, axis=1).sum(axis=1)
             assert sorted(dist[slow].tolist()) == sorted(dist[fast].tolist())  # up to ties
+
+
+def test_local_codes_load_and_serve_on_a_cluster(
+    redis_cluster: Any, vectors: Vectors, namespace: str, clock: FakeClock  # noqa: F811
+) -> None:
+    """Each scope's table loads through the cluster (its keys in the scope's slot)."""
+    writer = RedisStore(redis_cluster.urls[0], namespace, max_entries=None, timeout_ms=2000,
+                        clock=clock).start()
+    reader = RedisStore(redis_cluster.urls[1], namespace, max_entries=None, timeout_ms=2000,
+                        clock=clock).start()
+    try:
+        now = clock()
+        scopes = [f"c{i}" for i in range(6)]
+        for scope in scopes:
+            fill(writer, vectors, 20, now, scope)
+        for scope in scopes:  # VSIM meanwhile; each starts its scope's load
+            assert found(reader, vectors, "row 1", now, scope) == [entry_id(scope, "row 1")]
+        assert wait_until(lambda: reader.status()["local_tables"] == len(scopes), timeout=20)
+        hid = put(writer, vectors, "late", now, "c3")
+        assert found(reader, vectors, "late", now, "c3") == [hid]
+        for scope in scopes:
+            for i in (0, 7, 19):
+                want = [entry_id(scope, f"row {i}")]
+                assert found(reader, vectors, f"row {i}", now, scope) == want
+        assert reader.status()["local_rows"] == 6 * 20 + 1
+    finally:
+        writer.close()
+        reader.close()
