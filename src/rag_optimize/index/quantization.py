@@ -25,6 +25,7 @@ from rag_optimize.index._kernels import matvec
 
 Int8Matrix = npt.NDArray[np.int8]
 BitMatrix = npt.NDArray[np.uint8]
+_SCAN_ROWS = 16_384  # rows a numpy Hamming scan takes at a time (temporaries ~0.1 MB)
 _CHUNK_ROWS = 2_048  # rows dequantised at a time: a 3 MB float32 block stays in cache
 
 
@@ -267,10 +268,16 @@ def _numpy_nearest(
     valid: npt.NDArray[np.bool_] | None,
 ) -> npt.NDArray[np.intp]:
     words = codes.view(np.uint64)
-    q = query_code.reshape(-1).view(np.uint64)
-    dist = np.bitwise_count(words[:, 0] ^ q[0]).astype(np.uint16)
-    for j in range(1, words.shape[1]):
-        dist += np.bitwise_count(words[:, j] ^ q[j])
+    q = query_code.reshape(1, -1).view(np.uint64)
+    # in blocks: the temporaries stay under half a MB whatever the table's size (a whole-column
+    # pass held ~2 MB per 100k rows, which the allocator then kept)
+    dist = np.empty(codes.shape[0], dtype=np.uint16)
+    for start in range(0, codes.shape[0], _SCAN_ROWS):
+        rows = words[start : start + _SCAN_ROWS]
+        out = dist[start : start + rows.shape[0]]
+        out[:] = np.bitwise_count(rows[:, 0] ^ q[0, 0])
+        for j in range(1, words.shape[1]):
+            out += np.bitwise_count(rows[:, j] ^ q[0, j])
     worst = words.shape[1] * 64 + 1
     if valid is not None:
         dist[~valid] = worst
