@@ -3,8 +3,10 @@
 Two search paths, chosen when the store starts (by asking the server, see
 :mod:`~rag_optimize.cache.redis.server`):
 
-* **server-side** (Redis 8+, vector sets): a lookup is one round trip; nothing is mirrored in
-  the process, so a new replica answers from its first lookup and its memory stays flat. Works
+* **server-side** (Redis 8+, vector sets): a lookup is one round trip; no vectors are
+  mirrored in the process, so a new replica answers from its first lookup. By default each
+  process keeps 1-bit codes of the scopes it looks up (``local_codes``,
+  :mod:`~rag_optimize.cache.redis.codes`) to find the candidates instead of ``VSIM``. Works
   on a standalone server and on a Redis Cluster (one hash tag per scope,
   :mod:`~rag_optimize.cache.redis.vsets`).
 * **mirror** (Redis 6.2-7.4, Valkey without search; one Redis or one cluster slot): each
