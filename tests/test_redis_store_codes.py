@@ -450,3 +450,22 @@ def test_local_codes_load_and_serve_on_a_cluster(
     finally:
         writer.close()
         reader.close()
+
+
+def test_a_semantic_hit_from_the_table_is_one_round_trip(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock  # noqa: F811
+) -> None:
+    """The nearest candidate goes first, so the script's one whole entry is the answer."""
+    writer, reader, now, _ = pair(make, vectors, clock, 2000)
+    reader.close()
+    reader = make(exact_first=False)
+    cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
+                          verifier=None)
+    assert cache.get("near row 0") is not None  # loads the table (in this thread)
+    stats = redis8_server.client()
+    stats.config_resetstat()
+    for i in range(1, 41):
+        hit = cache.get(f"near row {i * 37}")
+        assert hit is not None and hit.response == f"row {i * 37}"
+    ran = {k.lower(): int(v["calls"]) for k, v in stats.info("commandstats").items()}
+    assert ran.get("cmdstat_evalsha") == 40 and "cmdstat_vsim" not in ran, ran
