@@ -20,7 +20,7 @@ from rag_optimize.cache.keys import digest
 from rag_optimize.cache.redis.codec import scope_digest
 from rag_optimize.cache.redis.vsets import VectorSetKeys
 from tests.conftest import FakeClock
-from tests.redis_server import RedisServer, namespace, redis8_server  # noqa: F401
+from tests.redis_server import RedisServer, namespace, redis8_server, wait_until  # noqa: F401
 
 DIM = 64
 QUERY = "how do i reset my router password"
@@ -53,6 +53,9 @@ def make(redis8_server: RedisServer, namespace: str, clock: FakeClock) -> Iterat
         options.setdefault("clock", clock)
         options.setdefault("timeout_ms", 1000)
         options.setdefault("exact_first", False)  # the one-call lookup these tests are about
+        # VSIM only: these tests count the server's commands, and a local table's loader
+        # thread runs its own (one test below counts them with local codes on)
+        options.setdefault("local_codes", False)
         store = RedisStore(redis8_server.url, namespace, **options).start()
         stores.append(store)
         embedder = CountingEmbedder()
@@ -80,15 +83,22 @@ def counted(server: RedisServer, run: Any) -> dict[str, int]:
     return out
 
 
-def test_a_semantic_hit_is_one_round_trip(make: Any, redis8_server: RedisServer) -> None:  # noqa: F811
-    cache, _ = make()
+@pytest.mark.parametrize("local_codes", [False, True])
+def test_a_semantic_hit_is_one_round_trip(
+    make: Any, redis8_server: RedisServer, local_codes: bool  # noqa: F811
+) -> None:
+    cache, _ = make(local_codes=local_codes)
     cache.set(QUERY, "unplug it")
     assert cache.store.combined_lookup
+    if local_codes:  # the first lookup loads the scope's local table (in the background)
+        assert cache.get(NEAR) is not None
+        assert wait_until(lambda: cache.store.status()["local_tables"] == 1)
     seen: dict[str, Any] = {}
     ran = counted(redis8_server, lambda: seen.setdefault("hit", cache.get(NEAR)))
     assert seen["hit"] is not None and seen["hit"].response == "unplug it"
-    assert ran.get("evalsha") == 1 and ran.get("vsim") == 1, ran
-    assert cache.stats.hits == 1 and cache.stats.exact_hits == 0
+    # with local codes the candidates come from the table: the script runs no VSIM
+    assert ran.get("evalsha") == 1 and ran.get("vsim") == (None if local_codes else 1), ran
+    assert cache.stats.hits == 1 + local_codes and cache.stats.exact_hits == 0
 
 
 def test_an_exact_hit_is_one_round_trip_without_a_vector_search(

@@ -40,8 +40,11 @@ from tests.redis_server import (  # noqa: F401
 DIM = 64
 EMBEDDER = HashingEmbedder(dim=DIM)
 # "redis": plain Redis 7 (the mirror path); "redis8": Redis 8.2 vector sets (server-side path);
-# "redis8-mirror": Redis 8.2 with the mirror path forced (``search="mirror"``)
-KINDS = ["memory-exact", "memory-ann", "redis", "redis8", "redis8-mirror"]
+# "redis8-mirror": Redis 8.2 with the mirror path forced (``search="mirror"``);
+# "redis8-vsim": the server-side path without local codes (``VSIM`` for every search), while
+# "redis8" (the default, local codes) loads each scope's table in the asking thread, so every
+# lookup after a scope's first one takes its candidates from the table
+KINDS = ["memory-exact", "memory-ann", "redis", "redis8", "redis8-vsim", "redis8-mirror"]
 MODES = ["sync", "async"]
 
 
@@ -91,16 +94,19 @@ def make_store(
 
     def make(max_entries: int | None = 100) -> Driven:
         store: Any
-        if kind in ("redis", "redis8", "redis8-mirror"):
+        if kind in ("redis", "redis8", "redis8-vsim", "redis8-mirror"):
             fixture = "redis_server" if kind == "redis" else "redis8_server"
             server: RedisServer = request.getfixturevalue(fixture)
             ns = request.getfixturevalue("namespace") + f"-{len(made)}"
             # 1 s timeouts: a loaded test machine is not an outage (outages have their tests)
             store = RedisStore(server.url, ns, max_entries=max_entries, clock=clock,
                                timeout_ms=1000,
-                               search="mirror" if kind == "redis8-mirror" else "auto")
+                               search="mirror" if kind == "redis8-mirror" else "auto",
+                               local_codes=kind != "redis8-vsim")
             if kind == "redis8-mirror":
                 assert store.start().search_path == "mirror"
+            if kind == "redis8":
+                store.start()._path.codes.inline = True
         else:
             store = InMemoryStore(max_entries, index="ann" if kind == "memory-ann" else "exact")
         made.append(store)

@@ -3,8 +3,10 @@
 Two search paths, chosen when the store starts (by asking the server, see
 :mod:`~rag_optimize.cache.redis.server`):
 
-* **server-side** (Redis 8+, vector sets): a lookup is one round trip; nothing is mirrored in
-  the process, so a new replica answers from its first lookup and its memory stays flat. Works
+* **server-side** (Redis 8+, vector sets): a lookup is one round trip; no vectors are
+  mirrored in the process, so a new replica answers from its first lookup. By default each
+  process keeps 1-bit codes of the scopes it looks up (``local_codes``,
+  :mod:`~rag_optimize.cache.redis.codes`) to find the candidates instead of ``VSIM``. Works
   on a standalone server and on a Redis Cluster (one hash tag per scope,
   :mod:`~rag_optimize.cache.redis.vsets`).
 * **mirror** (Redis 6.2-7.4, Valkey without search; one Redis or one cluster slot): each
@@ -42,6 +44,7 @@ from rag_optimize.cache.entry import CacheEntry, Candidate
 from rag_optimize.cache.incidents import IncidentLog
 from rag_optimize.cache.redis.breaker import CircuitBreaker
 from rag_optimize.cache.redis.codec import check_namespace
+from rag_optimize.cache.redis.codes import LocalCodes
 from rag_optimize.cache.redis.mirrored import MirrorPath
 from rag_optimize.cache.redis.options import (
     ConnectionOptions,
@@ -141,6 +144,15 @@ class RedisStore(StoreDefaults):
             lookup, but every exact repeat pays an embedding. Worth it only when embedding
             is much cheaper than a round trip (an embedder with its own cache, say). The
             mirror path always checks the exact key first.
+        local_codes: on the server-side path, keep per scope a local table of 1-bit codes
+            of the scope's entries (about 65 bytes an entry at dim 384: 6.5 MB at 100k) and
+            find a lookup's candidates there; the one script call then reads those
+            candidates (rescored exactly from the stored float32, as always) and the entries
+            written since, so the table is current as of every lookup. Until a scope's
+            table is loaded (in the background) and whenever it is behind, the same call
+            runs ``VSIM``. ``False``: ``VSIM`` only (no local memory per entry; for many
+            scopes each looked up rarely). Off when ``read_from_replicas`` is on (a table
+            read from the master could be ahead of a lagging replica).
         connection: :class:`~rag_optimize.cache.redis.options.ConnectionOptions` (timeouts,
             circuit breaker, extra client options, ``read_from_replicas``).
         mirror: :class:`~rag_optimize.cache.redis.options.MirrorOptions` (the mirror path).
@@ -168,6 +180,7 @@ class RedisStore(StoreDefaults):
         search: SearchMode = "auto",
         quantization: Quantization = "q8",
         exact_first: bool = True,
+        local_codes: bool = True,
         connection: ConnectionOptions | None = None,
         mirror: MirrorOptions | None = None,
         clock: Callable[[], float] = time.time,
@@ -195,6 +208,8 @@ class RedisStore(StoreDefaults):
             )
         if not isinstance(exact_first, bool):
             raise ConfigurationError(f"exact_first must be True or False, got {exact_first!r}")
+        if not isinstance(local_codes, bool):
+            raise ConfigurationError(f"local_codes must be True or False, got {local_codes!r}")
         if client is not None and not hasattr(client, "execute_command"):
             raise ConfigurationError(f"client must be a redis-py client, got {client!r}")
         self.url = url
@@ -212,6 +227,7 @@ class RedisStore(StoreDefaults):
         self.search_mode: SearchMode = search
         self.quantization: Quantization = quantization
         self.exact_first = exact_first
+        self.local_codes = local_codes
         self._clock = clock
         self._shared = Shared(
             namespace=self.namespace,
@@ -302,6 +318,8 @@ class RedisStore(StoreDefaults):
         self._closed = True
         if isinstance(self._path, MirrorPath):
             self._path.stop()
+        if isinstance(self._path, VectorSetPath) and self._path.codes is not None:
+            self._path.codes.stop()
         for own in (self._client, self._reader, self._writer):
             if own is not None and own is not self._given_client:
                 try:
@@ -386,6 +404,8 @@ class RedisStore(StoreDefaults):
             out.update(self._replicas.status())
         if isinstance(self._path, MirrorPath):
             out.update(self._path.status())
+        if isinstance(self._path, VectorSetPath) and self._path.codes is not None:
+            out.update(self._path.codes.status())
         return out
 
     def search_module(self) -> bool:
@@ -744,8 +764,13 @@ class RedisStore(StoreDefaults):
 
     def _make_path(self, client: Any, info: ServerInfo) -> VectorSetPath | MirrorPath:
         if info.vector_sets and self.search_mode != "mirror":
-            vsets = VectorSetPath(self._shared, self.quantization)
+            codes = None
+            if self.local_codes and not self._replicas.enabled:
+                codes = self._local_codes(info)
+            vsets = VectorSetPath(self._shared, self.quantization, codes)
             vsets.load_dim(client)
+            if vsets.codes is not None:  # a store dropped without close() stops its thread
+                weakref.finalize(self, vsets.codes.stop)
             return vsets
         if self.search_mode == "server":
             raise ConfigurationError(
@@ -769,6 +794,28 @@ class RedisStore(StoreDefaults):
         # a store dropped without close() still stops its thread when collected
         weakref.finalize(self, path.follower.stop, 0.0)
         return path
+
+    def _local_codes(self, info: ServerInfo) -> Callable[[VectorSetPath], LocalCodes]:
+        """How the server path makes its local tables: a loader thread with its own client
+        (generous timeouts; a page is up to a few MB), made on the thread when first needed."""
+        options = {
+            **self._options,
+            "socket_timeout": max(self.timeout, 5.0),
+            "socket_connect_timeout": max(self.connect_timeout, 1.0),
+        }
+        given = self._given_client
+
+        def connect() -> Any:
+            if given is not None:
+                return _Borrowed(given)
+            if self._sentinel is not None:
+                return sentinel_clients(self._sentinel, options, replicas=False)[0]
+            return sync_client(self.url, options, cluster=info.cluster)
+
+        def make(path: VectorSetPath) -> LocalCodes:
+            return LocalCodes(path.page, connect, self._run, self.namespace)
+
+        return make
 
     def _follower_client(self, client: Any) -> Any:
         """A second connection for the change-log thread: generous timeouts, nobody waits."""
@@ -996,6 +1043,19 @@ class RedisStore(StoreDefaults):
     @property
     def _follower(self) -> Any:
         return self._path.follower if isinstance(self._path, MirrorPath) else None
+
+
+class _Borrowed:
+    """The caller's client, used by the store's own threads: ``close()`` leaves it open."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        """Nothing: the caller keeps its client."""
 
 
 def _pool_client(client: Any, overrides: dict[str, Any]) -> Any:

@@ -6,9 +6,21 @@ vector set, reads the candidates' index fields (the first candidate whole, so th
 needs no second call), marks them used (LRU, one ``ZADD``) and returns them. The store rescores
 the candidates exactly from their stored float32 vectors (one matrix product), so the
 server's quantization (``Q8`` by default) can only cost recall, never change a similarity the
-cache decides on. Nothing is mirrored in the
-process, so a new replica serves hits from its first lookup and its memory does not grow with
-the namespace.
+cache decides on. A new replica serves hits from its first lookup: nothing has to be loaded.
+
+**Local codes** (``RedisStore(local_codes=True)``, :mod:`~rag_optimize.cache.redis.codes`):
+``VSIM`` needs EF 800 at 100k entries for 99% near-duplicate recall on random vectors. So a
+process may also keep, per scope and partition it looks up, a table of 1-bit codes and ids
+(no vectors; about 65 bytes an entry at dim 384); the lookup then sends the table's Hamming
+candidates with the table's write sequence number, and the same script (a) reads those
+candidates' index fields instead of running ``VSIM`` and (b) returns the entries whose write
+sequence is past the table's (at most :data:`~rag_optimize.cache.redis.codes.MAX_NEW`, with
+their vectors), which are candidates too and join the table: the table is current as of the
+script, by any process's writes, with no change log to poll. The script runs ``VSIM`` instead
+(same call) when the table's generation is not the scope's (the scope was emptied: its
+counter started again), when more entries are newer, or when the scope holds entries
+without a write sequence (written by an older version, or the sequence set was evicted).
+Candidates whose entry is gone are simply absent from the reply.
 
 Key layout for namespace ``ns``; ``sd`` = digest of the scope. Every key of one scope shares
 the hash tag ``{ns/sd}``, so each script touches one cluster slot while a namespace spreads
@@ -19,6 +31,9 @@ over the cluster, one scope per slot::
     {ns/sd}:parts    set      the partitions of the scope in use
     {ns/sd}:lru      zset     entry id -> last use (eviction order, per scope)
     {ns/sd}:exp      zset     entry id -> expiry time (entries with a TTL)
+    {ns/sd}:s[:pt]   zset     entry id -> write sequence, one per partition (local codes)
+    {ns/sd}:seqn     string   the scope's write sequence counter (INCR by every put)
+    {ns/sd}:gen      string   the counter's generation (new whenever the counter starts again)
     {ns/}:scopes     set      the scope digests in use (for clear, count, delete_where)
     {ns/}:ids        hash     entry id -> scope digest (fetch/delete by bare id)
     {ns/}:dim        string   vector dimension of the namespace
@@ -59,6 +74,7 @@ from rag_optimize.cache.redis.codec import (
     pairs_to_dict,
     scope_digest,
 )
+from rag_optimize.cache.redis.codes import MAX_NEW, Ask, LocalCodes
 from rag_optimize.cache.redis.plans import (
     Batch,
     Command,
@@ -95,6 +111,7 @@ _SEARCH_EF_FROM = 12_500
 _SEARCH_EF_PER = 116
 _BUILD_EF = 40
 _PREFETCH = 1024
+_CANDIDATES = 16  # local codes: rows a lookup has rescored at least (BENCHMARKS.md, issue 14)
 _WHERE = 10_000
 _LISTED_STEP = 1_000  # map pairs per server-side HSCAN step (about 1 ms of the server)
 
@@ -104,6 +121,10 @@ local LRU, EXP, PARTS = P .. ':lru', P .. ':exp', P .. ':parts'
 local function ekey(id) return P .. ':e:' .. id end
 -- one vector set per partition of the scope ('' = no exact part)
 local function vkey(pt) if pt == '' then return P .. ':v' end return P .. ':v:' .. pt end
+-- write sequence of the entries of each partition (local codes follow it), the scope's
+-- sequence counter and its generation (a new one whenever the counter starts again)
+local function skey(pt) if pt == '' then return P .. ':s' end return P .. ':s:' .. pt end
+local SEQN, GEN = P .. ':seqn', P .. ':gen'
 local function remove(id)
   local pt = redis.pcall('HGET', ekey(id), 'pt')
   if type(pt) ~= 'string' then pt = '' end
@@ -111,6 +132,7 @@ local function remove(id)
   redis.call('ZREM', LRU, id)
   redis.call('ZREM', EXP, id)
   redis.pcall('VREM', vkey(pt), id)
+  redis.call('ZREM', skey(pt), id)
   return n
 end
 """
@@ -142,6 +164,12 @@ redis.call('DEL', k)
 redis.call('HSET', k, unpack(ARGV, 12))
 redis.call('SADD', PARTS, ARGV[11])
 redis.call('VADD', V, 'FP32', blob, id, quant, 'EF', ARGV[10])
+local seq = redis.call('INCR', SEQN)
+if seq == 1 or redis.call('EXISTS', GEN) == 0 then
+  local t = redis.call('TIME')
+  redis.call('SET', GEN, t[1] .. '.' .. t[2] .. ':' .. seq)
+end
+redis.call('ZADD', skey(ARGV[11]), seq, id)
 if ttl ~= '' then
   redis.call('PEXPIRE', k, ttl)
   redis.call('ZADD', EXP, expires, id)
@@ -167,11 +195,17 @@ return out
 """
 
 # ARGV: P, blob, count, now, 'min:max:from:per' (EF = min + (VCARD - from) / per, clamped),
-#       partition, exact id|''
+#       partition, exact id|'', then for local codes (:mod:`.codes`; absent or '' = none):
+#       '=' .. the table's generation, its sequence number, max new, candidate id, ...
 #       -> {'exact', HGETALL...} when the exact id is a hash (a lookup's exact part, checked
 #          first: then no vector search runs) | {'!type', kind} for a foreign key there
 #        | {'dim', message}
-#        | {'ok', {id, HGETALL...} of the first candidate, id, score, values, ...}
+#        | {'ok', {id, HGETALL...} of the first candidate, id, score, values, ...} (VSIM)
+#        | {'vsim', why, <the 'ok' reply without its tag>} (local codes asked, VSIM ran:
+#          why = 'gen' the table is of another generation, 'behind' more than max new
+#          entries were written since, 'lost' entries without a write sequence)
+#        | {'local', {seq counter, {new id, seq, ...}, {gone id, ...}}, <'ok' reply untagged>}
+#          (the candidates, then the entries written since the table's sequence number)
 # ``values`` is HMGET of the index fields (v ns scope vec ex thr pt), or {'!type', kind} for a
 # key of another type. Only the first candidate comes whole: the cache nearly always reads
 # that one, and a reply of index fields is half the size to send and to parse.
@@ -189,6 +223,72 @@ if ARGV[7] ~= '' then
     return {'!type', kind}
   end
 end
+local now, out, whole, touch, gone = ARGV[4], {'ok', {}}, false, {}, {}
+local S = skey(ARGV[6])
+local function collect(id, score)
+  local k = ekey(id)
+  local h = redis.pcall('HMGET', k, 'v', 'ns', 'scope', 'vec', 'ex', 'thr', 'pt')
+  if h.err then  -- a key of another type: decodes as a corrupt entry
+    out[#out + 1] = id
+    out[#out + 1] = score
+    out[#out + 1] = {'!type', redis.call('TYPE', k).ok}
+  elseif not h[1] and not h[4] and redis.call('EXISTS', k) == 0 then
+    -- gone (deleted, or freed by Redis TTL: drop the stale member if writes work)
+    gone[#gone + 1] = id
+    redis.pcall('VREM', V, id)
+    redis.pcall('ZREM', LRU, id)
+    redis.pcall('ZREM', EXP, id)
+    redis.pcall('ZREM', S, id)
+  else
+    touch[#touch + 1] = now
+    touch[#touch + 1] = id
+    if not whole then
+      whole = redis.call('HGETALL', k)
+      table.insert(whole, 1, id)
+      out[2] = whole
+    end
+    out[#out + 1] = id
+    out[#out + 1] = score
+    out[#out + 1] = h
+  end
+end
+local function touched()
+  -- one LRU touch for all candidates (a write: skipped when Redis refuses writes)
+  if #touch > 0 then redis.pcall('ZADD', LRU, 'XX', 'GT', unpack(touch)) end
+end
+local why = false
+if (ARGV[8] or '') ~= '' then
+  local gen = redis.call('GET', GEN) or ''
+  local last = tonumber(ARGV[9])
+  local seqn = tonumber(redis.call('GET', SEQN) or '0')
+  local size = redis.pcall('VCARD', V)
+  if type(size) ~= 'number' then size = 0 end
+  if '=' .. gen ~= ARGV[8] or seqn < last then
+    why = 'gen'
+  elseif redis.call('ZCARD', S) ~= size then
+    why = 'lost'
+  else
+    local most = tonumber(ARGV[10])
+    local new = redis.call('ZRANGEBYSCORE', S, '(' .. ARGV[9], '+inf', 'WITHSCORES',
+                           'LIMIT', 0, most + 1)
+    if #new > 2 * most then
+      why = 'behind'
+    else
+      local seen = {}
+      for i = 11, #ARGV do
+        if not seen[ARGV[i]] then seen[ARGV[i]] = true; collect(ARGV[i], '0') end
+      end
+      for i = 1, #new, 2 do
+        if not seen[new[i]] then seen[new[i]] = true; collect(new[i], '0') end
+      end
+      touched()
+      table.remove(out, 1)
+      table.insert(out, 1, {seqn, new, gone})
+      table.insert(out, 1, 'local')
+      return out
+    end
+  end
+end
 local lo, hi, from, per = string.match(ARGV[5], '(%d+):(%d+):(%d+):(%d+)')
 lo, hi, from, per = tonumber(lo), tonumber(hi), tonumber(from), tonumber(per)
 local size = redis.pcall('VCARD', V)
@@ -201,35 +301,33 @@ if not ok then
   if string.find(msg, 'dimension') then return {'dim', msg} end
   return redis.error_reply(msg)
 end
-local now, out, whole, touch = ARGV[4], {'ok', {}}, false, {}
-for i = 1, #found, 2 do
-  local id = found[i]
-  local k = ekey(id)
-  local h = redis.pcall('HMGET', k, 'v', 'ns', 'scope', 'vec', 'ex', 'thr', 'pt')
-  if h.err then  -- a key of another type: decodes as a corrupt entry
-    out[#out + 1] = id
-    out[#out + 1] = found[i + 1]
-    out[#out + 1] = {'!type', redis.call('TYPE', k).ok}
-  elseif not h[1] and not h[4] and redis.call('EXISTS', k) == 0 then
-    -- freed by Redis TTL: drop the stale member (if writes work)
-    redis.pcall('VREM', V, id)
-    redis.pcall('ZREM', LRU, id)
-    redis.pcall('ZREM', EXP, id)
-  else
-    touch[#touch + 1] = now
-    touch[#touch + 1] = id
-    if not whole then
-      whole = redis.call('HGETALL', k)
-      table.insert(whole, 1, id)
-      out[2] = whole
-    end
-    out[#out + 1] = id
-    out[#out + 1] = found[i + 1]
-    out[#out + 1] = h
+for i = 1, #found, 2 do collect(found[i], found[i + 1]) end
+touched()
+if why then
+  out[1] = why
+  table.insert(out, 1, 'vsim')
+end
+return out
+"""
+
+# ARGV: P, partition, after, count -> {generation|'', sequence counter, entries, scanned,
+#       last sequence scanned, id, seq, vec, ...}: the next ``count`` entries of the
+#       partition in write order after sequence ``after`` (those whose hash is gone skipped)
+_PAGE = r"""
+local S = skey(ARGV[2])
+local page = redis.call('ZRANGEBYSCORE', S, '(' .. ARGV[3], '+inf', 'WITHSCORES',
+                        'LIMIT', 0, tonumber(ARGV[4]))
+local out = {redis.call('GET', GEN) or '', redis.call('GET', SEQN) or '0',
+             redis.call('ZCARD', S), #page / 2, ARGV[3]}
+for i = 1, #page, 2 do
+  out[5] = page[i + 1]
+  local vec = redis.pcall('HGET', ekey(page[i]), 'vec')
+  if type(vec) == 'string' then
+    out[#out + 1] = page[i]
+    out[#out + 1] = page[i + 1]
+    out[#out + 1] = vec
   end
 end
--- one LRU touch for all candidates (a write: skipped when Redis refuses writes)
-if #touch > 0 then redis.pcall('ZADD', LRU, 'XX', 'GT', unpack(touch)) end
 return out
 """
 
@@ -250,8 +348,10 @@ for i = 1, #popped, 2 do
 end
 local left = redis.call('ZCARD', LRU)
 if left == 0 then
-  for _, pt in ipairs(redis.call('SMEMBERS', PARTS)) do redis.call('DEL', vkey(pt)) end
-  redis.call('DEL', PARTS, EXP)
+  for _, pt in ipairs(redis.call('SMEMBERS', PARTS)) do
+    redis.call('DEL', vkey(pt), skey(pt))
+  end
+  redis.call('DEL', PARTS, EXP, SEQN, GEN)
 end
 out[1], out[2] = n, left
 return out
@@ -296,6 +396,7 @@ def _script(name: str, body: str) -> LuaScript:
 
 PUT = _script("put", _PUT)
 SEARCH = _script("search", _SEARCH)
+PAGE = _script("page", _PAGE)
 DELETE = _script("delete", _DELETE)
 DROP = _script("drop", _DROP)
 DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
@@ -344,10 +445,17 @@ class VectorSetPath:
     """Plans for a server with vector sets; thread-safe (the only local state is two small
     bounded maps: entries a search just read, and which scope recent entry ids live in)."""
 
-    def __init__(self, shared: Shared, quantization: Quantization = "q8") -> None:
+    def __init__(
+        self,
+        shared: Shared,
+        quantization: Quantization = "q8",
+        codes: Callable[[VectorSetPath], LocalCodes] | None = None,
+    ) -> None:
         self.shared = shared
         self.keys = VectorSetKeys(shared.namespace)
         self.quant = _QUANT[quantization]
+        #: the local 1-bit tables (:mod:`.codes`), or ``None`` for ``VSIM`` only
+        self.codes: LocalCodes | None = None if codes is None else codes(self)
         self._lock = threading.Lock()
         self._prefetched: OrderedDict[tuple[str, float], dict[bytes, bytes]] = OrderedDict()
         self._where: OrderedDict[str, str] = OrderedDict()
@@ -376,8 +484,9 @@ class VectorSetPath:
         report: StoreReport | None = None,
     ) -> Plan[list[Candidate]]:
         query = self._query(vector)
-        reply = yield self._search_call(scope, query, k, now, partition, "")
-        return self._candidates(reply, scope, query, k, now, partition, report)
+        call, ask = self._search_call(scope, query, k, now, partition, "")
+        reply = yield call
+        return self._candidates(self._unwrap(reply, ask), scope, query, k, now, partition, report)
 
     def lookup(
         self,
@@ -396,13 +505,16 @@ class VectorSetPath:
         query = self._query(vector)
         sd = scope_digest(scope)
         hid = entry_id(scope, query_key, partition)
-        reply = yield self._search_call(scope, query, k, now, partition, hid)
+        call, ask = self._search_call(scope, query, k, now, partition, hid)
+        reply = yield call
         if reply and reply[0] in (b"exact", b"!type"):
             raw = reply[1:] if reply[0] == b"exact" else reply
             entry = yield from self._entry_from(sd, hid, raw, now, report)
             if is_entry_for(entry, scope, query_key, partition):
                 return entry, []
-            reply = yield self._search_call(scope, query, k, now, partition, "")
+            call, ask = self._search_call(scope, query, k, now, partition, "")
+            reply = yield call
+        reply = self._unwrap(reply, ask)
         return None, self._candidates(reply, scope, query, k, now, partition, report)
 
     def _query(self, vector: FloatVector) -> np.ndarray:
@@ -413,14 +525,49 @@ class VectorSetPath:
 
     def _search_call(
         self, scope: str, query: np.ndarray, k: int, now: float, partition: str, exact: str
-    ) -> Script:
+    ) -> tuple[Script, Ask | None]:
+        """The search script call; with local codes, the table's candidates go with it."""
         sd = scope_digest(scope)
-        args = (
+        args: tuple[Any, ...] = (
             self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)),
             f"{_SEARCH_EF_MIN}:{_SEARCH_EF_MAX}:{_SEARCH_EF_FROM}:{_SEARCH_EF_PER}",
             partition, exact,
         )
-        return Script(SEARCH, (self.keys.lru(sd),), args, read=True)
+        ask = None
+        if self.codes is not None:
+            ask = self.codes.ask(sd, partition, query, max(_CANDIDATES, 4 * (k + _EXTRA)))
+            if ask is not None:
+                args = (*args, b"=" + ask.gen, ask.last, MAX_NEW, *ask.hids)
+        return Script(SEARCH, (self.keys.lru(sd),), args, read=True), ask
+
+    def _unwrap(self, reply: list[Any], ask: Ask | None) -> list[Any]:
+        """A search reply in the plain ``VSIM`` form; a local-codes reply updates the table
+        (entries written since it, rows of entries gone) on the way."""
+        if not reply or reply[0] not in (b"local", b"vsim") or ask is None:
+            return reply
+        if self.codes is None:
+            return reply
+        if reply[0] == b"vsim":
+            self.codes.fell_back(ask, reply[1])
+            return [b"ok", *reply[2:]]
+        seqn, flat, gone = reply[1]
+        new = [(flat[i].decode(), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        fresh = {hid for hid, _ in new}
+        blobs: dict[str, bytes] = {}
+        if fresh:
+            for i in range(3, len(reply) - 2, 3):
+                hid, values = reply[i].decode(), reply[i + 2]
+                if hid in fresh and len(values) == len(INDEX_FIELDS) and values[3] is not None:
+                    blobs[hid] = values[3]
+        self.codes.answered(ask, int(seqn), new, blobs, {g.decode() for g in gone})
+        return [b"ok", *reply[2:]]
+
+    def page(self, sd: str, partition: str, after: int, count: int) -> Script:
+        """The call reading one page of a partition's entries in write order (:mod:`.codes`)."""
+        return Script(
+            PAGE, (self.keys.lru(sd),), (self.keys.prefix(sd), partition, after, count),
+            read=True,
+        )
 
     def _candidates(
         self,
@@ -728,6 +875,8 @@ class VectorSetPath:
         with self._lock:
             self._where.clear()
             self._prefetched.clear()
+        if self.codes is not None:
+            self.codes.forget()
         self.shared.emptied()
 
     def count(self) -> Plan[int]:

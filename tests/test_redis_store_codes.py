@@ -1,0 +1,471 @@
+"""Local 1-bit codes on the Redis 8 path (``RedisStore(local_codes=True)``), real servers.
+
+Two stores on one namespace behave like two processes (separate connections, separate local
+tables, separate loader threads). The reader's table is loaded in its asking thread
+(``codes.inline``) where a test needs to know when it switches; the background loader is
+tested on its own. "Local" lookups are recognised by the server's own command counts: a
+lookup that takes its candidates from the table runs no ``VSIM``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rag_optimize import ConfigurationError, RedisStore, SemanticCache
+from rag_optimize.cache.entry import CacheEntry
+from rag_optimize.cache.keys import entry_id
+from rag_optimize.cache.redis.codec import scope_digest
+from rag_optimize.cache.redis.codes import MAX_NEW
+from rag_optimize.cache.redis.vsets import VectorSetKeys
+from tests.conftest import FakeClock
+from tests.redis_server import (  # noqa: F401
+    RedisServer,
+    namespace,
+    redis8_bin,
+    redis8_server,
+    redis_cluster,
+    wait_until,
+)
+
+DIM = 64
+
+
+class Vectors:
+    """Random unit vectors by name: different names are far apart (dim 64)."""
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(7)
+        self.known: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str) -> np.ndarray:
+        if name not in self.known:
+            v = self.rng.standard_normal(DIM).astype(np.float32)
+            self.known[name] = v / np.linalg.norm(v)
+        return self.known[name]
+
+
+class Embedder:
+    """Embeds a query to its named vector (``"near <name>"``: a near-duplicate of it)."""
+
+    def __init__(self, vectors: Vectors) -> None:
+        self.vectors = vectors
+        self.rng = np.random.default_rng(11)
+
+    def embed_query(self, text: str) -> list[float]:
+        name = text.removeprefix("near ")
+        v = self.vectors(name)
+        if text.startswith("near "):
+            v = v + 0.15 / np.sqrt(DIM) * self.rng.standard_normal(DIM).astype(np.float32)
+            v = v / np.linalg.norm(v)
+        return [float(x) for x in v]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self.embed_query(t) for t in texts]
+
+
+@pytest.fixture
+def vectors() -> Vectors:
+    return Vectors()
+
+
+@pytest.fixture
+def make(redis8_server: RedisServer, namespace: str, clock: FakeClock) -> Iterator[Any]:  # noqa: F811
+    stores: list[RedisStore] = []
+
+    def build(server: RedisServer | None = None, inline: bool = True, **options: Any) -> RedisStore:
+        options.setdefault("clock", clock)
+        options.setdefault("timeout_ms", 1000)
+        options.setdefault("max_entries", None)
+        store = RedisStore((server or redis8_server).url, namespace, **options).start()
+        assert store.search_path == "server"
+        if inline and store._path.codes is not None:
+            store._path.codes.inline = True
+        stores.append(store)
+        return store
+
+    yield build
+    for store in stores:
+        store.close()
+
+
+def put(store: RedisStore, vectors: Vectors, name: str, now: float, scope: str = "",
+        answer: Any = None, **fields: Any) -> str:
+    hid = entry_id(scope, name)
+    store.put(CacheEntry(
+        id=hid, scope=scope, query=name, query_key=name, vector=vectors(name),
+        response=name if answer is None else answer, created_at=now, **fields,
+    ), now)
+    return hid
+
+
+def found(store: RedisStore, vectors: Vectors, name: str, now: float, scope: str = "") -> list[str]:
+    return [c.entry_id for c in store.search(scope, vectors(name), 3, now)
+            if c.similarity > 0.99]
+
+
+def vsims(server: RedisServer) -> int:
+    stats = server.client().info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k.lower() == "cmdstat_vsim")
+
+
+def table(store: RedisStore, scope: str = "") -> Any:
+    return store._path.codes.table(scope_digest(scope))
+
+
+def fill(store: RedisStore, vectors: Vectors, n: int, now: float, scope: str = "") -> list[str]:
+    return [put(store, vectors, f"row {i}", now, scope) for i in range(n)]
+
+
+def loaded(reader: RedisStore, vectors: Vectors, now: float, scope: str = "") -> Any:
+    """The reader's first lookup in ``scope`` (``VSIM``; loads the table), then its table."""
+    reader.search(scope, vectors("nothing"), 3, now)
+    t = table(reader, scope)
+    assert t is not None
+    return t
+
+
+def pair(make: Any, vectors: Vectors, clock: FakeClock, n: int) -> tuple[Any, ...]:
+    """A writer with ``n`` entries, a reader with the scope's table loaded: (w, r, now, t)."""
+    writer, reader = make(), make()
+    now = clock()
+    fill(writer, vectors, n, now)
+    t = loaded(reader, vectors, now)
+    assert t.n == n
+    return writer, reader, now, t
+
+
+def test_writes_of_another_store_are_found_by_the_next_lookup_and_kept(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock  # noqa: F811
+) -> None:
+    writer, reader, now, t = pair(make, vectors, clock, 200)
+    before = vsims(redis8_server)
+    for i in range(5):
+        hid = put(writer, vectors, f"new {i}", now)
+        assert found(reader, vectors, f"new {i}", now) == [hid]  # the very next lookup
+    # the table took them in: found again, still without VSIM, and old rows too
+    for i in range(5):
+        assert found(reader, vectors, f"new {i}", now) == [entry_id("", f"new {i}")]
+    assert found(reader, vectors, "row 17", now) == [entry_id("", "row 17")]
+    assert t.n == 205 and vsims(redis8_server) == before
+
+
+def test_removed_entries_are_never_served_by_the_other_store(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock  # noqa: F811
+) -> None:
+    writer, reader = make(), make()
+    now = clock()
+    fill(writer, vectors, 50, now, "s")
+    put(writer, vectors, "short lived", now, "s", expires_at=now + 10.0)
+    fill(writer, vectors, 20, now, "other")
+    t = loaded(reader, vectors, now, "s")
+    assert t.n == 51
+    before = vsims(redis8_server)
+    writer.delete([entry_id("s", "row 3")])
+    assert found(reader, vectors, "row 3", now, "s") == []
+    assert t.dead == 1
+    assert found(reader, vectors, "short lived", now + 11, "s") == []  # expired (cache clock)
+    writer.delete_where("s", "nothing", ["x"])  # removes nothing
+    assert found(reader, vectors, "row 4", now, "s") == [entry_id("s", "row 4")]
+    assert vsims(redis8_server) == before  # all of that from the table
+    writer.invalidate("s")
+    for i in (4, 5, 49):
+        assert found(reader, vectors, f"row {i}", now, "s") == []
+    loaded(reader, vectors, now, "other")
+    writer.clear()
+    assert found(reader, vectors, "row 1", now, "other") == []
+    hid = put(writer, vectors, "after clear", now, "s")
+    assert found(reader, vectors, "after clear", now, "s") == [hid]
+    assert found(reader, vectors, "row 4", now, "s") == []
+
+
+def test_evictions_by_the_other_store_are_never_served(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, namespace: str,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    writer, reader = make(max_entries=20), make(max_entries=20)
+    now = clock()
+    fill(writer, vectors, 20, now)
+    loaded(reader, vectors, now)
+    for i in range(20, 30):  # evicts 10 (the least recently used)
+        put(writer, vectors, f"row {i}", now)
+    raw, keys = redis8_server.client(), VectorSetKeys(namespace)
+    gone = 0
+    for i in range(30):
+        hid = entry_id("", f"row {i}")
+        held = raw.exists(keys.entry(scope_digest(""), hid))  # no LRU touch
+        assert found(reader, vectors, f"row {i}", now) == ([hid] if held else [])
+        gone += not held
+    assert gone == 10
+
+
+def test_an_overwrite_serves_the_new_answer(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock  # noqa: F811
+) -> None:
+    writer, reader = make(), make()
+    cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
+                          verifier=None)
+    now = clock()
+    fill(writer, vectors, 30, now)
+    put(writer, vectors, "q", now, answer="old")
+    loaded(reader, vectors, now)
+    hit = cache.get("near q")
+    assert hit is not None and hit.response == "old"
+    put(writer, vectors, "q", now, answer="new")
+    for _ in range(3):
+        hit = cache.get("near q")
+        assert hit is not None and hit.response == "new"
+    # the entry moved to another vector: the old one's near-duplicates no longer hit
+    writer.put(CacheEntry(id=entry_id("", "q"), scope="", query="q", query_key="q",
+                          vector=vectors("elsewhere"), response="moved", created_at=now), now)
+    assert cache.get("near q") is None
+    hit = cache.get("near elsewhere")
+    assert hit is not None and hit.response == "moved"
+    assert table(reader).dead >= 1  # the overwritten rows
+
+
+def test_a_new_store_on_a_full_namespace_hits_at_once_then_switches_to_the_table(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock  # noqa: F811
+) -> None:
+    writer = make()
+    now = clock()
+    fill(writer, vectors, 3000, now)
+    reader = make(inline=False)  # the background loader
+    assert found(reader, vectors, "row 2999", now) == [entry_id("", "row 2999")]  # VSIM
+    assert wait_until(lambda: table(reader) is not None, timeout=20)
+    assert table(reader).n == 3000
+    before = vsims(redis8_server)
+    for i in (0, 1500, 2999):
+        assert found(reader, vectors, f"row {i}", now) == [entry_id("", f"row {i}")]
+    assert vsims(redis8_server) == before
+    assert reader.status()["local_rows"] == 3000
+
+
+def test_a_burst_of_writes_falls_back_to_vsim_and_catches_up(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock  # noqa: F811
+) -> None:
+    writer, reader, now, t = pair(make, vectors, clock, 100)
+    burst = [put(writer, vectors, f"burst {i}", now) for i in range(MAX_NEW + 40)]
+    before = vsims(redis8_server)
+    assert found(reader, vectors, "burst 3", now) == [burst[3]]  # VSIM: the table is behind
+    assert vsims(redis8_server) == before + 1
+    assert t.n == 100 + len(burst)  # caught up (in the asking thread here)
+    before = vsims(redis8_server)
+    for i in range(len(burst)):
+        assert found(reader, vectors, f"burst {i}", now) == [burst[i]]
+    assert vsims(redis8_server) == before
+
+
+def test_entries_without_a_write_sequence_make_the_scope_use_vsim(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, namespace: str,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    """An older version's writes (no sequence set) or an evicted sequence set: VSIM, right."""
+    writer, reader, now, _ = pair(make, vectors, clock, 40)
+    redis8_server.client().delete(VectorSetKeys(namespace).prefix(scope_digest("")) + ":s")
+    before = vsims(redis8_server)
+    assert found(reader, vectors, "row 5", now) == [entry_id("", "row 5")]
+    assert found(reader, vectors, "row 6", now) == [entry_id("", "row 6")]
+    assert vsims(redis8_server) == before + 2 and table(reader) is None
+
+
+def test_scopes_stay_apart_under_random_operations_of_two_stores(
+    make: Any, vectors: Vectors, clock: FakeClock
+) -> None:
+    a, b = make(), make()
+    rng = random.Random(3)
+    now = clock()
+    scopes = [f"scope {i}" for i in range(20)]
+    live: dict[str, dict[str, str]] = {s: {} for s in scopes}  # scope -> name -> id
+    names = [f"n{i}" for i in range(60)]
+    checked = 0
+    for step in range(1500):
+        store = a if rng.random() < 0.5 else b
+        scope = rng.choice(scopes)
+        op = rng.random()
+        if op < 0.45:
+            name = rng.choice(names)
+            live[scope][name] = put(store, vectors, name, now, scope)
+        elif op < 0.55 and live[scope]:
+            name = rng.choice(sorted(live[scope]))
+            store.delete([live[scope].pop(name)])
+        elif op < 0.57:
+            store.invalidate(scope)
+            live[scope].clear()
+        else:
+            name = rng.choice(names)
+            got = [c.entry_id for c in store.search(scope, vectors(name), 3, now)]
+            assert set(got) <= set(live[scope].values()), (step, scope, name)
+            if name in live[scope]:
+                assert got and got[0] == live[scope][name], (step, scope, name)
+                checked += 1
+    assert checked > 50
+    assert a.status()["local_tables"] >= 15 and b.status()["local_tables"] >= 15
+
+
+def test_fail_open_when_the_server_dies_while_loading_and_the_table_is_rebuilt(
+    make: Any, vectors: Vectors, clock: FakeClock
+) -> None:
+    server = RedisServer(binary=redis8_bin()).start()
+    try:
+        writer = make(server)
+        now = clock()
+        fill(writer, vectors, 3000, now)
+        reader = make(server, inline=False, failure_threshold=1000)
+        cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
+                              verifier=None)
+        cache.get("near row 1")  # starts the load in the background
+        server.kill()
+        for i in range(5):
+            assert cache.get(f"near row {i}") is None  # no exception: misses
+        server.restart()  # empty (no persistence)
+        assert wait_until(lambda: _writes(writer, vectors, now), timeout=20)
+        assert wait_until(lambda: cache.get("near fresh 2") is not None, timeout=20)
+        # lookups (VSIM meanwhile) ask for the table again once the pause after the
+        # failed load is over
+        assert wait_until(lambda: cache.get("near fresh 3") is not None
+                          and table(reader) is not None and table(reader).n >= 5, timeout=20)
+        before = vsims(server)
+        for i in range(5):  # from the rebuilt table: no VSIM
+            assert found(reader, vectors, f"fresh {i}", now) == [entry_id("", f"fresh {i}")]
+        assert vsims(server) == before
+        assert cache.get("near row 1") is None  # the old data is gone with the server
+        assert cache.stats.store_errors >= 1
+    finally:
+        server.stop()
+
+
+def _writes(store: RedisStore, vectors: Vectors, now: float) -> bool:
+    try:
+        for i in range(5):
+            put(store, vectors, f"fresh {i}", now)
+    except Exception:  # noqa: BLE001 - the server is still coming back
+        return False
+    return True
+
+
+def test_local_codes_is_validated_and_can_be_turned_off(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock  # noqa: F811
+) -> None:
+    with pytest.raises(ConfigurationError, match="local_codes"):
+        RedisStore(local_codes="yes")  # type: ignore[arg-type]
+    off = make(local_codes=False)
+    now = clock()
+    fill(off, vectors, 10, now)
+    before = vsims(redis8_server)
+    assert found(off, vectors, "row 3", now) == [entry_id("", "row 3")]
+    assert vsims(redis8_server) == before + 1 and off._path.codes is None
+    assert "local_tables" not in off.status()
+
+
+def test_tables_are_bounded_and_scopes_past_the_bound_use_vsim(
+    make: Any, vectors: Vectors, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag_optimize.cache.redis import codes
+
+    monkeypatch.setattr(codes, "MAX_TABLES", 3)
+    writer, reader = make(), make()
+    now = clock()
+    scopes = [f"s{i}" for i in range(5)]
+    for scope in scopes:
+        fill(writer, vectors, 10, now, scope)
+    for _ in range(2):
+        for scope in scopes:
+            assert found(reader, vectors, "row 4", now, scope) == [entry_id(scope, "row 4")]
+    assert reader.status()["local_tables"] == 3  # the others stay on VSIM: all recent
+    monkeypatch.setattr(codes, "_IDLE_S", 0.0)  # now every table counts as idle
+    for scope in scopes:
+        assert found(reader, vectors, "row 5", now, scope) == [entry_id(scope, "row 5")]
+        assert reader.status()["local_tables"] <= 3
+    assert table(reader, "s4") is not None  # an idle table made room for it
+
+
+def test_local_codes_do_not_import_faiss_and_rank_as_it_does(
+    redis8_server: RedisServer, namespace: str  # noqa: F811
+) -> None:
+    """faiss costs ~50 MB of RSS to import: the local tables use it only if already loaded."""
+    import subprocess
+    import sys
+
+    from rag_optimize.index.quantization import _numpy_nearest, hamming_nearest
+
+    script = f"""
+import sys, numpy as np
+from rag_optimize import RedisStore
+from rag_optimize.cache.entry import CacheEntry
+store = RedisStore({redis8_server.url!r}, {namespace + "-faiss"!r}, timeout_ms=1000).start()
+store._path.codes.inline = True
+v = np.ones(64, dtype=np.float32) / 8
+store.put(CacheEntry(id="0" * 32, scope="", query="q", query_key="q", vector=v,
+                     response="a"), 1.0)
+for _ in range(2):
+    assert store.search("", v, 1, 1.0)[0].entry_id == "0" * 32
+assert store.status()["local_tables"] == 1
+print("faiss" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (5000, 16), dtype=np.uint8)
+    valid = rng.random(5000) > 0.2
+    for i in range(20):
+        query = codes[i : i + 1]
+        for mask in (None, valid):
+            slow = _numpy_nearest(codes, query, 10, mask)  # what a process without faiss runs
+            fast = hamming_nearest(codes, query, 10, mask)
+            assert len(slow) == len(fast) == 10
+            dist = np.unpackbits(codes ^ query, axis=1).sum(axis=1)
+            assert sorted(dist[slow].tolist()) == sorted(dist[fast].tolist())  # up to ties
+
+
+def test_local_codes_load_and_serve_on_a_cluster(
+    redis_cluster: Any, vectors: Vectors, namespace: str, clock: FakeClock  # noqa: F811
+) -> None:
+    """Each scope's table loads through the cluster (its keys in the scope's slot)."""
+    writer = RedisStore(redis_cluster.urls[0], namespace, max_entries=None, timeout_ms=2000,
+                        clock=clock).start()
+    reader = RedisStore(redis_cluster.urls[1], namespace, max_entries=None, timeout_ms=2000,
+                        clock=clock).start()
+    try:
+        now = clock()
+        scopes = [f"c{i}" for i in range(6)]
+        for scope in scopes:
+            fill(writer, vectors, 20, now, scope)
+        for scope in scopes:  # VSIM meanwhile; each starts its scope's load
+            assert found(reader, vectors, "row 1", now, scope) == [entry_id(scope, "row 1")]
+        assert wait_until(lambda: reader.status()["local_tables"] == len(scopes), timeout=20)
+        hid = put(writer, vectors, "late", now, "c3")
+        assert found(reader, vectors, "late", now, "c3") == [hid]
+        for scope in scopes:
+            for i in (0, 7, 19):
+                want = [entry_id(scope, f"row {i}")]
+                assert found(reader, vectors, f"row {i}", now, scope) == want
+        assert reader.status()["local_rows"] == 6 * 20 + 1
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_a_semantic_hit_from_the_table_is_one_round_trip(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock  # noqa: F811
+) -> None:
+    """The nearest candidate goes first, so the script's one whole entry is the answer."""
+    writer, reader, now, _ = pair(make, vectors, clock, 2000)
+    reader.close()
+    reader = make(exact_first=False)
+    cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
+                          verifier=None)
+    assert cache.get("near row 0") is not None  # loads the table (in this thread)
+    stats = redis8_server.client()
+    stats.config_resetstat()
+    for i in range(1, 41):
+        hit = cache.get(f"near row {i * 37}")
+        assert hit is not None and hit.response == f"row {i * 37}"
+    ran = {k.lower(): int(v["calls"]) for k, v in stats.info("commandstats").items()}
+    assert ran.get("cmdstat_evalsha") == 40 and "cmdstat_vsim" not in ran, ran
