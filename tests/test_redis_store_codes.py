@@ -391,7 +391,11 @@ def test_local_codes_do_not_import_faiss_and_rank_as_it_does(
     import subprocess
     import sys
 
-    from rag_optimize.index.quantization import _numpy_nearest, hamming_nearest
+    from rag_optimize.index.quantization import (
+        _numpy_nearest,
+        hamming_nearest,
+        hamming_nearest_columns,
+    )
 
     script = f"""
 import sys, numpy as np
@@ -412,16 +416,21 @@ print("faiss" in sys.modules)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
     rng = np.random.default_rng(5)
-    codes = rng.integers(0, 256, (5000, 16), dtype=np.uint8)
-    valid = rng.random(5000) > 0.2
+    codes = rng.integers(0, 256, (70_000, 16), dtype=np.uint8)  # more than one scan block
+    columns = np.ascontiguousarray(codes.view(np.uint64).T)  # the local tables' layout
+    valid = rng.random(70_000) > 0.2
     for i in range(20):
         query = codes[i : i + 1]
         for mask in (None, valid):
             slow = _numpy_nearest(codes, query, 10, mask)  # what a process without faiss runs
             fast = hamming_nearest(codes, query, 10, mask)
-            assert len(slow) == len(fast) == 10
+            by_column = hamming_nearest_columns(columns, query, 10, mask)
+            assert len(slow) == len(fast) == len(by_column) == 10
+            if mask is not None:
+                assert mask[by_column].all()
             dist = np.unpackbits(codes ^ query, axis=1).sum(axis=1)
-            assert sorted(dist[slow].tolist()) == sorted(dist[fast].tolist())  # up to ties
+            expected = sorted(dist[slow].tolist())
+            assert expected == sorted(dist[fast].tolist()) == sorted(dist[by_column].tolist())
 
 
 def test_local_codes_load_and_serve_on_a_cluster(

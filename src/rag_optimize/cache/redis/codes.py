@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from rag_optimize.cache.incidents import IncidentLog
-from rag_optimize.index.quantization import hamming_nearest, sign_encode
+from rag_optimize.index.quantization import hamming_nearest_columns, sign_encode
 
 __all__ = ["MAX_NEW", "MAX_TABLES", "PAGE", "Ask", "LocalCodes", "LocalTable"]
 
@@ -79,7 +79,9 @@ class LocalTable:
         self.n = 0
         self.dead = 0
         capacity = max(64, capacity)
-        self.codes = np.zeros((capacity, self.width), dtype=np.uint8)
+        # by column: word j of every row in one contiguous array, so the Hamming scan reads
+        # each word's column once instead of striding over the rows (0.44 vs 0.79 ms at 100k)
+        self.columns = np.zeros((self.width // 8, capacity), dtype=np.uint64)
         self.ids = np.zeros((capacity, _ID_BYTES), dtype=np.uint8)
         self.alive = np.zeros(capacity, dtype=np.bool_)
         self.lock = threading.Lock()
@@ -88,7 +90,7 @@ class LocalTable:
     @property
     def nbytes(self) -> int:
         """Bytes held by the table's arrays."""
-        return int(self.codes.nbytes + self.ids.nbytes + self.alive.nbytes)
+        return int(self.columns.nbytes + self.ids.nbytes + self.alive.nbytes)
 
     def add(self, hids: list[str], blobs: list[bytes]) -> None:
         """Append rows (call with :attr:`lock` held); vectors of another width are skipped."""
@@ -100,10 +102,10 @@ class LocalTable:
             len(keep), self.dim
         )
         m = len(keep)
-        if self.n + m > self.codes.shape[0]:
+        if self.n + m > self.columns.shape[1]:
             self._grow(self.n + m)
         lo, hi = self.n, self.n + m
-        self.codes[lo:hi] = sign_encode(matrix, self.center, self.width)
+        self.columns[:, lo:hi] = sign_encode(matrix, self.center, self.width).view(np.uint64).T
         self.ids[lo:hi] = np.frombuffer(
             b"".join(bytes.fromhex(hids[i]) for i in keep), dtype=np.uint8
         ).reshape(m, _ID_BYTES)
@@ -111,8 +113,11 @@ class LocalTable:
         self.n = hi
 
     def _grow(self, need: int) -> None:
-        capacity = max(need, int(self.codes.shape[0] * 1.25) + 64)
-        for name in ("codes", "ids", "alive"):
+        capacity = max(need, int(self.columns.shape[1] * 1.25) + 64)
+        columns = np.zeros((self.columns.shape[0], capacity), dtype=np.uint64)
+        columns[:, : self.n] = self.columns[:, : self.n]
+        self.columns = columns
+        for name in ("ids", "alive"):
             old = getattr(self, name)
             new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
             new[: self.n] = old[: self.n]
@@ -129,18 +134,19 @@ class LocalTable:
         with the table's sequence number and generation they are current as of."""
         with self.lock:
             n, dead, last, gen = self.n, self.dead, self.last, self.gen
-            codes, ids, alive = self.codes, self.ids, self.alive
+            columns, ids, alive = self.columns, self.ids, self.alive
         if n == 0 or n == dead:
             return [], [], last, gen
         code = sign_encode(query.reshape(1, -1), self.center, self.width)
-        # faiss only if this process loaded it already (its import costs ~50 MB of RSS, five
-        # times a 100k table; numpy scans 100k codes in ~0.8 ms instead of ~0.3 ms)
-        found = hamming_nearest(
-            codes[:n], code, count, None if dead == 0 else alive[:n], load_faiss=False
+        # numpy on the columns (faiss would be faster still, but its import costs ~50 MB of
+        # RSS, seven times a 100k table)
+        found = hamming_nearest_columns(
+            columns[:, :n], code, count, None if dead == 0 else alive[:n]
         )
         # nearest first: the script returns its first live candidate whole (the answer the
-        # cache reads without a second call), and the kernels return rows in no set order
-        dist = np.bitwise_count(codes[found] ^ code).sum(axis=1)
+        # cache reads without a second call), and the kernel returns rows in no set order
+        words = code.reshape(-1).view(np.uint64)
+        dist = np.bitwise_count(columns[:, found] ^ words[:, None]).sum(axis=0)
         rows = found[np.argsort(dist, kind="stable")].tolist()
         return rows, [ids[r].tobytes().hex() for r in rows], last, gen
 
