@@ -157,11 +157,16 @@ def test_consistency_without_a_reading_is_auto() -> None:
 
 def test_the_retriever_learns_from_what_it_serves_and_starts_as_auto() -> None:
     learning, queries = retriever()
+    assert learning.consistency.warmup == 1  # the default: the first query reads itself
+    learning.retrieve(queries[0])
+    assert learning.consistency.observed == 1 and learning.consistency.weights() is not None
+    learning, queries = retriever()
+    learning.consistency = ConsistencyEstimate(("bm25", "dense"), warmup=3)
     plain = HybridRetriever(
         learning.sparse, learning.dense, learning.embedder, fusion="auto", candidates=50
     )
     warmup = learning.consistency.warmup
-    for query in queries[: warmup - 1]:  # cold: exactly today's auto
+    for query in queries[: warmup - 1]:  # cold, below the warm-up: exactly auto
         assert learning.retrieve(query).ids == plain.retrieve(query).ids
     for query in queries[warmup - 1 :]:
         learning.retrieve(query)

@@ -328,21 +328,26 @@ def hamming_nearest_columns(
 ) -> npt.NDArray[np.intp]:
     """:func:`hamming_nearest` for codes stored by column: ``columns[j]`` holds 64-bit word
     ``j`` of every row (shape ``(words, rows)``, each row C-contiguous). Each pass then reads
-    one contiguous array instead of striding over the rows: 0.44 vs 0.79 ms at 100k rows of
-    48 bytes (numpy, one thread), with no faiss. Returns the same set up to ties."""
+    one contiguous array instead of striding over the rows: 0.41 vs 0.79 ms at 100k rows of
+    48 bytes, selection included (numpy, one thread), with no faiss. Returns the same set up
+    to ties."""
     words, n = columns.shape
     count = min(count, n if valid is None else int(np.count_nonzero(valid)))
     if count <= 0 or words == 0:
         return np.zeros(0, dtype=np.intp)
     q = np.ascontiguousarray(query_code.reshape(-1)).view(np.uint64)
     dist = np.empty(n, dtype=np.uint16)
-    step = np.empty(min(n, _SCAN_ROWS * 4), dtype=np.uint64)
-    for start in range(0, n, step.shape[0]):
-        stop = min(n, start + step.shape[0])
-        scratch, out = step[: stop - start], dist[start:stop]
-        out[:] = np.bitwise_count(np.bitwise_xor(columns[0, start:stop], q[0], out=scratch))
-        for j in range(1, words):
-            out += np.bitwise_count(np.bitwise_xor(columns[j, start:stop], q[j], out=scratch))
+    block = min(n, _SCAN_ROWS * 4)
+    xor, bits = np.empty(block, dtype=np.uint64), np.empty(block, dtype=np.uint8)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        scratch, counted, out = xor[: stop - start], bits[: stop - start], dist[start:stop]
+        for j in range(words):
+            np.bitwise_count(np.bitwise_xor(columns[j, start:stop], q[j], out=scratch), out=counted)
+            if j == 0:
+                out[:] = counted
+            else:
+                out += counted
     return _smallest(dist, count, valid, words * 64 + 1)
 
 

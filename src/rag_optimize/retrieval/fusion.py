@@ -190,7 +190,7 @@ def self_consistency(scores: npt.ArrayLike, view: npt.ArrayLike) -> float | None
     return float(a @ b) / norm
 
 
-CONSISTENCY_WARMUP = 5
+CONSISTENCY_WARMUP = 1
 CONSISTENCY_SAMPLE_FIRST = 200
 CONSISTENCY_SAMPLE_EVERY = 10
 CONSISTENCY_MEMORY = 1000
@@ -202,12 +202,16 @@ class ConsistencyEstimate:
     stream: the mean of its per-query :func:`self_consistency` (thread-safe, cheap).
 
     * ``warmup``: below this many observed queries :meth:`weights` is ``None`` and
-      :func:`consistency` fuses as :func:`auto`. The corpus mean settles early (on SciFact
-      the BM25 weight read from the first 10 queries is 0.41, from 127 it is 0.36; on
-      WikiQA 0 from the first 10), while every query served by ``auto`` where one branch is
-      weak costs (WikiQA: ``auto`` 0.61 against dense 0.70 nDCG@10). 5 rather than 20:
-      WikiQA's design half then ties dense (0.7023, 0.6998 with 20), at a cost of at most
-      0.0025 on two of the study's interventions (BENCHMARKS.md, "consistency fusion").
+      :func:`consistency` fuses as :func:`auto`. The default, 1, means no other rule: the
+      first query is read before it is fused and weighs the branches by its own reading,
+      the next ones by the running mean. The corpus mean settles early (on SciFact the BM25
+      weight read from the first 10 queries is 0.41, from 127 it is 0.36; on WikiQA 0 from
+      the first 10), while every query served by ``auto`` where one branch is weak costs
+      (WikiQA: ``auto`` 0.61 against dense 0.70 nDCG@10). On the study harness, online,
+      warm-ups of 1 / 2 / 5 gave WikiQA 0.7061 / 0.7053 / 0.7053 (dense 0.7061), SciFact
+      0.7987 for all three, and the eleven sets within 0.0021 of each other otherwise;
+      through :class:`~rag_optimize.retrieval.HybridRetriever` 1 gave WikiQA 0.7055 and
+      SciFact 0.7987, 5 gave 0.7053 and 0.7985 (BENCHMARKS.md, "Consistency fusion").
     * Sampling: the cross-space views cost one extra BM25 pass over the words of five
       documents and a few dozen vector products per query, so only a sample of queries is
       observed: every one of the first ``sample_first`` served, then one in ``sample_every``

@@ -110,9 +110,12 @@ _SEARCH_EF_MAX = 800
 _SEARCH_EF_FROM = 12_500
 _SEARCH_EF_PER = 116
 _BUILD_EF = 40
-_PREFETCH = 1024
+# Entries a search read whole for the fetch that follows it in the same lookup (a miss leaves
+# its entry here until pushed out): bounded by the lookups in flight, not by the namespace.
+# 1024 held ~2 KB each of a replica's memory for nothing (BENCHMARKS.md, issue 14 RSS).
+_PREFETCH = 128
 _CANDIDATES = 16  # local codes: rows a lookup has rescored at least (BENCHMARKS.md, issue 14)
-_WHERE = 10_000
+_WHERE = 4_096  # recent entry id -> scope (a forgotten one costs one HGET of the id map)
 _LISTED_STEP = 1_000  # map pairs per server-side HSCAN step (about 1 ms of the server)
 
 _COMMON = r"""
