@@ -12,7 +12,8 @@ which documents were first seen (first branch first), so results are determinist
 * :func:`weighted`: each branch's scores standardised by their mean and standard deviation,
   mapped as ``(s - (mean - 3 std)) / (6 std)`` (a branch with one score or zero spread gives
   1.0), then ``sum_b w_b * scaled_b``. Less sensitive than min-max to one outlier score.
-* :func:`auto` (the default): each branch's scores as z-scores within its own candidate list,
+* :func:`auto` (the default of :class:`~rag_optimize.retrieval.FusionRetriever` over other
+  branches): each branch's scores as z-scores within its own candidate list,
   weighted per query by how clearly that branch's best candidates stand out of its list (the
   mean z-score of its top ``depth``). A branch whose top is no better than the rest of its
   candidates (a keyword branch matching only a common topic word, say) counts for less on
@@ -23,9 +24,10 @@ which documents were first seen (first branch first), so results are determinist
   found), each branch weighted by a corpus-level reliability reading that
   :class:`ConsistencyEstimate` keeps from the stream of served queries, without labels:
   a branch's *cross-space self-consistency* (do the documents it scores high lie near its own
-  best documents in the *other* branch's space?). Until the estimate has seen enough queries
-  it fuses as :func:`auto`. Only :class:`~rag_optimize.retrieval.HybridRetriever` can feed it
-  (it needs our indexes to score the other branch's candidates); see :func:`consistency`.
+  best documents in the *other* branch's space?). Until the estimate has a reading it fuses
+  as :func:`auto`. Only :class:`~rag_optimize.retrieval.HybridRetriever` can feed it (it needs
+  our indexes to score the other branch's candidates), and there it is the default; see
+  :func:`consistency`.
 
 No per-query rule of this kind tells, without labels, a corpus where one branch is much
 weaker than the other (BM25 on WikiQA's question-to-sentence data, where every fixed
@@ -33,8 +35,10 @@ weighting short of dense alone ranks below dense alone) from one where both help
 with two branches their reliabilities are not identifiable from their scores and agreement
 alone. :func:`consistency`'s corpus-level reading does tell those two apart (WikiQA's BM25
 reads about 0, SciFact's about 0.2), but it is a proxy: it also reads the other branch's
-space, and with a weak *dense* model it still gives dense a large share. ``auto`` stays the
-default (see BENCHMARKS.md). With a few judged queries,
+space, and with a weak *dense* model it still gives dense a large share. It is
+:class:`~rag_optimize.retrieval.HybridRetriever`'s default all the same: on both shared BEIR
+sets it is level with the better of ``auto`` and the best single branch, where ``auto`` falls
+far below dense on WikiQA (see BENCHMARKS.md). With a few judged queries,
 :func:`rag_optimize.retrieval.calibrate_fusion` sets the weights instead.
 """
 
