@@ -95,6 +95,7 @@ def alignment_score(
         present = {_stem(w) for w in y.words}
         ignore = function_words | skip[side]
         forms: set[str] | None = None
+        targets = _content(y.words, function_words)  # what may stand for a content word
         for i in _content(x.words, ignore):
             if _stem(x.words[i]) in present or not len(y.words):
                 continue
@@ -106,7 +107,6 @@ def alignment_score(
             if sims is None:
                 sims = np.asarray(a.vectors) @ np.asarray(b.vectors).T
             row = sims[i] if side == 0 else sims[:, i]
-            targets = _content(y.words, function_words)
             if not targets:  # nothing in the other text can stand for a content word
                 worst = Alignment(-1.0, x.words[i], None)
                 break
