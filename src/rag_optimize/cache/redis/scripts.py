@@ -366,6 +366,13 @@ VECTORS = _script("vectors", _VECTORS)
 SNAPSHOT_PAGE = _script("snapshot_page", _SNAPSHOT_PAGE)
 
 
+def _eval_methods(client: Any, read_only: bool) -> tuple[Any, Any]:
+    """The client's (EVALSHA, EVAL) pair, their ``_RO`` forms for a read on a replica."""
+    if read_only:
+        return client.evalsha_ro, client.eval_ro
+    return client.evalsha, client.eval
+
+
 def run_script(
     client: Any,
     script: LuaScript,
@@ -379,9 +386,7 @@ def run_script(
     lookup scripts' ``redis.pcall`` skips)."""
     from redis.exceptions import NoScriptError
 
-    evalsha, eval_ = (client.evalsha_ro, client.eval_ro) if read_only else (
-        client.evalsha, client.eval
-    )
+    evalsha, eval_ = _eval_methods(client, read_only)
     try:
         return evalsha(script.sha, len(keys), *keys, *args)
     except NoScriptError:
@@ -399,9 +404,7 @@ async def arun_script(
     """Async twin of :func:`run_script` for a ``redis.asyncio`` client."""
     from redis.exceptions import NoScriptError
 
-    evalsha, eval_ = (client.evalsha_ro, client.eval_ro) if read_only else (
-        client.evalsha, client.eval
-    )
+    evalsha, eval_ = _eval_methods(client, read_only)
     try:
         return await evalsha(script.sha, len(keys), *keys, *args)
     except NoScriptError:
