@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 
+from benchmarks.cache_lookup import with_exact_truth  # noqa: E402
 from rag_optimize.index.engine import VectorEngine  # noqa: E402
 from rag_optimize.index.quantization import hamming_nearest, sign_encode  # noqa: E402
 from tests.redis_server import RedisServer, redis8_bin, redisearch_module  # noqa: E402
@@ -77,7 +78,7 @@ def random_data(n: int = 100_000, dim: int = 384, queries: int = 1000) -> dict[s
     near_of = rng.integers(0, n, queries)
     near = stored[near_of] + 0.3 / np.sqrt(dim) * rng.standard_normal((queries, dim))
     near = (near / np.linalg.norm(near, axis=1, keepdims=True)).astype(np.float32)
-    return truth(stored, near)
+    return with_exact_truth(stored, near)
 
 
 def real_data(queries: int = 600) -> dict[str, Any]:
@@ -94,20 +95,10 @@ def real_data(queries: int = 600) -> dict[str, Any]:
     long_ones = [t for t in wiki["texts"] if len(t.split()) >= 8]
     variants = [perturb_text(t, rng, ("drop",)) for t in rng.sample(long_ones, queries)]
     near = embed_cached("vector-engine-near-dups", variants, embedder)
-    data = truth(np.ascontiguousarray(stored, dtype=np.float32), near.astype(np.float32))
+    data = with_exact_truth(np.ascontiguousarray(stored, dtype=np.float32), near.astype(np.float32))
     keep = (data["truth_cos"] >= 0.95) & (data["truth_cos"] <= 0.98)
     data.update(queries=data["queries"][keep], truth=data["truth"][keep])
     return data
-
-
-def truth(stored: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
-    best = np.empty(len(queries), dtype=np.int64)
-    sims = np.empty(len(queries), dtype=np.float32)
-    for lo in range(0, len(queries), 256):
-        block = stored @ queries[lo : lo + 256].T
-        best[lo : lo + 256] = block.argmax(axis=0)
-        sims[lo : lo + 256] = block.max(axis=0)
-    return {"stored": stored, "queries": queries, "truth": best, "truth_cos": sims}
 
 
 def fill(
