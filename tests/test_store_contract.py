@@ -308,6 +308,28 @@ def test_lru_eviction_is_reported_to_the_caller(make_store: MakeStore, clock: Fa
     assert bulk.evicted == 2 and store.count() == 3
 
 
+def test_a_search_marks_nothing_used_but_what_is_fetched(
+    make_store: MakeStore, clock: FakeClock
+) -> None:
+    """LRU order follows what the cache reads: the fetched entry, not every candidate a
+    search looked at (the Redis 8 path once marked all of them: then the oldest, the oak
+    tree, went first, its id being the lowest of the equal marks)."""
+    store = make_store(max_entries=3)
+    for query in ("red apple pie", "red apple crumble", "old oak tree"):
+        store.put(entry(query), clock())
+        clock.advance(1)
+    found = store.search("", vec("red apple pie"), 2, clock())
+    assert [c.entry_id for c in found] == [entry("red apple pie").id, entry("red apple crumble").id]
+    assert store.fetch(entry("red apple pie").id, clock()) is not None
+    clock.advance(1)
+    report = StoreReport()
+    store.put(entry("green tea leaf"), clock(), report=report)
+    assert report.evicted == 1
+    assert store.get_exact("", "red apple crumble", clock()) is None  # only looked at
+    for query in ("red apple pie", "old oak tree", "green tea leaf"):
+        assert store.get_exact("", query, clock()) is not None, query
+
+
 def test_wrong_dimension_is_an_input_error(make_store: MakeStore, clock: FakeClock) -> None:
     store = make_store()
     store.put(entry("sixty four dims"), clock())

@@ -2,8 +2,8 @@
 
 A lookup is one round trip (:meth:`VectorSetPath.lookup`): a Lua script checks the query's
 exact key and returns that entry if it is there; otherwise it runs ``VSIM`` on the scope's
-vector set, reads the candidates' index fields (the first candidate whole, so the answer
-needs no second call), marks them used (LRU, one ``ZADD``) and returns them. The store rescores
+vector set, reads the candidates' index fields (the nearest live one whole, so the answer
+needs no second call, and marks that one used) and returns them. The store rescores
 the candidates exactly from their stored float32 vectors (one matrix product), so the
 server's quantization (``Q8`` by default) can only cost recall, never change a similarity the
 cache decides on. A new replica serves hits from its first lookup: nothing has to be loaded.
@@ -247,9 +247,11 @@ local function collect(id, score)
     redis.pcall('ZREM', EXP, id)
     redis.pcall('ZREM', S, id)
   else
-    touch[#touch + 1] = now
-    touch[#touch + 1] = id
     if not whole then
+      -- the nearest live candidate comes whole and is marked used: the cache reads it with
+      -- no second call (a search alone touches nothing else, as in the in-process store;
+      -- another candidate is marked when fetched)
+      touch[1], touch[2] = now, id
       whole = redis.call('HGETALL', k)
       table.insert(whole, 1, id)
       out[2] = whole
@@ -260,7 +262,7 @@ local function collect(id, score)
   end
 end
 local function touched()
-  -- one LRU touch for all candidates (a write: skipped when Redis refuses writes)
+  -- the LRU touch (a write: skipped when Redis refuses writes)
   if #touch > 0 then redis.pcall('ZADD', LRU, 'XX', 'GT', unpack(touch)) end
 end
 local why = false
