@@ -212,6 +212,37 @@ def test_faiss_and_numpy_hamming_kernels_agree() -> None:
                 assert mask[a].all() and mask[b].all()
 
 
+def test_two_stage_hamming_keeps_near_rows_masks_and_the_full_scan_is_exact() -> None:
+    """The prefix-first ranking (local tables past PREFIX_FROM rows) finds near rows, never
+    a masked one and always ``count`` rows; ``shortlist=0`` equals brute force."""
+    rng = np.random.default_rng(4)
+    n = q.PREFIX_FROM * 2
+    x = rng.standard_normal((n, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    center = x.mean(axis=0)
+    codes = q.sign_encode(x, center, q.sign_code_bytes(384))
+    columns = np.ascontiguousarray(codes.view(np.uint64).T)  # the local tables' layout
+    valid = rng.random(n) < 0.5
+    near_of = rng.integers(0, n, 40)
+    near = x[near_of] + 0.02 * rng.standard_normal((40, 384)).astype(np.float32)  # cos ~0.93
+    for i, vector in enumerate(near):
+        code = q.sign_encode(vector[None, :] / np.linalg.norm(vector), center, codes.shape[1])
+        dist = np.bitwise_count(codes ^ code).sum(axis=1)
+        two = q.hamming_nearest_columns(columns, code, 8)
+        assert len(two) == 8 and near_of[i] in two.tolist()
+        for mask in (None, valid):
+            full = q.hamming_nearest_columns(columns, code, 8, mask, shortlist=0)
+            brute = np.flatnonzero(mask if mask is not None else np.ones(n, bool))
+            best = sorted(dist[brute].tolist())[:8]
+            assert sorted(dist[full].tolist()) == best
+            staged = q.hamming_nearest_columns(columns, code, 8, mask)
+            assert len(staged) == 8
+            if mask is not None:
+                assert mask[full].all() and mask[staged].all()
+                if mask[near_of[i]]:
+                    assert near_of[i] in staged.tolist()
+
+
 def test_sign_code_width_is_whole_words() -> None:
     assert q.sign_code_bytes(384) == 48
     assert q.sign_code_bytes(48) == 8
