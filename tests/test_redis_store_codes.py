@@ -260,17 +260,47 @@ def test_a_burst_of_writes_falls_back_to_vsim_and_catches_up(
     assert vsims(redis8_server) == before
 
 
-def test_entries_without_a_write_sequence_make_the_scope_use_vsim(
+def test_entries_without_a_write_sequence_are_given_one_and_the_table_comes_back(
     make: Any, vectors: Vectors, redis8_server: RedisServer, namespace: str,  # noqa: F811
     clock: FakeClock,
 ) -> None:
-    """An older version's writes (no sequence set) or an evicted sequence set: VSIM, right."""
+    """An evicted sequence set (or an older version's writes): that lookup runs VSIM (right
+    answer), the entries get sequences again and the table serves the next lookups."""
     writer, reader, now, _ = pair(make, vectors, clock, 40)
-    redis8_server.client().delete(VectorSetKeys(namespace).prefix(scope_digest("")) + ":s")
+    prefix = VectorSetKeys(namespace).prefix(scope_digest(""))
+    raw = redis8_server.client()
+    raw.delete(prefix + ":s")
     before = vsims(redis8_server)
     assert found(reader, vectors, "row 5", now) == [entry_id("", "row 5")]
+    assert vsims(redis8_server) == before + 1  # 'lost': VSIM in the same call
+    assert raw.zcard(prefix + ":s") == 40
+    assert reader.status()["local_repaired_entries"] == 40
+    assert table(reader) is not None and table(reader).n == 40
     assert found(reader, vectors, "row 6", now) == [entry_id("", "row 6")]
-    assert vsims(redis8_server) == before + 2 and table(reader) is None
+    put(writer, vectors, "row new", now)  # a later write follows the repaired sequences
+    assert found(reader, vectors, "row new", now) == [entry_id("", "row new")]
+    assert vsims(redis8_server) == before + 1  # both from the table
+
+
+def test_a_scope_that_cannot_be_repaired_stays_on_vsim_without_rescanning(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, namespace: str,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    """With the LRU set evicted too, the entries cannot be listed: lookups stay right (VSIM)
+    and the scope is not rescanned on every lookup."""
+    writer, reader, now, _ = pair(make, vectors, clock, 40)
+    prefix = VectorSetKeys(namespace).prefix(scope_digest(""))
+    raw = redis8_server.client()
+    raw.delete(prefix + ":s", prefix + ":lru")
+    raw.config_resetstat()
+    before = vsims(redis8_server)
+    for i in range(5):
+        assert found(reader, vectors, f"row {i}", now) == [entry_id("", f"row {i}")]
+    assert vsims(redis8_server) == before + 5
+    assert reader.status()["local_repaired_entries"] == 0
+    scans = raw.info("commandstats").get("cmdstat_zscan", {}).get("calls", 0)
+    assert scans == 1  # one repair step (an empty LRU set), not one per lookup
+    assert table(reader) is None  # no table until the retry, not a repair per lookup
 
 
 def test_scopes_stay_apart_under_random_operations_of_two_stores(

@@ -177,7 +177,9 @@ class LocalCodes:
 
     ``page(sd, partition, after, count)`` builds the call that reads one page of a scope's
     entries in write order; ``connect()`` returns the sync client the thread uses, ``run``
-    runs a call on it (both only ever called on the thread)."""
+    runs a call on it (both only ever called on the thread); ``repair(sd, partition, cursor,
+    count)`` builds the call giving a write sequence to one step of a scope's entries that
+    lack one (``None``: never repaired)."""
 
     def __init__(
         self,
@@ -185,8 +187,13 @@ class LocalCodes:
         connect: Callable[[], Any],
         run: Callable[[Any, Any], Any],
         namespace: str,
+        repair: Callable[[str, str, bytes, int], Any] | None = None,
     ) -> None:
         self._page = page
+        self._repair = repair
+        self._repairs: set[tuple[str, str]] = set()  # keys whose next work is a repair
+        self._repaired: dict[tuple[str, str], float] = {}  # when each was last repaired
+        self.repaired_entries = 0
         self._connect = connect
         self._run = run
         self._client: Any = None
@@ -253,18 +260,32 @@ class LocalCodes:
     def fell_back(self, ask: Ask, why: bytes) -> None:
         """The server ran ``VSIM`` instead: the table is ``behind`` (catch up), of an old
         generation (``gen``: reload) or the scope has entries without a write sequence
-        (``lost``: written by an older version, or its sequence set evicted; no table for a
-        while)."""
+        (``lost``: written by an older version, or its sequence set evicted: the thread
+        gives those entries sequences, then loads the table again; at most once per
+        :data:`_LOST_RETRY_S`, no table meanwhile)."""
         if why == b"behind":
             self._schedule(ask.key, ask.table.dim, force=True)
             return
+        repair = False
         with self._cond:
             if self._tables.get(ask.key) is ask.table:
                 del self._tables[ask.key]
             if why == b"lost":
-                self._blocked[ask.key] = time.monotonic() + _LOST_RETRY_S
+                now = time.monotonic()
+                self._blocked[ask.key] = now + _LOST_RETRY_S
+                # give the entries their sequences back (once per _LOST_RETRY_S: if
+                # that cannot make the table whole, e.g. the LRU set was evicted too,
+                # lookups stay on VSIM meanwhile instead of rescanning the scope)
+                repair = self._repair is not None and (
+                    now >= self._repaired.get(ask.key, float("-inf")) + _LOST_RETRY_S
+                )
+                if repair:
+                    self._repairs.add(ask.key)
+                    self._repaired[ask.key] = now
         if why != b"lost":
             self._schedule(ask.key, ask.table.dim)
+        elif repair:
+            self._schedule(ask.key, ask.table.dim, force=True)
 
     def forget(self) -> None:
         """Drop every table (the namespace was cleared by this process)."""
@@ -279,6 +300,7 @@ class LocalCodes:
             "local_rows": sum(t.n - t.dead for t in tables),
             "local_bytes": sum(t.nbytes for t in tables),
             "local_loads": self.loads,
+            "local_repaired_entries": self.repaired_entries,
         }
 
     def table(self, sd: str, partition: str = "") -> LocalTable | None:
@@ -353,6 +375,11 @@ class LocalCodes:
         try:
             if self._client is None:
                 self._client = self._connect()
+            with self._cond:
+                repair = key in self._repairs
+                self._repairs.discard(key)
+            if repair:
+                self._backfill(key)
             table = self._tables.get(key)
             if table is not None and not table.needs_rebuild():
                 self._catch_up(key, table)
@@ -365,6 +392,19 @@ class LocalCodes:
             self._drop_client()
             return
         self._incidents.success()
+
+    def _backfill(self, key: tuple[str, str]) -> None:
+        """Give every entry of the scope's partition without a write sequence the next one
+        (ZSCAN of its LRU set, :data:`PAGE` members a step), so a table built after it
+        holds them all and the server's lookups stop falling back to ``VSIM``."""
+        assert self._repair is not None
+        cursor = b"0"
+        for _ in range(_MAX_PAGES):
+            reply = self._run(self._client, self._repair(key[0], key[1], cursor, PAGE))
+            cursor, added = reply[0], int(reply[1])
+            self.repaired_entries += added
+            if cursor in (b"0", 0, "0") or self._stopped:
+                return
 
     def _call(self, key: tuple[str, str], after: int) -> tuple[bytes, int, int, int, list[Any]]:
         """One page after sequence ``after``: (generation, sequence counter, entries in the

@@ -813,7 +813,7 @@ class RedisStore(StoreDefaults):
             return sync_client(self.url, options, cluster=info.cluster)
 
         def make(path: VectorSetPath) -> LocalCodes:
-            return LocalCodes(path.page, connect, self._run, self.namespace)
+            return LocalCodes(path.page, connect, self._run, self.namespace, path.repair)
 
         return make
 

@@ -19,8 +19,10 @@ their vectors), which are candidates too and join the table: the table is curren
 script, by any process's writes, with no change log to poll. The script runs ``VSIM`` instead
 (same call) when the table's generation is not the scope's (the scope was emptied: its
 counter started again), when more entries are newer, or when the scope holds entries
-without a write sequence (written by an older version, or the sequence set was evicted).
-Candidates whose entry is gone are simply absent from the reply.
+without a write sequence (written by an older version, or the sequence set was evicted:
+the store's loader thread then gives them sequences, one ``ZSCAN`` step of the scope's LRU set
+at a time, and loads the table again; at most every 30 s per scope). Candidates whose entry
+is gone are simply absent from the reply.
 
 Key layout for namespace ``ns``; ``sd`` = digest of the scope. Every key of one scope shares
 the hash tag ``{ns/sd}``, so each script touches one cluster slot while a namespace spreads
@@ -132,6 +134,15 @@ local function vkey(pt) if pt == '' then return P .. ':v' end return P .. ':v:' 
 -- sequence counter and its generation (a new one whenever the counter starts again)
 local function skey(pt) if pt == '' then return P .. ':s' end return P .. ':s:' .. pt end
 local SEQN, GEN = P .. ':seqn', P .. ':gen'
+-- the scope's next write sequence (a new generation whenever the counter starts again)
+local function next_seq()
+  local seq = redis.call('INCR', SEQN)
+  if seq == 1 or redis.call('EXISTS', GEN) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', GEN, t[1] .. '.' .. t[2] .. ':' .. seq)
+  end
+  return seq
+end
 local function remove(id)
   local pt = redis.pcall('HGET', ekey(id), 'pt')
   if type(pt) ~= 'string' then pt = '' end
@@ -171,12 +182,7 @@ redis.call('DEL', k)
 redis.call('HSET', k, unpack(ARGV, 12))
 redis.call('SADD', PARTS, ARGV[11])
 redis.call('VADD', V, 'FP32', blob, id, quant, 'EF', ARGV[10])
-local seq = redis.call('INCR', SEQN)
-if seq == 1 or redis.call('EXISTS', GEN) == 0 then
-  local t = redis.call('TIME')
-  redis.call('SET', GEN, t[1] .. '.' .. t[2] .. ':' .. seq)
-end
-redis.call('ZADD', skey(ARGV[11]), seq, id)
+redis.call('ZADD', skey(ARGV[11]), next_seq(), id)
 if ttl ~= '' then
   redis.call('PEXPIRE', k, ttl)
   redis.call('ZADD', EXP, expires, id)
@@ -340,6 +346,24 @@ end
 return out
 """
 
+# ARGV: P, partition, cursor, count -> {next cursor, sequences added}: one ZSCAN step of the
+# scope's LRU set; an entry of this partition's vector set without a write sequence (its
+# sequence set was evicted, or it was written before sequences existed) gets the next one,
+# so local tables can follow it again (:meth:`VectorSetPath.repair`)
+_REPAIR = r"""
+local V, S = vkey(ARGV[2]), skey(ARGV[2])
+local step = redis.call('ZSCAN', LRU, ARGV[3], 'COUNT', tonumber(ARGV[4]))
+local added = 0
+for i = 1, #step[2], 2 do
+  local id = step[2][i]
+  if not redis.call('ZSCORE', S, id) and redis.call('VISMEMBER', V, id) == 1 then
+    redis.call('ZADD', S, next_seq(), id)
+    added = added + 1
+  end
+end
+return {step[1], added}
+"""
+
 # ARGV: P, id, ... -> how many of these entries existed
 _DELETE = r"""
 local n = 0
@@ -406,6 +430,7 @@ def _script(name: str, body: str) -> LuaScript:
 PUT = _script("put", _PUT)
 SEARCH = _script("search", _SEARCH)
 PAGE = _script("page", _PAGE)
+REPAIR = _script("repair", _REPAIR)
 DELETE = _script("delete", _DELETE)
 DROP = _script("drop", _DROP)
 DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
@@ -576,6 +601,13 @@ class VectorSetPath:
         return Script(
             PAGE, (self.keys.lru(sd),), (self.keys.prefix(sd), partition, after, count),
             read=True,
+        )
+
+    def repair(self, sd: str, partition: str, cursor: bytes, count: int) -> Script:
+        """The call giving write sequences to one step of a scope's entries that lack one
+        (:mod:`.codes`: a table can only follow entries with a sequence)."""
+        return Script(
+            REPAIR, (self.keys.lru(sd),), (self.keys.prefix(sd), partition, cursor, count)
         )
 
     def _candidates(
