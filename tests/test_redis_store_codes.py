@@ -508,3 +508,25 @@ def test_a_semantic_hit_from_the_table_is_one_round_trip(
         assert hit is not None and hit.response == f"row {i * 37}"
     ran = {k.lower(): int(v["calls"]) for k, v in stats.info("commandstats").items()}
     assert ran.get("cmdstat_evalsha") == 40 and "cmdstat_vsim" not in ran, ran
+
+
+def test_a_tables_id_bitmap_never_forgets_an_id_it_held() -> None:
+    """``may_hold`` is False only for ids the table never had: through growth (the bitmap
+    is rebuilt larger) and deaths; most absent ids read False."""
+    from rag_optimize.cache.redis.codes import LocalTable
+
+    rng = np.random.default_rng(3)
+    t = LocalTable(DIM, np.zeros(DIM, dtype=np.float32), 10, b"g")
+    hids = [rng.bytes(16).hex() for _ in range(20_000)]
+    blob = np.ones(DIM, dtype="<f4").tobytes()
+    start = t.seen.nbytes
+    for lo in range(0, len(hids), 700):
+        with t.lock:
+            t.add(hids[lo : lo + 700], [blob] * len(hids[lo : lo + 700]))
+    assert t.seen.nbytes > start  # grown at least once
+    with t.lock:
+        t.kill(0)
+    assert all(t.may_hold(h) for h in hids)  # the dead one too: a "maybe"
+    absent = [rng.bytes(16).hex() for _ in range(5_000)]
+    assert sum(t.may_hold(h) for h in absent) < 0.1 * len(absent)
+    assert not t.may_hold("zz") and not t.may_hold("00" * 8)  # not an id

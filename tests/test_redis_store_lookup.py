@@ -142,6 +142,41 @@ def test_by_default_an_exact_repeat_never_runs_the_model(
         assert embedder.calls == before and cache.stats.exact_hits == 1
 
 
+def test_with_a_local_table_a_semantic_lookup_is_one_call_and_repeats_skip_the_model(
+    make: Any, redis8_server: RedisServer, namespace: str, clock: FakeClock  # noqa: F811
+) -> None:
+    """``exact_first`` (the default) with the scope's local table loaded: a query whose exact
+    entry the table does not hold is embedded and looked up in one call; a repeat it holds
+    is checked without the model; one written since by another process is still served
+    exactly (the one call checks the key first), at the cost of an embedding."""
+    cache, embedder = make(exact_first=True, local_codes=True)
+    store = cache.store
+    store._path.codes.inline = True  # load the table in this thread
+    cache.set(QUERY, "unplug it")
+    assert cache.get(NEAR) is not None  # the scope's first lookup: loads the table
+    assert store.status()["local_tables"] == 1
+    assert not store.lookup_in_one_call("", QUERY) and store.lookup_in_one_call("", NEAR)
+    seen: dict[str, Any] = {}
+    ran = counted(redis8_server, lambda: seen.setdefault("near", cache.get(NEAR)))
+    assert seen["near"] is not None and seen["near"].response == "unplug it"
+    assert ran.get("evalsha") == 1 and "vsim" not in ran, ran  # was 2: exact check, search
+    before = embedder.calls
+    ran = counted(redis8_server, lambda: seen.setdefault("repeat", cache.get(QUERY)))
+    assert seen["repeat"] is not None and embedder.calls == before  # the model never ran
+    assert ran.get("evalsha", 0) + ran.get("evalsha_ro", 0) + ran.get("hgetall", 0) >= 1
+    other = RedisStore(redis8_server.url, namespace, clock=clock, timeout_ms=1000,
+                       local_codes=False).start()
+    try:
+        SemanticCache(HashingEmbedder(dim=DIM), threshold=0.8, store=other, clock=clock,
+                      verifier=None).set("what is the wifi password", "on the sticker")
+    finally:
+        other.close()
+    hits = cache.stats.exact_hits
+    newer = cache.get("what is the wifi password")
+    assert newer is not None and newer.response == "on the sticker"
+    assert cache.stats.exact_hits == hits + 1  # exact, though the table did not hold it
+
+
 def test_a_failing_model_still_serves_exact_hits(make: Any) -> None:
     cache, embedder = make()
     cache.set(QUERY, "unplug it")

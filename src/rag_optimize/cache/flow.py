@@ -239,7 +239,7 @@ class Search(_StoreOp):
 
 class Lookup(_StoreOp):
     """``store.lookup``: the exact entry for the key, else the nearest candidates, in one
-    store call (a store whose ``combined_lookup`` is true: one round trip on a remote
+    store call (a store whose ``lookup_in_one_call`` says so: one round trip on a remote
     store); ``(None, [])`` when the store fails."""
 
     __slots__ = ("scope", "query_key", "vector", "k", "now", "partition", "default")

@@ -395,7 +395,8 @@ class SemanticCache:
         k = self._begin(query, scope, exact)
         if self.require_scope and self._refuse_lookup(scope):
             return None
-        if getattr(self.store, "combined_lookup", False):
+        one_call = getattr(self.store, "lookup_in_one_call", None)
+        if one_call is not None and one_call(k.scope, k.key, k.partition):
             # the store checks the exact key and searches in one call (one round trip on a
             # remote store), so the query is embedded first; a failing model still leaves
             # the exact path

@@ -22,11 +22,12 @@ Entry ids are :func:`~rag_optimize.cache.keys.entry_id` of the three, so a store
 ``get_exact`` with one lookup by id (and must still check the three fields it finds).
 
 **One-call lookups (optional).** A remote store may answer the exact check and the search in
-one call: it then has a ``combined_lookup`` attribute that is true and a ``lookup(scope,
-query_key, vector, k, now, *, partition, report)`` (and ``alookup``) returning ``(entry, [])``
-for a live exact entry, else ``(None, candidates)``. :class:`SemanticCache` then embeds the
-query first and makes that one call (``RedisStore`` on Redis 8 does; one round trip instead
-of two).
+one call: it then has a ``lookup_in_one_call(scope, query_key, partition)`` method (no I/O)
+and a ``lookup(scope, query_key, vector, k, now, *, partition, report)`` (and ``alookup``)
+returning ``(entry, [])`` for a live exact entry, else ``(None, candidates)``. For each query
+it says True for, :class:`SemanticCache` embeds the query first and makes that one call
+(``RedisStore`` on Redis 8 does: one round trip instead of two); otherwise it checks the exact
+key before it runs the model.
 
 **Reporting.** A store never holds the caller's counters. What a call caused (entries
 evicted past capacity, entries found expired, corrupt records skipped) is added to the

@@ -42,8 +42,9 @@ from typing import Any, TypeVar, cast
 
 from rag_optimize.cache.entry import CacheEntry, Candidate
 from rag_optimize.cache.incidents import IncidentLog
+from rag_optimize.cache.keys import entry_id as exact_entry_id
 from rag_optimize.cache.redis.breaker import CircuitBreaker
-from rag_optimize.cache.redis.codec import check_namespace
+from rag_optimize.cache.redis.codec import check_namespace, scope_digest
 from rag_optimize.cache.redis.codes import LocalCodes
 from rag_optimize.cache.redis.mirrored import MirrorPath
 from rag_optimize.cache.redis.options import (
@@ -138,7 +139,9 @@ class RedisStore(StoreDefaults):
             ``"binary"``); candidates are always rescored exactly from the stored float32.
         exact_first: ``True`` (the default): the exact key is checked before the query is
             embedded, so an exact repeat never runs the model (two round trips for a
-            semantic lookup on the server-side path: the exact check, then the search).
+            semantic lookup on the server-side path: the exact check, then the search; one
+            when the scope's local table never held the query's exact id, see
+            :meth:`lookup_in_one_call`).
             ``False``, on the server-side path: the query is embedded first and one script
             checks the exact key and, only if it is absent, searches: one round trip per
             lookup, but every exact repeat pays an embedding. Worth it only when embedding
@@ -298,10 +301,30 @@ class RedisStore(StoreDefaults):
 
     @property
     def combined_lookup(self) -> bool:
-        """Whether :meth:`lookup` answers a lookup in one round trip (the server-side path,
-        started, unless ``exact_first``); :class:`SemanticCache` then calls it instead of
-        :meth:`get_exact` + :meth:`search`. No I/O."""
+        """Whether every lookup goes through :meth:`lookup` in one round trip (the
+        server-side path, started, with ``exact_first=False``). No I/O."""
         return not self.exact_first and isinstance(self._path, VectorSetPath)
+
+    def lookup_in_one_call(self, scope: str, query_key: str, partition: str = "") -> bool:
+        """Whether :class:`SemanticCache` should embed this query first and call
+        :meth:`lookup` (one round trip) instead of :meth:`get_exact`, then the model, then
+        :meth:`search`. Always on the server-side path with ``exact_first=False``. With
+        ``exact_first`` (the default), when this process's local table of the scope is
+        loaded and never held an entry with the query's exact id: the exact key is then absent
+        unless written since this process's last lookup in the scope, and the one call
+        checks it first anyway, so such an entry is still served exactly (only the
+        embedding is spent), while a semantic lookup saves a round trip. No I/O."""
+        path = self._path
+        if not isinstance(path, VectorSetPath):
+            return False
+        if not self.exact_first:
+            return True
+        if path.codes is None:
+            return False
+        held = path.codes.may_hold(
+            scope_digest(scope), partition, exact_entry_id(scope, query_key, partition)
+        )
+        return held is False
 
     @property
     def search_path(self) -> str | None:
