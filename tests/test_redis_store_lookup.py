@@ -239,3 +239,22 @@ def test_async_lookup_is_the_same_one_call(make: Any, redis8_server: RedisServer
     assert ran.get("evalsha") == 2 and ran.get("vsim") == 1, ran
     assert cache.stats.exact_hits == 1 and cache.stats.hits == 2
     cache.store.close()  # the loop's client is gone with the loop
+
+
+def test_async_lookups_route_by_the_local_table_as_sync_ones_do(
+    make: Any, redis8_server: RedisServer  # noqa: F811
+) -> None:
+    """``exact_first`` with a loaded table, through ``aget``: a semantic lookup is one call,
+    a held repeat is answered without the model."""
+    cache, embedder = make(exact_first=True, local_codes=True)
+    cache.store._path.codes.inline = True
+    cache.set(QUERY, "unplug it")
+    assert cache.get(NEAR) is not None  # loads the table
+    seen: dict[str, Any] = {}
+    ran = counted(redis8_server, lambda: seen.setdefault("near", asyncio.run(cache.aget(NEAR))))
+    assert seen["near"] is not None and seen["near"].response == "unplug it"
+    assert ran.get("evalsha") == 1 and "vsim" not in ran, ran
+    before = embedder.calls
+    repeat = asyncio.run(cache.aget(QUERY))
+    assert repeat is not None and repeat.response == "unplug it" and embedder.calls == before
+    cache.store.close()
