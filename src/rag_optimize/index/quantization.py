@@ -349,7 +349,8 @@ def hamming_nearest_columns(
     whose prefix is far but whose full code is near can be missed. Measured on MiniLM rows
     (BENCHMARKS.md, issue 14): of the true nearest rows at cosine >= 0.8, none was missed
     (2,228 MRPC paraphrases among 87k rows, 189 WikiQA questions among 83k); at lower
-    similarity 14 of 3,674 and 2 of 873 more than the full scan. ``shortlist=0`` always scans
+    similarity 14 of 3,674 and 2 of 873 more than the full scan; with a hashing embedder 1
+    of 599 at cosine >= 0.8. ``shortlist=0`` always scans
     the full codes, which returns the same set as :func:`hamming_nearest` up to ties."""
     words, n = columns.shape
     usable = n if valid is None else int(np.count_nonzero(valid))
