@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rag_optimize.errors import InvalidInputError, InvalidTypeError, UnknownOptionError
+from rag_optimize.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    InvalidTypeError,
+    UnknownOptionError,
+)
 
-__all__ = ["check_options", "check_query"]
+__all__ = ["check_int", "check_options", "check_query"]
 
 
 def check_query(query: object) -> str:
@@ -21,6 +26,14 @@ def check_query(query: object) -> str:
     if not query.strip():
         raise InvalidInputError("query is empty (or only whitespace)")
     return query
+
+
+def check_int(name: str, value: object, least: int) -> int:
+    """Return the option ``value`` if it is an ``int`` (not a bool) >= ``least``, else raise a
+    :class:`~rag_optimize.errors.ConfigurationError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigurationError(f"{name} must be an int >= {least}, got {value!r}")
+    return value
 
 
 def check_options(options: Mapping[str, object], allowed: type, owner: str) -> None:

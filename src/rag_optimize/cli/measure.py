@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag_optimize.errors import ConfigurationError, InvalidInputError
+from rag_optimize.errors import InvalidInputError
 from rag_optimize.tracing import stages as stage_names
 from rag_optimize.tracing.percentiles import Summary, Window
 from rag_optimize.tracing.tracker import Clock, LatencyReport, LatencyTracker, SpanRecord
+from rag_optimize.validation import check_int
 
 Call = Callable[[str], Awaitable[Any]]
 Progress = Callable[[int], None]
@@ -166,8 +167,7 @@ def check_pass_options(concurrency: int, runs: int, warmup: int) -> None:
     """Raise :class:`ConfigurationError` for a non-positive concurrency/runs or warmup < 0."""
     for name, value, low in (("concurrency", concurrency, 1), ("runs", runs, 1),
                              ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigurationError(f"{name} must be an int >= {low}, got {value!r}")
+        check_int(name, value, low)
 
 
 async def measure_pass(

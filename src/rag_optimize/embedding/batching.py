@@ -58,6 +58,7 @@ from rag_optimize.errors import (
 )
 from rag_optimize.tracing import stages
 from rag_optimize.tracing.tracker import LatencyTracker, optional_span
+from rag_optimize.validation import check_int
 
 __all__ = ["BatchingEmbedder", "BatchingOptions", "ClosesOnExit", "EmbedderClosedError"]
 
@@ -236,8 +237,7 @@ class BatchingEmbedder(ClosesOnExit):
             ("cache_size", cache_size, 0),
             ("max_in_flight", max_in_flight, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigurationError(f"{name} must be an int >= {low}, got {value!r}")
+            check_int(name, value, low)
         if not isinstance(max_wait_ms, (int, float)) or not 0 <= max_wait_ms < float("inf"):
             raise ConfigurationError(
                 f"max_wait_ms must be a finite number >= 0, got {max_wait_ms!r}"

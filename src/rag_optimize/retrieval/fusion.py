@@ -53,6 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rag_optimize.errors import ConfigurationError, InvalidInputError
+from rag_optimize.validation import check_int
 
 Ranked = Mapping[str, Sequence[tuple[str, float]]]
 Fused = list[tuple[str, float]]
@@ -244,8 +245,7 @@ class ConsistencyEstimate:
             ("sample_every", sample_every, 1),
             ("memory", memory, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ConfigurationError(f"{label} must be an integer >= {least}, got {value!r}")
+            check_int(label, value, least)
         if isinstance(branches, str) or len(set(branches)) != len(branches) or not branches:
             raise ConfigurationError(f"branches must be distinct names, got {branches!r}")
         self.branches = tuple(str(b) for b in branches)

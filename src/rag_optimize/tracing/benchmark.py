@@ -30,6 +30,7 @@ from typing import IO, Any
 from rag_optimize.errors import ConfigurationError, InvalidInputError
 from rag_optimize.tracing.percentiles import Summary, Window
 from rag_optimize.tracing.tracker import Clock, LatencyReport, LatencyTracker
+from rag_optimize.validation import check_int
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,8 @@ class BenchmarkResult:
 def _check(inputs: Sequence[Any], warmup: int, runs: int) -> None:
     if len(inputs) == 0:
         raise InvalidInputError("inputs must not be empty")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ConfigurationError(f"warmup must be an int >= 0, got {warmup!r}")
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs <= 0:
-        raise ConfigurationError(f"runs must be an int >= 1, got {runs!r}")
+    check_int("warmup", warmup, 0)
+    check_int("runs", runs, 1)
 
 
 def _warmup_inputs(inputs: Sequence[Any], warmup: int) -> Iterator[Any]:
