@@ -669,9 +669,9 @@ class HybridRetriever(FusionRetriever):
         observe: bool,
     ) -> Fused:
         """``"consistency"``: complete the candidates' scores, maybe observe, then fuse."""
-        lists = {n: [(h.id, h.score) for h in hits] for n, hits in ok.items()}
         if self.fusion != "consistency" or len(ok) != 2 or not query:
             return super()._fuse_hits(ok, weights, query, observe)
+        lists = {n: [(h.id, h.score) for h in hits] for n, hits in ok.items()}
         sample = observe and self.consistency.should_sample()
         reliability = self.consistency.weights()
         if not sample and reliability is None:  # warming up between samples: auto
