@@ -530,3 +530,32 @@ def test_a_tables_id_bitmap_never_forgets_an_id_it_held() -> None:
     absent = [rng.bytes(16).hex() for _ in range(5_000)]
     assert sum(t.may_hold(h) for h in absent) < 0.1 * len(absent)
     assert not t.may_hold("zz") and not t.may_hold("00" * 8)  # not an id
+
+
+def test_candidates_far_past_the_nearest_are_not_sent_but_the_first_k_plus_one_are() -> None:
+    """Rows past ``least`` are dropped only beyond the margin from the nearest row: a lone
+    near-duplicate among random rows leaves ``least`` candidates; a query inside a cluster of
+    near rows keeps every one of the ``count``; the kept rows are a prefix of the full list."""
+    from rag_optimize.cache.redis.codes import LocalTable, prune_margin
+
+    dim = 384
+    rng = np.random.default_rng(5)
+
+    def unit(m: np.ndarray) -> np.ndarray:
+        return (m / np.linalg.norm(m, axis=-1, keepdims=True)).astype(np.float32)
+
+    far = unit(rng.standard_normal((2_000, dim)))
+    centre = unit(rng.standard_normal(dim))
+    cluster = unit(centre + 0.15 * unit(rng.standard_normal((40, dim))))
+    rows = np.concatenate([far, cluster])
+    t = LocalTable(dim, np.zeros(dim, dtype=np.float32), len(rows), b"g")
+    with t.lock:
+        t.add([f"{i:032x}" for i in range(len(rows))], [r.tobytes() for r in rows])
+    assert prune_margin(dim) == 56
+    lone = unit(far[17] + 0.1 * unit(rng.standard_normal(dim)))
+    full = t.nearest(lone, 20)[0]
+    pruned = t.nearest(lone, 20, 5)[0]
+    assert len(full) == 20 and pruned == full[:5] and pruned[0] == 17
+    inside = unit(centre + 0.05 * unit(rng.standard_normal(dim)))
+    full = t.nearest(inside, 20)[0]
+    assert t.nearest(inside, 20, 5)[0] == full and set(full) <= set(range(2_000, 2_040))

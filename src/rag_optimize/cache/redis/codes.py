@@ -44,7 +44,10 @@ import numpy as np
 from rag_optimize.cache.incidents import IncidentLog
 from rag_optimize.index.quantization import hamming_nearest_columns, sign_encode
 
-__all__ = ["MAX_NEW", "MAX_TABLES", "PAGE", "Ask", "LocalCodes", "LocalTable"]
+__all__ = [
+    "MAX_NEW", "MAX_TABLES", "PAGE", "PRUNE_SIGMAS",
+    "Ask", "LocalCodes", "LocalTable", "prune_margin",
+]
 
 logger = logging.getLogger("rag_optimize.cache.redis")
 
@@ -163,9 +166,13 @@ class LocalTable:
             self.alive[row] = False
             self.dead += 1
 
-    def nearest(self, query: np.ndarray, count: int) -> tuple[list[int], list[str], int, bytes]:
+    def nearest(
+        self, query: np.ndarray, count: int, least: int | None = None
+    ) -> tuple[list[int], list[str], int, bytes]:
         """Rows and ids of the ``count`` live rows nearest ``query`` in Hamming distance,
-        with the table's sequence number and generation they are current as of."""
+        nearest first, with the table's sequence number and generation they are current as
+        of. With ``least``, rows past the first ``least`` are kept only within
+        :func:`prune_margin` bits of the nearest row (see there)."""
         with self.lock:
             n, dead, last, gen = self.n, self.dead, self.last, self.gen
             columns, ids, alive = self.columns, self.ids, self.alive
@@ -181,7 +188,13 @@ class LocalTable:
         # cache reads without a second call), and the kernel returns rows in no set order
         words = code.reshape(-1).view(np.uint64)
         dist = np.bitwise_count(columns[:, found] ^ words[:, None]).sum(axis=0)
-        rows = found[np.argsort(dist, kind="stable")].tolist()
+        order = np.argsort(dist, kind="stable")
+        if least is not None and order.shape[0] > least:
+            near = dist[order]
+            kept = max(least, int(np.searchsorted(near, near[0] + prune_margin(self.width * 8),
+                                                  side="right")))
+            order = order[:kept]
+        rows = found[order].tolist()
         return rows, [ids[r].tobytes().hex() for r in rows], last, gen
 
     def needs_rebuild(self) -> bool:
@@ -191,6 +204,26 @@ class LocalTable:
         return self.center_rows < _CENTER_ROWS and self.n >= max(
             _CENTER_ROWS, 4 * self.center_rows
         )
+
+
+#: Standard deviations of a Hamming-distance difference that :func:`prune_margin` allows.
+PRUNE_SIGMAS = 4.0
+
+
+def prune_margin(bits: int) -> int:
+    """Bits past the nearest row's Hamming distance beyond which a candidate is not worth
+    reading from the server (a lookup's rows past the ``k + 1`` it must return).
+
+    A sign bit differs between two vectors with probability angle / pi, so a row's distance
+    is a binomial over ``bits`` trials with variance at most ``bits / 4``, and the difference
+    of two rows' distances has at most ``bits / 2``. A row more than :data:`PRUNE_SIGMAS`
+    such deviations (55 bits of 384, an angle 26 degrees wider) farther than the nearest is
+    practically never nearer than it in exact cosine, nor within reach of a threshold the
+    nearest only just passes. Dropping it saves the server a read of its 1.5 KB vector and
+    the client its parsing: 1.17 vs 1.47 ms for a 100k hit with 5 candidates instead of 20
+    (BENCHMARKS.md, issue 14). Rows within the margin, as on a miss, where every candidate
+    is about as far, are all read."""
+    return int(np.ceil(PRUNE_SIGMAS * np.sqrt(bits / 2)))
 
 
 @dataclass
@@ -243,9 +276,12 @@ class LocalCodes:
         self.inline = False
 
     # ------------------------------------------------------------ lookups
-    def ask(self, sd: str, partition: str, query: np.ndarray, count: int) -> Ask | None:
-        """The table's candidates for ``query``, or ``None`` when this scope has no usable
-        table (a load is then scheduled and the lookup runs ``VSIM``)."""
+    def ask(
+        self, sd: str, partition: str, query: np.ndarray, count: int, least: int | None = None
+    ) -> Ask | None:
+        """The table's candidates for ``query`` (``least`` of them at least, the others
+        within :func:`prune_margin` of the nearest), or ``None`` when this scope has no
+        usable table (a load is then scheduled and the lookup runs ``VSIM``)."""
         key = (sd, partition)
         dim = int(query.shape[0])
         with self._cond:
@@ -259,7 +295,7 @@ class LocalCodes:
             return None
         if table.dim != dim:
             return None
-        rows, hids, last, gen = table.nearest(query, count)
+        rows, hids, last, gen = table.nearest(query, count, least)
         if len(set(hids)) != len(hids):  # an overwritten id: keep its newest row only
             newest: dict[str, int] = {}
             for row, hid in zip(rows, hids, strict=True):

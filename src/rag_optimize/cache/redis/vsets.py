@@ -569,7 +569,9 @@ class VectorSetPath:
         )
         ask = None
         if self.codes is not None:
-            ask = self.codes.ask(sd, partition, query, max(_CANDIDATES, 4 * (k + _EXTRA)))
+            ask = self.codes.ask(
+                sd, partition, query, max(_CANDIDATES, 4 * (k + _EXTRA)), k + _EXTRA
+            )
             if ask is not None:
                 args = (*args, b"=" + ask.gen, ask.last, MAX_NEW, *ask.hids)
         return Script(SEARCH, (self.keys.lru(sd),), args, read=True), ask
