@@ -116,7 +116,9 @@ _BUILD_EF = 40
 # its entry here until pushed out): bounded by the lookups in flight, not by the namespace.
 # 1024 held ~2 KB each of a replica's memory for nothing (BENCHMARKS.md, issue 14 RSS).
 _PREFETCH = 128
-_CANDIDATES = 16  # local codes: rows a lookup has rescored at least (BENCHMARKS.md, issue 14)
+# local codes: rows a lookup ranks at least; past the first k + 1, those farther than
+# codes.prune_margin from the nearest are not sent (BENCHMARKS.md, issue 14)
+_CANDIDATES = 16
 # Recent entry id -> scope, for a fetch by bare id after a search (a forgotten one costs one
 # HGET of the id map). Small on purpose: its thousands of small strings, spread over the heap
 # between the lookups' large replies, kept pages from being freed: at 4,096 a replica's RSS
