@@ -191,7 +191,7 @@ class LocalTable:
         order = np.argsort(dist, kind="stable")
         if least is not None and order.shape[0] > least:
             near = dist[order]
-            kept = max(least, int(np.searchsorted(near, near[0] + prune_margin(self.width * 8),
+            kept = max(least, int(np.searchsorted(near, near[0] + prune_margin(self.dim),
                                                   side="right")))
             order = order[:kept]
         rows = found[order].tolist()
