@@ -314,12 +314,10 @@ class RedisStore(StoreDefaults):
         unless written since this process's last lookup in the scope, and the one call
         checks it first anyway, so such an entry is still served exactly (only the
         embedding is spent), while a semantic lookup saves a round trip. No I/O."""
-        path = self._path
-        if not isinstance(path, VectorSetPath):
-            return False
-        if not self.exact_first:
+        if self.combined_lookup:
             return True
-        if path.codes is None:
+        path = self._path
+        if not isinstance(path, VectorSetPath) or path.codes is None:
             return False
         held = path.codes.may_hold(
             scope_digest(scope), partition, exact_entry_id(scope, query_key, partition)
