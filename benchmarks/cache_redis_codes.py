@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from benchmarks.cache_lookup import StubEmbedder  # noqa: E402
-from benchmarks.cache_redis import THRESHOLD, dataset, fill, rss_mb, stats_us  # noqa: E402
+from benchmarks.cache_redis import THRESHOLD, dataset, fill, rss_mb, stats_us, unit  # noqa: E402
 from rag_optimize import InMemoryStore, RedisStore, SemanticCache  # noqa: E402
 from rag_optimize.index.quantization import _faiss  # noqa: E402
 from tests.redis_server import RedisServer, redis8_bin  # noqa: E402
@@ -180,25 +180,15 @@ def main() -> None:
 
 def real(path: str, copies: int) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import random
-
-    from cache_lookup import perturb_text
-    from retrieval import embed_cached, load_beir, perturb
+    from retrieval import load_beir, perturb
 
     from rag_optimize.embedding.local import LocalEmbedder
 
     embedder = LocalEmbedder(backend="onnx", max_length=256)
     wiki = load_beir("wikiqa")
-    stored = np.ascontiguousarray(embed_cached("wikiqa-docs", wiki["texts"], embedder),
-                                  dtype=np.float32)
-    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    stored, queries = wikiqa_near_duplicates(wiki, embedder)
     if copies > 1:
         stored = np.ascontiguousarray(perturb(wiki["ids"], wiki["texts"], stored, copies)[2])
-    rng = random.Random(7)
-    long_ones = [t for t in wiki["texts"] if len(t.split()) >= 8]
-    variants = [perturb_text(t, rng, ("drop",)) for t in rng.sample(long_ones, 600)]
-    queries = embed_cached("codes-near-dups", variants, embedder).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     truth = np.empty(len(queries), dtype=np.int64)
     best = np.empty(len(queries), dtype=np.float32)
     for lo in range(0, len(queries), 128):
@@ -239,6 +229,21 @@ def real(path: str, copies: int) -> None:
     out["load_average_at_end"] = os.getloadavg()
     Path(path).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
+
+
+def wikiqa_near_duplicates(wiki: dict[str, Any], embedder: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The WikiQA passages' unit vectors, and those of word-dropped variants of 600 of them
+    (seeded; both embeddings cached in /tmp/rag-optimize-embeddings)."""
+    import random
+
+    from cache_lookup import perturb_text
+    from retrieval import embed_cached
+
+    stored = unit(embed_cached("wikiqa-docs", wiki["texts"], embedder))
+    rng = random.Random(7)
+    long_ones = [t for t in wiki["texts"] if len(t.split()) >= 8]
+    variants = [perturb_text(t, rng, ("drop",)) for t in rng.sample(long_ones, 600)]
+    return stored, unit(embed_cached("codes-near-dups", variants, embedder))
 
 
 def id_of(scope: str, text: str) -> str:

@@ -41,8 +41,9 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 
-from benchmarks.cache_lookup import StubEmbedder, perturb_text  # noqa: E402
-from benchmarks.cache_redis import THRESHOLD, dataset, fill  # noqa: E402
+from benchmarks.cache_lookup import StubEmbedder  # noqa: E402
+from benchmarks.cache_redis import THRESHOLD, dataset, fill, unit  # noqa: E402
+from benchmarks.cache_redis_codes import wikiqa_near_duplicates  # noqa: E402
 from rag_optimize import InMemoryStore, RedisStore, SemanticCache  # noqa: E402
 from rag_optimize.cache.redis import codes  # noqa: E402
 from tests.redis_server import RedisServer, redis8_bin  # noqa: E402
@@ -52,22 +53,13 @@ MRPC = ROOT.parent / "shared" / "data" / "mrpc" / "train.tsv"
 COUNT, LEAST = 20, 5  # what a lookup with k = 4 ranks, and the k + 1 always sent
 
 
-def unit(m: np.ndarray) -> np.ndarray:
-    return (m / np.linalg.norm(m, axis=-1, keepdims=True)).astype(np.float32)
-
-
 def real_rows() -> tuple[np.ndarray, np.ndarray]:
     from retrieval import embed_cached, load_beir
 
     from rag_optimize.embedding.local import LocalEmbedder
 
     embedder = LocalEmbedder(backend="onnx", max_length=256)
-    wiki = load_beir("wikiqa")
-    passages = unit(embed_cached("wikiqa-docs", wiki["texts"], embedder))
-    rng = random.Random(7)
-    long_ones = [t for t in wiki["texts"] if len(t.split()) >= 8]
-    variants = [perturb_text(t, rng, ("drop",)) for t in rng.sample(long_ones, 600)]
-    near = unit(embed_cached("codes-near-dups", variants, embedder))
+    passages, near = wikiqa_near_duplicates(load_beir("wikiqa"), embedder)
     with MRPC.open(newline="") as f:
         pairs = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
     first = unit(embed_cached("mrpc-a", [p[1] for p in pairs], embedder))
