@@ -116,6 +116,22 @@ def test_a_loaded_store_maps_its_documents_and_decodes_rows_on_demand(tmp_path: 
     assert list(again.ids) == copy.ids and list(again.metadatas) == copy.metadatas
 
 
+def test_a_loaded_store_decodes_all_its_ids_in_one_pass_for_the_id_map(tmp_path: Path) -> None:
+    store = DocumentStore()
+    ids = [f"dóc-{i}-{'€' * (i % 4)}" for i in range(300)]  # multi-byte UTF-8 rows
+    store.extend(300, ids, [f"text {i}" for i in range(300)], [{} for _ in ids])
+    loaded = DocumentStore.load(tmp_path, store.save(tmp_path))
+    assert isinstance(loaded.ids, MappedTexts)
+    first = loaded.ids.all()
+    assert first == ids and list(loaded.ids) == ids and loaded.ids[299] == ids[299]
+    first.append("changed")  # each call hands out its own list
+    assert loaded.ids.all() == ids
+    assert [loaded.position(i) for i in reversed(ids)] == list(range(299, -1, -1))
+    copy = loaded.copy()
+    copy.extend(1, ["new"], ["new text"], [{}])  # lists the shared rows, then changes them
+    assert loaded.ids.all() == ids and len(loaded) == 300 and copy.position("new") == 300
+
+
 def _saved(store: DocumentStore, directory: Path) -> Path:
     directory.mkdir()
     store.save(directory)
