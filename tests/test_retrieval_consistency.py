@@ -82,6 +82,31 @@ def test_no_weights_while_warming_up_or_when_every_branch_reads_zero() -> None:
     assert negative.weights() is None  # nothing to weight by: consistency fuses as auto
 
 
+def test_a_branch_counts_only_once_its_reading_is_credibly_positive() -> None:
+    estimate = ConsistencyEstimate(warmup=1)
+    estimate.observe({"bm25": 0.04, "dense": 0.42})  # one chance reading (WikiQA's first)
+    assert estimate.weights() == {"bm25": 0.0, "dense": pytest.approx(0.42)}
+    # Readings that keep agreeing become credible: after 10 at 0.15 (spread 0.05) it counts.
+    for i in range(10):
+        estimate.observe({"bm25": 0.15 + (0.05 if i % 2 else -0.05), "dense": 0.42})
+    weights = estimate.weights()
+    assert weights is not None and 0.1 < weights["bm25"] < 0.15
+    # Nothing credible yet anywhere: every positive mean counts (not auto, not nothing).
+    unsure = ConsistencyEstimate(warmup=1)
+    unsure.observe({"bm25": 0.1, "dense": 0.15})
+    assert unsure.weights() == pytest.approx({"bm25": 0.1, "dense": 0.15})
+
+
+def test_the_gate_reads_the_spread_of_the_readings() -> None:
+    steady, noisy = ConsistencyEstimate(), ConsistencyEstimate()
+    for i in range(8):  # the same mean (0.1), spread 0.01 against 0.5
+        steady.observe({"bm25": 0.1 + (0.01 if i % 2 else -0.01), "dense": 0.6})
+        noisy.observe({"bm25": 0.1 + (0.5 if i % 2 else -0.5), "dense": 0.6})
+    steady_weights, noisy_weights = steady.weights(), noisy.weights()
+    assert steady_weights is not None and noisy_weights is not None
+    assert steady_weights["bm25"] == pytest.approx(0.1) and noisy_weights["bm25"] == 0.0
+
+
 def test_sampling_reads_the_first_queries_then_one_in_n() -> None:
     estimate = ConsistencyEstimate(sample_first=5, sample_every=10)
     picked = [i for i in range(1, 41) if estimate.should_sample()]
@@ -111,6 +136,23 @@ def test_estimator_bad_input() -> None:
     saved["means"] = {"bm25": 7.0, "dense": 0.1}
     with pytest.raises(InvalidInputError, match="out of"):
         ConsistencyEstimate.from_dict(saved)
+    saved = ConsistencyEstimate().to_dict()
+    saved["variances"] = {"bm25": float("nan"), "dense": 0.1}
+    with pytest.raises(InvalidInputError, match="variances out of"):
+        ConsistencyEstimate.from_dict(saved)
+
+
+def test_an_estimate_saved_before_the_spreads_were_kept_still_loads() -> None:
+    estimate = ConsistencyEstimate()
+    for _ in range(50):
+        estimate.observe({"bm25": 0.05, "dense": 0.5})
+    saved = estimate.to_dict()
+    assert saved["format"] == 2 and saved["variances"]["bm25"] == pytest.approx(0.0)
+    old = {k: v for k, v in saved.items() if k != "variances"} | {"format": 1}
+    loaded = ConsistencyEstimate.from_dict(old)
+    # read with the prior's spread: 50 readings at 0.05 are still credible (se 0.028)
+    assert loaded.weights() == pytest.approx({"bm25": 0.05, "dense": 0.5})
+    assert ConsistencyEstimate.from_dict(saved).to_dict() == saved
 
 
 def test_self_consistency_is_a_correlation_and_none_without_spread() -> None:
