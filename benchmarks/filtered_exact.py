@@ -15,6 +15,8 @@ over the matching rows (and only matching documents, exactly 10 of them).
   every filter keeping more than four times the candidates).
 * ``bitmap``: ``now`` without the over-fetch (``_OVERFETCH = 0``): a filter keeping more
   than 40% of the rows has its codes scanned with the bitmap kernel, as before.
+* ``rescore_before``: ``now`` rescoring twice the candidates under a filter (320 at k=10),
+  as before a filter's saved code bytes went to rescoring (``_SCATTERED_READ``).
 
 Corpus: WikiQA x5 perturbed texts (as in ``retrieval.py``) with seeded synthetic vectors
 that have the structure binary codes are made for (clusters, a shared offset, near
@@ -103,7 +105,9 @@ def main() -> None:
     masks = {p: filter_mask(spec, dense.documents) for p, spec in specs.items()}
     default_fraction = engine_module.EXACT_FILTERED
     default_overfetch = engine_module._OVERFETCH
-    rules = {"now": default_fraction, "exact": float("inf"), "codes": 0.0, "bitmap": -1.0}
+    default_scattered = engine_module._SCATTERED_READ
+    rules = {"now": default_fraction, "exact": float("inf"), "codes": 0.0, "bitmap": -1.0,
+             "rescore_before": -2.0}
 
     # Contenders: (label, rule fraction or None, call taking the query's index).
     calls: dict[str, tuple[float | None, Any]] = {
@@ -120,9 +124,12 @@ def main() -> None:
             )
     def use(rule: float | None) -> None:
         """Set the engine's switches for one contender (``bitmap``: -1, the rule before the
-        over-fetch: codes + the bitmap kernel above a quarter of the rows)."""
+        over-fetch: codes + the bitmap kernel above a quarter of the rows;
+        ``rescore_before``: -2, ``now`` rescoring only 2 x the candidates under a filter, as
+        before the saved code bytes were spent on rescoring)."""
         engine_module.EXACT_FILTERED = default_fraction if rule is None or rule < 0 else rule
-        engine_module._OVERFETCH = 0.0 if rule is not None and rule < 0 else default_overfetch
+        engine_module._OVERFETCH = 0.0 if rule == -1 else default_overfetch
+        engine_module._SCATTERED_READ = 10**12 if rule == -2 else default_scattered
 
     times: dict[str, list[float]] = {name: [] for name in calls}
     exact: dict[str, int] = dict.fromkeys(calls, 0)

@@ -124,6 +124,12 @@ def test_deletes_leave_rows_out_without_rebuilding(
     allowed = np.asarray([m["m"] == 0 for m in index.documents.metadatas])
     filtered = index.search("alpha shared doc0 doc10", 50, allowed=allowed)
     assert filtered and all(int(h.id[1:]) % 2 == 0 and h.id not in gone for h in filtered)
+    # each filtered hit scores as the document itself does (rows mapped past the deletes)
+    query = "alpha shared doc0 doc10"
+    scores = index.score(query, [h.id for h in filtered])
+    assert np.allclose([h.score for h in filtered], scores, rtol=1e-5)
+    rest = [i for i, keep in zip(index.documents.ids, allowed, strict=True) if keep]
+    assert min(h.score for h in filtered) >= np.sort(index.score(query, rest))[::-1][49] - 1e-6
     assert {h.id for h in index.search("doc0 doc2 doc4 doc1", 10)} == {"d1"}
     index.delete([f"d{2 * (due - 1)}"])  # the delete that reaches a quarter
     index.search("shared", 1)

@@ -237,3 +237,35 @@ def test_a_large_filter_ranks_as_well_without_the_bitmap_kernel(
     assert bitmap_scans["count"] > 0  # the fallback ran
     monkeypatch.setattr(engine_module, "_OVERFETCH", 0.0)
     assert near_found >= found(near) - 3 and far_found == found(far)
+
+
+def test_a_filter_spends_the_code_bytes_it_saves_on_rescoring(
+    corpus: tuple[np.ndarray, np.ndarray, DenseIndex], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, queries, index = corpus
+    engine = index.engine
+    assert engine is not None
+    rescored: list[int] = []
+    real = engine._rescore
+
+    def counting(rows: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rescored.append(int(rows.shape[0]))
+        return real(rows, query, k)
+
+    monkeypatch.setattr(engine, "_rescore", counting)
+    mask = np.zeros(N, dtype=bool)
+    mask[np.random.default_rng(3).choice(N, N // 10, replace=False)] = True  # 10%: codes
+    row_bytes, code_bytes = DIM * 4, engine._width
+    saved = (N - N // 10) * code_bytes // (row_bytes * engine_module._SCATTERED_READ)
+    usual = engine._candidate_count("binary", K)
+    assert saved > usual  # this table is big enough for the saved bytes to count
+    hits = index.search(queries[0], K, allowed=mask)
+    index.search(queries[0], K)
+    assert rescored == [usual + saved, usual]  # the unfiltered search rescores as before
+    rows = np.flatnonzero(mask)
+    got = [index.documents.position(h.id) for h in hits]
+    assert all(mask[got]) and len(got) == K
+    # exact scores, best first, whichever rows the codes picked
+    assert np.allclose([h.score for h in hits], x[got] @ queries[0], atol=1e-6)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert rows.shape[0] > usual + saved  # the rule did not fall back to an exact scan

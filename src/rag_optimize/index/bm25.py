@@ -281,22 +281,30 @@ class BM25Index:
         check_k(k)
         if not len(self.documents):
             raise InvalidInputError("BM25 index is empty: add documents before searching")
-        if allowed is not None and not check_mask(allowed, len(self.documents)).any():
-            return []
+        rows = None
+        if allowed is not None:
+            rows = np.flatnonzero(check_mask(allowed, len(self.documents)))
+            if not rows.size:
+                return []
         model = self._model()
         token_ids = model.get_tokens_ids(self.tokenizer(query))
         if not token_ids:
             return []
         scores = np.asarray(model.get_scores_from_ids(token_ids))
         slots = self._slots
-        if slots is not None:  # deleted documents' rows are left out
+        if rows is not None:  # the allowed rows' scores only: the top k is taken among them
+            scores = scores[rows if slots is None else slots[rows]]
+        elif slots is not None:  # deleted documents' rows are left out
             scores = scores[slots]
-        if allowed is not None:
-            scores = np.where(check_mask(allowed, scores.shape[0]), scores, 0.0)
         k = min(k, scores.shape[0])
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [self.documents.hit(int(i), float(scores[i])) for i in top if scores[i] > 0]
+        at = top if rows is None else rows[top]
+        return [
+            self.documents.hit(int(r), float(scores[i]))
+            for r, i in zip(at, top, strict=True)
+            if scores[i] > 0
+        ]
 
     def score(self, query: str, ids: Sequence[str]) -> npt.NDArray[np.float32]:
         """The BM25 scores of the documents ``ids`` for ``query``, in that order.
