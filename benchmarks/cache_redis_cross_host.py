@@ -8,12 +8,15 @@ TCP proxy (its own process, asyncio) that holds every chunk ``--delay-ms`` in ea
 qdisc, so the delay is the proxy's; it also adds the proxy's own forwarding time, measured
 as ``master_ping_p50_ms`` against ``replica_ping_p50_ms``. Nothing touches port 6379.
 
-Two ``SemanticCache`` + ``RedisStore`` pairs on the master's URL, interleaved query by query
-in every order in turn: ``master`` (the default: every call to the master) and ``replica``
+Three ``SemanticCache`` + ``RedisStore`` pairs on the master's URL, interleaved query by query
+in every order in turn: ``master`` (the default: every call to the master), ``replica``
 (``read_from_replicas=True``: lookups on the replica, changes on the master confirmed by
-``WAIT``). For semantic hits, exact hits and misses over ``--n`` entries: p50/p99 and how many
+``WAIT``) and ``master_vsim`` (``local_codes=False``: the master's ``VSIM``, which is what the
+replica store searches with, since local codes are off with replica reads). For semantic
+hits, exact hits and misses over ``--n`` entries: p50/p99 and how many
 answers were right; for ``set``: p50/p99, and whether a ``get`` right after each ``set`` in
-the same process found it (read-your-writes through the replica).
+the same process found it (read-your-writes through the replica). Lookups start once the
+replica has applied the whole fill (its replication offset reached the master's).
 
 Run: PYTHONPATH=src:. .venv/bin/python benchmarks/cache_redis_cross_host.py [--n 10000]
 [--queries 500] [--delay-ms 0.5] (writes benchmarks/results/cache_redis_cross_host.json)
@@ -26,9 +29,11 @@ import itertools
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -114,9 +119,10 @@ def main() -> None:
                            "load_average_at_start": os.getloadavg()}
     binary = redis8_bin()
     procs: list[subprocess.Popen[bytes]] = []
+    workdir = tempfile.mkdtemp(prefix="rag-optimize-cross-host-")  # the replica's RDB
     try:
         master_port, replica_port, proxy_port = free_port(), free_port(), free_port()
-        common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
         procs.append(subprocess.Popen([binary, "--port", str(master_port), *common],
                                       stdout=subprocess.DEVNULL))
         wait_ping("127.0.0.1", master_port)
@@ -142,11 +148,25 @@ def main() -> None:
         d = dataset(args.n, args.queries)
         with RedisStore(url, "far", max_entries=None, timeout_ms=5000) as writer:
             out["fill_seconds_4_threads"] = round(fill(writer, d["texts"], d["stored"]), 1)
+        # lookups start once the replica has applied the whole fill (a lookup before that
+        # can miss: the replication lag, measured in cache_redis_replication_lag.py)
+        target = int(redis.Redis(port=master_port).info("replication")["master_repl_offset"])
+        replica = redis.Redis(port=replica_port)
+        start = time.monotonic()
+        while int(replica.info("replication")["slave_repl_offset"]) < target:
+            if time.monotonic() - start > 60:
+                raise RuntimeError("the replica never caught up with the fill")
+            time.sleep(0.05)
+        out["replica_caught_up_seconds_after_fill"] = round(time.monotonic() - start, 2)
         embedder = StubEmbedder(d["vectors"])
         stores = {
             "master": RedisStore(url, "far", max_entries=None, timeout_ms=2000),
             "replica": RedisStore(url, "far", max_entries=None, timeout_ms=2000,
                                   read_from_replicas=True),
+            # what the replica store searches with (local codes are off with replica reads),
+            # on the master: tells the replica's recall from VSIM's own
+            "master_vsim": RedisStore(url, "far", max_entries=None, timeout_ms=2000,
+                                      local_codes=False),
         }
         caches = {name: SemanticCache(embedder, threshold=THRESHOLD, verifier=None, store=s)
                   for name, s in stores.items()}
@@ -185,8 +205,9 @@ def main() -> None:
                 read_back[name] += caches[name].get(text) is not None
         latency = {k: {c: stats_us(v) for c, v in by.items()} for k, by in samples.items()}
         for row in latency.values():
-            row["replica_over_master_p50"] = round(
-                row["replica"]["p50_us"] / row["master"]["p50_us"], 3)
+            for name in ("replica", "master_vsim"):
+                row[f"{name}_over_master_p50"] = round(
+                    row[name]["p50_us"] / row["master"]["p50_us"], 3)
         out["latency"] = latency
         out["right"] = {k: {c: f"{v}/{args.queries}" for c, v in by.items()}
                         for k, by in right.items()}
@@ -203,6 +224,7 @@ def main() -> None:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
     out["load_average_at_end"] = os.getloadavg()
     RESULTS.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
