@@ -113,6 +113,27 @@ def fill(store: RedisStore, texts: list[str], vectors: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
+def filled_caches(
+    url: str, namespace: str, d: dict[str, Any], embedder: Any
+) -> tuple[float, RedisStore, SemanticCache, SemanticCache]:
+    """``d``'s entries (:func:`dataset`) written to ``namespace`` on ``url`` (:func:`fill`),
+    then a ``RedisStore`` there whose local table is loaded, its ``SemanticCache``, and an
+    in-process ``SemanticCache`` holding the same entries: ``(fill seconds, store, Redis
+    cache, in-process cache)``. The caller closes the store."""
+    with RedisStore(url, namespace, max_entries=None, timeout_ms=5000) as writer:
+        seconds = fill(writer, d["texts"], d["stored"])
+    store = RedisStore(url, namespace, max_entries=None, timeout_ms=1000)
+    cache = SemanticCache(embedder, threshold=THRESHOLD, verifier=None, store=store)
+    cache.get(d["hit_texts"][0])
+    while not store.status()["local_tables"]:
+        time.sleep(0.01)
+    memory = SemanticCache(embedder, threshold=THRESHOLD, verifier=None,
+                           store=InMemoryStore(None))
+    for text in d["texts"]:
+        memory.set(text, {"answer": "answer to " + text})
+    return seconds, store, cache, memory
+
+
 class RedisVL:
     """RedisVL's SemanticCache in its own venv and process, driven by JSON lines."""
 

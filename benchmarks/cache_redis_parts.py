@@ -33,11 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from cache_redis import THRESHOLD, StubEmbedder, dataset, fill  # noqa: E402
+from cache_redis import StubEmbedder, dataset, filled_caches  # noqa: E402
 
 import rag_optimize.cache.redis.store as store_module  # noqa: E402
-from rag_optimize.cache import InMemoryStore, SemanticCache  # noqa: E402
-from rag_optimize.cache.redis import RedisStore  # noqa: E402
+from rag_optimize.cache import InMemoryStore  # noqa: E402
 from rag_optimize.cache.redis.codes import LocalTable  # noqa: E402
 from tests.redis_server import RedisServer, redis8_bin  # noqa: E402
 
@@ -70,17 +69,9 @@ def main() -> None:
     embedder = StubEmbedder(d["vectors"])
     server = RedisServer(binary=redis8_bin()).start()
     try:
-        with RedisStore(server.url, "parts", max_entries=None, timeout_ms=5000) as writer:
-            out["fill_seconds_4_threads"] = round(fill(writer, d["texts"], d["stored"]), 1)
-        store = RedisStore(server.url, "parts", max_entries=None, timeout_ms=1000)
-        redis_cache = SemanticCache(embedder, threshold=THRESHOLD, verifier=None, store=store)
-        redis_cache.get(d["hit_texts"][0])
-        while not store.status()["local_tables"]:
-            time.sleep(0.01)
-        memory = InMemoryStore(None)
-        memory_cache = SemanticCache(embedder, threshold=THRESHOLD, verifier=None, store=memory)
-        for text in d["texts"]:
-            memory_cache.set(text, {"answer": "answer to " + text})
+        seconds, store, redis_cache, memory_cache = filled_caches(
+            server.url, "parts", d, embedder)
+        out["fill_seconds_4_threads"] = round(seconds, 1)
         parts: dict[str, list[float]] = {"local_scan": [], "script_call": [],
                                          "engine_search": []}
         LocalTable.nearest = timed(parts["local_scan"], LocalTable.nearest)  # type: ignore[method-assign]

@@ -42,9 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 
 from benchmarks.cache_lookup import StubEmbedder  # noqa: E402
-from benchmarks.cache_redis import THRESHOLD, dataset, fill, unit  # noqa: E402
+from benchmarks.cache_redis import dataset, filled_caches, unit  # noqa: E402
 from benchmarks.cache_redis_codes import wikiqa_near_duplicates  # noqa: E402
-from rag_optimize import InMemoryStore, RedisStore, SemanticCache  # noqa: E402
 from rag_optimize.cache.redis import codes  # noqa: E402
 from tests.redis_server import RedisServer, redis8_bin  # noqa: E402
 
@@ -110,17 +109,8 @@ def lookups(n: int, nq: int) -> dict[str, Any]:
     out: dict[str, Any] = {"entries": n, "lookups_per_kind_and_round": nq}
     server = RedisServer(binary=redis8_bin()).start()
     try:
-        with RedisStore(server.url, "prune", max_entries=None, timeout_ms=5000) as writer:
-            out["fill_seconds_4_threads"] = round(fill(writer, d["texts"], d["stored"]), 1)
-        store = RedisStore(server.url, "prune", max_entries=None, timeout_ms=1000)
-        cache = SemanticCache(embedder, threshold=THRESHOLD, verifier=None, store=store)
-        cache.get(d["hit_texts"][0])
-        while not store.status()["local_tables"]:
-            time.sleep(0.01)
-        memory = SemanticCache(embedder, threshold=THRESHOLD, verifier=None,
-                               store=InMemoryStore(None))
-        for text in d["texts"]:
-            memory.set(text, {"answer": "answer to " + text})
+        seconds, store, cache, memory = filled_caches(server.url, "prune", d, embedder)
+        out["fill_seconds_4_threads"] = round(seconds, 1)
         caches = {"memory": memory, "pruned": cache, "all20": cache}
         orders = [list(p) for p in itertools.permutations(caches)]
         random.Random(0).shuffle(orders)
