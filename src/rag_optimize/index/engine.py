@@ -649,8 +649,7 @@ class VectorEngine:
             # the filtered top k lies deeper in the Hamming ranking (measured recall@10 at
             # 100k MiniLM rows, 10% kept: 0.973 with the usual 160 candidates, 0.993 with
             # 320; unfiltered 0.991). Capped: rescoring reads whole float rows.
-            row_bytes = self.dim * self._store.dtype.itemsize
-            saved = (self._high - n_valid) * self._width // (row_bytes * _SCATTERED_READ)
+            saved = (self._high - n_valid) * self._width // (self._row_bytes * _SCATTERED_READ)
             extra = min(_FILTERED_MOST, max(min(wanted, _FILTERED_EXTRA), saved))
             wanted = min(n_valid, wanted + extra)
         return self._rescore(self._code_candidates(method, vec, wanted, valid), vec, k)
@@ -676,11 +675,15 @@ class VectorEngine:
             order = negated.argsort(kind="stable")
         return order, scores[order]
 
+    @property
+    def _row_bytes(self) -> int:
+        """Bytes of one stored vector (what rescoring or an exact scan reads per row)."""
+        return self.dim * self._store.dtype.itemsize
+
     def _exact_filtered_rows(self, method: str) -> float:
         """Allowed rows up to which a filtered search scores them all (see EXACT_FILTERED)."""
-        row_bytes = self.dim * self._store.dtype.itemsize
         code_bytes = self.dim if method == "int8" else self._width
-        return EXACT_FILTERED * self._high * code_bytes / row_bytes
+        return EXACT_FILTERED * self._high * code_bytes / self._row_bytes
 
     def _candidate_count(self, method: str, k: int) -> int:
         if self.candidates is not None:
