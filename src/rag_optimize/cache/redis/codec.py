@@ -24,6 +24,7 @@ and scopes only ever appear hashed in key names, so no user text can name or for
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -65,8 +66,10 @@ def hex_id(entry_id: str) -> str:
     return entry_id if _HEX_ID.fullmatch(entry_id) else digest(entry_id)
 
 
+@functools.lru_cache(maxsize=1024)
 def scope_digest(scope: str) -> str:
-    """The key-safe name of a scope."""
+    """The key-safe name of a scope (remembered for the last 1,024 scopes: a lookup needs
+    it three times)."""
     return digest("scope", scope)
 
 
@@ -221,8 +224,16 @@ def _check_header(fields: dict[bytes, bytes], namespace: str) -> None:
         raise CorruptEntry(f"entry belongs to namespace {fields.get(b'ns')!r}")
 
 
-def decode_entry(fields: dict[bytes, bytes], namespace: str, dim: int | None) -> CacheEntry:
-    """A :class:`CacheEntry` from its hash fields; raises :class:`CorruptEntry`."""
+def decode_entry(
+    fields: dict[bytes, bytes],
+    namespace: str,
+    dim: int | None,
+    *,
+    vector: FloatVector | None = None,
+) -> CacheEntry:
+    """A :class:`CacheEntry` from its hash fields; raises :class:`CorruptEntry`.
+    ``vector``: the entry's vector, already decoded and checked from this very ``vec`` field
+    (a search ranked it), so it is not decoded again."""
     _check_header(fields, namespace)
     metadata = _json(fields.get(b"meta"), "meta")
     if not isinstance(metadata, dict):
@@ -233,7 +244,7 @@ def decode_entry(fields: dict[bytes, bytes], namespace: str, dim: int | None) ->
         scope=_text(fields.get(b"scope"), "scope"),
         query=_text(fields.get(b"q"), "q"),
         query_key=_text(fields.get(b"qk"), "qk"),
-        vector=decode_vector(fields.get(b"vec", b""), dim),
+        vector=decode_vector(fields.get(b"vec", b""), dim) if vector is None else vector,
         response=_json(fields.get(b"resp"), "resp"),
         metadata=metadata,
         created_at=0.0 if created is None else created,

@@ -16,6 +16,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag_optimize.cache.redis.direct import aexecute, execute
+
 _COMMON = r"""
 local P = ARGV[1]
 local MAXLEN = ARGV[2]
@@ -366,11 +368,9 @@ VECTORS = _script("vectors", _VECTORS)
 SNAPSHOT_PAGE = _script("snapshot_page", _SNAPSHOT_PAGE)
 
 
-def _eval_methods(client: Any, read_only: bool) -> tuple[Any, Any]:
-    """The client's (EVALSHA, EVAL) pair, their ``_RO`` forms for a read on a replica."""
-    if read_only:
-        return client.evalsha_ro, client.eval_ro
-    return client.evalsha, client.eval
+def _eval_names(read_only: bool) -> tuple[str, str]:
+    """The (EVALSHA, EVAL) command names, their ``_RO`` forms for a read on a replica."""
+    return ("EVALSHA_RO", "EVAL_RO") if read_only else ("EVALSHA", "EVAL")
 
 
 def run_script(
@@ -383,14 +383,15 @@ def run_script(
 ) -> Any:
     """Run ``script`` on a sync redis-py client (EVALSHA, loading it once per server);
     ``read_only``: as ``EVALSHA_RO`` (runs on a replica; the script's writes fail, which the
-    lookup scripts' ``redis.pcall`` skips)."""
+    lookup scripts' ``redis.pcall`` skips). The store's own clients send it on a pooled
+    connection directly (:mod:`.direct`)."""
     from redis.exceptions import NoScriptError
 
-    evalsha, eval_ = _eval_methods(client, read_only)
+    evalsha, eval_ = _eval_names(read_only)
     try:
-        return evalsha(script.sha, len(keys), *keys, *args)
+        return execute(client, evalsha, script.sha, len(keys), *keys, *args)
     except NoScriptError:
-        return eval_(script.source, len(keys), *keys, *args)
+        return execute(client, eval_, script.source, len(keys), *keys, *args)
 
 
 async def arun_script(
@@ -404,8 +405,8 @@ async def arun_script(
     """Async twin of :func:`run_script` for a ``redis.asyncio`` client."""
     from redis.exceptions import NoScriptError
 
-    evalsha, eval_ = _eval_methods(client, read_only)
+    evalsha, eval_ = _eval_names(read_only)
     try:
-        return await evalsha(script.sha, len(keys), *keys, *args)
+        return await aexecute(client, evalsha, script.sha, len(keys), *keys, *args)
     except NoScriptError:
-        return await eval_(script.source, len(keys), *keys, *args)
+        return await aexecute(client, eval_, script.source, len(keys), *keys, *args)

@@ -9,7 +9,8 @@ whether it runs in cluster mode. The store then picks its search path (see
 :func:`sync_client` / :func:`async_client` build redis-py clients from a URL (a plain
 ``redis.Redis``; a ``redis.cluster.RedisCluster`` when the node at the URL says it is a
 cluster member, so any node's URL works) with no retries (the circuit breaker decides) and
-the store's socket timeouts.
+the store's socket timeouts; the plain ones send their commands on a pooled connection
+directly (:mod:`~rag_optimize.cache.redis.direct`).
 
 Sentinel (:class:`SentinelSpec`): the store is given the Sentinels' addresses and a service
 name (a ``redis+sentinel://`` URL, see :func:`parse_sentinel_url`, or a redis-py
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from rag_optimize.cache.redis.direct import own
 from rag_optimize.errors import ConfigurationError
 
 __all__ = [
@@ -124,7 +126,7 @@ def sync_client(url: str, options: dict[str, Any], *, cluster: bool) -> Any:
             return redis.cluster.RedisCluster.from_url(
                 url, retry=no_retry(redis.retry.Retry), **_cluster_options(options)
             )
-        return redis.Redis.from_url(url, retry=no_retry(redis.retry.Retry), **options)
+        return own(redis.Redis.from_url(url, retry=no_retry(redis.retry.Retry), **options))
     except ValueError as exc:
         raise ConfigurationError(f"invalid Redis url {url!r}: {exc}") from exc
 
@@ -136,9 +138,9 @@ def async_client(url: str, options: dict[str, Any], *, cluster: bool) -> Any:
         return redis.asyncio.cluster.RedisCluster.from_url(
             url, retry=no_retry(redis.asyncio.retry.Retry), **_cluster_options(options)
         )
-    return redis.asyncio.Redis.from_url(
+    return own(redis.asyncio.Redis.from_url(
         url, retry=no_retry(redis.asyncio.retry.Retry), **options
-    )
+    ))
 
 
 def _cluster_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -268,6 +270,6 @@ def sentinel_clients(
         sentinel_kwargs=sentinel_kwargs,
     )
     kwargs = {**spec.connection_kwargs, **options, "retry": no_retry(retry_cls)}
-    master = sentinel.master_for(spec.service, **kwargs)
-    replica = sentinel.replica_for(spec.service, **kwargs) if replicas else None
+    master = own(sentinel.master_for(spec.service, **kwargs))
+    replica = own(sentinel.replica_for(spec.service, **kwargs)) if replicas else None
     return master, replica

@@ -46,6 +46,7 @@ from rag_optimize.cache.keys import entry_id as exact_entry_id
 from rag_optimize.cache.redis.breaker import CircuitBreaker
 from rag_optimize.cache.redis.codec import check_namespace, scope_digest
 from rag_optimize.cache.redis.codes import LocalCodes
+from rag_optimize.cache.redis.direct import aexecute, execute
 from rag_optimize.cache.redis.mirrored import MirrorPath
 from rag_optimize.cache.redis.options import (
     ConnectionOptions,
@@ -952,7 +953,7 @@ class RedisStore(StoreDefaults):
             for command in call.commands:
                 pipe.execute_command(*command)
             return pipe.execute()
-        return client.execute_command(*call.args)
+        return execute(client, *call.args)
 
     @staticmethod
     async def _arun(client: Any, call: Call, *, read_only: bool = False) -> Any:
@@ -965,7 +966,7 @@ class RedisStore(StoreDefaults):
             for command in call.commands:
                 pipe.execute_command(*command)
             return await pipe.execute()
-        return await client.execute_command(*call.args)
+        return await aexecute(client, *call.args)
 
     def _start(self, plan: Plan[T]) -> tuple[bool, Any]:
         """Run ``plan`` to its first Redis call: ``(True, call)``, or ``(False, result)``

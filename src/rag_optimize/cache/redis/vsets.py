@@ -493,7 +493,10 @@ class VectorSetPath:
         #: the local 1-bit tables (:mod:`.codes`), or ``None`` for ``VSIM`` only
         self.codes: LocalCodes | None = None if codes is None else codes(self)
         self._lock = threading.Lock()
-        self._prefetched: OrderedDict[tuple[str, float], dict[bytes, bytes]] = OrderedDict()
+        # (entry id, lookup time) -> (its hash fields, its vector as ranked, or None)
+        self._prefetched: OrderedDict[
+            tuple[str, float], tuple[dict[bytes, bytes], np.ndarray | None]
+        ] = OrderedDict()
         self._where: OrderedDict[str, str] = OrderedDict()
 
     def load_dim(self, client: Any) -> None:
@@ -629,7 +632,8 @@ class VectorSetPath:
         sd = scope_digest(scope)
         # decode only what ranking needs (vector, expiry, threshold), all candidates at once;
         # the full entry (JSON) is decoded by fetch() for the candidate the cache reads
-        hids, similarities, thresholds = self._rank(reply, query, scope, partition, now, report)
+        hids, matrix, thresholds = self._rank(reply, query, scope, partition, now, report)
+        similarities = matrix @ query
         order = np.argsort(-similarities, kind="stable")[:k]
         whole = reply[1]
         first = whole[0].decode() if whole else None
@@ -639,7 +643,14 @@ class VectorSetPath:
                 hid = hids[row]
                 self._remember(hid, sd)
                 if hid == first:
-                    self._prefetched[(hid, float(now))] = pairs_to_dict(whole[1:])
+                    fields = pairs_to_dict(whole[1:])
+                    # the vector just checked and ranked, when the whole entry holds the
+                    # same bytes (it does: one script read both), is not decoded again
+                    ranked = matrix[row]
+                    same = fields.get(b"vec") == ranked.tobytes()
+                    self._prefetched[(hid, float(now))] = (
+                        fields, ranked.astype(np.float32) if same else None
+                    )
                     self._prefetched.move_to_end((hid, float(now)))
                 out.append(Candidate(hid, float(similarities[row]), thresholds[row]))
             while len(self._prefetched) > _PREFETCH:
@@ -656,9 +667,9 @@ class VectorSetPath:
         now: float,
         report: StoreReport | None,
     ) -> tuple[list[str], np.ndarray, list[float | None]]:
-        """The live candidates of a search reply with their exact similarity to ``query``
-        (from the stored float32, one matrix product); corrupt or foreign ones are counted
-        and skipped, expired ones skipped."""
+        """The live candidates of a search reply with their stored float32 vectors (one row
+        each, checked: the caller's one matrix product gives the exact similarities) and
+        thresholds; corrupt or foreign ones are counted and skipped, expired ones skipped."""
         namespace, wanted = self.shared.namespace.encode(), (scope.encode(), partition.encode())
         width = 4 * int(query.shape[0])
         hids: list[str] = []
@@ -685,7 +696,7 @@ class VectorSetPath:
             blobs.append(blob)
             thresholds.append(limit)
         if not blobs:
-            return [], np.zeros(0, dtype=np.float32), []
+            return [], np.zeros((0, width // 4), dtype=np.float32), []
         matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
         norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
         good = np.isfinite(norms) & (np.abs(norms - 1.0) <= 1e-3)  # NaN/inf make norms so
@@ -699,17 +710,18 @@ class VectorSetPath:
             matrix = matrix[good]
             hids = [hids[r] for r in keep]
             thresholds = [thresholds[r] for r in keep]
-        return hids, matrix @ query, thresholds
+        return hids, matrix, thresholds
 
     def fetch(
         self, entry_id: str, now: float, report: StoreReport | None = None
     ) -> Plan[CacheEntry | None]:
         hid = hex_id(entry_id)
         with self._lock:
-            fields = self._prefetched.pop((hid, float(now)), None)
-        if fields is not None:  # read by the search of this very lookup
+            prefetched = self._prefetched.pop((hid, float(now)), None)
+        if prefetched is not None:  # read by the search of this very lookup
+            fields, vector = prefetched
             try:
-                return decode_entry(fields, self.shared.namespace, self.shared.dim)
+                return decode_entry(fields, self.shared.namespace, self.shared.dim, vector=vector)
             except CorruptEntry as exc:
                 self.shared.corrupt(hid, exc, report)
                 return None
