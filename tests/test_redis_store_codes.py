@@ -36,15 +36,16 @@ DIM = 64
 
 
 class Vectors:
-    """Random unit vectors by name: different names are far apart (dim 64)."""
+    """Random unit vectors by name: different names are far apart (dim 64 by default)."""
 
-    def __init__(self) -> None:
+    def __init__(self, dim: int = DIM) -> None:
+        self.dim = dim
         self.rng = np.random.default_rng(7)
         self.known: dict[str, np.ndarray] = {}
 
     def __call__(self, name: str) -> np.ndarray:
         if name not in self.known:
-            v = self.rng.standard_normal(DIM).astype(np.float32)
+            v = self.rng.standard_normal(self.dim).astype(np.float32)
             self.known[name] = v / np.linalg.norm(v)
         return self.known[name]
 
@@ -60,7 +61,8 @@ class Embedder:
         name = text.removeprefix("near ")
         v = self.vectors(name)
         if text.startswith("near "):
-            v = v + 0.15 / np.sqrt(DIM) * self.rng.standard_normal(DIM).astype(np.float32)
+            dim = self.vectors.dim
+            v = v + 0.15 / np.sqrt(dim) * self.rng.standard_normal(dim).astype(np.float32)
             v = v / np.linalg.norm(v)
         return [float(x) for x in v]
 
@@ -559,3 +561,56 @@ def test_candidates_far_past_the_nearest_are_not_sent_but_the_first_k_plus_one_a
     inside = unit(centre + 0.05 * unit(rng.standard_normal(dim)))
     full = t.nearest(inside, 20)[0]
     assert t.nearest(inside, 20, 5)[0] == full and set(full) <= set(range(2_000, 2_040))
+
+
+def test_a_clear_miss_reads_no_entry_whole_and_marks_none_used(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock,  # noqa: F811
+    namespace: str,  # noqa: F811
+) -> None:
+    """Once the cache has read an entry the table found, a lookup whose nearest row is far
+    past every such lookup's asks for no entry whole: the miss reads index records only and
+    marks nothing used (as the in-process store, whose search touches nothing). At dim 384
+    (at dim 64 a random query's nearest of 2,000 rows is within the margin of a hit's)."""
+    vectors = Vectors(384)
+    writer, reader, now, t = pair(make, vectors, clock, 2000)
+    cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
+                          verifier=None)
+    assert t.reach is None
+    assert cache.get("near row 5").response == "row 5"  # type: ignore[union-attr]
+    assert t.reach is not None
+    client = redis8_server.client()
+    lru = VectorSetKeys(namespace).lru(scope_digest(""))
+    before = dict(client.zrange(lru, 0, -1, withscores=True))
+    clock.advance(60)  # a touch now would raise a score
+    client.config_resetstat()
+    for i in range(20):
+        assert cache.get(f"fresh question {i}") is None
+    ran = {k.lower(): int(v["calls"]) for k, v in client.info("commandstats").items()}
+    # every miss took its candidates from the table, and read no entry whole
+    assert "cmdstat_vsim" not in ran and "cmdstat_hgetall" not in ran, ran
+    assert dict(client.zrange(lru, 0, -1, withscores=True)) == before
+    # a hit marks its entry used, as before
+    assert cache.get("near row 7").response == "row 7"  # type: ignore[union-attr]
+    assert client.zscore(lru, entry_id("", "row 7")) == clock()
+
+
+def test_a_hit_past_the_reach_is_still_served_and_widens_it(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock,  # noqa: F811
+) -> None:
+    """Skipping the whole entry never changes an answer: the cache's read of it is one call
+    more, and the table's reach then covers such lookups."""
+    writer, reader, now, t = pair(make, vectors, clock, 2000)
+    cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
+                          verifier=None)
+    t.reach = -1_000  # every lookup's nearest row is past it: none asks for an entry whole
+    client = redis8_server.client()
+    client.config_resetstat()
+    hit = cache.get("near row 11")
+    assert hit is not None and hit.response == "row 11"
+    ran = {k.lower(): int(v["calls"]) for k, v in client.info("commandstats").items()}
+    assert ran.get("cmdstat_evalsha") == 2, ran  # the lookup, then the fetch
+    assert t.reach >= 0
+    client.config_resetstat()
+    assert cache.get("near row 12").response == "row 12"  # type: ignore[union-attr]
+    ran = {k.lower(): int(v["calls"]) for k, v in client.info("commandstats").items()}
+    assert ran.get("cmdstat_evalsha") == 1, ran  # whole again: one round trip

@@ -98,6 +98,10 @@ class LocalTable:
         self.seen = np.zeros(_seen_bytes(capacity), dtype=np.uint8)
         self.lock = threading.Lock()
         self.used = time.monotonic()
+        #: the farthest nearest-row distance of a lookup whose entry the cache then read
+        #: (``None`` until one was): a lookup whose nearest row is much farther than any
+        #: read so far does not ask for that row's whole entry (see :meth:`wants_whole`)
+        self.reach: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -168,16 +172,17 @@ class LocalTable:
 
     def nearest(
         self, query: np.ndarray, count: int, least: int | None = None
-    ) -> tuple[list[int], list[str], int, bytes]:
+    ) -> tuple[list[int], list[str], int, bytes, int | None]:
         """Rows and ids of the ``count`` live rows nearest ``query`` in Hamming distance,
         nearest first, with the table's sequence number and generation they are current as
-        of. With ``least``, rows past the first ``least`` are kept only within
-        :func:`prune_margin` bits of the nearest row (see there)."""
+        of, and the nearest row's distance (``None`` without rows). With ``least``, rows
+        past the first ``least`` are kept only within :func:`prune_margin` bits of the
+        nearest row (see there)."""
         with self.lock:
             n, dead, last, gen = self.n, self.dead, self.last, self.gen
             columns, ids, alive = self.columns, self.ids, self.alive
         if n == 0 or n == dead:
-            return [], [], last, gen
+            return [], [], last, gen, None
         code = sign_encode(query.reshape(1, -1), self.center, self.width)
         # numpy on the columns (faiss would be faster still, but its import costs ~50 MB of
         # RSS, seven times a 100k table)
@@ -195,7 +200,29 @@ class LocalTable:
                                                   side="right")))
             order = order[:kept]
         rows = found[order].tolist()
-        return rows, [ids[r].tobytes().hex() for r in rows], last, gen
+        nearest_bits = int(dist[order[0]]) if rows else None
+        return rows, [ids[r].tobytes().hex() for r in rows], last, gen, nearest_bits
+
+    def wants_whole(self, near: int | None) -> bool:
+        """Whether a lookup whose nearest row is ``near`` bits away should read that row's
+        entry whole in its one call (the cache reads it with no second call, and the script
+        marks it used): always until the cache has read an entry found by this table, then
+        while ``near`` is within :func:`prune_margin` of the farthest such lookup so far.
+        A clear miss then reads its 20 index records and no entry, 0.91-0.93x its time,
+        and no longer marks an entry it did not serve as used (random vectors at 100k: a
+        miss's nearest row 140-157 of 384 bits away, a near-duplicate hit's 17-51; every
+        miss skipped the entry, every hit read it; BENCHMARKS.md, issue 14). Never a
+        different answer: a skipped entry the cache does read costs one more call, and
+        widens the reach."""
+        reach = self.reach
+        return reach is None or near is None or near <= reach + prune_margin(self.dim)
+
+    def read(self, near: int | None) -> None:
+        """The cache read an entry of a lookup whose nearest row was ``near`` bits away."""
+        if near is not None:
+            with self.lock:
+                if self.reach is None or near > self.reach:
+                    self.reach = near
 
     def needs_rebuild(self) -> bool:
         """Too many dead rows, or a centre estimated from too few rows."""
@@ -240,6 +267,7 @@ class Ask:
     hids: list[str]
     last: int
     gen: bytes
+    near: int | None = None  # the nearest row's Hamming distance
 
 
 class LocalCodes:
@@ -298,7 +326,7 @@ class LocalCodes:
             return None
         if table.dim != dim:
             return None
-        rows, hids, last, gen = table.nearest(query, count, least)
+        rows, hids, last, gen, near = table.nearest(query, count, least)
         if len(set(hids)) != len(hids):  # an overwritten id: keep its newest row only
             newest: dict[str, int] = {}
             for row, hid in zip(rows, hids, strict=True):
@@ -308,7 +336,7 @@ class LocalCodes:
                     if newest[hid] != row:
                         table.kill(row)
             rows, hids = list(newest.values()), list(newest)
-        return Ask(table, key, rows, hids, last, gen)
+        return Ask(table, key, rows, hids, last, gen, near)
 
     def answered(
         self, ask: Ask, seqn: int, new: list[tuple[str, int]], blobs: dict[str, bytes],

@@ -16,7 +16,9 @@ candidates with the table's write sequence number, and the same script (a) reads
 candidates' index fields instead of running ``VSIM`` and (b) returns the entries whose write
 sequence is past the table's (at most :data:`~rag_optimize.cache.redis.codes.MAX_NEW`, with
 their vectors), which are candidates too and join the table: the table is current as of the
-script, by any process's writes, with no change log to poll. The script runs ``VSIM`` instead
+script, by any process's writes, with no change log to poll. A lookup whose nearest row is
+far past those of the lookups the cache read from asks for no entry whole (a clear miss:
+:meth:`~rag_optimize.cache.redis.codes.LocalTable.wants_whole`). The script runs ``VSIM`` instead
 (same call) when the table's generation is not the scope's (the scope was emptied: its
 counter started again), when more entries are newer, or when the scope holds entries
 without a write sequence (written by an older version, or the sequence set was evicted:
@@ -76,7 +78,7 @@ from rag_optimize.cache.redis.codec import (
     pairs_to_dict,
     scope_digest,
 )
-from rag_optimize.cache.redis.codes import MAX_NEW, Ask, LocalCodes
+from rag_optimize.cache.redis.codes import MAX_NEW, Ask, LocalCodes, LocalTable
 from rag_optimize.cache.redis.plans import (
     Batch,
     Command,
@@ -116,6 +118,7 @@ _BUILD_EF = 40
 # its entry here until pushed out): bounded by the lookups in flight, not by the namespace.
 # 1024 held ~2 KB each of a replica's memory for nothing (BENCHMARKS.md, issue 14 RSS).
 _PREFETCH = 128
+_ASKED = 4 * _PREFETCH  # candidates of recent lookups whose fetch would widen a reach
 # local codes: rows a lookup ranks at least; past the first k + 1, those farther than
 # codes.prune_margin from the nearest are not sent (BENCHMARKS.md, issue 14)
 _CANDIDATES = 16
@@ -211,7 +214,8 @@ return out
 
 # ARGV: P, blob, count, now, 'min:max:from:per' (EF = min + (VCARD - from) / per, clamped),
 #       partition, exact id|'', then for local codes (:mod:`.codes`; absent or '' = none):
-#       '=' .. the table's generation, its sequence number, max new, candidate id, ...
+#       '=' .. the table's generation, its sequence number, max new, whole ('1' or '0':
+#       whether the first live candidate comes whole), candidate id, ...
 #       -> {'exact', HGETALL...} when the exact id is a hash (a lookup's exact part, checked
 #          first: then no vector search runs) | {'!type', kind} for a foreign key there
 #        | {'dim', message}
@@ -223,7 +227,9 @@ return out
 #          (the candidates, then the entries written since the table's sequence number)
 # ``values`` is HMGET of the index fields (v ns scope vec ex thr pt), or {'!type', kind} for a
 # key of another type. Only the first candidate comes whole: the cache nearly always reads
-# that one, and a reply of index fields is half the size to send and to parse.
+# that one, and a reply of index fields is half the size to send and to parse. With local
+# codes the caller may ask for none whole (a clear miss: :meth:`.codes.LocalTable.wants_whole`);
+# then ``{id, HGETALL...}`` is ``{}`` and nothing is marked used.
 _SEARCH = r"""
 local V = vkey(ARGV[6])
 if ARGV[7] ~= '' then
@@ -239,6 +245,7 @@ if ARGV[7] ~= '' then
   end
 end
 local now, out, whole, touch, gone = ARGV[4], {'ok', {}}, false, {}, {}
+local want = true  -- the first live candidate comes whole
 local S = skey(ARGV[6])
 local function collect(id, score)
   local k = ekey(id)
@@ -255,7 +262,7 @@ local function collect(id, score)
     redis.pcall('ZREM', EXP, id)
     redis.pcall('ZREM', S, id)
   else
-    if not whole then
+    if want and not whole then
       -- the nearest live candidate comes whole and is marked used: the cache reads it with
       -- no second call (a search alone touches nothing else, as in the in-process store;
       -- another candidate is marked when fetched)
@@ -292,7 +299,8 @@ if (ARGV[8] or '') ~= '' then
       why = 'behind'
     else
       local seen = {}
-      for i = 11, #ARGV do
+      want = ARGV[11] == '1'
+      for i = 12, #ARGV do
         if not seen[ARGV[i]] then seen[ARGV[i]] = true; collect(ARGV[i], '0') end
       end
       for i = 1, #new, 2 do
@@ -497,6 +505,9 @@ class VectorSetPath:
         self._prefetched: OrderedDict[
             tuple[str, float], tuple[dict[bytes, bytes], np.ndarray | None]
         ] = OrderedDict()
+        # (entry id, lookup time) -> (the local table that proposed it, the lookup's nearest
+        # row distance), for the candidates a lookup just returned
+        self._asked: OrderedDict[tuple[str, float], tuple[LocalTable, int | None]] = OrderedDict()
         self._where: OrderedDict[str, str] = OrderedDict()
 
     def load_dim(self, client: Any) -> None:
@@ -525,7 +536,8 @@ class VectorSetPath:
         query = self._query(vector)
         call, ask = self._search_call(scope, query, k, now, partition, "")
         reply = yield call
-        return self._candidates(self._unwrap(reply, ask), scope, query, k, now, partition, report)
+        reply = self._unwrap(reply, ask)
+        return self._candidates(reply, ask, scope, query, k, now, partition, report)
 
     def lookup(
         self,
@@ -554,7 +566,7 @@ class VectorSetPath:
             call, ask = self._search_call(scope, query, k, now, partition, "")
             reply = yield call
         reply = self._unwrap(reply, ask)
-        return None, self._candidates(reply, scope, query, k, now, partition, report)
+        return None, self._candidates(reply, ask, scope, query, k, now, partition, report)
 
     def _query(self, vector: FloatVector) -> np.ndarray:
         query = np.asarray(vector, dtype=np.float32)
@@ -578,7 +590,8 @@ class VectorSetPath:
                 sd, partition, query, max(_CANDIDATES, 4 * (k + _EXTRA)), k + _EXTRA
             )
             if ask is not None:
-                args = (*args, b"=" + ask.gen, ask.last, MAX_NEW, *ask.hids)
+                whole = b"1" if ask.table.wants_whole(ask.near) else b"0"
+                args = (*args, b"=" + ask.gen, ask.last, MAX_NEW, whole, *ask.hids)
         return Script(SEARCH, (self.keys.lru(sd),), args, read=True), ask
 
     def _unwrap(self, reply: list[Any], ask: Ask | None) -> list[Any]:
@@ -620,6 +633,7 @@ class VectorSetPath:
     def _candidates(
         self,
         reply: list[Any],
+        ask: Ask | None,
         scope: str,
         query: np.ndarray,
         k: int,
@@ -653,8 +667,13 @@ class VectorSetPath:
                     )
                     self._prefetched.move_to_end((hid, float(now)))
                 out.append(Candidate(hid, float(similarities[row]), thresholds[row]))
+                if ask is not None:  # a fetch of it widens the table's reach
+                    self._asked[(hid, float(now))] = (ask.table, ask.near)
+                    self._asked.move_to_end((hid, float(now)))
             while len(self._prefetched) > _PREFETCH:
                 self._prefetched.popitem(last=False)
+            while len(self._asked) > _ASKED:
+                self._asked.popitem(last=False)
         self.shared.dimension_ok()
         return out
 
@@ -718,6 +737,9 @@ class VectorSetPath:
         hid = hex_id(entry_id)
         with self._lock:
             prefetched = self._prefetched.pop((hid, float(now)), None)
+            asked = self._asked.pop((hid, float(now)), None)
+        if asked is not None:
+            asked[0].read(asked[1])
         if prefetched is not None:  # read by the search of this very lookup
             fields, vector = prefetched
             try:
@@ -932,6 +954,7 @@ class VectorSetPath:
         with self._lock:
             self._where.clear()
             self._prefetched.clear()
+            self._asked.clear()
         if self.codes is not None:
             self.codes.forget()
         self.shared.emptied()
