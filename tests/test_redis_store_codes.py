@@ -284,24 +284,52 @@ def test_entries_without_a_write_sequence_are_given_one_and_the_table_comes_back
     assert vsims(redis8_server) == before + 1  # both from the table
 
 
-def test_a_scope_that_cannot_be_repaired_stays_on_vsim_without_rescanning(
+def test_a_scope_whose_lru_set_was_evicted_too_is_repaired_from_the_id_map(
     make: Any, vectors: Vectors, redis8_server: RedisServer, namespace: str,  # noqa: F811
     clock: FakeClock,
 ) -> None:
-    """With the LRU set evicted too, the entries cannot be listed: lookups stay right (VSIM)
-    and the scope is not rescanned on every lookup."""
+    """Sequence set and LRU set both evicted (``allkeys-*``): the scan of the LRU set lists
+    nothing, so the entries are taken from the namespace's id map: they get sequences and
+    their LRU places back (at their creation times), and the table serves again."""
     writer, reader, now, _ = pair(make, vectors, clock, 40)
     prefix = VectorSetKeys(namespace).prefix(scope_digest(""))
     raw = redis8_server.client()
     raw.delete(prefix + ":s", prefix + ":lru")
+    before = vsims(redis8_server)
+    assert found(reader, vectors, "row 5", now) == [entry_id("", "row 5")]  # VSIM, repair
+    assert vsims(redis8_server) == before + 1
+    assert reader.status()["local_repaired_entries"] == 40
+    assert reader.status()["local_relisted_entries"] == 40
+    assert raw.zcard(prefix + ":s") == 40
+    relisted = dict(raw.zrange(prefix + ":lru", 0, -1, withscores=True))
+    assert set(relisted) == {entry_id("", f"row {i}").encode() for i in range(40)}
+    assert set(relisted.values()) == {now}  # each at its creation time
+    assert table(reader) is not None and table(reader).n == 40
+    assert found(reader, vectors, "row 6", now) == [entry_id("", "row 6")]
+    assert vsims(redis8_server) == before + 1  # from the table again
+
+
+def test_a_scope_that_cannot_be_repaired_stays_on_vsim_without_rescanning(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, namespace: str,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    """With the LRU set and the id map evicted too, the entries cannot be listed: lookups
+    stay right (VSIM) and the scope is not rescanned on every lookup."""
+    writer, reader, now, _ = pair(make, vectors, clock, 40)
+    keys = VectorSetKeys(namespace)
+    prefix = keys.prefix(scope_digest(""))
+    raw = redis8_server.client()
+    raw.delete(prefix + ":s", prefix + ":lru", keys.ids)
     raw.config_resetstat()
     before = vsims(redis8_server)
     for i in range(5):
         assert found(reader, vectors, f"row {i}", now) == [entry_id("", f"row {i}")]
     assert vsims(redis8_server) == before + 5
     assert reader.status()["local_repaired_entries"] == 0
-    scans = raw.info("commandstats").get("cmdstat_zscan", {}).get("calls", 0)
-    assert scans == 1  # one repair step (an empty LRU set), not one per lookup
+    ran = raw.info("commandstats")
+    # one repair (an empty LRU set, then an empty id map), not one per lookup
+    assert ran.get("cmdstat_zscan", {}).get("calls", 0) == 1
+    assert ran.get("cmdstat_hscan", {}).get("calls", 0) == 1
     assert table(reader) is None  # no table until the retry, not a repair per lookup
 
 

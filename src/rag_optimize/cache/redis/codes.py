@@ -277,7 +277,10 @@ class LocalCodes:
     entries in write order; ``connect()`` returns the sync client the thread uses, ``run``
     runs a call on it (both only ever called on the thread); ``repair(sd, partition, cursor,
     count)`` builds the call giving a write sequence to one step of a scope's entries that
-    lack one (``None``: never repaired)."""
+    lack one (``None``: never repaired). When the scope's LRU set was evicted too (the repair
+    cannot list every entry), ``listed(sd, cursor)`` builds the call reading one step of the
+    namespace's id map (the scope's pairs only) and ``repair_ids(sd, partition, ids)`` the one
+    giving those entries their sequences and LRU membership back."""
 
     def __init__(
         self,
@@ -286,9 +289,14 @@ class LocalCodes:
         run: Callable[[Any, Any], Any],
         namespace: str,
         repair: Callable[[str, str, bytes, int], Any] | None = None,
+        listed: Callable[[str, int], Any] | None = None,
+        repair_ids: Callable[[str, str, list[str]], Any] | None = None,
     ) -> None:
         self._page = page
         self._repair = repair
+        self._listed = listed
+        self._repair_ids = repair_ids
+        self.relisted_entries = 0
         self._repairs: set[tuple[str, str]] = set()  # keys whose next work is a repair
         self._repaired: dict[tuple[str, str], float] = {}  # when each was last repaired
         self.repaired_entries = 0
@@ -402,6 +410,7 @@ class LocalCodes:
             "local_bytes": sum(t.nbytes for t in tables),
             "local_loads": self.loads,
             "local_repaired_entries": self.repaired_entries,
+            "local_relisted_entries": self.relisted_entries,
         }
 
     def may_hold(self, sd: str, partition: str, hid: str) -> bool | None:
@@ -512,7 +521,32 @@ class LocalCodes:
             reply = self._run(self._client, self._repair(key[0], key[1], cursor, PAGE))
             cursor, added = reply[0], int(reply[1])
             self.repaired_entries += added
-            if cursor in (b"0", 0, "0") or self._stopped:
+            if self._stopped:
+                return
+            if cursor in (b"0", 0, "0"):
+                if int(reply[2]) and self._listed is not None and self._repair_ids is not None:
+                    self._backfill_listed(key)
+                return
+
+    def _backfill_listed(self, key: tuple[str, str]) -> None:
+        """The scope's LRU set was evicted too, so its scan could not list every entry: take
+        them from the namespace's id map instead (one server-filtered ``HSCAN`` step at a
+        time), giving each its write sequence and its place in the LRU set back (eviction
+        by ``max_entries`` needs it). An entry the id map lost as well stays unlisted:
+        lookups of its scope then stay on ``VSIM`` (right, slower)."""
+        assert self._listed is not None and self._repair_ids is not None
+        cursor = 0
+        for _ in range(_MAX_PAGES):
+            reply = self._run(self._client, self._listed(key[0], cursor))
+            cursor = int(reply[0])
+            hids = [reply[i].decode() for i in range(1, len(reply) - 1, 2)]
+            for start in range(0, len(hids), PAGE):
+                added, relisted = self._run(
+                    self._client, self._repair_ids(key[0], key[1], hids[start : start + PAGE])
+                )
+                self.repaired_entries += int(added)
+                self.relisted_entries += int(relisted)
+            if cursor == 0 or self._stopped:
                 return
 
     def _call(self, key: tuple[str, str], after: int) -> tuple[bytes, int, int, int, list[Any]]:

@@ -835,7 +835,10 @@ class RedisStore(StoreDefaults):
             return sync_client(self.url, options, cluster=info.cluster)
 
         def make(path: VectorSetPath) -> LocalCodes:
-            return LocalCodes(path.page, connect, self._run, self.namespace, path.repair)
+            return LocalCodes(
+                path.page, connect, self._run, self.namespace, path.repair, path.listed,
+                path.repair_ids,
+            )
 
         return make
 

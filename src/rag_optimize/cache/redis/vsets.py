@@ -356,10 +356,12 @@ end
 return out
 """
 
-# ARGV: P, partition, cursor, count -> {next cursor, sequences added}: one ZSCAN step of the
-# scope's LRU set; an entry of this partition's vector set without a write sequence (its
-# sequence set was evicted, or it was written before sequences existed) gets the next one,
-# so local tables can follow it again (:meth:`VectorSetPath.repair`)
+# ARGV: P, partition, cursor, count -> {next cursor, sequences added, still lost 1|0}: one
+# ZSCAN step of the scope's LRU set; an entry of this partition's vector set without a write
+# sequence (its sequence set was evicted, or it was written before sequences existed) gets
+# the next one, so local tables can follow it again (:meth:`VectorSetPath.repair`). After the
+# last step, "still lost" says whether the vector set holds members the scan did not list
+# (the LRU set was evicted too: :data:`_REPAIR_IDS` then takes them from the id map).
 _REPAIR = r"""
 local V, S = vkey(ARGV[2]), skey(ARGV[2])
 local step = redis.call('ZSCAN', LRU, ARGV[3], 'COUNT', tonumber(ARGV[4]))
@@ -371,7 +373,37 @@ for i = 1, #step[2], 2 do
     added = added + 1
   end
 end
-return {step[1], added}
+local lost = 0
+if step[1] == '0' then
+  local size = redis.pcall('VCARD', V)
+  if type(size) == 'number' and redis.call('ZCARD', S) ~= size then lost = 1 end
+end
+return {step[1], added, lost}
+"""
+
+# ARGV: P, partition, id, ... (ids the namespace's id map lists for the scope) ->
+#       {sequences added, LRU members restored}: the repair for a scope whose LRU set was
+# evicted as well: a member of the partition's vector set without a write sequence gets the
+# next one, and an entry the LRU set does not list is listed again (at its creation time, so
+# eviction by ``max_entries`` works again and takes it first)
+_REPAIR_IDS = r"""
+local V, S = vkey(ARGV[2]), skey(ARGV[2])
+local added, listed = 0, 0
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if redis.call('EXISTS', ekey(id)) == 1 then
+    if not redis.call('ZSCORE', LRU, id) then
+      local created = tonumber(redis.pcall('HGET', ekey(id), 'cr')) or 0
+      redis.call('ZADD', LRU, created, id)
+      listed = listed + 1
+    end
+    if redis.call('VISMEMBER', V, id) == 1 and not redis.call('ZSCORE', S, id) then
+      redis.call('ZADD', S, next_seq(), id)
+      added = added + 1
+    end
+  end
+end
+return {added, listed}
 """
 
 # ARGV: P, id, ... -> how many of these entries existed
@@ -441,6 +473,7 @@ PUT = _script("put", _PUT)
 SEARCH = _script("search", _SEARCH)
 PAGE = _script("page", _PAGE)
 REPAIR = _script("repair", _REPAIR)
+REPAIR_IDS = _script("repair_ids", _REPAIR_IDS)
 DELETE = _script("delete", _DELETE)
 DROP = _script("drop", _DROP)
 DELETE_WHERE = _script("delete_where", _DELETE_WHERE)
@@ -628,6 +661,18 @@ class VectorSetPath:
         (:mod:`.codes`: a table can only follow entries with a sequence)."""
         return Script(
             REPAIR, (self.keys.lru(sd),), (self.keys.prefix(sd), partition, cursor, count)
+        )
+
+    def listed(self, sd: str, cursor: int) -> Script:
+        """One step of the namespace's id map, the pairs of scope ``sd`` only (the repair of
+        a scope whose LRU set was evicted: :meth:`repair_ids`); reply ``{cursor, id, sd, ...}``."""
+        return Script(LISTED, (self.keys.ids,), (cursor, _LISTED_STEP, sd), read=True)
+
+    def repair_ids(self, sd: str, partition: str, hids: list[str]) -> Script:
+        """The call giving write sequences (and LRU membership) back to these entries of a
+        scope, listed by the id map; reply ``{sequences added, LRU members restored}``."""
+        return Script(
+            REPAIR_IDS, (self.keys.lru(sd),), (self.keys.prefix(sd), partition, *hids)
         )
 
     def _candidates(

