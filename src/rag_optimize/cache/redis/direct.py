@@ -1,12 +1,14 @@
 """Commands on the store's own plain clients, sent and read on a pooled connection.
 
 redis-py's per-command layer (the retry wrapper, the deprecated-argument check, the
-observability hooks, the maintenance-notification check) costs 50-70 us a call on the
-2-core benchmark machine: an empty ``EVALSHA`` took 150-190 us through ``execute_command``
-against 100-130 us sent and read on the connection, and a 100k semantic lookup 0.10-0.16 ms
-less (BENCHMARKS.md, issue 14). The clients the store makes itself (:func:`own`) never retry
-and record nothing, so their commands skip that layer: a connection is taken from the pool,
-the command is sent, its reply read and the connection given back. redis-py still connects,
+observability hooks, the maintenance-notification check) is Python the store does not need:
+skipping it saved 8-9 us a call in a tight loop of empty scripts, and 0.06-0.10 ms a semantic
+lookup at 100k entries, where that code runs right after the local scan (its instructions and
+data likely out of the caches by then); 0.01-0.02 ms an exact repeat (BENCHMARKS.md, issue 14:
+``cache_redis_round_trip.py``, ``cache_redis_client.py``). The clients the store makes
+itself (:func:`own`) never retry and record nothing, so their commands skip that layer: a
+connection is taken from the pool, the command is sent, its reply read and the connection
+given back. redis-py still connects,
 health-checks and, on any socket error or interruption, disconnects the connection (it is
 never handed back with an unread reply).
 
