@@ -118,7 +118,10 @@ _BUILD_EF = 40
 # its entry here until pushed out): bounded by the lookups in flight, not by the namespace.
 # 1024 held ~2 KB each of a replica's memory for nothing (BENCHMARKS.md, issue 14 RSS).
 _PREFETCH = 128
-_ASKED = 4 * _PREFETCH  # candidates of recent lookups whose fetch would widen a reach
+# candidates of recent lookups whose fetch would widen their table's reach: only lookups
+# farther than the reach are kept, and a fetch follows its lookup in the same call chain, so
+# this bounds the lookups in flight at once (4 candidates each), not the namespace
+_ASKED = 64
 # local codes: rows a lookup ranks at least; past the first k + 1, those farther than
 # codes.prune_margin from the nearest are not sent (BENCHMARKS.md, issue 14)
 _CANDIDATES = 16
@@ -696,6 +699,8 @@ class VectorSetPath:
         order = np.argsort(-similarities, kind="stable")[:k]
         whole = reply[1]
         first = whole[0].decode() if whole else None
+        reach = None if ask is None else ask.table.reach
+        widens = ask is not None and ask.near is not None and (reach is None or ask.near > reach)
         out = []
         with self._lock:
             for row in order.tolist():
@@ -712,7 +717,7 @@ class VectorSetPath:
                     )
                     self._prefetched.move_to_end((hid, float(now)))
                 out.append(Candidate(hid, float(similarities[row]), thresholds[row]))
-                if ask is not None:  # a fetch of it widens the table's reach
+                if widens and ask is not None:  # a fetch of it widens the table's reach
                     self._asked[(hid, float(now))] = (ask.table, ask.near)
                     self._asked.move_to_end((hid, float(now)))
             while len(self._prefetched) > _PREFETCH:
