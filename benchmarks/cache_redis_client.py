@@ -16,8 +16,14 @@ among them):
   miss, ``LocalTable.wants_whole``);
 * ``now``: the code as it is.
 
+``--data real``: the 20,778 WikiQA passages embedded with the packaged MiniLM as entries
+(as ``cache_redis_codes.py --data real``), its word-dropped variants of 600 of them whose
+nearest entry passes the threshold as semantic hits, and the WikiQA questions whose nearest
+passage does not as misses; also counted: how many lookups of each kind read an entry whole.
+
 Run: PYTHONPATH=src:. .venv/bin/python benchmarks/cache_redis_client.py [--n 100000]
-[--queries 1000] [--rounds 2] (writes benchmarks/results/cache_redis_client.json)
+[--queries 1000] [--rounds 2] [--data real] (writes benchmarks/results/cache_redis_client.json
+or cache_redis_client_real.json)
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from cache_redis import StubEmbedder, dataset, filled_caches  # noqa: E402
+from cache_redis import THRESHOLD, StubEmbedder, dataset, filled_caches, unit  # noqa: E402
 
 import rag_optimize.cache.redis.store as store_module  # noqa: E402
 import rag_optimize.cache.redis.vsets as vsets  # noqa: E402
@@ -44,6 +50,7 @@ from rag_optimize.cache.redis.codes import LocalTable  # noqa: E402
 from tests.redis_server import RedisServer, redis8_bin  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "cache_redis_client.json"
+REAL_RESULTS = ROOT / "benchmarks" / "results" / "cache_redis_client_real.json"
 
 NOW_RUN, NOW_DIGEST, NOW_DECODE = store_module.run_script, vsets.scope_digest, vsets.decode_entry
 NOW_WHOLE = LocalTable.wants_whole
@@ -76,6 +83,41 @@ def always_whole(self: LocalTable, near: int | None) -> bool:
     return True
 
 
+WHOLE = {"asked": 0, "whole": 0}
+
+
+def counted_whole(self: LocalTable, near: int | None) -> bool:
+    """``wants_whole`` as it is, counted (the ``now`` variant)."""
+    wanted = NOW_WHOLE(self, near)
+    WHOLE["asked"] += 1
+    WHOLE["whole"] += wanted
+    return wanted
+
+
+def real_dataset() -> dict[str, Any]:
+    """WikiQA passages as entries, near-duplicate hits and question misses (module doc)."""
+    from cache_redis_codes import wikiqa_near_duplicates
+    from retrieval import embed_cached, load_beir
+
+    from rag_optimize.embedding.local import LocalEmbedder
+
+    embedder = LocalEmbedder(backend="onnx", max_length=256)
+    wiki = load_beir("wikiqa")
+    stored, near = wikiqa_near_duplicates(wiki, embedder)
+    questions = unit(embed_cached("wikiqa-queries", list(wiki["queries"].values()), embedder))
+    best_near = (near @ stored.T).max(axis=1)
+    best_question = (questions @ stored.T).max(axis=1)
+    near, questions = near[best_near >= THRESHOLD], questions[best_question < THRESHOLD]
+    texts = [f"passage {i}" for i in range(len(stored))]
+    hit_texts = [f"near-duplicate {i}" for i in range(len(near))]
+    miss_texts = [f"question {i}" for i in range(len(questions))]
+    vectors = dict(zip(texts, stored, strict=True))
+    vectors.update(zip(hit_texts, near, strict=True))
+    vectors.update(zip(miss_texts, questions, strict=True))
+    return {"stored": stored, "texts": texts, "vectors": vectors, "hit_texts": hit_texts,
+            "miss_texts": miss_texts}
+
+
 def variant(run: bool, memo: bool, whole: bool) -> Callable[[], None]:
     """A switch putting back the earlier code where a flag is False."""
 
@@ -83,7 +125,9 @@ def variant(run: bool, memo: bool, whole: bool) -> Callable[[], None]:
         store_module.run_script = NOW_RUN if run else execute_command_run
         vsets.scope_digest = NOW_DIGEST if memo else digest_each_time
         vsets.decode_entry = NOW_DECODE if memo else decode_again
-        LocalTable.wants_whole = NOW_WHOLE if whole else always_whole  # type: ignore[method-assign]
+        LocalTable.wants_whole = (  # type: ignore[method-assign]
+            counted_whole if whole and run and memo else NOW_WHOLE if whole else always_whole
+        )
 
     return switch
 
@@ -106,22 +150,25 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--data", default="random", choices=["random", "real"])
     args = parser.parse_args()
-    out: dict[str, Any] = {"entries": args.n, "queries_per_kind": args.queries,
+    d = dataset(args.n, args.queries) if args.data == "random" else real_dataset()
+    out: dict[str, Any] = {"data": args.data, "entries": len(d["texts"]),
+                           "queries_per_kind": args.queries,
                            "load_average_at_start": os.getloadavg()}
-    d = dataset(args.n, args.queries)
     server = RedisServer(binary=redis8_bin()).start()
     try:
         seconds, store, redis_cache, memory_cache = filled_caches(
             server.url, "client", d, StubEmbedder(d["vectors"]))
         out["fill_seconds_4_threads"] = round(seconds, 1)
         names = [*VARIANTS, "memory"]
-        kinds = {"semantic_hit": d["hit_texts"], "miss": d["miss_texts"],
-                 "exact": d["texts"][: args.queries]}
+        kinds = {"semantic_hit": d["hit_texts"][: args.queries],
+                 "miss": d["miss_texts"][: args.queries], "exact": d["texts"][: args.queries]}
         rounds: list[dict[str, Any]] = []
         for r in range(args.rounds):
             report: dict[str, Any] = {"load_average": os.getloadavg()}
             for kind, queries in kinds.items():
+                WHOLE.update(asked=0, whole=0)
                 totals: dict[str, list[float]] = {name: [] for name in names}
                 right = dict.fromkeys(names, 0)
                 for i, query in enumerate(queries):
@@ -141,6 +188,7 @@ def main() -> None:
                             for n in VARIANTS})
                 row["now_over_before"] = round(row["now_p50_ms"] / row["before_p50_ms"], 3)
                 row["right"] = {n: f"{v}/{len(queries)}" for n, v in right.items()}
+                row["now_read_whole"] = f"{WHOLE['whole']}/{WHOLE['asked']}"
                 report[kind] = row
                 print(r, kind, row, flush=True)
             rounds.append(report)
@@ -150,7 +198,8 @@ def main() -> None:
     finally:
         server.stop()
     out["load_average_at_end"] = os.getloadavg()
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS if args.data == "random" else REAL_RESULTS).write_text(
+        json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
 
 
