@@ -8,9 +8,8 @@ data likely out of the caches by then); 0.01-0.02 ms an exact repeat (BENCHMARKS
 ``cache_redis_round_trip.py``, ``cache_redis_client.py``). The clients the store makes
 itself (:func:`own`) never retry and record nothing, so their commands skip that layer: a
 connection is taken from the pool, the command is sent, its reply read and the connection
-given back. redis-py still connects,
-health-checks and, on any socket error or interruption, disconnects the connection (it is
-never handed back with an unread reply).
+given back. redis-py still connects, health-checks and, on any socket error or
+interruption, disconnects the connection (it is never handed back with an unread reply).
 
 Every other client (the caller's own, a cluster client, a single-connection client, a
 pipeline) goes through ``execute_command`` as before, so its retries and instrumentation
