@@ -70,6 +70,13 @@ THRESHOLD = 0.9
 REDISVL_CHILD = Path(__file__).with_name("cache_redis_redisvl.py")
 
 
+def write_results(path: Path, out: dict[str, Any]) -> None:
+    """Add the load average at the end to ``out``, write it to ``path`` as JSON and print it."""
+    out["load_average_at_end"] = os.getloadavg()
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
 def unit(m: np.ndarray) -> np.ndarray:
     return (m / np.linalg.norm(m, axis=-1, keepdims=True)).astype(np.float32)
 

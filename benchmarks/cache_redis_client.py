@@ -29,7 +29,6 @@ or cache_redis_client_real.json)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -41,7 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from cache_redis import THRESHOLD, StubEmbedder, dataset, filled_caches, unit  # noqa: E402
+from cache_redis import (  # noqa: E402
+    THRESHOLD,
+    StubEmbedder,
+    dataset,
+    filled_caches,
+    unit,
+    write_results,
+)
 
 import rag_optimize.cache.redis.store as store_module  # noqa: E402
 import rag_optimize.cache.redis.vsets as vsets  # noqa: E402
@@ -197,10 +203,7 @@ def main() -> None:
         store.close()
     finally:
         server.stop()
-    out["load_average_at_end"] = os.getloadavg()
-    (RESULTS if args.data == "random" else REAL_RESULTS).write_text(
-        json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    write_results(RESULTS if args.data == "random" else REAL_RESULTS, out)
 
 
 if __name__ == "__main__":

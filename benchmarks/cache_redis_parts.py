@@ -21,7 +21,6 @@ Run: PYTHONPATH=src:. .venv/bin/python benchmarks/cache_redis_parts.py [--n 1000
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from cache_redis import StubEmbedder, dataset, filled_caches  # noqa: E402
+from cache_redis import StubEmbedder, dataset, filled_caches, write_results  # noqa: E402
 
 import rag_optimize.cache.redis.store as store_module  # noqa: E402
 from rag_optimize.cache import InMemoryStore  # noqa: E402
@@ -103,9 +102,7 @@ def main() -> None:
         store.close()
     finally:
         server.stop()
-    out["load_average_at_end"] = os.getloadavg()
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    write_results(RESULTS, out)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Writes benchmarks/results/cache_redis_put_sequence.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,7 +27,9 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
+
+from cache_redis import write_results  # noqa: E402
 
 import rag_optimize.cache.redis.vsets as vsets  # noqa: E402
 from rag_optimize import RedisStore  # noqa: E402
@@ -103,9 +104,7 @@ def main() -> None:
             store.close()
     finally:
         server.stop()
-    out["load_average_at_end"] = os.getloadavg()
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    write_results(RESULTS, out)
 
 
 if __name__ == "__main__":
