@@ -22,13 +22,14 @@ nearest entry passes the threshold as semantic hits, and the WikiQA questions wh
 passage does not as misses; also counted: how many lookups of each kind read an entry whole.
 
 Run: PYTHONPATH=src:. .venv/bin/python benchmarks/cache_redis_client.py [--n 100000]
-[--queries 1000] [--rounds 2] [--data real] (writes benchmarks/results/cache_redis_client.json
-or cache_redis_client_real.json)
+[--queries 1000] [--rounds 2] [--data real] [--api async] (writes
+benchmarks/results/cache_redis_client[_real][_async].json)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import time
@@ -56,9 +57,9 @@ from rag_optimize.cache.redis.codes import LocalTable  # noqa: E402
 from tests.redis_server import RedisServer, redis8_bin  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "cache_redis_client.json"
-REAL_RESULTS = ROOT / "benchmarks" / "results" / "cache_redis_client_real.json"
 
 NOW_RUN, NOW_DIGEST, NOW_DECODE = store_module.run_script, vsets.scope_digest, vsets.decode_entry
+NOW_ARUN = store_module.arun_script
 NOW_WHOLE = LocalTable.wants_whole
 
 
@@ -75,6 +76,21 @@ def execute_command_run(
     except NoScriptError:
         return client.execute_command(name.replace("SHA", ""), script.source, len(keys),
                                       *keys, *args)
+
+
+async def execute_command_arun(
+    client: Any, script: Any, keys: tuple[str, ...], args: tuple[Any, ...],
+    read_only: bool = False,
+) -> Any:
+    """``arun_script`` as it was: EVALSHA through ``redis.asyncio``'s ``execute_command``."""
+    from redis.exceptions import NoScriptError
+
+    name = "EVALSHA_RO" if read_only else "EVALSHA"
+    try:
+        return await client.execute_command(name, script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return await client.execute_command(name.replace("SHA", ""), script.source,
+                                            len(keys), *keys, *args)
 
 
 def digest_each_time(scope: str) -> str:
@@ -129,6 +145,7 @@ def variant(run: bool, memo: bool, whole: bool) -> Callable[[], None]:
 
     def switch() -> None:
         store_module.run_script = NOW_RUN if run else execute_command_run
+        store_module.arun_script = NOW_ARUN if run else execute_command_arun
         vsets.scope_digest = NOW_DIGEST if memo else digest_each_time
         vsets.decode_entry = NOW_DECODE if memo else decode_again
         LocalTable.wants_whole = (  # type: ignore[method-assign]
@@ -151,15 +168,58 @@ def p50_ms(seconds: list[float]) -> float:
     return round(1000 * sorted(seconds)[len(seconds) // 2], 3)
 
 
+Totals = tuple[dict[str, list[float]], dict[str, int]]
+
+
+def lookups(caches: dict[str, Any], queries: list[str], r: int, hit: bool) -> Totals:
+    """Each query through every contender in turn (the order rotating): times and rights."""
+    names = list(caches)
+    totals: dict[str, list[float]] = {name: [] for name in names}
+    right = dict.fromkeys(names, 0)
+    for i, query in enumerate(queries):
+        turn = (i + r) % len(names)
+        for name in names[turn:] + names[:turn]:
+            if name != "memory":
+                VARIANTS[name]()
+            start = time.perf_counter()
+            found = caches[name].get(query) is not None
+            totals[name].append(time.perf_counter() - start)
+            right[name] += found == hit
+    return totals, right
+
+
+def lookups_async(caches: dict[str, Any], queries: list[str], r: int, hit: bool) -> Totals:
+    """:func:`lookups` with ``await cache.aget``, all in one event loop."""
+    names = list(caches)
+    totals: dict[str, list[float]] = {name: [] for name in names}
+    right = dict.fromkeys(names, 0)
+
+    async def run() -> None:
+        for i, query in enumerate(queries):
+            turn = (i + r) % len(names)
+            for name in names[turn:] + names[:turn]:
+                if name != "memory":
+                    VARIANTS[name]()
+                start = time.perf_counter()
+                found = (await caches[name].aget(query)) is not None
+                totals[name].append(time.perf_counter() - start)
+                right[name] += found == hit
+
+    asyncio.run(run())
+    return totals, right
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data", default="random", choices=["random", "real"])
+    parser.add_argument("--api", default="sync", choices=["sync", "async"],
+                        help="cache.get, or await cache.aget in one event loop")
     args = parser.parse_args()
     d = dataset(args.n, args.queries) if args.data == "random" else real_dataset()
-    out: dict[str, Any] = {"data": args.data, "entries": len(d["texts"]),
+    out: dict[str, Any] = {"data": args.data, "api": args.api, "entries": len(d["texts"]),
                            "queries_per_kind": args.queries,
                            "load_average_at_start": os.getloadavg()}
     server = RedisServer(binary=redis8_bin()).start()
@@ -175,18 +235,10 @@ def main() -> None:
             report: dict[str, Any] = {"load_average": os.getloadavg()}
             for kind, queries in kinds.items():
                 WHOLE.update(asked=0, whole=0)
-                totals: dict[str, list[float]] = {name: [] for name in names}
-                right = dict.fromkeys(names, 0)
-                for i, query in enumerate(queries):
-                    turn = (i + r) % len(names)
-                    for name in names[turn:] + names[:turn]:
-                        cache = memory_cache if name == "memory" else redis_cache
-                        if name != "memory":
-                            VARIANTS[name]()
-                        start = time.perf_counter()
-                        found = cache.get(query) is not None
-                        totals[name].append(time.perf_counter() - start)
-                        right[name] += found == (kind != "miss")
+                caches = {name: memory_cache if name == "memory" else redis_cache
+                          for name in names}
+                run_kind = lookups_async if args.api == "async" else lookups
+                totals, right = run_kind(caches, queries, r, kind != "miss")
                 VARIANTS["now"]()
                 row: dict[str, Any] = {f"{n}_p50_ms": p50_ms(v) for n, v in totals.items()}
                 row.update({f"{n}_over_memory": round(row[f"{n}_p50_ms"]
@@ -203,7 +255,9 @@ def main() -> None:
         store.close()
     finally:
         server.stop()
-    write_results(RESULTS if args.data == "random" else REAL_RESULTS, out)
+    name = "cache_redis_client" + ("_real" if args.data == "real" else "") + (
+        "_async" if args.api == "async" else "")
+    write_results(RESULTS.with_name(name + ".json"), out)
 
 
 if __name__ == "__main__":
