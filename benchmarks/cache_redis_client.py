@@ -106,6 +106,7 @@ def always_whole(self: LocalTable, near: int | None) -> bool:
 
 
 WHOLE = {"asked": 0, "whole": 0}
+NEAREST: list[int] = []  # the nearest row's Hamming distance of each ``now`` lookup
 
 
 def counted_whole(self: LocalTable, near: int | None) -> bool:
@@ -113,6 +114,8 @@ def counted_whole(self: LocalTable, near: int | None) -> bool:
     wanted = NOW_WHOLE(self, near)
     WHOLE["asked"] += 1
     WHOLE["whole"] += wanted
+    if near is not None:
+        NEAREST.append(near)
     return wanted
 
 
@@ -235,6 +238,7 @@ def main() -> None:
             report: dict[str, Any] = {"load_average": os.getloadavg()}
             for kind, queries in kinds.items():
                 WHOLE.update(asked=0, whole=0)
+                NEAREST.clear()
                 caches = {name: memory_cache if name == "memory" else redis_cache
                           for name in names}
                 run_kind = lookups_async if args.api == "async" else lookups
@@ -247,6 +251,9 @@ def main() -> None:
                 row["now_over_before"] = round(row["now_p50_ms"] / row["before_p50_ms"], 3)
                 row["right"] = {n: f"{v}/{len(queries)}" for n, v in right.items()}
                 row["now_read_whole"] = f"{WHOLE['whole']}/{WHOLE['asked']}"
+                if NEAREST:
+                    row["now_nearest_bits_min_median_max"] = [
+                        min(NEAREST), sorted(NEAREST)[len(NEAREST) // 2], max(NEAREST)]
                 report[kind] = row
                 print(r, kind, row, flush=True)
             rounds.append(report)
