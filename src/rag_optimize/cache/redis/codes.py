@@ -210,7 +210,7 @@ class LocalTable:
         while ``near`` is within :func:`prune_margin` of the farthest such lookup so far.
         A clear miss then reads its 20 index records and no entry, 0.93-0.97x its time,
         and no longer marks an entry it did not serve as used (random vectors at 100k: a
-        miss's nearest row 140-157 of 384 bits away, a near-duplicate hit's 17-51; every
+        miss's nearest row 135-157 of 384 bits away, a near-duplicate hit's 21-53; every
         miss skipped the entry, every hit read it; on real rows far fewer misses are that
         clear: 37 of 860 WikiQA questions; BENCHMARKS.md, issue 14). Never a
         different answer: a skipped entry the cache does read costs one more call, and
