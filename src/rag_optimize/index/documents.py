@@ -285,15 +285,19 @@ class MappedTexts(_MappedRows[str]):
         0.2 us a row. Decoded once (the rows are read-only); each call returns a new list,
         so stores sharing these rows (a loaded hybrid's two indexes) never share a list
         that one of them then changes."""
+        return list(self._rows())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows())
+
+    def _rows(self) -> tuple[str, ...]:
+        """Every row, decoded the first time from one copy of the blob, then kept."""
         if self._all is None:
             raw = bytes(self._blob)
             offsets = self._offsets.tolist()
             pairs = zip(offsets[:-1], offsets[1:], strict=True)
             self._all = tuple(raw[a:b].decode("utf-8") for a, b in pairs)
-        return list(self._all)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.all() if self._all is None else self._all)
+        return self._all
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, MappedTexts):
@@ -368,8 +372,8 @@ class DocumentStore:
         (a lookup by id, an add or a delete; a search does not)."""
         index = self._index
         if index is None:
-            ids = self.ids.all() if isinstance(self.ids, MappedTexts) else self.ids
-            index = dict(zip(ids, range(len(ids)), strict=True))
+            # mapped ids iterate their one-pass decoded rows (MappedTexts.__iter__)
+            index = dict(zip(self.ids, range(len(self.ids)), strict=True))
             if len(index) != len(self.ids):
                 raise InvalidInputError("duplicate document ids in the saved documents")
             self._index = index
