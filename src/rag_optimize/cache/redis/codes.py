@@ -238,6 +238,7 @@ class LocalTable:
 PRUNE_SIGMAS = 4.0
 
 
+@functools.lru_cache(maxsize=64)
 def prune_margin(bits: int) -> int:
     """Bits past the nearest row's Hamming distance beyond which a candidate is not worth
     reading from the server (a lookup's rows past the ``k + 1`` it must return).

@@ -699,8 +699,12 @@ class VectorSetPath:
         order = np.argsort(-similarities, kind="stable")[:k]
         whole = reply[1]
         first = whole[0].decode() if whole else None
-        reach = None if ask is None else ask.table.reach
-        widens = ask is not None and ask.near is not None and (reach is None or ask.near > reach)
+        # a fetch of a candidate widens the table's reach when this lookup lies past it
+        asked = None
+        if ask is not None and ask.near is not None:
+            reach = ask.table.reach
+            if reach is None or ask.near > reach:
+                asked = (ask.table, ask.near)
         out = []
         with self._lock:
             for row in order.tolist():
@@ -717,8 +721,8 @@ class VectorSetPath:
                     )
                     self._prefetched.move_to_end((hid, float(now)))
                 out.append(Candidate(hid, float(similarities[row]), thresholds[row]))
-                if widens and ask is not None:  # a fetch of it widens the table's reach
-                    self._asked[(hid, float(now))] = (ask.table, ask.near)
+                if asked is not None:
+                    self._asked[(hid, float(now))] = asked
                     self._asked.move_to_end((hid, float(now)))
             while len(self._prefetched) > _PREFETCH:
                 self._prefetched.popitem(last=False)
