@@ -33,7 +33,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,39 +174,40 @@ def p50_ms(seconds: list[float]) -> float:
 Totals = tuple[dict[str, list[float]], dict[str, int]]
 
 
-def lookups(caches: dict[str, Any], queries: list[str], r: int, hit: bool) -> Totals:
-    """Each query through every contender in turn (the order rotating): times and rights."""
-    names = list(caches)
-    totals: dict[str, list[float]] = {name: [] for name in names}
-    right = dict.fromkeys(names, 0)
+def schedule(names: list[str], queries: list[str], r: int) -> Iterator[tuple[str, str]]:
+    """``(contender, query)`` pairs: each query through every contender in turn, the order
+    rotating; the store is switched to a variant before its lookup is timed."""
     for i, query in enumerate(queries):
         turn = (i + r) % len(names)
         for name in names[turn:] + names[:turn]:
             if name != "memory":
                 VARIANTS[name]()
-            start = time.perf_counter()
-            found = caches[name].get(query) is not None
-            totals[name].append(time.perf_counter() - start)
-            right[name] += found == hit
+            yield name, query
+
+
+def lookups(caches: dict[str, Any], queries: list[str], r: int, hit: bool) -> Totals:
+    """``cache.get`` for every pair of :func:`schedule`: times and right answers."""
+    totals: dict[str, list[float]] = {name: [] for name in caches}
+    right = dict.fromkeys(caches, 0)
+    for name, query in schedule(list(caches), queries, r):
+        start = time.perf_counter()
+        found = caches[name].get(query) is not None
+        totals[name].append(time.perf_counter() - start)
+        right[name] += found == hit
     return totals, right
 
 
 def lookups_async(caches: dict[str, Any], queries: list[str], r: int, hit: bool) -> Totals:
     """:func:`lookups` with ``await cache.aget``, all in one event loop."""
-    names = list(caches)
-    totals: dict[str, list[float]] = {name: [] for name in names}
-    right = dict.fromkeys(names, 0)
+    totals: dict[str, list[float]] = {name: [] for name in caches}
+    right = dict.fromkeys(caches, 0)
 
     async def run() -> None:
-        for i, query in enumerate(queries):
-            turn = (i + r) % len(names)
-            for name in names[turn:] + names[:turn]:
-                if name != "memory":
-                    VARIANTS[name]()
-                start = time.perf_counter()
-                found = (await caches[name].aget(query)) is not None
-                totals[name].append(time.perf_counter() - start)
-                right[name] += found == hit
+        for name, query in schedule(list(caches), queries, r):
+            start = time.perf_counter()
+            found = (await caches[name].aget(query)) is not None
+            totals[name].append(time.perf_counter() - start)
+            right[name] += found == hit
 
     asyncio.run(run())
     return totals, right
