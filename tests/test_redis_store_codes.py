@@ -589,6 +589,14 @@ def test_candidates_far_past_the_nearest_are_not_sent_but_the_first_k_plus_one_a
     inside = unit(centre + 0.05 * unit(rng.standard_normal(dim)))
     full = t.nearest(inside, 20)[0]
     assert t.nearest(inside, 20, 5)[0] == full and set(full) <= set(range(2_000, 2_040))
+    # a clear miss (nearest row past the reach by more than the margin) sends only ``least``
+    near = t.nearest(inside, 20, 5)[4]
+    assert near is not None
+    t.reach = near - prune_margin(dim)  # just within: every row within the margin is sent
+    assert t.nearest(inside, 20, 5)[0] == full and t.wants_whole(near)
+    t.reach -= 1  # just past: a clear miss
+    assert t.nearest(inside, 20, 5)[0] == full[:5] and not t.wants_whole(near)
+    assert t.nearest(inside, 20)[0] == full  # without ``least``, every row asked for
 
 
 def test_a_clear_miss_reads_no_entry_whole_and_marks_none_used(
@@ -616,6 +624,9 @@ def test_a_clear_miss_reads_no_entry_whole_and_marks_none_used(
     ran = {k.lower(): int(v["calls"]) for k, v in client.info("commandstats").items()}
     # every miss took its candidates from the table, and read no entry whole
     assert "cmdstat_vsim" not in ran and "cmdstat_hgetall" not in ran, ran
+    # nor more index records than the k + 1 candidates the cache needs (a row as far as a
+    # random query's nearest is within the margin of 20 others: all were read before)
+    assert ran["cmdstat_hmget"] == 20 * (cache.candidates + 1), ran
     assert dict(client.zrange(lru, 0, -1, withscores=True)) == before
     # a hit marks its entry used, as before
     assert cache.get("near row 7").response == "row 7"  # type: ignore[union-attr]

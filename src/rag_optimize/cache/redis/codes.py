@@ -177,7 +177,7 @@ class LocalTable:
         nearest first, with the table's sequence number and generation they are current as
         of, and the nearest row's distance (``None`` without rows). With ``least``, rows
         past the first ``least`` are kept only within :func:`prune_margin` bits of the
-        nearest row (see there)."""
+        nearest row (see there), and none are kept for a :meth:`clear_miss`."""
         with self.lock:
             n, dead, last, gen = self.n, self.dead, self.last, self.gen
             columns, ids, alive = self.columns, self.ids, self.alive
@@ -196,27 +196,40 @@ class LocalTable:
         order = np.argsort(dist, kind="stable")
         if least is not None and order.shape[0] > least:
             near = dist[order]
-            kept = max(least, int(np.searchsorted(near, near[0] + prune_margin(self.dim),
-                                                  side="right")))
+            kept = least if self.clear_miss(int(near[0])) else max(least, int(
+                np.searchsorted(near, near[0] + prune_margin(self.dim), side="right")))
             order = order[:kept]
         rows = found[order].tolist()
         nearest_bits = int(dist[order[0]]) if rows else None
         return rows, [ids[r].tobytes().hex() for r in rows], last, gen, nearest_bits
 
+    def clear_miss(self, near: int | None) -> bool:
+        """Whether a lookup whose nearest row is ``near`` bits away lies more than
+        :func:`prune_margin` past the farthest nearest row of any lookup whose entry the
+        cache read from this table (never, before the first such read).
+
+        Such a lookup reads no entry whole (:meth:`wants_whole`) and sends the server only
+        the ``least`` rows the cache asked for, not every row within the margin of its
+        nearest (:meth:`nearest`). Among 100k random entries a miss then read 5 index
+        records instead of 20 and took 0.81-0.83x the time (BENCHMARKS.md, issue 14). The
+        rows it sends are still scored exactly, so an entry among them that passes is
+        served, one call later, and widens the reach. A row it no longer sends lies even
+        farther than its nearest; should one ever pass, the lookup is a miss the in-process
+        store would have served: an answer not given, never a wrong one."""
+        reach = self.reach
+        return reach is not None and near is not None and near > reach + prune_margin(self.dim)
+
     def wants_whole(self, near: int | None) -> bool:
         """Whether a lookup whose nearest row is ``near`` bits away should read that row's
         entry whole in its one call (the cache reads it with no second call, and the script
-        marks it used): always until the cache has read an entry found by this table, then
-        while ``near`` is within :func:`prune_margin` of the farthest such lookup so far.
-        A clear miss then reads its 20 index records and no entry, 0.93-0.97x its time,
-        and no longer marks an entry it did not serve as used (random vectors at 100k: a
-        miss's nearest row 135-157 of 384 bits away, a near-duplicate hit's 21-53; every
-        miss skipped the entry, every hit read it; on real rows far fewer misses are that
-        clear: 37 of 860 WikiQA questions; BENCHMARKS.md, issue 14). Never a
-        different answer: a skipped entry the cache does read costs one more call, and
-        widens the reach."""
-        reach = self.reach
-        return reach is None or near is None or near <= reach + prune_margin(self.dim)
+        marks it used): unless it is a :meth:`clear_miss`. A clear miss reads no entry
+        (0.93-0.97x its time, before its rows were cut too) and no longer marks an entry it
+        did not serve as used (random vectors at 100k: a miss's nearest row 135-157 of 384
+        bits away, a near-duplicate hit's 21-53; every miss skipped the entry, every hit
+        read it; on real rows far fewer misses are that clear: 37 of 860 WikiQA questions;
+        BENCHMARKS.md, issue 14). Never a different answer: a skipped entry the cache does
+        read costs one more call, and widens the reach."""
+        return not self.clear_miss(near)
 
     def read(self, near: int | None) -> None:
         """The cache read an entry of a lookup whose nearest row was ``near`` bits away."""
