@@ -9,6 +9,7 @@ lookup that takes its candidates from the table runs no ``VSIM``.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -628,9 +629,48 @@ def test_a_clear_miss_reads_no_entry_whole_and_marks_none_used(
     # random query's nearest is within the margin of 20 others: all were read before)
     assert ran["cmdstat_hmget"] == 20 * (cache.candidates + 1), ran
     assert dict(client.zrange(lru, 0, -1, withscores=True)) == before
-    # a hit marks its entry used, as before
+    # a hit marks its entry used, with the store's next call to the scope
+    served_at = clock()
     assert cache.get("near row 7").response == "row 7"  # type: ignore[union-attr]
-    assert client.zscore(lru, entry_id("", "row 7")) == clock()
+    assert client.zscore(lru, entry_id("", "row 7")) == now
+    clock.advance(1)
+    assert cache.get("fresh question 99") is None
+    assert client.zscore(lru, entry_id("", "row 7")) == served_at
+
+
+def test_only_what_the_cache_serves_is_marked_used(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock,  # noqa: F811
+    namespace: str,  # noqa: F811
+) -> None:
+    """A search reads its nearest entry whole and marks nothing: a miss that read one (not
+    a clear miss: no reach yet) leaves the LRU set as it was, as in the in-process store.
+    Served entries are marked by the scope's next call (a lookup, a put), or at close."""
+    writer, reader, now, t = pair(make, vectors, clock, 50)
+    cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
+                          verifier=None)
+    client = redis8_server.client()
+    lru = VectorSetKeys(namespace).lru(scope_digest(""))
+    before = dict(client.zrange(lru, 0, -1, withscores=True))
+    clock.advance(10)
+    client.config_resetstat()
+    assert t.reach is None  # every lookup reads its nearest entry whole
+    assert cache.get("a question near none of them") is None
+    assert int(client.info("commandstats")["cmdstat_hgetall"]["calls"]) == 1
+    assert dict(client.zrange(lru, 0, -1, withscores=True)) == before
+    # served, then marked by the next call to the scope: here a put
+    served_at = clock()
+    assert cache.get("near row 3").response == "row 3"  # type: ignore[union-attr]
+    assert client.zscore(lru, entry_id("", "row 3")) == now
+    clock.advance(1)
+    assert cache.set("another question", "another answer")
+    assert client.zscore(lru, entry_id("", "row 3")) == served_at
+    # served, then marked at close
+    clock.advance(1)
+    served_at = clock()
+    assert cache.get("near row 4").response == "row 4"  # type: ignore[union-attr]
+    assert client.zscore(lru, entry_id("", "row 4")) == now
+    reader.close()
+    assert client.zscore(lru, entry_id("", "row 4")) == served_at
 
 
 def test_a_hit_past_the_reach_is_still_served_and_widens_it(
@@ -653,3 +693,30 @@ def test_a_hit_past_the_reach_is_still_served_and_widens_it(
     assert cache.get("near row 12").response == "row 12"  # type: ignore[union-attr]
     ran = {k.lower(): int(v["calls"]) for k, v in client.info("commandstats").items()}
     assert ran.get("cmdstat_evalsha") == 1, ran  # whole again: one round trip
+
+
+def test_an_async_store_marks_what_it_served_when_it_closes(
+    vectors: Vectors, redis8_server: RedisServer, clock: FakeClock,  # noqa: F811
+    namespace: str,  # noqa: F811
+) -> None:
+    """``aclose`` (here the end of ``async with``) writes the marks of entries served since
+    their scope's last call, on the loop's own client."""
+    client = redis8_server.client()
+    lru = VectorSetKeys(namespace).lru(scope_digest(""))
+
+    async def serve() -> float:
+        async with RedisStore(redis8_server.url, namespace, clock=clock,
+                              timeout_ms=1000) as store:
+            cache = SemanticCache(Embedder(vectors), threshold=0.9, store=store, clock=clock,
+                                  verifier=None)
+            assert await cache.aset("row 1", "one")
+            [(hid, written)] = client.zrange(lru, 0, -1, withscores=True)
+            clock.advance(5)
+            hit = await cache.aget("near row 1")
+            assert hit is not None and hit.response == "one" and not hit.exact
+            assert client.zscore(lru, hid) == written
+            return clock()
+
+    served_at = asyncio.run(serve())
+    [(_, marked)] = client.zrange(lru, 0, -1, withscores=True)
+    assert marked == served_at

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from rag_optimize import HashingEmbedder, RedisStore, SemanticCache
+from rag_optimize.cache.redis.codec import scope_digest
 from rag_optimize.cache.redis.options import ConnectionOptions
+from rag_optimize.cache.redis.vsets import VectorSetKeys
 from rag_optimize.errors import ConfigurationError
 from tests.conftest import FakeClock
 from tests.redis_server import (  # noqa: F401
@@ -201,6 +203,42 @@ def test_replica_reads_behind_sentinel_and_across_a_failover(
     finally:
         store.close()
         setup.stop()
+
+
+def test_a_hit_served_by_the_replica_is_marked_used_by_the_next_put(
+    pair: RedisSentinelSetup, namespace: str, clock: FakeClock  # noqa: F811
+) -> None:
+    """The replica cannot write the LRU mark of the entry it served (semantic or exact hit);
+    the store's next change to the scope (on the master) carries it (Redis 8 path)."""
+    master = pair.master
+    with RedisStore(master.url, namespace, clock=clock, read_from_replicas=True,
+                    timeout_ms=2000) as store:
+        if store.search_path != "server":
+            pytest.skip("the mirror path reads whole entries with a touch of their own")
+        cache = new_cache(store, clock)
+        assert cache.set(QUESTION, "two years", scope="kettles")
+        lru = VectorSetKeys(namespace).lru(scope_digest("kettles"))
+        [(hid, written)] = master.client().zrange(lru, 0, -1, withscores=True)
+        clock.advance(5)
+        served_at = clock()
+        before = ro_calls(pair.replicas[0])
+        similar = cache.get(QUESTION + " please", scope="kettles")
+        assert similar is not None and similar.response == "two years"
+        assert ro_calls(pair.replicas[0]) > before  # served by the replica
+        assert master.client().zscore(lru, hid) == written
+        clock.advance(1)
+        assert cache.set("how long does the red toaster warranty last", "one year",
+                         scope="kettles")
+        assert master.client().zscore(lru, hid) == served_at
+        clock.advance(1)
+        served_at = clock()
+        exact = cache.get(QUESTION, scope="kettles")  # an exact hit: the same
+        assert exact is not None and exact.exact
+        clock.advance(1)
+        assert cache.set("how long does the green toaster warranty last", "one year",
+                         scope="kettles")
+        assert master.client().zscore(lru, hid) == served_at
+        assert cache.stats.store_errors == 0
 
 
 def test_a_cluster_refuses_replica_reads(

@@ -330,6 +330,25 @@ def test_a_search_marks_nothing_used_but_what_is_fetched(
         assert store.get_exact("", query, clock()) is not None, query
 
 
+def test_a_search_alone_marks_nothing_used(make_store: MakeStore, clock: FakeClock) -> None:
+    """A search the cache does not follow with a fetch (a miss) changes no LRU order: the
+    oldest entry still goes first (the Redis 8 path once marked the nearest entry its
+    search read whole, so every miss kept an entry it did not serve)."""
+    store = make_store(max_entries=3)
+    for query in ("red apple pie", "red apple crumble", "old oak tree"):
+        store.put(entry(query), clock())
+        clock.advance(1)
+    found = store.search("", vec("red apple pie"), 2, clock())
+    assert found and found[0].entry_id == entry("red apple pie").id
+    clock.advance(1)
+    report = StoreReport()
+    store.put(entry("green tea leaf"), clock(), report=report)
+    assert report.evicted == 1
+    assert store.get_exact("", "red apple pie", clock()) is None  # the oldest, only looked at
+    for query in ("red apple crumble", "old oak tree", "green tea leaf"):
+        assert store.get_exact("", query, clock()) is not None, query
+
+
 def test_wrong_dimension_is_an_input_error(make_store: MakeStore, clock: FakeClock) -> None:
     store = make_store()
     store.put(entry("sixty four dims"), clock())

@@ -337,11 +337,17 @@ class RedisStore(StoreDefaults):
         client passed in by the caller stays open."""
         if self._closed:
             return
+        path = self._path
+        if isinstance(path, VectorSetPath) and self._client is not None:
+            try:  # entries served since their scope's last call: marked used now
+                self._drive(lambda _p: path.flush_touches())
+            except Exception:  # noqa: BLE001 - closing: an LRU mark lost, nothing else
+                logger.debug("RedisStore %r: LRU marks not written at close", self.namespace)
         self._closed = True
-        if isinstance(self._path, MirrorPath):
-            self._path.stop()
-        if isinstance(self._path, VectorSetPath) and self._path.codes is not None:
-            self._path.codes.stop()
+        if isinstance(path, MirrorPath):
+            path.stop()
+        if isinstance(path, VectorSetPath) and path.codes is not None:
+            path.codes.stop()
         for own in (self._client, self._reader, self._writer):
             if own is not None and own is not self._given_client:
                 try:
@@ -355,6 +361,12 @@ class RedisStore(StoreDefaults):
     async def aclose(self) -> None:
         """Close this event loop's async client, then everything else."""
         loop = asyncio.get_running_loop()
+        path = self._path
+        if isinstance(path, VectorSetPath) and not self._closed and loop in self._aclients:
+            try:  # as close() does, on this loop's client
+                await self._adrive(lambda _p: path.flush_touches())
+            except Exception:  # noqa: BLE001 - closing: an LRU mark lost, nothing else
+                logger.debug("RedisStore %r: LRU marks not written at close", self.namespace)
         for client in (self._aclients.get(loop), *self._aextras.get(loop, ())):
             if client is not None:
                 try:
@@ -789,7 +801,10 @@ class RedisStore(StoreDefaults):
             codes = None
             if self.local_codes and not self._replicas.enabled:
                 codes = self._local_codes(info)
-            vsets = VectorSetPath(self._shared, self.quantization, codes)
+            vsets = VectorSetPath(
+                self._shared, self.quantization, codes,
+                touch_on_lookups=not self._replicas.enabled,
+            )
             vsets.load_dim(client)
             if vsets.codes is not None:  # a store dropped without close() stops its thread
                 weakref.finalize(self, vsets.codes.stop)

@@ -3,7 +3,7 @@
 A lookup is one round trip (:meth:`VectorSetPath.lookup`): a Lua script checks the query's
 exact key and returns that entry if it is there; otherwise it runs ``VSIM`` on the scope's
 vector set, reads the candidates' index fields (the nearest live one whole, so the answer
-needs no second call, and marks that one used) and returns them. The store rescores
+needs no second call) and returns them. The store rescores
 the candidates exactly from their stored float32 vectors (one matrix product), so the
 server's quantization (``Q8`` by default) can only cost recall, never change a similarity the
 cache decides on. A new replica serves hits from its first lookup: nothing has to be loaded.
@@ -45,7 +45,12 @@ over the cluster, one scope per slot::
 A least-privilege ACL user needs the key pattern ``~{ns/*`` (every key above starts with it).
 
 Capacity: ``max_entries`` bounds each scope (a global LRU would need one slot for the whole
-namespace); past it the scope's least recently used entry is evicted atomically. Expired
+namespace); past it the scope's least recently used entry is evicted atomically. "Used" is
+what the cache served, as in the in-process store: an exact hit is marked by its lookup; a
+search marks nothing (it cannot know which candidate, if any, the cache will serve), and the
+entry the cache then reads from its reply is marked by the store's next call to the scope
+(a lookup or a put, which marks before it evicts) or when the store closes. Under replica
+reads (a replica cannot write) every served entry waits for the scope's next put. Expired
 entries of a scope are deleted by the next write to that scope (and skipped by every read);
 Redis TTL (the entry's TTL plus a grace) frees entries nobody writes near.
 
@@ -131,6 +136,10 @@ _CANDIDATES = 16
 # grew 3.6 MB over 1,000 lookups, at 256 0.4 MB (BENCHMARKS.md, issue 14).
 _WHERE = 256
 _LISTED_STEP = 1_000  # map pairs per server-side HSCAN step (about 1 ms of the server)
+# Entries served but not yet marked used, per scope, and scopes with such entries: past
+# either bound the oldest are dropped (an LRU mark a little too old, never a wrong answer)
+_TOUCHES = 256
+_TOUCH_SCOPES = 256
 
 _COMMON = r"""
 local P = ARGV[1]
@@ -161,10 +170,23 @@ local function remove(id)
   redis.call('ZREM', skey(pt), id)
   return n
 end
+-- mark entries used (ZADD XX GT: never lowers a mark, never brings a removed entry back): the
+-- pairs of ``spec`` ('score id score id ...': what this process served since its last call to
+-- the scope) and those already in ``pairs``; skipped where Redis refuses writes (a replica, a
+-- full server), as a lookup must still work there
+local function touch_served(spec, pairs)
+  for score, id in string.gmatch(spec or '', '(%S+) (%S+)') do
+    pairs[#pairs + 1] = score
+    pairs[#pairs + 1] = id
+  end
+  if #pairs > 0 then redis.pcall('ZADD', LRU, 'XX', 'GT', unpack(pairs)) end
+end
 """
 
 # ARGV: P, id, dim, now, expires|'', ttl_ms|'', max|'', quant, blob, build_ef, partition,
-#       field, value, ... -> {'dim', held} on a dimension clash, else
+#       touches ('score id score id ...': entries this process served since its last call to
+#       the scope, marked used before any eviction), field, value, ...
+#       -> {'dim', held} on a dimension clash, else
 #       {'ok', evicted, expired, victim ids...}
 _PUT = r"""
 local id, dim, now = ARGV[2], ARGV[3], ARGV[4]
@@ -177,6 +199,7 @@ end
 -- a memory-using write first: under maxmemory noeviction it fails here, before any change
 -- (once a script has written, Redis lets its later writes through past maxmemory)
 redis.call('ZADD', LRU, 'XX', now, id)
+touch_served(ARGV[12], {})
 local victims, evicted, expired = {}, 0, 0
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', EXP, '-inf', now, 'LIMIT', 0, 16)) do
   if old ~= id then
@@ -187,7 +210,7 @@ for _, old in ipairs(redis.call('ZRANGEBYSCORE', EXP, '-inf', now, 'LIMIT', 0, 1
 end
 local k = ekey(id)
 redis.call('DEL', k)
-redis.call('HSET', k, unpack(ARGV, 12))
+redis.call('HSET', k, unpack(ARGV, 13))
 redis.call('SADD', PARTS, ARGV[11])
 redis.call('VADD', V, 'FP32', blob, id, quant, 'EF', ARGV[10])
 redis.call('ZADD', skey(ARGV[11]), next_seq(), id)
@@ -216,7 +239,9 @@ return out
 """
 
 # ARGV: P, blob, count, now, 'min:max:from:per' (EF = min + (VCARD - from) / per, clamped),
-#       partition, exact id|'', then for local codes (:mod:`.codes`; absent or '' = none):
+#       partition, exact id|'', touches ('score id ...': entries this process served since
+#       its last call to the scope, marked used now; :meth:`VectorSetPath.fetch`), then for
+#       local codes (:mod:`.codes`; absent or '' = none):
 #       '=' .. the table's generation, its sequence number, max new, whole ('1' or '0':
 #       whether the first live candidate comes whole), candidate id, ...
 #       -> {'exact', HGETALL...} when the exact id is a hash (a lookup's exact part, checked
@@ -232,14 +257,16 @@ return out
 # key of another type. Only the first candidate comes whole: the cache nearly always reads
 # that one, and a reply of index fields is half the size to send and to parse. With local
 # codes the caller may ask for none whole (a clear miss: :meth:`.codes.LocalTable.wants_whole`);
-# then ``{id, HGETALL...}`` is ``{}`` and nothing is marked used.
+# then ``{id, HGETALL...}`` is ``{}``. A search marks no candidate used (as the in-process
+# store's): the entry the cache then serves is marked with the store's next call to the scope
+# (the touches above), an exact hit at once.
 _SEARCH = r"""
 local V = vkey(ARGV[6])
 if ARGV[7] ~= '' then
   local k = ekey(ARGV[7])
   local kind = redis.call('TYPE', k).ok
   if kind == 'hash' then
-    redis.pcall('ZADD', LRU, 'XX', 'GT', ARGV[4], ARGV[7])
+    touch_served(ARGV[8], {ARGV[4], ARGV[7]})
     local h = redis.call('HGETALL', k)
     table.insert(h, 1, 'exact')
     return h
@@ -247,7 +274,7 @@ if ARGV[7] ~= '' then
     return {'!type', kind}
   end
 end
-local now, out, whole, touch, gone = ARGV[4], {'ok', {}}, false, {}, {}
+local out, whole, gone = {'ok', {}}, false, {}
 local want = true  -- the first live candidate comes whole
 local S = skey(ARGV[6])
 local function collect(id, score)
@@ -266,10 +293,7 @@ local function collect(id, score)
     redis.pcall('ZREM', S, id)
   else
     if want and not whole then
-      -- the nearest live candidate comes whole and is marked used: the cache reads it with
-      -- no second call (a search alone touches nothing else, as in the in-process store;
-      -- another candidate is marked when fetched)
-      touch[1], touch[2] = now, id
+      -- the nearest live candidate comes whole: the cache reads it with no second call
       whole = redis.call('HGETALL', k)
       table.insert(whole, 1, id)
       out[2] = whole
@@ -279,31 +303,28 @@ local function collect(id, score)
     out[#out + 1] = h
   end
 end
-local function touched()
-  -- the LRU touch (a write: skipped when Redis refuses writes)
-  if #touch > 0 then redis.pcall('ZADD', LRU, 'XX', 'GT', unpack(touch)) end
-end
+local function touched() touch_served(ARGV[8], {}) end
 local why = false
-if (ARGV[8] or '') ~= '' then
+if (ARGV[9] or '') ~= '' then
   local gen = redis.call('GET', GEN) or ''
-  local last = tonumber(ARGV[9])
+  local last = tonumber(ARGV[10])
   local seqn = tonumber(redis.call('GET', SEQN) or '0')
   local size = redis.pcall('VCARD', V)
   if type(size) ~= 'number' then size = 0 end
-  if '=' .. gen ~= ARGV[8] or seqn < last then
+  if '=' .. gen ~= ARGV[9] or seqn < last then
     why = 'gen'
   elseif redis.call('ZCARD', S) ~= size then
     why = 'lost'
   else
-    local most = tonumber(ARGV[10])
-    local new = redis.call('ZRANGEBYSCORE', S, '(' .. ARGV[9], '+inf', 'WITHSCORES',
+    local most = tonumber(ARGV[11])
+    local new = redis.call('ZRANGEBYSCORE', S, '(' .. ARGV[10], '+inf', 'WITHSCORES',
                            'LIMIT', 0, most + 1)
     if #new > 2 * most then
       why = 'behind'
     else
       local seen = {}
-      want = ARGV[11] == '1'
-      for i = 12, #ARGV do
+      want = ARGV[12] == '1'
+      for i = 13, #ARGV do
         if not seen[ARGV[i]] then seen[ARGV[i]] = true; collect(ARGV[i], '0') end
       end
       for i = 1, #new, 2 do
@@ -530,17 +551,25 @@ class VectorSetPath:
         shared: Shared,
         quantization: Quantization = "q8",
         codes: Callable[[VectorSetPath], LocalCodes] | None = None,
+        *,
+        touch_on_lookups: bool = True,
     ) -> None:
         self.shared = shared
+        #: whether a lookup's call carries the marks of entries served since (``False`` when
+        #: lookups run on a replica, which cannot write: the scope's next put carries them)
+        self.touch_on_lookups = touch_on_lookups
         self.keys = VectorSetKeys(shared.namespace)
         self.quant = _QUANT[quantization]
         #: the local 1-bit tables (:mod:`.codes`), or ``None`` for ``VSIM`` only
         self.codes: LocalCodes | None = None if codes is None else codes(self)
         self._lock = threading.Lock()
-        # (entry id, lookup time) -> (its hash fields, its vector as ranked, or None)
+        # (entry id, lookup time) -> (its scope, its hash fields, its vector as ranked, or None)
         self._prefetched: OrderedDict[
-            tuple[str, float], tuple[dict[bytes, bytes], np.ndarray | None]
+            tuple[str, float], tuple[str, dict[bytes, bytes], np.ndarray | None]
         ] = OrderedDict()
+        # scope -> {entry id: when served}: entries the cache read from a search's reply, to
+        # be marked used by the next call to their scope (:meth:`fetch`, :meth:`flush_touches`)
+        self._touches: dict[str, dict[str, float]] = {}
         # (entry id, lookup time) -> (the local table that proposed it, the lookup's nearest
         # row distance), for the candidates a lookup just returned
         self._asked: OrderedDict[tuple[str, float], tuple[LocalTable, int | None]] = OrderedDict()
@@ -618,7 +647,7 @@ class VectorSetPath:
         args: tuple[Any, ...] = (
             self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)),
             f"{_SEARCH_EF_MIN}:{_SEARCH_EF_MAX}:{_SEARCH_EF_FROM}:{_SEARCH_EF_PER}",
-            partition, exact,
+            partition, exact, self._take_touches(sd) if self.touch_on_lookups else "",
         )
         ask = None
         if self.codes is not None:
@@ -717,7 +746,7 @@ class VectorSetPath:
                     ranked = matrix[row]
                     same = fields.get(b"vec") == ranked.tobytes()
                     self._prefetched[(hid, float(now))] = (
-                        fields, ranked.astype(np.float32) if same else None
+                        sd, fields, ranked.astype(np.float32) if same else None
                     )
                     self._prefetched.move_to_end((hid, float(now)))
                 out.append(Candidate(hid, float(similarities[row]), thresholds[row]))
@@ -795,12 +824,16 @@ class VectorSetPath:
         if asked is not None:
             asked[0].read(asked[1])
         if prefetched is not None:  # read by the search of this very lookup
-            fields, vector = prefetched
+            served, fields, vector = prefetched
             try:
-                return decode_entry(fields, self.shared.namespace, self.shared.dim, vector=vector)
+                entry = decode_entry(fields, self.shared.namespace, self.shared.dim, vector=vector)
             except CorruptEntry as exc:
                 self.shared.corrupt(hid, exc, report)
                 return None
+            # marked used by the next call to its scope: the search that read it could not
+            # know whether the cache would (the in-process store marks what it fetches)
+            self._touch_later(served, hid, now)
+            return entry
         sd = yield from self._scope_of(hid)
         if sd is None:
             return None
@@ -834,6 +867,8 @@ class VectorSetPath:
             return None
         with self._lock:
             self._remember(hid, sd)
+        if not self.touch_on_lookups:  # read on a replica, whose script could not mark it
+            self._touch_later(sd, hid, now)
         return entry
 
     def _scope_of(self, hid: str) -> Plan[str | None]:
@@ -849,6 +884,36 @@ class VectorSetPath:
         self._where.move_to_end(hid)
         while len(self._where) > _WHERE:
             self._where.popitem(last=False)
+
+    def _touch_later(self, sd: str, hid: str, now: float) -> None:
+        """Remember that entry ``hid`` of scope ``sd`` was served at ``now``."""
+        with self._lock:
+            pending = self._touches.pop(sd, None) or {}
+            self._touches[sd] = pending  # the scope served last goes last
+            pending[hid] = max(now, pending.pop(hid, now))
+            if len(pending) > _TOUCHES:
+                del pending[next(iter(pending))]
+            if len(self._touches) > _TOUCH_SCOPES:
+                del self._touches[next(iter(self._touches))]
+
+    def _take_touches(self, sd: str) -> str:
+        """The entries of scope ``sd`` served since its last call, as the scripts' touches
+        argument (``'score id score id ...'``), now handed over (lost if the call fails: an
+        LRU mark a little old, never a wrong answer)."""
+        with self._lock:
+            pending = self._touches.pop(sd, None)
+        if not pending:
+            return ""
+        return " ".join(f"{now!r} {hid}" for hid, now in pending.items())
+
+    def flush_touches(self) -> Plan[None]:
+        """Mark used every entry served and not yet marked (at close: no later call to its
+        scope may come from this store)."""
+        with self._lock:
+            pending, self._touches = self._touches, {}
+        for sd, served in pending.items():
+            marks = [x for hid, now in served.items() for x in (repr(now), hid)]
+            yield Command(("ZADD", self.keys.lru(sd), "XX", "GT", *marks))
 
     # ------------------------------------------------------------------- writes
     def put(self, entry: CacheEntry, now: float, report: StoreReport | None) -> Plan[None]:
@@ -872,6 +937,7 @@ class VectorSetPath:
             encode_vector(prepared.vector),
             _BUILD_EF,
             entry.partition,
+            self._take_touches(sd),
             *prepared.flat_fields,
         )
         reply = yield Script(PUT, (self.keys.lru(sd),), args)
@@ -1009,6 +1075,7 @@ class VectorSetPath:
             self._where.clear()
             self._prefetched.clear()
             self._asked.clear()
+            self._touches.clear()
         if self.codes is not None:
             self.codes.forget()
         self.shared.emptied()
