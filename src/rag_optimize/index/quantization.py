@@ -403,12 +403,14 @@ def _about_smallest(
     """About ``count`` rows of smallest distance, at least ``count`` (and never a row where
     ``valid`` is False, given at least ``count`` valid rows): the cut-off is read from a
     sorted sample of 4,096 distances instead of a histogram of all of them (measured at 100k
-    rows: 0.14 vs 0.29 ms). Falls back to :func:`_smallest` when the sample misjudges."""
+    rows: 0.14 vs 0.29 ms; the sample's cut-off by ``np.partition``, 7 vs 28 us for a full
+    sort of it). Falls back to :func:`_smallest` when the sample misjudges."""
     if valid is not None:
         dist[~valid] = worst
     n = dist.shape[0]
-    sample = np.sort(dist[:: max(1, n // 4_096)])
-    cut = sample[min(sample.shape[0] - 1, count * sample.shape[0] // n)]
+    sample = dist[:: max(1, n // 4_096)]
+    at = min(sample.shape[0] - 1, count * sample.shape[0] // n)
+    cut = np.partition(sample, at)[at]
     if cut < worst:
         rows = np.flatnonzero(dist <= cut)
         if count <= rows.shape[0] <= 8 * count:
