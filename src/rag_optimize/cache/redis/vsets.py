@@ -887,6 +887,7 @@ class VectorSetPath:
 
     def _touch_later(self, sd: str, hid: str, now: float) -> None:
         """Remember that entry ``hid`` of scope ``sd`` was served at ``now``."""
+        now = float(now)  # a numpy float's repr is no Redis score
         with self._lock:
             pending = self._touches.pop(sd, None) or {}
             self._touches[sd] = pending  # the scope served last goes last
