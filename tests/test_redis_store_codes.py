@@ -723,18 +723,21 @@ def test_an_async_store_marks_what_it_served_when_it_closes(
 
 
 def test_served_marks_are_plain_scores_never_lowered_and_bounded() -> None:
-    """The touches argument holds Redis scores (a numpy float is written as a number), keeps
-    the latest time of an entry served twice, and holds at most ``_TOUCHES`` per scope."""
-    from rag_optimize.cache.redis.plans import Shared
-    from rag_optimize.cache.redis.vsets import _TOUCHES, VectorSetPath
+    """The marks argument holds Redis scores (a numpy float is written as a number), keeps
+    the latest time of an entry served twice, and holds at most ``PER_SET`` per set."""
+    from rag_optimize.cache.redis.marks import PER_SET, ServedMarks
 
-    path = VectorSetPath(Shared("ns", None, 0, 1 << 20))
-    path._touch_later("sd", "a" * 32, np.float64(5.0))  # type: ignore[arg-type]
-    path._touch_later("sd", "a" * 32, 3.0)
-    assert path._take_touches("sd") == "5.0 " + "a" * 32
-    assert path._take_touches("sd") == ""
-    for i in range(_TOUCHES + 10):
-        path._touch_later("sd", f"{i:032x}", float(i))
-    pairs = path._take_touches("sd").split()
-    assert len(pairs) == 2 * _TOUCHES
-    assert [float(x) for x in pairs[::2]] == [float(i) for i in range(10, _TOUCHES + 10)]
+    marks = ServedMarks()
+    marks.add("sd", "a" * 32, np.float64(5.0))  # type: ignore[arg-type]
+    marks.add("sd", "a" * 32, 3.0)
+    assert marks.take("sd") == "5.0 " + "a" * 32
+    assert marks.take("sd") == ""
+    for i in range(PER_SET + 10):
+        marks.add("sd", f"{i:032x}", float(i))
+    pairs = marks.take("sd").split()
+    assert len(pairs) == 2 * PER_SET
+    assert [float(x) for x in pairs[::2]] == [float(i) for i in range(10, PER_SET + 10)]
+    marks.add("one", "b" * 32, 1.0)
+    marks.add("two", "c" * 32, 2.0)
+    assert marks.take_all() == {"one": ["1.0", "b" * 32], "two": ["2.0", "c" * 32]}
+    assert marks.take_all() == {}

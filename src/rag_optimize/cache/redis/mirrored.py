@@ -44,6 +44,7 @@ from rag_optimize.cache.redis.codec import (
     pairs_to_dict,
     scope_digest,
 )
+from rag_optimize.cache.redis.marks import ServedMarks
 from rag_optimize.cache.redis.mirror import LocalMirror
 from rag_optimize.cache.redis.options import MirrorOptions
 from rag_optimize.cache.redis.plans import (
@@ -94,6 +95,9 @@ class MirrorPath:
     ) -> None:
         self.shared = shared
         self.replica_reads = replica_reads
+        #: entries served by a replica (which cannot write their LRU mark), marked by the
+        #: next put (:mod:`.marks`; the namespace is one LRU set: group ``""``)
+        self.marks = ServedMarks()
         self.options = options
         self.keys = Keys(shared.namespace)
         self.mirror = LocalMirror(options.index, options.storage)
@@ -235,6 +239,8 @@ class MirrorPath:
             self.shared.expired(int(removed), report)
             self.mirror.remove([hid], _seq(seq))
             return None
+        if self.replica_reads:  # perhaps read on a replica, whose script could not mark it
+            self.marks.add("", hid, now)
         return entry
 
     # ------------------------------------------------------------------- writes
@@ -250,6 +256,7 @@ class MirrorPath:
             prepared.expires,
             prepared.ttl_ms,
             "" if shared.max_entries is None else str(shared.max_entries),
+            self.marks.take(""),
             *prepared.flat_fields,
         )
         if reply[0] == b"dim":
@@ -329,6 +336,11 @@ class MirrorPath:
                 total += len(hids)
         return total
 
+    def flush_touches(self) -> Plan[None]:
+        """Mark used every entry served and not yet marked (at close)."""
+        for _, marks in self.marks.take_all().items():
+            yield Command(("ZADD", self.keys.lru, "XX", "GT", *marks))
+
     def clear(self) -> Plan[None]:
         keep = {self.keys.log.encode(), self.keys.seq.encode(), self.keys.last.encode()}
         cursor: Any = 0
@@ -342,6 +354,7 @@ class MirrorPath:
             if int(cursor) == 0:
                 break
         seq = yield self._script(CLEARED)
+        self.marks.clear()
         self.mirror.clear(_seq(seq))
         self.shared.emptied()
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag_optimize.cache.redis.direct import aexecute, execute
+from rag_optimize.cache.redis.marks import TOUCH_SERVED_LUA
 
 _COMMON = r"""
 local P = ARGV[1]
@@ -57,9 +58,11 @@ local function emit(op, ids)
   return seq
 end
 local function counter() return tonumber(redis.call('GET', P .. ':seq')) or 0 end
-"""
+""" + TOUCH_SERVED_LUA
 
-# ARGV: P, MAXLEN, id, sd, dim, now, expires|'', ttl_ms|'', max_entries|'', field, value, ...
+# ARGV: P, MAXLEN, id, sd, dim, now, expires|'', ttl_ms|'', max_entries|'', marks ('score id
+#       ...': entries this process served from a replica since its last put, marked before
+#       any eviction; :mod:`.marks`), field, value, ...
 # -> {'dim', stored_dim} on a dimension clash, else
 #    {'ok', evicted, already_gone, put seq|false, eviction seq|false, {evicted ids}}
 _PUT = r"""
@@ -70,12 +73,13 @@ if stored and stored ~= dim then return {'dim', stored} end
 -- a memory-using write first: under maxmemory noeviction it fails here, before any change
 -- (once a script has written, Redis lets its later writes through past maxmemory)
 redis.call('ZADD', P .. ':lru', 'XX', now, id)
+touch_served(P .. ':lru', ARGV[10], {})
 if not stored then redis.call('SET', P .. ':dim', dim) end
 local k = ekey(id)
 local oldsd = hget(k, 'sd')
 if oldsd and oldsd ~= sd then redis.call('SREM', P .. ':s:' .. oldsd, id) end
 redis.call('DEL', k)
-redis.call('HSET', k, unpack(ARGV, 10))
+redis.call('HSET', k, unpack(ARGV, 11))
 if ttl ~= '' then
   redis.call('PEXPIRE', k, ttl)
   redis.call('ZADD', P .. ':exp', expires, id)

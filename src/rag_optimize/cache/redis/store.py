@@ -338,7 +338,7 @@ class RedisStore(StoreDefaults):
         if self._closed:
             return
         path = self._path
-        if isinstance(path, VectorSetPath) and self._client is not None:
+        if path is not None and self._client is not None:
             try:  # entries served since their scope's last call: marked used now
                 self._drive(lambda _p: path.flush_touches())
             except Exception:  # noqa: BLE001 - closing: an LRU mark lost, nothing else
@@ -362,7 +362,7 @@ class RedisStore(StoreDefaults):
         """Close this event loop's async client, then everything else."""
         loop = asyncio.get_running_loop()
         path = self._path
-        if isinstance(path, VectorSetPath) and not self._closed and loop in self._aclients:
+        if path is not None and not self._closed and loop in self._aclients:
             try:  # as close() does, on this loop's client
                 await self._adrive(lambda _p: path.flush_touches())
             except Exception:  # noqa: BLE001 - closing: an LRU mark lost, nothing else

@@ -84,6 +84,7 @@ from rag_optimize.cache.redis.codec import (
     scope_digest,
 )
 from rag_optimize.cache.redis.codes import MAX_NEW, Ask, LocalCodes, LocalTable
+from rag_optimize.cache.redis.marks import TOUCH_SERVED_LUA, ServedMarks
 from rag_optimize.cache.redis.plans import (
     Batch,
     Command,
@@ -136,10 +137,6 @@ _CANDIDATES = 16
 # grew 3.6 MB over 1,000 lookups, at 256 0.4 MB (BENCHMARKS.md, issue 14).
 _WHERE = 256
 _LISTED_STEP = 1_000  # map pairs per server-side HSCAN step (about 1 ms of the server)
-# Entries served but not yet marked used, per scope, and scopes with such entries: past
-# either bound the oldest are dropped (an LRU mark a little too old, never a wrong answer)
-_TOUCHES = 256
-_TOUCH_SCOPES = 256
 
 _COMMON = r"""
 local P = ARGV[1]
@@ -170,18 +167,7 @@ local function remove(id)
   redis.call('ZREM', skey(pt), id)
   return n
 end
--- mark entries used (ZADD XX GT: never lowers a mark, never brings a removed entry back): the
--- pairs of ``spec`` ('score id score id ...': what this process served since its last call to
--- the scope) and those already in ``pairs``; skipped where Redis refuses writes (a replica, a
--- full server), as a lookup must still work there
-local function touch_served(spec, pairs)
-  for score, id in string.gmatch(spec or '', '(%S+) (%S+)') do
-    pairs[#pairs + 1] = score
-    pairs[#pairs + 1] = id
-  end
-  if #pairs > 0 then redis.pcall('ZADD', LRU, 'XX', 'GT', unpack(pairs)) end
-end
-"""
+""" + TOUCH_SERVED_LUA
 
 # ARGV: P, id, dim, now, expires|'', ttl_ms|'', max|'', quant, blob, build_ef, partition,
 #       touches ('score id score id ...': entries this process served since its last call to
@@ -199,7 +185,7 @@ end
 -- a memory-using write first: under maxmemory noeviction it fails here, before any change
 -- (once a script has written, Redis lets its later writes through past maxmemory)
 redis.call('ZADD', LRU, 'XX', now, id)
-touch_served(ARGV[12], {})
+touch_served(LRU, ARGV[12], {})
 local victims, evicted, expired = {}, 0, 0
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', EXP, '-inf', now, 'LIMIT', 0, 16)) do
   if old ~= id then
@@ -266,7 +252,7 @@ if ARGV[7] ~= '' then
   local k = ekey(ARGV[7])
   local kind = redis.call('TYPE', k).ok
   if kind == 'hash' then
-    touch_served(ARGV[8], {ARGV[4], ARGV[7]})
+    touch_served(LRU, ARGV[8], {ARGV[4], ARGV[7]})
     local h = redis.call('HGETALL', k)
     table.insert(h, 1, 'exact')
     return h
@@ -303,7 +289,7 @@ local function collect(id, score)
     out[#out + 1] = h
   end
 end
-local function touched() touch_served(ARGV[8], {}) end
+local function touched() touch_served(LRU, ARGV[8], {}) end
 local why = false
 if (ARGV[9] or '') ~= '' then
   local gen = redis.call('GET', GEN) or ''
@@ -567,9 +553,9 @@ class VectorSetPath:
         self._prefetched: OrderedDict[
             tuple[str, float], tuple[str, dict[bytes, bytes], np.ndarray | None]
         ] = OrderedDict()
-        # scope -> {entry id: when served}: entries the cache read from a search's reply, to
-        # be marked used by the next call to their scope (:meth:`fetch`, :meth:`flush_touches`)
-        self._touches: dict[str, dict[str, float]] = {}
+        # by scope digest: entries the cache read from a search's reply (or from a replica),
+        # marked used by the next call to their scope (:meth:`fetch`, :meth:`flush_touches`)
+        self.marks = ServedMarks()
         # (entry id, lookup time) -> (the local table that proposed it, the lookup's nearest
         # row distance), for the candidates a lookup just returned
         self._asked: OrderedDict[tuple[str, float], tuple[LocalTable, int | None]] = OrderedDict()
@@ -647,7 +633,7 @@ class VectorSetPath:
         args: tuple[Any, ...] = (
             self.keys.prefix(sd), encode_vector(query), k + _EXTRA, repr(float(now)),
             f"{_SEARCH_EF_MIN}:{_SEARCH_EF_MAX}:{_SEARCH_EF_FROM}:{_SEARCH_EF_PER}",
-            partition, exact, self._take_touches(sd) if self.touch_on_lookups else "",
+            partition, exact, self.marks.take(sd) if self.touch_on_lookups else "",
         )
         ask = None
         if self.codes is not None:
@@ -832,7 +818,7 @@ class VectorSetPath:
                 return None
             # marked used by the next call to its scope: the search that read it could not
             # know whether the cache would (the in-process store marks what it fetches)
-            self._touch_later(served, hid, now)
+            self.marks.add(served, hid, now)
             return entry
         sd = yield from self._scope_of(hid)
         if sd is None:
@@ -868,7 +854,7 @@ class VectorSetPath:
         with self._lock:
             self._remember(hid, sd)
         if not self.touch_on_lookups:  # read on a replica, whose script could not mark it
-            self._touch_later(sd, hid, now)
+            self.marks.add(sd, hid, now)
         return entry
 
     def _scope_of(self, hid: str) -> Plan[str | None]:
@@ -885,35 +871,10 @@ class VectorSetPath:
         while len(self._where) > _WHERE:
             self._where.popitem(last=False)
 
-    def _touch_later(self, sd: str, hid: str, now: float) -> None:
-        """Remember that entry ``hid`` of scope ``sd`` was served at ``now``."""
-        now = float(now)  # a numpy float's repr is no Redis score
-        with self._lock:
-            pending = self._touches.pop(sd, None) or {}
-            self._touches[sd] = pending  # the scope served last goes last
-            pending[hid] = max(now, pending.pop(hid, now))
-            if len(pending) > _TOUCHES:
-                del pending[next(iter(pending))]
-            if len(self._touches) > _TOUCH_SCOPES:
-                del self._touches[next(iter(self._touches))]
-
-    def _take_touches(self, sd: str) -> str:
-        """The entries of scope ``sd`` served since its last call, as the scripts' touches
-        argument (``'score id score id ...'``), now handed over (lost if the call fails: an
-        LRU mark a little old, never a wrong answer)."""
-        with self._lock:
-            pending = self._touches.pop(sd, None)
-        if not pending:
-            return ""
-        return " ".join(f"{now!r} {hid}" for hid, now in pending.items())
-
     def flush_touches(self) -> Plan[None]:
         """Mark used every entry served and not yet marked (at close: no later call to its
         scope may come from this store)."""
-        with self._lock:
-            pending, self._touches = self._touches, {}
-        for sd, served in pending.items():
-            marks = [x for hid, now in served.items() for x in (repr(now), hid)]
+        for sd, marks in self.marks.take_all().items():
             yield Command(("ZADD", self.keys.lru(sd), "XX", "GT", *marks))
 
     # ------------------------------------------------------------------- writes
@@ -938,7 +899,7 @@ class VectorSetPath:
             encode_vector(prepared.vector),
             _BUILD_EF,
             entry.partition,
-            self._take_touches(sd),
+            self.marks.take(sd),
             *prepared.flat_fields,
         )
         reply = yield Script(PUT, (self.keys.lru(sd),), args)
@@ -1076,7 +1037,7 @@ class VectorSetPath:
             self._where.clear()
             self._prefetched.clear()
             self._asked.clear()
-            self._touches.clear()
+            self.marks.clear()
         if self.codes is not None:
             self.codes.forget()
         self.shared.emptied()

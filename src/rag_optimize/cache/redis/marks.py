@@ -1,0 +1,82 @@
+"""LRU marks of entries the cache served, written with a later call.
+
+A Redis store marks an entry used (its score in the LRU sorted set) when the cache serves
+it, as the in-process store does. Some reads cannot write that mark themselves: a search on
+the Redis 8 path does not know which candidate, if any, the cache will serve, and any read on
+a replica (``read_from_replicas``) cannot write at all. Such marks wait here, per LRU set
+(a scope on the Redis 8 path, the namespace on the mirror path). The next script call to that
+set carries them as one argument (``'score id score id ...'``; the scripts apply them with
+``ZADD XX GT``, so a mark never lowers a score and never brings a removed entry back), and
+the store writes what is left when it closes.
+
+Bounded: :data:`PER_SET` marks per set and :data:`SETS` sets; past either, the oldest are
+dropped. A dropped or lost mark (its call failed) leaves an entry's LRU time a little old,
+never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import threading
+
+__all__ = ["PER_SET", "SETS", "TOUCH_SERVED_LUA", "ServedMarks"]
+
+PER_SET = 256
+SETS = 256
+
+#: Lua for the scripts: ``touch_served(lru_key, spec, pairs)`` marks the entries of ``spec``
+#: (the argument :meth:`ServedMarks.take` built) and the ``{score, id, ...}`` already in
+#: ``pairs``; skipped where Redis refuses writes (a replica, a full server), so a read still
+#: answers there.
+TOUCH_SERVED_LUA = r"""
+local function touch_served(lru, spec, pairs)
+  for score, id in string.gmatch(spec or '', '(%S+) (%S+)') do
+    pairs[#pairs + 1] = score
+    pairs[#pairs + 1] = id
+  end
+  if #pairs > 0 then redis.pcall('ZADD', lru, 'XX', 'GT', unpack(pairs)) end
+end
+"""
+
+
+class ServedMarks:
+    """Pending marks by LRU set: set -> {entry id: when served} (thread-safe)."""
+
+    def __init__(self, per_set: int = PER_SET, sets: int = SETS) -> None:
+        self._per_set = per_set
+        self._sets = sets
+        self._lock = threading.Lock()
+        self._pending: dict[str, dict[str, float]] = {}
+
+    def add(self, group: str, hid: str, now: float) -> None:
+        """Entry ``hid`` of LRU set ``group`` was served at ``now`` (the later time wins)."""
+        now = float(now)  # a numpy float's repr is no Redis score
+        with self._lock:
+            pending = self._pending.pop(group, None) or {}
+            self._pending[group] = pending  # the set served last goes last
+            pending[hid] = max(now, pending.pop(hid, now))
+            if len(pending) > self._per_set:
+                del pending[next(iter(pending))]
+            if len(self._pending) > self._sets:
+                del self._pending[next(iter(self._pending))]
+
+    def take(self, group: str) -> str:
+        """The pending marks of ``group`` as the scripts' argument, now handed over."""
+        with self._lock:
+            pending = self._pending.pop(group, None)
+        if not pending:
+            return ""
+        return " ".join(f"{now!r} {hid}" for hid, now in pending.items())
+
+    def take_all(self) -> dict[str, list[str]]:
+        """Every pending mark, now handed over: set -> ``[score, id, score, id, ...]``."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        return {
+            group: [x for hid, now in served.items() for x in (repr(now), hid)]
+            for group, served in pending.items()
+        }
+
+    def clear(self) -> None:
+        """Drop every pending mark (the namespace was cleared)."""
+        with self._lock:
+            self._pending.clear()
