@@ -226,9 +226,9 @@ class LocalTable:
         (0.93-0.97x its time, before its rows were cut too) and no longer marks an entry it
         did not serve as used (random vectors at 100k: a miss's nearest row 135-157 of 384
         bits away, a near-duplicate hit's 21-53; every miss skipped the entry, every hit
-        read it; on real rows far fewer misses are that clear: 37 of 860 WikiQA questions;
-        BENCHMARKS.md, issue 14). Never a different answer: a skipped entry the cache does
-        read costs one more call, and widens the reach."""
+        read it; on real rows far fewer misses are that clear: 37 and 50 of 860 WikiQA
+        questions in two runs; BENCHMARKS.md, issue 14). Never a different answer: a
+        skipped entry the cache does read costs one more call, and widens the reach."""
         return not self.clear_miss(near)
 
     def read(self, near: int | None) -> None:

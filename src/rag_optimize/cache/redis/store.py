@@ -339,8 +339,8 @@ class RedisStore(StoreDefaults):
             return
         path = self._path
         if path is not None and self._client is not None:
-            try:  # entries served since their scope's last call: marked used now
-                self._drive(lambda _p: path.flush_touches())
+            try:  # entries served and not yet marked used (cache/redis/marks.py): marked now
+                self._drive(lambda p: p.flush_touches())
             except Exception:  # noqa: BLE001 - closing: an LRU mark lost, nothing else
                 logger.debug("RedisStore %r: LRU marks not written at close", self.namespace)
         self._closed = True
@@ -361,10 +361,9 @@ class RedisStore(StoreDefaults):
     async def aclose(self) -> None:
         """Close this event loop's async client, then everything else."""
         loop = asyncio.get_running_loop()
-        path = self._path
-        if path is not None and not self._closed and loop in self._aclients:
+        if self._path is not None and not self._closed and loop in self._aclients:
             try:  # as close() does, on this loop's client
-                await self._adrive(lambda _p: path.flush_touches())
+                await self._adrive(lambda p: p.flush_touches())
             except Exception:  # noqa: BLE001 - closing: an LRU mark lost, nothing else
                 logger.debug("RedisStore %r: LRU marks not written at close", self.namespace)
         for client in (self._aclients.get(loop), *self._aextras.get(loop, ())):
