@@ -243,6 +243,62 @@ def test_two_stage_hamming_keeps_near_rows_masks_and_the_full_scan_is_exact() ->
                     assert near_of[i] in staged.tolist()
 
 
+def _about_cases() -> list[tuple[str, np.ndarray]]:
+    """Prefix distances (``uint8``, at most 128) of 100k rows, shaped so that each branch of
+    ``_about_smallest`` runs: the sample judges well, too low (a few near rows on its
+    stride, the others off it) or too high (every near row off its stride)."""
+    rng = np.random.default_rng(7)
+    n = 100_000
+    step = n // 4_096
+    random_rows = rng.binomial(128, 0.5, n).astype(np.uint8)
+    off_stride = np.full(n, 90, dtype=np.uint8)
+    off_stride[rng.choice(np.flatnonzero(np.arange(n) % step != 0), 60, replace=False)] = 10
+    few_on = np.full(n, 90, dtype=np.uint8)
+    few_on[np.arange(0, 3 * step, step)] = 1  # 3 rows on the stride: the first cut-off, 1
+    few_on[np.arange(n)[np.arange(n) % step != 0][:40]] = 10
+    few_on[::step][3:] = 60
+    return [("random", random_rows), ("too high", off_stride), ("too low", few_on)]
+
+
+@pytest.mark.parametrize(("name", "dist"), _about_cases(), ids=("random", "too-high", "too-low"))
+def test_about_smallest_keeps_every_nearer_row_and_trims_like_the_histogram(
+    name: str, dist: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shortlist's cut-off: at least ``count`` rows, none masked, every row nearer than
+    the ``count``-th nearest among them; and whenever it cuts to ``count`` rows, the very
+    rows a histogram of all distances (``_smallest``) gives. A cut-off set too low is read
+    again from the sample, not from a histogram of every row."""
+    rng = np.random.default_rng(8)
+    read: list[int] = []
+    smallest = q._smallest
+
+    def spy(d: np.ndarray, count: int, valid: np.ndarray | None, worst: int) -> np.ndarray:
+        read.append(d.shape[0])
+        return smallest(d, count, valid, worst)
+
+    monkeypatch.setattr(q, "_smallest", spy)
+    q._about_smallest(dist.copy(), 20, None, 129)
+    if name == "random":
+        assert read == []
+    elif name == "too high":  # every row within the cut-off: cut from all of them
+        assert read == [dist.shape[0]]
+    else:
+        assert len(read) == 1 and read[0] < dist.shape[0] // 10
+    read.clear()
+    for count in (20, 640):
+        for valid in (None, rng.random(dist.shape[0]) < 0.8):
+            got = q._about_smallest(dist.copy(), count, valid, 129)
+            want = smallest(dist.copy(), count, valid, 129)
+            usable = np.ones(dist.shape[0], bool) if valid is None else valid
+            assert got.shape[0] >= count and usable[got].all()
+            kth = np.sort(dist[usable])[count - 1]
+            assert set(np.flatnonzero(usable & (dist < kth)).tolist()) <= set(got.tolist())
+            if got.shape[0] == count:
+                assert sorted(got.tolist()) == sorted(want.tolist())
+            if name != "random" and count == 20:  # misjudged: cut to count, like _smallest
+                assert sorted(got.tolist()) == sorted(want.tolist())
+
+
 def test_sign_code_width_is_whole_words() -> None:
     assert q.sign_code_bytes(384) == 48
     assert q.sign_code_bytes(48) == 8
