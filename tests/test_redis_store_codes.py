@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -671,6 +672,82 @@ def test_only_what_the_cache_serves_is_marked_used(
     assert client.zscore(lru, entry_id("", "row 4")) == now
     reader.close()
     assert client.zscore(lru, entry_id("", "row 4")) == served_at
+
+
+def _marked_within(client: Any, lru: str, hid: str, score: float, seconds: float) -> float:
+    """Seconds until ``hid``'s LRU score is ``score`` (polled; ``inf`` if not within)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        if client.zscore(lru, hid) == score:
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    return float("inf")
+
+
+def test_a_served_entry_is_marked_within_a_second_without_another_call(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock,  # noqa: F811
+    namespace: str,  # noqa: F811
+) -> None:
+    """No later call to the scope: the store's timer writes the mark within
+    ``WRITE_WITHIN_S`` (else another process's put could evict, as least recently used, the
+    entry this one just served). Sync and async lookups alike; nothing runs once closed."""
+    from rag_optimize.cache.redis.marks import WRITE_WITHIN_S
+
+    writer, reader, now, t = pair(make, vectors, clock, 50)
+    cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
+                          verifier=None)
+    client = redis8_server.client()
+    lru = VectorSetKeys(namespace).lru(scope_digest(""))
+    clock.advance(10)
+    served_at = clock()
+    assert cache.get("near row 3").response == "row 3"  # type: ignore[union-attr]
+    assert client.zscore(lru, entry_id("", "row 3")) == now  # not by the search itself
+    assert _marked_within(client, lru, entry_id("", "row 3"), served_at, 5) <= WRITE_WITHIN_S + 1
+
+    clock.advance(10)
+    served_at = clock()
+
+    async def serve() -> None:
+        hit = await cache.aget("near row 4")
+        assert hit is not None and hit.response == "row 4"
+
+    asyncio.run(serve())
+    assert _marked_within(client, lru, entry_id("", "row 4"), served_at, 5) <= WRITE_WITHIN_S + 1
+
+    clock.advance(10)
+    assert cache.get("near row 5").response == "row 5"  # type: ignore[union-attr]
+    reader.close()  # writes the mark itself, and stops the timer
+    marked = client.zscore(lru, entry_id("", "row 5"))
+    assert marked == clock()
+    client.zadd(lru, {entry_id("", "row 5"): now})
+    time.sleep(WRITE_WITHIN_S + 0.3)
+    assert client.zscore(lru, entry_id("", "row 5")) == now  # no flush after close
+
+
+def test_the_marks_timer_waits_while_redis_fails(
+    make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock,  # noqa: F811
+    namespace: str,  # noqa: F811
+) -> None:
+    """While the breaker reports a fault, the timer writes nothing (no background call meets
+    the fault, none counts against the breaker); the scope's next call carries the marks."""
+    from rag_optimize.cache.redis.marks import WRITE_WITHIN_S
+
+    writer, reader, now, t = pair(make, vectors, clock, 50)
+    cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
+                          verifier=None)
+    client = redis8_server.client()
+    lru = VectorSetKeys(namespace).lru(scope_digest(""))
+    clock.advance(10)
+    served_at = clock()
+    assert cache.get("near row 6").response == "row 6"  # type: ignore[union-attr]
+    reader.breaker.failure()  # as a failed call would leave it
+    assert not reader.breaker.healthy
+    time.sleep(WRITE_WITHIN_S + 0.3)
+    assert client.zscore(lru, entry_id("", "row 6")) == now
+    reader.breaker.success()
+    clock.advance(1)
+    assert cache.get("fresh question 1") is None
+    assert client.zscore(lru, entry_id("", "row 6")) == served_at
 
 
 def test_a_hit_past_the_reach_is_still_served_and_widens_it(

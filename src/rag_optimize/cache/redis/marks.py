@@ -7,7 +7,9 @@ a replica (``read_from_replicas``) cannot write at all. Such marks wait here, pe
 (a scope on the Redis 8 path, the namespace on the mirror path). The next script call to that
 set carries them as one argument (``'score id score id ...'``; the scripts apply them with
 ``ZADD XX GT``, so a mark never lowers a score and never brings a removed entry back), and
-the store writes what is left when it closes.
+the store writes what is left when it closes. A mark whose set sees no such call is written
+within :data:`WRITE_WITHIN_S` anyway (:class:`FlushTimer`): until then another process's put
+could evict the entry as least recently used, though this one just served it.
 
 Bounded: :data:`PER_SET` marks per set and :data:`SETS` sets; past either, the oldest are
 dropped. A dropped or lost mark (its call failed) leaves an entry's LRU time a little old,
@@ -17,11 +19,14 @@ never a wrong answer.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
-__all__ = ["PER_SET", "SETS", "TOUCH_SERVED_LUA", "ServedMarks"]
+__all__ = ["PER_SET", "SETS", "TOUCH_SERVED_LUA", "WRITE_WITHIN_S", "FlushTimer", "ServedMarks"]
 
 PER_SET = 256
 SETS = 256
+#: Seconds within which a pending mark is written, with or without a later call to its set.
+WRITE_WITHIN_S = 1.0
 
 #: Lua for the scripts: ``touch_served(lru_key, spec, pairs)`` marks the entries of ``spec``
 #: (the argument :meth:`ServedMarks.take` built) and the ``{score, id, ...}`` already in
@@ -46,6 +51,8 @@ class ServedMarks:
         self._sets = sets
         self._lock = threading.Lock()
         self._pending: dict[str, dict[str, float]] = {}
+        #: called after every :meth:`add` (the store's :meth:`FlushTimer.poke`)
+        self.on_add: Callable[[], None] | None = None
 
     def add(self, group: str, hid: str, now: float) -> None:
         """Entry ``hid`` of LRU set ``group`` was served at ``now`` (the later time wins)."""
@@ -58,6 +65,8 @@ class ServedMarks:
                 del pending[next(iter(pending))]
             if len(self._pending) > self._sets:
                 del self._pending[next(iter(self._pending))]
+        if self.on_add is not None:
+            self.on_add()
 
     def take(self, group: str) -> str:
         """The pending marks of ``group`` as the scripts' argument, now handed over."""
@@ -80,3 +89,42 @@ class ServedMarks:
         """Drop every pending mark (the namespace was cleared)."""
         with self._lock:
             self._pending.clear()
+
+
+class FlushTimer:
+    """Runs ``flush`` :data:`WRITE_WITHIN_S` after a mark is added, once for all the marks
+    added meanwhile: a daemon ``threading.Timer`` started on demand, none while nothing is
+    pending (thread-safe)."""
+
+    def __init__(self, flush: Callable[[], None], delay: float = WRITE_WITHIN_S) -> None:
+        self._flush = flush
+        self._delay = delay
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._stopped = False
+
+    def poke(self) -> None:
+        """A mark was added: make sure a flush is due within the delay."""
+        with self._lock:
+            if self._stopped or self._timer is not None:
+                return
+            timer = threading.Timer(self._delay, self._fire)
+            timer.daemon = True  # never keeps the process alive
+            timer.name = "rag-optimize-marks"
+            self._timer = timer
+        timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._timer = None  # a mark added from here on asks for the next flush
+            if self._stopped:
+                return
+        self._flush()
+
+    def stop(self) -> None:
+        """No more flushes (the store is closing: it writes what is left itself)."""
+        with self._lock:
+            self._stopped = True
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()

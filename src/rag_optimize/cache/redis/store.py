@@ -47,6 +47,7 @@ from rag_optimize.cache.redis.breaker import CircuitBreaker
 from rag_optimize.cache.redis.codec import check_namespace, scope_digest
 from rag_optimize.cache.redis.codes import LocalCodes
 from rag_optimize.cache.redis.direct import aexecute, execute
+from rag_optimize.cache.redis.marks import FlushTimer
 from rag_optimize.cache.redis.mirrored import MirrorPath
 from rag_optimize.cache.redis.options import (
     ConnectionOptions,
@@ -276,6 +277,8 @@ class RedisStore(StoreDefaults):
         self._agenerations: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._pool_generation = 0
         self._closed = False
+        # entries served and not yet marked used: written within a second (cache/redis/marks.py)
+        self._marks_timer = FlushTimer(self._flush_marks)
 
     # ------------------------------------------------------------- lifecycle
     def start(self) -> RedisStore:
@@ -337,6 +340,7 @@ class RedisStore(StoreDefaults):
         client passed in by the caller stays open."""
         if self._closed:
             return
+        self._marks_timer.stop()
         path = self._path
         if path is not None and self._client is not None:
             try:  # entries served and not yet marked used (cache/redis/marks.py): marked now
@@ -697,6 +701,7 @@ class RedisStore(StoreDefaults):
                 self._client, self._reader, self._writer = client, reader, writer
                 self._server = info
                 path = self._make_path(client, info)
+                path.marks.on_add = self._marks_timer.poke
             except ConfigurationError:
                 raise
             except Exception as exc:  # noqa: BLE001 - unreachable, denied, TLS...: fail open
@@ -875,6 +880,17 @@ class RedisStore(StoreDefaults):
         if path is not None:
             return path
         return await asyncio.to_thread(self._ensure_path)  # connecting is blocking I/O
+
+    def _flush_marks(self) -> None:
+        """The marks' timer fired: write every pending mark (none while Redis is failing: they
+        wait for the next call, and a background call never counts against the breaker
+        while the user's calls already meet the fault)."""
+        if self._closed or self._path is None or not self.breaker.healthy:
+            return
+        try:
+            self._drive(lambda p: p.flush_touches())
+        except Exception:  # noqa: BLE001 - a background write: an LRU mark lost, nothing else
+            logger.debug("RedisStore %r: LRU marks not written", self.namespace)
 
     # ----------------------------------------------------------------- drivers
     def _drive(self, make: Callable[[VectorSetPath | MirrorPath], Plan[T]]) -> T:

@@ -49,8 +49,9 @@ namespace); past it the scope's least recently used entry is evicted atomically.
 what the cache served, as in the in-process store: an exact hit is marked by its lookup; a
 search marks nothing (it cannot know which candidate, if any, the cache will serve), and the
 entry the cache then reads from its reply is marked by the store's next call to the scope
-(a lookup or a put, which marks before it evicts) or when the store closes. Under replica
-reads (a replica cannot write) every served entry waits for the scope's next put. Expired
+(a lookup or a put, which marks before it evicts), by the store's timer within a second
+(:data:`.marks.WRITE_WITHIN_S`) or when the store closes. Under replica reads (a replica
+cannot write) every served entry waits for the scope's next put or the timer. Expired
 entries of a scope are deleted by the next write to that scope (and skipped by every read);
 Redis TTL (the entry's TTL plus a grace) frees entries nobody writes near.
 
