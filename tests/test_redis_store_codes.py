@@ -684,6 +684,18 @@ def _marked_within(client: Any, lru: str, hid: str, score: float, seconds: float
     return float("inf")
 
 
+def _served_scope(
+    make: Any, vectors: Vectors, server: RedisServer, clock: FakeClock, ns: str
+) -> tuple[Any, SemanticCache, Any, str, float]:
+    """A reader of 50 entries with its table loaded, its cache, a client of the server,
+    the scope's LRU key and the time the entries were written (the clock 10 s past it)."""
+    _writer, reader, now, _t = pair(make, vectors, clock, 50)
+    cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
+                          verifier=None)
+    clock.advance(10)
+    return reader, cache, server.client(), VectorSetKeys(ns).lru(scope_digest("")), now
+
+
 def test_a_served_entry_is_marked_within_a_second_without_another_call(
     make: Any, vectors: Vectors, redis8_server: RedisServer, clock: FakeClock,  # noqa: F811
     namespace: str,  # noqa: F811
@@ -693,12 +705,7 @@ def test_a_served_entry_is_marked_within_a_second_without_another_call(
     entry this one just served). Sync and async lookups alike; nothing runs once closed."""
     from rag_optimize.cache.redis.marks import WRITE_WITHIN_S
 
-    writer, reader, now, t = pair(make, vectors, clock, 50)
-    cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
-                          verifier=None)
-    client = redis8_server.client()
-    lru = VectorSetKeys(namespace).lru(scope_digest(""))
-    clock.advance(10)
+    reader, cache, client, lru, now = _served_scope(make, vectors, redis8_server, clock, namespace)
     served_at = clock()
     assert cache.get("near row 3").response == "row 3"  # type: ignore[union-attr]
     assert client.zscore(lru, entry_id("", "row 3")) == now  # not by the search itself
@@ -732,12 +739,7 @@ def test_the_marks_timer_waits_while_redis_fails(
     the fault, none counts against the breaker); the scope's next call carries the marks."""
     from rag_optimize.cache.redis.marks import WRITE_WITHIN_S
 
-    writer, reader, now, t = pair(make, vectors, clock, 50)
-    cache = SemanticCache(Embedder(vectors), threshold=0.9, store=reader, clock=clock,
-                          verifier=None)
-    client = redis8_server.client()
-    lru = VectorSetKeys(namespace).lru(scope_digest(""))
-    clock.advance(10)
+    reader, cache, client, lru, now = _served_scope(make, vectors, redis8_server, clock, namespace)
     served_at = clock()
     assert cache.get("near row 6").response == "row 6"  # type: ignore[union-attr]
     reader.breaker.failure()  # as a failed call would leave it

@@ -343,10 +343,7 @@ class RedisStore(StoreDefaults):
         self._marks_timer.stop()
         path = self._path
         if path is not None and self._client is not None:
-            try:  # entries served and not yet marked used (cache/redis/marks.py): marked now
-                self._drive(lambda p: p.flush_touches())
-            except Exception:  # noqa: BLE001 - closing: an LRU mark lost, nothing else
-                logger.debug("RedisStore %r: LRU marks not written at close", self.namespace)
+            self._write_marks()  # entries served and not yet marked used: marked now
         self._closed = True
         if isinstance(path, MirrorPath):
             path.stop()
@@ -885,11 +882,15 @@ class RedisStore(StoreDefaults):
         """The marks' timer fired: write every pending mark (none while Redis is failing: they
         wait for the next call, and a background call never counts against the breaker
         while the user's calls already meet the fault)."""
-        if self._closed or self._path is None or not self.breaker.healthy:
-            return
+        if not self._closed and self._path is not None and self.breaker.healthy:
+            self._write_marks()
+
+    def _write_marks(self) -> None:
+        """Write every pending LRU mark (cache/redis/marks.py); a failure loses a mark,
+        nothing else."""
         try:
             self._drive(lambda p: p.flush_touches())
-        except Exception:  # noqa: BLE001 - a background write: an LRU mark lost, nothing else
+        except Exception:  # noqa: BLE001 - an LRU mark lost, nothing else
             logger.debug("RedisStore %r: LRU marks not written", self.namespace)
 
     # ----------------------------------------------------------------- drivers
